@@ -1,0 +1,230 @@
+//! The signed event contract of Clew.
+//!
+//! Everything Clew knows arrives as an [`proto::Event`] (a fact such as
+//! `DatasetVersionPublished`) serialised with protobuf and wrapped in a DSSE
+//! [`proto::Envelope`]: the producer signs `PAE(payload_type, payload)` with its
+//! Ed25519 key ([`dsse`]). Keys use the C2SP signed-note text formats
+//! (`PRIVATE+KEY+<name>+<id>+<b64>` / `<name>+<id>+<b64>`), see [`keys`].
+//!
+//! Data flows one way through this crate:
+//!
+//! ```text
+//!  producer: EventBody ──seal()──▶ Envelope bytes ──▶ bus
+//!  sequencer: bytes ──open()──▶ OpenedEnvelope (decoded, structurally valid,
+//!                               canonical leaf bytes) ──verify_signature()──▶ ok?
+//! ```
+//!
+//! [`open`] checks everything that can be checked from the bytes alone (shape,
+//! ids, digests, kind/subject consistency, size); checks that need ledger state
+//! (is the key registered, does a cited dataset version exist) belong to the
+//! ledger's sequencer. The generated types carry the canonical proto3 JSON
+//! mapping (serde, via pbjson), which is what the API speaks.
+
+pub mod dsse;
+mod error;
+pub mod keys;
+pub mod sample;
+mod validate;
+
+pub use error::EventError;
+pub use keys::{KeyId, ProducerKey, VerifierKey};
+pub use validate::{subject_of, EntityRef};
+
+use prost::Message;
+use proto::event::Body;
+
+/// Generated protobuf types (prost) with their proto3 JSON mapping (pbjson).
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/clew.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/clew.v1.serde.rs"));
+}
+
+/// DSSE payloadType of every Clew event.
+pub const PAYLOAD_TYPE: &str = "application/vnd.clew.event+protobuf";
+
+/// Largest canonical envelope the ledger accepts: a C2SP tlog-tiles entry bundle
+/// prefixes each entry with a 16-bit big-endian length (tlog-tiles, "Log entries").
+pub const MAX_LEAF_BYTES: usize = 65_535;
+
+/// Largest submission the decoder will even look at; anything bigger is refused
+/// before decoding so hostile inputs cannot make the sequencer allocate.
+pub const MAX_SUBMISSION_BYTES: usize = 4 * 1024 * 1024;
+
+/// The kind that matches an event body.
+pub fn kind_of(body: &Body) -> proto::EventKind {
+    use proto::EventKind as K;
+    match body {
+        Body::PrincipalRegistered(_) => K::PrincipalRegistered,
+        Body::KeyRevoked(_) => K::KeyRevoked,
+        Body::SiteRegistered(_) => K::SiteRegistered,
+        Body::AccessGranted(_) => K::AccessGranted,
+        Body::AccessRevoked(_) => K::AccessRevoked,
+        Body::DatasetRegistered(_) => K::DatasetRegistered,
+        Body::DatasetVersionPublished(_) => K::DatasetVersionPublished,
+        Body::DatasetVersionWithdrawn(_) => K::DatasetVersionWithdrawn,
+        Body::TransformRecorded(_) => K::TransformRecorded,
+        Body::TrainingRunRecorded(_) => K::TrainingRunRecorded,
+        Body::ModelVersionRegistered(_) => K::ModelVersionRegistered,
+        Body::ValidationRecorded(_) => K::ValidationRecorded,
+        Body::DeploymentRecorded(_) => K::DeploymentRecorded,
+    }
+}
+
+/// A new UUIDv7 event id (RFC 9562 section 5.7).
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Builds the Event for `body`, signs it with `key` and returns the envelope.
+///
+/// `event_id` and `time` are filled in when `None`.
+pub fn seal(
+    key: &ProducerKey,
+    actor: &str,
+    body: Body,
+    event_id: Option<String>,
+    time: Option<pbjson_types::Timestamp>,
+) -> Result<proto::Envelope, EventError> {
+    let subject = subject_of(&body)?.subject();
+    let event = proto::Event {
+        event_id: event_id.unwrap_or_else(new_event_id),
+        kind: kind_of(&body) as i32,
+        subject,
+        actor: actor.to_string(),
+        time: Some(time.unwrap_or_else(now_timestamp)),
+        key_id: key.key_id().to_string(),
+        body: Some(body),
+    };
+    Ok(sign_event(key, &event))
+}
+
+/// Signs an already-built event (no checks; see [`seal`] for the checked path).
+pub fn sign_event(key: &ProducerKey, event: &proto::Event) -> proto::Envelope {
+    let payload = event.encode_to_vec();
+    let sig = key.sign(&dsse::pae(PAYLOAD_TYPE, &payload));
+    proto::Envelope {
+        payload,
+        payload_type: PAYLOAD_TYPE.to_string(),
+        signatures: vec![proto::Signature {
+            sig: sig.to_vec(),
+            keyid: key.key_id().to_string(),
+        }],
+    }
+}
+
+/// The current time as a protobuf timestamp.
+pub fn now_timestamp() -> pbjson_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
+}
+
+/// A submission that decoded and passed every check that needs no ledger state.
+#[derive(Debug, Clone)]
+pub struct OpenedEnvelope {
+    /// The decoded envelope.
+    pub envelope: proto::Envelope,
+    /// The decoded payload.
+    pub event: proto::Event,
+    /// Canonical envelope bytes: what the ledger stores and hashes as the leaf.
+    pub canonical: Vec<u8>,
+}
+
+impl OpenedEnvelope {
+    /// The body (always present after [`open`]).
+    pub fn body(&self) -> &Body {
+        // `open` refuses events without a body.
+        self.event
+            .body
+            .as_ref()
+            .expect("open() guarantees a body")
+    }
+
+    /// The key id that signed the envelope.
+    pub fn key_id(&self) -> &str {
+        &self.event.key_id
+    }
+
+    /// The kind of the event.
+    pub fn kind(&self) -> proto::EventKind {
+        kind_of(self.body())
+    }
+
+    /// The 64-byte signature.
+    pub fn signature(&self) -> Result<ed25519_dalek::Signature, EventError> {
+        let sig = &self.envelope.signatures[0].sig;
+        ed25519_dalek::Signature::from_slice(sig)
+            .map_err(|_| EventError::Malformed(format!("signature is {} bytes, not 64", sig.len())))
+    }
+
+    /// The DSSE pre-authentication encoding the signature covers.
+    pub fn signed_message(&self) -> Vec<u8> {
+        dsse::pae(&self.envelope.payload_type, &self.envelope.payload)
+    }
+
+    /// Checks the envelope's signature with `key` (cofactorless, RFC 8032 section 5.1.7,
+    /// rejecting small-order keys and non-canonical signatures).
+    pub fn verify_signature(&self, key: &VerifierKey) -> Result<(), EventError> {
+        let sig = self.signature()?;
+        key.verifying_key()
+            .verify_strict(&self.signed_message(), &sig)
+            .map_err(|_| EventError::BadSignature(self.key_id().to_string()))
+    }
+}
+
+/// Decodes submitted bytes and applies every check that needs no ledger state.
+///
+/// Refuses (with a reason naming the problem): oversized input, bytes that are
+/// not an Envelope, a payload type other than [`PAYLOAD_TYPE`], anything but
+/// exactly one signature, a payload that is not an Event, a missing body, a
+/// kind or subject that disagrees with the body, a key id that differs from the
+/// signature's, a malformed event id, identifier or digest, and a canonical
+/// envelope over [`MAX_LEAF_BYTES`].
+pub fn open(bytes: &[u8]) -> Result<OpenedEnvelope, EventError> {
+    if bytes.len() > MAX_SUBMISSION_BYTES {
+        return Err(EventError::Oversized {
+            size: bytes.len(),
+            limit: MAX_LEAF_BYTES,
+        });
+    }
+    let envelope = proto::Envelope::decode(bytes)
+        .map_err(|e| EventError::Malformed(format!("not a DSSE envelope: {e}")))?;
+    if envelope.payload_type != PAYLOAD_TYPE {
+        return Err(EventError::Malformed(format!(
+            "payloadType is {:?}, expected {PAYLOAD_TYPE:?}",
+            envelope.payload_type
+        )));
+    }
+    if envelope.signatures.len() != 1 {
+        return Err(EventError::Malformed(format!(
+            "envelope has {} signatures, expected exactly 1",
+            envelope.signatures.len()
+        )));
+    }
+    let event = proto::Event::decode(envelope.payload.as_slice())
+        .map_err(|e| EventError::Malformed(format!("payload is not a clew.v1.Event: {e}")))?;
+    if envelope.signatures[0].keyid != event.key_id {
+        return Err(EventError::Invalid(format!(
+            "signature keyid {:?} differs from the event's key_id {:?}",
+            envelope.signatures[0].keyid, event.key_id
+        )));
+    }
+    validate::check_event(&event)?;
+    let canonical = envelope.encode_to_vec();
+    if canonical.len() > MAX_LEAF_BYTES {
+        return Err(EventError::Oversized {
+            size: canonical.len(),
+            limit: MAX_LEAF_BYTES,
+        });
+    }
+    Ok(OpenedEnvelope {
+        envelope,
+        event,
+        canonical,
+    })
+}

@@ -1,0 +1,28 @@
+use thiserror::Error;
+
+/// Failures of the ledger itself (not refusals of submissions, which are
+/// recorded in the rejected log and reported in a `BatchReceipt`).
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// Stored data does not have the shape the ledger wrote.
+    #[error("corrupt ledger data: {0}")]
+    Corrupt(String),
+    /// Merkle tree computation failed (usually: a needed hash is missing).
+    #[error("merkle tree: {0}")]
+    Tlog(#[from] tlog_tiles::Error),
+    /// A key or note could not be used.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// A data directory that holds no ledger, or already holds one.
+    #[error("{0}")]
+    Setup(String),
+    /// A request outside the tree (index beyond size, unknown tile...).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The genesis event could not be built.
+    #[error("event: {0}")]
+    Event(#[from] clew_events::EventError),
+}

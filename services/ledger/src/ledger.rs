@@ -1,0 +1,573 @@
+//! The ledger: opening/creating it, the sequencer's write path, and reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use clew_events::proto::{self, RejectionReason};
+use clew_events::{EventError, OpenedEnvelope, ProducerKey};
+use prost::Message;
+use rayon::prelude::*;
+use signed_note::{Note, StandardSigner};
+use tlog_tiles::{record_hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash, Hash};
+
+use crate::checkpoint::{self, SignedCheckpoint};
+use crate::rules::{self, Refusal, RegisteredKey};
+use crate::store::{keys, u64_value, KeyRecord, Overlay, StoredHashes};
+use crate::LedgerError;
+
+/// Name of the sled database directory inside a data directory.
+pub const LEDGER_DB_DIR: &str = "ledger.db";
+
+/// Input source name under which the genesis event is sequenced.
+pub const GENESIS_SOURCE: &str = "genesis";
+
+/// How the ledger trades durability for speed.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// fsync after every batch before reporting it sequenced (default true).
+    /// Only benchmarks that measure the sequencing logic itself turn this off.
+    pub flush_every_batch: bool,
+    /// sled page cache in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            flush_every_batch: true,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One submission read from an input source at `offset` (a Kafka offset, a
+/// position in the embedded log or in a stream file).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Position in the input source; offsets in one batch strictly increase.
+    pub offset: u64,
+    /// The submitted envelope bytes, verbatim.
+    pub bytes: Vec<u8>,
+}
+
+/// An event the sequencer appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedEvent {
+    /// Input offset it came from.
+    pub source_offset: u64,
+    /// Its event id.
+    pub event_id: String,
+    /// Its leaf index in the Merkle log.
+    pub leaf_index: u64,
+}
+
+/// A submission the sequencer refused (also kept in the rejected log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Input offset it came from.
+    pub source_offset: u64,
+    /// Index in the rejected log.
+    pub rejection_index: u64,
+    /// Machine-readable reason.
+    pub reason: RejectionReason,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// Event id, when the envelope decoded far enough to tell.
+    pub event_id: String,
+    /// For duplicates: where the event already is.
+    pub original_leaf_index: Option<u64>,
+}
+
+/// The outcome of sequencing one batch; everything in it is durable.
+#[derive(Debug, Clone, Default)]
+pub struct BatchReceipt {
+    /// Appended events, in leaf order.
+    pub accepted: Vec<AcceptedEvent>,
+    /// Refused submissions, in input order.
+    pub rejected: Vec<Rejection>,
+    /// The checkpoint signed for this batch (None when nothing was appended).
+    pub checkpoint: Option<SignedCheckpoint>,
+    /// Tree size after the batch.
+    pub tree_size: u64,
+    /// Next input offset the source should deliver.
+    pub next_offset: u64,
+}
+
+struct WriterState {
+    size: u64,
+    rejected: u64,
+    /// Every registered key (a few thousand at most), for lock-free pre-checks.
+    keys: HashMap<String, RegisteredKey>,
+}
+
+/// The append-only, verifiable provenance ledger.
+///
+/// One `Ledger` is the single writer of its database: [`Ledger::sequence`] is
+/// serialised internally; reads may run concurrently from any thread.
+pub struct Ledger {
+    db: sled::Db,
+    tree: sled::Tree,
+    origin: String,
+    signer: StandardSigner,
+    verifier_key: String,
+    options: LedgerOptions,
+    writer: Mutex<WriterState>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("origin", &self.origin).finish()
+    }
+}
+
+/// What a parallel pre-check found out about a submission.
+enum Precheck {
+    /// Decoded; `signature` is the verification result against the key known
+    /// when the batch started (None: key unknown then, check in order).
+    Opened {
+        opened: Box<OpenedEnvelope>,
+        signature: Option<bool>,
+    },
+    Refused(Refusal),
+}
+
+impl Ledger {
+    /// Creates a new ledger in `data_dir`, signing checkpoints with
+    /// `ledger_key` (C2SP signer key text; its name is the checkpoint origin),
+    /// and appends leaf 0: the self-signed registration of the genesis admin.
+    pub fn create(
+        data_dir: &Path,
+        ledger_key: &str,
+        admin_key: &ProducerKey,
+        admin_principal_id: &str,
+        options: LedgerOptions,
+    ) -> Result<Self, LedgerError> {
+        let db = open_db(data_dir, &options)?;
+        let tree = db.open_tree("ledger")?;
+        if tree.get(keys::ORIGIN)?.is_some() {
+            return Err(LedgerError::Setup(format!(
+                "{} already holds a ledger",
+                data_dir.display()
+            )));
+        }
+        let (signer, origin, vkey) = checkpoint::load_signer(ledger_key)?;
+        tree.insert(keys::ORIGIN, origin.as_bytes())?;
+        tree.insert(keys::LEDGER_VKEY, vkey.as_bytes())?;
+        db.flush()?;
+        let ledger = Self::from_parts(db, tree, signer, origin, vkey, options)?;
+
+        let genesis = clew_events::seal(
+            admin_key,
+            admin_principal_id,
+            proto::event::Body::PrincipalRegistered(proto::PrincipalRegistered {
+                principal_id: admin_principal_id.to_string(),
+                display_name: "Genesis administrator".into(),
+                roles: vec![proto::Role::Admin as i32],
+                verifier_key: admin_key.verifier().to_text(),
+                organisation: String::new(),
+            }),
+            None,
+            None,
+        )?;
+        let receipt = ledger.sequence(
+            GENESIS_SOURCE,
+            vec![Submission {
+                offset: 0,
+                bytes: genesis.encode_to_vec(),
+            }],
+        )?;
+        if receipt.tree_size != 1 {
+            return Err(LedgerError::Setup(format!(
+                "genesis event was refused: {:?}",
+                receipt.rejected
+            )));
+        }
+        ledger.db.flush()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger; `ledger_key` must be the key it was created with.
+    pub fn open(data_dir: &Path, ledger_key: &str, options: LedgerOptions) -> Result<Self, LedgerError> {
+        let db = open_db(data_dir, &options)?;
+        let tree = db.open_tree("ledger")?;
+        let Some(stored_vkey) = tree.get(keys::LEDGER_VKEY)? else {
+            return Err(LedgerError::Setup(format!(
+                "{} holds no ledger (run `clew init` first)",
+                data_dir.display()
+            )));
+        };
+        let (signer, origin, vkey) = checkpoint::load_signer(ledger_key)?;
+        if stored_vkey.as_ref() != vkey.as_bytes() {
+            return Err(LedgerError::Key(format!(
+                "the ledger in {} was created with key {}, not {}",
+                data_dir.display(),
+                String::from_utf8_lossy(&stored_vkey),
+                vkey
+            )));
+        }
+        Self::from_parts(db, tree, signer, origin, vkey, options)
+    }
+
+    fn from_parts(
+        db: sled::Db,
+        tree: sled::Tree,
+        signer: StandardSigner,
+        origin: String,
+        verifier_key: String,
+        options: LedgerOptions,
+    ) -> Result<Self, LedgerError> {
+        let size = tree.get(keys::SIZE)?.map(|v| u64_value(&v)).transpose()?.unwrap_or(0);
+        let rejected = tree
+            .get(keys::REJECTED_COUNT)?
+            .map(|v| u64_value(&v))
+            .transpose()?
+            .unwrap_or(0);
+        let mut key_cache = HashMap::new();
+        for item in tree.scan_prefix(b"k") {
+            let (k, v) = item?;
+            let record: KeyRecord = serde_json::from_slice(&v)
+                .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
+            key_cache.insert(
+                String::from_utf8_lossy(&k[1..]).into_owned(),
+                RegisteredKey::new(record)?,
+            );
+        }
+        Ok(Self {
+            db,
+            tree,
+            origin,
+            signer,
+            verifier_key,
+            options,
+            writer: Mutex::new(WriterState {
+                size,
+                rejected,
+                keys: key_cache,
+            }),
+        })
+    }
+
+    /// Sequences one batch read from `source`.
+    ///
+    /// Submissions below the source's stored cursor were already consumed
+    /// (before a crash) and are skipped, so re-delivering a batch is harmless.
+    /// Each remaining submission is decoded and its signature checked in
+    /// parallel, then, in input order: key registry check, role check,
+    /// duplicate check, reference checks, append. The appended leaves, their
+    /// hashes, dedupe entries, entity state, rejections, the new cursor and the
+    /// new signed checkpoint are written in ONE atomic sled batch and flushed
+    /// before this returns: a crash before the flush loses the whole batch and
+    /// its cursor (the source re-delivers it), a crash after loses nothing.
+    pub fn sequence(&self, source: &str, submissions: Vec<Submission>) -> Result<BatchReceipt, LedgerError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let cursor = self.cursor(source)?;
+        let fresh: Vec<Submission> = submissions.into_iter().filter(|s| s.offset >= cursor).collect();
+        let Some(last) = fresh.last() else {
+            return Ok(BatchReceipt {
+                tree_size: w.size,
+                next_offset: cursor,
+                ..Default::default()
+            });
+        };
+        let next_offset = last.offset + 1;
+        if fresh.windows(2).any(|p| p[1].offset <= p[0].offset) {
+            return Err(LedgerError::Setup("submission offsets must strictly increase".into()));
+        }
+
+        // Decode and verify signatures in parallel against the keys known now.
+        let known = &w.keys;
+        let prechecked: Vec<Precheck> = fresh.par_iter().map(|s| precheck(&s.bytes, known)).collect();
+
+        let start = w.size;
+        let mut size = start;
+        let mut rejections = w.rejected;
+        let mut ov = Overlay::new(&self.tree);
+        let mut receipt = BatchReceipt::default();
+        let mut new_keys: Vec<(String, RegisteredKey)> = Vec::new();
+
+        for (sub, pre) in fresh.iter().zip(prechecked) {
+            let outcome = match pre {
+                Precheck::Refused(r) => Err(r),
+                Precheck::Opened { opened, signature } => {
+                    rules::admit(&mut ov, &w.keys, size, &opened, signature)?.map(|keys| (opened, keys))
+                }
+            };
+            match outcome {
+                Ok((opened, changed_keys)) => {
+                    new_keys.extend(changed_keys);
+                    let leaf_hash = record_hash(&opened.canonical);
+                    let hashes = stored_hashes_for_record_hash(size, leaf_hash, &ov)?;
+                    let first = stored_hash_index(0, size);
+                    for (j, h) in hashes.into_iter().enumerate() {
+                        ov.put_hash(first + j as u64, h);
+                    }
+                    ov.put(keys::leaf(size).to_vec(), opened.canonical);
+                    ov.put(keys::event(&opened.event.event_id), size.to_be_bytes().to_vec());
+                    receipt.accepted.push(AcceptedEvent {
+                        source_offset: sub.offset,
+                        event_id: opened.event.event_id,
+                        leaf_index: size,
+                    });
+                    size += 1;
+                }
+                Err(refusal) => {
+                    let record = proto::RejectedSubmission {
+                        rejection_index: rejections,
+                        reason: refusal.reason as i32,
+                        detail: refusal.detail.clone(),
+                        raw: sub.bytes[..sub.bytes.len().min(1 << 20)].to_vec(),
+                        event_id: refusal.event_id.clone(),
+                        source: source.to_string(),
+                        source_offset: sub.offset,
+                        rejected_at: Some(clew_events::now_timestamp()),
+                        original_leaf_index: refusal.original_leaf,
+                    };
+                    ov.put(keys::rejected(rejections).to_vec(), record.encode_to_vec());
+                    tracing::warn!(
+                        source,
+                        offset = sub.offset,
+                        reason = refusal.reason.as_str_name(),
+                        detail = %refusal.detail,
+                        "submission refused"
+                    );
+                    receipt.rejected.push(Rejection {
+                        source_offset: sub.offset,
+                        rejection_index: rejections,
+                        reason: refusal.reason,
+                        detail: refusal.detail,
+                        event_id: refusal.event_id,
+                        original_leaf_index: refusal.original_leaf,
+                    });
+                    rejections += 1;
+                }
+            }
+        }
+
+        ov.put(keys::cursor(source), next_offset.to_be_bytes().to_vec());
+        if rejections != w.rejected {
+            ov.put(keys::REJECTED_COUNT.to_vec(), rejections.to_be_bytes().to_vec());
+        }
+        if size > start {
+            let root = tree_hash(size, &ov)?;
+            let signed = checkpoint::sign(&self.signer, &self.origin, size, root)?;
+            ov.put(keys::checkpoint(size).to_vec(), signed.note.clone());
+            ov.put(keys::SIZE.to_vec(), size.to_be_bytes().to_vec());
+            receipt.checkpoint = Some(signed);
+        }
+
+        // The one write of the batch (see the doc comment for the crash order).
+        self.tree.apply_batch(ov.into_batch())?;
+        if self.options.flush_every_batch {
+            self.db.flush()?;
+        }
+
+        w.size = size;
+        w.rejected = rejections;
+        for (id, record) in new_keys {
+            w.keys.insert(id, record);
+        }
+        receipt.tree_size = size;
+        receipt.next_offset = next_offset;
+        Ok(receipt)
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The checkpoint origin (the ledger key's name).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The ledger's C2SP verifier key text (what partners verify checkpoints with).
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.writer.lock().map(|w| w.size).unwrap_or(0)
+    }
+
+    /// Number of refused submissions recorded.
+    pub fn rejected_count(&self) -> u64 {
+        self.writer.lock().map(|w| w.rejected).unwrap_or(0)
+    }
+
+    /// Next offset to consume from `source` (0 if never read).
+    pub fn cursor(&self, source: &str) -> Result<u64, LedgerError> {
+        Ok(self
+            .tree
+            .get(keys::cursor(source))?
+            .map(|v| u64_value(&v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Canonical envelope bytes of leaf `index`.
+    pub fn leaf(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        self.tree
+            .get(keys::leaf(index))?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| LedgerError::NotFound(format!("leaf {index}")))
+    }
+
+    /// Leaf index holding `event_id`, if sequenced.
+    pub fn leaf_index_of(&self, event_id: &str) -> Result<Option<u64>, LedgerError> {
+        self.tree
+            .get(keys::event(event_id))?
+            .map(|v| u64_value(&v))
+            .transpose()
+    }
+
+    /// A registered key.
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, LedgerError> {
+        Ok(self
+            .writer
+            .lock()
+            .ok()
+            .and_then(|w| w.keys.get(key_id).map(|k| k.record.clone())))
+    }
+
+    /// The latest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let (_, note) = self
+            .tree
+            .scan_prefix(keys::CHECKPOINTS)
+            .next_back()
+            .ok_or_else(|| LedgerError::Corrupt("ledger has no checkpoint".into()))??;
+        checkpoint::parse(&note, &self.verifier_key)
+    }
+
+    /// The checkpoint signed when the tree had exactly `size` leaves, if any.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        match self.tree.get(keys::checkpoint(size))? {
+            Some(note) => Ok(Some(checkpoint::parse(&note, &self.verifier_key)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Tree sizes of every checkpoint ever signed, ascending.
+    pub fn checkpoint_sizes(&self) -> Result<Vec<u64>, LedgerError> {
+        self.tree
+            .scan_prefix(keys::CHECKPOINTS)
+            .map(|item| {
+                let (k, _) = item?;
+                u64_value(&k[1..])
+            })
+            .collect()
+    }
+
+    /// Root hash of the tree of `size` leaves (any size up to the current one).
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        self.check_size(size)?;
+        Ok(tree_hash(size, &StoredHashes(&self.tree))?)
+    }
+
+    /// RFC 6962 inclusion proof (audit path, leaf sibling first) of leaf
+    /// `index` in the tree of `tree_size` leaves.
+    pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.check_size(tree_size)?;
+        if index >= tree_size {
+            return Err(LedgerError::NotFound(format!(
+                "leaf {index} is not in a tree of size {tree_size}"
+            )));
+        }
+        Ok(tlog_tiles::prove_record(tree_size, index, &StoredHashes(&self.tree))?)
+    }
+
+    /// RFC 6962 consistency proof from the tree of `old_size` to `new_size` leaves.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.check_size(new_size)?;
+        if old_size > new_size {
+            return Err(LedgerError::NotFound(format!(
+                "no consistency proof from {old_size} down to {new_size}"
+            )));
+        }
+        Ok(tlog_tiles::prove_tree(new_size, old_size, &StoredHashes(&self.tree))?)
+    }
+
+    /// Refused submissions from rejection index `from`, at most `limit`.
+    pub fn rejected(&self, from: u64, limit: usize) -> Result<Vec<proto::RejectedSubmission>, LedgerError> {
+        self.tree
+            .range(keys::rejected(from)..)
+            .take_while(|item| matches!(item, Ok((k, _)) if k.starts_with(keys::REJECTIONS)))
+            .take(limit)
+            .map(|item| {
+                let (_, v) = item?;
+                proto::RejectedSubmission::decode(v.as_ref())
+                    .map_err(|e| LedgerError::Corrupt(format!("rejected record: {e}")))
+            })
+            .collect()
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), LedgerError> {
+        let current = self.size();
+        if size > current {
+            return Err(LedgerError::NotFound(format!(
+                "tree size {size} is beyond the current size {current}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::Db, LedgerError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| LedgerError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
+    Ok(sled::Config::new()
+        .path(data_dir.join(LEDGER_DB_DIR))
+        .cache_capacity(options.cache_bytes)
+        // Batches are flushed explicitly; no background flush timer needed.
+        .flush_every_ms(None)
+        .open()?)
+}
+
+fn precheck(bytes: &[u8], keys: &HashMap<String, RegisteredKey>) -> Precheck {
+    let opened = match clew_events::open(bytes) {
+        Ok(o) => o,
+        Err(e) => return Precheck::Refused(Refusal::from_event_error(e, String::new())),
+    };
+    let signature = keys
+        .get(opened.key_id())
+        .map(|k| opened.verify_signature(&k.verifier).is_ok());
+    Precheck::Opened {
+        opened: Box::new(opened),
+        signature,
+    }
+}
+
+impl Refusal {
+    pub(crate) fn from_event_error(e: EventError, event_id: String) -> Self {
+        let reason = match &e {
+            EventError::Malformed(_) => RejectionReason::Malformed,
+            EventError::Oversized { .. } => RejectionReason::Oversized,
+            EventError::BadSignature(_) => RejectionReason::BadSignature,
+            EventError::Invalid(_) | EventError::BadKey(_) => RejectionReason::InvalidPayload,
+        };
+        Refusal {
+            reason,
+            detail: e.to_string(),
+            event_id,
+            original_leaf: None,
+        }
+    }
+}
+
+/// Signs a checkpoint note; exposed for tests that need a foreign signature.
+pub fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
+    let mut note = Note::new(text, &[]).map_err(|e| LedgerError::Key(e.to_string()))?;
+    note.add_sigs(&[signer]).map_err(|e| LedgerError::Key(e.to_string()))?;
+    Ok(note.to_bytes())
+}

@@ -1,0 +1,452 @@
+//! The sequencer's admission rules: key registry, roles, duplicates and
+//! references. Everything here reads ledger state through the batch overlay
+//! and writes nothing unless the event is admitted.
+
+use std::collections::HashMap;
+
+use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
+use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
+
+use crate::store::{keys, u64_value, EntityRecord, KeyRecord, Overlay};
+use crate::LedgerError;
+
+/// Why one submission is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub reason: R,
+    pub detail: String,
+    pub event_id: String,
+    pub original_leaf: Option<u64>,
+}
+
+/// A key from the registry with its parsed verifier.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisteredKey {
+    pub record: KeyRecord,
+    pub verifier: VerifierKey,
+}
+
+impl RegisteredKey {
+    pub fn new(record: KeyRecord) -> Result<Self, LedgerError> {
+        let verifier = VerifierKey::parse(&record.verifier_key)
+            .map_err(|e| LedgerError::Corrupt(format!("registered key: {e}")))?;
+        Ok(Self { record, verifier })
+    }
+
+    fn has_any(&self, roles: &[Role]) -> bool {
+        self.record
+            .roles
+            .iter()
+            .any(|r| *r == Role::Admin as i32 || roles.iter().any(|want| *want as i32 == *r))
+    }
+}
+
+/// Result of admission: keys registered or changed by the event, or a refusal.
+pub(crate) type Admission = Result<Vec<(String, RegisteredKey)>, Refusal>;
+
+/// Decides whether `opened` may be appended as leaf `size`; on success its
+/// state changes are in the overlay.
+pub(crate) fn admit(
+    ov: &mut Overlay<'_>,
+    cache: &HashMap<String, RegisteredKey>,
+    size: u64,
+    opened: &OpenedEnvelope,
+    presigned: Option<bool>,
+) -> Result<Admission, LedgerError> {
+    let event = &opened.event;
+    let refuse = |reason: R, detail: String| Refusal {
+        reason,
+        detail,
+        event_id: event.event_id.clone(),
+        original_leaf: None,
+    };
+    let body = opened.body();
+
+    // 1. The signing key: registered, not revoked, signature valid.
+    let key_id = opened.key_id();
+    let signer = match lookup_key(ov, cache, key_id)? {
+        Some(k) => k,
+        None if size == 0 => match genesis_key(body, key_id) {
+            Some(k) => k,
+            None => {
+                return Ok(Err(refuse(
+                    R::Unauthorized,
+                    "the first leaf must be the self-signed registration of an admin".into(),
+                )))
+            }
+        },
+        None => return Ok(Err(refuse(R::UnknownKey, format!("key {key_id} is not registered")))),
+    };
+    if let Some(at) = signer.record.revoked_leaf {
+        return Ok(Err(refuse(
+            R::RevokedKey,
+            format!("key {key_id} was revoked at leaf {at}"),
+        )));
+    }
+    let valid = match presigned {
+        Some(v) if cache.contains_key(key_id) => v,
+        _ => opened.verify_signature(&signer.verifier).is_ok(),
+    };
+    if !valid {
+        return Ok(Err(refuse(
+            R::BadSignature,
+            format!("signature does not verify with key {key_id}"),
+        )));
+    }
+
+    // 2. Roles.
+    let needed = required_roles(body, &signer);
+    if !signer.has_any(needed) {
+        return Ok(Err(refuse(
+            R::Unauthorized,
+            format!(
+                "{} needs one of the roles {:?}; key {key_id} of principal {} has {:?}",
+                opened.kind().as_str_name(),
+                needed.iter().map(|r| r.as_str_name()).collect::<Vec<_>>(),
+                signer.record.principal_id,
+                signer
+                    .record
+                    .roles
+                    .iter()
+                    .map(|r| Role::try_from(*r).map(|r| r.as_str_name()).unwrap_or("?"))
+                    .collect::<Vec<_>>()
+            ),
+        )));
+    }
+    if size > 0 && !ov.contains(&keys::entity(&format!("principal/{}", event.actor)))? {
+        return Ok(Err(refuse(
+            R::DanglingReference,
+            format!("actor principal/{} is not registered", event.actor),
+        )));
+    }
+
+    // 3. Exact duplicates by event id.
+    if let Some(v) = ov.get(&keys::event(&event.event_id))? {
+        let leaf = u64_value(&v)?;
+        return Ok(Err(Refusal {
+            reason: R::Duplicate,
+            detail: format!("event {} is already leaf {leaf}", event.event_id),
+            event_id: event.event_id.clone(),
+            original_leaf: Some(leaf),
+        }));
+    }
+
+    // 4. References and state changes.
+    let mut state = StateCheck { ov, size };
+    match state.apply(body)? {
+        Ok(changed) => Ok(Ok(changed)),
+        Err((reason, detail)) => Ok(Err(refuse(reason, detail))),
+    }
+}
+
+fn lookup_key(
+    ov: &Overlay<'_>,
+    cache: &HashMap<String, RegisteredKey>,
+    key_id: &str,
+) -> Result<Option<RegisteredKey>, LedgerError> {
+    // A key registered or revoked earlier in this batch is only in the overlay.
+    if let Some(bytes) = ov.writes.get(&keys::key(key_id)) {
+        let record: KeyRecord =
+            serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
+        return Ok(Some(RegisteredKey::new(record)?));
+    }
+    Ok(cache.get(key_id).cloned())
+}
+
+/// Leaf 0 registers an admin whose key signs its own registration.
+fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
+    let Body::PrincipalRegistered(p) = body else {
+        return None;
+    };
+    let verifier = VerifierKey::parse(&p.verifier_key).ok()?;
+    if verifier.key_id() != key_id || !p.roles.contains(&(Role::Admin as i32)) {
+        return None;
+    }
+    Some(RegisteredKey {
+        record: KeyRecord {
+            principal_id: p.principal_id.clone(),
+            roles: p.roles.clone(),
+            verifier_key: p.verifier_key.clone(),
+            registered_leaf: 0,
+            revoked_leaf: None,
+        },
+        verifier,
+    })
+}
+
+/// Roles that may sign each kind (admin may sign everything).
+fn required_roles(body: &Body, signer: &RegisteredKey) -> &'static [Role] {
+    match body {
+        Body::PrincipalRegistered(_) | Body::AccessGranted(_) | Body::AccessRevoked(_) => &[Role::Admin],
+        // A principal may revoke its own keys; anyone else's needs an admin.
+        Body::KeyRevoked(k) => {
+            if VerifierKey::parse(&signer.record.verifier_key)
+                .map(|v| v.key_id() == k.key_id)
+                .unwrap_or(false)
+            {
+                &[Role::Researcher, Role::Governance, Role::Ingest, Role::Partner]
+            } else {
+                &[Role::Admin]
+            }
+        }
+        Body::SiteRegistered(_) => &[Role::Governance],
+        Body::DatasetVersionWithdrawn(_) => &[Role::Governance, Role::Ingest],
+        Body::DatasetRegistered(_)
+        | Body::DatasetVersionPublished(_)
+        | Body::TransformRecorded(_)
+        | Body::TrainingRunRecorded(_)
+        | Body::ModelVersionRegistered(_)
+        | Body::ValidationRecorded(_)
+        | Body::DeploymentRecorded(_) => &[Role::Ingest, Role::Partner, Role::Governance],
+    }
+}
+
+type Check<T> = Result<Result<T, (R, String)>, LedgerError>;
+
+struct StateCheck<'o, 'a> {
+    ov: &'o mut Overlay<'a>,
+    size: u64,
+}
+
+macro_rules! check {
+    ($e:expr) => {
+        match $e? {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+}
+
+impl StateCheck<'_, '_> {
+    fn entity(&self, r: &EntityRef) -> Result<Option<EntityRecord>, LedgerError> {
+        self.ov.get_json(&keys::entity(&r.subject()))
+    }
+
+    /// The entity must exist (and, when `live`, not be withdrawn/revoked).
+    fn existing(&self, r: &EntityRef, field: &str, live: bool) -> Check<EntityRecord> {
+        Ok(match self.entity(r)? {
+            None => Err((R::DanglingReference, format!("{field} cites {r}, which does not exist"))),
+            Some(e) if live && e.ended_leaf.is_some() => Err((
+                R::DanglingReference,
+                format!(
+                    "{field} cites {r}, which was withdrawn at leaf {}",
+                    e.ended_leaf.unwrap_or_default()
+                ),
+            )),
+            Some(e) => Ok(e),
+        })
+    }
+
+    fn absent(&self, r: &EntityRef) -> Check<()> {
+        Ok(match self.entity(r)? {
+            Some(e) => Err((R::Conflict, format!("{r} already exists (leaf {})", e.leaf))),
+            None => Ok(()),
+        })
+    }
+
+    fn create(&mut self, r: &EntityRef, record: EntityRecord) {
+        self.ov.put_json(keys::entity(&r.subject()), &record);
+    }
+
+    fn created(&self) -> EntityRecord {
+        EntityRecord {
+            leaf: self.size,
+            ..Default::default()
+        }
+    }
+
+    fn apply(&mut self, body: &Body) -> Check<Vec<(String, RegisteredKey)>> {
+        let subject = subject_of(body).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let dv = |id: &str| EntityRef::new("dataset-version", id);
+        let mut changed_keys = Vec::new();
+        match body {
+            Body::PrincipalRegistered(p) => {
+                // Re-registering a principal adds a key (rotation) and updates roles.
+                let verifier = VerifierKey::parse(&p.verifier_key)
+                    .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+                if let Some(existing) = self.ov.get_json::<KeyRecord>(&keys::key(verifier.key_id()))? {
+                    return Ok(Err((
+                        R::Conflict,
+                        format!(
+                            "key {} is already registered to principal {}",
+                            verifier.key_id(),
+                            existing.principal_id
+                        ),
+                    )));
+                }
+                let record = KeyRecord {
+                    principal_id: p.principal_id.clone(),
+                    roles: p.roles.clone(),
+                    verifier_key: p.verifier_key.clone(),
+                    registered_leaf: self.size,
+                    revoked_leaf: None,
+                };
+                self.ov.put_json(keys::key(verifier.key_id()), &record);
+                changed_keys.push((verifier.key_id().to_string(), RegisteredKey { record, verifier }));
+                if self.entity(&subject)?.is_none() {
+                    let rec = self.created();
+                    self.create(&subject, rec);
+                }
+            }
+            Body::KeyRevoked(k) => {
+                let Some(mut record) = self.ov.get_json::<KeyRecord>(&keys::key(&k.key_id))? else {
+                    return Ok(Err((R::DanglingReference, format!("key {} is not registered", k.key_id))));
+                };
+                if let Some(at) = record.revoked_leaf {
+                    return Ok(Err((R::Conflict, format!("key {} was already revoked at leaf {at}", k.key_id))));
+                }
+                record.revoked_leaf = Some(self.size);
+                self.ov.put_json(keys::key(&k.key_id), &record);
+                let key = RegisteredKey::new(record)?;
+                changed_keys.push((k.key_id.clone(), key));
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::SiteRegistered(_) => {
+                check!(self.absent(&subject));
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::AccessGranted(g) => {
+                check!(self.absent(&subject));
+                check!(self.existing(&EntityRef::new("dataset", &g.dataset_id), "dataset_id", false));
+                if let Some(proto::access_granted::Grantee::PrincipalId(p)) = &g.grantee {
+                    check!(self.existing(&EntityRef::new("principal", p), "principal_id", false));
+                }
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::AccessRevoked(_) => {
+                let mut grant = check!(self.existing(&subject, "grant_id", false));
+                if let Some(at) = grant.ended_leaf {
+                    return Ok(Err((R::Conflict, format!("{subject} was already revoked at leaf {at}"))));
+                }
+                grant.ended_leaf = Some(self.size);
+                self.create(&subject, grant);
+            }
+            Body::DatasetRegistered(d) => {
+                check!(self.absent(&subject));
+                check!(self.existing(&EntityRef::new("site", &d.custodian_site_id), "custodian_site_id", false));
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::DatasetVersionPublished(v) => {
+                check!(self.absent(&subject));
+                check!(self.existing(&EntityRef::new("dataset", &v.dataset_id), "dataset_id", false));
+                for d in &v.was_derived_from {
+                    check!(self.existing(&dv(d), "was_derived_from", true));
+                }
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::DatasetVersionWithdrawn(_) => {
+                let mut version = check!(self.existing(&subject, "dataset_version_id", false));
+                if let Some(at) = version.ended_leaf {
+                    return Ok(Err((R::Conflict, format!("{subject} was already withdrawn at leaf {at}"))));
+                }
+                version.ended_leaf = Some(self.size);
+                self.create(&subject, version);
+            }
+            Body::TransformRecorded(t) => {
+                check!(self.absent(&subject));
+                for d in &t.used {
+                    check!(self.existing(&dv(d), "used", true));
+                }
+                for d in &t.generated {
+                    check!(self.existing(&dv(d), "generated", true));
+                }
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::TrainingRunRecorded(t) => {
+                check!(self.absent(&subject));
+                for input in &t.used {
+                    check!(self.existing(&dv(&input.dataset_version_id), "used", true));
+                }
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::ModelVersionRegistered(m) => {
+                check!(self.absent(&subject));
+                if !m.training_run_id.is_empty() {
+                    check!(self.existing(
+                        &EntityRef::new("training-run", &m.training_run_id),
+                        "training_run_id",
+                        false
+                    ));
+                }
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::ValidationRecorded(v) => {
+                check!(self.absent(&subject));
+                check!(self.existing(&EntityRef::new("model-version", &v.model_version_id), "model_version_id", false));
+                check!(self.existing(&dv(&v.dataset_version_id), "dataset_version_id", true));
+                check!(self.existing(&EntityRef::new("site", &v.site_id), "site_id", false));
+                let rec = EntityRecord {
+                    model_version_id: v.model_version_id.clone(),
+                    site_id: v.site_id.clone(),
+                    state: v.verdict,
+                    ..self.created()
+                };
+                self.create(&subject, rec);
+            }
+            Body::DeploymentRecorded(d) => {
+                check!(self.existing(&EntityRef::new("model-version", &d.model_version_id), "model_version_id", false));
+                check!(self.existing(&EntityRef::new("site", &d.site_id), "site_id", false));
+                let mut justified = false;
+                for v in &d.validation_ids {
+                    let validation = check!(self.existing(&EntityRef::new("validation", v), "validation_ids", false));
+                    if validation.model_version_id != d.model_version_id {
+                        return Ok(Err((
+                            R::InvalidPayload,
+                            format!(
+                                "validation/{v} is of model version {}, not {}",
+                                validation.model_version_id, d.model_version_id
+                            ),
+                        )));
+                    }
+                    justified |= validation.site_id == d.site_id && validation.state == proto::Verdict::Pass as i32;
+                }
+                if d.status == proto::DeploymentStatus::Live as i32 && !justified {
+                    return Ok(Err((
+                        R::InvalidPayload,
+                        format!(
+                            "a LIVE deployment must cite a passing validation of model-version/{} at site/{}",
+                            d.model_version_id, d.site_id
+                        ),
+                    )));
+                }
+                let record = match self.entity(&subject)? {
+                    Some(prev) => {
+                        if prev.model_version_id != d.model_version_id || prev.site_id != d.site_id {
+                            return Ok(Err((
+                                R::Conflict,
+                                format!(
+                                    "{subject} is model-version/{} at site/{}; a status change may not move it",
+                                    prev.model_version_id, prev.site_id
+                                ),
+                            )));
+                        }
+                        if prev.state == proto::DeploymentStatus::Retired as i32 {
+                            return Ok(Err((R::Conflict, format!("{subject} is retired"))));
+                        }
+                        EntityRecord {
+                            state: d.status,
+                            ended_leaf: (d.status == proto::DeploymentStatus::Retired as i32).then_some(self.size),
+                            ..prev
+                        }
+                    }
+                    None => EntityRecord {
+                        model_version_id: d.model_version_id.clone(),
+                        site_id: d.site_id.clone(),
+                        state: d.status,
+                        ..self.created()
+                    },
+                };
+                self.create(&subject, record);
+            }
+        }
+        Ok(Ok(changed_keys))
+    }
+}

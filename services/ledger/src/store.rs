@@ -1,0 +1,251 @@
+//! Where every ledger datum lives in sled, and read views over it.
+//!
+//! Everything is in ONE sled tree so that one `apply_batch` is atomic across
+//! leaves, hashes, the dedupe index, entity state, checkpoints, rejections and
+//! input cursors. Keys are a one-byte family prefix plus a big-endian index (so
+//! sled's byte order is numeric order) or a string:
+//!
+//! | key                     | value                                         |
+//! |-------------------------|-----------------------------------------------|
+//! | `m` + name              | metadata (origin, ledger verifier key, size)  |
+//! | `u` + source            | next input offset to consume from `source`    |
+//! | `l` + u64 leaf index    | canonical envelope bytes (the Merkle leaf)    |
+//! | `h` + u64 stored index  | SHA-256 node hash (tlog stored-hash index)    |
+//! | `e` + event id          | u64 leaf index holding that event             |
+//! | `k` + key id            | [`KeyRecord`] JSON                            |
+//! | `n` + subject           | [`EntityRecord`] JSON                         |
+//! | `c` + u64 tree size     | signed checkpoint note for that size          |
+//! | `r` + u64 rejection idx | `RejectedSubmission` protobuf                 |
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tlog_tiles::{Hash, HashReader, HASH_SIZE};
+
+use crate::LedgerError;
+
+/// Storage key layout.
+pub mod keys {
+    /// Metadata: checkpoint origin.
+    pub const ORIGIN: &[u8] = b"morigin";
+    /// Metadata: the ledger's C2SP verifier key text.
+    pub const LEDGER_VKEY: &[u8] = b"mledger_vkey";
+    /// Metadata: number of leaves.
+    pub const SIZE: &[u8] = b"msize";
+    /// Metadata: number of rejections recorded.
+    pub const REJECTED_COUNT: &[u8] = b"mrejected";
+
+    fn indexed(prefix: u8, i: u64) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[0] = prefix;
+        k[1..].copy_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    fn named(prefix: u8, name: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + name.len());
+        k.push(prefix);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    /// Leaf `i`.
+    pub fn leaf(i: u64) -> [u8; 9] {
+        indexed(b'l', i)
+    }
+    /// Stored hash with tlog stored-hash index `i`.
+    pub fn hash(i: u64) -> [u8; 9] {
+        indexed(b'h', i)
+    }
+    /// Checkpoint for tree size `n`.
+    pub fn checkpoint(n: u64) -> [u8; 9] {
+        indexed(b'c', n)
+    }
+    /// Rejection `i`.
+    pub fn rejected(i: u64) -> [u8; 9] {
+        indexed(b'r', i)
+    }
+    /// Dedupe entry for an event id.
+    pub fn event(id: &str) -> Vec<u8> {
+        named(b'e', id)
+    }
+    /// Key registry entry.
+    pub fn key(key_id: &str) -> Vec<u8> {
+        named(b'k', key_id)
+    }
+    /// Entity state for a subject.
+    pub fn entity(subject: &str) -> Vec<u8> {
+        named(b'n', subject)
+    }
+    /// Input cursor of a source.
+    pub fn cursor(source: &str) -> Vec<u8> {
+        named(b'u', source)
+    }
+    /// Prefix of all checkpoints.
+    pub const CHECKPOINTS: &[u8] = b"c";
+    /// Prefix of all rejections.
+    pub const REJECTIONS: &[u8] = b"r";
+}
+
+/// A registered signing key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    /// Principal the key belongs to.
+    pub principal_id: String,
+    /// The principal's roles (`clew.v1.Role` numbers) when the key was registered.
+    pub roles: Vec<i32>,
+    /// C2SP verifier key text.
+    pub verifier_key: String,
+    /// Leaf that registered the key.
+    pub registered_leaf: u64,
+    /// Leaf that revoked it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_leaf: Option<u64>,
+}
+
+/// What the sequencer remembers about an entity to check later references.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EntityRecord {
+    /// Leaf that created the entity.
+    pub leaf: u64,
+    /// Leaf that withdrew / revoked / retired it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_leaf: Option<u64>,
+    /// Model version a validation or deployment is about.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_version_id: String,
+    /// Site a validation or deployment ran at.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site_id: String,
+    /// Validation verdict / deployment status (enum number).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub state: i32,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+pub(crate) fn u64_value(v: &[u8]) -> Result<u64, LedgerError> {
+    let arr: [u8; 8] = v
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt(format!("expected an 8-byte integer, found {} bytes", v.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+pub(crate) fn hash_value(v: &[u8]) -> Result<Hash, tlog_tiles::Error> {
+    let arr: [u8; HASH_SIZE] = v.try_into().map_err(|_| tlog_tiles::Error::InvalidTile)?;
+    Ok(Hash(arr))
+}
+
+/// Reads stored hashes straight from sled.
+pub(crate) struct StoredHashes<'a>(pub &'a sled::Tree);
+
+impl HashReader for StoredHashes<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| match self.0.get(keys::hash(i)) {
+                Ok(Some(v)) => hash_value(&v),
+                _ => Err(tlog_tiles::Error::IndexesNotInTree),
+            })
+            .collect()
+    }
+}
+
+/// The writes of one batch in progress, read through before sled.
+pub(crate) struct Overlay<'a> {
+    pub tree: &'a sled::Tree,
+    pub writes: HashMap<Vec<u8>, Vec<u8>>,
+    pub hashes: HashMap<u64, Hash>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            writes: HashMap::new(),
+            hashes: HashMap::new(),
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool, LedgerError> {
+        Ok(self.writes.contains_key(key) || self.tree.contains_key(key)?)
+    }
+
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.insert(key.into(), value.into());
+    }
+
+    pub fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, LedgerError> {
+        match self.get(key)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                LedgerError::Corrupt(format!("record {:?}: {e}", String::from_utf8_lossy(key)))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_json<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        // Serialising these plain records cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.put(key, bytes);
+    }
+
+    pub fn put_hash(&mut self, index: u64, hash: Hash) {
+        self.hashes.insert(index, hash);
+    }
+
+    /// Turns the overlay into one atomic sled batch.
+    pub fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            batch.insert(k, v);
+        }
+        for (i, h) in self.hashes {
+            batch.insert(&keys::hash(i)[..], &h.0[..]);
+        }
+        batch
+    }
+}
+
+impl HashReader for Overlay<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                if let Some(h) = self.hashes.get(&i) {
+                    return Ok(*h);
+                }
+                match self.tree.get(keys::hash(i)) {
+                    Ok(Some(v)) => hash_value(&v),
+                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Hashes held in memory by stored-hash index (used by the offline verifier).
+pub(crate) struct MemoryHashes(pub Vec<Hash>);
+
+impl HashReader for MemoryHashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                self.0
+                    .get(i as usize)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
