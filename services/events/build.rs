@@ -6,14 +6,20 @@ use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = [root.join("clew/v1/envelope.proto"), root.join("clew/v1/events.proto")];
+    let files = [
+        root.join("clew/v1/envelope.proto"),
+        root.join("clew/v1/events.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let descriptors = protox::compile(&files, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     let descriptor_path = out.join("clew_descriptor.bin");
-    fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
 
     prost_build::Config::new()
         // BTreeMap keeps map fields in key order, so encoding is deterministic.

@@ -43,7 +43,10 @@ impl ProducerKey {
     }
 
     fn from_signing_key(name: &str, signing: SigningKey) -> Self {
-        let key_id = format!("{name}+{:08x}", note_key_hash(name, &signing.verifying_key()));
+        let key_id = format!(
+            "{name}+{:08x}",
+            note_key_hash(name, &signing.verifying_key())
+        );
         Self {
             name: name.to_string(),
             key_id,
@@ -181,7 +184,9 @@ fn split_key(text: &str) -> Result<(&str, &str, Vec<u8>), EventError> {
     };
     check_name(name)?;
     if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(EventError::BadKey(format!("key {name}: id must be 8 hex digits")));
+        return Err(EventError::BadKey(format!(
+            "key {name}: id must be 8 hex digits"
+        )));
     }
     let raw = B64
         .decode(b64)

@@ -139,10 +139,7 @@ impl OpenedEnvelope {
     /// The body (always present after [`open`]).
     pub fn body(&self) -> &Body {
         // `open` refuses events without a body.
-        self.event
-            .body
-            .as_ref()
-            .expect("open() guarantees a body")
+        self.event.body.as_ref().expect("open() guarantees a body")
     }
 
     /// The key id that signed the envelope.

@@ -20,13 +20,27 @@ pub const CID_7050: &[(&str, &str)] = &[
     ("113101", "Clean Pixel Data Option"),
     ("113104", "Clean Structured Content Option"),
     ("113105", "Clean Descriptors Option"),
-    ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
     ("113108", "Retain Patient Characteristics Option"),
     ("113109", "Retain Device Identity Option"),
     ("113111", "Retain Safe Private Option"),
 ];
-const REGIONS: &[&str] = &["London", "North West", "Midlands", "South West", "North East and Yorkshire", "East of England", "South East"];
+const REGIONS: &[&str] = &[
+    "London",
+    "North West",
+    "Midlands",
+    "South West",
+    "North East and Yorkshire",
+    "East of England",
+    "South East",
+];
 
 /// A site id for index `i`.
 pub fn site_id(i: u64) -> String {
@@ -42,7 +56,10 @@ pub fn dataset_id(i: u64) -> String {
 pub fn site(i: u64) -> Body {
     Body::SiteRegistered(proto::SiteRegistered {
         site_id: site_id(i),
-        name: format!("{} Hospitals NHS Foundation Trust {i}", REGIONS[(i % 7) as usize]),
+        name: format!(
+            "{} Hospitals NHS Foundation Trust {i}",
+            REGIONS[(i % 7) as usize]
+        ),
         kind: proto::SiteKind::HospitalTrust as i32,
         organisation_code: format!("R{:04}", i % 10_000),
         country: "GB".into(),
@@ -61,7 +78,10 @@ pub fn dataset(i: u64, site: u64) -> Body {
     };
     Body::DatasetRegistered(proto::DatasetRegistered {
         dataset_id: dataset_id(i),
-        title: format!("{part} {modality} imaging cohort {i} ({})", REGIONS[(site % 7) as usize]),
+        title: format!(
+            "{part} {modality} imaging cohort {i} ({})",
+            REGIONS[(site % 7) as usize]
+        ),
         description: format!(
             "Routinely collected {modality} studies of the {} from adult patients, \
              de-identified at source under the Basic Application Confidentiality Profile \
@@ -70,8 +90,17 @@ pub fn dataset(i: u64, site: u64) -> Body {
         ),
         custodian_site_id: site_id(site),
         access_level: access as i32,
-        licence: if i % 3 == 0 { "CC-BY-4.0".into() } else { "NCCID Data Access Agreement".into() },
-        tags: vec![modality.to_lowercase(), part.to_lowercase(), "covid-19".into(), "research".into()],
+        licence: if i % 3 == 0 {
+            "CC-BY-4.0".into()
+        } else {
+            "NCCID Data Access Agreement".into()
+        },
+        tags: vec![
+            modality.to_lowercase(),
+            part.to_lowercase(),
+            "covid-19".into(),
+            "research".into(),
+        ],
     })
 }
 
@@ -97,16 +126,13 @@ pub fn imaging_summary(i: u64, v: u64) -> proto::ImagingSummary {
     proto::ImagingSummary {
         modalities: vec![MODALITIES[(i % 5) as usize].into(), "SR".into()],
         body_parts_examined: vec![BODY_PARTS[(i / 5 % 5) as usize].into()],
-        manufacturers: vec![
-            proto::ManufacturerModel {
-                manufacturer: scanner_a.0.into(),
-                manufacturer_model_name: scanner_a.1.into(),
-            },
-            proto::ManufacturerModel {
-                manufacturer: scanner_b.0.into(),
-                manufacturer_model_name: scanner_b.1.into(),
-            },
-        ],
+        manufacturers: [scanner_a, scanner_b, SCANNERS[((i + 4) % 6) as usize]]
+            .iter()
+            .map(|s| proto::ManufacturerModel {
+                manufacturer: s.0.into(),
+                manufacturer_model_name: s.1.into(),
+            })
+            .collect(),
         number_of_studies: studies,
         number_of_series: studies * 3,
         number_of_instances: studies * 3 * 180,
@@ -130,9 +156,12 @@ pub fn dataset_version(i: u64, v: u64, derived_from: Vec<String>) -> Body {
         was_derived_from: derived_from,
         release_notes: format!(
             "Release {v}.0: adds studies received up to the monthly cut-off; \
-             re-run of the de-identification pipeline; corrected {} series with \
-             missing BodyPartExamined.",
-            (i + v) % 40
+             re-run of the de-identification pipeline with burned-in annotation \
+             detection; corrected {} series with missing BodyPartExamined and {} \
+             with inconsistent SliceThickness; excluded studies from patients who \
+             registered a national data opt-out since the previous release.",
+            (i + v) % 40,
+            (i * 3 + v) % 17
         ),
     })
 }
@@ -151,7 +180,10 @@ pub fn transform(id: &str, used: Vec<String>, generated: Vec<String>) -> Body {
         tool_version: "2.4.1".into(),
         code_digest: digest_of(id),
         parameters: [
-            ("profile".to_string(), "basic+retain-longitudinal-dates".to_string()),
+            (
+                "profile".to_string(),
+                "basic+retain-longitudinal-dates".to_string(),
+            ),
             ("pixel_scrub".to_string(), "true".to_string()),
         ]
         .into_iter()
@@ -168,7 +200,13 @@ pub fn transform(id: &str, used: Vec<String>, generated: Vec<String>) -> Body {
 }
 
 /// `TrainingRunRecorded` with train / validation / test inputs.
-pub fn training_run(id: &str, model_version_id: &str, train: &str, validation: &str, test: &str) -> Body {
+pub fn training_run(
+    id: &str,
+    model_version_id: &str,
+    train: &str,
+    validation: &str,
+    test: &str,
+) -> Body {
     let input = |d: &str, role: proto::DatasetRole| proto::TrainingInput {
         dataset_version_id: d.into(),
         role: role as i32,
@@ -182,19 +220,26 @@ pub fn training_run(id: &str, model_version_id: &str, train: &str, validation: &
             input(test, proto::DatasetRole::Test),
         ],
         code_digest: "git:4f2a9c1e7b3d".into(),
-        hyperparameters: [("learning_rate", "0.0003"), ("epochs", "60"), ("batch_size", "32")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        hyperparameters: [
+            ("learning_rate", "0.0003"),
+            ("epochs", "60"),
+            ("batch_size", "32"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
         environment: Some(proto::ComputeEnvironment {
             framework: "PyTorch".into(),
             framework_version: "2.4.0".into(),
             hardware: "4x NVIDIA A100 80GB".into(),
             container_image_digest: digest_of("image"),
         }),
-        metrics: [("auroc".to_string(), 0.91), ("sensitivity".to_string(), 0.87)]
-            .into_iter()
-            .collect(),
+        metrics: [
+            ("auroc".to_string(), 0.91),
+            ("sensitivity".to_string(), 0.87),
+        ]
+        .into_iter()
+        .collect(),
         generated_model_version_id: model_version_id.into(),
         openlineage: None,
     })
@@ -209,8 +254,10 @@ pub fn model_version(id: &str, training_run_id: &str) -> Body {
         artifact_digest: digest_of(id),
         training_run_id: training_run_id.into(),
         model_card: Some(proto::ModelCard {
-            intended_use: "Triage support for suspected COVID-19 pneumonia on chest CT in adults.".into(),
-            limitations: "Not validated on paediatric patients or contrast-enhanced studies.".into(),
+            intended_use: "Triage support for suspected COVID-19 pneumonia on chest CT in adults."
+                .into(),
+            limitations: "Not validated on paediatric patients or contrast-enhanced studies."
+                .into(),
             regulatory_class: "UKCA Class IIa".into(),
             out_of_scope_use: "Standalone diagnosis.".into(),
             contact: "ai-governance@example.nhs.uk".into(),
@@ -219,23 +266,51 @@ pub fn model_version(id: &str, training_run_id: &str) -> Body {
 }
 
 /// `ValidationRecorded` of a model version on a dataset version at a site.
-pub fn validation(id: &str, model_version_id: &str, dataset_version_id: &str, site: &str, pass: bool) -> Body {
+pub fn validation(
+    id: &str,
+    model_version_id: &str,
+    dataset_version_id: &str,
+    site: &str,
+    pass: bool,
+) -> Body {
     Body::ValidationRecorded(proto::ValidationRecorded {
         validation_id: id.into(),
         model_version_id: model_version_id.into(),
         dataset_version_id: dataset_version_id.into(),
         site_id: site.into(),
         metrics: vec![
-            proto::Metric { name: "auroc".into(), value: 0.9, subgroup: String::new(), ci_lower: Some(0.88), ci_upper: Some(0.92) },
-            proto::Metric { name: "auroc".into(), value: 0.89, subgroup: "sex=F".into(), ci_lower: None, ci_upper: None },
+            proto::Metric {
+                name: "auroc".into(),
+                value: 0.9,
+                subgroup: String::new(),
+                ci_lower: Some(0.88),
+                ci_upper: Some(0.92),
+            },
+            proto::Metric {
+                name: "auroc".into(),
+                value: 0.89,
+                subgroup: "sex=F".into(),
+                ci_lower: None,
+                ci_upper: None,
+            },
         ],
-        verdict: if pass { proto::Verdict::Pass } else { proto::Verdict::Fail } as i32,
+        verdict: if pass {
+            proto::Verdict::Pass
+        } else {
+            proto::Verdict::Fail
+        } as i32,
         summary: "Local retrospective validation on consecutive cases.".into(),
     })
 }
 
 /// `DeploymentRecorded` with the given status.
-pub fn deployment(id: &str, model_version_id: &str, site: &str, status: proto::DeploymentStatus, validations: Vec<String>) -> Body {
+pub fn deployment(
+    id: &str,
+    model_version_id: &str,
+    site: &str,
+    status: proto::DeploymentStatus,
+    validations: Vec<String>,
+) -> Body {
     Body::DeploymentRecorded(proto::DeploymentRecorded {
         deployment_id: id.into(),
         model_version_id: model_version_id.into(),

@@ -37,7 +37,9 @@ impl std::fmt::Display for EntityRef {
 /// The entity an event body creates or changes.
 pub fn subject_of(body: &Body) -> Result<EntityRef, EventError> {
     Ok(match body {
-        Body::PrincipalRegistered(b) => EntityRef::new("principal", id(&b.principal_id, "principal_id")?),
+        Body::PrincipalRegistered(b) => {
+            EntityRef::new("principal", id(&b.principal_id, "principal_id")?)
+        }
         Body::KeyRevoked(b) => EntityRef::new("key", key_id(&b.key_id, "key_id")?),
         Body::SiteRegistered(b) => EntityRef::new("site", id(&b.site_id, "site_id")?),
         Body::AccessGranted(b) => EntityRef::new("access-grant", id(&b.grant_id, "grant_id")?),
@@ -45,21 +47,32 @@ pub fn subject_of(body: &Body) -> Result<EntityRef, EventError> {
         Body::DatasetRegistered(b) => EntityRef::new("dataset", id(&b.dataset_id, "dataset_id")?),
         Body::DatasetVersionPublished(b) => EntityRef::new(
             "dataset-version",
-            format!("{}@{}", id(&b.dataset_id, "dataset_id")?, id(&b.version, "version")?),
+            format!(
+                "{}@{}",
+                id(&b.dataset_id, "dataset_id")?,
+                id(&b.version, "version")?
+            ),
         ),
         Body::DatasetVersionWithdrawn(b) => EntityRef::new(
             "dataset-version",
             dataset_version_id(&b.dataset_version_id, "dataset_version_id")?,
         ),
-        Body::TransformRecorded(b) => EntityRef::new("transform", id(&b.transform_id, "transform_id")?),
+        Body::TransformRecorded(b) => {
+            EntityRef::new("transform", id(&b.transform_id, "transform_id")?)
+        }
         Body::TrainingRunRecorded(b) => {
             EntityRef::new("training-run", id(&b.training_run_id, "training_run_id")?)
         }
-        Body::ModelVersionRegistered(b) => {
-            EntityRef::new("model-version", id(&b.model_version_id, "model_version_id")?)
+        Body::ModelVersionRegistered(b) => EntityRef::new(
+            "model-version",
+            id(&b.model_version_id, "model_version_id")?,
+        ),
+        Body::ValidationRecorded(b) => {
+            EntityRef::new("validation", id(&b.validation_id, "validation_id")?)
         }
-        Body::ValidationRecorded(b) => EntityRef::new("validation", id(&b.validation_id, "validation_id")?),
-        Body::DeploymentRecorded(b) => EntityRef::new("deployment", id(&b.deployment_id, "deployment_id")?),
+        Body::DeploymentRecorded(b) => {
+            EntityRef::new("deployment", id(&b.deployment_id, "deployment_id")?)
+        }
     })
 }
 
@@ -110,7 +123,10 @@ fn check_body(body: &Body) -> Result<(), EventError> {
                 return Err(EventError::Invalid("principal has no roles".into()));
             }
             for r in &b.roles {
-                if matches!(proto::Role::try_from(*r), Err(_) | Ok(proto::Role::Unspecified)) {
+                if matches!(
+                    proto::Role::try_from(*r),
+                    Err(_) | Ok(proto::Role::Unspecified)
+                ) {
                     return Err(EventError::Invalid(format!("unknown role {r}")));
                 }
             }
@@ -142,7 +158,10 @@ fn check_body(body: &Body) -> Result<(), EventError> {
                 dataset_version_id(d, "was_derived_from")?;
             }
             if let Some(s) = &b.imaging_summary {
-                for (date, field) in [(&s.study_date_from, "study_date_from"), (&s.study_date_to, "study_date_to")] {
+                for (date, field) in [
+                    (&s.study_date_from, "study_date_from"),
+                    (&s.study_date_to, "study_date_to"),
+                ] {
                     if !date.is_empty() && !is_dicom_date(date) {
                         return Err(EventError::Invalid(format!(
                             "{field} {date:?} is not a DICOM DA value (YYYYMMDD)"
@@ -158,7 +177,9 @@ fn check_body(body: &Body) -> Result<(), EventError> {
             known_enum::<proto::TransformKind>(b.kind, "kind")?;
             nonempty(&b.tool_name, "tool_name")?;
             if b.used.is_empty() {
-                return Err(EventError::Invalid("transform uses no dataset version".into()));
+                return Err(EventError::Invalid(
+                    "transform uses no dataset version".into(),
+                ));
             }
             for d in b.used.iter().chain(&b.generated) {
                 dataset_version_id(d, "used/generated")?;
@@ -170,7 +191,9 @@ fn check_body(body: &Body) -> Result<(), EventError> {
         Body::TrainingRunRecorded(b) => {
             nonempty(&b.model_name, "model_name")?;
             if b.used.is_empty() {
-                return Err(EventError::Invalid("training run uses no dataset version".into()));
+                return Err(EventError::Invalid(
+                    "training run uses no dataset version".into(),
+                ));
             }
             for input in &b.used {
                 dataset_version_id(&input.dataset_version_id, "used.dataset_version_id")?;
@@ -199,7 +222,10 @@ fn check_body(body: &Body) -> Result<(), EventError> {
             for m in &b.metrics {
                 nonempty(&m.name, "metrics.name")?;
                 if !m.value.is_finite() {
-                    return Err(EventError::Invalid(format!("metric {} is not a finite number", m.name)));
+                    return Err(EventError::Invalid(format!(
+                        "metric {} is not a finite number",
+                        m.name
+                    )));
                 }
             }
         }
@@ -268,7 +294,9 @@ fn nonempty(value: &str, field: &str) -> Result<(), EventError> {
 /// `sha256:<64 lowercase hex>`.
 fn digest(value: &str, field: &str) -> Result<(), EventError> {
     match value.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => Ok(()),
+        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Ok(())
+        }
         _ => Err(EventError::Invalid(format!(
             "{field} {value:?} is not sha256:<64 lowercase hex digits>"
         ))),
@@ -290,7 +318,9 @@ fn code_digest(value: &str) -> Result<(), EventError> {
 
 fn known_enum<E: TryFrom<i32>>(value: i32, field: &str) -> Result<(), EventError> {
     if value == 0 || E::try_from(value).is_err() {
-        Err(EventError::Invalid(format!("{field} is unset or unknown ({value})")))
+        Err(EventError::Invalid(format!(
+            "{field} is unset or unknown ({value})"
+        )))
     } else {
         Ok(())
     }

@@ -49,9 +49,11 @@ pub(crate) fn sign(
 
 /// Verifies a signed checkpoint note with `vkey` and parses its body.
 pub fn parse(note: &[u8], vkey: &str) -> Result<SignedCheckpoint, LedgerError> {
-    let verifier = StandardVerifier::new(vkey).map_err(|e| LedgerError::Key(format!("verifier key: {e}")))?;
+    let verifier =
+        StandardVerifier::new(vkey).map_err(|e| LedgerError::Key(format!("verifier key: {e}")))?;
     let origin = signed_note::Verifier::name(&verifier).to_string();
-    let parsed = Note::from_bytes(note).map_err(|e| LedgerError::Corrupt(format!("checkpoint note: {e}")))?;
+    let parsed = Note::from_bytes(note)
+        .map_err(|e| LedgerError::Corrupt(format!("checkpoint note: {e}")))?;
     parsed
         .verify(&VerifierList::new(vec![Box::new(verifier)]))
         .map_err(|e| LedgerError::Corrupt(format!("checkpoint signature: {e}")))?;

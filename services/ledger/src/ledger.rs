@@ -1,15 +1,15 @@
 //! The ledger: opening/creating it, the sequencer's write path, and reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use clew_events::proto::{self, RejectionReason};
 use clew_events::{EventError, OpenedEnvelope, ProducerKey};
 use prost::Message;
 use rayon::prelude::*;
 use signed_note::{Note, StandardSigner};
-use tlog_tiles::{record_hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash, Hash};
+use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::rules::{self, Refusal, RegisteredKey};
@@ -97,8 +97,32 @@ pub struct BatchReceipt {
 struct WriterState {
     size: u64,
     rejected: u64,
-    /// Every registered key (a few thousand at most), for lock-free pre-checks.
-    keys: HashMap<String, RegisteredKey>,
+}
+
+/// The key registry as of the last committed batch. Replaced (copy on write)
+/// when a batch registers or revokes keys, which is rare; pre-checks of later
+/// batches read a snapshot without taking the writer lock.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyRegistry {
+    pub keys: HashMap<String, RegisteredKey>,
+    pub principals: HashSet<String>,
+}
+
+/// Submissions decoded and signature-checked, ready for [`Ledger::commit`].
+pub struct PrecheckedBatch {
+    items: Vec<(Submission, Precheck)>,
+}
+
+impl PrecheckedBatch {
+    /// Number of submissions in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
 }
 
 /// The append-only, verifiable provenance ledger.
@@ -113,11 +137,14 @@ pub struct Ledger {
     verifier_key: String,
     options: LedgerOptions,
     writer: Mutex<WriterState>,
+    registry: RwLock<Arc<KeyRegistry>>,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("origin", &self.origin).finish()
+        f.debug_struct("Ledger")
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -188,7 +215,11 @@ impl Ledger {
     }
 
     /// Opens an existing ledger; `ledger_key` must be the key it was created with.
-    pub fn open(data_dir: &Path, ledger_key: &str, options: LedgerOptions) -> Result<Self, LedgerError> {
+    pub fn open(
+        data_dir: &Path,
+        ledger_key: &str,
+        options: LedgerOptions,
+    ) -> Result<Self, LedgerError> {
         let db = open_db(data_dir, &options)?;
         let tree = db.open_tree("ledger")?;
         let Some(stored_vkey) = tree.get(keys::LEDGER_VKEY)? else {
@@ -217,18 +248,23 @@ impl Ledger {
         verifier_key: String,
         options: LedgerOptions,
     ) -> Result<Self, LedgerError> {
-        let size = tree.get(keys::SIZE)?.map(|v| u64_value(&v)).transpose()?.unwrap_or(0);
+        let size = tree
+            .get(keys::SIZE)?
+            .map(|v| u64_value(&v))
+            .transpose()?
+            .unwrap_or(0);
         let rejected = tree
             .get(keys::REJECTED_COUNT)?
             .map(|v| u64_value(&v))
             .transpose()?
             .unwrap_or(0);
-        let mut key_cache = HashMap::new();
+        let mut registry = KeyRegistry::default();
         for item in tree.scan_prefix(b"k") {
             let (k, v) = item?;
             let record: KeyRecord = serde_json::from_slice(&v)
                 .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
-            key_cache.insert(
+            registry.principals.insert(record.principal_id.clone());
+            registry.keys.insert(
                 String::from_utf8_lossy(&k[1..]).into_owned(),
                 RegisteredKey::new(record)?,
             );
@@ -240,33 +276,102 @@ impl Ledger {
             signer,
             verifier_key,
             options,
-            writer: Mutex::new(WriterState {
-                size,
-                rejected,
-                keys: key_cache,
-            }),
+            writer: Mutex::new(WriterState { size, rejected }),
+            registry: RwLock::new(Arc::new(registry)),
         })
     }
 
-    /// Sequences one batch read from `source`.
+    /// Sequences one batch read from `source`: [`Ledger::precheck`] then
+    /// [`Ledger::commit`].
+    pub fn sequence(
+        &self,
+        source: &str,
+        submissions: Vec<Submission>,
+    ) -> Result<BatchReceipt, LedgerError> {
+        self.commit(source, self.precheck(submissions))
+    }
+
+    /// Sequences a stream of batches, pre-checking batch k+1 (decode and
+    /// signatures, on the rayon pool) while batch k is committed, and hands
+    /// each durable receipt to `on_receipt` in order.
+    pub fn sequence_pipelined<I, F, E>(
+        &self,
+        source: &str,
+        batches: I,
+        mut on_receipt: F,
+    ) -> Result<(), E>
+    where
+        I: Iterator<Item = Vec<Submission>> + Send,
+        F: FnMut(&BatchReceipt) -> Result<(), E>,
+        E: From<LedgerError>,
+    {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<PrecheckedBatch>(1);
+            let checker = scope.spawn(move || {
+                for batch in batches {
+                    if tx.send(self.precheck(batch)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for prechecked in rx {
+                let receipt = self.commit(source, prechecked)?;
+                on_receipt(&receipt)?;
+            }
+            checker
+                .join()
+                .map_err(|_| E::from(LedgerError::Corrupt("the pre-check thread panicked".into())))
+        })
+    }
+
+    /// Decodes each submission and checks its signature against the keys
+    /// registered as of the last commit, in parallel. Needs no lock: it may
+    /// run while another batch is being committed.
+    pub fn precheck(&self, submissions: Vec<Submission>) -> PrecheckedBatch {
+        let registry = self.registry_snapshot();
+        let checks: Vec<Precheck> = submissions
+            .par_iter()
+            .map(|s| precheck(&s.bytes, &registry.keys))
+            .collect();
+        PrecheckedBatch {
+            items: submissions.into_iter().zip(checks).collect(),
+        }
+    }
+
+    fn registry_snapshot(&self) -> Arc<KeyRegistry> {
+        self.registry
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+
+    /// Commits a pre-checked batch read from `source`.
     ///
     /// Submissions below the source's stored cursor were already consumed
     /// (before a crash) and are skipped, so re-delivering a batch is harmless.
-    /// Each remaining submission is decoded and its signature checked in
-    /// parallel, then, in input order: key registry check, role check,
-    /// duplicate check, reference checks, append. The appended leaves, their
-    /// hashes, dedupe entries, entity state, rejections, the new cursor and the
-    /// new signed checkpoint are written in ONE atomic sled batch and flushed
-    /// before this returns: a crash before the flush loses the whole batch and
-    /// its cursor (the source re-delivers it), a crash after loses nothing.
-    pub fn sequence(&self, source: &str, submissions: Vec<Submission>) -> Result<BatchReceipt, LedgerError> {
+    /// In input order: key registry check (signatures not settled by the
+    /// pre-check are verified here), role check, duplicate check, reference
+    /// checks, append. The appended leaves, their hashes, dedupe entries,
+    /// entity state, rejections, the new cursor and the new signed checkpoint
+    /// are written in ONE atomic sled batch and flushed before this returns: a
+    /// crash before the flush loses the whole batch and its cursor (the source
+    /// re-delivers it), a crash after loses nothing.
+    pub fn commit(
+        &self,
+        source: &str,
+        batch: PrecheckedBatch,
+    ) -> Result<BatchReceipt, LedgerError> {
         let mut w = self
             .writer
             .lock()
             .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
         let cursor = self.cursor(source)?;
-        let fresh: Vec<Submission> = submissions.into_iter().filter(|s| s.offset >= cursor).collect();
-        let Some(last) = fresh.last() else {
+        let fresh: Vec<(Submission, Precheck)> = batch
+            .items
+            .into_iter()
+            .filter(|(s, _)| s.offset >= cursor)
+            .collect();
+        let Some((last, _)) = fresh.last() else {
             return Ok(BatchReceipt {
                 tree_size: w.size,
                 next_offset: cursor,
@@ -274,13 +379,12 @@ impl Ledger {
             });
         };
         let next_offset = last.offset + 1;
-        if fresh.windows(2).any(|p| p[1].offset <= p[0].offset) {
-            return Err(LedgerError::Setup("submission offsets must strictly increase".into()));
+        if fresh.windows(2).any(|p| p[1].0.offset <= p[0].0.offset) {
+            return Err(LedgerError::Setup(
+                "submission offsets must strictly increase".into(),
+            ));
         }
-
-        // Decode and verify signatures in parallel against the keys known now.
-        let known = &w.keys;
-        let prechecked: Vec<Precheck> = fresh.par_iter().map(|s| precheck(&s.bytes, known)).collect();
+        let registry = self.registry_snapshot();
 
         let start = w.size;
         let mut size = start;
@@ -289,11 +393,12 @@ impl Ledger {
         let mut receipt = BatchReceipt::default();
         let mut new_keys: Vec<(String, RegisteredKey)> = Vec::new();
 
-        for (sub, pre) in fresh.iter().zip(prechecked) {
+        for (sub, pre) in fresh {
             let outcome = match pre {
                 Precheck::Refused(r) => Err(r),
                 Precheck::Opened { opened, signature } => {
-                    rules::admit(&mut ov, &w.keys, size, &opened, signature)?.map(|keys| (opened, keys))
+                    rules::admit(&mut ov, &registry, size, &opened, signature)?
+                        .map(|keys| (opened, keys))
                 }
             };
             match outcome {
@@ -301,12 +406,12 @@ impl Ledger {
                     new_keys.extend(changed_keys);
                     let leaf_hash = record_hash(&opened.canonical);
                     let hashes = stored_hashes_for_record_hash(size, leaf_hash, &ov)?;
-                    let first = stored_hash_index(0, size);
-                    for (j, h) in hashes.into_iter().enumerate() {
-                        ov.put_hash(first + j as u64, h);
-                    }
+                    ov.put_leaf_hashes(size, hashes);
                     ov.put(keys::leaf(size).to_vec(), opened.canonical);
-                    ov.put(keys::event(&opened.event.event_id), size.to_be_bytes().to_vec());
+                    ov.put(
+                        keys::event(&opened.event.event_id),
+                        size.to_be_bytes().to_vec(),
+                    );
                     receipt.accepted.push(AcceptedEvent {
                         source_offset: sub.offset,
                         event_id: opened.event.event_id,
@@ -349,7 +454,10 @@ impl Ledger {
 
         ov.put(keys::cursor(source), next_offset.to_be_bytes().to_vec());
         if rejections != w.rejected {
-            ov.put(keys::REJECTED_COUNT.to_vec(), rejections.to_be_bytes().to_vec());
+            ov.put(
+                keys::REJECTED_COUNT.to_vec(),
+                rejections.to_be_bytes().to_vec(),
+            );
         }
         if size > start {
             let root = tree_hash(size, &ov)?;
@@ -367,8 +475,15 @@ impl Ledger {
 
         w.size = size;
         w.rejected = rejections;
-        for (id, record) in new_keys {
-            w.keys.insert(id, record);
+        if !new_keys.is_empty() {
+            let mut next = (*registry).clone();
+            for (id, key) in new_keys {
+                next.principals.insert(key.record.principal_id.clone());
+                next.keys.insert(id, key);
+            }
+            if let Ok(mut r) = self.registry.write() {
+                *r = Arc::new(next);
+            }
         }
         receipt.tree_size = size;
         receipt.next_offset = next_offset;
@@ -430,10 +545,10 @@ impl Ledger {
     /// A registered key.
     pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, LedgerError> {
         Ok(self
-            .writer
-            .lock()
-            .ok()
-            .and_then(|w| w.keys.get(key_id).map(|k| k.record.clone())))
+            .registry_snapshot()
+            .keys
+            .get(key_id)
+            .map(|k| k.record.clone()))
     }
 
     /// The latest signed checkpoint.
@@ -480,22 +595,38 @@ impl Ledger {
                 "leaf {index} is not in a tree of size {tree_size}"
             )));
         }
-        Ok(tlog_tiles::prove_record(tree_size, index, &StoredHashes(&self.tree))?)
+        Ok(tlog_tiles::prove_record(
+            tree_size,
+            index,
+            &StoredHashes(&self.tree),
+        )?)
     }
 
     /// RFC 6962 consistency proof from the tree of `old_size` to `new_size` leaves.
-    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LedgerError> {
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, LedgerError> {
         self.check_size(new_size)?;
         if old_size > new_size {
             return Err(LedgerError::NotFound(format!(
                 "no consistency proof from {old_size} down to {new_size}"
             )));
         }
-        Ok(tlog_tiles::prove_tree(new_size, old_size, &StoredHashes(&self.tree))?)
+        Ok(tlog_tiles::prove_tree(
+            new_size,
+            old_size,
+            &StoredHashes(&self.tree),
+        )?)
     }
 
     /// Refused submissions from rejection index `from`, at most `limit`.
-    pub fn rejected(&self, from: u64, limit: usize) -> Result<Vec<proto::RejectedSubmission>, LedgerError> {
+    pub fn rejected(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<proto::RejectedSubmission>, LedgerError> {
         self.tree
             .range(keys::rejected(from)..)
             .take_while(|item| matches!(item, Ok((k, _)) if k.starts_with(keys::REJECTIONS)))
@@ -568,6 +699,7 @@ impl Refusal {
 /// Signs a checkpoint note; exposed for tests that need a foreign signature.
 pub fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
     let mut note = Note::new(text, &[]).map_err(|e| LedgerError::Key(e.to_string()))?;
-    note.add_sigs(&[signer]).map_err(|e| LedgerError::Key(e.to_string()))?;
+    note.add_sigs(&[signer])
+        .map_err(|e| LedgerError::Key(e.to_string()))?;
     Ok(note.to_bytes())
 }

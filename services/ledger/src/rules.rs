@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
+use crate::ledger::KeyRegistry;
 use crate::store::{keys, u64_value, EntityRecord, KeyRecord, Overlay};
 use crate::LedgerError;
 
@@ -48,7 +49,7 @@ pub(crate) type Admission = Result<Vec<(String, RegisteredKey)>, Refusal>;
 /// state changes are in the overlay.
 pub(crate) fn admit(
     ov: &mut Overlay<'_>,
-    cache: &HashMap<String, RegisteredKey>,
+    registry: &KeyRegistry,
     size: u64,
     opened: &OpenedEnvelope,
     presigned: Option<bool>,
@@ -64,7 +65,7 @@ pub(crate) fn admit(
 
     // 1. The signing key: registered, not revoked, signature valid.
     let key_id = opened.key_id();
-    let signer = match lookup_key(ov, cache, key_id)? {
+    let signer = match lookup_key(ov, &registry.keys, key_id)? {
         Some(k) => k,
         None if size == 0 => match genesis_key(body, key_id) {
             Some(k) => k,
@@ -75,7 +76,12 @@ pub(crate) fn admit(
                 )))
             }
         },
-        None => return Ok(Err(refuse(R::UnknownKey, format!("key {key_id} is not registered")))),
+        None => {
+            return Ok(Err(refuse(
+                R::UnknownKey,
+                format!("key {key_id} is not registered"),
+            )))
+        }
     };
     if let Some(at) = signer.record.revoked_leaf {
         return Ok(Err(refuse(
@@ -84,7 +90,7 @@ pub(crate) fn admit(
         )));
     }
     let valid = match presigned {
-        Some(v) if cache.contains_key(key_id) => v,
+        Some(v) if registry.keys.contains_key(key_id) => v,
         _ => opened.verify_signature(&signer.verifier).is_ok(),
     };
     if !valid {
@@ -113,7 +119,11 @@ pub(crate) fn admit(
             ),
         )));
     }
-    if size > 0 && !ov.contains(&keys::entity(&format!("principal/{}", event.actor)))? {
+    let actor_known = registry.principals.contains(&event.actor)
+        || ov
+            .writes
+            .contains_key(&keys::entity(&format!("principal/{}", event.actor)));
+    if size > 0 && !actor_known {
         return Ok(Err(refuse(
             R::DanglingReference,
             format!("actor principal/{} is not registered", event.actor),
@@ -146,8 +156,8 @@ fn lookup_key(
 ) -> Result<Option<RegisteredKey>, LedgerError> {
     // A key registered or revoked earlier in this batch is only in the overlay.
     if let Some(bytes) = ov.writes.get(&keys::key(key_id)) {
-        let record: KeyRecord =
-            serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
+        let record: KeyRecord = serde_json::from_slice(bytes)
+            .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
         return Ok(Some(RegisteredKey::new(record)?));
     }
     Ok(cache.get(key_id).cloned())
@@ -177,14 +187,21 @@ fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
 /// Roles that may sign each kind (admin may sign everything).
 fn required_roles(body: &Body, signer: &RegisteredKey) -> &'static [Role] {
     match body {
-        Body::PrincipalRegistered(_) | Body::AccessGranted(_) | Body::AccessRevoked(_) => &[Role::Admin],
+        Body::PrincipalRegistered(_) | Body::AccessGranted(_) | Body::AccessRevoked(_) => {
+            &[Role::Admin]
+        }
         // A principal may revoke its own keys; anyone else's needs an admin.
         Body::KeyRevoked(k) => {
             if VerifierKey::parse(&signer.record.verifier_key)
                 .map(|v| v.key_id() == k.key_id)
                 .unwrap_or(false)
             {
-                &[Role::Researcher, Role::Governance, Role::Ingest, Role::Partner]
+                &[
+                    Role::Researcher,
+                    Role::Governance,
+                    Role::Ingest,
+                    Role::Partner,
+                ]
             } else {
                 &[Role::Admin]
             }
@@ -225,7 +242,10 @@ impl StateCheck<'_, '_> {
     /// The entity must exist (and, when `live`, not be withdrawn/revoked).
     fn existing(&self, r: &EntityRef, field: &str, live: bool) -> Check<EntityRecord> {
         Ok(match self.entity(r)? {
-            None => Err((R::DanglingReference, format!("{field} cites {r}, which does not exist"))),
+            None => Err((
+                R::DanglingReference,
+                format!("{field} cites {r}, which does not exist"),
+            )),
             Some(e) if live && e.ended_leaf.is_some() => Err((
                 R::DanglingReference,
                 format!(
@@ -264,7 +284,10 @@ impl StateCheck<'_, '_> {
                 // Re-registering a principal adds a key (rotation) and updates roles.
                 let verifier = VerifierKey::parse(&p.verifier_key)
                     .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-                if let Some(existing) = self.ov.get_json::<KeyRecord>(&keys::key(verifier.key_id()))? {
+                if let Some(existing) = self
+                    .ov
+                    .get_json::<KeyRecord>(&keys::key(verifier.key_id()))?
+                {
                     return Ok(Err((
                         R::Conflict,
                         format!(
@@ -282,7 +305,10 @@ impl StateCheck<'_, '_> {
                     revoked_leaf: None,
                 };
                 self.ov.put_json(keys::key(verifier.key_id()), &record);
-                changed_keys.push((verifier.key_id().to_string(), RegisteredKey { record, verifier }));
+                changed_keys.push((
+                    verifier.key_id().to_string(),
+                    RegisteredKey { record, verifier },
+                ));
                 if self.entity(&subject)?.is_none() {
                     let rec = self.created();
                     self.create(&subject, rec);
@@ -290,10 +316,16 @@ impl StateCheck<'_, '_> {
             }
             Body::KeyRevoked(k) => {
                 let Some(mut record) = self.ov.get_json::<KeyRecord>(&keys::key(&k.key_id))? else {
-                    return Ok(Err((R::DanglingReference, format!("key {} is not registered", k.key_id))));
+                    return Ok(Err((
+                        R::DanglingReference,
+                        format!("key {} is not registered", k.key_id),
+                    )));
                 };
                 if let Some(at) = record.revoked_leaf {
-                    return Ok(Err((R::Conflict, format!("key {} was already revoked at leaf {at}", k.key_id))));
+                    return Ok(Err((
+                        R::Conflict,
+                        format!("key {} was already revoked at leaf {at}", k.key_id),
+                    )));
                 }
                 record.revoked_leaf = Some(self.size);
                 self.ov.put_json(keys::key(&k.key_id), &record);
@@ -309,7 +341,11 @@ impl StateCheck<'_, '_> {
             }
             Body::AccessGranted(g) => {
                 check!(self.absent(&subject));
-                check!(self.existing(&EntityRef::new("dataset", &g.dataset_id), "dataset_id", false));
+                check!(self.existing(
+                    &EntityRef::new("dataset", &g.dataset_id),
+                    "dataset_id",
+                    false
+                ));
                 if let Some(proto::access_granted::Grantee::PrincipalId(p)) = &g.grantee {
                     check!(self.existing(&EntityRef::new("principal", p), "principal_id", false));
                 }
@@ -319,20 +355,31 @@ impl StateCheck<'_, '_> {
             Body::AccessRevoked(_) => {
                 let mut grant = check!(self.existing(&subject, "grant_id", false));
                 if let Some(at) = grant.ended_leaf {
-                    return Ok(Err((R::Conflict, format!("{subject} was already revoked at leaf {at}"))));
+                    return Ok(Err((
+                        R::Conflict,
+                        format!("{subject} was already revoked at leaf {at}"),
+                    )));
                 }
                 grant.ended_leaf = Some(self.size);
                 self.create(&subject, grant);
             }
             Body::DatasetRegistered(d) => {
                 check!(self.absent(&subject));
-                check!(self.existing(&EntityRef::new("site", &d.custodian_site_id), "custodian_site_id", false));
+                check!(self.existing(
+                    &EntityRef::new("site", &d.custodian_site_id),
+                    "custodian_site_id",
+                    false
+                ));
                 let rec = self.created();
                 self.create(&subject, rec);
             }
             Body::DatasetVersionPublished(v) => {
                 check!(self.absent(&subject));
-                check!(self.existing(&EntityRef::new("dataset", &v.dataset_id), "dataset_id", false));
+                check!(self.existing(
+                    &EntityRef::new("dataset", &v.dataset_id),
+                    "dataset_id",
+                    false
+                ));
                 for d in &v.was_derived_from {
                     check!(self.existing(&dv(d), "was_derived_from", true));
                 }
@@ -342,7 +389,10 @@ impl StateCheck<'_, '_> {
             Body::DatasetVersionWithdrawn(_) => {
                 let mut version = check!(self.existing(&subject, "dataset_version_id", false));
                 if let Some(at) = version.ended_leaf {
-                    return Ok(Err((R::Conflict, format!("{subject} was already withdrawn at leaf {at}"))));
+                    return Ok(Err((
+                        R::Conflict,
+                        format!("{subject} was already withdrawn at leaf {at}"),
+                    )));
                 }
                 version.ended_leaf = Some(self.size);
                 self.create(&subject, version);
@@ -380,7 +430,11 @@ impl StateCheck<'_, '_> {
             }
             Body::ValidationRecorded(v) => {
                 check!(self.absent(&subject));
-                check!(self.existing(&EntityRef::new("model-version", &v.model_version_id), "model_version_id", false));
+                check!(self.existing(
+                    &EntityRef::new("model-version", &v.model_version_id),
+                    "model_version_id",
+                    false
+                ));
                 check!(self.existing(&dv(&v.dataset_version_id), "dataset_version_id", true));
                 check!(self.existing(&EntityRef::new("site", &v.site_id), "site_id", false));
                 let rec = EntityRecord {
@@ -392,11 +446,19 @@ impl StateCheck<'_, '_> {
                 self.create(&subject, rec);
             }
             Body::DeploymentRecorded(d) => {
-                check!(self.existing(&EntityRef::new("model-version", &d.model_version_id), "model_version_id", false));
+                check!(self.existing(
+                    &EntityRef::new("model-version", &d.model_version_id),
+                    "model_version_id",
+                    false
+                ));
                 check!(self.existing(&EntityRef::new("site", &d.site_id), "site_id", false));
                 let mut justified = false;
                 for v in &d.validation_ids {
-                    let validation = check!(self.existing(&EntityRef::new("validation", v), "validation_ids", false));
+                    let validation = check!(self.existing(
+                        &EntityRef::new("validation", v),
+                        "validation_ids",
+                        false
+                    ));
                     if validation.model_version_id != d.model_version_id {
                         return Ok(Err((
                             R::InvalidPayload,
@@ -406,7 +468,8 @@ impl StateCheck<'_, '_> {
                             ),
                         )));
                     }
-                    justified |= validation.site_id == d.site_id && validation.state == proto::Verdict::Pass as i32;
+                    justified |= validation.site_id == d.site_id
+                        && validation.state == proto::Verdict::Pass as i32;
                 }
                 if d.status == proto::DeploymentStatus::Live as i32 && !justified {
                     return Ok(Err((
@@ -419,7 +482,8 @@ impl StateCheck<'_, '_> {
                 }
                 let record = match self.entity(&subject)? {
                     Some(prev) => {
-                        if prev.model_version_id != d.model_version_id || prev.site_id != d.site_id {
+                        if prev.model_version_id != d.model_version_id || prev.site_id != d.site_id
+                        {
                             return Ok(Err((
                                 R::Conflict,
                                 format!(
@@ -433,7 +497,8 @@ impl StateCheck<'_, '_> {
                         }
                         EntityRecord {
                             state: d.status,
-                            ended_leaf: (d.status == proto::DeploymentStatus::Retired as i32).then_some(self.size),
+                            ended_leaf: (d.status == proto::DeploymentStatus::Retired as i32)
+                                .then_some(self.size),
                             ..prev
                         }
                     }

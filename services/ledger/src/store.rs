@@ -10,7 +10,7 @@
 //! | `m` + name              | metadata (origin, ledger verifier key, size)  |
 //! | `u` + source            | next input offset to consume from `source`    |
 //! | `l` + u64 leaf index    | canonical envelope bytes (the Merkle leaf)    |
-//! | `h` + u64 stored index  | SHA-256 node hash (tlog stored-hash index)    |
+//! | `h` + u64 leaf index    | the stored hashes appending that leaf created |
 //! | `e` + event id          | u64 leaf index holding that event             |
 //! | `k` + key id            | [`KeyRecord`] JSON                            |
 //! | `n` + subject           | [`EntityRecord`] JSON                         |
@@ -53,9 +53,9 @@ pub mod keys {
     pub fn leaf(i: u64) -> [u8; 9] {
         indexed(b'l', i)
     }
-    /// Stored hash with tlog stored-hash index `i`.
-    pub fn hash(i: u64) -> [u8; 9] {
-        indexed(b'h', i)
+    /// The stored hashes created by appending leaf `n` (see [`super::hash_location`]).
+    pub fn hashes_of_leaf(n: u64) -> [u8; 9] {
+        indexed(b'h', n)
     }
     /// Checkpoint for tree size `n`.
     pub fn checkpoint(n: u64) -> [u8; 9] {
@@ -126,10 +126,39 @@ fn is_zero(v: &i32) -> bool {
     *v == 0
 }
 
+/// Where a stored hash lives: the leaf whose append created it and its position
+/// in that leaf's group. Appending leaf n stores, from stored-hash index
+/// `stored_hash_index(0, n)` on, the hashes of levels 0..=trailing_ones(n)
+/// (tlog `stored_hashes`), so the hash of (level L, node k) was created by leaf
+/// `(k + 1) * 2^L - 1` at position L. One sled value per leaf instead of one
+/// per hash halves the writes per appended event.
+pub fn hash_location(stored_index: u64) -> (u64, usize) {
+    let (level, node) = tlog_tiles::split_stored_hash_index(stored_index);
+    (((node + 1) << level) - 1, usize::from(level))
+}
+
+/// Reads one stored hash from its leaf group.
+pub(crate) fn read_stored_hash(
+    tree: &sled::Tree,
+    stored_index: u64,
+) -> Result<Hash, tlog_tiles::Error> {
+    let (leaf, pos) = hash_location(stored_index);
+    match tree.get(keys::hashes_of_leaf(leaf)) {
+        Ok(Some(v)) => v
+            .get(pos * HASH_SIZE..(pos + 1) * HASH_SIZE)
+            .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            .and_then(hash_value),
+        _ => Err(tlog_tiles::Error::IndexesNotInTree),
+    }
+}
+
 pub(crate) fn u64_value(v: &[u8]) -> Result<u64, LedgerError> {
-    let arr: [u8; 8] = v
-        .try_into()
-        .map_err(|_| LedgerError::Corrupt(format!("expected an 8-byte integer, found {} bytes", v.len())))?;
+    let arr: [u8; 8] = v.try_into().map_err(|_| {
+        LedgerError::Corrupt(format!(
+            "expected an 8-byte integer, found {} bytes",
+            v.len()
+        ))
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -145,10 +174,7 @@ impl HashReader for StoredHashes<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         indexes
             .iter()
-            .map(|&i| match self.0.get(keys::hash(i)) {
-                Ok(Some(v)) => hash_value(&v),
-                _ => Err(tlog_tiles::Error::IndexesNotInTree),
-            })
+            .map(|&i| read_stored_hash(self.0, i))
             .collect()
     }
 }
@@ -157,7 +183,10 @@ impl HashReader for StoredHashes<'_> {
 pub(crate) struct Overlay<'a> {
     pub tree: &'a sled::Tree,
     pub writes: HashMap<Vec<u8>, Vec<u8>>,
+    /// Hashes appended in this batch, by stored-hash index.
     pub hashes: HashMap<u64, Hash>,
+    /// The same hashes grouped by the leaf that created them.
+    leaf_hashes: Vec<(u64, Vec<Hash>)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -166,6 +195,7 @@ impl<'a> Overlay<'a> {
             tree,
             writes: HashMap::new(),
             hashes: HashMap::new(),
+            leaf_hashes: Vec::new(),
         }
     }
 
@@ -176,15 +206,14 @@ impl<'a> Overlay<'a> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
-    pub fn contains(&self, key: &[u8]) -> Result<bool, LedgerError> {
-        Ok(self.writes.contains_key(key) || self.tree.contains_key(key)?)
-    }
-
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.writes.insert(key.into(), value.into());
     }
 
-    pub fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, LedgerError> {
+    pub fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, LedgerError> {
         match self.get(key)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
                 LedgerError::Corrupt(format!("record {:?}: {e}", String::from_utf8_lossy(key)))
@@ -199,8 +228,13 @@ impl<'a> Overlay<'a> {
         self.put(key, bytes);
     }
 
-    pub fn put_hash(&mut self, index: u64, hash: Hash) {
-        self.hashes.insert(index, hash);
+    /// Records the stored hashes created by appending `leaf`.
+    pub fn put_leaf_hashes(&mut self, leaf: u64, hashes: Vec<Hash>) {
+        let first = tlog_tiles::stored_hash_index(0, leaf);
+        for (j, h) in hashes.iter().enumerate() {
+            self.hashes.insert(first + j as u64, *h);
+        }
+        self.leaf_hashes.push((leaf, hashes));
     }
 
     /// Turns the overlay into one atomic sled batch.
@@ -209,8 +243,9 @@ impl<'a> Overlay<'a> {
         for (k, v) in self.writes {
             batch.insert(k, v);
         }
-        for (i, h) in self.hashes {
-            batch.insert(&keys::hash(i)[..], &h.0[..]);
+        for (leaf, hashes) in self.leaf_hashes {
+            let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+            batch.insert(&keys::hashes_of_leaf(leaf)[..], bytes);
         }
         batch
     }
@@ -224,10 +259,7 @@ impl HashReader for Overlay<'_> {
                 if let Some(h) = self.hashes.get(&i) {
                     return Ok(*h);
                 }
-                match self.tree.get(keys::hash(i)) {
-                    Ok(Some(v)) => hash_value(&v),
-                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
-                }
+                read_stored_hash(self.tree, i)
             })
             .collect()
     }
@@ -247,5 +279,26 @@ impl HashReader for MemoryHashes {
                     .ok_or(tlog_tiles::Error::IndexesNotInTree)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_hash_maps_back_to_the_leaf_that_created_it() {
+        for n in 0..4096u64 {
+            let created = (n + 1).trailing_zeros() as u64 + 1; // levels 0..=trailing_ones(n)
+            let first = tlog_tiles::stored_hash_index(0, n);
+            for j in 0..created {
+                assert_eq!(
+                    hash_location(first + j),
+                    (n, j as usize),
+                    "leaf {n}, hash {j}"
+                );
+            }
+            assert_eq!(tlog_tiles::stored_hash_index(0, n + 1), first + created);
+        }
     }
 }

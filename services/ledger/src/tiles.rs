@@ -5,7 +5,7 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use tlog_tiles::{check_record, record_hash, stored_hash_index, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::store::keys;
+use crate::store::read_stored_hash;
 use crate::{Ledger, LedgerError};
 
 /// Tile height: c2sp.org/tlog-tiles fixes tiles at 2^8 = 256 hashes or entries.
@@ -40,7 +40,11 @@ impl TileRef {
     /// The tile's path (c2sp.org/tlog-tiles, "Merkle Tree" and "Log entries").
     pub fn path(&self) -> String {
         let (level, index, width) = match *self {
-            TileRef::Hashes { level, index, width } => (level.to_string(), index, width),
+            TileRef::Hashes {
+                level,
+                index,
+                width,
+            } => (level.to_string(), index, width),
             TileRef::Entries { index, width } => ("entries".to_string(), index, width),
         };
         // "<N> is the index of the tile within the level ... encoded into path
@@ -78,7 +82,11 @@ impl TileRef {
         let mut index: u64 = 0;
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            let num = if last { *part } else { part.strip_prefix('x').ok_or_else(bad)? };
+            let num = if last {
+                *part
+            } else {
+                part.strip_prefix('x').ok_or_else(bad)?
+            };
             if num.len() != 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
             }
@@ -94,7 +102,11 @@ impl TileRef {
             if level > 5 {
                 return Err(bad());
             }
-            TileRef::Hashes { level, index, width }
+            TileRef::Hashes {
+                level,
+                index,
+                width,
+            }
         };
         if tile.path() != path {
             return Err(bad());
@@ -108,35 +120,44 @@ impl Ledger {
     pub fn read_tile(&self, tile: TileRef) -> Result<Vec<u8>, LedgerError> {
         let size = self.size();
         match tile {
-            TileRef::Hashes { level, index, width } => {
+            TileRef::Hashes {
+                level,
+                index,
+                width,
+            } => {
                 let shift = u32::from(level) * u32::from(TILE_HEIGHT);
                 let level_size = size.checked_shr(shift).unwrap_or(0);
                 let start = index * TILE_WIDTH;
                 if start + u64::from(width) > level_size {
-                    return Err(LedgerError::NotFound(format!("{} is beyond tree size {size}", tile.path())));
+                    return Err(LedgerError::NotFound(format!(
+                        "{} is beyond tree size {size}",
+                        tile.path()
+                    )));
                 }
                 let mut out = Vec::with_capacity(width as usize * 32);
                 for n in start..start + u64::from(width) {
                     let i = stored_hash_index(level * TILE_HEIGHT, n);
-                    let h = self
-                        .tree()
-                        .get(keys::hash(i))?
-                        .ok_or_else(|| LedgerError::Corrupt(format!("stored hash {i} is missing")))?;
-                    out.extend_from_slice(&h);
+                    let h = read_stored_hash(self.tree(), i)
+                        .map_err(|_| LedgerError::Corrupt(format!("stored hash {i} is missing")))?;
+                    out.extend_from_slice(&h.0);
                 }
                 Ok(out)
             }
             TileRef::Entries { index, width } => {
                 let start = index * TILE_WIDTH;
                 if start + u64::from(width) > size {
-                    return Err(LedgerError::NotFound(format!("{} is beyond tree size {size}", tile.path())));
+                    return Err(LedgerError::NotFound(format!(
+                        "{} is beyond tree size {size}",
+                        tile.path()
+                    )));
                 }
                 let mut out = Vec::new();
                 for i in start..start + u64::from(width) {
                     let leaf = self.leaf(i)?;
                     // tlog-tiles entry bundle: big-endian uint16 length, then the entry.
-                    let len = u16::try_from(leaf.len())
-                        .map_err(|_| LedgerError::Corrupt(format!("leaf {i} exceeds 65,535 bytes")))?;
+                    let len = u16::try_from(leaf.len()).map_err(|_| {
+                        LedgerError::Corrupt(format!("leaf {i} exceeds 65,535 bytes"))
+                    })?;
                     out.extend_from_slice(&len.to_be_bytes());
                     out.extend_from_slice(&leaf);
                 }
@@ -159,7 +180,10 @@ impl Ledger {
 /// Formats a C2SP tlog-proof: header, optional extra, index, proof hashes
 /// (leaf sibling first, RFC 6962 section 2.1.1), empty line, checkpoint.
 pub fn format_receipt(index: u64, leaf: &[u8], proof: &[Hash], cp: &SignedCheckpoint) -> String {
-    let mut out = format!("{TLOG_PROOF_HEADER}\nextra {}\nindex {index}\n", B64.encode(leaf));
+    let mut out = format!(
+        "{TLOG_PROOF_HEADER}\nextra {}\nindex {index}\n",
+        B64.encode(leaf)
+    );
     for h in proof {
         out.push_str(&B64.encode(h.0));
         out.push('\n');
@@ -183,7 +207,9 @@ pub struct VerifiedReceipt {
 /// Checks a tlog-proof receipt offline with the ledger's verifier key.
 pub fn verify_receipt(text: &str, vkey: &str) -> Result<VerifiedReceipt, LedgerError> {
     let bad = |why: &str| LedgerError::Corrupt(format!("receipt: {why}"));
-    let (head, note) = text.split_once("\n\n").ok_or_else(|| bad("no empty line before the checkpoint"))?;
+    let (head, note) = text
+        .split_once("\n\n")
+        .ok_or_else(|| bad("no empty line before the checkpoint"))?;
     let mut lines = head.lines();
     if lines.next() != Some(TLOG_PROOF_HEADER) {
         return Err(bad("first line is not c2sp.org/tlog-proof@v1"));
@@ -201,7 +227,9 @@ pub fn verify_receipt(text: &str, vkey: &str) -> Result<VerifiedReceipt, LedgerE
     let proof = lines
         .map(|l| {
             let raw = B64.decode(l).map_err(|_| bad("proof line is not base64"))?;
-            let arr: [u8; 32] = raw.try_into().map_err(|_| bad("proof hash is not 32 bytes"))?;
+            let arr: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| bad("proof hash is not 32 bytes"))?;
             Ok(Hash(arr))
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
@@ -222,14 +250,34 @@ mod tests {
 
     #[test]
     fn tile_paths_follow_tlog_tiles() {
-        let t = TileRef::Hashes { level: 0, index: 1_234_067, width: 256 };
+        let t = TileRef::Hashes {
+            level: 0,
+            index: 1_234_067,
+            width: 256,
+        };
         assert_eq!(t.path(), "tile/0/x001/x234/067");
         let p = TileRef::Entries { index: 5, width: 3 };
         assert_eq!(p.path(), "tile/entries/005.p/3");
-        for t in [t, p, TileRef::Hashes { level: 2, index: 0, width: 1 }] {
+        for t in [
+            t,
+            p,
+            TileRef::Hashes {
+                level: 2,
+                index: 0,
+                width: 1,
+            },
+        ] {
             assert_eq!(TileRef::parse(&t.path()).unwrap(), t);
         }
-        for bad in ["tile/0/5", "tile/0/x005", "tile/0/005.p/256", "tile/0/005.p/0", "tile/0/005.p/07", "tile/9/000", "x/0/000"] {
+        for bad in [
+            "tile/0/5",
+            "tile/0/x005",
+            "tile/0/005.p/256",
+            "tile/0/005.p/0",
+            "tile/0/005.p/07",
+            "tile/9/000",
+            "x/0/000",
+        ] {
             assert!(TileRef::parse(bad).is_err(), "{bad}");
         }
     }

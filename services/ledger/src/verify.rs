@@ -15,7 +15,7 @@ use clew_events::VerifierKey;
 use rayon::prelude::*;
 use tlog_tiles::{
     check_tree, prove_tree, record_hash, split_stored_hash_index, stored_hash_count,
-    stored_hashes_for_record_hash, tree_hash, Hash,
+    stored_hash_index, stored_hashes_for_record_hash, tree_hash, Hash,
 };
 
 use crate::store::{hash_value, keys, u64_value, MemoryHashes, StoredHashes};
@@ -89,7 +89,10 @@ pub fn verify_ledger(
     let unreadable = |e: &dyn std::fmt::Display| VerifyFailure::Unreadable(e.to_string());
     let db_path = data_dir.join(LEDGER_DB_DIR);
     if !db_path.exists() {
-        return Err(VerifyFailure::Unreadable(format!("{} does not exist", db_path.display())));
+        return Err(VerifyFailure::Unreadable(format!(
+            "{} does not exist",
+            db_path.display()
+        )));
     }
     let db = sled::open(&db_path).map_err(|e| unreadable(&e))?;
     let tree = db.open_tree("ledger").map_err(|e| unreadable(&e))?;
@@ -122,15 +125,24 @@ pub fn verify_ledger(
         let leaves: Vec<(u64, Vec<u8>)> = (start..end)
             .map(|i| match get(&keys::leaf(i))? {
                 Some(v) => Ok((i, v.to_vec())),
-                None => Err(VerifyFailure::Leaf { index: i, problem: "missing".into() }),
+                None => Err(VerifyFailure::Leaf {
+                    index: i,
+                    problem: "missing".into(),
+                }),
             })
             .collect::<Result<_, _>>()?;
         let opened: Vec<_> = leaves
             .par_iter()
             .map(|(i, bytes)| {
-                let o = clew_events::open(bytes).map_err(|e| VerifyFailure::Leaf { index: *i, problem: e.to_string() })?;
+                let o = clew_events::open(bytes).map_err(|e| VerifyFailure::Leaf {
+                    index: *i,
+                    problem: e.to_string(),
+                })?;
                 if o.canonical != *bytes {
-                    return Err(VerifyFailure::Leaf { index: *i, problem: "stored bytes are not the canonical envelope encoding".into() });
+                    return Err(VerifyFailure::Leaf {
+                        index: *i,
+                        problem: "stored bytes are not the canonical envelope encoding".into(),
+                    });
                 }
                 Ok(o)
             })
@@ -139,14 +151,27 @@ pub fn verify_ledger(
         for (i, o) in (start..end).zip(&opened) {
             match o.body() {
                 Body::PrincipalRegistered(p) => {
-                    let verifier = VerifierKey::parse(&p.verifier_key)
-                        .map_err(|e| VerifyFailure::Leaf { index: i, problem: e.to_string() })?;
-                    if i == 0 && (verifier.key_id() != o.key_id() || !p.roles.contains(&(Role::Admin as i32))) {
-                        return Err(VerifyFailure::Leaf { index: 0, problem: "genesis is not a self-signed admin registration".into() });
+                    let verifier =
+                        VerifierKey::parse(&p.verifier_key).map_err(|e| VerifyFailure::Leaf {
+                            index: i,
+                            problem: e.to_string(),
+                        })?;
+                    if i == 0
+                        && (verifier.key_id() != o.key_id()
+                            || !p.roles.contains(&(Role::Admin as i32)))
+                    {
+                        return Err(VerifyFailure::Leaf {
+                            index: 0,
+                            problem: "genesis is not a self-signed admin registration".into(),
+                        });
                     }
                     registry
                         .entry(verifier.key_id().to_string())
-                        .or_insert(KeyLife { verifier, registered: i, revoked: None });
+                        .or_insert(KeyLife {
+                            verifier,
+                            registered: i,
+                            revoked: None,
+                        });
                 }
                 Body::KeyRevoked(k) => {
                     if let Some(life) = registry.get_mut(&k.key_id) {
@@ -158,25 +183,29 @@ pub fn verify_ledger(
         }
         // Signatures, in parallel: the key must be registered before the leaf
         // (or be the genesis key signing itself) and not revoked before it.
-        opened
-            .par_iter()
-            .enumerate()
-            .try_for_each(|(offset, o)| {
-                let i = start + offset as u64;
-                let fail = |problem: String| VerifyFailure::Leaf { index: i, problem };
-                let life = registry
-                    .get(o.key_id())
-                    .ok_or_else(|| fail(format!("signed by unregistered key {}", o.key_id())))?;
-                if life.registered > i || (life.registered == i && i != 0) {
-                    return Err(fail(format!("signed by key {} before it was registered", o.key_id())));
+        opened.par_iter().enumerate().try_for_each(|(offset, o)| {
+            let i = start + offset as u64;
+            let fail = |problem: String| VerifyFailure::Leaf { index: i, problem };
+            let life = registry
+                .get(o.key_id())
+                .ok_or_else(|| fail(format!("signed by unregistered key {}", o.key_id())))?;
+            if life.registered > i || (life.registered == i && i != 0) {
+                return Err(fail(format!(
+                    "signed by key {} before it was registered",
+                    o.key_id()
+                )));
+            }
+            if let Some(r) = life.revoked {
+                if r < i {
+                    return Err(fail(format!(
+                        "signed by key {} revoked at leaf {r}",
+                        o.key_id()
+                    )));
                 }
-                if let Some(r) = life.revoked {
-                    if r < i {
-                        return Err(fail(format!("signed by key {} revoked at leaf {r}", o.key_id())));
-                    }
-                }
-                o.verify_signature(&life.verifier).map_err(|e| fail(e.to_string()))
-            })?;
+            }
+            o.verify_signature(&life.verifier)
+                .map_err(|e| fail(e.to_string()))
+        })?;
         // Dedupe index and Merkle hashes, in order.
         for ((i, bytes), o) in leaves.iter().zip(&opened) {
             match get(&keys::event(&o.event.event_id))? {
@@ -184,12 +213,20 @@ pub fn verify_ledger(
                 _ => {
                     return Err(VerifyFailure::Leaf {
                         index: *i,
-                        problem: format!("event {} is not indexed to this leaf (duplicate or lost)", o.event.event_id),
+                        problem: format!(
+                            "event {} is not indexed to this leaf (duplicate or lost)",
+                            o.event.event_id
+                        ),
                     })
                 }
             }
-            let new = stored_hashes_for_record_hash(*i, record_hash(bytes), &hashes)
-                .map_err(|e| VerifyFailure::Leaf { index: *i, problem: e.to_string() })?;
+            let new =
+                stored_hashes_for_record_hash(*i, record_hash(bytes), &hashes).map_err(|e| {
+                    VerifyFailure::Leaf {
+                        index: *i,
+                        problem: e.to_string(),
+                    }
+                })?;
             hashes.0.extend(new);
         }
         progress(end, size);
@@ -201,16 +238,34 @@ pub fn verify_ledger(
     let mut seen = 0u64;
     for item in tree.scan_prefix(b"h") {
         let (k, v) = item.map_err(|e| unreadable(&e))?;
-        let index = u64_value(&k[1..]).map_err(|e| unreadable(&e))?;
-        let (level, node) = split_stored_hash_index(index);
-        let problem = |p: &str| VerifyFailure::Hash { index, level, node, problem: p.to_string() };
-        let stored = hash_value(&v).map_err(|_| problem("not a 32-byte hash"))?;
-        match hashes.0.get(index as usize) {
-            Some(h) if *h == stored => {}
-            Some(_) => return Err(problem("differs from the hash recomputed from the leaves")),
-            None => return Err(problem("is beyond the tree")),
+        let leaf = u64_value(&k[1..]).map_err(|e| unreadable(&e))?;
+        let first = stored_hash_index(0, leaf);
+        if v.len() % 32 != 0 || v.is_empty() {
+            let (level, node) = split_stored_hash_index(first);
+            return Err(VerifyFailure::Hash {
+                index: first,
+                level,
+                node,
+                problem: "hash group is not a list of 32-byte hashes".into(),
+            });
         }
-        seen += 1;
+        for (j, stored) in v.chunks(32).enumerate() {
+            let index = first + j as u64;
+            let (level, node) = split_stored_hash_index(index);
+            let problem = |p: &str| VerifyFailure::Hash {
+                index,
+                level,
+                node,
+                problem: p.to_string(),
+            };
+            let stored = hash_value(stored).map_err(|_| problem("not a 32-byte hash"))?;
+            match hashes.0.get(index as usize) {
+                Some(h) if *h == stored => {}
+                Some(_) => return Err(problem("differs from the hash recomputed from the leaves")),
+                None => return Err(problem("is beyond the tree")),
+            }
+            seen += 1;
+        }
     }
     if seen != expected_count {
         return Err(VerifyFailure::Unreadable(format!(
@@ -235,12 +290,17 @@ pub fn verify_ledger(
         }
         let root = tree_hash(at, &hashes).map_err(|e| fail(e.to_string()))?;
         if root != cp.root {
-            return Err(fail("root hash differs from the root recomputed from the leaves".into()));
+            return Err(fail(
+                "root hash differs from the root recomputed from the leaves".into(),
+            ));
         }
         if let Some((old_size, old_root)) = previous {
             let proof = prove_tree(at, old_size, &stored).map_err(|e| fail(e.to_string()))?;
-            check_tree(&proof, at, cp.root, old_size, old_root)
-                .map_err(|_| fail(format!("not consistent with the checkpoint at size {old_size}")))?;
+            check_tree(&proof, at, cp.root, old_size, old_root).map_err(|_| {
+                fail(format!(
+                    "not consistent with the checkpoint at size {old_size}"
+                ))
+            })?;
         }
         previous = Some((at, cp.root));
         checkpoints += 1;

@@ -20,12 +20,32 @@ impl World {
     /// its version 1.0.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ledger_key = ProducerKey::generate("test.clew.example/ledger").unwrap().to_signer_text();
+        let ledger_key = ProducerKey::generate("test.clew.example/ledger")
+            .unwrap()
+            .to_signer_text();
         let admin = ProducerKey::generate("admin").unwrap();
-        let ledger = Ledger::create(dir.path(), &ledger_key, &admin, "admin", LedgerOptions::default()).unwrap();
+        let ledger = Ledger::create(
+            dir.path(),
+            &ledger_key,
+            &admin,
+            "admin",
+            LedgerOptions::default(),
+        )
+        .unwrap();
         let ingest = ProducerKey::generate("ingest").unwrap();
-        let mut w = World { dir, ledger_key, ledger: Some(ledger), admin, ingest, offset: 0 };
-        let admin_env = w.sealed(&w.admin.clone(), "admin", sample::principal("ingest", &w.ingest, &[Role::Ingest]));
+        let mut w = World {
+            dir,
+            ledger_key,
+            ledger: Some(ledger),
+            admin,
+            ingest,
+            offset: 0,
+        };
+        let admin_env = w.sealed(
+            &w.admin.clone(),
+            "admin",
+            sample::principal("ingest", &w.ingest, &[Role::Ingest]),
+        );
         let r = w.submit(vec![admin_env]);
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
         let setup = vec![
@@ -40,7 +60,11 @@ impl World {
         let r = w.submit(setup[1..].to_vec());
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
         let r = w.submit(vec![setup[0].clone()]);
-        assert_eq!(r.rejected[0].reason, R::Unauthorized, "ingest may not register sites");
+        assert_eq!(
+            r.rejected[0].reason,
+            R::Unauthorized,
+            "ingest may not register sites"
+        );
         w
     }
 
@@ -61,7 +85,10 @@ impl World {
             .into_iter()
             .map(|bytes| {
                 self.offset += 1;
-                Submission { offset: self.offset, bytes }
+                Submission {
+                    offset: self.offset,
+                    bytes,
+                }
             })
             .collect();
         self.ledger().sequence("test", subs).unwrap()
@@ -74,15 +101,29 @@ impl World {
         let after = self.sealed_ingest(sample::dataset_version(1, 200 + n, vec![]));
         let size = self.ledger().size();
         let r = self.submit(vec![before, bad, after]);
-        assert_eq!(r.accepted.len(), 2, "good events around the bad one: {:?}", r.rejected);
+        assert_eq!(
+            r.accepted.len(),
+            2,
+            "good events around the bad one: {:?}",
+            r.rejected
+        );
         assert_eq!(r.accepted[0].leaf_index, size);
         assert_eq!(r.accepted[1].leaf_index, size + 1);
         assert_eq!(r.rejected.len(), 1);
         for a in &r.accepted {
-            assert_eq!(self.ledger().leaf_index_of(&a.event_id).unwrap(), Some(a.leaf_index));
+            assert_eq!(
+                self.ledger().leaf_index_of(&a.event_id).unwrap(),
+                Some(a.leaf_index)
+            );
         }
-        let stored = self.ledger().rejected(r.rejected[0].rejection_index, 1).unwrap();
-        assert_eq!(stored[0].reason, r.rejected[0].reason as i32, "kept in the rejected log");
+        let stored = self
+            .ledger()
+            .rejected(r.rejected[0].rejection_index, 1)
+            .unwrap();
+        assert_eq!(
+            stored[0].reason, r.rejected[0].reason as i32,
+            "kept in the rejected log"
+        );
         assert!(!stored[0].raw.is_empty(), "raw bytes kept");
         self.verify();
         r.rejected[0].clone()
@@ -93,7 +134,9 @@ impl World {
         self.ledger = None;
         let report = verify_ledger(self.dir.path(), None, &|_, _| {}).expect("ledger verifies");
         assert!(report.leaves > 0);
-        self.ledger = Some(Ledger::open(self.dir.path(), &self.ledger_key, LedgerOptions::default()).unwrap());
+        self.ledger = Some(
+            Ledger::open(self.dir.path(), &self.ledger_key, LedgerOptions::default()).unwrap(),
+        );
     }
 }
 
@@ -108,7 +151,14 @@ fn garbled_bytes_are_refused_as_malformed() {
 #[test]
 fn a_wrong_signature_is_refused() {
     let mut w = World::new();
-    let mut env = seal(&w.ingest, "ingest", sample::dataset_version(1, 2, vec![]), None, None).unwrap();
+    let mut env = seal(
+        &w.ingest,
+        "ingest",
+        sample::dataset_version(1, 2, vec![]),
+        None,
+        None,
+    )
+    .unwrap();
     env.signatures[0].sig[5] ^= 1;
     let r = w.refused_between_good_events(env.encode_to_vec(), 2);
     assert_eq!(r.reason, R::BadSignature);
@@ -129,12 +179,19 @@ fn an_unknown_key_is_refused() {
 fn a_revoked_key_is_refused_after_its_revocation_only() {
     let mut w = World::new();
     let second = ProducerKey::generate("ingest2").unwrap();
-    let reg = w.sealed(&w.admin.clone(), "admin", sample::principal("ingest2", &second, &[Role::Ingest]));
+    let reg = w.sealed(
+        &w.admin.clone(),
+        "admin",
+        sample::principal("ingest2", &second, &[Role::Ingest]),
+    );
     let before = w.sealed(&second, "ingest2", sample::dataset_version(1, 4, vec![]));
     let revoke = w.sealed(
         &w.admin.clone(),
         "admin",
-        Body::KeyRevoked(proto::KeyRevoked { key_id: second.key_id().into(), reason: "laptop lost".into() }),
+        Body::KeyRevoked(proto::KeyRevoked {
+            key_id: second.key_id().into(),
+            reason: "laptop lost".into(),
+        }),
     );
     let r = w.submit(vec![reg, before, revoke]);
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
@@ -163,10 +220,20 @@ fn a_duplicate_event_id_is_refused_naming_the_original_leaf() {
 #[test]
 fn dangling_and_withdrawn_references_are_refused() {
     let mut w = World::new();
-    let ghost = sample::training_run("run-1", "mv-1", "ds-000001@9.0", "ds-000001@1.0", "ds-000001@1.0");
+    let ghost = sample::training_run(
+        "run-1",
+        "mv-1",
+        "ds-000001@9.0",
+        "ds-000001@1.0",
+        "ds-000001@1.0",
+    );
     let r = w.refused_between_good_events(w.sealed_ingest(ghost), 6);
     assert_eq!(r.reason, R::DanglingReference);
-    assert!(r.detail.contains("dataset-version/ds-000001@9.0"), "{}", r.detail);
+    assert!(
+        r.detail.contains("dataset-version/ds-000001@9.0"),
+        "{}",
+        r.detail
+    );
 
     let withdraw = Body::DatasetVersionWithdrawn(proto::DatasetVersionWithdrawn {
         dataset_version_id: "ds-000001@1.0".into(),
@@ -175,7 +242,13 @@ fn dangling_and_withdrawn_references_are_refused() {
     });
     let r = w.submit(vec![w.sealed_ingest(withdraw)]);
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-    let uses_withdrawn = sample::training_run("run-2", "mv-2", "ds-000001@1.0", "ds-000001@1.0", "ds-000001@1.0");
+    let uses_withdrawn = sample::training_run(
+        "run-2",
+        "mv-2",
+        "ds-000001@1.0",
+        "ds-000001@1.0",
+        "ds-000001@1.0",
+    );
     let r = w.refused_between_good_events(w.sealed_ingest(uses_withdrawn), 7);
     assert_eq!(r.reason, R::DanglingReference);
     assert!(r.detail.contains("withdrawn at leaf"), "{}", r.detail);
@@ -196,24 +269,62 @@ fn an_oversized_leaf_is_refused() {
 #[test]
 fn conflicts_roles_and_unjustified_live_deployments_are_refused() {
     let mut w = World::new();
-    let r = w.refused_between_good_events(w.sealed_ingest(sample::dataset_version(1, 1, vec![])), 9);
+    let r =
+        w.refused_between_good_events(w.sealed_ingest(sample::dataset_version(1, 1, vec![])), 9);
     assert_eq!(r.reason, R::Conflict, "version 1.0 exists");
-    let r = w.refused_between_good_events(w.sealed_ingest(sample::principal("eve", &ProducerKey::generate("eve").unwrap(), &[Role::Admin])), 10);
+    let r = w.refused_between_good_events(
+        w.sealed_ingest(sample::principal(
+            "eve",
+            &ProducerKey::generate("eve").unwrap(),
+            &[Role::Admin],
+        )),
+        10,
+    );
     assert_eq!(r.reason, R::Unauthorized);
 
     let setup = vec![
-        w.sealed_ingest(sample::training_run("run-1", "mv-1", "ds-000001@1.0", "ds-000001@1.0", "ds-000001@1.0")),
+        w.sealed_ingest(sample::training_run(
+            "run-1",
+            "mv-1",
+            "ds-000001@1.0",
+            "ds-000001@1.0",
+            "ds-000001@1.0",
+        )),
         w.sealed_ingest(sample::model_version("mv-1", "run-1")),
-        w.sealed_ingest(sample::validation("val-fail", "mv-1", "ds-000001@1.0", "site-0001", false)),
+        w.sealed_ingest(sample::validation(
+            "val-fail",
+            "mv-1",
+            "ds-000001@1.0",
+            "site-0001",
+            false,
+        )),
     ];
     let r = w.submit(setup);
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-    let live = sample::deployment("dep-1", "mv-1", "site-0001", proto::DeploymentStatus::Live, vec!["val-fail".into()]);
+    let live = sample::deployment(
+        "dep-1",
+        "mv-1",
+        "site-0001",
+        proto::DeploymentStatus::Live,
+        vec!["val-fail".into()],
+    );
     let r = w.refused_between_good_events(w.sealed_ingest(live), 11);
     assert_eq!(r.reason, R::InvalidPayload);
     assert!(r.detail.contains("passing validation"), "{}", r.detail);
-    let pass = w.sealed_ingest(sample::validation("val-ok", "mv-1", "ds-000001@1.0", "site-0001", true));
-    let live = w.sealed_ingest(sample::deployment("dep-1", "mv-1", "site-0001", proto::DeploymentStatus::Live, vec!["val-ok".into()]));
+    let pass = w.sealed_ingest(sample::validation(
+        "val-ok",
+        "mv-1",
+        "ds-000001@1.0",
+        "site-0001",
+        true,
+    ));
+    let live = w.sealed_ingest(sample::deployment(
+        "dep-1",
+        "mv-1",
+        "site-0001",
+        proto::DeploymentStatus::Live,
+        vec!["val-ok".into()],
+    ));
     let r = w.submit(vec![pass, live]);
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
 }
@@ -223,7 +334,9 @@ fn proofs_receipts_and_tiles_check_out_against_signed_checkpoints() {
     let mut w = World::new();
     // Enough leaves for a full tile plus a partial one.
     for chunk in 0..3u64 {
-        let envs = (0..100).map(|v| w.sealed_ingest(sample::dataset_version(1, 1000 + chunk * 100 + v, vec![]))).collect();
+        let envs = (0..100)
+            .map(|v| w.sealed_ingest(sample::dataset_version(1, 1000 + chunk * 100 + v, vec![])))
+            .collect();
         let r = w.submit(envs);
         assert_eq!(r.accepted.len(), 100);
     }
@@ -253,7 +366,10 @@ fn proofs_receipts_and_tiles_check_out_against_signed_checkpoints() {
     assert!(sizes.len() >= 6);
     for (a, &old) in sizes.iter().enumerate() {
         for &new in &sizes[a..] {
-            let (o, n) = (ledger.checkpoint_at(old).unwrap().unwrap(), ledger.checkpoint_at(new).unwrap().unwrap());
+            let (o, n) = (
+                ledger.checkpoint_at(old).unwrap().unwrap(),
+                ledger.checkpoint_at(new).unwrap().unwrap(),
+            );
             let proof = ledger.consistency_proof(old, new).unwrap();
             tlog_tiles::check_tree(&proof, new, n.root, old, o.root).unwrap();
         }
@@ -262,33 +378,70 @@ fn proofs_receipts_and_tiles_check_out_against_signed_checkpoints() {
     // Tiles: the full level-0 tile hashes to the same subtree the proofs use,
     // and the entry bundle holds the leaves with 2-byte lengths.
     use clew_ledger::TileRef;
-    let full = ledger.read_tile(TileRef::Hashes { level: 0, index: 0, width: 256 }).unwrap();
+    let full = ledger
+        .read_tile(TileRef::Hashes {
+            level: 0,
+            index: 0,
+            width: 256,
+        })
+        .unwrap();
     assert_eq!(full.len(), 256 * 32);
-    let level1 = ledger.read_tile(TileRef::Hashes { level: 1, index: 0, width: 1 }).unwrap();
+    let level1 = ledger
+        .read_tile(TileRef::Hashes {
+            level: 1,
+            index: 0,
+            width: 1,
+        })
+        .unwrap();
     assert_eq!(tlog_tiles::Tile::subtree_hash(&full).0.to_vec(), level1);
     let partial_width = (size - 256) as u32;
-    let bundle = ledger.read_tile(TileRef::Entries { index: 1, width: partial_width }).unwrap();
+    let bundle = ledger
+        .read_tile(TileRef::Entries {
+            index: 1,
+            width: partial_width,
+        })
+        .unwrap();
     let mut at = 0;
     for i in 256..size {
         let len = u16::from_be_bytes([bundle[at], bundle[at + 1]]) as usize;
-        assert_eq!(&bundle[at + 2..at + 2 + len], ledger.leaf(i).unwrap().as_slice());
+        assert_eq!(
+            &bundle[at + 2..at + 2 + len],
+            ledger.leaf(i).unwrap().as_slice()
+        );
         at += 2 + len;
     }
     assert_eq!(at, bundle.len());
-    assert!(ledger.read_tile(TileRef::Entries { index: 1, width: partial_width + 1 }).is_err());
+    assert!(ledger
+        .read_tile(TileRef::Entries {
+            index: 1,
+            width: partial_width + 1
+        })
+        .is_err());
 }
 
 #[test]
 fn a_reopened_ledger_skips_input_it_already_consumed() {
     let mut w = World::new();
-    let envs: Vec<Vec<u8>> = (0..5).map(|v| w.sealed_ingest(sample::dataset_version(1, 50 + v, vec![]))).collect();
-    let subs: Vec<Submission> = envs.iter().enumerate().map(|(i, b)| Submission { offset: i as u64, bytes: b.clone() }).collect();
+    let envs: Vec<Vec<u8>> = (0..5)
+        .map(|v| w.sealed_ingest(sample::dataset_version(1, 50 + v, vec![])))
+        .collect();
+    let subs: Vec<Submission> = envs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Submission {
+            offset: i as u64,
+            bytes: b.clone(),
+        })
+        .collect();
     let r = w.ledger().sequence("replay", subs.clone()).unwrap();
     assert_eq!(r.accepted.len(), 5);
     let size = w.ledger().size();
     w.verify(); // closes and reopens
     let again = w.ledger().sequence("replay", subs).unwrap();
-    assert!(again.accepted.is_empty() && again.rejected.is_empty(), "already consumed input is skipped");
+    assert!(
+        again.accepted.is_empty() && again.rejected.is_empty(),
+        "already consumed input is skipped"
+    );
     assert_eq!(again.next_offset, 5);
     assert_eq!(w.ledger().size(), size);
     assert_eq!(w.ledger().cursor("replay").unwrap(), 5);

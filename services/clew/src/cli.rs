@@ -1,0 +1,422 @@
+//! Argument parsing and the commands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use clap::{Parser, Subcommand};
+use clew_ledger::{verify_ledger, LedgerOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::datadir::DataDir;
+use crate::{bench, export, keyfiles, stream};
+
+/// Clew: the provenance catalogue and verifiable ledger of a medical-imaging AI platform.
+#[derive(Debug, Parser)]
+#[command(name = "clew", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDirArg {
+    /// Data directory holding the ledger and its keys.
+    #[arg(long, default_value = "clew-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an Ed25519 key pair in the C2SP signed-note text formats.
+    Keygen {
+        /// Key name (for a ledger key: its checkpoint origin, e.g. clew.example.org/ledger).
+        #[arg(long)]
+        name: String,
+        /// Directory to write `<name>.key` (private, 0600) and `<name>.vkey` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a ledger: its signing key, the genesis admin key and leaf 0.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Checkpoint origin (the ledger key's name).
+        #[arg(long, default_value = "clew.example.org/ledger")]
+        origin: String,
+    },
+    /// Sequence the envelopes of a stream file into the ledger, resuming at the
+    /// stored cursor. Prints `ack <offset> <event-id> <leaf>` and
+    /// `reject <offset> <reason> <detail>` lines once each batch is durable.
+    Sequence {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Stream file: varint-length-delimited DSSE envelopes.
+        #[arg(long)]
+        input: PathBuf,
+        /// Input source name under which the cursor is stored (default: the file name).
+        #[arg(long)]
+        source: Option<String>,
+        /// Submissions per batch (one fsync and one checkpoint per batch).
+        #[arg(long, default_value_t = 1024)]
+        batch_size: usize,
+    },
+    /// Verify the whole ledger offline: leaves, signatures, hashes, checkpoints.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Expected ledger verifier key (file or key text); default: the one stored.
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Print a signed checkpoint (the latest, or the one at --size).
+    Checkpoint {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print an offline receipt (C2SP tlog-proof) for one event.
+    Receipt {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Leaf index.
+        #[arg(long, conflicts_with = "event_id")]
+        index: Option<u64>,
+        /// Event id (UUIDv7).
+        #[arg(long)]
+        event_id: Option<String>,
+    },
+    /// Check a receipt offline against the ledger's verifier key.
+    VerifyReceipt {
+        /// Receipt file.
+        file: PathBuf,
+        /// Ledger verifier key (file or key text).
+        #[arg(long)]
+        vkey: String,
+    },
+    /// Print a Merkle proof, one base64 hash per line.
+    Proof {
+        #[command(subcommand)]
+        kind: ProofKind,
+    },
+    /// The ledger as static C2SP tlog-tiles.
+    Tiles {
+        #[command(subcommand)]
+        action: TilesAction,
+    },
+    /// List refused submissions as JSON lines (operators).
+    Rejected {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Benchmarks; each prints its figures and, last, one JSON line.
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProofKind {
+    /// Inclusion proof of leaf --index in the tree of --size leaves.
+    Inclusion {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        index: u64,
+        /// Tree size (default: current).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency proof from tree size --old to --new.
+    Consistency {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        old: u64,
+        /// Default: current size.
+        #[arg(long)]
+        new: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TilesAction {
+    /// Write checkpoint, tiles, entry bundles and all checkpoints into a directory.
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
+    Ledger {
+        /// Number of events to sequence.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 2048)]
+        batch_size: usize,
+        /// Number of producers (ingest keys) signing the stream.
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// A key given as a file path or as the key text itself.
+fn key_arg(value: &str) -> Result<String> {
+    let p = Path::new(value);
+    if p.is_file() {
+        keyfiles::read(p)
+    } else {
+        Ok(value.trim().to_string())
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Keygen { name, out } => {
+            let (skey, vkey, key) = keyfiles::generate(&out, &keyfiles::stem_for(&name), &name)?;
+            println!("{}", key.verifier().to_text());
+            eprintln!("wrote {} and {}", skey.display(), vkey.display());
+        }
+        Command::Init { dir, origin } => {
+            let data = DataDir::new(&dir.data_dir);
+            let ledger = data.init(&origin, LedgerOptions::default())?;
+            println!("{}", ledger.verifier_key());
+            eprintln!(
+                "created ledger {origin} in {} (keys in {}); genesis admin is leaf 0",
+                dir.data_dir.display(),
+                data.keys().display()
+            );
+        }
+        Command::Sequence {
+            dir,
+            input,
+            source,
+            batch_size,
+        } => {
+            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let source = source.unwrap_or_else(|| {
+                input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "stream".into())
+            });
+            let cursor = ledger.cursor(&source)?;
+            let pending = stream::read_from(&input, cursor)?;
+            let pb = progress(pending.len() as u64, "sequencing");
+            let (mut accepted, mut rejected) = (0u64, 0u64);
+            let mut out = std::io::stdout().lock();
+            let mut it = pending.into_iter();
+            let size = batch_size.max(1);
+            let batches = std::iter::from_fn(|| {
+                let batch: Vec<_> = it.by_ref().take(size).collect();
+                (!batch.is_empty()).then_some(batch)
+            });
+            ledger.sequence_pipelined(&source, batches, |r| -> Result<()> {
+                // Acknowledge only what is durable (commit returns after fsync).
+                for a in &r.accepted {
+                    writeln!(
+                        out,
+                        "ack\t{}\t{}\t{}",
+                        a.source_offset, a.event_id, a.leaf_index
+                    )?;
+                }
+                for j in &r.rejected {
+                    writeln!(
+                        out,
+                        "reject\t{}\t{}\t{}",
+                        j.source_offset,
+                        j.reason.as_str_name(),
+                        j.detail
+                    )?;
+                }
+                out.flush()?;
+                accepted += r.accepted.len() as u64;
+                rejected += r.rejected.len() as u64;
+                pb.inc((r.accepted.len() + r.rejected.len()) as u64);
+                Ok(())
+            })?;
+            pb.finish_and_clear();
+            eprintln!(
+                "sequenced {accepted} events, refused {rejected}; tree size {}, cursor {source}={}",
+                ledger.size(),
+                ledger.cursor(&source)?
+            );
+        }
+        Command::Verify { dir, vkey } => {
+            let vkey = vkey.as_deref().map(key_arg).transpose()?;
+            let pb = progress(0, "verifying");
+            let result = verify_ledger(&dir.data_dir, vkey.as_deref(), &|done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            });
+            pb.finish_and_clear();
+            match result {
+                Ok(r) => {
+                    println!(
+                        "ok: {} leaves, {} hashes and {} checkpoints verify with {}",
+                        r.leaves, r.hashes, r.checkpoints, r.verifier_key
+                    );
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Command::Checkpoint { dir, size } => {
+            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let cp = match size {
+                Some(s) => ledger
+                    .checkpoint_at(s)?
+                    .with_context(|| format!("no checkpoint was signed at size {s}"))?,
+                None => ledger.latest_checkpoint()?,
+            };
+            print!("{}", cp.note_text());
+        }
+        Command::Receipt {
+            dir,
+            index,
+            event_id,
+        } => {
+            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let index = match (index, event_id) {
+                (Some(i), _) => i,
+                (None, Some(id)) => ledger
+                    .leaf_index_of(&id)?
+                    .with_context(|| format!("event {id} is not in the ledger"))?,
+                (None, None) => bail!("give --index or --event-id"),
+            };
+            print!("{}", ledger.receipt(index)?);
+        }
+        Command::VerifyReceipt { file, vkey } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            match clew_ledger::verify_receipt(&text, &key_arg(&vkey)?) {
+                Ok(r) => {
+                    let event = clew_events::open(&r.leaf)?;
+                    println!(
+                        "ok: event {} ({}) is leaf {} of the tree of size {}",
+                        event.event.event_id,
+                        event.kind().as_str_name(),
+                        r.index,
+                        r.checkpoint.size
+                    );
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Command::Proof { kind } => {
+            let proof = match kind {
+                ProofKind::Inclusion { dir, index, size } => {
+                    let ledger =
+                        DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+                    let size = size.unwrap_or(ledger.size());
+                    ledger.inclusion_proof(index, size)?
+                }
+                ProofKind::Consistency { dir, old, new } => {
+                    let ledger =
+                        DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+                    let new = new.unwrap_or(ledger.size());
+                    ledger.consistency_proof(old, new)?
+                }
+            };
+            for h in proof {
+                println!("{}", B64.encode(h.0));
+            }
+        }
+        Command::Tiles {
+            action: TilesAction::Export { dir, out },
+        } => {
+            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let pb = progress(0, "exporting");
+            let n = export::export(&ledger, &out, &|done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            })?;
+            pb.finish_and_clear();
+            eprintln!(
+                "wrote {n} files for tree size {} to {}",
+                ledger.size(),
+                out.display()
+            );
+        }
+        Command::Rejected { dir, from, limit } => {
+            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            for r in ledger.rejected(from, limit)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                BenchKind::Ledger {
+                    events,
+                    batch_size,
+                    producers,
+                },
+        } => {
+            let r = bench::ledger(events, batch_size, producers.max(1))?;
+            println!("events sequenced:        {}", r.events);
+            println!("mean event size:         {} bytes", r.mean_event_bytes);
+            println!(
+                "sequenced events/s:      {:.0} (batch {}, fsync per batch)",
+                r.events_per_s, r.batch
+            );
+            println!("raw verify/s, all cores: {:.0}", r.raw_verify_per_s);
+            println!(
+                "raw verify/s, one core:  {:.0}",
+                r.raw_verify_single_core_per_s
+            );
+            println!("ratio to raw verify:     {:.2}", r.ratio_to_raw_verify);
+            println!(
+                "inclusion proof at {}:   p50 {:.1} us, p99 {:.1} us",
+                r.tree_size, r.inclusion_proof_p50_us, r.inclusion_proof_p99_us
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

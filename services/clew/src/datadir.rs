@@ -1,0 +1,96 @@
+//! The layout of a Clew data directory.
+//!
+//! ```text
+//! <data-dir>/ledger.db/        the ledger (sled)
+//! <data-dir>/keys/ledger.key   checkpoint signing key (C2SP signer key, 0600)
+//! <data-dir>/keys/ledger.vkey  what partners verify checkpoints with
+//! <data-dir>/keys/admin.key    genesis administrator's key (move it offline in production)
+//! <data-dir>/keys/admin.vkey
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clew_ledger::{Ledger, LedgerOptions};
+
+use crate::keyfiles;
+
+/// Principal id of the genesis administrator.
+pub const ADMIN_PRINCIPAL: &str = "admin";
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Wraps a data directory path.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Key directory.
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// Ledger signer key file.
+    pub fn ledger_key(&self) -> PathBuf {
+        self.keys().join("ledger.key")
+    }
+
+    /// Ledger verifier key file.
+    pub fn ledger_vkey(&self) -> PathBuf {
+        self.keys().join("ledger.vkey")
+    }
+
+    /// Genesis admin signer key file.
+    pub fn admin_key(&self) -> PathBuf {
+        self.keys().join("admin.key")
+    }
+
+    /// Whether a ledger exists here.
+    pub fn has_ledger(&self) -> bool {
+        self.root.join(clew_ledger::LEDGER_DB_DIR).exists()
+    }
+
+    /// Creates keys and the ledger (with its genesis leaf).
+    pub fn init(&self, origin: &str, options: LedgerOptions) -> Result<Ledger> {
+        if self.has_ledger() {
+            bail!("{} already holds a ledger", self.root.display());
+        }
+        let keys = self.keys();
+        let (_, _, ledger_key) = keyfiles::generate(&keys, "ledger", origin)
+            .with_context(|| format!("creating the ledger key for origin {origin:?}"))?;
+        let (_, _, admin) = keyfiles::generate(&keys, "admin", &format!("{origin}/admin"))?;
+        Ok(Ledger::create(
+            &self.root,
+            &ledger_key.to_signer_text(),
+            &admin,
+            ADMIN_PRINCIPAL,
+            options,
+        )?)
+    }
+
+    /// Opens the ledger with the key stored here (or `key_file`).
+    pub fn open(&self, key_file: Option<&Path>, options: LedgerOptions) -> Result<Ledger> {
+        if !self.has_ledger() {
+            bail!(
+                "{} holds no ledger; create one with `clew init --data-dir {}`",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        let key_path = key_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.ledger_key());
+        let key = keyfiles::read(&key_path)?;
+        Ok(Ledger::open(&self.root, &key, options)?)
+    }
+}
