@@ -1,0 +1,88 @@
+//! Shared helpers for the end-to-end tests: every test gets its own temporary
+//! directory and runs the real `clew` binary as a child process.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clew::datadir::{DataDir, ADMIN_PRINCIPAL};
+use clew::synthetic::{self, Producers};
+
+/// The `clew` binary built for these tests.
+pub fn clew() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clew"))
+}
+
+/// Runs `clew args…`, returning its output (whatever the exit code).
+pub fn run(args: &[&str]) -> Output {
+    clew().args(args).output().expect("the clew binary runs")
+}
+
+/// Runs `clew args…` and insists it succeeds; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "clew {} failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The top of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh ledger created by `clew init` in a temporary directory.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let f = Fixture { tmp };
+        ok(&["init", "--data-dir", f.data_str(), "--origin", "test.clew.example/ledger"]);
+        f
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn data_str(&self) -> &str {
+        // Leaked once per fixture: keeps call sites short.
+        Box::leak(self.data().to_string_lossy().into_owned().into_boxed_str())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn vkey(&self) -> String {
+        std::fs::read_to_string(DataDir::new(self.data()).ledger_vkey())
+            .expect("ledger.vkey")
+            .trim()
+            .to_string()
+    }
+
+    /// The synthetic producers, with the admin key of this ledger.
+    pub fn producers(&self, n: usize) -> Producers {
+        let admin = clew::keyfiles::read_producer(&DataDir::new(self.data()).admin_key()).expect("admin key");
+        Producers::new(admin, ADMIN_PRINCIPAL, n)
+    }
+
+    /// Writes a stream file: producer registrations then `events` synthetic events.
+    pub fn write_stream(&self, name: &str, producers: usize, events: u64) -> (PathBuf, Vec<Vec<u8>>) {
+        let p = self.producers(producers);
+        let mut all = p.registrations();
+        all.extend(synthetic::events(&p, 0..events, events));
+        let path = self.path(name);
+        clew::stream::append(&path, &all).expect("stream written");
+        (path, all)
+    }
+}
