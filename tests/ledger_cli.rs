@@ -11,10 +11,19 @@ use support::{ok, run, Fixture};
 fn keygen_writes_c2sp_note_keys() {
     let f = Fixture::new();
     let out = f.path("keys");
-    let printed = ok(&["keygen", "--name", "partner.example.org/log", "--out", out.to_str().unwrap()]);
+    let printed = ok(&[
+        "keygen",
+        "--name",
+        "partner.example.org/log",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let skey = std::fs::read_to_string(out.join("partner.example.org_log.key")).unwrap();
     let vkey = std::fs::read_to_string(out.join("partner.example.org_log.vkey")).unwrap();
-    assert!(skey.starts_with("PRIVATE+KEY+partner.example.org/log+"), "{skey}");
+    assert!(
+        skey.starts_with("PRIVATE+KEY+partner.example.org/log+"),
+        "{skey}"
+    );
     assert!(vkey.starts_with("partner.example.org/log+"), "{vkey}");
     assert_eq!(printed.trim(), vkey.trim());
     // The formats are the signed-note ones (also read by Go's sumdb/note).
@@ -25,7 +34,10 @@ fn keygen_writes_c2sp_note_keys() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(out.join("partner.example.org_log.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(out.join("partner.example.org_log.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "private key is not readable by others");
     }
 }
@@ -42,29 +54,68 @@ fn a_sequenced_stream_verifies_and_yields_checkable_receipts() {
     // A garbled record in the middle is refused and the rest still lands.
     clew::stream::append(&stream, &[b"not an envelope".to_vec()]).unwrap();
     clew::stream::append(&stream, &rest).unwrap();
-    let out = ok(&["sequence", "--data-dir", f.data_str(), "--input", stream.to_str().unwrap(), "--batch-size", "128"]);
+    let out = ok(&[
+        "sequence",
+        "--data-dir",
+        f.data_str(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--batch-size",
+        "128",
+    ]);
     let acks = out.lines().filter(|l| l.starts_with("ack\t")).count();
     let rejects: Vec<&str> = out.lines().filter(|l| l.starts_with("reject\t")).collect();
     assert_eq!(acks, first.len() + rest.len());
     assert_eq!(rejects.len(), 1, "{rejects:?}");
-    assert!(rejects[0].contains("REJECTION_REASON_MALFORMED"), "{}", rejects[0]);
+    assert!(
+        rejects[0].contains("REJECTION_REASON_MALFORMED"),
+        "{}",
+        rejects[0]
+    );
 
     // Running again consumes nothing twice.
-    let again = ok(&["sequence", "--data-dir", f.data_str(), "--input", stream.to_str().unwrap()]);
+    let again = ok(&[
+        "sequence",
+        "--data-dir",
+        f.data_str(),
+        "--input",
+        stream.to_str().unwrap(),
+    ]);
     assert!(!again.contains("ack\t"), "{again}");
 
     let verified = ok(&["verify", "--data-dir", f.data_str(), "--vkey", &f.vkey()]);
     assert!(verified.starts_with("ok: 724 leaves"), "{verified}");
 
     let receipt = ok(&["receipt", "--data-dir", f.data_str(), "--index", "300"]);
-    assert!(receipt.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{receipt}");
+    assert!(
+        receipt.starts_with("c2sp.org/tlog-proof@v1\nextra "),
+        "{receipt}"
+    );
     let receipt_file = f.path("300.tlog-proof");
     std::fs::write(&receipt_file, &receipt).unwrap();
-    let checked = ok(&["verify-receipt", receipt_file.to_str().unwrap(), "--vkey", &f.vkey()]);
-    assert!(checked.contains("is leaf 300 of the tree of size 724"), "{checked}");
+    let checked = ok(&[
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--vkey",
+        &f.vkey(),
+    ]);
+    assert!(
+        checked.contains("is leaf 300 of the tree of size 724"),
+        "{checked}"
+    );
     // Any other key refuses it.
-    let other = clew_events::ProducerKey::generate("test.clew.example/ledger").unwrap().verifier().to_text();
-    assert!(!run(&["verify-receipt", receipt_file.to_str().unwrap(), "--vkey", &other]).status.success());
+    let other = clew_events::ProducerKey::generate("test.clew.example/ledger")
+        .unwrap()
+        .verifier()
+        .to_text();
+    assert!(!run(&[
+        "verify-receipt",
+        receipt_file.to_str().unwrap(),
+        "--vkey",
+        &other
+    ])
+    .status
+    .success());
 
     let rejected = ok(&["rejected", "--data-dir", f.data_str()]);
     let first: serde_json::Value = serde_json::from_str(rejected.lines().next().unwrap()).unwrap();
@@ -89,7 +140,15 @@ fn flip_stored_byte(f: &Fixture, key: &[u8], at: usize) {
 fn tampered_fixture() -> Fixture {
     let f = Fixture::new();
     let (stream, _) = f.write_stream("events.stream", 2, 400);
-    ok(&["sequence", "--data-dir", f.data_str(), "--input", stream.to_str().unwrap(), "--batch-size", "64"]);
+    ok(&[
+        "sequence",
+        "--data-dir",
+        f.data_str(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--batch-size",
+        "64",
+    ]);
     ok(&["verify", "--data-dir", f.data_str()]);
     f
 }
@@ -97,7 +156,11 @@ fn tampered_fixture() -> Fixture {
 fn verify_fails_naming(f: &Fixture, needle: &str) {
     let out = run(&["verify", "--data-dir", f.data_str()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "verify should fail; stdout {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "verify should fail; stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
 }
 
@@ -123,7 +186,10 @@ fn verify_reports_a_flipped_checkpoint_byte() {
     let db_sizes = {
         let db = sled::open(f.data().join(clew_ledger::LEDGER_DB_DIR)).unwrap();
         let tree = db.open_tree("ledger").unwrap();
-        let sizes: Vec<Vec<u8>> = tree.scan_prefix(keys::CHECKPOINTS).map(|kv| kv.unwrap().0.to_vec()).collect();
+        let sizes: Vec<Vec<u8>> = tree
+            .scan_prefix(keys::CHECKPOINTS)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect();
         sizes
     };
     let middle = &db_sizes[db_sizes.len() / 2];

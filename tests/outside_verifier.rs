@@ -18,7 +18,12 @@ fn go_verifier(out_dir: &Path) -> PathBuf {
         .arg(".")
         .current_dir(&src)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run the Go toolchain (`go build` in {}): {e}; install Go (see README)", src.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the Go toolchain (`go build` in {}): {e}; install Go (see README)",
+                src.display()
+            )
+        });
     assert!(
         built.status.success(),
         "building the Go verifier failed (modules come from the Go module proxy; `go mod download` in {}):\n{}",
@@ -40,19 +45,51 @@ fn run_go(bin: &Path, vkey: &str, mirror: &Path) -> std::process::Output {
 fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
     let f = Fixture::new();
     let (stream, _) = f.write_stream("events.stream", 3, 600);
-    ok(&["sequence", "--data-dir", f.data_str(), "--input", stream.to_str().unwrap(), "--batch-size", "100"]);
-    let size: u64 = ok(&["checkpoint", "--data-dir", f.data_str()]).lines().nth(1).unwrap().parse().unwrap();
+    ok(&[
+        "sequence",
+        "--data-dir",
+        f.data_str(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--batch-size",
+        "100",
+    ]);
+    let size: u64 = ok(&["checkpoint", "--data-dir", f.data_str()])
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(size, 604, "genesis + 3 registrations + 600 events");
 
     let mirror = f.path("mirror");
-    ok(&["tiles", "export", "--data-dir", f.data_str(), "--out", mirror.to_str().unwrap()]);
+    ok(&[
+        "tiles",
+        "export",
+        "--data-dir",
+        f.data_str(),
+        "--out",
+        mirror.to_str().unwrap(),
+    ]);
     assert!(mirror.join("tile/0/000").is_file(), "full level-0 tile");
-    assert!(mirror.join("tile/0/002.p/92").is_file(), "partial level-0 tile");
-    assert!(mirror.join("tile/entries/002.p/92").is_file(), "partial entry bundle");
+    assert!(
+        mirror.join("tile/0/002.p/92").is_file(),
+        "partial level-0 tile"
+    );
+    assert!(
+        mirror.join("tile/entries/002.p/92").is_file(),
+        "partial entry bundle"
+    );
 
     std::fs::create_dir_all(mirror.join("receipts")).unwrap();
     for index in [0u64, 1, 255, 256, 300, 511, 603] {
-        let receipt = ok(&["receipt", "--data-dir", f.data_str(), "--index", &index.to_string()]);
+        let receipt = ok(&[
+            "receipt",
+            "--data-dir",
+            f.data_str(),
+            "--index",
+            &index.to_string(),
+        ]);
         std::fs::write(mirror.join(format!("receipts/{index}.tlog-proof")), receipt).unwrap();
     }
     let mut sizes: Vec<u64> = std::fs::read_dir(mirror.join("checkpoints"))
@@ -65,14 +102,28 @@ fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
     let mut pairs: Vec<(u64, u64)> = sizes.windows(2).map(|w| (w[0], w[1])).collect();
     pairs.push((sizes[0], *sizes.last().unwrap()));
     for (old, new) in pairs {
-        let proof = ok(&["proof", "consistency", "--data-dir", f.data_str(), "--old", &old.to_string(), "--new", &new.to_string()]);
+        let proof = ok(&[
+            "proof",
+            "consistency",
+            "--data-dir",
+            f.data_str(),
+            "--old",
+            &old.to_string(),
+            "--new",
+            &new.to_string(),
+        ]);
         std::fs::write(mirror.join(format!("consistency/{old}-{new}")), proof).unwrap();
     }
 
     let bin = go_verifier(f.tmp.path());
     let out = run_go(&bin, &f.vkey(), &mirror);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "Go verifier failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "Go verifier failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("ok: 604 entries via tiles"), "{stdout}");
     assert!(stdout.contains("7 receipts"), "{stdout}");
 
@@ -83,7 +134,10 @@ fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
     let swapped = original.replacen(&proof_line, original.lines().nth(4).unwrap(), 1);
     std::fs::write(&receipt_path, swapped).unwrap();
     let out = run_go(&bin, &f.vkey(), &mirror);
-    assert!(!out.status.success(), "a receipt with a swapped proof hash must fail");
+    assert!(
+        !out.status.success(),
+        "a receipt with a swapped proof hash must fail"
+    );
     std::fs::write(&receipt_path, &original).unwrap();
 
     let tile = mirror.join("tile/entries/001");
@@ -92,11 +146,21 @@ fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
     std::fs::write(&tile, &bytes).unwrap();
     let out = run_go(&bin, &f.vkey(), &mirror);
     assert!(!out.status.success(), "a flipped entry byte must fail");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 256:"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("entry 256:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bytes[100] ^= 1;
     std::fs::write(&tile, &bytes).unwrap();
 
-    let other = clew_events::ProducerKey::generate("test.clew.example/ledger").unwrap().verifier().to_text();
+    let other = clew_events::ProducerKey::generate("test.clew.example/ledger")
+        .unwrap()
+        .verifier()
+        .to_text();
     let out = run_go(&bin, &other, &mirror);
-    assert!(!out.status.success(), "another key must not verify the checkpoints");
+    assert!(
+        !out.status.success(),
+        "another key must not verify the checkpoints"
+    );
 }

@@ -46,7 +46,13 @@ impl Fixture {
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let f = Fixture { tmp };
-        ok(&["init", "--data-dir", f.data_str(), "--origin", "test.clew.example/ledger"]);
+        ok(&[
+            "init",
+            "--data-dir",
+            f.data_str(),
+            "--origin",
+            "test.clew.example/ledger",
+        ]);
         f
     }
 
@@ -72,12 +78,18 @@ impl Fixture {
 
     /// The synthetic producers, with the admin key of this ledger.
     pub fn producers(&self, n: usize) -> Producers {
-        let admin = clew::keyfiles::read_producer(&DataDir::new(self.data()).admin_key()).expect("admin key");
+        let admin = clew::keyfiles::read_producer(&DataDir::new(self.data()).admin_key())
+            .expect("admin key");
         Producers::new(admin, ADMIN_PRINCIPAL, n)
     }
 
     /// Writes a stream file: producer registrations then `events` synthetic events.
-    pub fn write_stream(&self, name: &str, producers: usize, events: u64) -> (PathBuf, Vec<Vec<u8>>) {
+    pub fn write_stream(
+        &self,
+        name: &str,
+        producers: usize,
+        events: u64,
+    ) -> (PathBuf, Vec<Vec<u8>>) {
         let p = self.producers(producers);
         let mut all = p.registrations();
         all.extend(synthetic::events(&p, 0..events, events));

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use clew_events::ProducerKey;
 use clew_ledger::{Ledger, LedgerOptions, Submission};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -37,16 +36,6 @@ pub struct LedgerBench {
     pub inclusion_proof_p99_us: f64,
 }
 
-fn bar(len: u64, msg: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb.set_message(msg.to_string());
-    pb
-}
-
 /// Runs the ledger benchmark with `events` events in batches of `batch`.
 pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench> {
     ensure!(events >= 1000, "use at least 1,000 events");
@@ -56,7 +45,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     let p = Producers::new(admin.clone(), "admin", producers);
 
     // 1. Generate the signed stream (not timed).
-    let gen = bar(events, "signing");
+    let gen = crate::progress_bar(events, "signing");
     let mut stream = Vec::with_capacity(events as usize);
     let chunk = 50_000u64;
     let mut at = 0;
@@ -119,7 +108,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     let r = ledger.sequence("setup", setup)?;
     ensure!(r.rejected.is_empty(), "setup refused: {:?}", r.rejected);
 
-    let pb = bar(events, "sequencing");
+    let pb = crate::progress_bar(events, "sequencing");
     let mut offset = 0u64;
     let mut rejected = 0usize;
     let started = Instant::now();

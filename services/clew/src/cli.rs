@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use clap::{Parser, Subcommand};
 use clew_ledger::{verify_ledger, LedgerOptions};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::datadir::DataDir;
 use crate::{bench, export, keyfiles, stream};
@@ -191,16 +190,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
 /// A key given as a file path or as the key text itself.
 fn key_arg(value: &str) -> Result<String> {
     let p = Path::new(value);
@@ -243,7 +232,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             });
             let cursor = ledger.cursor(&source)?;
             let pending = stream::read_from(&input, cursor)?;
-            let pb = progress(pending.len() as u64, "sequencing");
+            let pb = crate::progress_bar(pending.len() as u64, "sequencing");
             let (mut accepted, mut rejected) = (0u64, 0u64);
             let mut out = std::io::stdout().lock();
             let mut it = pending.into_iter();
@@ -285,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { dir, vkey } => {
             let vkey = vkey.as_deref().map(key_arg).transpose()?;
-            let pb = progress(0, "verifying");
+            let pb = crate::progress_bar(0, "verifying");
             let result = verify_ledger(&dir.data_dir, vkey.as_deref(), &|done, total| {
                 pb.set_length(total);
                 pb.set_position(done);
@@ -372,7 +361,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             action: TilesAction::Export { dir, out },
         } => {
             let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
-            let pb = progress(0, "exporting");
+            let pb = crate::progress_bar(0, "exporting");
             let n = export::export(&ledger, &out, &|done, total| {
                 pb.set_length(total);
                 pb.set_position(done);

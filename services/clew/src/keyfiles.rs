@@ -49,7 +49,7 @@ pub fn read(path: &Path) -> Result<String> {
 
 /// Reads a signer key file.
 pub fn read_producer(path: &Path) -> Result<ProducerKey> {
-    Ok(ProducerKey::parse(&read(path)?).with_context(|| format!("parsing {}", path.display()))?)
+    ProducerKey::parse(&read(path)?).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// A file-name stem for a key name (`clew.example/ledger` → `clew.example_ledger`).

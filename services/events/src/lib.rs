@@ -225,3 +225,83 @@ pub fn open(bytes: &[u8]) -> Result<OpenedEnvelope, EventError> {
         canonical,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ProducerKey {
+        ProducerKey::from_seed("ingest", [9; 32]).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_event_opens_and_its_signature_verifies() {
+        let k = key();
+        let env = seal(
+            &k,
+            "ingest",
+            sample::dataset_version(3, 1, vec![]),
+            None,
+            None,
+        )
+        .unwrap();
+        let opened = open(&env.encode_to_vec()).unwrap();
+        assert_eq!(opened.kind(), proto::EventKind::DatasetVersionPublished);
+        assert_eq!(opened.event.subject, "dataset-version/ds-000003@1.0");
+        assert_eq!(opened.canonical, env.encode_to_vec());
+        opened.verify_signature(&k.verifier()).unwrap();
+        let other = ProducerKey::from_seed("ingest", [8; 32]).unwrap();
+        assert!(opened.verify_signature(&other.verifier()).is_err());
+    }
+
+    #[test]
+    fn a_kind_or_subject_that_disagrees_with_the_body_is_refused() {
+        let k = key();
+        let env = seal(&k, "ingest", sample::site(1), None, None).unwrap();
+        let mut event = proto::Event::decode(env.payload.as_slice()).unwrap();
+        event.kind = proto::EventKind::DatasetRegistered as i32;
+        let err = open(&sign_event(&k, &event).encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("does not match the body"), "{err}");
+        event.kind = proto::EventKind::SiteRegistered as i32;
+        event.subject = "site/other".into();
+        let err = open(&sign_event(&k, &event).encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("subject"), "{err}");
+        event.subject = "site/site-0001".into();
+        event.event_id = "6f1c2a8e-3b4d-4e5f-8a9b-0c1d2e3f4a5b".into(); // version 4
+        let err = open(&sign_event(&k, &event).encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("UUIDv7"), "{err}");
+    }
+
+    #[test]
+    fn events_map_to_canonical_proto3_json_and_back() {
+        let k = key();
+        let env = seal(
+            &k,
+            "ingest",
+            sample::dataset_version(3, 1, vec![]),
+            None,
+            None,
+        )
+        .unwrap();
+        let event = proto::Event::decode(env.payload.as_slice()).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["kind"], "EVENT_KIND_DATASET_VERSION_PUBLISHED");
+        let summary = &json["datasetVersionPublished"]["imagingSummary"];
+        assert_eq!(summary["bodyPartsExamined"][0], "CHEST");
+        assert_eq!(summary["deidentificationMethods"][0]["codeValue"], "113100");
+        let time = json["time"].as_str().unwrap();
+        assert!(
+            time.contains('T') && (time.ends_with('Z') || time.ends_with("+00:00")),
+            "RFC 3339: {time}"
+        );
+        let back: proto::Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+        // The envelope's JSON is DSSE's: base64 payload, payloadType, signatures.
+        let env_json = serde_json::to_value(&env).unwrap();
+        assert_eq!(env_json["payloadType"], PAYLOAD_TYPE);
+        assert!(env_json["signatures"][0]["keyid"]
+            .as_str()
+            .unwrap()
+            .starts_with("ingest+"));
+    }
+}

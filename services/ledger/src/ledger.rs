@@ -13,7 +13,7 @@ use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::rules::{self, Refusal, RegisteredKey};
-use crate::store::{keys, u64_value, KeyRecord, Overlay, StoredHashes};
+use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, UpperHashCache};
 use crate::LedgerError;
 
 /// Name of the sled database directory inside a data directory.
@@ -36,7 +36,7 @@ impl Default for LedgerOptions {
     fn default() -> Self {
         Self {
             flush_every_batch: true,
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -138,6 +138,7 @@ pub struct Ledger {
     options: LedgerOptions,
     writer: Mutex<WriterState>,
     registry: RwLock<Arc<KeyRegistry>>,
+    upper_hashes: UpperHashCache,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -278,6 +279,7 @@ impl Ledger {
             options,
             writer: Mutex::new(WriterState { size, rejected }),
             registry: RwLock::new(Arc::new(registry)),
+            upper_hashes: UpperHashCache::default(),
         })
     }
 
@@ -467,12 +469,14 @@ impl Ledger {
             receipt.checkpoint = Some(signed);
         }
 
+        let appended: Vec<(u64, Hash)> = ov.hashes.iter().map(|(i, h)| (*i, *h)).collect();
         // The one write of the batch (see the doc comment for the crash order).
         self.tree.apply_batch(ov.into_batch())?;
         if self.options.flush_every_batch {
             self.db.flush()?;
         }
 
+        self.upper_hashes.insert_many(appended.into_iter());
         w.size = size;
         w.rejected = rejections;
         if !new_keys.is_empty() {
@@ -583,7 +587,7 @@ impl Ledger {
     /// Root hash of the tree of `size` leaves (any size up to the current one).
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
         self.check_size(size)?;
-        Ok(tree_hash(size, &StoredHashes(&self.tree))?)
+        Ok(tree_hash(size, &self.hashes())?)
     }
 
     /// RFC 6962 inclusion proof (audit path, leaf sibling first) of leaf
@@ -595,11 +599,7 @@ impl Ledger {
                 "leaf {index} is not in a tree of size {tree_size}"
             )));
         }
-        Ok(tlog_tiles::prove_record(
-            tree_size,
-            index,
-            &StoredHashes(&self.tree),
-        )?)
+        Ok(tlog_tiles::prove_record(tree_size, index, &self.hashes())?)
     }
 
     /// RFC 6962 consistency proof from the tree of `old_size` to `new_size` leaves.
@@ -614,11 +614,7 @@ impl Ledger {
                 "no consistency proof from {old_size} down to {new_size}"
             )));
         }
-        Ok(tlog_tiles::prove_tree(
-            new_size,
-            old_size,
-            &StoredHashes(&self.tree),
-        )?)
+        Ok(tlog_tiles::prove_tree(new_size, old_size, &self.hashes())?)
     }
 
     /// Refused submissions from rejection index `from`, at most `limit`.
@@ -639,8 +635,12 @@ impl Ledger {
             .collect()
     }
 
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// Stored hashes, upper levels from memory.
+    pub(crate) fn hashes(&self) -> CachedHashes<'_> {
+        CachedHashes {
+            tree: &self.tree,
+            cache: &self.upper_hashes,
+        }
     }
 
     fn check_size(&self, size: u64) -> Result<(), LedgerError> {
@@ -696,8 +696,8 @@ impl Refusal {
     }
 }
 
-/// Signs a checkpoint note; exposed for tests that need a foreign signature.
-pub fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
+/// Signs a note's text with the ledger key (c2sp.org/signed-note).
+pub(crate) fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
     let mut note = Note::new(text, &[]).map_err(|e| LedgerError::Key(e.to_string()))?;
     note.add_sigs(&[signer])
         .map_err(|e| LedgerError::Key(e.to_string()))?;

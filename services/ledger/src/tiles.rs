@@ -5,8 +5,8 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use tlog_tiles::{check_record, record_hash, stored_hash_index, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::store::read_stored_hash;
 use crate::{Ledger, LedgerError};
+use tlog_tiles::HashReader;
 
 /// Tile height: c2sp.org/tlog-tiles fixes tiles at 2^8 = 256 hashes or entries.
 pub const TILE_HEIGHT: u8 = 8;
@@ -137,9 +137,11 @@ impl Ledger {
                 let mut out = Vec::with_capacity(width as usize * 32);
                 for n in start..start + u64::from(width) {
                     let i = stored_hash_index(level * TILE_HEIGHT, n);
-                    let h = read_stored_hash(self.tree(), i)
+                    let h = self
+                        .hashes()
+                        .read_hashes(&[i])
                         .map_err(|_| LedgerError::Corrupt(format!("stored hash {i} is missing")))?;
-                    out.extend_from_slice(&h.0);
+                    out.extend_from_slice(&h[0].0);
                 }
                 Ok(out)
             }

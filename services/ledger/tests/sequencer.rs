@@ -48,18 +48,16 @@ impl World {
         );
         let r = w.submit(vec![admin_env]);
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-        let setup = vec![
-            w.sealed_ingest(sample::site(1)),
-            w.sealed_ingest(sample::dataset(1, 1)),
-            w.sealed_ingest(sample::dataset_version(1, 1, vec![])),
-        ];
-        // Sites need governance; the admin registers the site instead.
+        // Sites need governance; the admin registers the site.
         let site = w.sealed(&w.admin.clone(), "admin", sample::site(1));
         let r = w.submit(vec![site]);
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-        let r = w.submit(setup[1..].to_vec());
+        let r = w.submit(vec![
+            w.sealed_ingest(sample::dataset(1, 1)),
+            w.sealed_ingest(sample::dataset_version(1, 1, vec![])),
+        ]);
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
-        let r = w.submit(vec![setup[0].clone()]);
+        let r = w.submit(vec![w.sealed_ingest(sample::site(2))]);
         assert_eq!(
             r.rejected[0].reason,
             R::Unauthorized,
