@@ -657,12 +657,12 @@ impl Ledger {
 fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::Db, LedgerError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| LedgerError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
-    Ok(sled::Config::new()
+    let config = sled::Config::new()
         .path(data_dir.join(LEDGER_DB_DIR))
         .cache_capacity(options.cache_bytes)
         // Batches are flushed explicitly; no background flush timer needed.
-        .flush_every_ms(None)
-        .open()?)
+        .flush_every_ms(None);
+    Ok(crate::store::open_sled(&config)?)
 }
 
 fn precheck(bytes: &[u8], keys: &HashMap<String, RegisteredKey>) -> Precheck {

@@ -399,11 +399,24 @@ impl StateCheck<'_, '_> {
             }
             Body::TransformRecorded(t) => {
                 check!(self.absent(&subject));
+                let mut newest_input = 0;
                 for d in &t.used {
-                    check!(self.existing(&dv(d), "used", true));
+                    newest_input =
+                        newest_input.max(check!(self.existing(&dv(d), "used", true)).leaf);
                 }
                 for d in &t.generated {
-                    check!(self.existing(&dv(d), "generated", true));
+                    let output = check!(self.existing(&dv(d), "generated", true));
+                    // Every lineage edge points from a newer node to an older one
+                    // except output -> transform; requiring outputs to be newer than
+                    // every input keeps the graph acyclic.
+                    if t.used.contains(d) || output.leaf < newest_input {
+                        return Ok(Err((
+                            R::InvalidPayload,
+                            format!(
+                                "transform generated dataset-version/{d}, which predates or is one of its inputs; lineage would be cyclic"
+                            ),
+                        )));
+                    }
                 }
                 let rec = self.created();
                 self.create(&subject, rec);

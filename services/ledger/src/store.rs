@@ -87,6 +87,25 @@ pub mod keys {
     pub const REJECTIONS: &[u8] = b"r";
 }
 
+/// Opens a sled database, waiting up to two seconds for the lock of a
+/// just-closed handle to be released (sled drops its file lock from a
+/// background thread after the last handle goes away, so an immediate
+/// re-open in the same process can find it still held).
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A registered signing key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyRecord {

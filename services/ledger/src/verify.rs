@@ -94,7 +94,8 @@ pub fn verify_ledger(
             db_path.display()
         )));
     }
-    let db = sled::open(&db_path).map_err(|e| unreadable(&e))?;
+    let db =
+        crate::store::open_sled(&sled::Config::new().path(&db_path)).map_err(|e| unreadable(&e))?;
     let tree = db.open_tree("ledger").map_err(|e| unreadable(&e))?;
     let get = |k: &[u8]| tree.get(k).map_err(|e| unreadable(&e));
 

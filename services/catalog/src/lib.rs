@@ -1,0 +1,306 @@
+//! The catalogue: what users query, projected from the ledger.
+//!
+//! The catalogue holds nothing the ledger does not. It reads sequenced leaves
+//! in order and turns each event into:
+//!
+//! - **entity state and the lineage graph** (sled): a node per entity, W3C PROV
+//!   edges stored under both endpoints, per-entity history, access grants;
+//!   every node and edge records the leaf that created it (and the leaf that
+//!   withdrew or retired it), so "as of tree size N" is a filter;
+//! - **a search index** (tantivy) over dataset versions and model versions,
+//!   with facets, ranges, typo tolerance, phrases and snippets.
+//!
+//! ```text
+//!  Ledger leaves [applied..size) ──chunk──▶ project::apply (Pending overlay)
+//!       │                                     │ touched dataset/model versions
+//!       ▼                                     ▼
+//!  ONE sled batch: state + graph + history + applied marker   then tantivy
+//!  upsert of the touched documents, committed with payload = applied
+//! ```
+//!
+//! Replays are idempotent: the applied-leaf marker is written in the same sled
+//! batch as the state it describes, so a crash re-applies at most the chunk in
+//! flight; search documents are a pure function of that state, keyed by
+//! subject, and a search index behind the state is repaired on open by
+//! rebuilding every document. [`Catalog::rebuild`] throws everything away and
+//! projects the ledger again (`clew reindex`).
+//!
+//! Lineage stays acyclic because the sequencer only admits references to
+//! entities that already exist and refuses a transform whose output predates
+//! one of its inputs.
+
+mod graph;
+mod lineage;
+mod project;
+mod search;
+
+use std::path::{Path, PathBuf};
+
+use clew_ledger::Ledger;
+use thiserror::Error;
+
+pub use graph::{Affect, Edge, NodeRecord, Relation};
+pub use lineage::{Direction, ImpactAnswer, LineageAnswer, NodeView};
+pub use project::HistoryEntry;
+pub use search::{
+    FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,
+    Visibility, FACETS,
+};
+
+use graph::keys;
+use project::Pending;
+
+/// Leaves applied per sled batch and search commit.
+pub const CHUNK: u64 = 4096;
+
+/// Failures of the catalogue.
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    /// sled failed.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// tantivy failed.
+    #[error("search index: {0}")]
+    Search(#[from] tantivy::TantivyError),
+    /// tantivy's directory could not be opened.
+    #[error("search index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    /// The ledger could not be read.
+    #[error("ledger: {0}")]
+    Ledger(#[from] clew_ledger::LedgerError),
+    /// Stored data is not what the catalogue wrote.
+    #[error("corrupt catalogue data: {0}")]
+    Corrupt(String),
+    /// No such entity.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A query the catalogue cannot answer as asked.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Directory set-up failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The catalogue projection.
+pub struct Catalog {
+    dir: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    search: SearchIndex,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("dir", &self.dir).finish()
+    }
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalogue in `dir` (`catalog.db/` and `search/`),
+    /// repairing a search index that is behind the projected state.
+    pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
+        let config = sled::Config::new()
+            .path(dir.join("catalog.db"))
+            .cache_capacity(256 * 1024 * 1024)
+            // Flushed explicitly after each chunk, before the search commit, so
+            // the index never claims more than the durable state.
+            .flush_every_ms(None);
+        let db = clew_ledger::store::open_sled(&config)?;
+        let tree = db.open_tree("catalog")?;
+        let search = SearchIndex::open(&dir.join("search"))?;
+        let catalog = Self {
+            dir: dir.to_path_buf(),
+            db,
+            tree,
+            search,
+        };
+        let applied = catalog.applied()?;
+        if catalog.search.indexed_up_to()? != applied {
+            tracing::warn!(
+                applied,
+                "search index is not at the projected state; rebuilding its documents"
+            );
+            catalog.reindex_documents()?;
+        }
+        Ok(catalog)
+    }
+
+    /// Deletes the catalogue in `dir` and projects `ledger` into a new one.
+    pub fn rebuild(
+        dir: &Path,
+        ledger: &Ledger,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Self, CatalogError> {
+        for sub in ["catalog.db", "search"] {
+            let p = dir.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p)
+                    .map_err(|e| CatalogError::Setup(format!("{}: {e}", p.display())))?;
+            }
+        }
+        let catalog = Self::open(dir)?;
+        catalog.catch_up(ledger, progress)?;
+        Ok(catalog)
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Number of ledger leaves applied (the next leaf to apply).
+    pub fn applied(&self) -> Result<u64, CatalogError> {
+        Ok(self
+            .tree
+            .get(keys::APPLIED)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Applies every leaf of `ledger` not yet applied; returns how many.
+    pub fn catch_up(
+        &self,
+        ledger: &Ledger,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<u64, CatalogError> {
+        let size = ledger.size();
+        let start = self.applied()?;
+        let mut at = start;
+        while at < size {
+            let end = (at + CHUNK).min(size);
+            let leaves = (at..end)
+                .map(|i| ledger.leaf(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.apply(at, &leaves)?;
+            progress(end, size);
+            at = end;
+        }
+        Ok(at - start)
+    }
+
+    /// Applies leaves `first..first + leaves.len()`. Leaves already applied
+    /// are skipped; a gap is an error.
+    pub fn apply(&self, first: u64, leaves: &[Vec<u8>]) -> Result<(), CatalogError> {
+        let applied = self.applied()?;
+        if first > applied {
+            return Err(CatalogError::BadRequest(format!(
+                "leaf {first} given but the catalogue has applied only {applied}"
+            )));
+        }
+        let skip = (applied - first) as usize;
+        if skip >= leaves.len() {
+            return Ok(());
+        }
+        let mut pending = Pending::new(&self.tree);
+        for (i, bytes) in leaves.iter().enumerate().skip(skip) {
+            let leaf = first + i as u64;
+            let opened = clew_events::open(bytes).map_err(|e| {
+                CatalogError::Corrupt(format!("ledger leaf {leaf} does not decode: {e}"))
+            })?;
+            project::apply(&mut pending, leaf, &opened)?;
+        }
+        let new_applied = first + leaves.len() as u64;
+        let docs = self.documents(&pending, pending.touched.iter())?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in std::mem::take(&mut pending.writes) {
+            batch.insert(k, v);
+        }
+        batch.insert(keys::APPLIED, &new_applied.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.search.upsert(docs, new_applied)?;
+        Ok(())
+    }
+
+    fn documents<'s>(
+        &self,
+        p: &Pending<'_>,
+        subjects: impl Iterator<Item = &'s String>,
+    ) -> Result<Vec<(String, Option<tantivy::TantivyDocument>)>, CatalogError> {
+        let mut out = Vec::new();
+        for subject in subjects {
+            let Some(node) = p.node(subject)? else {
+                continue;
+            };
+            let dataset = match node.attributes["datasetId"].as_str() {
+                Some(d) if node.node_type == "dataset-version" => {
+                    p.node(&format!("dataset/{d}"))?
+                }
+                _ => None,
+            };
+            let site = match dataset
+                .as_ref()
+                .and_then(|d| d.attributes["custodianSiteId"].as_str())
+            {
+                Some(s) => p.node(&format!("site/{s}"))?,
+                None => None,
+            };
+            out.push((
+                subject.clone(),
+                self.search.document(&node, dataset.as_ref(), site.as_ref()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds every search document from the projected state.
+    fn reindex_documents(&self) -> Result<(), CatalogError> {
+        self.search.clear()?;
+        let p = Pending::new(&self.tree);
+        let mut subjects = Vec::new();
+        for prefix in ["ndataset-version/", "nmodel-version/"] {
+            for item in self.tree.scan_prefix(prefix.as_bytes()) {
+                let (k, _) = item?;
+                subjects.push(String::from_utf8_lossy(&k[1..]).into_owned());
+            }
+        }
+        let applied = self.applied()?;
+        for chunk in subjects.chunks(50_000) {
+            let docs = self.documents(&p, chunk.iter())?;
+            self.search.upsert(docs, applied)?;
+        }
+        if subjects.is_empty() {
+            self.search.upsert(Vec::new(), applied)?;
+        }
+        Ok(())
+    }
+
+    /// An entity's current state.
+    pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
+        Pending::new(&self.tree).node(subject)
+    }
+
+    /// Every event about an entity, in leaf order.
+    pub fn history(&self, subject: &str) -> Result<Vec<HistoryEntry>, CatalogError> {
+        self.tree
+            .scan_prefix(keys::history_of(subject))
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| CatalogError::Corrupt(format!("history: {e}")))
+            })
+            .collect()
+    }
+
+    /// Live access grants of a dataset (grant ids).
+    pub fn grants(&self, dataset_id: &str) -> Result<Vec<NodeRecord>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(project::grants_prefix(dataset_id)) {
+            let (_, grant) = item?;
+            let subject = format!("access-grant/{}", String::from_utf8_lossy(&grant));
+            if let Some(n) = self.node(&subject)? {
+                if n.ended_leaf.is_none() {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Searches dataset versions and model versions.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, CatalogError> {
+        self.search.search(request)
+    }
+}

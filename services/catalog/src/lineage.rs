@@ -1,0 +1,251 @@
+//! Lineage queries: upstream / downstream to a depth, shortest path, and
+//! withdrawal impact — each optionally "as of" a tree size.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{keys, Affect, Edge, NodeRecord};
+use crate::project::edge_from;
+use crate::{Catalog, CatalogError};
+
+/// Which way to walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Towards what a node was made from (sources, data, sites).
+    Upstream,
+    /// Towards what was made from a node (models, validations, deployments).
+    Downstream,
+}
+
+/// Nodes reached (with their depth), edges crossed, and for each node the
+/// node and edge it was first reached through.
+type Walk = (
+    Vec<(NodeRecord, u32)>,
+    Vec<Edge>,
+    HashMap<String, (String, Edge)>,
+);
+
+/// A node as seen in an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// `<type>/<id>`.
+    pub subject: String,
+    /// Node type.
+    pub node_type: String,
+    /// Human-readable name.
+    pub label: String,
+    /// Leaf that created it.
+    pub created_leaf: u64,
+    /// Leaf that withdrew / retired it (as of the answer's tree size).
+    pub ended_leaf: Option<u64>,
+    /// Current status as of the answer's tree size (deployments, validations, withdrawals).
+    pub status: Option<String>,
+    /// True when a withdrawn dataset version lies upstream (or this is one).
+    pub affected: bool,
+    /// The withdrawals upstream.
+    pub affected_by: Vec<Affect>,
+    /// Hops from the start node.
+    pub depth: u32,
+}
+
+/// Nodes and edges of a lineage answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageAnswer {
+    /// Tree size the answer is for.
+    pub as_of: u64,
+    /// Nodes, the start node first, then by depth.
+    pub nodes: Vec<NodeView>,
+    /// Edges between them.
+    pub edges: Vec<Edge>,
+}
+
+/// What a withdrawal affects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpactAnswer {
+    /// Tree size the answer is for.
+    pub as_of: u64,
+    /// The dataset version.
+    pub dataset_version: NodeView,
+    /// Every downstream node: live deployments first, then other deployments,
+    /// model versions, validations, training runs, transforms, dataset versions.
+    pub affected: Vec<NodeView>,
+    /// Count of live deployments among them.
+    pub live_deployments: usize,
+}
+
+fn view(node: &NodeRecord, as_of: u64, depth: u32) -> NodeView {
+    let ended = node.ended_leaf.filter(|l| *l < as_of);
+    let affected_by: Vec<Affect> = node.affected_at(as_of).into_iter().cloned().collect();
+    NodeView {
+        subject: node.subject(),
+        node_type: node.node_type.clone(),
+        label: node.label.clone(),
+        created_leaf: node.created_leaf,
+        ended_leaf: ended,
+        status: node.status_at(as_of).map(str::to_string),
+        affected: !affected_by.is_empty()
+            || (node.node_type == "dataset-version" && ended.is_some()),
+        affected_by,
+        depth,
+    }
+}
+
+impl Catalog {
+    fn as_of(&self, as_of: Option<u64>) -> Result<u64, CatalogError> {
+        let applied = self.applied()?;
+        Ok(as_of.map(|a| a.min(applied)).unwrap_or(applied))
+    }
+
+    fn node_at(&self, subject: &str, as_of: u64) -> Result<Option<NodeRecord>, CatalogError> {
+        Ok(self.node(subject)?.filter(|n| n.exists_at(as_of)))
+    }
+
+    /// Edges of a node that existed in the tree of `as_of` leaves.
+    fn edges_at(&self, subject: &str, out: bool, as_of: u64) -> Result<Vec<Edge>, CatalogError> {
+        let prefix = keys::edges_of(subject, out);
+        let mut edges = Vec::new();
+        for item in self.tree().scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let e = edge_from(&k, &v, subject, prefix.len(), out)?;
+            if e.created_leaf < as_of {
+                edges.push(e);
+            }
+        }
+        Ok(edges)
+    }
+
+    fn walk(
+        &self,
+        start: &str,
+        direction: Direction,
+        max_depth: u32,
+        as_of: u64,
+    ) -> Result<Walk, CatalogError> {
+        let first = self
+            .node_at(start, as_of)?
+            .ok_or_else(|| CatalogError::NotFound(format!("{start} (as of tree size {as_of})")))?;
+        let out = direction == Direction::Upstream;
+        let mut nodes = vec![(first, 0)];
+        let mut edges = Vec::new();
+        let mut parent: HashMap<String, (String, Edge)> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
+        let mut queue = VecDeque::from([(start.to_string(), 0u32)]);
+        while let Some((subject, depth)) = queue.pop_front() {
+            if depth >= max_depth {
+                continue;
+            }
+            for e in self.edges_at(&subject, out, as_of)? {
+                let next = if out { e.to.clone() } else { e.from.clone() };
+                edges.push(e.clone());
+                if seen.insert(next.clone()) {
+                    if let Some(n) = self.node_at(&next, as_of)? {
+                        nodes.push((n, depth + 1));
+                        parent.insert(next.clone(), (subject.clone(), e));
+                        queue.push_back((next, depth + 1));
+                    }
+                }
+            }
+        }
+        Ok((nodes, edges, parent))
+    }
+
+    /// Nodes and edges up or down from `start`, at most `depth` hops, over
+    /// the first `as_of` leaves (default: everything applied).
+    pub fn lineage(
+        &self,
+        start: &str,
+        direction: Direction,
+        depth: u32,
+        as_of: Option<u64>,
+    ) -> Result<LineageAnswer, CatalogError> {
+        let as_of = self.as_of(as_of)?;
+        let (nodes, edges, _) = self.walk(start, direction, depth, as_of)?;
+        Ok(LineageAnswer {
+            as_of,
+            nodes: nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect(),
+            edges,
+        })
+    }
+
+    /// The shortest chain of lineage edges between two nodes, in whichever
+    /// direction one depends on the other ("did this deployment ever see data
+    /// from site X?"); `None` when neither depends on the other.
+    pub fn path(
+        &self,
+        from: &str,
+        to: &str,
+        as_of: Option<u64>,
+    ) -> Result<Option<LineageAnswer>, CatalogError> {
+        let as_of = self.as_of(as_of)?;
+        for (a, b) in [(from, to), (to, from)] {
+            let (nodes, _, parent) = self.walk(a, Direction::Upstream, u32::MAX, as_of)?;
+            if !nodes.iter().any(|(n, _)| n.subject() == b) {
+                continue;
+            }
+            let by_subject: HashMap<String, &NodeRecord> =
+                nodes.iter().map(|(n, _)| (n.subject(), n)).collect();
+            let mut chain = vec![b.to_string()];
+            let mut edges = Vec::new();
+            let mut at = b.to_string();
+            while let Some((prev, edge)) = parent.get(&at) {
+                edges.push(edge.clone());
+                chain.push(prev.clone());
+                at = prev.clone();
+            }
+            chain.reverse();
+            edges.reverse();
+            let views = chain
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| by_subject.get(s).map(|n| view(n, as_of, i as u32)))
+                .collect();
+            return Ok(Some(LineageAnswer {
+                as_of,
+                nodes: views,
+                edges,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Everything downstream of a dataset version, live deployments first.
+    pub fn impact(
+        &self,
+        dataset_version: &str,
+        as_of: Option<u64>,
+    ) -> Result<ImpactAnswer, CatalogError> {
+        let as_of = self.as_of(as_of)?;
+        let (nodes, _, _) = self.walk(dataset_version, Direction::Downstream, u32::MAX, as_of)?;
+        let mut views: Vec<NodeView> = nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect();
+        let start = views.remove(0);
+        if start.node_type != "dataset-version" {
+            return Err(CatalogError::BadRequest(format!(
+                "{dataset_version} is not a dataset version"
+            )));
+        }
+        let rank = |v: &NodeView| match (v.node_type.as_str(), v.status.as_deref()) {
+            ("deployment", Some("LIVE")) => 0,
+            ("deployment", _) => 1,
+            ("model-version", _) => 2,
+            ("validation", _) => 3,
+            ("training-run", _) => 4,
+            ("transform", _) => 5,
+            ("dataset-version", _) => 6,
+            _ => 7,
+        };
+        views.sort_by(|a, b| {
+            rank(a)
+                .cmp(&rank(b))
+                .then(a.depth.cmp(&b.depth))
+                .then(a.subject.cmp(&b.subject))
+        });
+        let live_deployments = views.iter().filter(|v| rank(v) == 0).count();
+        Ok(ImpactAnswer {
+            as_of,
+            dataset_version: start,
+            affected: views,
+            live_deployments,
+        })
+    }
+}

@@ -1,0 +1,490 @@
+//! Projection: how one sequenced event changes entity state, the lineage
+//! graph and per-entity history. Writes go to a [`Pending`] overlay that the
+//! caller turns into one sled batch together with the applied-leaf marker.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use clew_events::proto::{self, event::Body};
+use clew_events::{subject_of, OpenedEnvelope};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{keys, Affect, Edge, EdgeRecord, NodeRecord, Relation};
+use crate::CatalogError;
+
+/// One event in an entity's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Leaf index of the event.
+    pub leaf: u64,
+    /// Event id.
+    pub event_id: String,
+    /// `EVENT_KIND_…` name.
+    pub kind: String,
+    /// Principal that caused it.
+    pub actor: String,
+    /// RFC 3339 time the producer gave.
+    pub time: String,
+}
+
+/// Writes of a chunk of leaves, read through before sled.
+pub(crate) struct Pending<'a> {
+    pub tree: &'a sled::Tree,
+    pub writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Search documents to rebuild (subjects of dataset and model versions).
+    pub touched: BTreeSet<String>,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Self {
+            tree,
+            writes: BTreeMap::new(),
+            touched: BTreeSet::new(),
+        }
+    }
+
+    pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
+        let key = keys::node(subject);
+        let bytes = match self.writes.get(&key) {
+            Some(v) => Some(v.clone()),
+            None => self.tree.get(&key)?.map(|v| v.to_vec()),
+        };
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| CatalogError::Corrupt(format!("node {subject}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn put_node(&mut self, node: &NodeRecord) {
+        let subject = node.subject();
+        if matches!(node.node_type.as_str(), "dataset-version" | "model-version") {
+            self.touched.insert(subject.clone());
+        }
+        // Serialising a NodeRecord cannot fail.
+        self.writes.insert(
+            keys::node(&subject),
+            serde_json::to_vec(node).unwrap_or_default(),
+        );
+    }
+
+    fn add_edge(
+        &mut self,
+        from: &str,
+        relation: Relation,
+        to: &str,
+        role: Option<String>,
+        leaf: u64,
+    ) {
+        let record = serde_json::to_vec(&EdgeRecord {
+            created_leaf: leaf,
+            role,
+        })
+        .unwrap_or_default();
+        self.writes
+            .insert(keys::out_edge(from, relation, to), record.clone());
+        self.writes
+            .insert(keys::in_edge(to, relation, from), record);
+    }
+
+    /// Edges of `subject` (out: what it depends on; in: what depends on it),
+    /// merging this chunk's writes with the stored ones.
+    pub fn edges(&self, subject: &str, out: bool) -> Result<Vec<Edge>, CatalogError> {
+        let prefix = keys::edges_of(subject, out);
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            found.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.writes.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            found.insert(k.clone(), v.clone());
+        }
+        found
+            .into_iter()
+            .map(|(k, v)| edge_from(&k, &v, subject, prefix.len(), out))
+            .collect()
+    }
+}
+
+pub(crate) fn edge_from(
+    key: &[u8],
+    value: &[u8],
+    subject: &str,
+    prefix_len: usize,
+    out: bool,
+) -> Result<Edge, CatalogError> {
+    let (relation, other) = keys::split_edge(key, prefix_len)
+        .ok_or_else(|| CatalogError::Corrupt("edge key".into()))?;
+    let record: EdgeRecord =
+        serde_json::from_slice(value).map_err(|e| CatalogError::Corrupt(format!("edge: {e}")))?;
+    let (from, to) = if out {
+        (subject.to_string(), other)
+    } else {
+        (other, subject.to_string())
+    };
+    Ok(Edge {
+        from,
+        to,
+        relation,
+        role: record.role,
+        created_leaf: record.created_leaf,
+    })
+}
+
+/// An edge to create from a new node: relation, target subject, role.
+type Upstream = (Relation, String, Option<String>);
+
+fn attributes<T: Serialize>(body: &T) -> serde_json::Value {
+    serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
+}
+
+fn dv(id: &str) -> String {
+    format!("dataset-version/{id}")
+}
+
+/// Applies one sequenced event at `leaf`.
+pub(crate) fn apply(
+    p: &mut Pending<'_>,
+    leaf: u64,
+    opened: &OpenedEnvelope,
+) -> Result<(), CatalogError> {
+    let event = &opened.event;
+    let body = opened.body();
+    let subject = subject_of(body).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+    let subject_key = subject.subject();
+    let time = event
+        .time
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let entry = HistoryEntry {
+        leaf,
+        event_id: event.event_id.clone(),
+        kind: opened.kind().as_str_name().to_string(),
+        actor: event.actor.clone(),
+        time,
+    };
+    p.writes.insert(
+        keys::history(&subject_key, leaf),
+        serde_json::to_vec(&entry).unwrap_or_default(),
+    );
+
+    let new_node =
+        |node_type: &str, id: &str, label: String, attrs: serde_json::Value| NodeRecord {
+            node_type: node_type.to_string(),
+            id: id.to_string(),
+            label,
+            created_leaf: leaf,
+            ended_leaf: None,
+            statuses: Vec::new(),
+            affected_by: Vec::new(),
+            attributes: attrs,
+        };
+    let actor = format!("principal/{}", event.actor);
+    // (node, its upstream edges) to create.
+    let mut created: Option<(NodeRecord, Vec<Upstream>)> = None;
+
+    match body {
+        Body::PrincipalRegistered(b) => {
+            if p.node(&subject_key)?.is_none() {
+                let mut attrs = attributes(b);
+                if let Some(o) = attrs.as_object_mut() {
+                    o.remove("verifierKey");
+                }
+                created = Some((
+                    new_node("principal", &b.principal_id, b.display_name.clone(), attrs),
+                    vec![],
+                ));
+            }
+        }
+        Body::KeyRevoked(_) => {}
+        Body::SiteRegistered(b) => {
+            created = Some((
+                new_node("site", &b.site_id, b.name.clone(), attributes(b)),
+                vec![],
+            ));
+        }
+        Body::AccessGranted(b) => {
+            let node = new_node(
+                "access-grant",
+                &b.grant_id,
+                format!("access to {}", b.dataset_id),
+                attributes(b),
+            );
+            p.writes.insert(
+                grant_key(&b.dataset_id, &b.grant_id),
+                b.grant_id.clone().into_bytes(),
+            );
+            p.put_node(&node);
+        }
+        Body::AccessRevoked(_) => {
+            if let Some(mut node) = p.node(&subject_key)? {
+                node.ended_leaf = Some(leaf);
+                p.put_node(&node);
+            }
+        }
+        Body::DatasetRegistered(b) => {
+            created = Some((
+                new_node("dataset", &b.dataset_id, b.title.clone(), attributes(b)),
+                vec![(
+                    Relation::WasAttributedTo,
+                    format!("site/{}", b.custodian_site_id),
+                    None,
+                )],
+            ));
+        }
+        Body::DatasetVersionPublished(b) => {
+            let title = p
+                .node(&format!("dataset/{}", b.dataset_id))?
+                .map(|d| d.label)
+                .unwrap_or_else(|| b.dataset_id.clone());
+            let mut up = vec![(
+                Relation::SpecializationOf,
+                format!("dataset/{}", b.dataset_id),
+                None,
+            )];
+            up.extend(
+                b.was_derived_from
+                    .iter()
+                    .map(|d| (Relation::WasDerivedFrom, dv(d), None)),
+            );
+            created = Some((
+                new_node(
+                    "dataset-version",
+                    &subject.id,
+                    format!("{title} v{}", b.version),
+                    attributes(b),
+                ),
+                up,
+            ));
+        }
+        Body::DatasetVersionWithdrawn(b) => {
+            if let Some(mut node) = p.node(&subject_key)? {
+                node.ended_leaf = Some(leaf);
+                node.statuses.push((leaf, "WITHDRAWN".into()));
+                if let Some(o) = node.attributes.as_object_mut() {
+                    o.insert("withdrawal".into(), attributes(b));
+                }
+                p.put_node(&node);
+                mark_downstream_affected(p, &subject_key, leaf)?;
+            }
+        }
+        Body::TransformRecorded(b) => {
+            let mut up: Vec<_> = b
+                .used
+                .iter()
+                .map(|d| (Relation::Used, dv(d), None))
+                .collect();
+            up.push((Relation::WasAssociatedWith, actor.clone(), None));
+            created = Some((
+                new_node(
+                    "transform",
+                    &b.transform_id,
+                    format!("{} {}", b.tool_name, b.tool_version),
+                    attributes(b),
+                ),
+                up,
+            ));
+            // Outputs were generated by this transform (edge output -> transform).
+            for g in &b.generated {
+                p.add_edge(&dv(g), Relation::WasGeneratedBy, &subject_key, None, leaf);
+            }
+        }
+        Body::TrainingRunRecorded(b) => {
+            let mut up: Vec<_> = b
+                .used
+                .iter()
+                .map(|u| {
+                    let role = proto::DatasetRole::try_from(u.role)
+                        .map(|r| {
+                            r.as_str_name()
+                                .trim_start_matches("DATASET_ROLE_")
+                                .to_lowercase()
+                        })
+                        .ok();
+                    (Relation::Used, dv(&u.dataset_version_id), role)
+                })
+                .collect();
+            up.push((Relation::WasAssociatedWith, actor.clone(), None));
+            created = Some((
+                new_node(
+                    "training-run",
+                    &b.training_run_id,
+                    format!("training of {}", b.model_name),
+                    attributes(b),
+                ),
+                up,
+            ));
+        }
+        Body::ModelVersionRegistered(b) => {
+            let mut up = vec![];
+            if !b.training_run_id.is_empty() {
+                up.push((
+                    Relation::WasGeneratedBy,
+                    format!("training-run/{}", b.training_run_id),
+                    None,
+                ));
+            }
+            created = Some((
+                new_node(
+                    "model-version",
+                    &b.model_version_id,
+                    format!("{} {}", b.model_name, b.version),
+                    attributes(b),
+                ),
+                up,
+            ));
+        }
+        Body::ValidationRecorded(b) => {
+            let up = vec![
+                (
+                    Relation::Used,
+                    format!("model-version/{}", b.model_version_id),
+                    None,
+                ),
+                (Relation::Used, dv(&b.dataset_version_id), None),
+                (
+                    Relation::WasAssociatedWith,
+                    format!("site/{}", b.site_id),
+                    None,
+                ),
+            ];
+            let verdict = proto::Verdict::try_from(b.verdict)
+                .map(|v| v.as_str_name())
+                .unwrap_or("VERDICT_UNSPECIFIED");
+            let mut node = new_node(
+                "validation",
+                &b.validation_id,
+                format!("validation of {}", b.model_version_id),
+                attributes(b),
+            );
+            node.statuses
+                .push((leaf, verdict.trim_start_matches("VERDICT_").to_string()));
+            created = Some((node, up));
+        }
+        Body::DeploymentRecorded(b) => {
+            let status = proto::DeploymentStatus::try_from(b.status)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("DEPLOYMENT_STATUS_")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            match p.node(&subject_key)? {
+                Some(mut node) => {
+                    node.statuses.push((leaf, status.clone()));
+                    if status == "RETIRED" {
+                        node.ended_leaf = Some(leaf);
+                    }
+                    node.attributes = attributes(b);
+                    for v in &b.validation_ids {
+                        p.add_edge(
+                            &subject_key,
+                            Relation::WasInformedBy,
+                            &format!("validation/{v}"),
+                            None,
+                            leaf,
+                        );
+                    }
+                    p.put_node(&node);
+                }
+                None => {
+                    let mut up = vec![
+                        (
+                            Relation::Used,
+                            format!("model-version/{}", b.model_version_id),
+                            None,
+                        ),
+                        (
+                            Relation::WasAssociatedWith,
+                            format!("site/{}", b.site_id),
+                            None,
+                        ),
+                    ];
+                    up.extend(
+                        b.validation_ids
+                            .iter()
+                            .map(|v| (Relation::WasInformedBy, format!("validation/{v}"), None)),
+                    );
+                    let mut node = new_node(
+                        "deployment",
+                        &b.deployment_id,
+                        format!("{} at {}", b.model_version_id, b.site_id),
+                        attributes(b),
+                    );
+                    node.statuses.push((leaf, status));
+                    created = Some((node, up));
+                }
+            }
+        }
+    }
+
+    if let Some((mut node, upstream)) = created {
+        let me = node.subject();
+        let mut affected: BTreeSet<Affect> = BTreeSet::new();
+        for (relation, to, role) in upstream {
+            if let Some(up) = p.node(&to)? {
+                affected.extend(up.affected_by.iter().cloned());
+                if up.node_type == "dataset-version" {
+                    if let Some(at) = up.ended_leaf {
+                        affected.insert(Affect {
+                            withdrawn: to.clone(),
+                            leaf: at,
+                        });
+                    }
+                }
+            }
+            p.add_edge(&me, relation, &to, role, leaf);
+        }
+        node.affected_by = affected.into_iter().collect();
+        p.put_node(&node);
+    }
+    Ok(())
+}
+
+/// Every node downstream of a withdrawn dataset version records the withdrawal.
+fn mark_downstream_affected(
+    p: &mut Pending<'_>,
+    withdrawn: &str,
+    leaf: u64,
+) -> Result<(), CatalogError> {
+    let affect = Affect {
+        withdrawn: withdrawn.to_string(),
+        leaf,
+    };
+    let mut seen: HashSet<String> = HashSet::from([withdrawn.to_string()]);
+    let mut queue: VecDeque<String> = VecDeque::from([withdrawn.to_string()]);
+    while let Some(subject) = queue.pop_front() {
+        for edge in p.edges(&subject, false)? {
+            if seen.insert(edge.from.clone()) {
+                if let Some(mut node) = p.node(&edge.from)? {
+                    if !node.affected_by.contains(&affect) {
+                        node.affected_by.push(affect.clone());
+                        p.put_node(&node);
+                    }
+                }
+                queue.push_back(edge.from);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Index of grants per dataset: `g` dataset 0 grant.
+pub(crate) fn grant_key(dataset_id: &str, grant_id: &str) -> Vec<u8> {
+    let mut k = grants_prefix(dataset_id);
+    k.extend_from_slice(grant_id.as_bytes());
+    k
+}
+
+pub(crate) fn grants_prefix(dataset_id: &str) -> Vec<u8> {
+    let mut k = vec![b'g'];
+    k.extend_from_slice(dataset_id.as_bytes());
+    k.push(0);
+    k
+}

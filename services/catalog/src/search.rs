@@ -1,0 +1,740 @@
+//! Search over dataset versions and model versions (tantivy).
+//!
+//! Documents are a pure function of the projected entity state, keyed by
+//! subject: rebuilding one is delete-then-add, so re-applying is harmless.
+//! Each commit carries the applied leaf count as its payload.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Count, FacetCollector, MultiCollector, TopDocs};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery,
+    TermQuery,
+};
+use tantivy::schema::{
+    Facet, FacetOptions, Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING,
+    TEXT,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{
+    doc, DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
+};
+
+use crate::graph::NodeRecord;
+use crate::CatalogError;
+
+/// Facets offered, in the order answers list them.
+pub const FACETS: &[&str] = &[
+    "modality",
+    "body_part",
+    "manufacturer",
+    "site",
+    "access_level",
+    "deidentification",
+    "licence",
+    "year",
+    "entity_type",
+    "status",
+];
+
+#[derive(Clone)]
+struct Fields {
+    subject: Field,
+    entity_type: Field,
+    dataset_id: Field,
+    access: Field,
+    title: Field,
+    tags: Field,
+    description: Field,
+    leaf: Field,
+    slice_min: Field,
+    slice_max: Field,
+    date_from: Field,
+    date_to: Field,
+    studies: Field,
+    series: Field,
+    facets: BTreeMap<&'static str, Field>,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let mut facets = BTreeMap::new();
+    let fields = Fields {
+        subject: b.add_text_field("subject", STRING | STORED),
+        entity_type: b.add_text_field("entity_type_raw", STRING),
+        dataset_id: b.add_text_field("dataset_id", STRING | STORED),
+        access: b.add_text_field("access", STRING),
+        title: b.add_text_field("title", TEXT | STORED),
+        tags: b.add_text_field("tags", TEXT | STORED),
+        description: b.add_text_field("description", TEXT | STORED),
+        leaf: b.add_u64_field("leaf", INDEXED | FAST | STORED),
+        slice_min: b.add_f64_field("slice_min", INDEXED | FAST),
+        slice_max: b.add_f64_field("slice_max", INDEXED | FAST),
+        date_from: b.add_u64_field("date_from", INDEXED | FAST),
+        date_to: b.add_u64_field("date_to", INDEXED | FAST),
+        studies: b.add_u64_field("studies", INDEXED | FAST | STORED),
+        series: b.add_u64_field("series", INDEXED | FAST),
+        facets: BTreeMap::new(),
+    };
+    for name in FACETS {
+        facets.insert(*name, b.add_facet_field(name, FacetOptions::default()));
+    }
+    (b.build(), Fields { facets, ..fields })
+}
+
+/// Who is asking, for visibility: restricted and controlled datasets are
+/// only visible with an access grant naming them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Visibility {
+    /// See everything (governance).
+    pub all: bool,
+    /// Datasets the caller holds a live access grant for.
+    pub granted_datasets: Vec<String>,
+}
+
+/// An inclusive range; either end may be open.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Range<T> {
+    /// Lower bound.
+    pub min: Option<T>,
+    /// Upper bound.
+    pub max: Option<T>,
+}
+
+/// Result order.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Best match first.
+    #[default]
+    Relevance,
+    /// Most recently published first.
+    Recency,
+}
+
+/// A search.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// Words (all must match, longer words tolerate typos) and "quoted phrases".
+    pub text: String,
+    /// Facet filters: facet name → accepted values (OR within, AND across).
+    pub filters: BTreeMap<String, Vec<String>>,
+    /// Slice thickness (mm): versions with some series in the range.
+    pub slice_thickness_mm: Range<f64>,
+    /// Study date (YYYYMMDD): versions whose study dates overlap the range.
+    pub study_date: Range<u64>,
+    /// Number of studies.
+    pub studies: Range<u64>,
+    /// Number of series.
+    pub series: Range<u64>,
+    /// Include withdrawn dataset versions (default: no).
+    pub include_withdrawn: bool,
+    /// Order.
+    pub sort: SortOrder,
+    /// Page size (default 20, at most 200).
+    pub limit: usize,
+    /// Cursor from a previous page.
+    pub cursor: Option<String>,
+    /// Who is asking.
+    pub visibility: Visibility,
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Subject (`dataset-version/…` or `model-version/…`).
+    pub subject: String,
+    /// Title.
+    pub title: String,
+    /// Relevance score (0 when sorted by recency).
+    pub score: f32,
+    /// Leaf that published it.
+    pub leaf: u64,
+    /// Highlighted snippet (HTML `<b>` marks) of the description.
+    pub snippet: String,
+    /// Highlighted title.
+    pub title_snippet: String,
+}
+
+/// Facet value counts over the whole filtered result set.
+pub type FacetCounts = BTreeMap<String, Vec<(String, u64)>>;
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResponse {
+    /// Matches in total (all pages).
+    pub total: usize,
+    /// This page.
+    pub hits: Vec<SearchHit>,
+    /// Facet counts.
+    pub facets: FacetCounts,
+    /// Cursor of the next page, if any.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    /// Only documents published before this leaf: new events do not shift pages.
+    before_leaf: u64,
+    offset: usize,
+}
+
+/// The search index.
+pub struct SearchIndex {
+    index: Index,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl SearchIndex {
+    /// Opens or creates the index in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
+        let (schema, fields) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir)?;
+        let index = Index::open_or_create(mmap, schema)?;
+        let writer = index.writer_with_num_threads(1, 64 * 1024 * 1024)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            writer: Mutex::new(writer),
+            reader,
+            fields,
+        })
+    }
+
+    /// Applied-leaf count stored with the last commit (0 for a new index).
+    pub fn indexed_up_to(&self) -> Result<u64, CatalogError> {
+        Ok(self
+            .index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Replaces the documents of `nodes` (with their dataset and site) and
+    /// commits with `applied` as payload.
+    pub fn upsert(
+        &self,
+        docs: Vec<(String, Option<TantivyDocument>)>,
+        applied: u64,
+    ) -> Result<(), CatalogError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| CatalogError::Corrupt("index writer poisoned".into()))?;
+        for (subject, doc) in docs {
+            w.delete_term(Term::from_field_text(self.fields.subject, &subject));
+            if let Some(doc) = doc {
+                w.add_document(doc)?;
+            }
+        }
+        let mut commit = w.prepare_commit()?;
+        commit.set_payload(&applied.to_string());
+        commit.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Deletes every document (before a rebuild).
+    pub fn clear(&self) -> Result<(), CatalogError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| CatalogError::Corrupt("index writer poisoned".into()))?;
+        w.delete_all_documents()?;
+        let mut commit = w.prepare_commit()?;
+        commit.set_payload("0");
+        commit.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Builds the search document of a dataset version or model version.
+    /// `dataset` and `site` are the version's dataset and custodian site.
+    pub fn document(
+        &self,
+        node: &NodeRecord,
+        dataset: Option<&NodeRecord>,
+        site: Option<&NodeRecord>,
+    ) -> Option<TantivyDocument> {
+        let f = &self.fields;
+        let a = &node.attributes;
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let mut d = TantivyDocument::default();
+        d.add_text(f.subject, node.subject());
+        d.add_u64(f.leaf, node.created_leaf);
+        add_facet(&mut d, f, "entity_type", &node.node_type);
+        let status = if node.ended_leaf.is_some() {
+            "withdrawn"
+        } else if !node.affected_by.is_empty() {
+            "affected"
+        } else {
+            "current"
+        };
+        add_facet(&mut d, f, "status", status);
+        match node.node_type.as_str() {
+            "dataset-version" => {
+                let ds = dataset.map(|d| &d.attributes).cloned().unwrap_or_default();
+                let access = s(&ds["accessLevel"])
+                    .trim_start_matches("ACCESS_LEVEL_")
+                    .to_lowercase();
+                let summary = &a["imagingSummary"];
+                let strings = |v: &serde_json::Value| -> Vec<String> {
+                    v.as_array()
+                        .map(|x| x.iter().map(&s).collect())
+                        .unwrap_or_default()
+                };
+                let mut facets: Vec<(&str, String)> = vec![
+                    ("access_level", access.clone()),
+                    ("licence", s(&ds["licence"])),
+                ];
+                if let Some(site) = site {
+                    facets.push(("site", site.label.clone()));
+                }
+                facets.extend(
+                    strings(&summary["modalities"])
+                        .into_iter()
+                        .map(|m| ("modality", m)),
+                );
+                facets.extend(
+                    strings(&summary["bodyPartsExamined"])
+                        .into_iter()
+                        .map(|m| ("body_part", m)),
+                );
+                if let Some(ms) = summary["manufacturers"].as_array() {
+                    facets.extend(ms.iter().map(|m| ("manufacturer", s(&m["manufacturer"]))));
+                }
+                if let Some(codes) = summary["deidentificationMethods"].as_array() {
+                    facets.extend(
+                        codes
+                            .iter()
+                            .map(|c| ("deidentification", s(&c["codeMeaning"]))),
+                    );
+                }
+                let from = s(&summary["studyDateFrom"]);
+                let to = s(&summary["studyDateTo"]);
+                if let (Ok(y0), Ok(y1)) = (
+                    from.get(..4).unwrap_or("").parse::<u32>(),
+                    to.get(..4).unwrap_or("").parse::<u32>(),
+                ) {
+                    for y in y0..=y1.min(y0 + 50) {
+                        facets.push(("year", y.to_string()));
+                    }
+                }
+                for (name, value) in &facets {
+                    add_facet(&mut d, f, name, value);
+                }
+                d.add_text(f.entity_type, "dataset-version");
+                d.add_text(f.access, &access);
+                d.add_text(f.dataset_id, s(&a["datasetId"]));
+                d.add_text(f.title, &node.label);
+                for t in strings(&ds["tags"]) {
+                    d.add_text(f.tags, t);
+                }
+                d.add_text(
+                    f.description,
+                    format!("{} {}", s(&ds["description"]), s(&a["releaseNotes"])),
+                );
+                if let Some(v) = summary["sliceThicknessMinMm"].as_f64() {
+                    d.add_f64(f.slice_min, v);
+                }
+                if let Some(v) = summary["sliceThicknessMaxMm"].as_f64() {
+                    d.add_f64(f.slice_max, v);
+                }
+                if let Ok(v) = from.parse() {
+                    d.add_u64(f.date_from, v);
+                }
+                if let Ok(v) = to.parse() {
+                    d.add_u64(f.date_to, v);
+                }
+                let num = |v: &serde_json::Value| {
+                    v.as_str()
+                        .and_then(|x| x.parse().ok())
+                        .or(v.as_u64())
+                        .unwrap_or(0)
+                };
+                d.add_u64(f.studies, num(&summary["numberOfStudies"]));
+                d.add_u64(f.series, num(&summary["numberOfSeries"]));
+            }
+            "model-version" => {
+                d.add_text(f.entity_type, "model-version");
+                // Model metadata is open to every role.
+                d.add_text(f.access, "open");
+                add_facet(&mut d, f, "access_level", "open");
+                d.add_text(f.title, &node.label);
+                let card = &a["modelCard"];
+                d.add_text(
+                    f.description,
+                    format!(
+                        "{} {} {} {}",
+                        s(&card["intendedUse"]),
+                        s(&card["limitations"]),
+                        s(&card["outOfScopeUse"]),
+                        s(&card["regulatoryClass"])
+                    ),
+                );
+            }
+            _ => return None,
+        }
+        Some(d)
+    }
+
+    /// Runs a search.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse, CatalogError> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let limit = if req.limit == 0 {
+            20
+        } else {
+            req.limit.min(200)
+        };
+        let cursor: Cursor = match &req.cursor {
+            Some(c) => B64
+                .decode(c)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    CatalogError::BadRequest("cursor is not one this catalogue issued".into())
+                })?,
+            None => Cursor {
+                before_leaf: u64::MAX,
+                offset: 0,
+            },
+        };
+
+        let mut must: Vec<Box<dyn Query>> = Vec::new();
+        let text = self.text_query(&req.text)?;
+        let has_text = text.is_some();
+        must.push(text.unwrap_or_else(|| Box::new(AllQuery)));
+        // Visibility first: nothing below can count what the caller may not see.
+        if !req.visibility.all {
+            let mut visible: Vec<(Occur, Box<dyn Query>)> =
+                vec![(Occur::Should, term_query(f.access, "open"))];
+            for ds in &req.visibility.granted_datasets {
+                visible.push((Occur::Should, term_query(f.dataset_id, ds)));
+            }
+            must.push(Box::new(BooleanQuery::new(visible)));
+        }
+        for (name, values) in &req.filters {
+            let field = *f.facets.get(name.as_str()).ok_or_else(|| {
+                CatalogError::BadRequest(format!("unknown facet {name:?}; facets are {FACETS:?}"))
+            })?;
+            let any: Vec<(Occur, Box<dyn Query>)> = values
+                .iter()
+                .map(|v| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_facet(field, &Facet::from_path([v.as_str()])),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Should, q)
+                })
+                .collect();
+            if !any.is_empty() {
+                must.push(Box::new(BooleanQuery::new(any)));
+            }
+        }
+        if !req.include_withdrawn {
+            must.push(Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                (
+                    Occur::MustNot,
+                    Box::new(TermQuery::new(
+                        Term::from_facet(f.facets["status"], &Facet::from_path(["withdrawn"])),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+            ])));
+        }
+        // Overlap of [slice_min, slice_max] with the requested range.
+        if let Some(max) = req.slice_thickness_mm.max {
+            must.push(range_f64(f.slice_min, None, Some(max)));
+        }
+        if let Some(min) = req.slice_thickness_mm.min {
+            must.push(range_f64(f.slice_max, Some(min), None));
+        }
+        if let Some(max) = req.study_date.max {
+            must.push(range_u64(f.date_from, None, Some(max)));
+        }
+        if let Some(min) = req.study_date.min {
+            must.push(range_u64(f.date_to, Some(min), None));
+        }
+        if req.studies != Range::default() {
+            must.push(range_u64(f.studies, req.studies.min, req.studies.max));
+        }
+        if req.series != Range::default() {
+            must.push(range_u64(f.series, req.series.min, req.series.max));
+        }
+        if cursor.before_leaf != u64::MAX {
+            must.push(range_u64(
+                f.leaf,
+                None,
+                Some(cursor.before_leaf.saturating_sub(1)),
+            ));
+        }
+        let query: Box<dyn Query> = Box::new(BooleanQuery::new(
+            must.into_iter().map(|q| (Occur::Must, q)).collect(),
+        ));
+
+        let mut multi = MultiCollector::new();
+        let count = multi.add_collector(Count);
+        let facet_handles: Vec<_> = FACETS
+            .iter()
+            .map(|name| {
+                let mut c = FacetCollector::for_field(*name);
+                c.add_facet("/");
+                (*name, multi.add_collector(c))
+            })
+            .collect();
+        let top = TopDocs::with_limit(limit + 1).and_offset(cursor.offset);
+        let (hits, total, facets): (Vec<(f32, DocAddress)>, usize, FacetCounts) = match req.sort {
+            SortOrder::Relevance => {
+                // Ties are broken by recency, so the order never depends on how
+                // the index happens to be split into segments.
+                let h = multi.add_collector(top.tweak_score(|segment: &tantivy::SegmentReader| {
+                    let leaf = segment.fast_fields().u64("leaf").ok();
+                    move |doc: tantivy::DocId, score: tantivy::Score| {
+                        (score, leaf.as_ref().and_then(|c| c.first(doc)).unwrap_or(0))
+                    }
+                }));
+                let mut fruits = searcher.search(&*query, &multi)?;
+                let hits = h
+                    .extract(&mut fruits)
+                    .into_iter()
+                    .map(|((score, _), a)| (score, a))
+                    .collect();
+                let total = count.extract(&mut fruits);
+                let facets = extract_facets(facet_handles, &mut fruits);
+                (hits, total, facets)
+            }
+            SortOrder::Recency => {
+                let h = multi.add_collector(top.order_by_fast_field::<u64>("leaf", Order::Desc));
+                let mut fruits = searcher.search(&*query, &multi)?;
+                let hits = h
+                    .extract(&mut fruits)
+                    .into_iter()
+                    .map(|(_, a)| (0.0f32, a))
+                    .collect();
+                let total = count.extract(&mut fruits);
+                let facets = extract_facets(facet_handles, &mut fruits);
+                (hits, total, facets)
+            }
+        };
+
+        let snippets = if has_text {
+            let mut d = SnippetGenerator::create(&searcher, &*query, f.description)?;
+            d.set_max_num_chars(200);
+            let t = SnippetGenerator::create(&searcher, &*query, f.title)?;
+            Some((d, t))
+        } else {
+            None
+        };
+        let more = hits.len() > limit;
+        let mut out = Vec::new();
+        let mut max_leaf = 0;
+        for (score, addr) in hits.into_iter().take(limit) {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let text = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let leaf = doc
+                .get_first(f.leaf)
+                .and_then(|v| v.as_u64())
+                .unwrap_or_default();
+            max_leaf = max_leaf.max(leaf);
+            let (snippet, title_snippet) = match &snippets {
+                Some((d, t)) => (
+                    d.snippet_from_doc(&doc).to_html(),
+                    t.snippet_from_doc(&doc).to_html(),
+                ),
+                None => (String::new(), String::new()),
+            };
+            out.push(SearchHit {
+                subject: text(f.subject),
+                title: text(f.title),
+                score,
+                leaf,
+                snippet,
+                title_snippet,
+            });
+        }
+        let next_cursor = more.then(|| {
+            let before = if cursor.before_leaf == u64::MAX {
+                // Pin the first page's view: later pages ignore newer documents.
+                searcher_max_leaf(&searcher).unwrap_or(max_leaf) + 1
+            } else {
+                cursor.before_leaf
+            };
+            let c = Cursor {
+                before_leaf: before,
+                offset: cursor.offset + limit,
+            };
+            B64.encode(serde_json::to_vec(&c).unwrap_or_default())
+        });
+        Ok(SearchResponse {
+            total,
+            hits: out,
+            facets,
+            next_cursor,
+        })
+    }
+
+    /// Parses the user's text into a query: every word must match (title,
+    /// tags or description, boosted in that order; words of five letters or
+    /// more also match with one typo, nine or more with two), and every
+    /// "quoted phrase" must match as a phrase.
+    fn text_query(&self, text: &str) -> Result<Option<Box<dyn Query>>, CatalogError> {
+        let f = &self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (i, part) in text.split('"').enumerate() {
+            let words = tokens(part);
+            if words.is_empty() {
+                continue;
+            }
+            if i % 2 == 1 && words.len() > 1 {
+                let phrase: Vec<(Occur, Box<dyn Query>)> = [f.title, f.tags, f.description]
+                    .iter()
+                    .map(|field| {
+                        let terms = words
+                            .iter()
+                            .map(|w| Term::from_field_text(*field, w))
+                            .collect();
+                        (
+                            Occur::Should,
+                            Box::new(PhraseQuery::new(terms)) as Box<dyn Query>,
+                        )
+                    })
+                    .collect();
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(phrase))));
+                continue;
+            }
+            for w in words {
+                let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for (field, boost) in [(f.title, 3.0f32), (f.tags, 2.0), (f.description, 1.0)] {
+                    let term = Term::from_field_text(field, &w);
+                    any.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(term_query_t(term.clone()), boost)),
+                    ));
+                    let distance = match w.chars().count() {
+                        0..=4 => 0,
+                        5..=8 => 1,
+                        _ => 2,
+                    };
+                    if distance > 0 {
+                        // A typo match counts for less than the exact word.
+                        any.push((
+                            Occur::Should,
+                            Box::new(BoostQuery::new(
+                                Box::new(FuzzyTermQuery::new(term, distance, true)),
+                                boost * 0.5,
+                            )),
+                        ));
+                    }
+                }
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+            }
+        }
+        Ok((!clauses.is_empty()).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>))
+    }
+}
+
+fn add_facet(d: &mut TantivyDocument, f: &Fields, name: &str, value: &str) {
+    if let (false, Some(field)) = (value.is_empty(), f.facets.get(name)) {
+        d.add_facet(*field, Facet::from_path([value]));
+    }
+}
+
+/// Lower-cased alphanumeric words, as tantivy's default tokenizer makes them.
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn term_query(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
+fn term_query_t(term: Term) -> Box<dyn Query> {
+    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+}
+
+fn bound<T>(v: Option<T>, make: impl Fn(T) -> Term) -> Bound<Term> {
+    match v {
+        Some(v) => Bound::Included(make(v)),
+        None => Bound::Unbounded,
+    }
+}
+
+fn range_u64(field: Field, min: Option<u64>, max: Option<u64>) -> Box<dyn Query> {
+    Box::new(RangeQuery::new(
+        bound(min, |v| Term::from_field_u64(field, v)),
+        bound(max, |v| Term::from_field_u64(field, v)),
+    ))
+}
+
+fn range_f64(field: Field, min: Option<f64>, max: Option<f64>) -> Box<dyn Query> {
+    Box::new(RangeQuery::new(
+        bound(min, |v| Term::from_field_f64(field, v)),
+        bound(max, |v| Term::from_field_f64(field, v)),
+    ))
+}
+
+fn extract_facets(
+    handles: Vec<(
+        &'static str,
+        tantivy::collector::FruitHandle<tantivy::collector::FacetCounts>,
+    )>,
+    fruits: &mut tantivy::collector::MultiFruit,
+) -> FacetCounts {
+    let mut out = FacetCounts::new();
+    for (name, h) in handles {
+        let counts = h.extract(fruits);
+        let mut values: Vec<(String, u64)> = counts
+            .get("/")
+            .map(|(facet, n)| {
+                (
+                    facet
+                        .to_path()
+                        .last()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    n,
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.insert(name.to_string(), values);
+    }
+    out
+}
+
+fn searcher_max_leaf(searcher: &tantivy::Searcher) -> Option<u64> {
+    let top = TopDocs::with_limit(1).order_by_fast_field::<u64>("leaf", Order::Desc);
+    searcher
+        .search(&AllQuery, &top)
+        .ok()?
+        .first()
+        .map(|(l, _)| *l)
+}

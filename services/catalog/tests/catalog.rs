@@ -1,0 +1,952 @@
+//! The catalogue over a real ledger, sled database and tantivy index:
+//! lineage on a hand-built graph with known answers, withdrawal propagation,
+//! as-of answers, search relevance and facets, visibility, pagination,
+//! rebuild equivalence and a restart in the middle of projection.
+
+use std::collections::BTreeSet;
+
+use clew_catalog::{Catalog, Direction, Range, Relation, SearchRequest, SortOrder, Visibility};
+use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
+use clew_events::{sample, seal, ProducerKey};
+use clew_ledger::{BatchReceipt, Ledger, LedgerOptions, Submission};
+use prost::Message;
+
+struct World {
+    dir: tempfile::TempDir,
+    ledger: Ledger,
+    admin: ProducerKey,
+    ingest: ProducerKey,
+    offset: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ProducerKey::generate("test.clew.example/ledger")
+            .unwrap()
+            .to_signer_text();
+        let admin = ProducerKey::generate("admin").unwrap();
+        let ledger = Ledger::create(
+            &dir.path().join("ledger"),
+            &key,
+            &admin,
+            "admin",
+            LedgerOptions::default(),
+        )
+        .unwrap();
+        let ingest = ProducerKey::generate("ingest").unwrap();
+        let mut w = World {
+            dir,
+            ledger,
+            admin,
+            ingest,
+            offset: 0,
+        };
+        let reg = sample::principal("ingest", &w.ingest, &[Role::Ingest]);
+        w.admin_submit(vec![reg]);
+        w
+    }
+
+    fn submit_as(&mut self, key: &ProducerKey, actor: &str, bodies: Vec<Body>) -> BatchReceipt {
+        let subs = bodies
+            .into_iter()
+            .map(|b| {
+                self.offset += 1;
+                Submission {
+                    offset: self.offset,
+                    bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                }
+            })
+            .collect();
+        self.ledger.sequence("test", subs).unwrap()
+    }
+
+    fn admin_submit(&mut self, bodies: Vec<Body>) -> BatchReceipt {
+        let admin = self.admin.clone();
+        let r = self.submit_as(&admin, "admin", bodies);
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        r
+    }
+
+    fn submit(&mut self, bodies: Vec<Body>) -> BatchReceipt {
+        let ingest = self.ingest.clone();
+        let r = self.submit_as(&ingest, "ingest", bodies);
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        r
+    }
+
+    fn catalog(&self, name: &str) -> Catalog {
+        let c = Catalog::open(&self.dir.path().join(name)).unwrap();
+        c.catch_up(&self.ledger, &|_, _| {}).unwrap();
+        c
+    }
+}
+
+fn site(id: &str, name: &str) -> Body {
+    Body::SiteRegistered(proto::SiteRegistered {
+        site_id: id.into(),
+        name: name.into(),
+        kind: proto::SiteKind::HospitalTrust as i32,
+        organisation_code: String::new(),
+        country: "GB".into(),
+        region: String::new(),
+    })
+}
+
+fn dataset(
+    id: &str,
+    site: &str,
+    title: &str,
+    description: &str,
+    access: proto::AccessLevel,
+    tags: &[&str],
+) -> Body {
+    Body::DatasetRegistered(proto::DatasetRegistered {
+        dataset_id: id.into(),
+        title: title.into(),
+        description: description.into(),
+        custodian_site_id: site.into(),
+        access_level: access as i32,
+        licence: "CC-BY-4.0".into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn version(
+    ds: &str,
+    v: &str,
+    derived: &[&str],
+    modality: &str,
+    maker: &str,
+    slice: (f64, f64),
+    dates: (&str, &str),
+    studies: u64,
+) -> Body {
+    Body::DatasetVersionPublished(proto::DatasetVersionPublished {
+        dataset_id: ds.into(),
+        version: v.into(),
+        manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+        imaging_summary: Some(proto::ImagingSummary {
+            modalities: vec![modality.into()],
+            body_parts_examined: vec!["CHEST".into()],
+            manufacturers: vec![proto::ManufacturerModel {
+                manufacturer: maker.into(),
+                manufacturer_model_name: "X".into(),
+            }],
+            number_of_studies: studies,
+            number_of_series: studies * 2,
+            number_of_instances: studies * 100,
+            study_date_from: dates.0.into(),
+            study_date_to: dates.1.into(),
+            slice_thickness_min_mm: Some(slice.0),
+            slice_thickness_max_mm: Some(slice.1),
+            deidentification_methods: vec![proto::CodedConcept {
+                code_value: "113106".into(),
+                coding_scheme_designator: "DCM".into(),
+                code_meaning: "Retain Longitudinal Temporal Information Full Dates Option".into(),
+            }],
+            patient_identity_removed: true,
+            number_of_patients: studies,
+        }),
+        was_derived_from: derived.iter().map(|d| d.to_string()).collect(),
+        release_notes: String::new(),
+    })
+}
+
+/// The hand-built graph: two sites, a raw and a de-identified version, a
+/// diamond (A@3 and A@4 both from A@2, both used by run-1), a model, a
+/// validation and two deployments.
+fn lineage_world() -> World {
+    let mut w = World::new();
+    w.admin_submit(vec![
+        site("site-a", "Royal Brompton"),
+        site("site-b", "Leeds Teaching Hospitals"),
+    ]);
+    w.submit(vec![
+        dataset(
+            "ds-a",
+            "site-a",
+            "Chest CT cohort",
+            "CT",
+            proto::AccessLevel::Open,
+            &["ct"],
+        ),
+        dataset(
+            "ds-b",
+            "site-b",
+            "Chest X-ray cohort",
+            "DX",
+            proto::AccessLevel::Open,
+            &["dx"],
+        ),
+        version(
+            "ds-a",
+            "1",
+            &[],
+            "CT",
+            "SIEMENS",
+            (1.0, 1.0),
+            ("20200101", "20201231"),
+            10,
+        ),
+        version(
+            "ds-b",
+            "1",
+            &[],
+            "DX",
+            "GE",
+            (0.0, 0.0),
+            ("20200101", "20201231"),
+            10,
+        ),
+    ]);
+    w.submit(vec![version(
+        "ds-a",
+        "2",
+        &["ds-a@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20200101", "20201231"),
+        10,
+    )]);
+    w.submit(vec![
+        sample::transform("tf-deid", vec!["ds-a@1".into()], vec!["ds-a@2".into()]),
+        version(
+            "ds-a",
+            "3",
+            &["ds-a@2"],
+            "CT",
+            "SIEMENS",
+            (1.0, 1.0),
+            ("20200101", "20201231"),
+            5,
+        ),
+        version(
+            "ds-a",
+            "4",
+            &["ds-a@2"],
+            "CT",
+            "SIEMENS",
+            (1.0, 1.0),
+            ("20200101", "20201231"),
+            5,
+        ),
+        sample::training_run("run-1", "mv-1", "ds-a@3", "ds-a@4", "ds-b@1"),
+        sample::model_version("mv-1", "run-1"),
+        sample::validation("val-1", "mv-1", "ds-b@1", "site-b", true),
+        sample::deployment(
+            "dep-1",
+            "mv-1",
+            "site-b",
+            proto::DeploymentStatus::Live,
+            vec!["val-1".into()],
+        ),
+        sample::deployment(
+            "dep-2",
+            "mv-1",
+            "site-a",
+            proto::DeploymentStatus::Shadow,
+            vec![],
+        ),
+    ]);
+    w
+}
+
+fn subjects(answer: &clew_catalog::LineageAnswer) -> BTreeSet<String> {
+    answer.nodes.iter().map(|n| n.subject.clone()).collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn lineage_up_and_down_a_hand_built_graph_with_a_diamond() {
+    let w = lineage_world();
+    let c = w.catalog("catalog");
+
+    let one_hop = c
+        .lineage("deployment/dep-1", Direction::Upstream, 1, None)
+        .unwrap();
+    assert_eq!(
+        subjects(&one_hop),
+        set(&[
+            "deployment/dep-1",
+            "model-version/mv-1",
+            "site/site-b",
+            "validation/val-1"
+        ])
+    );
+    let relations: BTreeSet<_> = one_hop
+        .edges
+        .iter()
+        .map(|e| (e.to.clone(), e.relation))
+        .collect();
+    assert!(relations.contains(&("validation/val-1".to_string(), Relation::WasInformedBy)));
+    assert!(relations.contains(&("model-version/mv-1".to_string(), Relation::Used)));
+
+    let all = c
+        .lineage("deployment/dep-1", Direction::Upstream, 20, None)
+        .unwrap();
+    assert_eq!(
+        subjects(&all),
+        set(&[
+            "deployment/dep-1",
+            "model-version/mv-1",
+            "site/site-b",
+            "validation/val-1",
+            "training-run/run-1",
+            "dataset-version/ds-a@3",
+            "dataset-version/ds-a@4",
+            "dataset-version/ds-b@1",
+            "dataset-version/ds-a@2",
+            "dataset-version/ds-a@1",
+            "transform/tf-deid",
+            "dataset/ds-a",
+            "dataset/ds-b",
+            "site/site-a",
+            "principal/ingest",
+        ])
+    );
+    assert_eq!(
+        all.nodes.len(),
+        subjects(&all).len(),
+        "the diamond's apex appears once"
+    );
+    let roles: BTreeSet<_> = all
+        .edges
+        .iter()
+        .filter(|e| e.from == "training-run/run-1" && e.relation == Relation::Used)
+        .map(|e| (e.to.clone(), e.role.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("dataset-version/ds-a@3", "train"),
+            ("dataset-version/ds-a@4", "validation"),
+            ("dataset-version/ds-b@1", "test")
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+    );
+    let a2 = all
+        .nodes
+        .iter()
+        .find(|n| n.subject == "dataset-version/ds-a@2")
+        .unwrap();
+    assert_eq!(a2.depth, 4, "dep-1 -> mv-1 -> run-1 -> ds-a@3 -> ds-a@2");
+
+    let down = c
+        .lineage("dataset-version/ds-a@1", Direction::Downstream, 20, None)
+        .unwrap();
+    assert_eq!(
+        subjects(&down),
+        set(&[
+            "dataset-version/ds-a@1",
+            "dataset-version/ds-a@2",
+            "transform/tf-deid",
+            "dataset-version/ds-a@3",
+            "dataset-version/ds-a@4",
+            "training-run/run-1",
+            "model-version/mv-1",
+            "validation/val-1",
+            "deployment/dep-1",
+            "deployment/dep-2",
+        ])
+    );
+
+    // "Did this deployed model ever see data from site A?"
+    let path = c
+        .path("deployment/dep-1", "site/site-a", None)
+        .unwrap()
+        .expect("a path exists");
+    let chain: Vec<_> = path.nodes.iter().map(|n| n.subject.as_str()).collect();
+    assert_eq!(chain.first(), Some(&"deployment/dep-1"));
+    assert_eq!(chain.last(), Some(&"site/site-a"));
+    assert_eq!(chain.len(), path.edges.len() + 1);
+    // dep-1 -> mv-1 -> run-1 -> ds-a@3 (or @4) -> dataset/ds-a -> site/site-a
+    assert_eq!(chain.len(), 6, "{chain:?}");
+    assert_eq!(chain[4], "dataset/ds-a");
+    let reverse = c
+        .path("site/site-a", "deployment/dep-1", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(reverse.nodes.len(), 6);
+    assert!(c
+        .path("dataset-version/ds-b@1", "dataset-version/ds-a@1", None)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn cycles_are_refused_when_they_would_be_written() {
+    let mut w = lineage_world();
+    let ingest = w.ingest.clone();
+    for (used, generated) in [("ds-a@2", "ds-a@1"), ("ds-a@3", "ds-a@3")] {
+        let r = w.submit_as(
+            &ingest,
+            "ingest",
+            vec![sample::transform(
+                "tf-loop",
+                vec![used.into()],
+                vec![generated.into()],
+            )],
+        );
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(r.rejected[0].reason, R::InvalidPayload);
+        assert!(
+            r.rejected[0].detail.contains("cyclic"),
+            "{}",
+            r.rejected[0].detail
+        );
+    }
+    let r = w.submit_as(
+        &ingest,
+        "ingest",
+        vec![version(
+            "ds-a",
+            "9",
+            &["ds-a@9"],
+            "CT",
+            "X",
+            (1.0, 1.0),
+            ("20200101", "20200101"),
+            1,
+        )],
+    );
+    assert_eq!(
+        r.rejected[0].reason,
+        R::DanglingReference,
+        "a version cannot derive from itself"
+    );
+}
+
+#[test]
+fn a_withdrawal_propagates_downstream_and_as_of_answers_see_before_and_after() {
+    let mut w = lineage_world();
+    let before = w.ledger.size();
+    let r = w.submit(vec![Body::DatasetVersionWithdrawn(
+        proto::DatasetVersionWithdrawn {
+            dataset_version_id: "ds-a@2".into(),
+            reason: proto::WithdrawalReason::IdentifiableDataFound as i32,
+            detail: "burned-in names found in 3 series".into(),
+        },
+    )]);
+    let withdrawal_leaf = r.accepted[0].leaf_index;
+    let c = w.catalog("catalog");
+
+    let impact = c.impact("dataset-version/ds-a@2", None).unwrap();
+    assert_eq!(impact.live_deployments, 1);
+    assert_eq!(
+        impact.affected[0].subject, "deployment/dep-1",
+        "live deployments first"
+    );
+    assert_eq!(impact.affected[0].status.as_deref(), Some("LIVE"));
+    assert_eq!(
+        impact
+            .affected
+            .iter()
+            .map(|n| n.subject.clone())
+            .collect::<BTreeSet<_>>(),
+        set(&[
+            "deployment/dep-1",
+            "deployment/dep-2",
+            "model-version/mv-1",
+            "validation/val-1",
+            "training-run/run-1",
+            "dataset-version/ds-a@3",
+            "dataset-version/ds-a@4",
+        ])
+    );
+    assert!(impact
+        .affected
+        .iter()
+        .all(|n| n.affected && n.affected_by[0].leaf == withdrawal_leaf));
+
+    // Every answer reports affected nodes as affected; unrelated ones are not.
+    let up = c
+        .lineage("deployment/dep-1", Direction::Upstream, 20, None)
+        .unwrap();
+    let get = |a: &clew_catalog::LineageAnswer, s: &str| {
+        a.nodes.iter().find(|n| n.subject == s).unwrap().clone()
+    };
+    assert!(get(&up, "deployment/dep-1").affected);
+    assert!(get(&up, "dataset-version/ds-a@2").affected);
+    assert_eq!(
+        get(&up, "dataset-version/ds-a@2").ended_leaf,
+        Some(withdrawal_leaf)
+    );
+    assert!(!get(&up, "dataset-version/ds-b@1").affected);
+    assert!(
+        !get(&up, "dataset-version/ds-a@1").affected,
+        "upstream of the withdrawal is not affected"
+    );
+
+    // As of the tree before the withdrawal, nothing was affected.
+    let then = c
+        .lineage("deployment/dep-1", Direction::Upstream, 20, Some(before))
+        .unwrap();
+    assert!(then.nodes.iter().all(|n| !n.affected), "{:?}", then.nodes);
+    assert_eq!(get(&then, "dataset-version/ds-a@2").ended_leaf, None);
+    // As of before the deployment existed, it is not found.
+    let dep1_leaf = c.node("deployment/dep-1").unwrap().unwrap().created_leaf;
+    assert!(c
+        .lineage("deployment/dep-1", Direction::Upstream, 1, Some(dep1_leaf))
+        .is_err());
+    assert!(c
+        .lineage(
+            "deployment/dep-1",
+            Direction::Upstream,
+            1,
+            Some(dep1_leaf + 1)
+        )
+        .is_ok());
+
+    // A later training run on a version derived from the withdrawn one is born affected.
+    drop(c);
+    w.submit(vec![sample::training_run(
+        "run-2", "mv-2", "ds-a@3", "ds-a@4", "ds-b@1",
+    )]);
+    let c = w.catalog("catalog");
+    assert!(!c
+        .node("training-run/run-2")
+        .unwrap()
+        .unwrap()
+        .affected_by
+        .is_empty());
+
+    let history = c.history("dataset-version/ds-a@2").unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].kind, "EVENT_KIND_DATASET_VERSION_WITHDRAWN");
+    assert_eq!(history[1].leaf, withdrawal_leaf);
+}
+
+/// Four datasets with known content for search.
+fn search_world() -> World {
+    let mut w = World::new();
+    w.admin_submit(vec![
+        site("site-a", "Royal Brompton"),
+        site("site-b", "Leeds Teaching Hospitals"),
+    ]);
+    w.submit(vec![
+        dataset(
+            "ds-1",
+            "site-a",
+            "Chest CT pneumonia cohort",
+            "Thin-slice CT with lung nodules annotated.",
+            proto::AccessLevel::Open,
+            &["covid", "chest"],
+        ),
+        dataset(
+            "ds-2",
+            "site-b",
+            "Chest radiograph tuberculosis screening",
+            "Screening programme radiographs.",
+            proto::AccessLevel::Restricted,
+            &["tb"],
+        ),
+        dataset(
+            "ds-3",
+            "site-a",
+            "Head CT stroke",
+            "Non-contrast CT for haemorrhage detection; includes chest imaging rarely.",
+            proto::AccessLevel::Open,
+            &["stroke"],
+        ),
+        dataset(
+            "ds-4",
+            "site-b",
+            "Screening cohort",
+            "Low-dose CT for lung cancer screening.",
+            proto::AccessLevel::Controlled,
+            &["oncology"],
+        ),
+    ]);
+    w.submit(vec![
+        version(
+            "ds-1",
+            "1",
+            &[],
+            "CT",
+            "SIEMENS",
+            (0.625, 1.25),
+            ("20200301", "20211231"),
+            1200,
+        ),
+        version(
+            "ds-2",
+            "1",
+            &[],
+            "DX",
+            "GE MEDICAL SYSTEMS",
+            (0.0, 0.0),
+            ("20190101", "20191231"),
+            5000,
+        ),
+        version(
+            "ds-3",
+            "1",
+            &[],
+            "CT",
+            "Philips",
+            (5.0, 5.0),
+            ("20180101", "20181231"),
+            300,
+        ),
+        version(
+            "ds-4",
+            "1",
+            &[],
+            "CT",
+            "SIEMENS",
+            (1.0, 1.0),
+            ("20220101", "20221231"),
+            800,
+        ),
+    ]);
+    w
+}
+
+fn everyone() -> Visibility {
+    Visibility {
+        all: true,
+        granted_datasets: vec![],
+    }
+}
+
+fn hits(c: &Catalog, req: SearchRequest) -> Vec<String> {
+    c.search(&req)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| h.subject)
+        .collect()
+}
+
+fn text(t: &str) -> SearchRequest {
+    SearchRequest {
+        text: t.into(),
+        visibility: everyone(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn search_matches_all_terms_phrases_and_typos_with_title_boost() {
+    let w = search_world();
+    let c = w.catalog("catalog");
+    assert_eq!(hits(&c, text("pneumonia")), vec!["dataset-version/ds-1@1"]);
+    assert_eq!(
+        hits(&c, text("pnuemonia")),
+        vec!["dataset-version/ds-1@1"],
+        "one transposition"
+    );
+    assert_eq!(
+        hits(&c, text("tuberculsis")),
+        vec!["dataset-version/ds-2@1"],
+        "one deletion"
+    );
+    assert!(
+        hits(&c, text("ct chst")).is_empty()
+            || !hits(&c, text("chst")).contains(&"dataset-version/ds-1@1".to_string()),
+        "short words need the exact spelling"
+    );
+    assert!(
+        hits(&c, text("stroke pneumonia")).is_empty(),
+        "all terms must match"
+    );
+    assert_eq!(
+        hits(&c, text("\"lung cancer\"")),
+        vec!["dataset-version/ds-4@1"]
+    );
+    assert!(
+        hits(&c, text("\"cancer lung\"")).is_empty(),
+        "a phrase keeps its order"
+    );
+    // "chest" is in ds-1's title and tags, in ds-2's title, and only in ds-3's description.
+    let chest = hits(&c, text("chest"));
+    assert_eq!(chest.len(), 3);
+    assert_eq!(
+        chest.last().unwrap(),
+        "dataset-version/ds-3@1",
+        "description-only match ranks last: {chest:?}"
+    );
+    assert_eq!(
+        chest[0], "dataset-version/ds-1@1",
+        "title and tags outrank title alone: {chest:?}"
+    );
+    let r = c.search(&text("nodules")).unwrap();
+    assert!(
+        r.hits[0].snippet.contains("<b>nodules</b>"),
+        "{}",
+        r.hits[0].snippet
+    );
+}
+
+#[test]
+fn facet_counts_match_the_filtered_result_set() {
+    let w = search_world();
+    let c = w.catalog("catalog");
+    let mut req = SearchRequest {
+        visibility: everyone(),
+        ..Default::default()
+    };
+    req.filters.insert("modality".into(), vec!["CT".into()]);
+    let r = c.search(&req).unwrap();
+    assert_eq!(r.total, 3);
+    assert_eq!(r.facets["modality"], vec![("CT".to_string(), 3)]);
+    assert_eq!(
+        r.facets["manufacturer"],
+        vec![("SIEMENS".to_string(), 2), ("Philips".to_string(), 1)]
+    );
+    assert_eq!(
+        r.facets["site"],
+        vec![
+            ("Royal Brompton".to_string(), 2),
+            ("Leeds Teaching Hospitals".to_string(), 1)
+        ]
+    );
+    let years: Vec<String> = r.facets["year"].iter().map(|(y, _)| y.clone()).collect();
+    assert!(
+        years.contains(&"2021".to_string()) && !years.contains(&"2019".to_string()),
+        "{years:?}"
+    );
+    for (facet, values) in &r.facets {
+        for (value, n) in values {
+            let mut narrowed = req.clone();
+            narrowed.filters.entry(facet.clone()).or_default().clear();
+            narrowed.filters.get_mut(facet).unwrap().push(value.clone());
+            if facet != "modality" {
+                narrowed
+                    .filters
+                    .insert("modality".into(), vec!["CT".into()]);
+            }
+            assert_eq!(
+                c.search(&narrowed).unwrap().total as u64,
+                *n,
+                "{facet}={value}"
+            );
+        }
+    }
+    // Ranges: thin slices (some series <= 2 mm) and study dates overlapping 2020.
+    let mut thin = req.clone();
+    thin.slice_thickness_mm = Range {
+        min: None,
+        max: Some(2.0),
+    };
+    assert_eq!(c.search(&thin).unwrap().total, 2);
+    let mut in_2020 = SearchRequest {
+        visibility: everyone(),
+        ..Default::default()
+    };
+    in_2020.study_date = Range {
+        min: Some(20200101),
+        max: Some(20201231),
+    };
+    assert_eq!(hits(&c, in_2020), vec!["dataset-version/ds-1@1"]);
+    let mut big = SearchRequest {
+        visibility: everyone(),
+        ..Default::default()
+    };
+    big.studies = Range {
+        min: Some(1000),
+        max: None,
+    };
+    assert_eq!(c.search(&big).unwrap().total, 2);
+    let mut bad = req.clone();
+    bad.filters.insert("colour".into(), vec!["red".into()]);
+    assert!(
+        c.search(&bad).is_err(),
+        "unknown facets are refused by name"
+    );
+}
+
+#[test]
+fn restricted_datasets_stay_invisible_even_in_facet_counts_without_a_grant() {
+    let w = search_world();
+    let c = w.catalog("catalog");
+    let researcher = SearchRequest {
+        visibility: Visibility::default(),
+        ..Default::default()
+    };
+    let r = c.search(&researcher).unwrap();
+    assert_eq!(r.total, 2, "only the open ds-1 and ds-3");
+    assert_eq!(r.facets["access_level"], vec![("open".to_string(), 2)]);
+    assert!(!r.facets["manufacturer"]
+        .iter()
+        .any(|(m, _)| m == "GE MEDICAL SYSTEMS"));
+    let mut tb = text("tuberculosis");
+    tb.visibility = Visibility::default();
+    assert_eq!(c.search(&tb).unwrap().total, 0);
+    tb.visibility.granted_datasets = vec!["ds-2".into()];
+    assert_eq!(hits(&c, tb), vec!["dataset-version/ds-2@1"]);
+}
+
+#[test]
+fn recency_sort_and_cursor_pages_stay_stable_while_events_arrive() {
+    let mut w = search_world();
+    let c = w.catalog("catalog");
+    let mut req = SearchRequest {
+        sort: SortOrder::Recency,
+        limit: 1,
+        visibility: everyone(),
+        ..Default::default()
+    };
+    let first = c.search(&req).unwrap();
+    assert_eq!(
+        first.hits[0].subject, "dataset-version/ds-4@1",
+        "newest first"
+    );
+    let mut seen = vec![first.hits[0].subject.clone()];
+    let mut cursor = first.next_cursor.clone();
+    // A new version arrives between pages.
+    drop(c);
+    w.submit(vec![version(
+        "ds-1",
+        "2",
+        &["ds-1@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20220101", "20221231"),
+        10,
+    )]);
+    let c = w.catalog("catalog");
+    while let Some(cur) = cursor {
+        req.cursor = Some(cur);
+        let page = c.search(&req).unwrap();
+        seen.extend(page.hits.iter().map(|h| h.subject.clone()));
+        cursor = page.next_cursor;
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "dataset-version/ds-4@1",
+            "dataset-version/ds-3@1",
+            "dataset-version/ds-2@1",
+            "dataset-version/ds-1@1"
+        ],
+        "the paged view is the one of the first page"
+    );
+    req.cursor = None;
+    assert_eq!(
+        c.search(&req).unwrap().hits[0].subject,
+        "dataset-version/ds-1@2",
+        "a fresh search sees it"
+    );
+    req.cursor = Some("garbage".into());
+    assert!(c.search(&req).is_err());
+}
+
+fn fixed_answers(c: &Catalog) -> String {
+    let mut out = Vec::new();
+    for q in ["chest", "pneumonia", "\"lung cancer\"", "cohort", ""] {
+        let mut r = text(q);
+        r.limit = 50;
+        let resp = c.search(&r).unwrap();
+        out.push(
+            serde_json::to_string(&(
+                resp.total,
+                &resp.facets,
+                resp.hits
+                    .iter()
+                    .map(|h| (&h.subject, h.leaf))
+                    .collect::<Vec<_>>(),
+            ))
+            .unwrap(),
+        );
+    }
+    for s in [
+        "deployment/dep-1",
+        "dataset-version/ds-a@1",
+        "dataset-version/ds-000003@1.0",
+    ] {
+        if c.node(s).unwrap().is_some() {
+            for d in [Direction::Upstream, Direction::Downstream] {
+                out.push(serde_json::to_string(&c.lineage(s, d, 10, None).unwrap()).unwrap());
+            }
+        }
+    }
+    out.push(serde_json::to_string(&c.impact("dataset-version/ds-a@2", None).unwrap()).unwrap());
+    out.push(serde_json::to_string(&c.history("dataset-version/ds-a@2").unwrap()).unwrap());
+    out.join("\n")
+}
+
+/// Lineage world plus a few thousand synthetic events and a withdrawal.
+fn big_world() -> World {
+    let mut w = lineage_world();
+    let admin = w.admin.clone();
+    let total = 3000;
+    let bodies: Vec<Body> = (0..total).map(|i| synthetic_body(i, total)).collect();
+    let (sites, rest): (Vec<_>, Vec<_>) = bodies
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| (*i as u64) < 200);
+    w.submit_as(&admin, "admin", sites.into_iter().map(|(_, b)| b).collect());
+    for chunk in rest.chunks(500) {
+        w.submit(chunk.iter().map(|(_, b)| b.clone()).collect());
+    }
+    w.submit(vec![Body::DatasetVersionWithdrawn(
+        proto::DatasetVersionWithdrawn {
+            dataset_version_id: "ds-a@2".into(),
+            reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
+            detail: String::new(),
+        },
+    )]);
+    w
+}
+
+/// A synthetic national stream: sites, datasets, then versions.
+fn synthetic_body(i: u64, total: u64) -> Body {
+    let datasets = (total / 5).clamp(1, 20_000);
+    if i < 200 {
+        return sample::site(i);
+    }
+    let i = i - 200;
+    if i < datasets {
+        return sample::dataset(i, i % 200);
+    }
+    let k = i - datasets;
+    let d = k % datasets;
+    let v = k / datasets + 1;
+    let derived = if v > 1 {
+        vec![sample::dataset_version_id(d, 1)]
+    } else {
+        vec![]
+    };
+    sample::dataset_version(d, v, derived)
+}
+
+#[test]
+fn a_rebuilt_catalogue_answers_exactly_like_the_live_one() {
+    let w = big_world();
+    let live = w.catalog("live");
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(live.applied().unwrap(), w.ledger.size());
+    assert_eq!(rebuilt.applied().unwrap(), w.ledger.size());
+    assert_eq!(fixed_answers(&live), fixed_answers(&rebuilt));
+}
+
+#[test]
+fn a_restart_in_the_middle_of_projection_ends_in_the_same_state() {
+    let w = big_world();
+    let straight = w.catalog("straight");
+    let dir = w.dir.path().join("interrupted");
+    {
+        let c = Catalog::open(&dir).unwrap();
+        // Apply part of the ledger, then "crash" (drop without finishing).
+        let half = w.ledger.size() / 2;
+        let leaves: Vec<Vec<u8>> = (0..half).map(|i| w.ledger.leaf(i).unwrap()).collect();
+        c.apply(0, &leaves).unwrap();
+        // Re-applying an overlapping range is harmless.
+        c.apply(half - 10, &leaves[(half - 10) as usize..]).unwrap();
+        assert_eq!(c.applied().unwrap(), half);
+    }
+    let resumed = Catalog::open(&dir).unwrap();
+    resumed.catch_up(&w.ledger, &|_, _| {}).unwrap();
+    let (a, b) = (fixed_answers(&straight), fixed_answers(&resumed));
+    assert!(a == b, "answers differ after a restart");
+}
