@@ -1,8 +1,8 @@
 //! The lineage graph's records and their sled keys.
 //!
 //! Nodes are keyed by subject (`dataset-version/ds-1@2.0`). Every edge is
-//! stored twice — under its source (`o`) for upstream walks and under its
-//! target (`i`) for downstream walks — and every node, edge, withdrawal and
+//! stored twice — inside its source node for upstream walks and as a key
+//! under its target (`i`) for downstream walks — and every node, edge, withdrawal and
 //! status change carries the leaf index that made it, so "as of tree size N"
 //! is a filter over the same records.
 
@@ -72,11 +72,42 @@ pub struct Affect {
     pub leaf: u64,
 }
 
-/// A node of the lineage graph (an entity of the catalogue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The event that created or changed an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Leaf index of the event.
+    pub leaf: u64,
+    /// Event id.
+    pub event_id: String,
+    /// `EVENT_KIND_…` name.
+    pub kind: String,
+    /// Principal that caused it.
+    pub actor: String,
+    /// RFC 3339 time the producer gave.
+    pub time: String,
+}
+
+/// An edge from a node to something it depends on, kept inside the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutEdge {
+    /// PROV relation.
+    pub relation: Relation,
+    /// Target subject.
+    pub to: String,
+    /// Training role, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Leaf that created it.
+    pub created_leaf: u64,
+}
+
+/// A node of the lineage graph (an entity of the catalogue). Its outgoing
+/// edges live inside it (they are known when it is created); incoming edges
+/// are separate keys, since popular nodes gather many.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// `site`, `dataset`, `dataset-version`, `transform`, `training-run`,
-    /// `model-version`, `validation`, `deployment`, `principal`.
+    /// `model-version`, `validation`, `deployment`, `principal`, `access-grant`.
     pub node_type: String,
     /// Entity id.
     pub id: String,
@@ -84,20 +115,40 @@ pub struct NodeRecord {
     pub label: String,
     /// Leaf that created it.
     pub created_leaf: u64,
-    /// Leaf that withdrew (dataset version) or retired (deployment) it.
+    /// The creating event.
+    pub created_by: HistoryEntry,
+    /// Leaf that withdrew (dataset version), revoked (grant) or retired (deployment) it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_leaf: Option<u64>,
-    /// Status changes `(leaf, status)`, oldest first (deployments: SHADOW / LIVE / RETIRED).
+    /// Status changes `(leaf, status)`, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<(u64, String)>,
     /// Withdrawals upstream of this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affected_by: Vec<Affect>,
-    /// The entity's attributes: the creating event's body in proto3 JSON.
-    pub attributes: serde_json::Value,
+    /// Edges to what this node depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out: Vec<OutEdge>,
+    /// The withdrawal / revocation event's body (proto3 JSON), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_detail: Option<serde_json::Value>,
+    /// The entity's attributes: the latest defining event's body in proto3
+    /// JSON, kept as text (parsed only when asked for).
+    pub attributes: Box<serde_json::value::RawValue>,
+}
+
+impl PartialEq for NodeRecord {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_string(self).ok() == serde_json::to_string(other).ok()
+    }
 }
 
 impl NodeRecord {
+    /// The attributes as a JSON value.
+    pub fn attributes(&self) -> serde_json::Value {
+        serde_json::from_str(self.attributes.get()).unwrap_or(serde_json::Value::Null)
+    }
+
     /// `<type>/<id>`.
     pub fn subject(&self) -> String {
         format!("{}/{}", self.node_type, self.id)
@@ -176,19 +227,14 @@ pub(crate) mod keys {
         k
     }
 
-    /// Edge under its source: `o` from 0 rel to.
-    pub fn out_edge(from: &str, relation: Relation, to: &str) -> Vec<u8> {
-        edge(b'o', from, relation, to)
-    }
-
     /// Edge under its target: `i` to 0 rel from.
     pub fn in_edge(to: &str, relation: Relation, from: &str) -> Vec<u8> {
         edge(b'i', to, relation, from)
     }
 
-    /// Prefix of all out-edges (`out = true`) or in-edges of a node.
-    pub fn edges_of(subject: &str, out: bool) -> Vec<u8> {
-        let mut k = vec![if out { b'o' } else { b'i' }];
+    /// Prefix of all in-edges of a node.
+    pub fn in_edges_of(subject: &str) -> Vec<u8> {
+        let mut k = vec![b'i'];
         k.extend_from_slice(subject.as_bytes());
         k.push(0);
         k

@@ -37,11 +37,11 @@ mod search;
 use std::path::{Path, PathBuf};
 
 use clew_ledger::Ledger;
+use rayon::prelude::*;
 use thiserror::Error;
 
-pub use graph::{Affect, Edge, NodeRecord, Relation};
+pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
 pub use lineage::{Direction, ImpactAnswer, LineageAnswer, NodeView};
-pub use project::HistoryEntry;
 pub use search::{
     FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,
     Visibility, FACETS,
@@ -51,7 +51,7 @@ use graph::keys;
 use project::Pending;
 
 /// Leaves applied per sled batch and search commit.
-pub const CHUNK: u64 = 4096;
+pub const CHUNK: u64 = 8192;
 
 /// Failures of the catalogue.
 #[derive(Debug, Error)]
@@ -194,12 +194,19 @@ impl Catalog {
             return Ok(());
         }
         let mut pending = Pending::new(&self.tree);
-        for (i, bytes) in leaves.iter().enumerate().skip(skip) {
-            let leaf = first + i as u64;
-            let opened = clew_events::open(bytes).map_err(|e| {
-                CatalogError::Corrupt(format!("ledger leaf {leaf} does not decode: {e}"))
-            })?;
-            project::apply(&mut pending, leaf, &opened)?;
+        // Decoding is independent per leaf: do it on every core.
+        let opened: Vec<_> = leaves[skip..]
+            .par_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let leaf = first + (skip + i) as u64;
+                clew_events::open(bytes).map(|o| (leaf, o)).map_err(|e| {
+                    CatalogError::Corrupt(format!("ledger leaf {leaf} does not decode: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (leaf, o) in &opened {
+            project::apply(&mut pending, *leaf, o)?;
         }
         let new_applied = first + leaves.len() as u64;
         let docs = self.documents(&pending, pending.touched.iter())?;
@@ -224,7 +231,8 @@ impl Catalog {
             let Some(node) = p.node(subject)? else {
                 continue;
             };
-            let dataset = match node.attributes["datasetId"].as_str() {
+            let attributes = node.attributes();
+            let dataset = match attributes["datasetId"].as_str() {
                 Some(d) if node.node_type == "dataset-version" => {
                     p.node(&format!("dataset/{d}"))?
                 }
@@ -232,7 +240,8 @@ impl Catalog {
             };
             let site = match dataset
                 .as_ref()
-                .and_then(|d| d.attributes["custodianSiteId"].as_str())
+                .map(|d| d.attributes())
+                .and_then(|a| a["custodianSiteId"].as_str().map(str::to_string))
             {
                 Some(s) => p.node(&format!("site/{s}"))?,
                 None => None,
@@ -272,16 +281,22 @@ impl Catalog {
         Pending::new(&self.tree).node(subject)
     }
 
-    /// Every event about an entity, in leaf order.
+    /// Every event about an entity, in leaf order: the one that created it,
+    /// then every change (withdrawal, status change, revocation).
     pub fn history(&self, subject: &str) -> Result<Vec<HistoryEntry>, CatalogError> {
-        self.tree
-            .scan_prefix(keys::history_of(subject))
-            .map(|item| {
-                let (_, v) = item?;
+        let mut out: Vec<HistoryEntry> = self
+            .node(subject)?
+            .map(|n| n.created_by)
+            .into_iter()
+            .collect();
+        for item in self.tree.scan_prefix(keys::history_of(subject)) {
+            let (_, v) = item?;
+            out.push(
                 serde_json::from_slice(&v)
-                    .map_err(|e| CatalogError::Corrupt(format!("history: {e}")))
-            })
-            .collect()
+                    .map_err(|e| CatalogError::Corrupt(format!("history: {e}")))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Live access grants of a dataset (grant ids).

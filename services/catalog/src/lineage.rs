@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{keys, Affect, Edge, NodeRecord};
-use crate::project::edge_from;
+use crate::project::{in_edge_from, out_edge};
 use crate::{Catalog, CatalogError};
 
 /// Which way to walk.
@@ -101,13 +101,28 @@ impl Catalog {
         Ok(self.node(subject)?.filter(|n| n.exists_at(as_of)))
     }
 
-    /// Edges of a node that existed in the tree of `as_of` leaves.
-    fn edges_at(&self, subject: &str, out: bool, as_of: u64) -> Result<Vec<Edge>, CatalogError> {
-        let prefix = keys::edges_of(subject, out);
+    /// Edges of a node that existed in the tree of `as_of` leaves: what it
+    /// depends on (`out`, kept in the node) or what depends on it.
+    fn edges_at(
+        &self,
+        node: &NodeRecord,
+        out: bool,
+        as_of: u64,
+    ) -> Result<Vec<Edge>, CatalogError> {
+        if out {
+            return Ok(node
+                .out
+                .iter()
+                .filter(|e| e.created_leaf < as_of)
+                .map(|e| out_edge(node, e))
+                .collect());
+        }
+        let subject = node.subject();
+        let prefix = keys::in_edges_of(&subject);
         let mut edges = Vec::new();
         for item in self.tree().scan_prefix(&prefix) {
             let (k, v) = item?;
-            let e = edge_from(&k, &v, subject, prefix.len(), out)?;
+            let e = in_edge_from(&k, &v, &subject, prefix.len())?;
             if e.created_leaf < as_of {
                 edges.push(e);
             }
@@ -130,21 +145,28 @@ impl Catalog {
         let mut edges = Vec::new();
         let mut parent: HashMap<String, (String, Edge)> = HashMap::new();
         let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
-        let mut queue = VecDeque::from([(start.to_string(), 0u32)]);
-        while let Some((subject, depth)) = queue.pop_front() {
+        // Queue of indexes into `nodes`.
+        let mut queue = VecDeque::from([0usize]);
+        while let Some(at) = queue.pop_front() {
+            let (node, depth) = (&nodes[at].0, nodes[at].1);
             if depth >= max_depth {
                 continue;
             }
-            for e in self.edges_at(&subject, out, as_of)? {
+            let subject = node.subject();
+            let mut found = Vec::new();
+            for e in self.edges_at(node, out, as_of)? {
                 let next = if out { e.to.clone() } else { e.from.clone() };
                 edges.push(e.clone());
                 if seen.insert(next.clone()) {
                     if let Some(n) = self.node_at(&next, as_of)? {
-                        nodes.push((n, depth + 1));
-                        parent.insert(next.clone(), (subject.clone(), e));
-                        queue.push_back((next, depth + 1));
+                        parent.insert(next, (subject.clone(), e));
+                        found.push((n, depth + 1));
                     }
                 }
+            }
+            for f in found {
+                nodes.push(f);
+                queue.push_back(nodes.len() - 1);
             }
         }
         Ok((nodes, edges, parent))

@@ -6,25 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use clew_events::proto::{self, event::Body};
 use clew_events::{subject_of, OpenedEnvelope};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::graph::{keys, Affect, Edge, EdgeRecord, NodeRecord, Relation};
+use crate::graph::{keys, Affect, Edge, EdgeRecord, HistoryEntry, NodeRecord, OutEdge, Relation};
 use crate::CatalogError;
-
-/// One event in an entity's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// Leaf index of the event.
-    pub leaf: u64,
-    /// Event id.
-    pub event_id: String,
-    /// `EVENT_KIND_…` name.
-    pub kind: String,
-    /// Principal that caused it.
-    pub actor: String,
-    /// RFC 3339 time the producer gave.
-    pub time: String,
-}
 
 /// Writes of a chunk of leaves, read through before sled.
 pub(crate) struct Pending<'a> {
@@ -45,16 +31,14 @@ impl<'a> Pending<'a> {
 
     pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
         let key = keys::node(subject);
-        let bytes = match self.writes.get(&key) {
-            Some(v) => Some(v.clone()),
-            None => self.tree.get(&key)?.map(|v| v.to_vec()),
+        let parse = |b: &[u8]| {
+            serde_json::from_slice(b)
+                .map_err(|e| CatalogError::Corrupt(format!("node {subject}: {e}")))
         };
-        bytes
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| CatalogError::Corrupt(format!("node {subject}: {e}")))
-            })
-            .transpose()
+        match self.writes.get(&key) {
+            Some(v) => parse(v).map(Some),
+            None => self.tree.get(&key)?.map(|v| parse(&v)).transpose(),
+        }
     }
 
     fn put_node(&mut self, node: &NodeRecord) {
@@ -69,29 +53,36 @@ impl<'a> Pending<'a> {
         );
     }
 
+    /// Records an edge `from -> to`: inside `from` (which the caller then
+    /// stores) and as an in-edge key under `to`.
     fn add_edge(
         &mut self,
-        from: &str,
+        from: &mut NodeRecord,
         relation: Relation,
         to: &str,
         role: Option<String>,
         leaf: u64,
     ) {
-        let record = serde_json::to_vec(&EdgeRecord {
+        let record = EdgeRecord {
             created_leaf: leaf,
+            role: role.clone(),
+        };
+        self.writes.insert(
+            keys::in_edge(to, relation, &from.subject()),
+            serde_json::to_vec(&record).unwrap_or_default(),
+        );
+        from.out.push(OutEdge {
+            relation,
+            to: to.to_string(),
             role,
-        })
-        .unwrap_or_default();
-        self.writes
-            .insert(keys::out_edge(from, relation, to), record.clone());
-        self.writes
-            .insert(keys::in_edge(to, relation, from), record);
+            created_leaf: leaf,
+        });
     }
 
-    /// Edges of `subject` (out: what it depends on; in: what depends on it),
-    /// merging this chunk's writes with the stored ones.
-    pub fn edges(&self, subject: &str, out: bool) -> Result<Vec<Edge>, CatalogError> {
-        let prefix = keys::edges_of(subject, out);
+    /// Edges into `subject` (what depends on it), merging this chunk's writes
+    /// with the stored ones.
+    pub fn in_edges(&self, subject: &str) -> Result<Vec<Edge>, CatalogError> {
+        let prefix = keys::in_edges_of(subject);
         let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
@@ -105,45 +96,58 @@ impl<'a> Pending<'a> {
         }
         found
             .into_iter()
-            .map(|(k, v)| edge_from(&k, &v, subject, prefix.len(), out))
+            .map(|(k, v)| in_edge_from(&k, &v, subject, prefix.len()))
             .collect()
     }
 }
 
-pub(crate) fn edge_from(
+/// Decodes an in-edge key (`i` to 0 relation from).
+pub(crate) fn in_edge_from(
     key: &[u8],
     value: &[u8],
     subject: &str,
     prefix_len: usize,
-    out: bool,
 ) -> Result<Edge, CatalogError> {
-    let (relation, other) = keys::split_edge(key, prefix_len)
+    let (relation, from) = keys::split_edge(key, prefix_len)
         .ok_or_else(|| CatalogError::Corrupt("edge key".into()))?;
     let record: EdgeRecord =
         serde_json::from_slice(value).map_err(|e| CatalogError::Corrupt(format!("edge: {e}")))?;
-    let (from, to) = if out {
-        (subject.to_string(), other)
-    } else {
-        (other, subject.to_string())
-    };
     Ok(Edge {
         from,
-        to,
+        to: subject.to_string(),
         relation,
         role: record.role,
         created_leaf: record.created_leaf,
     })
 }
 
+/// An out-edge of `node` as an answer edge.
+pub(crate) fn out_edge(node: &NodeRecord, e: &OutEdge) -> Edge {
+    Edge {
+        from: node.subject(),
+        to: e.to.clone(),
+        relation: e.relation,
+        role: e.role.clone(),
+        created_leaf: e.created_leaf,
+    }
+}
+
 /// An edge to create from a new node: relation, target subject, role.
 type Upstream = (Relation, String, Option<String>);
 
-fn attributes<T: Serialize>(body: &T) -> serde_json::Value {
-    serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
+fn attributes<T: Serialize>(body: &T) -> Box<RawValue> {
+    serde_json::to_string(body)
+        .ok()
+        .and_then(|t| RawValue::from_string(t).ok())
+        .unwrap_or_default()
 }
 
 fn dv(id: &str) -> String {
     format!("dataset-version/{id}")
+}
+
+fn status_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_string()
 }
 
 /// Applies one sequenced event at `leaf`.
@@ -169,22 +173,19 @@ pub(crate) fn apply(
         actor: event.actor.clone(),
         time,
     };
-    p.writes.insert(
-        keys::history(&subject_key, leaf),
-        serde_json::to_vec(&entry).unwrap_or_default(),
-    );
-
-    let new_node =
-        |node_type: &str, id: &str, label: String, attrs: serde_json::Value| NodeRecord {
-            node_type: node_type.to_string(),
-            id: id.to_string(),
-            label,
-            created_leaf: leaf,
-            ended_leaf: None,
-            statuses: Vec::new(),
-            affected_by: Vec::new(),
-            attributes: attrs,
-        };
+    let new_node = |node_type: &str, id: &str, label: String, attrs: Box<RawValue>| NodeRecord {
+        node_type: node_type.to_string(),
+        id: id.to_string(),
+        label,
+        created_leaf: leaf,
+        created_by: entry.clone(),
+        ended_leaf: None,
+        statuses: Vec::new(),
+        affected_by: Vec::new(),
+        out: Vec::new(),
+        ended_detail: None,
+        attributes: attrs,
+    };
     let actor = format!("principal/{}", event.actor);
     // (node, its upstream edges) to create.
     let mut created: Option<(NodeRecord, Vec<Upstream>)> = None;
@@ -192,14 +193,18 @@ pub(crate) fn apply(
     match body {
         Body::PrincipalRegistered(b) => {
             if p.node(&subject_key)?.is_none() {
-                let mut attrs = attributes(b);
-                if let Some(o) = attrs.as_object_mut() {
-                    o.remove("verifierKey");
-                }
-                created = Some((
-                    new_node("principal", &b.principal_id, b.display_name.clone(), attrs),
-                    vec![],
-                ));
+                // Keys are the ledger's business; the catalogue keeps the person.
+                let public = proto::PrincipalRegistered {
+                    verifier_key: String::new(),
+                    ..b.clone()
+                };
+                let node = new_node(
+                    "principal",
+                    &b.principal_id,
+                    b.display_name.clone(),
+                    attributes(&public),
+                );
+                created = Some((node, vec![]));
             }
         }
         Body::KeyRevoked(_) => {}
@@ -210,33 +215,27 @@ pub(crate) fn apply(
             ));
         }
         Body::AccessGranted(b) => {
-            let node = new_node(
-                "access-grant",
-                &b.grant_id,
-                format!("access to {}", b.dataset_id),
-                attributes(b),
-            );
             p.writes.insert(
                 grant_key(&b.dataset_id, &b.grant_id),
                 b.grant_id.clone().into_bytes(),
             );
-            p.put_node(&node);
+            let label = format!("access to {}", b.dataset_id);
+            created = Some((
+                new_node("access-grant", &b.grant_id, label, attributes(b)),
+                vec![],
+            ));
         }
-        Body::AccessRevoked(_) => {
+        Body::AccessRevoked(b) => {
             if let Some(mut node) = p.node(&subject_key)? {
                 node.ended_leaf = Some(leaf);
+                node.ended_detail = serde_json::to_value(b).ok();
                 p.put_node(&node);
             }
         }
         Body::DatasetRegistered(b) => {
-            created = Some((
-                new_node("dataset", &b.dataset_id, b.title.clone(), attributes(b)),
-                vec![(
-                    Relation::WasAttributedTo,
-                    format!("site/{}", b.custodian_site_id),
-                    None,
-                )],
-            ));
+            let site = format!("site/{}", b.custodian_site_id);
+            let node = new_node("dataset", &b.dataset_id, b.title.clone(), attributes(b));
+            created = Some((node, vec![(Relation::WasAttributedTo, site, None)]));
         }
         Body::DatasetVersionPublished(b) => {
             let title = p
@@ -253,13 +252,9 @@ pub(crate) fn apply(
                     .iter()
                     .map(|d| (Relation::WasDerivedFrom, dv(d), None)),
             );
+            let label = format!("{title} v{}", b.version);
             created = Some((
-                new_node(
-                    "dataset-version",
-                    &subject.id,
-                    format!("{title} v{}", b.version),
-                    attributes(b),
-                ),
+                new_node("dataset-version", &subject.id, label, attributes(b)),
                 up,
             ));
         }
@@ -267,57 +262,52 @@ pub(crate) fn apply(
             if let Some(mut node) = p.node(&subject_key)? {
                 node.ended_leaf = Some(leaf);
                 node.statuses.push((leaf, "WITHDRAWN".into()));
-                if let Some(o) = node.attributes.as_object_mut() {
-                    o.insert("withdrawal".into(), attributes(b));
-                }
+                node.ended_detail = serde_json::to_value(b).ok();
                 p.put_node(&node);
                 mark_downstream_affected(p, &subject_key, leaf)?;
             }
         }
         Body::TransformRecorded(b) => {
-            let mut up: Vec<_> = b
+            let mut up: Vec<Upstream> = b
                 .used
                 .iter()
                 .map(|d| (Relation::Used, dv(d), None))
                 .collect();
             up.push((Relation::WasAssociatedWith, actor.clone(), None));
+            let label = format!("{} {}", b.tool_name, b.tool_version);
             created = Some((
-                new_node(
-                    "transform",
-                    &b.transform_id,
-                    format!("{} {}", b.tool_name, b.tool_version),
-                    attributes(b),
-                ),
+                new_node("transform", &b.transform_id, label, attributes(b)),
                 up,
             ));
             // Outputs were generated by this transform (edge output -> transform).
             for g in &b.generated {
-                p.add_edge(&dv(g), Relation::WasGeneratedBy, &subject_key, None, leaf);
+                if let Some(mut output) = p.node(&dv(g))? {
+                    p.add_edge(
+                        &mut output,
+                        Relation::WasGeneratedBy,
+                        &subject_key,
+                        None,
+                        leaf,
+                    );
+                    p.put_node(&output);
+                }
             }
         }
         Body::TrainingRunRecorded(b) => {
-            let mut up: Vec<_> = b
+            let mut up: Vec<Upstream> = b
                 .used
                 .iter()
                 .map(|u| {
                     let role = proto::DatasetRole::try_from(u.role)
-                        .map(|r| {
-                            r.as_str_name()
-                                .trim_start_matches("DATASET_ROLE_")
-                                .to_lowercase()
-                        })
+                        .map(|r| status_name(r.as_str_name(), "DATASET_ROLE_").to_lowercase())
                         .ok();
                     (Relation::Used, dv(&u.dataset_version_id), role)
                 })
                 .collect();
             up.push((Relation::WasAssociatedWith, actor.clone(), None));
+            let label = format!("training of {}", b.model_name);
             created = Some((
-                new_node(
-                    "training-run",
-                    &b.training_run_id,
-                    format!("training of {}", b.model_name),
-                    attributes(b),
-                ),
+                new_node("training-run", &b.training_run_id, label, attributes(b)),
                 up,
             ));
         }
@@ -330,13 +320,9 @@ pub(crate) fn apply(
                     None,
                 ));
             }
+            let label = format!("{} {}", b.model_name, b.version);
             created = Some((
-                new_node(
-                    "model-version",
-                    &b.model_version_id,
-                    format!("{} {}", b.model_name, b.version),
-                    attributes(b),
-                ),
+                new_node("model-version", &b.model_version_id, label, attributes(b)),
                 up,
             ));
         }
@@ -355,25 +341,16 @@ pub(crate) fn apply(
                 ),
             ];
             let verdict = proto::Verdict::try_from(b.verdict)
-                .map(|v| v.as_str_name())
-                .unwrap_or("VERDICT_UNSPECIFIED");
-            let mut node = new_node(
-                "validation",
-                &b.validation_id,
-                format!("validation of {}", b.model_version_id),
-                attributes(b),
-            );
-            node.statuses
-                .push((leaf, verdict.trim_start_matches("VERDICT_").to_string()));
+                .map(|v| status_name(v.as_str_name(), "VERDICT_"))
+                .unwrap_or_default();
+            let label = format!("validation of {}", b.model_version_id);
+            let mut node = new_node("validation", &b.validation_id, label, attributes(b));
+            node.statuses.push((leaf, verdict));
             created = Some((node, up));
         }
         Body::DeploymentRecorded(b) => {
             let status = proto::DeploymentStatus::try_from(b.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("DEPLOYMENT_STATUS_")
-                        .to_string()
-                })
+                .map(|s| status_name(s.as_str_name(), "DEPLOYMENT_STATUS_"))
                 .unwrap_or_default();
             match p.node(&subject_key)? {
                 Some(mut node) => {
@@ -383,13 +360,10 @@ pub(crate) fn apply(
                     }
                     node.attributes = attributes(b);
                     for v in &b.validation_ids {
-                        p.add_edge(
-                            &subject_key,
-                            Relation::WasInformedBy,
-                            &format!("validation/{v}"),
-                            None,
-                            leaf,
-                        );
+                        let to = format!("validation/{v}");
+                        if !node.out.iter().any(|e| e.to == to) {
+                            p.add_edge(&mut node, Relation::WasInformedBy, &to, None, leaf);
+                        }
                     }
                     p.put_node(&node);
                 }
@@ -411,12 +385,8 @@ pub(crate) fn apply(
                             .iter()
                             .map(|v| (Relation::WasInformedBy, format!("validation/{v}"), None)),
                     );
-                    let mut node = new_node(
-                        "deployment",
-                        &b.deployment_id,
-                        format!("{} at {}", b.model_version_id, b.site_id),
-                        attributes(b),
-                    );
+                    let label = format!("{} at {}", b.model_version_id, b.site_id);
+                    let mut node = new_node("deployment", &b.deployment_id, label, attributes(b));
                     node.statuses.push((leaf, status));
                     created = Some((node, up));
                 }
@@ -424,25 +394,32 @@ pub(crate) fn apply(
         }
     }
 
-    if let Some((mut node, upstream)) = created {
-        let me = node.subject();
-        let mut affected: BTreeSet<Affect> = BTreeSet::new();
-        for (relation, to, role) in upstream {
-            if let Some(up) = p.node(&to)? {
-                affected.extend(up.affected_by.iter().cloned());
-                if up.node_type == "dataset-version" {
-                    if let Some(at) = up.ended_leaf {
+    match created {
+        Some((mut node, upstream)) => {
+            let mut affected: BTreeSet<Affect> = BTreeSet::new();
+            for (relation, to, role) in upstream {
+                if let Some(up) = p.node(&to)? {
+                    affected.extend(up.affected_by.iter().cloned());
+                    if let (true, Some(at)) = (up.node_type == "dataset-version", up.ended_leaf) {
                         affected.insert(Affect {
                             withdrawn: to.clone(),
                             leaf: at,
                         });
                     }
                 }
+                p.add_edge(&mut node, relation, &to, role, leaf);
             }
-            p.add_edge(&me, relation, &to, role, leaf);
+            node.affected_by = affected.into_iter().collect();
+            p.put_node(&node);
         }
-        node.affected_by = affected.into_iter().collect();
-        p.put_node(&node);
+        // Events that change an existing entity are history keys; the
+        // creating event lives in the node itself.
+        None => {
+            p.writes.insert(
+                keys::history(&subject_key, leaf),
+                serde_json::to_vec(&entry).unwrap_or_default(),
+            );
+        }
     }
     Ok(())
 }
@@ -460,7 +437,7 @@ fn mark_downstream_affected(
     let mut seen: HashSet<String> = HashSet::from([withdrawn.to_string()]);
     let mut queue: VecDeque<String> = VecDeque::from([withdrawn.to_string()]);
     while let Some(subject) = queue.pop_front() {
-        for edge in p.edges(&subject, false)? {
+        for edge in p.in_edges(&subject)? {
             if seen.insert(edge.from.clone()) {
                 if let Some(mut node) = p.node(&edge.from)? {
                     if !node.affected_by.contains(&affect) {

@@ -271,7 +271,7 @@ impl SearchIndex {
         site: Option<&NodeRecord>,
     ) -> Option<TantivyDocument> {
         let f = &self.fields;
-        let a = &node.attributes;
+        let a = &node.attributes();
         let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         let mut d = TantivyDocument::default();
         d.add_text(f.subject, node.subject());
@@ -287,7 +287,7 @@ impl SearchIndex {
         add_facet(&mut d, f, "status", status);
         match node.node_type.as_str() {
             "dataset-version" => {
-                let ds = dataset.map(|d| &d.attributes).cloned().unwrap_or_default();
+                let ds = dataset.map(|d| d.attributes()).unwrap_or_default();
                 let access = s(&ds["accessLevel"])
                     .trim_start_matches("ACCESS_LEVEL_")
                     .to_lowercase();

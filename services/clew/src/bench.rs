@@ -167,3 +167,212 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
         inclusion_proof_p99_us: us(0.99),
     })
 }
+
+/// Figures printed as the last line of `clew bench catalog`.
+#[derive(Debug, Serialize, serde::Deserialize, Default)]
+pub struct CatalogBench {
+    /// Events in the ledger (one per lineage node, plus set-up).
+    pub events: u64,
+    /// Lineage nodes projected.
+    pub nodes: u64,
+    /// Projection throughput from an empty catalogue (= `reindex`).
+    pub projection_events_per_s: f64,
+    /// Seconds to rebuild the catalogue from the ledger (`reindex`).
+    pub reindex_s: f64,
+    /// Search (text + 3 facet filters, facet counts), median ms.
+    pub search_p50_ms: f64,
+    /// Search, 99th percentile ms.
+    pub search_p99_ms: f64,
+    /// 10-hop upstream lineage from a deployment, median ms.
+    pub lineage_10_hop_p50_ms: f64,
+    /// 10-hop upstream lineage, 99th percentile ms.
+    pub lineage_10_hop_p99_ms: f64,
+    /// Withdrawal impact of the hub dataset version, median ms.
+    pub impact_ms: f64,
+    /// Nodes downstream of the hub.
+    pub impact_nodes: u64,
+    /// Peak resident memory of the serving process (catalogue open, queries run), MiB.
+    pub serving_peak_rss_mib: f64,
+}
+
+/// Builds the synthetic national catalogue through the real event path
+/// (signed events, sequenced into a ledger, projected into a catalogue) and
+/// measures it; the queries run in a separate serving process so its peak
+/// memory is the catalogue's alone.
+pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result<CatalogBench> {
+    use crate::synthetic::NationalCatalogue;
+    let scale = NationalCatalogue { datasets };
+    let dir = tempfile::tempdir()?;
+    let ledger_key = ProducerKey::from_seed("bench.clew.example/ledger", [1; 32])?;
+    let admin = ProducerKey::from_seed("bench-admin", [2; 32])?;
+    let p = Producers::new(admin.clone(), "admin", producers);
+    let ledger = Ledger::create(
+        &dir.path().join("ledger"),
+        &ledger_key.to_signer_text(),
+        &admin,
+        "admin",
+        LedgerOptions::default(),
+    )?;
+    let setup: Vec<Submission> = p
+        .registrations()
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| Submission {
+            offset: i as u64,
+            bytes,
+        })
+        .collect();
+    ensure!(
+        ledger.sequence("setup", setup)?.rejected.is_empty(),
+        "set-up refused"
+    );
+
+    let total = scale.events();
+    let pb = crate::progress_bar(total, "sequencing");
+    let mut at = 0;
+    while at < total {
+        let end = (at + 50_000).min(total);
+        let envelopes = scale.envelopes(&p, at..end);
+        let mut offset = at;
+        let mut it = envelopes.into_iter();
+        let batches = std::iter::from_fn(|| {
+            let subs: Vec<Submission> = it
+                .by_ref()
+                .take(2048)
+                .map(|bytes| {
+                    offset += 1;
+                    Submission { offset, bytes }
+                })
+                .collect();
+            (!subs.is_empty()).then_some(subs)
+        });
+        ledger.sequence_pipelined("bench", batches, |r| -> Result<()> {
+            if let Some(first) = r.rejected.first() {
+                anyhow::bail!("benchmark event refused: {first:?}");
+            }
+            pb.inc(r.accepted.len() as u64);
+            Ok(())
+        })?;
+        at = end;
+    }
+    pb.finish_and_clear();
+
+    let catalog_dir = dir.path().join("catalog");
+    let pb = crate::progress_bar(ledger.size(), "projecting");
+    let started = Instant::now();
+    let catalog =
+        clew_catalog::Catalog::rebuild(&catalog_dir, &ledger, &|done, _| pb.set_position(done))?;
+    let reindex_s = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let events = ledger.size();
+    drop(catalog);
+    drop(ledger);
+
+    let out = std::process::Command::new(exe)
+        .args(["bench", "catalog-serve", "--dir"])
+        .arg(&catalog_dir)
+        .args(["--runs", &scale.runs().to_string()])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "serving process failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let mut r: CatalogBench = serde_json::from_str(&last)?;
+    r.events = events;
+    r.nodes = 200 + 50 * datasets;
+    r.reindex_s = reindex_s;
+    r.projection_events_per_s = events as f64 / reindex_s;
+    Ok(r)
+}
+
+/// The serving half of `clew bench catalog`: opens the catalogue and times
+/// queries; reports this process's peak RSS.
+pub fn catalog_serve(dir: &std::path::Path, runs: u64) -> Result<CatalogBench> {
+    use clew_catalog::{Catalog, Direction, SearchRequest};
+    let catalog = Catalog::open(dir)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() as f64 - 1.0) * q).round() as usize]
+    };
+
+    let texts = [
+        "chest imaging",
+        "cohort research",
+        "ct",
+        "covid",
+        "imaging cohort",
+        "curated development",
+        "routinely collected",
+    ];
+    let modalities = ["CT", "DX", "CR", "MR", "PT"];
+    let parts = ["CHEST", "ABDOMEN", "HEAD", "PELVIS", "SPINE"];
+    let mut search = Vec::new();
+    for i in 0..300usize {
+        let mut req = SearchRequest {
+            text: texts[i % texts.len()].into(),
+            limit: 20,
+            ..Default::default()
+        };
+        req.filters
+            .insert("modality".into(), vec![modalities[i % 5].into()]);
+        req.filters
+            .insert("body_part".into(), vec![parts[(i / 5) % 5].into()]);
+        req.filters.insert(
+            "deidentification".into(),
+            vec!["Clean Pixel Data Option".into()],
+        );
+        let t = Instant::now();
+        let r = catalog.search(&req)?;
+        search.push(ms(t.elapsed()));
+        std::hint::black_box(r);
+    }
+
+    let mut lineage = Vec::new();
+    for i in 0..1000u64 {
+        let k = (i * 7_919) % runs;
+        let t = Instant::now();
+        let a = catalog.lineage(
+            &format!("deployment/dep-{k}"),
+            Direction::Upstream,
+            10,
+            None,
+        )?;
+        lineage.push(ms(t.elapsed()));
+        std::hint::black_box(a);
+    }
+
+    let mut impact = Vec::new();
+    let mut impact_nodes = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let a = catalog.impact(crate::synthetic::HUB, None)?;
+        impact.push(ms(t.elapsed()));
+        impact_nodes = a.affected.len() as u64;
+    }
+
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    Ok(CatalogBench {
+        search_p50_ms: pct(&mut search, 0.5),
+        search_p99_ms: pct(&mut search, 0.99),
+        lineage_10_hop_p50_ms: pct(&mut lineage, 0.5),
+        lineage_10_hop_p99_ms: pct(&mut lineage, 0.99),
+        impact_ms: pct(&mut impact, 0.5),
+        impact_nodes,
+        serving_peak_rss_mib: rss_kib / 1024.0,
+        ..Default::default()
+    })
+}

@@ -115,6 +115,68 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Rebuild the catalogue (state, lineage graph, search index) from the ledger alone.
+    Reindex {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Search dataset and model versions (JSON).
+    Search {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Words and "quoted phrases".
+        #[arg(long, default_value = "")]
+        text: String,
+        /// Facet filter `facet=value` (repeatable).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Order by recency instead of relevance.
+        #[arg(long)]
+        recent: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Answer as a researcher would see it: open datasets plus --grant ones.
+        #[arg(long)]
+        researcher: bool,
+        /// Dataset ids the researcher holds grants for.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+    },
+    /// Lineage up (default) or down from an entity (JSON).
+    Lineage {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Subject, e.g. deployment/dep-1.
+        #[arg(long)]
+        subject: String,
+        /// Walk downstream instead of upstream.
+        #[arg(long)]
+        down: bool,
+        #[arg(long, default_value_t = 10)]
+        depth: u32,
+        /// Answer over the first N leaves only.
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Everything downstream of a dataset version, live deployments first (JSON).
+    Impact {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Subject, e.g. dataset-version/ds-1@2.0.
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Every event about an entity, with its leaf index (JSON).
+    History {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        subject: String,
+    },
     /// Benchmarks; each prints its figures and, last, one JSON line.
     Bench {
         #[command(subcommand)]
@@ -159,6 +221,23 @@ enum TilesAction {
 
 #[derive(Debug, Subcommand)]
 enum BenchKind {
+    /// A national-scale catalogue through the real event path: projection,
+    /// search, lineage and impact latency, serving memory.
+    Catalog {
+        /// Number of datasets (each brings 50 lineage nodes; 20,000 make about a million).
+        #[arg(long, default_value_t = 20_000)]
+        datasets: u64,
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+    },
+    /// The serving half of `bench catalog` (run by it in a separate process).
+    #[command(hide = true)]
+    CatalogServe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        runs: u64,
+    },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
         /// Number of events to sequence.
@@ -373,11 +452,141 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
         }
+        Command::Reindex { dir } => {
+            let data = DataDir::new(&dir.data_dir);
+            let ledger = data.open(None, LedgerOptions::default())?;
+            let pb = crate::progress_bar(ledger.size(), "reindexing");
+            let started = std::time::Instant::now();
+            let catalog =
+                clew_catalog::Catalog::rebuild(&data.catalog_dir(), &ledger, &|done, _| {
+                    pb.set_position(done)
+                })?;
+            pb.finish_and_clear();
+            eprintln!(
+                "rebuilt the catalogue from {} leaves in {:.1} s",
+                catalog.applied()?,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Search {
+            dir,
+            text,
+            filters,
+            recent,
+            limit,
+            cursor,
+            researcher,
+            grants,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
+            let mut req = clew_catalog::SearchRequest {
+                text,
+                sort: if recent {
+                    clew_catalog::SortOrder::Recency
+                } else {
+                    clew_catalog::SortOrder::Relevance
+                },
+                limit,
+                cursor,
+                visibility: clew_catalog::Visibility {
+                    all: !researcher,
+                    granted_datasets: grants,
+                },
+                ..Default::default()
+            };
+            for f in filters {
+                let (k, v) = f
+                    .split_once('=')
+                    .with_context(|| format!("filter {f:?} is not facet=value"))?;
+                req.filters
+                    .entry(k.to_string())
+                    .or_default()
+                    .push(v.to_string());
+            }
+            println!("{}", serde_json::to_string_pretty(&catalog.search(&req)?)?);
+        }
+        Command::Lineage {
+            dir,
+            subject,
+            down,
+            depth,
+            as_of,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
+            let direction = if down {
+                clew_catalog::Direction::Downstream
+            } else {
+                clew_catalog::Direction::Upstream
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&catalog.lineage(&subject, direction, depth, as_of)?)?
+            );
+        }
+        Command::Impact {
+            dir,
+            subject,
+            as_of,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&catalog.impact(&subject, as_of)?)?
+            );
+        }
+        Command::History { dir, subject } => {
+            let data = DataDir::new(&dir.data_dir);
+            let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&catalog.history(&subject)?)?
+            );
+        }
         Command::Rejected { dir, from, limit } => {
             let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
             for r in ledger.rejected(from, limit)? {
                 println!("{}", serde_json::to_string(&r)?);
             }
+        }
+        Command::Bench {
+            which:
+                BenchKind::Catalog {
+                    datasets,
+                    producers,
+                },
+        } => {
+            let exe = std::env::current_exe().context("locating the clew binary")?;
+            let r = bench::catalog(datasets.max(10), producers.max(1), &exe)?;
+            println!("lineage nodes / events:  {} / {}", r.nodes, r.events);
+            println!(
+                "projection:              {:.0} events/s (reindex {:.1} s)",
+                r.projection_events_per_s, r.reindex_s
+            );
+            println!(
+                "search + 3 facets:       p50 {:.2} ms, p99 {:.2} ms",
+                r.search_p50_ms, r.search_p99_ms
+            );
+            println!(
+                "10-hop upstream lineage: p50 {:.2} ms, p99 {:.2} ms",
+                r.lineage_10_hop_p50_ms, r.lineage_10_hop_p99_ms
+            );
+            println!(
+                "withdrawal impact:       {:.1} ms over {} downstream nodes",
+                r.impact_ms, r.impact_nodes
+            );
+            println!("serving peak RSS:        {:.0} MiB", r.serving_peak_rss_mib);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Bench {
+            which: BenchKind::CatalogServe { dir, runs },
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string(&bench::catalog_serve(&dir, runs.max(1))?)?
+            );
         }
         Command::Bench {
             which:

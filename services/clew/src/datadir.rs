@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! <data-dir>/ledger.db/        the ledger (sled)
+//! <data-dir>/catalog/          the catalogue: catalog.db/ (sled) and search/ (tantivy);
+//!                              a projection, rebuilt by `clew reindex`
 //! <data-dir>/keys/ledger.key   checkpoint signing key (C2SP signer key, 0600)
 //! <data-dir>/keys/ledger.vkey  what partners verify checkpoints with
 //! <data-dir>/keys/admin.key    genesis administrator's key (move it offline in production)
@@ -53,6 +55,18 @@ impl DataDir {
     /// Genesis admin signer key file.
     pub fn admin_key(&self) -> PathBuf {
         self.keys().join("admin.key")
+    }
+
+    /// The catalogue (projection of the ledger: sled state + search index).
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.root.join("catalog")
+    }
+
+    /// Opens the catalogue and brings it up to date with `ledger`.
+    pub fn catalog(&self, ledger: &Ledger) -> Result<clew_catalog::Catalog> {
+        let catalog = clew_catalog::Catalog::open(&self.catalog_dir())?;
+        catalog.catch_up(ledger, &|_, _| {})?;
+        Ok(catalog)
     }
 
     /// Whether a ledger exists here.
