@@ -1,7 +1,9 @@
 //! Lineage queries: upstream / downstream to a depth, shortest path, and
 //! withdrawal impact — each optionally "as of" a tree size.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -145,28 +147,38 @@ impl Catalog {
         let mut edges = Vec::new();
         let mut parent: HashMap<String, (String, Edge)> = HashMap::new();
         let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
-        // Queue of indexes into `nodes`.
-        let mut queue = VecDeque::from([0usize]);
-        while let Some(at) = queue.pop_front() {
-            let (node, depth) = (&nodes[at].0, nodes[at].1);
-            if depth >= max_depth {
-                continue;
-            }
-            let subject = node.subject();
-            let mut found = Vec::new();
-            for e in self.edges_at(node, out, as_of)? {
-                let next = if out { e.to.clone() } else { e.from.clone() };
-                edges.push(e.clone());
-                if seen.insert(next.clone()) {
-                    if let Some(n) = self.node_at(&next, as_of)? {
-                        parent.insert(next, (subject.clone(), e));
-                        found.push((n, depth + 1));
+        // Level by level; each level's edge scans and node reads run in
+        // parallel (order is kept, so answers are deterministic).
+        let mut frontier: Vec<usize> = vec![0];
+        let mut depth = 0;
+        while !frontier.is_empty() && depth < max_depth {
+            let expanded: Vec<Vec<Edge>> = frontier
+                .par_iter()
+                .map(|&i| self.edges_at(&nodes[i].0, out, as_of))
+                .collect::<Result<_, _>>()?;
+            let mut discovered: Vec<(String, String, Edge)> = Vec::new();
+            for (&i, level_edges) in frontier.iter().zip(expanded) {
+                let from = nodes[i].0.subject();
+                for e in level_edges {
+                    let next = if out { e.to.clone() } else { e.from.clone() };
+                    edges.push(e.clone());
+                    if seen.insert(next.clone()) {
+                        discovered.push((next, from.clone(), e));
                     }
                 }
             }
-            for f in found {
-                nodes.push(f);
-                queue.push_back(nodes.len() - 1);
+            let fetched: Vec<Option<NodeRecord>> = discovered
+                .par_iter()
+                .map(|(next, _, _)| self.node_at(next, as_of))
+                .collect::<Result<_, _>>()?;
+            frontier.clear();
+            depth += 1;
+            for ((next, from, e), node) in discovered.into_iter().zip(fetched) {
+                if let Some(node) = node {
+                    parent.insert(next, (from, e));
+                    nodes.push((node, depth));
+                    frontier.push(nodes.len() - 1);
+                }
             }
         }
         Ok((nodes, edges, parent))
