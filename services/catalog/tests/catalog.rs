@@ -880,7 +880,7 @@ fn big_world() -> World {
     let mut w = lineage_world();
     let admin = w.admin.clone();
     let total = 3000;
-    let bodies: Vec<Body> = (0..total).map(|i| synthetic_body(i, total)).collect();
+    let bodies: Vec<Body> = (0..total).map(|i| sample::stream_body(i, total)).collect();
     let (sites, rest): (Vec<_>, Vec<_>) = bodies
         .into_iter()
         .enumerate()
@@ -897,27 +897,6 @@ fn big_world() -> World {
         },
     )]);
     w
-}
-
-/// A synthetic national stream: sites, datasets, then versions.
-fn synthetic_body(i: u64, total: u64) -> Body {
-    let datasets = (total / 5).clamp(1, 20_000);
-    if i < 200 {
-        return sample::site(i);
-    }
-    let i = i - 200;
-    if i < datasets {
-        return sample::dataset(i, i % 200);
-    }
-    let k = i - datasets;
-    let d = k % datasets;
-    let v = k / datasets + 1;
-    let derived = if v > 1 {
-        vec![sample::dataset_version_id(d, 1)]
-    } else {
-        vec![]
-    };
-    sample::dataset_version(d, v, derived)
 }
 
 #[test]

@@ -109,32 +109,10 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     ensure!(r.rejected.is_empty(), "setup refused: {:?}", r.rejected);
 
     let pb = crate::progress_bar(events, "sequencing");
-    let mut offset = 0u64;
-    let mut rejected = 0usize;
     let started = Instant::now();
-    let mut it = stream.into_iter();
-    let batches = std::iter::from_fn(|| {
-        let subs: Vec<Submission> = it
-            .by_ref()
-            .take(batch)
-            .map(|bytes| {
-                offset += 1;
-                Submission { offset, bytes }
-            })
-            .collect();
-        (!subs.is_empty()).then_some(subs)
-    });
-    ledger.sequence_pipelined("bench", batches, |r| -> Result<()> {
-        rejected += r.rejected.len();
-        if let Some(first) = r.rejected.first() {
-            anyhow::bail!("benchmark event refused: {:?}", first);
-        }
-        pb.inc((r.accepted.len() + r.rejected.len()) as u64);
-        Ok(())
-    })?;
+    sequence_all(&ledger, stream, 0, batch, &pb)?;
     let elapsed = started.elapsed();
     pb.finish_and_clear();
-    ensure!(rejected == 0, "{rejected} benchmark events were refused");
     let events_per_s = events as f64 / elapsed.as_secs_f64();
 
     // 4. Inclusion proofs at the final size.
@@ -232,27 +210,7 @@ pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result
     let mut at = 0;
     while at < total {
         let end = (at + 50_000).min(total);
-        let envelopes = scale.envelopes(&p, at..end);
-        let mut offset = at;
-        let mut it = envelopes.into_iter();
-        let batches = std::iter::from_fn(|| {
-            let subs: Vec<Submission> = it
-                .by_ref()
-                .take(2048)
-                .map(|bytes| {
-                    offset += 1;
-                    Submission { offset, bytes }
-                })
-                .collect();
-            (!subs.is_empty()).then_some(subs)
-        });
-        ledger.sequence_pipelined("bench", batches, |r| -> Result<()> {
-            if let Some(first) = r.rejected.first() {
-                anyhow::bail!("benchmark event refused: {first:?}");
-            }
-            pb.inc(r.accepted.len() as u64);
-            Ok(())
-        })?;
+        sequence_all(&ledger, scale.envelopes(&p, at..end), at, 2048, &pb)?;
         at = end;
     }
     pb.finish_and_clear();
@@ -374,5 +332,37 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64) -> Result<CatalogBench> {
         impact_nodes,
         serving_peak_rss_mib: rss_kib / 1024.0,
         ..Default::default()
+    })
+}
+
+/// Sequences benchmark envelopes (input offsets from `first_offset + 1`) in
+/// pipelined batches; any refusal is an error, since the stream is valid by
+/// construction.
+fn sequence_all(
+    ledger: &Ledger,
+    envelopes: Vec<Vec<u8>>,
+    first_offset: u64,
+    batch: usize,
+    pb: &indicatif::ProgressBar,
+) -> Result<()> {
+    let mut offset = first_offset;
+    let mut it = envelopes.into_iter();
+    let batches = std::iter::from_fn(|| {
+        let subs: Vec<Submission> = it
+            .by_ref()
+            .take(batch)
+            .map(|bytes| {
+                offset += 1;
+                Submission { offset, bytes }
+            })
+            .collect();
+        (!subs.is_empty()).then_some(subs)
+    });
+    ledger.sequence_pipelined("bench", batches, |r| -> Result<()> {
+        if let Some(first) = r.rejected.first() {
+            anyhow::bail!("benchmark event refused: {first:?}");
+        }
+        pb.inc(r.accepted.len() as u64);
+        Ok(())
     })
 }

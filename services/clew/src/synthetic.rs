@@ -7,7 +7,7 @@ use prost::Message;
 use rayon::prelude::*;
 
 /// Number of hospital trusts in the synthetic nation.
-pub const SITES: u64 = 200;
+pub const SITES: u64 = sample::STREAM_SITES;
 
 /// The keys that sign the synthetic stream.
 #[derive(Debug, Clone)]
@@ -58,48 +58,9 @@ fn seal(key: &ProducerKey, actor: &str, body: Body) -> Vec<u8> {
         .encode_to_vec()
 }
 
-/// Body of synthetic event `i` in a stream of `total` (after registrations).
-///
-/// Order: 200 sites, then datasets (a fifth of the stream, at most 20,000),
-/// then dataset versions interleaved with transforms (every 97th) and
-/// training runs (every 499th) that cite earlier versions.
+/// Body of synthetic event `i` in a stream of `total` (see [`sample::stream_body`]).
 pub fn body(i: u64, total: u64) -> Body {
-    let datasets = (total / 5).clamp(1, 20_000);
-    if i < SITES {
-        return sample::site(i);
-    }
-    let i = i - SITES;
-    if i < datasets {
-        return sample::dataset(i, i % SITES);
-    }
-    let k = i - datasets;
-    let d = k % datasets;
-    if k >= datasets && k % 97 == 96 {
-        return sample::transform(
-            &format!("tf-{k}"),
-            vec![
-                sample::dataset_version_id(d, 1),
-                sample::dataset_version_id((d + 1) % datasets, 1),
-            ],
-            vec![],
-        );
-    }
-    if k >= datasets && k % 499 == 498 {
-        return sample::training_run(
-            &format!("run-{k}"),
-            &format!("mv-{k}"),
-            &sample::dataset_version_id(d, 1),
-            &sample::dataset_version_id((d + 1) % datasets, 1),
-            &sample::dataset_version_id((d + 2) % datasets, 1),
-        );
-    }
-    let v = k / datasets + 1;
-    let derived = if v > 1 {
-        vec![sample::dataset_version_id(d, 1)]
-    } else {
-        vec![]
-    };
-    sample::dataset_version(d, v, derived)
+    sample::stream_body(i, total)
 }
 
 /// Signed envelopes for synthetic events `range` of a `total`-event stream,

@@ -337,3 +337,50 @@ pub fn principal(id: &str, key: &crate::ProducerKey, roles: &[proto::Role]) -> B
         organisation: String::new(),
     })
 }
+
+/// Number of hospital trusts in [`stream_body`]'s synthetic nation.
+pub const STREAM_SITES: u64 = 200;
+
+/// Body of event `i` of a synthetic national stream of `total` events.
+///
+/// Order: 200 sites, then datasets (a fifth of the stream, at most 20,000),
+/// then dataset versions interleaved with transforms (every 97th) and
+/// training runs (every 499th) that cite earlier versions.
+pub fn stream_body(i: u64, total: u64) -> Body {
+    let datasets = (total / 5).clamp(1, 20_000);
+    if i < STREAM_SITES {
+        return site(i);
+    }
+    let i = i - STREAM_SITES;
+    if i < datasets {
+        return dataset(i, i % STREAM_SITES);
+    }
+    let k = i - datasets;
+    let d = k % datasets;
+    if k >= datasets && k % 97 == 96 {
+        return transform(
+            &format!("tf-{k}"),
+            vec![
+                dataset_version_id(d, 1),
+                dataset_version_id((d + 1) % datasets, 1),
+            ],
+            vec![],
+        );
+    }
+    if k >= datasets && k % 499 == 498 {
+        return training_run(
+            &format!("run-{k}"),
+            &format!("mv-{k}"),
+            &dataset_version_id(d, 1),
+            &dataset_version_id((d + 1) % datasets, 1),
+            &dataset_version_id((d + 2) % datasets, 1),
+        );
+    }
+    let v = k / datasets + 1;
+    let derived = if v > 1 {
+        vec![dataset_version_id(d, 1)]
+    } else {
+        vec![]
+    };
+    dataset_version(d, v, derived)
+}
