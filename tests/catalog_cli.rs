@@ -1,5 +1,5 @@
 //! The catalogue through the `clew` command line: a ledger built by
-//! `clew sequence`, queried with `clew search` / `lineage` / `impact` /
+//! `clew sample-stream` and `clew sequence`, queried with `clew search` / `lineage` / `impact` /
 //! `history`, and rebuilt with `clew reindex` to identical answers.
 
 mod support;
@@ -13,14 +13,25 @@ fn json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn reindex_rebuilds_a_catalogue_that_answers_like_the_live_one() {
     let f = Fixture::new();
-    let (stream, _) = f.write_stream("events.stream", 2, 1500);
+    let stream = f.path("sample.stream");
+    let stream = stream.to_str().unwrap();
     ok(&[
-        "sequence",
+        "sample-stream",
         "--data-dir",
         f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
+        "--out",
+        stream,
+        "--events",
+        "1500",
+        "--producers",
+        "2",
     ]);
+    let sequenced = ok(&["sequence", "--data-dir", f.data_str(), "--input", stream]);
+    assert_eq!(
+        sequenced.lines().filter(|l| l.starts_with("ack\t")).count(),
+        1502,
+        "every sample event is accepted"
+    );
 
     let queries: Vec<Vec<&str>> = vec![
         vec!["search", "--text", "chest imaging", "--limit", "50"],

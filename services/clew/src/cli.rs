@@ -62,6 +62,21 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         batch_size: usize,
     },
+    /// Write a stream file of realistic signed events (producer registrations
+    /// signed by this ledger's admin key, then sites, datasets, versions,
+    /// transforms and training runs) to try the ledger and catalogue with.
+    SampleStream {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Stream file to write (appended to if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Number of producers (ingest keys) signing the stream.
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+    },
     /// Verify the whole ledger offline: leaves, signatures, hashes, checkpoints.
     Verify {
         #[command(flatten)]
@@ -349,6 +364,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "sequenced {accepted} events, refused {rejected}; tree size {}, cursor {source}={}",
                 ledger.size(),
                 ledger.cursor(&source)?
+            );
+        }
+        Command::SampleStream {
+            dir,
+            out,
+            events,
+            producers,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let admin = keyfiles::read_producer(&data.admin_key())?;
+            let p = crate::synthetic::Producers::new(
+                admin,
+                crate::datadir::ADMIN_PRINCIPAL,
+                producers.max(1),
+            );
+            let mut envelopes = p.registrations();
+            envelopes.extend(crate::synthetic::events(&p, 0..events, events));
+            stream::append(&out, &envelopes)?;
+            eprintln!(
+                "wrote {} signed events to {}",
+                envelopes.len(),
+                out.display()
             );
         }
         Command::Verify { dir, vkey } => {
