@@ -96,17 +96,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
         "admin",
         LedgerOptions::default(),
     )?;
-    let regs = p.registrations();
-    let setup: Vec<Submission> = regs
-        .into_iter()
-        .enumerate()
-        .map(|(i, bytes)| Submission {
-            offset: i as u64,
-            bytes,
-        })
-        .collect();
-    let r = ledger.sequence("setup", setup)?;
-    ensure!(r.rejected.is_empty(), "setup refused: {:?}", r.rejected);
+    register_producers(&ledger, &p)?;
 
     let pb = crate::progress_bar(events, "sequencing");
     let started = Instant::now();
@@ -191,19 +181,7 @@ pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result
         "admin",
         LedgerOptions::default(),
     )?;
-    let setup: Vec<Submission> = p
-        .registrations()
-        .into_iter()
-        .enumerate()
-        .map(|(i, bytes)| Submission {
-            offset: i as u64,
-            bytes,
-        })
-        .collect();
-    ensure!(
-        ledger.sequence("setup", setup)?.rejected.is_empty(),
-        "set-up refused"
-    );
+    register_producers(&ledger, &p)?;
 
     let total = scale.events();
     let pb = crate::progress_bar(total, "sequencing");
@@ -365,4 +343,24 @@ fn sequence_all(
         pb.inc(r.accepted.len() as u64);
         Ok(())
     })
+}
+
+/// Sequences the registrations of the benchmark's producers.
+fn register_producers(ledger: &Ledger, p: &Producers) -> Result<()> {
+    let setup: Vec<Submission> = p
+        .registrations()
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| Submission {
+            offset: i as u64,
+            bytes,
+        })
+        .collect();
+    let r = ledger.sequence("setup", setup)?;
+    ensure!(
+        r.rejected.is_empty(),
+        "producer registration refused: {:?}",
+        r.rejected
+    );
+    Ok(())
 }
