@@ -50,6 +50,9 @@ pub use search::{
 use graph::keys;
 use project::Pending;
 
+/// Default sled page cache of a catalogue.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Leaves applied per sled batch and search commit.
 pub const CHUNK: u64 = 8192;
 
@@ -97,14 +100,21 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Opens (or creates) the catalogue in `dir` (`catalog.db/` and `search/`),
-    /// repairing a search index that is behind the projected state.
+    /// Opens (or creates) the catalogue in `dir` (`catalog.db/` and `search/`)
+    /// with the default page cache, repairing a search index that is behind
+    /// the projected state.
     pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Catalog::open`] with a page cache of `cache_bytes` (projection of a
+    /// large ledger runs faster with a cache the size of the state).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, CatalogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
         let config = sled::Config::new()
             .path(dir.join("catalog.db"))
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             // Flushed explicitly after each chunk, before the search commit, so
             // the index never claims more than the durable state.
             .flush_every_ms(None);
@@ -134,6 +144,16 @@ impl Catalog {
         ledger: &Ledger,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Self, CatalogError> {
+        Self::rebuild_with_cache(dir, ledger, DEFAULT_CACHE_BYTES, progress)
+    }
+
+    /// [`Catalog::rebuild`] with a page cache of `cache_bytes`.
+    pub fn rebuild_with_cache(
+        dir: &Path,
+        ledger: &Ledger,
+        cache_bytes: u64,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Self, CatalogError> {
         for sub in ["catalog.db", "search"] {
             let p = dir.join(sub);
             if p.exists() {
@@ -141,7 +161,7 @@ impl Catalog {
                     .map_err(|e| CatalogError::Setup(format!("{}: {e}", p.display())))?;
             }
         }
-        let catalog = Self::open(dir)?;
+        let catalog = Self::open_with_cache(dir, cache_bytes)?;
         catalog.catch_up(ledger, progress)?;
         Ok(catalog)
     }

@@ -494,10 +494,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ledger = data.open(None, LedgerOptions::default())?;
             let pb = crate::progress_bar(ledger.size(), "reindexing");
             let started = std::time::Instant::now();
-            let catalog =
-                clew_catalog::Catalog::rebuild(&data.catalog_dir(), &ledger, &|done, _| {
-                    pb.set_position(done)
-                })?;
+            let catalog = clew_catalog::Catalog::rebuild_with_cache(
+                &data.catalog_dir(),
+                &ledger,
+                bench::PROJECTION_CACHE_BYTES,
+                &|done, _| pb.set_position(done),
+            )?;
             pb.finish_and_clear();
             eprintln!(
                 "rebuilt the catalogue from {} leaves in {:.1} s",
