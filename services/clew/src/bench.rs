@@ -171,7 +171,12 @@ pub struct CatalogBench {
 /// (signed events, sequenced into a ledger, projected into a catalogue) and
 /// measures it; the queries run in a separate serving process so its peak
 /// memory is the catalogue's alone.
-pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result<CatalogBench> {
+pub fn catalog(
+    datasets: u64,
+    producers: usize,
+    serve_cache_bytes: u64,
+    exe: &std::path::Path,
+) -> Result<CatalogBench> {
     use crate::synthetic::NationalCatalogue;
     let scale = NationalCatalogue { datasets };
     let dir = tempfile::tempdir()?;
@@ -216,6 +221,7 @@ pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result
         .args(["bench", "catalog-serve", "--dir"])
         .arg(&catalog_dir)
         .args(["--runs", &scale.runs().to_string()])
+        .args(["--cache-mib", &(serve_cache_bytes >> 20).to_string()])
         .output()?;
     ensure!(
         out.status.success(),
@@ -237,9 +243,9 @@ pub fn catalog(datasets: u64, producers: usize, exe: &std::path::Path) -> Result
 
 /// The serving half of `clew bench catalog`: opens the catalogue and times
 /// queries; reports this process's peak RSS.
-pub fn catalog_serve(dir: &std::path::Path, runs: u64) -> Result<CatalogBench> {
+pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Result<CatalogBench> {
     use clew_catalog::{Catalog, Direction, SearchRequest};
-    let catalog = Catalog::open(dir)?;
+    let catalog = Catalog::open_with_cache(dir, cache_bytes)?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let pct = |v: &mut Vec<f64>, q: f64| {
         v.sort_by(|a, b| a.total_cmp(b));

@@ -244,6 +244,9 @@ enum BenchKind {
         datasets: u64,
         #[arg(long, default_value_t = 8)]
         producers: usize,
+        /// Page cache of the serving process, MiB.
+        #[arg(long, default_value_t = 256)]
+        serve_cache_mib: u64,
     },
     /// The serving half of `bench catalog` (run by it in a separate process).
     #[command(hide = true)]
@@ -252,6 +255,8 @@ enum BenchKind {
         dir: PathBuf,
         #[arg(long)]
         runs: u64,
+        #[arg(long, default_value_t = 256)]
+        cache_mib: u64,
     },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
@@ -595,10 +600,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 BenchKind::Catalog {
                     datasets,
                     producers,
+                    serve_cache_mib,
                 },
         } => {
             let exe = std::env::current_exe().context("locating the clew binary")?;
-            let r = bench::catalog(datasets.max(10), producers.max(1), &exe)?;
+            let r = bench::catalog(
+                datasets.max(10),
+                producers.max(1),
+                serve_cache_mib << 20,
+                &exe,
+            )?;
             println!("lineage nodes / events:  {} / {}", r.nodes, r.events);
             println!(
                 "projection:              {:.0} events/s (reindex {:.1} s)",
@@ -620,12 +631,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench {
-            which: BenchKind::CatalogServe { dir, runs },
+            which:
+                BenchKind::CatalogServe {
+                    dir,
+                    runs,
+                    cache_mib,
+                },
         } => {
-            println!(
-                "{}",
-                serde_json::to_string(&bench::catalog_serve(&dir, runs.max(1))?)?
-            );
+            let r = bench::catalog_serve(&dir, runs.max(1), cache_mib << 20)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench {
             which:
