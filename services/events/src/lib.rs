@@ -18,7 +18,9 @@
 //! ids, digests, kind/subject consistency, size); checks that need ledger state
 //! (is the key registered, does a cited dataset version exist) belong to the
 //! ledger's sequencer. The generated types carry the canonical proto3 JSON
-//! mapping (serde, via pbjson), which is what the API speaks.
+//! mapping (serde, via pbjson), which is what the API speaks. [`sample`]
+//! makes realistic events (sites, chest imaging datasets, models) for the
+//! benchmarks, tests and demos.
 
 pub mod dsse;
 mod error;
