@@ -13,8 +13,8 @@ fn json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn reindex_rebuilds_a_catalogue_that_answers_like_the_live_one() {
     let f = Fixture::new();
-    let stream = f.path("sample.stream");
-    let stream = stream.to_str().unwrap();
+    let stream_path = f.path("sample.stream");
+    let stream = stream_path.to_str().unwrap();
     ok(&[
         "sample-stream",
         "--data-dir",
@@ -26,7 +26,7 @@ fn reindex_rebuilds_a_catalogue_that_answers_like_the_live_one() {
         "--producers",
         "2",
     ]);
-    let sequenced = ok(&["sequence", "--data-dir", f.data_str(), "--input", stream]);
+    let sequenced = f.sequence(&stream_path, 1024);
     assert_eq!(
         sequenced.lines().filter(|l| l.starts_with("ack\t")).count(),
         1502,

@@ -37,18 +37,10 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
 
     // event id -> leaf, as acknowledged across all runs.
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-    let args = [
-        "sequence",
-        "--data-dir",
-        f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--batch-size",
-        "512",
-    ];
+    let args = f.sequence_args(&stream, 512);
     for round in 0..=KILLS {
         let mut child = clew()
-            .args(args)
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -54,15 +54,7 @@ fn a_sequenced_stream_verifies_and_yields_checkable_receipts() {
     // A garbled record in the middle is refused and the rest still lands.
     clew::stream::append(&stream, &[b"not an envelope".to_vec()]).unwrap();
     clew::stream::append(&stream, &rest).unwrap();
-    let out = ok(&[
-        "sequence",
-        "--data-dir",
-        f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--batch-size",
-        "128",
-    ]);
+    let out = f.sequence(&stream, 128);
     let acks = out.lines().filter(|l| l.starts_with("ack\t")).count();
     let rejects: Vec<&str> = out.lines().filter(|l| l.starts_with("reject\t")).collect();
     assert_eq!(acks, first.len() + rest.len());
@@ -74,13 +66,7 @@ fn a_sequenced_stream_verifies_and_yields_checkable_receipts() {
     );
 
     // Running again consumes nothing twice.
-    let again = ok(&[
-        "sequence",
-        "--data-dir",
-        f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
-    ]);
+    let again = f.sequence(&stream, 1024);
     assert!(!again.contains("ack\t"), "{again}");
 
     let verified = ok(&["verify", "--data-dir", f.data_str(), "--vkey", &f.vkey()]);
@@ -140,15 +126,7 @@ fn flip_stored_byte(f: &Fixture, key: &[u8], at: usize) {
 fn tampered_fixture() -> Fixture {
     let f = Fixture::new();
     let (stream, _) = f.write_stream("events.stream", 2, 400);
-    ok(&[
-        "sequence",
-        "--data-dir",
-        f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--batch-size",
-        "64",
-    ]);
+    f.sequence(&stream, 64);
     ok(&["verify", "--data-dir", f.data_str()]);
     f
 }

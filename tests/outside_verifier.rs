@@ -45,15 +45,7 @@ fn run_go(bin: &Path, vkey: &str, mirror: &Path) -> std::process::Output {
 fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
     let f = Fixture::new();
     let (stream, _) = f.write_stream("events.stream", 3, 600);
-    ok(&[
-        "sequence",
-        "--data-dir",
-        f.data_str(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--batch-size",
-        "100",
-    ]);
+    f.sequence(&stream, 100);
     let size: u64 = ok(&["checkpoint", "--data-dir", f.data_str()])
         .lines()
         .nth(1)

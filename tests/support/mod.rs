@@ -76,6 +76,28 @@ impl Fixture {
             .to_string()
     }
 
+    /// Arguments of `clew sequence` for this ledger and `stream`.
+    pub fn sequence_args(&self, stream: &Path, batch_size: usize) -> Vec<String> {
+        [
+            "sequence",
+            "--data-dir",
+            self.data_str(),
+            "--input",
+            &stream.to_string_lossy(),
+            "--batch-size",
+            &batch_size.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `clew sequence` on `stream` to completion; returns its ack/reject lines.
+    pub fn sequence(&self, stream: &Path, batch_size: usize) -> String {
+        let args = self.sequence_args(stream, batch_size);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// The synthetic producers, with the admin key of this ledger.
     pub fn producers(&self, n: usize) -> Producers {
         let admin = clew::keyfiles::read_producer(&DataDir::new(self.data()).admin_key())

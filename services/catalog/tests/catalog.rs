@@ -154,15 +154,20 @@ fn version(
     })
 }
 
+/// Registers the two hospital trusts every hand-built world uses.
+fn two_sites(w: &mut World) {
+    w.admin_submit(vec![
+        site("site-a", "Royal Brompton"),
+        site("site-b", "Leeds Teaching Hospitals"),
+    ]);
+}
+
 /// The hand-built graph: two sites, a raw and a de-identified version, a
 /// diamond (A@3 and A@4 both from A@2, both used by run-1), a model, a
 /// validation and two deployments.
 fn lineage_world() -> World {
     let mut w = World::new();
-    w.admin_submit(vec![
-        site("site-a", "Royal Brompton"),
-        site("site-b", "Leeds Teaching Hospitals"),
-    ]);
+    two_sites(&mut w);
     w.submit(vec![
         dataset(
             "ds-a",
@@ -527,10 +532,7 @@ fn a_withdrawal_propagates_downstream_and_as_of_answers_see_before_and_after() {
 /// Four datasets with known content for search.
 fn search_world() -> World {
     let mut w = World::new();
-    w.admin_submit(vec![
-        site("site-a", "Royal Brompton"),
-        site("site-b", "Leeds Teaching Hospitals"),
-    ]);
+    two_sites(&mut w);
     w.submit(vec![
         dataset(
             "ds-1",

@@ -40,9 +40,7 @@ pub struct LedgerBench {
 pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench> {
     ensure!(events >= 1000, "use at least 1,000 events");
     let dir = tempfile::tempdir()?;
-    let ledger_key = ProducerKey::from_seed("bench.clew.example/ledger", [1; 32])?;
-    let admin = ProducerKey::from_seed("bench-admin", [2; 32])?;
-    let p = Producers::new(admin.clone(), "admin", producers);
+    let (ledger_key, p) = bench_keys(producers)?;
 
     // 1. Generate the signed stream (not timed).
     let gen = crate::progress_bar(events, "signing");
@@ -68,7 +66,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     let verifiers: std::collections::HashMap<String, clew_events::VerifierKey> = p
         .ingest
         .iter()
-        .chain(std::iter::once(&admin))
+        .chain(std::iter::once(&p.admin))
         .map(|k| (k.key_id().to_string(), k.verifier()))
         .collect();
     let check = |o: &clew_events::OpenedEnvelope| {
@@ -89,14 +87,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     );
 
     // 3. Sequence into a fresh durable ledger (fsync per batch, as in production).
-    let ledger = Ledger::create(
-        dir.path(),
-        &ledger_key.to_signer_text(),
-        &admin,
-        "admin",
-        LedgerOptions::default(),
-    )?;
-    register_producers(&ledger, &p)?;
+    let ledger = bench_ledger(dir.path(), &ledger_key, &p)?;
 
     let pb = crate::progress_bar(events, "sequencing");
     let started = Instant::now();
@@ -180,17 +171,8 @@ pub fn catalog(
     use crate::synthetic::NationalCatalogue;
     let scale = NationalCatalogue { datasets };
     let dir = tempfile::tempdir()?;
-    let ledger_key = ProducerKey::from_seed("bench.clew.example/ledger", [1; 32])?;
-    let admin = ProducerKey::from_seed("bench-admin", [2; 32])?;
-    let p = Producers::new(admin.clone(), "admin", producers);
-    let ledger = Ledger::create(
-        &dir.path().join("ledger"),
-        &ledger_key.to_signer_text(),
-        &admin,
-        "admin",
-        LedgerOptions::default(),
-    )?;
-    register_producers(&ledger, &p)?;
+    let (ledger_key, p) = bench_keys(producers)?;
+    let ledger = bench_ledger(&dir.path().join("ledger"), &ledger_key, &p)?;
 
     let total = scale.events();
     let pb = crate::progress_bar(total, "sequencing");
@@ -359,8 +341,23 @@ fn sequence_all(
     })
 }
 
-/// Sequences the registrations of the benchmark's producers.
-fn register_producers(ledger: &Ledger, p: &Producers) -> Result<()> {
+/// The benchmarks' deterministic keys: the ledger key and `producers`
+/// ingest producers beside an admin.
+fn bench_keys(producers: usize) -> Result<(ProducerKey, Producers)> {
+    let ledger_key = ProducerKey::from_seed("bench.clew.example/ledger", [1; 32])?;
+    let admin = ProducerKey::from_seed("bench-admin", [2; 32])?;
+    Ok((ledger_key, Producers::new(admin, "admin", producers)))
+}
+
+/// A fresh durable ledger in `dir` with the benchmark's producers registered.
+fn bench_ledger(dir: &std::path::Path, ledger_key: &ProducerKey, p: &Producers) -> Result<Ledger> {
+    let ledger = Ledger::create(
+        dir,
+        &ledger_key.to_signer_text(),
+        &p.admin,
+        &p.admin_id,
+        LedgerOptions::default(),
+    )?;
     let setup: Vec<Submission> = p
         .registrations()
         .into_iter()
@@ -376,5 +373,5 @@ fn register_producers(ledger: &Ledger, p: &Producers) -> Result<()> {
         "producer registration refused: {:?}",
         r.rejected
     );
-    Ok(())
+    Ok(ledger)
 }

@@ -236,8 +236,8 @@ mod tests {
         ProducerKey::from_seed("ingest", [9; 32]).unwrap()
     }
 
-    #[test]
-    fn a_sealed_event_opens_and_its_signature_verifies() {
+    /// Dataset version ds-000003@1.0, sealed by [`key`].
+    fn sealed_version() -> (ProducerKey, proto::Envelope) {
         let k = key();
         let env = seal(
             &k,
@@ -247,6 +247,12 @@ mod tests {
             None,
         )
         .unwrap();
+        (k, env)
+    }
+
+    #[test]
+    fn a_sealed_event_opens_and_its_signature_verifies() {
+        let (k, env) = sealed_version();
         let opened = open(&env.encode_to_vec()).unwrap();
         assert_eq!(opened.kind(), proto::EventKind::DatasetVersionPublished);
         assert_eq!(opened.event.subject, "dataset-version/ds-000003@1.0");
@@ -276,15 +282,7 @@ mod tests {
 
     #[test]
     fn events_map_to_canonical_proto3_json_and_back() {
-        let k = key();
-        let env = seal(
-            &k,
-            "ingest",
-            sample::dataset_version(3, 1, vec![]),
-            None,
-            None,
-        )
-        .unwrap();
+        let (_, env) = sealed_version();
         let event = proto::Event::decode(env.payload.as_slice()).unwrap();
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["kind"], "EVENT_KIND_DATASET_VERSION_PUBLISHED");

@@ -192,10 +192,7 @@ fn required_roles(body: &Body, signer: &RegisteredKey) -> &'static [Role] {
         }
         // A principal may revoke its own keys; anyone else's needs an admin.
         Body::KeyRevoked(k) => {
-            if VerifierKey::parse(&signer.record.verifier_key)
-                .map(|v| v.key_id() == k.key_id)
-                .unwrap_or(false)
-            {
+            if signer.verifier.key_id() == k.key_id {
                 &[
                     Role::Researcher,
                     Role::Governance,
