@@ -334,6 +334,33 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Access grants held by a principal (`principal:<id>`) or a project
+    /// (`project:<id>`) that are live: not revoked and, when they carry an
+    /// expiry, not expired at `now` (RFC 3339 text compares in time order
+    /// only when both are UTC, which proto3 JSON timestamps are).
+    pub fn grants_held_by(
+        &self,
+        grantee: &str,
+        now_rfc3339: &str,
+    ) -> Result<Vec<NodeRecord>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(project::grantee_prefix(grantee)) {
+            let (key, _) = item?;
+            let grant = String::from_utf8_lossy(&key[grantee.len() + 2..]).to_string();
+            if let Some(n) = self.node(&format!("access-grant/{grant}"))? {
+                let expires = n.attributes()["expiresAt"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_default();
+                let expired = !expires.is_empty() && expires.as_str() <= now_rfc3339;
+                if n.ended_leaf.is_none() && !expired {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Searches dataset versions and model versions.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, CatalogError> {
         self.search.search(request)

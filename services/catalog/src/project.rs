@@ -192,12 +192,17 @@ pub(crate) fn apply(
 
     match body {
         Body::PrincipalRegistered(b) => {
-            if p.node(&subject_key)?.is_none() {
-                // Keys are the ledger's business; the catalogue keeps the person.
-                let public = proto::PrincipalRegistered {
-                    verifier_key: String::new(),
-                    ..b.clone()
-                };
+            // Keys are the ledger's business; the catalogue keeps the person.
+            let public = proto::PrincipalRegistered {
+                verifier_key: String::new(),
+                ..b.clone()
+            };
+            if let Some(mut node) = p.node(&subject_key)? {
+                // Re-registration (key rotation, role change): latest wins.
+                node.label = b.display_name.clone();
+                node.attributes = attributes(&public);
+                p.put_node(&node);
+            } else {
                 let node = new_node(
                     "principal",
                     &b.principal_id,
@@ -219,6 +224,12 @@ pub(crate) fn apply(
                 grant_key(&b.dataset_id, &b.grant_id),
                 b.grant_id.clone().into_bytes(),
             );
+            if let Some(grantee) = grantee_of(b) {
+                p.writes.insert(
+                    grantee_key(&grantee, &b.grant_id),
+                    b.dataset_id.clone().into_bytes(),
+                );
+            }
             let label = format!("access to {}", b.dataset_id);
             created = Some((
                 new_node("access-grant", &b.grant_id, label, attributes(b)),
@@ -456,6 +467,29 @@ fn mark_downstream_affected(
 pub(crate) fn grant_key(dataset_id: &str, grant_id: &str) -> Vec<u8> {
     let mut k = grants_prefix(dataset_id);
     k.extend_from_slice(grant_id.as_bytes());
+    k
+}
+
+/// `principal:<id>` or `project:<id>`: who an access grant is for.
+pub(crate) fn grantee_of(b: &proto::AccessGranted) -> Option<String> {
+    use proto::access_granted::Grantee;
+    match b.grantee.as_ref()? {
+        Grantee::PrincipalId(p) => Some(format!("principal:{p}")),
+        Grantee::ProjectId(p) => Some(format!("project:{p}")),
+    }
+}
+
+/// Index of grants per grantee: `G` grantee 0 grant → dataset id.
+pub(crate) fn grantee_key(grantee: &str, grant_id: &str) -> Vec<u8> {
+    let mut k = grantee_prefix(grantee);
+    k.extend_from_slice(grant_id.as_bytes());
+    k
+}
+
+pub(crate) fn grantee_prefix(grantee: &str) -> Vec<u8> {
+    let mut k = vec![b'G'];
+    k.extend_from_slice(grantee.as_bytes());
+    k.push(0);
     k
 }
 

@@ -192,11 +192,74 @@ enum Command {
         #[arg(long)]
         subject: String,
     },
+    /// Run the whole system in one process on the embedded default:
+    /// sequencer, catalogue and the GraphQL API. Creates the data directory
+    /// (keys, ledger, an admin token) on first start; Ctrl-C stops cleanly.
+    Serve {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Record a realistic national scenario (five trusts, de-identification,
+    /// annotation, a split, two training runs, external validation, a live
+    /// deployment, a withdrawal) through the signed-event path, print example
+    /// queries, and with --serve keep serving it.
+    Demo {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Keep serving after recording the scenario.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Print the GraphQL schema (SDL) the server serves.
+    Schema,
     /// Benchmarks; each prints its figures and, last, one JSON line.
     Bench {
         #[command(subcommand)]
         which: BenchKind,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CLEW_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// Checkpoint origin used when the data directory is created.
+    #[arg(long, default_value = "clew.example.org/ledger")]
+    origin: String,
+    /// Deepest query nesting.
+    #[arg(long, default_value_t = 12)]
+    max_depth: usize,
+    /// Highest query complexity (weighted field count).
+    #[arg(long, default_value_t = 2000)]
+    max_complexity: usize,
+    /// Largest request body, KiB.
+    #[arg(long, default_value_t = 256)]
+    max_body_kib: usize,
+    /// Longest a query or mutation may run, seconds.
+    #[arg(long, default_value_t = 15)]
+    timeout_s: u64,
+}
+
+impl ServerArgs {
+    fn limits(&self) -> clew_api::Limits {
+        clew_api::Limits {
+            depth: self.max_depth,
+            complexity: self.max_complexity,
+            body_bytes: self.max_body_kib * 1024,
+            timeout: std::time::Duration::from_secs(self.timeout_s),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,8 +338,9 @@ enum BenchKind {
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+            tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,clew=info,clew_api=info")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -301,6 +365,52 @@ fn key_arg(value: &str) -> Result<String> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve { dir, server: args } => {
+            let data = DataDir::new(&dir.data_dir);
+            let prepared = crate::server::prepare(&data, &args.origin)?;
+            if prepared.created {
+                println!("created {}", data.root().display());
+            }
+            runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+        }
+        Command::Demo {
+            dir,
+            server: args,
+            serve,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let prepared = crate::server::prepare(&data, &args.origin)?;
+            let rt = runtime()?;
+            let node = prepared.node.clone();
+            let tokens = prepared.tokens.clone();
+            rt.block_on(async {
+                while !node.ready() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                if crate::demo::recorded(&node)? {
+                    println!("the demo is already recorded in {}", data.root().display());
+                } else {
+                    let (n, _) = crate::demo::record(&data, &node, &tokens).await?;
+                    println!(
+                        "recorded the demo: {n} signed events; ledger size {}",
+                        node.ledger().size()
+                    );
+                }
+                anyhow::Ok(())
+            })?;
+            println!(
+                "{}",
+                crate::demo::examples(&args.listen.to_string(), &prepared.admin_token_file, &data)
+            );
+            if serve {
+                rt.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+            } else {
+                node.shutdown();
+            }
+        }
+        Command::Schema => {
+            print!("{}", clew_api::sdl());
+        }
         Command::Keygen { name, out } => {
             let (skey, vkey, key) = keyfiles::generate(&out, &keyfiles::stem_for(&name), &name)?;
             println!("{}", key.verifier().to_text());

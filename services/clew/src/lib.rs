@@ -7,12 +7,16 @@
 //! [`bench`] and tests; [`export`] writes a static tlog-tiles mirror.
 //! [`cli`] parses arguments and reports with progress bars and a one-line
 //! summary; errors surface through anyhow with the context of what was tried.
+//! [`server`] runs the whole system in one process (`clew serve`) over the
+//! API crate, and [`demo`] records a national scenario through it.
 
 pub mod bench;
 pub mod cli;
 pub mod datadir;
+pub mod demo;
 pub mod export;
 pub mod keyfiles;
+pub mod server;
 pub mod stream;
 pub mod synthetic;
 

@@ -126,6 +126,13 @@ pub fn now_timestamp() -> pbjson_types::Timestamp {
     }
 }
 
+/// The time `days` from now, as a protobuf timestamp (grant expiries).
+pub fn now_timestamp_plus_days(days: i64) -> pbjson_types::Timestamp {
+    let mut t = now_timestamp();
+    t.seconds += days * 86_400;
+    t
+}
+
 /// A submission that decoded and passed every check that needs no ledger state.
 #[derive(Debug, Clone)]
 pub struct OpenedEnvelope {

@@ -121,8 +121,8 @@ pub(crate) fn admit(
     }
     let actor_known = registry.principals.contains(&event.actor)
         || ov
-            .writes
-            .contains_key(&keys::entity(&format!("principal/{}", event.actor)));
+            .get(&keys::entity(&format!("principal/{}", event.actor)))?
+            .is_some();
     if size > 0 && !actor_known {
         return Ok(Err(refuse(
             R::DanglingReference,
@@ -277,6 +277,13 @@ impl StateCheck<'_, '_> {
         let dv = |id: &str| EntityRef::new("dataset-version", id);
         let mut changed_keys = Vec::new();
         match body {
+            Body::PrincipalRegistered(p) if p.verifier_key.is_empty() => {
+                // A keyless principal: it can be an actor, never a signer.
+                if self.entity(&subject)?.is_none() {
+                    let rec = self.created();
+                    self.create(&subject, rec);
+                }
+            }
             Body::PrincipalRegistered(p) => {
                 // Re-registering a principal adds a key (rotation) and updates roles.
                 let verifier = VerifierKey::parse(&p.verifier_key)

@@ -1,0 +1,389 @@
+//! Who is asking, and what they may see.
+//!
+//! A bearer token maps to a principal ([`TokenStore`]; only SHA-256 digests of
+//! tokens are stored). The principal's roles and access grants come from the
+//! catalogue, i.e. from signed events in the ledger, so a role change or a
+//! revoked grant takes effect on the next request.
+//!
+//! Visibility ([`Viewer`]): governance and admin see everything. Everyone else
+//! sees open datasets, and restricted or controlled ones only while they hold
+//! a live access grant naming them. A dataset version is visible when its
+//! dataset is. An entity that is not visible is absent from every answer
+//! (search, facets, lookups, lineage, history, subscriptions); a visible
+//! entity that *refers* to an invisible one (a training run that used a
+//! restricted version) shows the reference as [`REDACTED`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
+use clew_catalog::{Catalog, NodeRecord, Visibility};
+use clew_events::proto::Role;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ApiError;
+
+/// What a reference to something the caller may not see is replaced with.
+pub const REDACTED: &str = "[restricted]";
+
+/// Attribute names whose string values refer to datasets or dataset versions.
+const REFERENCE_KEYS: &[&str] = &[
+    "datasetId",
+    "datasetVersionId",
+    "wasDerivedFrom",
+    "used",
+    "generated",
+    "withdrawn",
+];
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TokenFile {
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenEntry {
+    /// Hex SHA-256 of the token.
+    sha256: String,
+    principal: String,
+}
+
+/// Bearer tokens, stored as SHA-256 digests in one JSON file (written by
+/// rename, so a crash leaves the old or the new file, never half of one).
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    by_digest: RwLock<HashMap<String, String>>,
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl TokenStore {
+    /// Opens (or starts) the token file at `path`.
+    pub fn open(path: &Path) -> Result<Self, ApiError> {
+        let file: TokenFile = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::Internal(format!("token file {} is damaged: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenFile::default(),
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            by_digest: RwLock::new(
+                file.tokens
+                    .into_iter()
+                    .map(|t| (t.sha256, t.principal))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Issues a new token for `principal` and persists it; the token itself
+    /// is returned once and never stored.
+    pub fn issue(&self, principal: &str) -> Result<String, ApiError> {
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let token = format!("clew_{}", B64URL.encode(raw));
+        let mut map = self
+            .by_digest
+            .write()
+            .map_err(|_| ApiError::Internal("token store poisoned".into()))?;
+        map.insert(digest(&token), principal.to_string());
+        self.save(&map)?;
+        Ok(token)
+    }
+
+    /// Revokes every token of `principal`; returns how many.
+    pub fn revoke_all(&self, principal: &str) -> Result<usize, ApiError> {
+        let mut map = self
+            .by_digest
+            .write()
+            .map_err(|_| ApiError::Internal("token store poisoned".into()))?;
+        let before = map.len();
+        map.retain(|_, p| p != principal);
+        let n = before - map.len();
+        self.save(&map)?;
+        Ok(n)
+    }
+
+    /// The principal a token belongs to.
+    pub fn principal_of(&self, token: &str) -> Option<String> {
+        self.by_digest.read().ok()?.get(&digest(token)).cloned()
+    }
+
+    fn save(&self, map: &HashMap<String, String>) -> Result<(), ApiError> {
+        let mut tokens: Vec<TokenEntry> = map
+            .iter()
+            .map(|(d, p)| TokenEntry {
+                sha256: d.clone(),
+                principal: p.clone(),
+            })
+            .collect();
+        tokens.sort_by(|a, b| a.principal.cmp(&b.principal).then(a.sha256.cmp(&b.sha256)));
+        let bytes = serde_json::to_vec_pretty(&TokenFile { tokens })
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| ApiError::Internal(format!("{}: {e}", self.path.display())))
+    }
+}
+
+/// The authenticated caller: principal, roles and what it may see.
+#[derive(Debug)]
+pub struct Viewer {
+    /// Principal id.
+    pub principal: String,
+    /// Roles from the principal's latest registration.
+    pub roles: Vec<Role>,
+    /// Datasets named by the principal's live access grants.
+    pub granted: HashSet<String>,
+    datasets: Mutex<HashMap<String, bool>>,
+}
+
+/// RFC 3339 UTC time now, as proto3 JSON writes timestamps.
+pub fn now_rfc3339() -> String {
+    let ts = clew_events::now_timestamp();
+    let days = ts.seconds.div_euclid(86_400);
+    let secs = ts.seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+impl Viewer {
+    /// Resolves `principal` against the catalogue. An unknown principal (its
+    /// registration not yet sequenced, or never) has no roles.
+    pub fn resolve(catalog: &Catalog, principal: &str) -> Result<Self, ApiError> {
+        let node = catalog.node(&format!("principal/{principal}"))?;
+        let roles = node
+            .map(|n| {
+                n.attributes()["roles"]
+                    .as_array()
+                    .map(|rs| {
+                        rs.iter()
+                            .filter_map(|r| r.as_str().and_then(Role::from_str_name))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let granted = catalog
+            .grants_held_by(&format!("principal:{principal}"), &now_rfc3339())?
+            .into_iter()
+            .filter_map(|g| g.attributes()["datasetId"].as_str().map(str::to_string))
+            .collect();
+        Ok(Self {
+            principal: principal.to_string(),
+            roles,
+            granted,
+            datasets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether the caller holds `role` (admin holds every role).
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role) || self.roles.contains(&Role::Admin)
+    }
+
+    /// Whether the caller holds any of `roles` (admin holds every role).
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        roles.iter().any(|r| self.has(*r))
+    }
+
+    /// Governance and admin see restricted metadata without grants.
+    pub fn sees_all(&self) -> bool {
+        self.has_any(&[Role::Governance, Role::Admin])
+    }
+
+    /// The search visibility of this caller.
+    pub fn visibility(&self) -> Visibility {
+        Visibility {
+            all: self.sees_all(),
+            granted_datasets: self.granted.iter().cloned().collect(),
+        }
+    }
+
+    /// Requires one of `roles`, or refuses with FORBIDDEN naming them.
+    pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
+        if self.has_any(roles) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "{what} needs one of the roles {}; principal {} has {}",
+            names(roles),
+            self.principal,
+            names(&self.roles)
+        )))
+    }
+
+    /// Whether the dataset `id` is visible: open, granted, or the caller
+    /// sees everything. Unknown access levels count as restricted.
+    pub fn dataset_visible(&self, catalog: &Catalog, id: &str) -> bool {
+        if self.sees_all() || self.granted.contains(id) {
+            return true;
+        }
+        if let Some(v) = self.datasets.lock().ok().and_then(|m| m.get(id).copied()) {
+            return v;
+        }
+        let visible = match catalog.node(&format!("dataset/{id}")) {
+            Ok(Some(node)) => {
+                node.attributes()["accessLevel"].as_str() == Some("ACCESS_LEVEL_OPEN")
+            }
+            // Nothing is known about it, so nothing can leak.
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if let Ok(mut m) = self.datasets.lock() {
+            m.insert(id.to_string(), visible);
+        }
+        visible
+    }
+
+    /// Whether an entity (`<type>/<id>`) is visible to the caller.
+    pub fn subject_visible(&self, catalog: &Catalog, subject: &str) -> bool {
+        let (kind, id) = subject.split_once('/').unwrap_or((subject, ""));
+        match kind {
+            "dataset" => self.dataset_visible(catalog, id),
+            "dataset-version" => {
+                self.dataset_visible(catalog, id.split_once('@').map_or(id, |(d, _)| d))
+            }
+            "access-grant" => {
+                self.sees_all()
+                    || catalog
+                        .node(subject)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|g| g.attributes()["principalId"] == self.principal.as_str())
+            }
+            "principal" => self.sees_all() || id == self.principal,
+            _ => true,
+        }
+    }
+
+    /// Whether a stored node is visible.
+    pub fn node_visible(&self, catalog: &Catalog, node: &NodeRecord) -> bool {
+        self.subject_visible(catalog, &node.subject())
+    }
+
+    /// Replaces references to invisible datasets / versions inside `value`
+    /// with [`REDACTED`]; returns whether anything was replaced.
+    pub fn redact(&self, catalog: &Catalog, value: &mut serde_json::Value) -> bool {
+        if self.sees_all() {
+            return false;
+        }
+        self.redact_in(catalog, value, false)
+    }
+
+    fn redact_in(&self, catalog: &Catalog, value: &mut serde_json::Value, reference: bool) -> bool {
+        match value {
+            serde_json::Value::String(s) if reference => {
+                let visible = match s.split_once('@') {
+                    Some((ds, _)) => self.dataset_visible(catalog, ds),
+                    None => self.dataset_visible(catalog, s),
+                };
+                if !visible {
+                    *s = REDACTED.to_string();
+                }
+                !visible
+            }
+            serde_json::Value::Array(items) => {
+                let mut any = false;
+                for item in items {
+                    any |= self.redact_in(catalog, item, reference);
+                }
+                any
+            }
+            serde_json::Value::Object(map) => {
+                let mut any = false;
+                for (k, v) in map.iter_mut() {
+                    any |= self.redact_in(catalog, v, REFERENCE_KEYS.contains(&k.as_str()));
+                }
+                any
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces a reference (a subject string) if it is invisible.
+    pub fn redact_subject(&self, catalog: &Catalog, subject: &str) -> String {
+        if self.subject_visible(catalog, subject) {
+            subject.to_string()
+        } else {
+            REDACTED.to_string()
+        }
+    }
+}
+
+/// `ROLE_A, ROLE_B` (or `no roles`).
+pub fn names(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        return "no roles".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.as_str_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_as_digests_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let store = TokenStore::open(&path).unwrap();
+        let t = store.issue("alice").unwrap();
+        assert_eq!(store.principal_of(&t).as_deref(), Some("alice"));
+        assert_eq!(store.principal_of("clew_wrong"), None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&t), "the token itself must not be stored");
+        let again = TokenStore::open(&path).unwrap();
+        assert_eq!(again.principal_of(&t).as_deref(), Some("alice"));
+        assert_eq!(again.revoke_all("alice").unwrap(), 1);
+        assert_eq!(again.principal_of(&t), None);
+    }
+
+    #[test]
+    fn now_is_rfc3339_utc() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z') && now.starts_with("20"), "{now}");
+    }
+}

@@ -1,0 +1,400 @@
+//! The HTTP surface: routes, authentication, limits and the server loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{MatchedPath, Path, Request, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use clew_events::proto::Role;
+use clew_ledger::TileRef;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::access::{TokenStore, Viewer};
+use crate::node::Node;
+use crate::schema::{build_schema, ClewSchema, QueryLimits};
+use crate::ApiError;
+
+/// Limits every request must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection nesting of a query.
+    pub depth: usize,
+    /// Weighted field count of a query.
+    pub complexity: usize,
+    /// Largest request body.
+    pub body_bytes: usize,
+    /// Longest a query or mutation may run.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            depth: 12,
+            complexity: 2_000,
+            body_bytes: 256 * 1024,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The spine.
+    pub node: Arc<Node>,
+    /// Bearer tokens.
+    pub tokens: Arc<TokenStore>,
+    /// The schema.
+    pub schema: ClewSchema,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// Builds the state (and the schema) over a running node.
+    pub fn new(node: Arc<Node>, tokens: Arc<TokenStore>, limits: Limits) -> Self {
+        let schema = build_schema(
+            node.clone(),
+            tokens.clone(),
+            QueryLimits {
+                depth: limits.depth,
+                complexity: limits.complexity,
+            },
+        );
+        Self {
+            node,
+            tokens,
+            schema,
+            limits,
+        }
+    }
+}
+
+/// The router: every route of the API over `state`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.limits.body_bytes;
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/checkpoint", get(checkpoint))
+        .route("/tile/{*path}", get(tile))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes, then stops
+/// the node cleanly (the sequencer finishes its batch, the ledger flushes).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let node = state.node.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tokio::task::spawn_blocking(move || node.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    result
+}
+
+/// A JSON error body in the GraphQL response shape, with its code.
+fn error_response(status: StatusCode, e: &ApiError) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": e.to_string(), "extensions": { "code": e.code() } }]
+    });
+    let mut r = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"clew\""),
+        );
+    }
+    r
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The caller behind a token.
+fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::Unauthenticated("this endpoint needs an Authorization: Bearer token".into())
+    })?;
+    let principal = state
+        .tokens
+        .principal_of(token)
+        .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into()))?;
+    Ok(Arc::new(Viewer::resolve(state.node.catalog(), &principal)?))
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    viewer_for(state, token).map_err(|e| match e {
+        ApiError::Unauthenticated(_) => error_response(StatusCode::UNAUTHORIZED, &e),
+        other => error_response(StatusCode::INTERNAL_SERVER_ERROR, &other),
+    })
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("Clew — GraphiQL (set the Authorization: Bearer header)")
+            .finish(),
+    )
+}
+
+/// Gives errors async-graphql raised itself (limits, parsing, validation)
+/// a code, as ours have.
+fn code_for(message: &str) -> &'static str {
+    if message.contains("nested too deep") || message.contains("recursion depth") {
+        "QUERY_TOO_DEEP"
+    } else if message.contains("too complex") {
+        "QUERY_TOO_COMPLEX"
+    } else if message.contains("Failed to parse") || message.contains("Invalid value") {
+        "BAD_USER_INPUT"
+    } else {
+        "GRAPHQL_VALIDATION_FAILED"
+    }
+}
+
+async fn graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let request = req.into_inner().data(viewer);
+    let executed = tokio::time::timeout(state.limits.timeout, state.schema.execute(request)).await;
+    let mut response = match executed {
+        Ok(r) => r,
+        Err(_) => {
+            state
+                .node
+                .metrics()
+                .graphql_operations
+                .with_label_values(&["TIMEOUT"])
+                .inc();
+            let e = ApiError::Unavailable(format!(
+                "the request ran longer than the {} s limit",
+                state.limits.timeout.as_secs()
+            ));
+            let body = serde_json::json!({
+                "errors": [{ "message": e.to_string(), "extensions": { "code": "TIMEOUT" } }]
+            });
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+    };
+    for err in &mut response.errors {
+        let has_code = err
+            .extensions
+            .as_ref()
+            .is_some_and(|x| x.get("code").is_some());
+        if !has_code {
+            let code = code_for(&err.message);
+            err.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code);
+        }
+    }
+    let outcome = response
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref())
+        .and_then(|x| x.get("code"))
+        .map(|c| c.to_string().trim_matches('"').to_string())
+        .unwrap_or_else(|| "ok".into());
+    state
+        .node
+        .metrics()
+        .graphql_operations
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    GraphQLResponse::from(response).into_response()
+}
+
+/// graphql-transport-ws (and the older graphql-ws) subscriptions. The token
+/// comes in the upgrade request's Authorization header or in the
+/// `connection_init` payload (`{"Authorization": "Bearer …"}`), which is what
+/// browser clients can send.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_string);
+    if header_token.is_some() {
+        if let Err(r) = authenticate(&state, &headers) {
+            return r;
+        }
+    }
+    let schema = state.schema.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let from_payload = ["Authorization", "authorization"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+                        .and_then(bearer)
+                        .map(str::to_string)
+                        .or_else(|| {
+                            payload
+                                .get("token")
+                                .and_then(|v| v.as_str())
+                                .map(str::to_string)
+                        });
+                    let token = header_token.or(from_payload);
+                    let viewer =
+                        viewer_for(&state, token.as_deref()).map_err(ApiError::into_graphql)?;
+                    let mut data = Data::default();
+                    data.insert(viewer);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&state, &headers) {
+        return r;
+    }
+    match state.node.ledger().latest_checkpoint() {
+        Ok(cp) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            cp.note,
+        )
+            .into_response(),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &ApiError::from(e)),
+    }
+}
+
+/// C2SP tlog-tiles: hash tiles for every authenticated caller; entry bundles
+/// (the events themselves, restricted ones included) for governance and
+/// admin only.
+async fn tile(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let tile = match TileRef::parse(&format!("tile/{path}")) {
+        Ok(t) => t,
+        Err(e) => return error_response(StatusCode::NOT_FOUND, &ApiError::from(e)),
+    };
+    if let TileRef::Entries { .. } = tile {
+        if let Err(e) = viewer.require(&[Role::Governance, Role::Admin], "entry bundles") {
+            return error_response(StatusCode::FORBIDDEN, &e);
+        }
+    }
+    let full = !matches!(
+        tile,
+        TileRef::Entries { width, .. } | TileRef::Hashes { width, .. } if u64::from(width) < 256
+    );
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || node.ledger().read_tile(tile)).await {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CACHE_CONTROL,
+                    // tlog-tiles: full tiles never change; partial ones do.
+                    if full {
+                        "public, max-age=31536000, immutable"
+                    } else {
+                        "no-store"
+                    },
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => error_response(StatusCode::NOT_FOUND, &ApiError::from(e)),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ApiError::Internal(e.to_string()),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(e) = viewer.require(&[Role::Governance, Role::Admin], "metrics") {
+        return error_response(StatusCode::FORBIDDEN, &e);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.node.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.node.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the ledger\n",
+        )
+            .into_response()
+    }
+}
+
+/// Counts and times every request by route and status.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = state.node.metrics();
+    m.http_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}

@@ -1,0 +1,311 @@
+//! The in-process spine: one sequencer thread that owns the ledger's write
+//! path and keeps the catalogue projection in step.
+//!
+//! ```text
+//!  mutation / partner envelope ──submit()──▶ queue ──▶ sequencer thread
+//!                                                    │ drain up to BATCH jobs
+//!                                                    ▼
+//!                       Ledger::sequence("api", batch)   (ONE durable sled batch)
+//!                                                    ▼
+//!                       Catalog::catch_up                (projection, search)
+//!                                                    ▼
+//!                 reply to each job (receipt or refusal), publish the new size
+//! ```
+//!
+//! A caller is answered only after its event is durable in the ledger *and*
+//! applied to the catalogue, so a client that got a receipt can read its own
+//! write. A crash before the reply loses nothing acknowledged; the client's
+//! retry of the same envelope is dropped as a duplicate by event id.
+//! Subscribers watch [`Node::applied`] and read leaves from the ledger, so a
+//! slow subscriber never holds the sequencer back and never misses a leaf.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use clew_catalog::Catalog;
+use clew_events::proto::event::Body;
+use clew_events::ProducerKey;
+use clew_ledger::{Ledger, Rejection, SignedCheckpoint, Submission};
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::ApiError;
+
+/// Input source name of everything submitted through the API.
+pub const API_SOURCE: &str = "api";
+
+/// Most submissions sequenced in one batch (one fsync, one checkpoint).
+const BATCH: usize = 1024;
+
+/// An event the ledger appended, with the checkpoint of its batch.
+#[derive(Debug, Clone)]
+pub struct Sequenced {
+    /// Event id.
+    pub event_id: String,
+    /// Subject of the event.
+    pub subject: String,
+    /// Leaf index.
+    pub leaf_index: u64,
+    /// Checkpoint signed for the batch that appended it.
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Appended (and applied to the catalogue).
+    Accepted(Sequenced),
+    /// Refused by the sequencer, with its reason; kept in the rejected log.
+    Rejected(Rejection),
+}
+
+struct Job {
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<Outcome, String>>,
+}
+
+/// The running spine: ledger writer, catalogue projection and their readers.
+pub struct Node {
+    ledger: Arc<Ledger>,
+    catalog: Arc<Catalog>,
+    service_key: ProducerKey,
+    jobs: std::sync::Mutex<Option<std_mpsc::Sender<Job>>>,
+    applied: watch::Receiver<u64>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("ledger", &self.ledger)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts the sequencer thread. It first brings the catalogue up to the
+    /// ledger (readiness waits for that), then serves submissions.
+    pub fn start(
+        ledger: Arc<Ledger>,
+        catalog: Arc<Catalog>,
+        service_key: ProducerKey,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, ApiError> {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        // u64::MAX until the start-up catch-up is done: "not ready".
+        let (applied_tx, applied_rx) = watch::channel(u64::MAX);
+        let thread = {
+            let ledger = ledger.clone();
+            let catalog = catalog.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("sequencer".into())
+                .spawn(move || sequencer(ledger, catalog, rx, applied_tx, metrics))
+                .map_err(|e| ApiError::Internal(format!("cannot start the sequencer: {e}")))?
+        };
+        Ok(Arc::new(Self {
+            ledger,
+            catalog,
+            service_key,
+            jobs: std::sync::Mutex::new(Some(tx)),
+            applied: applied_rx,
+            thread: std::sync::Mutex::new(Some(thread)),
+            metrics,
+        }))
+    }
+
+    /// The ledger (reads only; the sequencer thread is its single writer).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The catalogue.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Metrics of this node.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The principal id of the service key the API signs with.
+    pub fn service_key_id(&self) -> &str {
+        self.service_key.key_id()
+    }
+
+    /// Leaves applied to the catalogue; `u64::MAX` while starting up.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Whether the start-up catch-up has finished.
+    pub fn ready(&self) -> bool {
+        *self.applied.borrow() != u64::MAX
+    }
+
+    /// Submits envelope bytes exactly as received; answers once they are
+    /// sequenced (or refused) and applied.
+    pub async fn submit(&self, bytes: Vec<u8>) -> Result<Outcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| ApiError::Internal("sequencer queue poisoned".into()))?;
+            let Some(jobs) = jobs.as_ref() else {
+                return Err(ApiError::Unavailable("the server is shutting down".into()));
+            };
+            jobs.send(Job { bytes, reply })
+                .map_err(|_| ApiError::Unavailable("the sequencer has stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| ApiError::Unavailable("the sequencer stopped before answering".into()))?
+            .map_err(ApiError::Internal)
+    }
+
+    /// Builds, signs with the service key and submits an event whose actor is
+    /// `actor` (the authenticated principal).
+    pub async fn record(&self, actor: &str, body: Body) -> Result<Outcome, ApiError> {
+        let envelope = clew_events::seal(&self.service_key, actor, body, None, None)
+            .map_err(|e| ApiError::BadInput(e.to_string()))?;
+        self.submit(envelope.encode_to_vec()).await
+    }
+
+    /// Stops taking submissions, lets the sequencer finish what it holds and
+    /// flushes the ledger.
+    pub fn shutdown(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!(error = %e, "flushing the ledger at shutdown failed");
+        }
+    }
+}
+
+fn sequencer(
+    ledger: Arc<Ledger>,
+    catalog: Arc<Catalog>,
+    rx: std_mpsc::Receiver<Job>,
+    applied: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+) {
+    let started = Instant::now();
+    match catalog.catch_up(&ledger, &|_, _| {}) {
+        Ok(n) => tracing::info!(
+            leaves = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "catalogue caught up with the ledger"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "catalogue could not catch up; not ready");
+            return;
+        }
+    }
+    let mut size = ledger.size();
+    metrics.tree_size.set(size as i64);
+    metrics.applied.set(size as i64);
+    applied.send_replace(size);
+
+    let mut next_offset = match ledger.cursor(API_SOURCE) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the API input cursor");
+            return;
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let t = Instant::now();
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut submissions = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            submissions.push(Submission {
+                offset: next_offset,
+                bytes: job.bytes,
+            });
+            replies.push((next_offset, job.reply));
+            next_offset += 1;
+        }
+        let result = ledger
+            .sequence(API_SOURCE, submissions)
+            .and_then(|receipt| {
+                catalog
+                    .catch_up(&ledger, &|_, _| {})
+                    .map_err(|e| clew_ledger::LedgerError::Setup(format!("catalogue: {e}")))?;
+                Ok(receipt)
+            });
+        let receipt = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "sequencing a batch failed");
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(format!("sequencing failed: {e}")));
+                }
+                // The cursor is what the ledger says it is; resume from there.
+                next_offset = ledger.cursor(API_SOURCE).unwrap_or(next_offset);
+                continue;
+            }
+        };
+        next_offset = receipt.next_offset;
+        metrics.batch_seconds.observe(t.elapsed().as_secs_f64());
+        metrics.sequenced.inc_by(receipt.accepted.len() as u64);
+        for r in &receipt.rejected {
+            metrics
+                .rejected
+                .with_label_values(&[r.reason.as_str_name()])
+                .inc();
+        }
+        let mut outcomes: std::collections::HashMap<u64, Outcome> =
+            std::collections::HashMap::new();
+        if let Some(cp) = &receipt.checkpoint {
+            for a in &receipt.accepted {
+                let subject = ledger
+                    .leaf(a.leaf_index)
+                    .ok()
+                    .and_then(|leaf| clew_events::open(&leaf).ok())
+                    .map(|o| o.event.subject)
+                    .unwrap_or_default();
+                outcomes.insert(
+                    a.source_offset,
+                    Outcome::Accepted(Sequenced {
+                        event_id: a.event_id.clone(),
+                        subject,
+                        leaf_index: a.leaf_index,
+                        checkpoint: cp.clone(),
+                    }),
+                );
+            }
+        }
+        for r in receipt.rejected {
+            outcomes.insert(r.source_offset, Outcome::Rejected(r));
+        }
+        size = receipt.tree_size;
+        metrics.tree_size.set(size as i64);
+        metrics.applied.set(size as i64);
+        applied.send_replace(size);
+        for (offset, reply) in replies {
+            let answer = outcomes
+                .remove(&offset)
+                .ok_or_else(|| format!("the sequencer gave no outcome for input {offset}"));
+            let _ = reply.send(answer);
+        }
+    }
+    tracing::info!(tree_size = size, "sequencer stopped");
+}
