@@ -174,7 +174,14 @@ impl Node {
     pub async fn record(&self, actor: &str, body: Body) -> Result<Outcome, ApiError> {
         let envelope = clew_events::seal(&self.service_key, actor, body, None, None)
             .map_err(|e| ApiError::BadInput(e.to_string()))?;
-        self.submit(envelope.encode_to_vec()).await
+        let bytes = envelope.encode_to_vec();
+        // Every check that needs no ledger state, before anything is queued:
+        // the caller hears exactly what is wrong with its input.
+        if let Err(e) = clew_events::open(&bytes) {
+            tracing::warn!(actor, error = %e, "refused API input");
+            return Err(ApiError::BadInput(e.to_string()));
+        }
+        self.submit(bytes).await
     }
 
     /// Stops taking submissions, lets the sequencer finish what it holds and
