@@ -275,6 +275,37 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         .await;
     assert_eq!(rejected["rejected"][0]["reason"], "DANGLING_REFERENCE");
 
+    // Hostile queries are refused with codes; nothing runs.
+    let wide = format!(
+        "{{ {} }}",
+        (0..800)
+            .map(|i| format!("a{i}: checkpoint {{ size rootHash note }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    api.fails(&rita, &wide, json!({}), "QUERY_TOO_COMPLEX")
+        .await;
+    api.fails(
+        &rita,
+        "{ noSuchField }",
+        json!({}),
+        "GRAPHQL_VALIDATION_FAILED",
+    )
+    .await;
+    api.fails(
+        &rita,
+        r#"{ lineage(subject: "site/leeds", direction: UPSTREAM, depth: 1000) { nodes { subject } } }"#,
+        json!({}),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    let huge = "x".repeat(300 * 1024);
+    let (status, body) = api
+        .post(Some(&rita), "{ me { principal } }", json!({ "pad": huge }))
+        .await;
+    assert_eq!(status, 413, "an oversized body is refused: {body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+
     // Search and lineage, as the researcher.
     let search_q = r#"{ search(input: {text: "chest CT"}) { total hits { subject title snippet } facets { name values { value count } } } }"#;
     let lineage_q = r#"{ lineage(subject: "model-version/ct-pneumonia-1", direction: UPSTREAM, depth: 5) { nodes { subject } edges { from relation to } } }"#;

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
 use clew_catalog::{Catalog, NodeRecord, Visibility};
@@ -149,6 +149,28 @@ impl TokenStore {
     }
 }
 
+/// Whether each dataset is open, shared by every request. A dataset's
+/// access level is fixed when it is registered (re-registration is refused),
+/// so an entry never goes stale; unknown datasets are never cached.
+#[derive(Debug, Default)]
+pub struct DatasetAccess {
+    open: RwLock<HashMap<String, bool>>,
+}
+
+impl DatasetAccess {
+    fn is_open(&self, catalog: &Catalog, id: &str) -> Option<bool> {
+        if let Some(v) = self.open.read().ok().and_then(|m| m.get(id).copied()) {
+            return Some(v);
+        }
+        let node = catalog.node(&format!("dataset/{id}")).ok()??;
+        let open = node.attributes()["accessLevel"].as_str() == Some("ACCESS_LEVEL_OPEN");
+        if let Ok(mut m) = self.open.write() {
+            m.insert(id.to_string(), open);
+        }
+        Some(open)
+    }
+}
+
 /// The authenticated caller: principal, roles and what it may see.
 #[derive(Debug)]
 pub struct Viewer {
@@ -158,7 +180,7 @@ pub struct Viewer {
     pub roles: Vec<Role>,
     /// Datasets named by the principal's live access grants.
     pub granted: HashSet<String>,
-    datasets: Mutex<HashMap<String, bool>>,
+    access: std::sync::Arc<DatasetAccess>,
 }
 
 /// RFC 3339 UTC time now, as proto3 JSON writes timestamps.
@@ -187,7 +209,11 @@ pub fn now_rfc3339() -> String {
 impl Viewer {
     /// Resolves `principal` against the catalogue. An unknown principal (its
     /// registration not yet sequenced, or never) has no roles.
-    pub fn resolve(catalog: &Catalog, principal: &str) -> Result<Self, ApiError> {
+    pub fn resolve(
+        catalog: &Catalog,
+        access: std::sync::Arc<DatasetAccess>,
+        principal: &str,
+    ) -> Result<Self, ApiError> {
         let node = catalog.node(&format!("principal/{principal}"))?;
         let roles = node
             .map(|n| {
@@ -210,7 +236,7 @@ impl Viewer {
             principal: principal.to_string(),
             roles,
             granted,
-            datasets: Mutex::new(HashMap::new()),
+            access,
         })
     }
 
@@ -256,21 +282,8 @@ impl Viewer {
         if self.sees_all() || self.granted.contains(id) {
             return true;
         }
-        if let Some(v) = self.datasets.lock().ok().and_then(|m| m.get(id).copied()) {
-            return v;
-        }
-        let visible = match catalog.node(&format!("dataset/{id}")) {
-            Ok(Some(node)) => {
-                node.attributes()["accessLevel"].as_str() == Some("ACCESS_LEVEL_OPEN")
-            }
-            // Nothing is known about it, so nothing can leak.
-            Ok(None) => true,
-            Err(_) => false,
-        };
-        if let Ok(mut m) = self.datasets.lock() {
-            m.insert(id.to_string(), visible);
-        }
-        visible
+        // Nothing is known about an unregistered dataset, so nothing can leak.
+        self.access.is_open(catalog, id).unwrap_or(true)
     }
 
     /// Whether an entity (`<type>/<id>`) is visible to the caller.

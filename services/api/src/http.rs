@@ -91,6 +91,18 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::map_response(move |r: Response| async move {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let e = ApiError::BadInput(format!(
+                    "the request body is over the limit of {body_limit} bytes"
+                ));
+                let body = serde_json::json!({
+                    "errors": [{ "message": e.to_string(), "extensions": { "code": "PAYLOAD_TOO_LARGE" } }]
+                });
+                return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+            }
+            r
+        }))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -141,7 +153,11 @@ fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiE
         .tokens
         .principal_of(token)
         .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into()))?;
-    Ok(Arc::new(Viewer::resolve(state.node.catalog(), &principal)?))
+    Ok(Arc::new(Viewer::resolve(
+        state.node.catalog(),
+        state.node.dataset_access(),
+        &principal,
+    )?))
 }
 
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Response> {
@@ -397,4 +413,26 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_raised_by_async_graphql_get_codes() {
+        assert_eq!(code_for("Query is nested too deep."), "QUERY_TOO_DEEP");
+        assert_eq!(code_for("Query is too complex."), "QUERY_TOO_COMPLEX");
+        assert_eq!(
+            code_for("Failed to parse \"DatasetInput\": unknown field `colour`"),
+            "BAD_USER_INPUT"
+        );
+        assert_eq!(
+            code_for("Unknown field \"noSuchField\" on type \"Query\"."),
+            "GRAPHQL_VALIDATION_FAILED"
+        );
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+    }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use clew_catalog::Catalog;
+use clew_catalog::{Catalog, SearchBacklog};
 use clew_events::proto::event::Body;
 use clew_events::ProducerKey;
 use clew_ledger::{Ledger, Rejection, SignedCheckpoint, Submission};
@@ -39,6 +39,9 @@ pub const API_SOURCE: &str = "api";
 
 /// Most submissions sequenced in one batch (one fsync, one checkpoint).
 const BATCH: usize = 1024;
+
+/// Under load, how long batches may share one search commit.
+const SEARCH_COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An event the ledger appended, with the checkpoint of its batch.
 #[derive(Debug, Clone)]
@@ -76,6 +79,7 @@ pub struct Node {
     applied: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    access: Arc<crate::access::DatasetAccess>,
 }
 
 impl std::fmt::Debug for Node {
@@ -115,6 +119,7 @@ impl Node {
             applied: applied_rx,
             thread: std::sync::Mutex::new(Some(thread)),
             metrics,
+            access: Arc::default(),
         }))
     }
 
@@ -126,6 +131,11 @@ impl Node {
     /// The catalogue.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Access levels of datasets, shared by every request's viewer.
+    pub fn dataset_access(&self) -> Arc<crate::access::DatasetAccess> {
+        self.access.clone()
     }
 
     /// Metrics of this node.
@@ -200,6 +210,33 @@ impl Node {
     }
 }
 
+type Reply = (
+    oneshot::Sender<Result<Outcome, String>>,
+    Result<Outcome, String>,
+);
+
+/// Commits the search documents of everything applied so far, then answers
+/// the callers waiting for it.
+fn commit_search(
+    catalog: &Catalog,
+    backlog: &mut SearchBacklog,
+    held: &mut Vec<Reply>,
+    last_commit: &mut Instant,
+) {
+    let result = catalog.commit_search(backlog);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "committing the search index failed");
+    }
+    for (reply, answer) in held.drain(..) {
+        let answer = match (&result, answer) {
+            (Err(e), Ok(_)) => Err(format!("recorded, but the search index failed: {e}")),
+            (_, a) => a,
+        };
+        let _ = reply.send(answer);
+    }
+    *last_commit = Instant::now();
+}
+
 fn sequencer(
     ledger: Arc<Ledger>,
     catalog: Arc<Catalog>,
@@ -231,7 +268,32 @@ fn sequencer(
             return;
         }
     };
-    while let Ok(first) = rx.recv() {
+    // Replies wait for the search commit that covers them (read-your-writes
+    // for search too); under load that commit is shared by batches arriving
+    // within SEARCH_COMMIT_EVERY, since each tantivy commit writes a segment.
+    let mut backlog = SearchBacklog::default();
+    let mut held: Vec<Reply> = Vec::new();
+    let mut last_commit = Instant::now();
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None if held.is_empty() && backlog.is_empty() => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            None => {
+                let wait = SEARCH_COMMIT_EVERY.saturating_sub(last_commit.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        commit_search(&catalog, &mut backlog, &mut held, &mut last_commit);
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
             match rx.try_recv() {
@@ -254,7 +316,7 @@ fn sequencer(
             .sequence(API_SOURCE, submissions)
             .and_then(|receipt| {
                 catalog
-                    .catch_up(&ledger, &|_, _| {})
+                    .catch_up_state(&ledger, &mut backlog)
                     .map_err(|e| clew_ledger::LedgerError::Setup(format!("catalogue: {e}")))?;
                 Ok(receipt)
             });
@@ -311,8 +373,26 @@ fn sequencer(
             let answer = outcomes
                 .remove(&offset)
                 .ok_or_else(|| format!("the sequencer gave no outcome for input {offset}"));
-            let _ = reply.send(answer);
+            held.push((reply, answer));
+        }
+        // At most one search commit per SEARCH_COMMIT_EVERY: batches that
+        // arrive meanwhile share it.
+        match rx.try_recv() {
+            Ok(job) => {
+                carry = Some(job);
+                if last_commit.elapsed() >= SEARCH_COMMIT_EVERY {
+                    commit_search(&catalog, &mut backlog, &mut held, &mut last_commit);
+                }
+            }
+            // Idle: commit now, unless search was committed moments ago; then
+            // wait (above) for the commit deadline or more work to share it.
+            Err(_) => {
+                if backlog.is_empty() || last_commit.elapsed() >= SEARCH_COMMIT_EVERY {
+                    commit_search(&catalog, &mut backlog, &mut held, &mut last_commit);
+                }
+            }
         }
     }
+    commit_search(&catalog, &mut backlog, &mut held, &mut last_commit);
     tracing::info!(tree_size = size, "sequencer stopped");
 }

@@ -43,14 +43,17 @@ pub struct QueryLimits {
 
 /// Builds the schema over a running node.
 pub fn build_schema(node: Arc<Node>, tokens: Arc<TokenStore>, limits: QueryLimits) -> ClewSchema {
+    limited(limits).data(node).data(tokens).finish()
+}
+
+fn limited(
+    limits: QueryLimits,
+) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(QueryRoot::default(), MutationRoot, SubscriptionRoot)
-        .data(node)
-        .data(tokens)
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(32)
         .limit_directives(16)
-        .finish()
 }
 
 /// The SDL of the schema as served (checked into `schema/clew.graphql`).
@@ -1642,5 +1645,41 @@ impl SubscriptionRoot {
                 }
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Limits refuse a query before any resolver runs (no node is needed).
+    #[tokio::test]
+    async fn depth_and_complexity_limits_refuse_before_resolving() {
+        let schema = limited(QueryLimits {
+            depth: 4,
+            complexity: 50,
+        })
+        .finish();
+        let deep = "{ search { hits { entity { upstream { from } } } } }";
+        let r = schema.execute(deep).await;
+        assert!(r.data == Value::Null, "nothing resolved");
+        assert!(
+            r.errors[0].message.contains("nested too deep"),
+            "{:?}",
+            r.errors
+        );
+        let wide = format!(
+            "{{ {} }}",
+            (0..60)
+                .map(|i| format!("a{i}: me {{ principal }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let r = schema.execute(wide.as_str()).await;
+        assert!(
+            r.errors[0].message.contains("too complex"),
+            "{:?}",
+            r.errors
+        );
     }
 }

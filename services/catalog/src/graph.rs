@@ -209,6 +209,9 @@ pub(crate) mod keys {
     use super::Relation;
 
     pub const APPLIED: &[u8] = b"mapplied";
+    /// The applied size at which the search documents last changed: the
+    /// search index is current when its commit payload equals this.
+    pub const SEARCH_AT: &[u8] = b"msearch-at";
 
     pub fn node(subject: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(subject.len() + 1);

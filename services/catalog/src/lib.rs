@@ -85,6 +85,20 @@ pub enum CatalogError {
     Setup(String),
 }
 
+/// Search documents touched by applied leaves and not yet committed.
+#[derive(Debug, Default)]
+pub struct SearchBacklog {
+    subjects: std::collections::BTreeSet<String>,
+    applied: u64,
+}
+
+impl SearchBacklog {
+    /// Whether nothing awaits a search commit.
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+}
+
 /// The catalogue projection.
 pub struct Catalog {
     dir: PathBuf,
@@ -120,7 +134,15 @@ impl Catalog {
             .flush_every_ms(None);
         let db = clew_ledger::store::open_sled(&config)?;
         let tree = db.open_tree("catalog")?;
-        let search = SearchIndex::open(&dir.join("search"))?;
+        // Bulk projection (a large page cache) indexes big chunks; a serving
+        // catalogue commits small batches often, and tantivy zeroes a fresh
+        // arena sized by this budget at every commit, so it gets the minimum.
+        let writer_bytes = if cache_bytes > DEFAULT_CACHE_BYTES {
+            64 << 20
+        } else {
+            15 << 20
+        };
+        let search = SearchIndex::open(&dir.join("search"), writer_bytes)?;
         let catalog = Self {
             dir: dir.to_path_buf(),
             db,
@@ -128,7 +150,14 @@ impl Catalog {
             search,
         };
         let applied = catalog.applied()?;
-        if catalog.search.indexed_up_to()? != applied {
+        // Batches that touch no search document commit nothing to the index,
+        // so the index is current when it is at the last batch that did.
+        let search_at = catalog
+            .tree
+            .get(keys::SEARCH_AT)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(applied);
+        if catalog.search.indexed_up_to()? != search_at {
             tracing::warn!(
                 applied,
                 "search index is not at the projected state; rebuilding its documents"
@@ -203,6 +232,45 @@ impl Catalog {
     /// Applies leaves `first..first + leaves.len()`. Leaves already applied
     /// are skipped; a gap is an error.
     pub fn apply(&self, first: u64, leaves: &[Vec<u8>]) -> Result<(), CatalogError> {
+        let mut search = SearchBacklog::default();
+        self.apply_state(first, leaves, &mut search)?;
+        self.commit_search(&mut search)
+    }
+
+    /// Applies every leaf of `ledger` not yet applied to the state and graph
+    /// only, adding the search documents they touch to `search` for a later
+    /// [`Catalog::commit_search`]; returns how many leaves were applied.
+    pub fn catch_up_state(
+        &self,
+        ledger: &Ledger,
+        search: &mut SearchBacklog,
+    ) -> Result<u64, CatalogError> {
+        let size = ledger.size();
+        let start = self.applied()?;
+        let mut at = start;
+        while at < size {
+            let end = (at + CHUNK).min(size);
+            let leaves = (at..end)
+                .map(|i| ledger.leaf(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.apply_state(at, &leaves, search)?;
+            at = end;
+        }
+        Ok(at - start)
+    }
+
+    /// The state half of [`Catalog::apply`]: entity state, graph, history
+    /// and the applied marker in one durable sled batch. Lookups and lineage
+    /// see the leaves at once; search sees them at the next
+    /// [`Catalog::commit_search`]. Every tantivy commit writes a segment, so
+    /// a server taking many small batches commits search less often than it
+    /// applies state.
+    pub fn apply_state(
+        &self,
+        first: u64,
+        leaves: &[Vec<u8>],
+        search: &mut SearchBacklog,
+    ) -> Result<(), CatalogError> {
         let applied = self.applied()?;
         if first > applied {
             return Err(CatalogError::BadRequest(format!(
@@ -229,15 +297,34 @@ impl Catalog {
             project::apply(&mut pending, *leaf, o)?;
         }
         let new_applied = first + leaves.len() as u64;
-        let docs = self.documents(&pending, pending.touched.iter())?;
         let mut batch = sled::Batch::default();
         for (k, v) in std::mem::take(&mut pending.writes) {
             batch.insert(k, v);
         }
         batch.insert(keys::APPLIED, &new_applied.to_be_bytes());
+        let touches_search = !pending.touched.is_empty();
+        if touches_search {
+            // The index is current only once it has caught up to here.
+            batch.insert(keys::SEARCH_AT, &new_applied.to_be_bytes());
+        }
         self.tree.apply_batch(batch)?;
+        // Durable state first: the index never claims more than it.
         self.db.flush()?;
-        self.search.upsert(docs, new_applied)?;
+        search.applied = new_applied;
+        search.subjects.extend(pending.touched.iter().cloned());
+        Ok(())
+    }
+
+    /// Rebuilds the search documents in `search` from the current state and
+    /// commits them (nothing to do when no document was touched).
+    pub fn commit_search(&self, search: &mut SearchBacklog) -> Result<(), CatalogError> {
+        if search.subjects.is_empty() {
+            return Ok(());
+        }
+        let p = Pending::new(&self.tree);
+        let docs = self.documents(&p, search.subjects.iter())?;
+        self.search.upsert(docs, search.applied)?;
+        search.subjects.clear();
         Ok(())
     }
 
@@ -293,6 +380,8 @@ impl Catalog {
         if subjects.is_empty() {
             self.search.upsert(Vec::new(), applied)?;
         }
+        self.tree.insert(keys::SEARCH_AT, &applied.to_be_bytes())?;
+        self.db.flush()?;
         Ok(())
     }
 

@@ -193,13 +193,13 @@ pub struct SearchIndex {
 
 impl SearchIndex {
     /// Opens or creates the index in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+    pub fn open(dir: &Path, writer_bytes: usize) -> Result<Self, CatalogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(mmap, schema)?;
-        let writer = index.writer_with_num_threads(1, 64 * 1024 * 1024)?;
+        let writer = index.writer_with_num_threads(1, writer_bytes)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

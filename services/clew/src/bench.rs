@@ -129,7 +129,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
 
 /// Page cache for projecting a whole ledger (`reindex`): large enough to
 /// hold a million-node catalogue's state, so projection does not re-read pages.
-pub const PROJECTION_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub(crate) const PROJECTION_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Figures printed as the last line of `clew bench catalog`.
 #[derive(Debug, Serialize, serde::Deserialize, Default)]
@@ -312,7 +312,7 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
 /// Sequences benchmark envelopes (input offsets from `first_offset + 1`) in
 /// pipelined batches; any refusal is an error, since the stream is valid by
 /// construction.
-fn sequence_all(
+pub(crate) fn sequence_all(
     ledger: &Ledger,
     envelopes: Vec<Vec<u8>>,
     first_offset: u64,

@@ -321,6 +321,22 @@ enum BenchKind {
         #[arg(long, default_value_t = 256)]
         cache_mib: u64,
     },
+    /// Concurrent GraphQL clients (search / lineage mix) against `clew serve`
+    /// over the national catalogue while events are recorded at a fixed rate.
+    Api {
+        /// Number of datasets (as for `bench catalog`: 20,000 make about a million nodes).
+        #[arg(long, default_value_t = 20_000)]
+        datasets: u64,
+        /// Concurrent query clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Measured seconds (after a 5 s warm-up).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Events recorded per second through GraphQL mutations meanwhile.
+        #[arg(long, default_value_t = 1000)]
+        record_rate: u64,
+    },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
         /// Number of events to sequence.
@@ -704,6 +720,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for r in ledger.rejected(from, limit)? {
                 println!("{}", serde_json::to_string(&r)?);
             }
+        }
+        Command::Bench {
+            which:
+                BenchKind::Api {
+                    datasets,
+                    clients,
+                    seconds,
+                    record_rate,
+                },
+        } => {
+            let exe = std::env::current_exe().context("locating the clew binary")?;
+            let r = crate::bench_api::api(
+                datasets.max(10),
+                clients.max(1),
+                seconds.max(1),
+                record_rate,
+                &exe,
+            )?;
+            println!("catalogue events:  {}", r.events);
+            println!(
+                "queries:           {:.0}/s from {} clients (p50 {:.2} ms, p99 {:.2} ms)",
+                r.queries_per_s, r.clients, r.p50_ms, r.p99_ms
+            );
+            println!(
+                "  search:          p50 {:.2} ms, p99 {:.2} ms",
+                r.search_p50_ms, r.search_p99_ms
+            );
+            println!(
+                "  10-hop lineage:  p50 {:.2} ms, p99 {:.2} ms",
+                r.lineage_p50_ms, r.lineage_p99_ms
+            );
+            println!(
+                "recording:         {:.0} events/s of {} targeted (p99 {:.1} ms to receipt); {} errors",
+                r.recorded_per_s, r.record_target_per_s, r.record_p99_ms, r.errors
+            );
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench {
             which:

@@ -11,6 +11,7 @@
 //! API crate, and [`demo`] records a national scenario through it.
 
 pub mod bench;
+pub mod bench_api;
 pub mod cli;
 pub mod datadir;
 pub mod demo;

@@ -1,0 +1,420 @@
+//! `clew bench api`: concurrent GraphQL clients (a search / lineage mix)
+//! against `clew serve` over the synthetic national catalogue, while events
+//! are being recorded through GraphQL mutations at a fixed rate.
+//!
+//! The server is a separate `clew serve` process on loopback; the clients and
+//! the recorder run in this process. Both share the machine's cores, as a
+//! client on the same host would.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::datadir::{DataDir, ADMIN_PRINCIPAL};
+use crate::synthetic::{NationalCatalogue, Producers};
+
+/// Figures printed as the last line of `clew bench api`.
+#[derive(Debug, Default, Serialize)]
+pub struct ApiBench {
+    /// Events in the served catalogue before the run.
+    pub events: u64,
+    /// Concurrent query clients.
+    pub clients: usize,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Queries answered per second (all clients).
+    pub queries_per_s: f64,
+    /// Search queries: median latency, ms.
+    pub search_p50_ms: f64,
+    /// Search queries: 99th percentile, ms.
+    pub search_p99_ms: f64,
+    /// Lineage queries: median latency, ms.
+    pub lineage_p50_ms: f64,
+    /// Lineage queries: 99th percentile, ms.
+    pub lineage_p99_ms: f64,
+    /// All queries: median latency, ms.
+    pub p50_ms: f64,
+    /// All queries: 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Target recording rate, events/s.
+    pub record_target_per_s: u64,
+    /// Events recorded per second during the run (sequenced, with receipts).
+    pub recorded_per_s: f64,
+    /// Mutation latency (until the receipt), 99th percentile, ms.
+    pub record_p99_ms: f64,
+    /// Queries or mutations that failed.
+    pub errors: u64,
+}
+
+/// Builds the catalogue, starts `clew serve` on it, and measures.
+pub fn api(
+    datasets: u64,
+    clients: usize,
+    seconds: u64,
+    record_rate: u64,
+    exe: &std::path::Path,
+) -> Result<ApiBench> {
+    let tmp = tempfile::tempdir()?;
+    let data = DataDir::new(tmp.path().join("data"));
+    let events = build(&data, datasets)?;
+
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--data-dir"])
+        .arg(data.root())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("CLEW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting clew serve")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut addr = None;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    while stdout.read_line(&mut line)? > 0 {
+        if let Some(rest) = line.trim().strip_prefix("Clew is serving http://") {
+            addr = rest.split('/').next().map(str::to_string);
+            break;
+        }
+        line.clear();
+    }
+    // Keep draining the server's stdout so its last lines never meet a closed pipe.
+    let mut rest = stdout;
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while rest.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        bail!("clew serve did not start");
+    };
+    let base = format!("http://{addr}");
+    let admin = std::fs::read_to_string(data.root().join("admin.token"))?
+        .trim()
+        .to_string();
+    let runs = NationalCatalogue { datasets }.runs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(drive(
+        base,
+        admin,
+        runs,
+        clients,
+        Duration::from_secs(seconds),
+        record_rate,
+    ));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut r = result?;
+    r.events = events;
+    Ok(r)
+}
+
+/// Sequences the synthetic national catalogue into a fresh data directory
+/// and projects it, so the server starts on a complete catalogue.
+fn build(data: &DataDir, datasets: u64) -> Result<u64> {
+    let ledger = data.init(
+        "bench.clew.example/ledger",
+        clew_ledger::LedgerOptions::default(),
+    )?;
+    let admin = crate::keyfiles::read_producer(&data.admin_key())?;
+    let p = Producers::new(admin, ADMIN_PRINCIPAL, 8);
+    let setup: Vec<clew_ledger::Submission> = p
+        .registrations()
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| clew_ledger::Submission {
+            offset: i as u64,
+            bytes,
+        })
+        .collect();
+    let r = ledger.sequence("setup-producers", setup)?;
+    ensure!(r.rejected.is_empty(), "producer registration refused");
+    let scale = NationalCatalogue { datasets };
+    let total = scale.events();
+    let pb = crate::progress_bar(total, "sequencing");
+    let mut at = 0;
+    while at < total {
+        let end = (at + 50_000).min(total);
+        crate::bench::sequence_all(&ledger, scale.envelopes(&p, at..end), at, 2048, &pb)?;
+        at = end;
+    }
+    pb.finish_and_clear();
+    let pb = crate::progress_bar(ledger.size(), "projecting");
+    clew_catalog::Catalog::rebuild_with_cache(
+        &data.catalog_dir(),
+        &ledger,
+        crate::bench::PROJECTION_CACHE_BYTES,
+        &|done, _| pb.set_position(done),
+    )?;
+    pb.finish_and_clear();
+    Ok(ledger.size())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    query: &str,
+    vars: Value,
+) -> Result<Value> {
+    let body: Value = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query, "variables": vars}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if let Some(e) = body.get("errors") {
+        bail!("{e}");
+    }
+    Ok(body)
+}
+
+const SEARCH: &str = "query($t: String!, $m: String!, $b: String!) { search(input: {text: $t, filters: [{facet: \"modality\", values: [$m]}, {facet: \"body_part\", values: [$b]}]}) { total hits { subject title snippet } facets { name values { value count } } } }";
+const LINEAGE: &str = "query($s: String!) { lineage(subject: $s, direction: UPSTREAM, depth: 10) { nodes { subject label status affected } edges { from to relation } } }";
+const REGISTER: &str = "mutation($i: DatasetInput!) { registerDataset(input: $i) { leafIndex } }";
+const PUBLISH: &str =
+    "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }";
+
+async fn drive(
+    base: String,
+    admin: String,
+    runs: u64,
+    clients: usize,
+    duration: Duration,
+    record_rate: u64,
+) -> Result<ApiBench> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients + 64)
+        .build()?;
+    // A researcher (grants apply) runs the queries; a governance principal records.
+    for (id, role) in [
+        ("bench-researcher", "ROLE_RESEARCHER"),
+        ("bench-recorder", "ROLE_INGEST"),
+    ] {
+        post(
+            &client,
+            &base,
+            &admin,
+            "mutation($i: PrincipalInput!) { registerPrincipal(input: $i) { leafIndex } }",
+            json!({"i": {"principalId": id, "displayName": id, "roles": [role]}}),
+        )
+        .await?;
+    }
+    let token = |id: &'static str| {
+        let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
+        async move {
+            let v = post(
+                &client,
+                &base,
+                &admin,
+                "mutation($p: String!) { issueToken(principalId: $p) { token } }",
+                json!({"p": id}),
+            )
+            .await?;
+            anyhow::Ok(
+                v["data"]["issueToken"]["token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    };
+    let reader = Arc::new(token("bench-researcher").await?);
+    let recorder = Arc::new(token("bench-recorder").await?);
+
+    let hist = || hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let search_h = Arc::new(Mutex::new(hist()));
+    let lineage_h = Arc::new(Mutex::new(hist()));
+    let record_h = Arc::new(Mutex::new(hist()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let recorded = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Recorder: every 2/rate s a task registers a dataset, then publishes
+    // its first version (a search document), each answered with its receipt.
+    let rec = {
+        let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
+        let (record_h, errors, recorded, measuring, stop) = (
+            record_h.clone(),
+            errors.clone(),
+            recorded.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            if record_rate < 2 {
+                return;
+            }
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(2_000));
+            let mut tick = tokio::time::interval(Duration::from_micros(2_000_000 / record_rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
+                let (record_h, errors, recorded, measuring) = (
+                    record_h.clone(),
+                    errors.clone(),
+                    recorded.clone(),
+                    measuring.clone(),
+                );
+                tokio::spawn(async move {
+                    let id = format!("bench-ds-{n}");
+                    let steps = [
+                        (
+                            REGISTER,
+                            json!({"i": {"datasetId": id, "title": format!("Benchmark chest CT cohort {n}"),
+                            "description": "Recorded while the API benchmark runs.", "custodianSiteId": "site-0000",
+                            "accessLevel": "ACCESS_LEVEL_OPEN", "licence": "CC-BY-4.0"}}),
+                        ),
+                        (
+                            PUBLISH,
+                            json!({"i": {"datasetId": id, "version": "1.0",
+                            "manifestDigest": format!("sha256:{}", "ab".repeat(32)),
+                            "imagingSummary": {"modalities": ["CT"], "bodyPartsExamined": ["CHEST"],
+                                "numberOfStudies": "120", "studyDateFrom": "20240101", "studyDateTo": "20241231"}}}),
+                        ),
+                    ];
+                    for (q, vars) in steps {
+                        let t = Instant::now();
+                        let r = post(&client, &base, &recorder, q, vars).await;
+                        if measuring.load(Ordering::Relaxed) {
+                            match r {
+                                Ok(_) => {
+                                    recorded.fetch_add(1, Ordering::Relaxed);
+                                    if let Ok(mut h) = record_h.lock() {
+                                        let _ = h.record(t.elapsed().as_micros() as u64);
+                                    }
+                                }
+                                Err(_) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        })
+    };
+
+    // Query clients: alternate search and lineage.
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, base, reader) = (client.clone(), base.clone(), reader.clone());
+        let (search_h, lineage_h, errors, measuring, stop) = (
+            search_h.clone(),
+            lineage_h.clone(),
+            errors.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let texts = ["chest imaging", "cohort research", "ct", "covid", "routinely collected"];
+            let modalities = ["CT", "DX", "CR", "MR", "PT"];
+            let parts = ["CHEST", "ABDOMEN", "HEAD", "PELVIS", "SPINE"];
+            let mut i = c as u64 * 7_919;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let search = i % 2 == 0;
+                let t = Instant::now();
+                let r = if search {
+                    let k = i as usize;
+                    post(
+                        &client,
+                        &base,
+                        &reader,
+                        SEARCH,
+                        json!({"t": texts[k % 5], "m": modalities[(k / 2) % 5], "b": parts[(k / 10) % 5]}),
+                    )
+                    .await
+                } else {
+                    let k = (i * 7_919) % runs.max(1);
+                    post(&client, &base, &reader, LINEAGE, json!({"s": format!("deployment/dep-{k}")})).await
+                };
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match r {
+                    Ok(_) => {
+                        let h = if search { &search_h } else { &lineage_h };
+                        if let Ok(mut h) = h.lock() {
+                            let _ = h.record(t.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+
+    // Warm up, then measure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let pb = crate::progress_bar(duration.as_secs(), "measuring");
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pb.set_position(started.elapsed().as_secs());
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    pb.finish_and_clear();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = rec.await;
+
+    let s = search_h
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let l = lineage_h
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let w = record_h
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut all = s.clone();
+    all.add(&l)?;
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(ApiBench {
+        events: 0,
+        clients,
+        seconds: elapsed,
+        queries_per_s: all.len() as f64 / elapsed,
+        search_p50_ms: ms(&s, 0.5),
+        search_p99_ms: ms(&s, 0.99),
+        lineage_p50_ms: ms(&l, 0.5),
+        lineage_p99_ms: ms(&l, 0.99),
+        p50_ms: ms(&all, 0.5),
+        p99_ms: ms(&all, 0.99),
+        record_target_per_s: record_rate,
+        recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
+        record_p99_ms: ms(&w, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
