@@ -160,14 +160,16 @@ fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiE
     )?))
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Response> {
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Box<Response>> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
-    viewer_for(state, token).map_err(|e| match e {
-        ApiError::Unauthenticated(_) => error_response(StatusCode::UNAUTHORIZED, &e),
-        other => error_response(StatusCode::INTERNAL_SERVER_ERROR, &other),
+    viewer_for(state, token).map_err(|e| {
+        Box::new(match e {
+            ApiError::Unauthenticated(_) => error_response(StatusCode::UNAUTHORIZED, &e),
+            other => error_response(StatusCode::INTERNAL_SERVER_ERROR, &other),
+        })
     })
 }
 
@@ -202,7 +204,7 @@ async fn graphql(
 ) -> Response {
     let viewer = match authenticate(&state, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let request = req.into_inner().data(viewer);
     let executed = tokio::time::timeout(state.limits.timeout, state.schema.execute(request)).await;
@@ -270,7 +272,7 @@ async fn graphql_ws(
         .map(str::to_string);
     if header_token.is_some() {
         if let Err(r) = authenticate(&state, &headers) {
-            return r;
+            return *r;
         }
     }
     let schema = state.schema.clone();
@@ -303,7 +305,7 @@ async fn graphql_ws(
 
 async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authenticate(&state, &headers) {
-        return r;
+        return *r;
     }
     match state.node.ledger().latest_checkpoint() {
         Ok(cp) => (
@@ -328,7 +330,7 @@ async fn tile(
 ) -> Response {
     let viewer = match authenticate(&state, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let tile = match TileRef::parse(&format!("tile/{path}")) {
         Ok(t) => t,
@@ -372,7 +374,7 @@ async fn tile(
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let viewer = match authenticate(&state, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = viewer.require(&[Role::Governance, Role::Admin], "metrics") {
         return error_response(StatusCode::FORBIDDEN, &e);
