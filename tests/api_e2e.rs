@@ -398,8 +398,20 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         api.ok(&admin, "{ checkpoint { size rootHash } }", json!({}))
             .await,
     );
-    drop(sub);
+    // A subscriber still connected must not keep the server from stopping.
+    let mut checkpoints =
+        Subscription::start(&server.base, &rita, "subscription { checkpoints { size } }")
+            .await
+            .expect("subscribe");
+    let stopping = std::time::Instant::now();
     let status = server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert!(checkpoints.next(Duration::from_secs(1)).await.is_none());
+    drop(sub);
     assert!(status.success(), "clean shutdown on SIGTERM: {status}");
     let server = Server::serve(&data);
     let api = Api::new(&server.base);

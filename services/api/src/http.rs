@@ -115,9 +115,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let node = state.node.clone();
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let signal_node = node.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        // Ends subscription streams and refuses new mutations.
+        signal_node.begin_shutdown();
+        let _ = stopping_tx.send(());
+    });
+    let result = tokio::select! {
+        r = server => r,
+        // A WebSocket client may keep its connection open; don't wait forever.
+        _ = async {
+            let _ = stopping.await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => {
+            tracing::warn!("connections still open 5 s after the shutdown signal; closing them");
+            Ok(())
+        }
+    };
     tokio::task::spawn_blocking(move || node.shutdown())
         .await
         .map_err(std::io::Error::other)?;

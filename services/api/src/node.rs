@@ -194,12 +194,18 @@ impl Node {
         self.submit(bytes).await
     }
 
-    /// Stops taking submissions, lets the sequencer finish what it holds and
-    /// flushes the ledger.
-    pub fn shutdown(&self) {
+    /// Stops taking submissions; the sequencer finishes what it holds and
+    /// stops, which ends every subscription stream.
+    pub fn begin_shutdown(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
+    }
+
+    /// [`Node::begin_shutdown`], waits for the sequencer, and flushes the
+    /// ledger.
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
             let _ = thread.join();
