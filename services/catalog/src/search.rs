@@ -416,7 +416,7 @@ impl SearchIndex {
         };
 
         let mut must: Vec<Box<dyn Query>> = Vec::new();
-        let text = self.text_query(&req.text)?;
+        let text = self.text_query(&req.text, &searcher)?;
         let has_text = text.is_some();
         must.push(text.unwrap_or_else(|| Box::new(AllQuery)));
         // Visibility first: nothing below can count what the caller may not see.
@@ -598,7 +598,11 @@ impl SearchIndex {
     /// tags or description, boosted in that order; words of five letters or
     /// more also match with one typo, nine or more with two), and every
     /// "quoted phrase" must match as a phrase.
-    fn text_query(&self, text: &str) -> Result<Option<Box<dyn Query>>, CatalogError> {
+    fn text_query(
+        &self,
+        text: &str,
+        searcher: &tantivy::Searcher,
+    ) -> Result<Option<Box<dyn Query>>, CatalogError> {
         let f = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (i, part) in text.split('"').enumerate() {
@@ -625,13 +629,23 @@ impl SearchIndex {
             }
             for w in words {
                 let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for (field, boost) in [(f.title, 3.0f32), (f.tags, 2.0), (f.description, 1.0)] {
+                let fields = [(f.title, 3.0f32), (f.tags, 2.0), (f.description, 1.0)];
+                // Typo tolerance is for words the index does not know: a word
+                // that is in the index matches exactly, which spares the
+                // Levenshtein automaton (the costliest part of a search over
+                // a national catalogue).
+                let mut known = false;
+                for (field, _) in fields {
+                    known |= searcher.doc_freq(&Term::from_field_text(field, &w))? > 0;
+                }
+                for (field, boost) in fields {
                     let term = Term::from_field_text(field, &w);
                     any.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(term_query_t(term.clone()), boost)),
                     ));
                     let distance = match w.chars().count() {
+                        _ if known => 0,
                         0..=4 => 0,
                         5..=8 => 1,
                         _ => 2,

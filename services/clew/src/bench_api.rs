@@ -58,11 +58,18 @@ pub fn api(
     clients: usize,
     seconds: u64,
     record_rate: u64,
+    keep: Option<&std::path::Path>,
     exe: &std::path::Path,
 ) -> Result<ApiBench> {
     let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(tmp.path().join("data"));
-    let events = build(&data, datasets)?;
+    let data = DataDir::new(keep.map_or_else(|| tmp.path().join("data"), |k| k.to_path_buf()));
+    let events = if data.has_ledger() {
+        // A catalogue kept from an earlier run (--data-dir): reuse it.
+        data.open(None, clew_ledger::LedgerOptions::default())?
+            .size()
+    } else {
+        build(&data, datasets)?
+    };
 
     let mut child = std::process::Command::new(exe)
         .args(["serve", "--data-dir"])
@@ -263,6 +270,7 @@ async fn drive(
             let mut tick = tokio::time::interval(Duration::from_micros(2_000_000 / record_rate));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0u64;
+            let run = clew_events::now_timestamp().seconds;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 n += 1;
@@ -277,7 +285,7 @@ async fn drive(
                     measuring.clone(),
                 );
                 tokio::spawn(async move {
-                    let id = format!("bench-ds-{n}");
+                    let id = format!("bench-ds-{run}-{n}");
                     let steps = [
                         (
                             REGISTER,

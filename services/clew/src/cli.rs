@@ -336,6 +336,10 @@ enum BenchKind {
         /// Events recorded per second through GraphQL mutations meanwhile.
         #[arg(long, default_value_t = 1000)]
         record_rate: u64,
+        /// Build the catalogue in (or reuse it from) this directory instead
+        /// of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
@@ -728,6 +732,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     clients,
                     seconds,
                     record_rate,
+                    data_dir,
                 },
         } => {
             let exe = std::env::current_exe().context("locating the clew binary")?;
@@ -736,6 +741,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 clients.max(1),
                 seconds.max(1),
                 record_rate,
+                data_dir.as_deref(),
                 &exe,
             )?;
             println!("catalogue events:  {}", r.events);
