@@ -189,6 +189,10 @@ impl Node {
         // the caller hears exactly what is wrong with its input.
         if let Err(e) = clew_events::open(&bytes) {
             tracing::warn!(actor, error = %e, "refused API input");
+            self.metrics
+                .rejected
+                .with_label_values(&["API_INPUT_INVALID"])
+                .inc();
             return Err(ApiError::BadInput(e.to_string()));
         }
         self.submit(bytes).await

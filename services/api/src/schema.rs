@@ -82,12 +82,27 @@ fn parts<'a>(ctx: &'a Context<'_>) -> Result<(&'a Arc<Node>, &'a Arc<Viewer>)> {
     Ok((node, viewer))
 }
 
+/// Catalogue reads running at once: twice the cores. More only makes every
+/// read slower (they are CPU-bound) and starves the HTTP workers, which also
+/// carry the mutations; the rest wait their turn here.
+fn readers() -> &'static tokio::sync::Semaphore {
+    static READERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    READERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// Runs a catalogue / ledger read off the async workers.
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
 {
+    let _turn = readers()
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()).into_graphql())?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("reader task failed: {e}")).into_graphql())?

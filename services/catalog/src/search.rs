@@ -595,8 +595,9 @@ impl SearchIndex {
     }
 
     /// Parses the user's text into a query: every word must match (title,
-    /// tags or description, boosted in that order; words of five letters or
-    /// more also match with one typo, nine or more with two), and every
+    /// tags or description, boosted in that order; a word the index does not
+    /// know, of five letters or more, also matches with one typo, nine or
+    /// more with two), and every
     /// "quoted phrase" must match as a phrase.
     fn text_query(
         &self,
