@@ -233,6 +233,18 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         "restricted publication reached a researcher: {rest:?}"
     );
 
+    // A retried mutation with the same eventId answers with the first receipt.
+    let retry_id = "0190f3a4-5b6c-7d8e-9f01-23456789abcd";
+    let register_york = format!(
+        "mutation($i: SiteInput!) {{ registerSite(input: $i, eventId: \"{retry_id}\") {{ {RECEIPT_FIELDS} }} }}"
+    );
+    let york = json!({"i": {"siteId": "york-1", "name": "York Hospital", "kind": "SITE_KIND_HOSPITAL_TRUST"}});
+    let first = api.ok(&admin, &register_york, york.clone()).await["registerSite"].clone();
+    let again = api.ok(&admin, &register_york, york).await["registerSite"].clone();
+    assert_eq!(first["eventId"], retry_id);
+    assert_eq!(first["leafIndex"], again["leafIndex"], "recorded once");
+    verify_offline(&again, &vkey);
+
     // Wrong input is refused with a code, and recorded nowhere.
     let size_before =
         api.ok(&admin, "{ checkpoint { size } }", json!({})).await["checkpoint"]["size"].clone();
@@ -273,7 +285,13 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
     let rejected = api
         .ok(&admin, "{ rejected { reason detail } }", json!({}))
         .await;
-    assert_eq!(rejected["rejected"][0]["reason"], "DANGLING_REFERENCE");
+    let reasons: Vec<&str> = rejected["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["DUPLICATE", "DANGLING_REFERENCE"], "the operator sees both");
 
     // Hostile queries are refused with codes; nothing runs.
     let wide = format!(

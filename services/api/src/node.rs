@@ -14,8 +14,9 @@
 //!
 //! A caller is answered only after its event is durable in the ledger *and*
 //! applied to the catalogue, so a client that got a receipt can read its own
-//! write. A crash before the reply loses nothing acknowledged; the client's
-//! retry of the same envelope is dropped as a duplicate by event id.
+//! write. A crash before the reply loses nothing acknowledged; a retry of the
+//! same envelope (or of a mutation with the same `eventId`) is recognised by
+//! its event id and answered with the first receipt, never recorded twice.
 //! Subscribers watch [`Node::applied`] and read leaves from the ledger, so a
 //! slow subscriber never holds the sequencer back and never misses a leaf.
 
@@ -181,8 +182,14 @@ impl Node {
 
     /// Builds, signs with the service key and submits an event whose actor is
     /// `actor` (the authenticated principal).
-    pub async fn record(&self, actor: &str, body: Body) -> Result<Outcome, ApiError> {
-        let envelope = clew_events::seal(&self.service_key, actor, body, None, None)
+    /// `event_id` (a UUIDv7) makes retries idempotent; one is made when absent.
+    pub async fn record(
+        &self,
+        actor: &str,
+        body: Body,
+        event_id: Option<String>,
+    ) -> Result<Outcome, ApiError> {
+        let envelope = clew_events::seal(&self.service_key, actor, body, event_id, None)
             .map_err(|e| ApiError::BadInput(e.to_string()))?;
         let bytes = envelope.encode_to_vec();
         // Every check that needs no ledger state, before anything is queued:

@@ -1321,6 +1321,25 @@ async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
                 inclusion_proof: hashes_b64(&proof),
             })
         }
+        // A retry of an event already in the ledger: the first receipt.
+        Outcome::Rejected(r) if r.reason == proto::RejectionReason::Duplicate => {
+            let Some(index) = r.original_leaf_index else {
+                return Err(ApiError::Internal("duplicate without its leaf".into()).into_graphql());
+            };
+            let cp = checkpoint_of(node, None).coded()?;
+            let proof = node.ledger().inclusion_proof(index, cp.size).coded()?;
+            let leaf = node.ledger().leaf(index).coded()?;
+            let opened = clew_events::open(&leaf)
+                .map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")).into_graphql())?;
+            Ok(Receipt {
+                receipt: clew_ledger::format_receipt(index, &leaf, &proof, &cp),
+                event_id: opened.event.event_id.clone(),
+                subject: opened.event.subject.clone(),
+                leaf_index: index,
+                checkpoint: Checkpoint::from(&cp),
+                inclusion_proof: hashes_b64(&proof),
+            })
+        }
         Outcome::Rejected(r) => Err(ApiError::Rejected {
             reason: r
                 .reason
@@ -1334,7 +1353,7 @@ async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
     }
 }
 
-async fn record(ctx: &Context<'_>, body: Body) -> Result<Receipt> {
+async fn record(ctx: &Context<'_>, body: Body, event_id: Option<String>) -> Result<Receipt> {
     let (node, viewer) = parts(ctx)?;
     let kind = clew_events::kind_of(&body);
     viewer
@@ -1343,7 +1362,10 @@ async fn record(ctx: &Context<'_>, body: Body) -> Result<Receipt> {
             &format!("recording {}", kind_name(kind.as_str_name())),
         )
         .coded()?;
-    let outcome = node.record(&viewer.principal, body).await.coded()?;
+    let outcome = node
+        .record(&viewer.principal, body, event_id)
+        .await
+        .coded()?;
     answer(node, outcome).await
 }
 
@@ -1357,84 +1379,156 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         input: PrincipalInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::PrincipalRegistered(input.0)).await
+        record(ctx, Body::PrincipalRegistered(input.0), event_id).await
     }
     /// Revokes a signing key. Admin.
-    async fn revoke_key(&self, ctx: &Context<'_>, input: KeyRevocationInput) -> Result<Receipt> {
-        record(ctx, Body::KeyRevoked(input.0)).await
+    async fn revoke_key(
+        &self,
+        ctx: &Context<'_>,
+        input: KeyRevocationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::KeyRevoked(input.0), event_id).await
     }
     /// Registers a site. Governance.
-    async fn register_site(&self, ctx: &Context<'_>, input: SiteInput) -> Result<Receipt> {
-        record(ctx, Body::SiteRegistered(input.0)).await
+    async fn register_site(
+        &self,
+        ctx: &Context<'_>,
+        input: SiteInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::SiteRegistered(input.0), event_id).await
     }
     /// Grants a principal or project access to a dataset. Admin.
-    async fn grant_access(&self, ctx: &Context<'_>, input: AccessGrantInput) -> Result<Receipt> {
-        record(ctx, Body::AccessGranted(input.0)).await
+    async fn grant_access(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessGrantInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessGranted(input.0), event_id).await
     }
     /// Revokes an access grant. Admin.
     async fn revoke_access(
         &self,
         ctx: &Context<'_>,
         input: AccessRevocationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::AccessRevoked(input.0)).await
+        record(ctx, Body::AccessRevoked(input.0), event_id).await
     }
     /// Registers a dataset. Ingest or governance.
-    async fn register_dataset(&self, ctx: &Context<'_>, input: DatasetInput) -> Result<Receipt> {
-        record(ctx, Body::DatasetRegistered(input.0)).await
+    async fn register_dataset(
+        &self,
+        ctx: &Context<'_>,
+        input: DatasetInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::DatasetRegistered(input.0), event_id).await
     }
     /// Publishes a dataset version. Ingest or governance.
     async fn publish_dataset_version(
         &self,
         ctx: &Context<'_>,
         input: DatasetVersionInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::DatasetVersionPublished(input.0)).await
+        record(ctx, Body::DatasetVersionPublished(input.0), event_id).await
     }
     /// Withdraws a dataset version. Governance or ingest.
     async fn withdraw_dataset_version(
         &self,
         ctx: &Context<'_>,
         input: WithdrawalInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::DatasetVersionWithdrawn(input.0)).await
+        record(ctx, Body::DatasetVersionWithdrawn(input.0), event_id).await
     }
     /// Records a transform run. Ingest or governance.
-    async fn record_transform(&self, ctx: &Context<'_>, input: TransformInput) -> Result<Receipt> {
-        record(ctx, Body::TransformRecorded(input.0)).await
+    async fn record_transform(
+        &self,
+        ctx: &Context<'_>,
+        input: TransformInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::TransformRecorded(input.0), event_id).await
     }
     /// Records a training run. Ingest or governance.
     async fn record_training_run(
         &self,
         ctx: &Context<'_>,
         input: TrainingRunInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::TrainingRunRecorded(input.0)).await
+        record(ctx, Body::TrainingRunRecorded(input.0), event_id).await
     }
     /// Registers a model version with its model card. Ingest or governance.
     async fn register_model_version(
         &self,
         ctx: &Context<'_>,
         input: ModelVersionInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::ModelVersionRegistered(input.0)).await
+        record(ctx, Body::ModelVersionRegistered(input.0), event_id).await
     }
     /// Records a validation. Ingest or governance.
     async fn record_validation(
         &self,
         ctx: &Context<'_>,
         input: ValidationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::ValidationRecorded(input.0)).await
+        record(ctx, Body::ValidationRecorded(input.0), event_id).await
     }
     /// Records a deployment or its status change. Ingest or governance.
     async fn record_deployment(
         &self,
         ctx: &Context<'_>,
         input: DeploymentInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
     ) -> Result<Receipt> {
-        record(ctx, Body::DeploymentRecorded(input.0)).await
+        record(ctx, Body::DeploymentRecorded(input.0), event_id).await
     }
     /// Submits a DSSE envelope (base64 of its protobuf bytes) already signed
     /// by a registered key. Partner, ingest, governance or admin; the ledger

@@ -786,7 +786,7 @@ pub async fn record(
     for (signer, body) in all {
         let kind = clew_events::kind_of(&body).as_str_name();
         let outcome = match signer {
-            Signer::Api(actor) => node.record(actor, body).await?,
+            Signer::Api(actor) => node.record(actor, body, None).await?,
             Signer::Trust(i) => {
                 let actor = format!("{}-gateway", TRUSTS[i].0);
                 let env = clew_events::seal(&trust_keys[i], &actor, body, None, None)?;
