@@ -291,7 +291,11 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         .iter()
         .filter_map(|r| r["reason"].as_str())
         .collect();
-    assert_eq!(reasons, ["DUPLICATE", "DANGLING_REFERENCE"], "the operator sees both");
+    assert_eq!(
+        reasons,
+        ["DUPLICATE", "DANGLING_REFERENCE"],
+        "the operator sees both"
+    );
 
     // Hostile queries are refused with codes; nothing runs.
     let wide = format!(

@@ -214,6 +214,20 @@ impl Catalog {
         ledger: &Ledger,
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, CatalogError> {
+        self.each_unapplied_chunk(ledger, |first, leaves| {
+            self.apply(first, leaves)?;
+            progress(first + leaves.len() as u64, ledger.size());
+            Ok(())
+        })
+    }
+
+    /// Hands `apply` the leaves of `ledger` not yet applied, a chunk at a
+    /// time; returns how many there were.
+    fn each_unapplied_chunk(
+        &self,
+        ledger: &Ledger,
+        mut apply: impl FnMut(u64, &[Vec<u8>]) -> Result<(), CatalogError>,
+    ) -> Result<u64, CatalogError> {
         let size = ledger.size();
         let start = self.applied()?;
         let mut at = start;
@@ -222,8 +236,7 @@ impl Catalog {
             let leaves = (at..end)
                 .map(|i| ledger.leaf(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.apply(at, &leaves)?;
-            progress(end, size);
+            apply(at, &leaves)?;
             at = end;
         }
         Ok(at - start)
@@ -245,18 +258,9 @@ impl Catalog {
         ledger: &Ledger,
         search: &mut SearchBacklog,
     ) -> Result<u64, CatalogError> {
-        let size = ledger.size();
-        let start = self.applied()?;
-        let mut at = start;
-        while at < size {
-            let end = (at + CHUNK).min(size);
-            let leaves = (at..end)
-                .map(|i| ledger.leaf(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.apply_state(at, &leaves, search)?;
-            at = end;
-        }
-        Ok(at - start)
+        self.each_unapplied_chunk(ledger, |first, leaves| {
+            self.apply_state(first, leaves, search)
+        })
     }
 
     /// The state half of [`Catalog::apply`]: entity state, graph, history
