@@ -49,8 +49,6 @@ const SEARCH_COMMIT_EVERY: std::time::Duration = std::time::Duration::from_milli
 pub struct Sequenced {
     /// Event id.
     pub event_id: String,
-    /// Subject of the event.
-    pub subject: String,
     /// Leaf index.
     pub leaf_index: u64,
     /// Checkpoint signed for the batch that appended it.
@@ -362,17 +360,10 @@ fn sequencer(
             std::collections::HashMap::new();
         if let Some(cp) = &receipt.checkpoint {
             for a in &receipt.accepted {
-                let subject = ledger
-                    .leaf(a.leaf_index)
-                    .ok()
-                    .and_then(|leaf| clew_events::open(&leaf).ok())
-                    .map(|o| o.event.subject)
-                    .unwrap_or_default();
                 outcomes.insert(
                     a.source_offset,
                     Outcome::Accepted(Sequenced {
                         event_id: a.event_id.clone(),
-                        subject,
                         leaf_index: a.leaf_index,
                         checkpoint: cp.clone(),
                     }),

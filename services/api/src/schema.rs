@@ -1304,41 +1304,37 @@ fn mutation_roles(body: &Body) -> &'static [Role] {
     }
 }
 
+/// The receipt of the event at leaf `index` against checkpoint `cp`: read
+/// back from the ledger, so it is exactly what an outside verifier sees.
+fn receipt_for(
+    node: &Node,
+    index: u64,
+    cp: &SignedCheckpoint,
+) -> std::result::Result<Receipt, ApiError> {
+    let proof = node.ledger().inclusion_proof(index, cp.size)?;
+    let leaf = node.ledger().leaf(index)?;
+    let opened =
+        clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
+    Ok(Receipt {
+        receipt: clew_ledger::format_receipt(index, &leaf, &proof, cp),
+        event_id: opened.event.event_id,
+        subject: opened.event.subject,
+        leaf_index: index,
+        checkpoint: Checkpoint::from(cp),
+        inclusion_proof: hashes_b64(&proof),
+    })
+}
+
 async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
     match outcome {
-        Outcome::Accepted(s) => {
-            let proof = node
-                .ledger()
-                .inclusion_proof(s.leaf_index, s.checkpoint.size)
-                .coded()?;
-            let leaf = node.ledger().leaf(s.leaf_index).coded()?;
-            Ok(Receipt {
-                receipt: clew_ledger::format_receipt(s.leaf_index, &leaf, &proof, &s.checkpoint),
-                event_id: s.event_id,
-                subject: s.subject,
-                leaf_index: s.leaf_index,
-                checkpoint: Checkpoint::from(&s.checkpoint),
-                inclusion_proof: hashes_b64(&proof),
-            })
-        }
+        Outcome::Accepted(s) => receipt_for(node, s.leaf_index, &s.checkpoint).coded(),
         // A retry of an event already in the ledger: the first receipt.
         Outcome::Rejected(r) if r.reason == proto::RejectionReason::Duplicate => {
             let Some(index) = r.original_leaf_index else {
                 return Err(ApiError::Internal("duplicate without its leaf".into()).into_graphql());
             };
             let cp = checkpoint_of(node, None).coded()?;
-            let proof = node.ledger().inclusion_proof(index, cp.size).coded()?;
-            let leaf = node.ledger().leaf(index).coded()?;
-            let opened = clew_events::open(&leaf)
-                .map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")).into_graphql())?;
-            Ok(Receipt {
-                receipt: clew_ledger::format_receipt(index, &leaf, &proof, &cp),
-                event_id: opened.event.event_id.clone(),
-                subject: opened.event.subject.clone(),
-                leaf_index: index,
-                checkpoint: Checkpoint::from(&cp),
-                inclusion_proof: hashes_b64(&proof),
-            })
+            receipt_for(node, index, &cp).coded()
         }
         Outcome::Rejected(r) => Err(ApiError::Rejected {
             reason: r
