@@ -22,6 +22,10 @@ pub enum LedgerError {
     /// A request outside the tree (index beyond size, unknown tile...).
     #[error("not found: {0}")]
     NotFound(String),
+    /// What a mirror received contradicts what the ledger signed (a leaf or
+    /// checkpoint missing, reordered or rewritten on the way).
+    #[error("inconsistent with the signed ledger: {0}")]
+    Inconsistent(String),
     /// The genesis event could not be built.
     #[error("event: {0}")]
     Event(#[from] clew_events::EventError),

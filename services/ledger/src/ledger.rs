@@ -94,9 +94,9 @@ pub struct BatchReceipt {
     pub next_offset: u64,
 }
 
-struct WriterState {
-    size: u64,
-    rejected: u64,
+pub(crate) struct WriterState {
+    pub(crate) size: u64,
+    pub(crate) rejected: u64,
 }
 
 /// The key registry as of the last committed batch. Replaced (copy on write)
@@ -130,15 +130,16 @@ impl PrecheckedBatch {
 /// One `Ledger` is the single writer of its database: [`Ledger::sequence`] is
 /// serialised internally; reads may run concurrently from any thread.
 pub struct Ledger {
-    db: sled::Db,
-    tree: sled::Tree,
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
     origin: String,
-    signer: StandardSigner,
-    verifier_key: String,
-    options: LedgerOptions,
-    writer: Mutex<WriterState>,
+    /// None for a mirror: it stores checkpoints it verified, never signs.
+    pub(crate) signer: Option<StandardSigner>,
+    pub(crate) verifier_key: String,
+    pub(crate) options: LedgerOptions,
+    pub(crate) writer: Mutex<WriterState>,
     registry: RwLock<Arc<KeyRegistry>>,
-    upper_hashes: UpperHashCache,
+    pub(crate) upper_hashes: UpperHashCache,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -183,7 +184,7 @@ impl Ledger {
         tree.insert(keys::ORIGIN, origin.as_bytes())?;
         tree.insert(keys::LEDGER_VKEY, vkey.as_bytes())?;
         db.flush()?;
-        let ledger = Self::from_parts(db, tree, signer, origin, vkey, options)?;
+        let ledger = Self::from_parts(db, tree, Some(signer), origin, vkey, options)?;
 
         let genesis = clew_events::seal(
             admin_key,
@@ -238,13 +239,19 @@ impl Ledger {
                 vkey
             )));
         }
-        Self::from_parts(db, tree, signer, origin, vkey, options)
+        if tree.get(keys::MIRROR)?.is_some() {
+            return Err(LedgerError::Setup(format!(
+                "{} holds a mirror of a ledger sequenced elsewhere; it cannot sequence",
+                data_dir.display()
+            )));
+        }
+        Self::from_parts(db, tree, Some(signer), origin, vkey, options)
     }
 
-    fn from_parts(
+    pub(crate) fn from_parts(
         db: sled::Db,
         tree: sled::Tree,
-        signer: StandardSigner,
+        signer: Option<StandardSigner>,
         origin: String,
         verifier_key: String,
         options: LedgerOptions,
@@ -367,6 +374,11 @@ impl Ledger {
             .writer
             .lock()
             .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let Some(signer) = self.signer.as_ref() else {
+            return Err(LedgerError::Setup(
+                "this is a mirror of a ledger sequenced elsewhere; it cannot sequence".into(),
+            ));
+        };
         let cursor = self.cursor(source)?;
         let fresh: Vec<(Submission, Precheck)> = batch
             .items
@@ -463,7 +475,7 @@ impl Ledger {
         }
         if size > start {
             let root = tree_hash(size, &ov)?;
-            let signed = checkpoint::sign(&self.signer, &self.origin, size, root)?;
+            let signed = checkpoint::sign(signer, &self.origin, size, root)?;
             ov.put(keys::checkpoint(size).to_vec(), signed.note.clone());
             ov.put(keys::SIZE.to_vec(), size.to_be_bytes().to_vec());
             receipt.checkpoint = Some(signed);
@@ -654,7 +666,7 @@ impl Ledger {
     }
 }
 
-fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::Db, LedgerError> {
+pub(crate) fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::Db, LedgerError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| LedgerError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
     let config = sled::Config::new()

@@ -45,6 +45,7 @@
 pub mod checkpoint;
 mod error;
 mod ledger;
+mod mirror;
 mod rules;
 pub mod store;
 pub mod tiles;
@@ -56,6 +57,7 @@ pub use ledger::{
     AcceptedEvent, BatchReceipt, Ledger, LedgerOptions, Rejection, Submission, GENESIS_SOURCE,
     LEDGER_DB_DIR,
 };
+pub use mirror::MirroredBatch;
 pub use tiles::{format_receipt, verify_receipt, TileRef, VerifiedReceipt};
 pub use tlog_tiles::Hash;
 pub use verify::{verify_ledger, VerifyFailure, VerifyReport};

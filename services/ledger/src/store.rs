@@ -34,6 +34,9 @@ pub mod keys {
     pub const SIZE: &[u8] = b"msize";
     /// Metadata: number of rejections recorded.
     pub const REJECTED_COUNT: &[u8] = b"mrejected";
+    /// Metadata: present when this database is a mirror (a read replica's
+    /// verified copy of a ledger another process sequences).
+    pub const MIRROR: &[u8] = b"mmirror";
 
     fn indexed(prefix: u8, i: u64) -> [u8; 9] {
         let mut k = [0u8; 9];
