@@ -35,7 +35,8 @@ impl Server {
         Self::start(data, &["demo", "--serve"])
     }
 
-    fn start(data: &Path, command: &[&str]) -> Self {
+    /// `clew <command…> --data-dir <data> --listen 127.0.0.1:0`, once ready.
+    pub fn start(data: &Path, command: &[&str]) -> Self {
         std::fs::create_dir_all(data).expect("data directory");
         let log = std::fs::File::create(data.with_extension("server.log")).expect("log file");
         let mut child = clew()

@@ -323,7 +323,7 @@ async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if let Err(r) = authenticate(&state, &headers) {
         return *r;
     }
-    match state.node.ledger().latest_checkpoint() {
+    match state.node.checkpoint() {
         Ok(cp) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -332,7 +332,7 @@ async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Respon
             cp.note,
         )
             .into_response(),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &ApiError::from(e)),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
 

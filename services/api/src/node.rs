@@ -20,11 +20,13 @@
 //! Subscribers watch [`Node::applied`] and read leaves from the ledger, so a
 //! slow subscriber never holds the sequencer back and never misses a leaf.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use clew_bus::Bus;
 use clew_catalog::{Catalog, SearchBacklog};
 use clew_events::proto::event::Body;
 use clew_events::ProducerKey;
@@ -33,6 +35,7 @@ use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
+use crate::replica::Waiters;
 use crate::ApiError;
 
 /// Input source name of everything submitted through the API.
@@ -69,12 +72,32 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, String>>,
 }
 
-/// The running spine: ledger writer, catalogue projection and their readers.
+/// How submissions reach the ledger.
+enum Spine {
+    /// This process sequences: an in-process queue into the sequencer thread.
+    Embedded {
+        jobs: std::sync::Mutex<Option<std_mpsc::Sender<Job>>>,
+    },
+    /// A read replica: submissions go onto the bus's inbound stream and the
+    /// answer comes back on the outbound streams (see [`crate::replica`]).
+    Replica {
+        bus: Arc<dyn Bus>,
+        waiters: Arc<Waiters>,
+        stop: Arc<AtomicBool>,
+        stopping: AtomicBool,
+    },
+}
+
+/// How long a replica waits for a submitted event to come back sequenced.
+pub const REPLICA_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running spine: ledger writer (or mirror), catalogue projection and
+/// their readers.
 pub struct Node {
     ledger: Arc<Ledger>,
     catalog: Arc<Catalog>,
     service_key: ProducerKey,
-    jobs: std::sync::Mutex<Option<std_mpsc::Sender<Job>>>,
+    spine: Spine,
     applied: watch::Receiver<u64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
@@ -114,7 +137,59 @@ impl Node {
             ledger,
             catalog,
             service_key,
-            jobs: std::sync::Mutex::new(Some(tx)),
+            spine: Spine::Embedded {
+                jobs: std::sync::Mutex::new(Some(tx)),
+            },
+            applied: applied_rx,
+            thread: std::sync::Mutex::new(Some(thread)),
+            metrics,
+            access: Arc::default(),
+        }))
+    }
+
+    /// Starts a read replica: `mirror` (see `Ledger::open_mirror`) and the
+    /// catalogue follow the bus's outbound streams as consumer group `group`;
+    /// submissions are put on the bus signed by `service_key`.
+    pub fn start_replica(
+        mirror: Arc<Ledger>,
+        catalog: Arc<Catalog>,
+        service_key: ProducerKey,
+        metrics: Arc<Metrics>,
+        bus: Arc<dyn Bus>,
+        group: &str,
+    ) -> Result<Arc<Self>, ApiError> {
+        if !mirror.is_mirror() {
+            return Err(ApiError::Internal(
+                "a replica needs a mirror ledger, not the primary".into(),
+            ));
+        }
+        let (applied_tx, applied_rx) = watch::channel(u64::MAX);
+        let waiters = Arc::new(Waiters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let follow = crate::replica::Follow {
+            ledger: mirror.clone(),
+            catalog: catalog.clone(),
+            bus: bus.clone(),
+            group: group.to_string(),
+            applied: applied_tx,
+            metrics: metrics.clone(),
+            waiters: waiters.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("replica".into())
+            .spawn(move || follow.run())
+            .map_err(|e| ApiError::Internal(format!("cannot start the replica: {e}")))?;
+        Ok(Arc::new(Self {
+            ledger: mirror,
+            catalog,
+            service_key,
+            spine: Spine::Replica {
+                bus,
+                waiters,
+                stop,
+                stopping: AtomicBool::new(false),
+            },
             applied: applied_rx,
             thread: std::sync::Mutex::new(Some(thread)),
             metrics,
@@ -152,6 +227,19 @@ impl Node {
         self.applied.clone()
     }
 
+    /// The checkpoint this node answers as of: the one at the size applied to
+    /// the catalogue (a replica's mirror may briefly hold more leaves than its
+    /// catalogue has applied; nothing past the catalogue is shown).
+    pub fn checkpoint(&self) -> Result<SignedCheckpoint, ApiError> {
+        let applied = *self.applied.borrow();
+        if applied != u64::MAX {
+            if let Some(cp) = self.ledger.checkpoint_at(applied)? {
+                return Ok(cp);
+            }
+        }
+        Ok(self.ledger.latest_checkpoint()?)
+    }
+
     /// Whether the start-up catch-up has finished.
     pub fn ready(&self) -> bool {
         *self.applied.borrow() != u64::MAX
@@ -160,10 +248,23 @@ impl Node {
     /// Submits envelope bytes exactly as received; answers once they are
     /// sequenced (or refused) and applied.
     pub async fn submit(&self, bytes: Vec<u8>) -> Result<Outcome, ApiError> {
+        let jobs = match &self.spine {
+            Spine::Embedded { jobs } => jobs,
+            Spine::Replica {
+                bus,
+                waiters,
+                stopping,
+                ..
+            } => {
+                if stopping.load(Ordering::SeqCst) {
+                    return Err(ApiError::Unavailable("the server is shutting down".into()));
+                }
+                return self.submit_to_bus(bus.clone(), waiters, bytes).await;
+            }
+        };
         let (reply, answer) = oneshot::channel();
         {
-            let jobs = self
-                .jobs
+            let jobs = jobs
                 .lock()
                 .map_err(|_| ApiError::Internal("sequencer queue poisoned".into()))?;
             let Some(jobs) = jobs.as_ref() else {
@@ -176,6 +277,70 @@ impl Node {
             .await
             .map_err(|_| ApiError::Unavailable("the sequencer stopped before answering".into()))?
             .map_err(ApiError::Internal)
+    }
+
+    /// Replica mode: puts the envelope on the inbound stream (keyed by its
+    /// signing key id) and waits for it to come back sequenced or refused.
+    async fn submit_to_bus(
+        &self,
+        bus: Arc<dyn Bus>,
+        waiters: &Waiters,
+        bytes: Vec<u8>,
+    ) -> Result<Outcome, ApiError> {
+        // Without an event id the answer could not be matched; the sequencer
+        // would refuse these bytes for the same reason.
+        let opened = clew_events::open(&bytes).map_err(|e| ApiError::BadInput(e.to_string()))?;
+        let event_id = opened.event.event_id.clone();
+        let key_id = opened.key_id().to_string();
+        let answer = waiters.register(&event_id);
+        if let Some(leaf) = self.ledger.leaf_index_of(&event_id)? {
+            // Already sequenced: this is a retry; the caller gets the first
+            // leaf, exactly as the sequencer would say.
+            waiters.forget(&event_id);
+            return self.sequenced_at(&event_id, leaf).await;
+        }
+        let sent = tokio::task::spawn_blocking(move || bus.submit(&[(&key_id, &bytes)]))
+            .await
+            .map_err(|e| ApiError::Internal(format!("submitting: {e}")))?;
+        if let Err(e) = sent {
+            waiters.forget(&event_id);
+            return Err(ApiError::Unavailable(format!(
+                "the bus did not take event {event_id}: {e}; retry with the same eventId"
+            )));
+        }
+        let outcome = match tokio::time::timeout(REPLICA_ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => {
+                waiters.forget(&event_id);
+                return Err(ApiError::Unavailable(format!(
+                    "event {event_id} was submitted but not seen sequenced within {}s; \
+                     retry with the same eventId",
+                    REPLICA_ANSWER_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        // A duplicate names a leaf this replica may not hold yet.
+        if let Outcome::Rejected(r) = &outcome {
+            if let Some(leaf) = r.original_leaf_index {
+                let mut applied = self.applied();
+                let _ = tokio::time::timeout(
+                    REPLICA_ANSWER_TIMEOUT,
+                    applied.wait_for(|n| *n != u64::MAX && *n > leaf),
+                )
+                .await;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The outcome for an event this replica already holds at `leaf`.
+    async fn sequenced_at(&self, event_id: &str, leaf: u64) -> Result<Outcome, ApiError> {
+        let checkpoint = self.checkpoint()?;
+        Ok(Outcome::Accepted(Sequenced {
+            event_id: event_id.to_string(),
+            leaf_index: leaf,
+            checkpoint,
+        }))
     }
 
     /// Builds, signs with the service key and submits an event whose actor is
@@ -206,8 +371,16 @@ impl Node {
     /// Stops taking submissions; the sequencer finishes what it holds and
     /// stops, which ends every subscription stream.
     pub fn begin_shutdown(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
+        match &self.spine {
+            Spine::Embedded { jobs } => {
+                if let Ok(mut jobs) = jobs.lock() {
+                    jobs.take();
+                }
+            }
+            Spine::Replica { stop, stopping, .. } => {
+                stopping.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            }
         }
     }
 

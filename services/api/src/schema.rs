@@ -854,7 +854,7 @@ fn checkpoint_of(
     size: Option<u64>,
 ) -> std::result::Result<SignedCheckpoint, ApiError> {
     match size {
-        None => Ok(node.ledger().latest_checkpoint()?),
+        None => node.checkpoint(),
         Some(s) => node
             .ledger()
             .checkpoint_at(s)?
@@ -1745,7 +1745,7 @@ impl SubscriptionRoot {
                     if size == u64::MAX || size == seen {
                         continue;
                     }
-                    let cp = node.ledger().latest_checkpoint().ok()?;
+                    let cp = node.checkpoint().ok()?;
                     return Some((Checkpoint::from(&cp), (node, watch, cp.size, gauge)));
                 }
             },

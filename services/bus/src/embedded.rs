@@ -183,6 +183,17 @@ impl Bus for EmbeddedBus {
         Ok(Box::new(EmbeddedOutbound { bus: self.clone() }))
     }
 
+    fn ends(&self) -> Result<FollowFrom, BusError> {
+        let end = |s: Stream| -> Result<u64, BusError> {
+            next_offset(&self.inner.db.open_tree(s.name())?)
+        };
+        Ok(FollowFrom {
+            sequenced: end(Stream::Sequenced)?,
+            checkpoints: end(Stream::Checkpoints)?,
+            rejected: end(Stream::Rejected)?,
+        })
+    }
+
     fn follow(&self, _group: &str, from: FollowFrom) -> Result<Box<dyn Follower>, BusError> {
         let mut streams = Vec::new();
         for s in Stream::ALL {

@@ -384,6 +384,20 @@ impl Bus for KafkaBus {
         }))
     }
 
+    fn ends(&self) -> Result<FollowFrom, BusError> {
+        let consumer: BaseConsumer = self.config.consumer_config("clew-metadata").create()?;
+        let end = |s: Stream| -> Result<u64, BusError> {
+            let (_, high) =
+                consumer.fetch_watermarks(self.config.topics.of(s), 0, Duration::from_secs(15))?;
+            Ok(high.max(0) as u64)
+        };
+        Ok(FollowFrom {
+            sequenced: end(Stream::Sequenced)?,
+            checkpoints: end(Stream::Checkpoints)?,
+            rejected: end(Stream::Rejected)?,
+        })
+    }
+
     fn follow(&self, group: &str, from: FollowFrom) -> Result<Box<dyn Follower>, BusError> {
         let consumer: BaseConsumer = self.config.consumer_config(group).create()?;
         let mut tpl = TopicPartitionList::new();

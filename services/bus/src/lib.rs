@@ -157,6 +157,10 @@ pub trait Bus: Send + Sync {
     /// The sequencer's writer of the outbound streams.
     fn outbound(&self) -> Result<Box<dyn OutboundWriter>, BusError>;
 
+    /// The next offset at the end of each outbound stream (where a reader
+    /// that wants only what comes next starts).
+    fn ends(&self) -> Result<FollowFrom, BusError>;
+
     /// A reader of the outbound streams starting at `from`. `group` names the
     /// reader on the bus (Kafka consumer group; used for lag monitoring).
     fn follow(&self, group: &str, from: FollowFrom) -> Result<Box<dyn Follower>, BusError>;

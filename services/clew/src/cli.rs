@@ -214,6 +214,57 @@ enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// The sequencer on Kafka: reads the inbound topic into the ledger
+    /// (exactly once) and publishes the ledger to the sequenced, checkpoint and
+    /// rejected topics. Creates the data directory on first start.
+    Ledger {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        /// Checkpoint origin used when the data directory is created.
+        #[arg(long, default_value = "clew.example.org/ledger")]
+        origin: String,
+    },
+    /// A read replica on Kafka: a verified mirror of the ledger, its own
+    /// catalogue, and the GraphQL API (mutations go onto the inbound topic).
+    Replica {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The ledger's verifier key (C2SP text, or a file holding it: the
+        /// ledger's keys/ledger.vkey).
+        #[arg(long, env = "CLEW_LEDGER_VKEY")]
+        ledger_vkey: String,
+        /// The API service key file (a copy of the ledger's keys/api.key).
+        #[arg(long, env = "CLEW_SERVICE_KEY")]
+        service_key: PathBuf,
+        /// Kafka consumer group of this replica (default clew-replica-<host>).
+        #[arg(long, env = "CLEW_REPLICA_GROUP")]
+        group: Option<String>,
+    },
+    /// Put the envelopes of a stream file on the Kafka inbound topic, keyed
+    /// by signing key id. Prints one JSON summary line.
+    Submit {
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        /// Stream file: varint-length-delimited DSSE envelopes.
+        #[arg(long)]
+        input: PathBuf,
+        /// Only records A..B of the file (record numbers, B exclusive).
+        #[arg(long)]
+        records: Option<String>,
+        /// Only records whose number is K modulo N ("K/N").
+        #[arg(long)]
+        shard: Option<String>,
+        /// Then wait up to this many seconds until every submitted event is
+        /// seen sequenced or refused on the outbound topics.
+        #[arg(long)]
+        wait_s: Option<u64>,
+    },
     /// Print the GraphQL schema (SDL) the server serves.
     Schema,
     /// Benchmarks; each prints its figures and, last, one JSON line.
@@ -359,7 +410,9 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,clew=info,clew_api=info")
+                tracing_subscriber::EnvFilter::new(
+                    "warn,clew=info,clew_api=info,clew_sequencer=info,clew_bus=info",
+                )
             }),
         )
         .with_writer(std::io::stderr)
@@ -392,6 +445,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("created {}", data.root().display());
             }
             runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+        }
+        Command::Ledger { dir, kafka, origin } => {
+            crate::distributed::run_ledger(&DataDir::new(&dir.data_dir), &origin, &kafka)?;
+        }
+        Command::Replica {
+            dir,
+            kafka,
+            server: args,
+            ledger_vkey,
+            service_key,
+            group,
+        } => {
+            let data = DataDir::new(&dir.data_dir);
+            let group = group.unwrap_or_else(crate::distributed::default_group);
+            let prepared = crate::distributed::prepare_replica(
+                &data,
+                &ledger_vkey,
+                &service_key,
+                &kafka,
+                &group,
+            )?;
+            runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+        }
+        Command::Submit {
+            kafka,
+            input,
+            records,
+            shard,
+            wait_s,
+        } => {
+            let records = records
+                .as_deref()
+                .map(crate::distributed::parse_range)
+                .transpose()?;
+            let shard = shard
+                .as_deref()
+                .map(crate::distributed::parse_shard)
+                .transpose()?;
+            let summary = crate::distributed::submit(
+                &kafka,
+                &input,
+                records,
+                shard,
+                wait_s.map(std::time::Duration::from_secs),
+            )?;
+            println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Demo {
             dir,

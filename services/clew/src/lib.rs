@@ -15,6 +15,7 @@ pub mod bench_api;
 pub mod cli;
 pub mod datadir;
 pub mod demo;
+pub mod distributed;
 pub mod export;
 pub mod keyfiles;
 pub mod server;

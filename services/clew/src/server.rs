@@ -14,7 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clew_api::{AppState, Limits, Metrics, Node, TokenStore};
 use clew_events::proto::{self, event::Body, Role};
-use clew_ledger::{LedgerOptions, Submission};
+use clew_events::ProducerKey;
+use clew_ledger::{Ledger, LedgerOptions, Submission};
 use prost::Message;
 
 use crate::datadir::{DataDir, ADMIN_PRINCIPAL};
@@ -43,9 +44,10 @@ fn api_dir(dir: &DataDir) -> PathBuf {
     dir.root().join("api")
 }
 
-/// Opens (creating on first start) everything `clew serve` needs and starts
-/// the sequencer.
-pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
+/// Opens the primary ledger in `dir`, creating it on first start, with the
+/// API's service key (`keys/api.key`) registered as principal `clew-api`.
+/// Read replicas sign with a copy of that key.
+pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey, bool)> {
     let created = !dir.has_ledger();
     let ledger = if created {
         tracing::info!(dir = %dir.root().display(), "creating a new data directory");
@@ -86,14 +88,25 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
             anyhow::bail!("registering the API service key was refused: {}", r.detail);
         }
     }
+    Ok((ledger, service_key, created))
+}
 
+/// Opens the bearer-token store of `dir`, writing `admin.token` on first use.
+pub fn open_tokens(dir: &DataDir) -> Result<(Arc<TokenStore>, PathBuf)> {
     let tokens = Arc::new(TokenStore::open(&api_dir(dir).join("tokens.json"))?);
     let admin_token_file = dir.root().join("admin.token");
     if !admin_token_file.exists() {
         let token = tokens.issue(ADMIN_PRINCIPAL)?;
         write_secret(&admin_token_file, &token)?;
     }
+    Ok((tokens, admin_token_file))
+}
 
+/// Opens (creating on first start) everything `clew serve` needs and starts
+/// the sequencer.
+pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
+    let (ledger, service_key, created) = open_primary(dir, origin)?;
+    let (tokens, admin_token_file) = open_tokens(dir)?;
     let catalog = clew_catalog::Catalog::open(&dir.catalog_dir())?;
     let metrics = Arc::new(Metrics::new()?);
     let node = Node::start(Arc::new(ledger), Arc::new(catalog), service_key, metrics)?;

@@ -596,6 +596,23 @@ impl Ledger {
             .collect()
     }
 
+    /// Checkpoints signed for tree sizes above `after`, ascending, at most `limit`.
+    pub fn checkpoints_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedCheckpoint>, LedgerError> {
+        self.tree
+            .range(keys::checkpoint(after.saturating_add(1))..)
+            .take_while(|item| matches!(item, Ok((k, _)) if k.starts_with(keys::CHECKPOINTS)))
+            .take(limit)
+            .map(|item| {
+                let (_, note) = item?;
+                checkpoint::parse(&note, &self.verifier_key)
+            })
+            .collect()
+    }
+
     /// Root hash of the tree of `size` leaves (any size up to the current one).
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
         self.check_size(size)?;

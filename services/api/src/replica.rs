@@ -1,0 +1,334 @@
+//! A read replica: a verified mirror of the ledger and its own catalogue,
+//! fed from the bus.
+//!
+//! ```text
+//!  SEQUENCED ──┐   pending leaves (contiguous from the mirror's size)
+//!  CHECKPOINTS ┼─▶ pending checkpoints (by size)
+//!  REJECTED ───┘   stored at once (rejected log), waiters told
+//!                   │ when a checkpoint covers the pending leaves:
+//!                   ▼
+//!     Ledger::append_verified(leaves, checkpoint, stream positions)   (one sled batch;
+//!                   │              refused unless the leaves hash to the signed root)
+//!                   ▼
+//!     Catalog::catch_up_state + commit_search ─▶ `applied` ─▶ waiters, subscriptions
+//! ```
+//!
+//! The replica serves only leaves under a checkpoint it verified. Its stream
+//! positions are stored with the leaves, so after a crash it reads again
+//! exactly what it had not stored. Leaves and checkpoints published twice
+//! (after a sequencer restart) are recognised by index and dropped; a
+//! re-published leaf whose bytes differ from the one held is reported, never
+//! stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clew_bus::{Bus, FollowFrom, Outgoing, RejectedSubmission, Stream};
+use clew_catalog::{Catalog, SearchBacklog};
+use clew_events::proto::RejectionReason;
+use clew_ledger::{Ledger, Rejection, SignedCheckpoint};
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::node::{Outcome, Sequenced};
+
+/// Ledger cursor names of the replica's stream positions.
+pub fn position_name(stream: Stream) -> String {
+    format!("bus:{}", stream.name())
+}
+
+/// Callers waiting for the outcome of an event they submitted, by event id.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    map: Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>,
+}
+
+impl Waiters {
+    pub(crate) fn register(&self, event_id: &str) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut m) = self.map.lock() {
+            m.entry(event_id.to_string()).or_default().push(tx);
+        }
+        rx
+    }
+
+    pub(crate) fn forget(&self, event_id: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(event_id);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.lock().map(|m| m.is_empty()).unwrap_or(true)
+    }
+
+    fn answer(&self, event_id: &str, outcome: impl Fn() -> Outcome) {
+        let senders = self.map.lock().ok().and_then(|mut m| m.remove(event_id));
+        for tx in senders.into_iter().flatten() {
+            let _ = tx.send(outcome());
+        }
+    }
+}
+
+fn rejection_of(r: &RejectedSubmission) -> Rejection {
+    Rejection {
+        source_offset: r.source_offset,
+        rejection_index: r.rejection_index,
+        reason: RejectionReason::try_from(r.reason).unwrap_or(RejectionReason::Unspecified),
+        detail: r.detail.clone(),
+        event_id: r.event_id.clone(),
+        original_leaf_index: r.original_leaf_index,
+    }
+}
+
+pub(crate) struct Follow {
+    pub ledger: Arc<Ledger>,
+    pub catalog: Arc<Catalog>,
+    pub bus: Arc<dyn Bus>,
+    pub group: String,
+    pub applied: watch::Sender<u64>,
+    pub metrics: Arc<Metrics>,
+    pub waiters: Arc<Waiters>,
+    pub stop: Arc<AtomicBool>,
+}
+
+struct PendingCheckpoint {
+    note: Vec<u8>,
+    offset: u64,
+}
+
+impl Follow {
+    pub(crate) fn run(self) {
+        let started = Instant::now();
+        match self.catalog.catch_up(&self.ledger, &|_, _| {}) {
+            Ok(n) => tracing::info!(
+                leaves = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "catalogue caught up with the mirror"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "catalogue could not catch up; not ready");
+                return;
+            }
+        }
+        let position = |s: Stream| self.ledger.cursor(&position_name(s)).unwrap_or(0);
+        let mut from = FollowFrom {
+            sequenced: position(Stream::Sequenced),
+            checkpoints: position(Stream::Checkpoints),
+            rejected: position(Stream::Rejected),
+        };
+        let mut follower = loop {
+            match self.bus.follow(&self.group, from) {
+                Ok(f) => break f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the bus; retrying");
+                    if self.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        self.publish_size();
+        tracing::info!(
+            bus = %self.bus.describe(),
+            group = %self.group,
+            tree_size = self.ledger.size(),
+            "replica following"
+        );
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut checkpoints: BTreeMap<u64, PendingCheckpoint> = BTreeMap::new();
+        let mut backlog = SearchBacklog::default();
+        let mut last_consumed = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let records = match follower.poll(4096, Duration::from_millis(100)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the outbound streams");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let mut appended: Vec<(u64, String)> = Vec::new();
+            let mut heads: Vec<SignedCheckpoint> = Vec::new();
+            let mut rejected: Vec<RejectedSubmission> = Vec::new();
+            for p in records {
+                match p.record {
+                    Outgoing::Sequenced(e) => {
+                        self.take_leaf(&mut pending, p.offset, e);
+                    }
+                    Outgoing::Checkpoint(c) => {
+                        if c.tree_size <= self.ledger.size() {
+                            match self.ledger.accept_past_checkpoint(&c.signed_note) {
+                                Ok(_) => {}
+                                Err(e) => tracing::error!(
+                                    error = %e,
+                                    tree_size = c.tree_size,
+                                    "REFUSED a published checkpoint"
+                                ),
+                            }
+                            from.checkpoints = from.checkpoints.max(p.offset + 1);
+                            let _ = self
+                                .ledger
+                                .set_cursor(&position_name(Stream::Checkpoints), from.checkpoints);
+                        } else {
+                            checkpoints.insert(
+                                c.tree_size,
+                                PendingCheckpoint {
+                                    note: c.signed_note,
+                                    offset: p.offset,
+                                },
+                            );
+                        }
+                    }
+                    Outgoing::Rejected(r) => {
+                        from.rejected = from.rejected.max(p.offset + 1);
+                        rejected.push(r);
+                    }
+                }
+            }
+            // Append every run of pending leaves a checkpoint covers.
+            while let Some((&size, _)) = checkpoints.first_key_value() {
+                let held = self.ledger.size();
+                if size > held + pending.len() as u64 {
+                    break;
+                }
+                let Some(cp) = checkpoints.remove(&size) else {
+                    break;
+                };
+                let n = (size - held) as usize;
+                let leaves: Vec<(u64, Vec<u8>)> = pending.drain(..n).collect();
+                let seq_next = leaves.last().map(|(o, _)| o + 1).unwrap_or(from.sequenced);
+                let cp_next = from.checkpoints.max(cp.offset + 1);
+                let result = self.ledger.append_verified(
+                    held,
+                    leaves.into_iter().map(|(_, b)| b).collect(),
+                    &cp.note,
+                    &[
+                        (&position_name(Stream::Sequenced), seq_next),
+                        (&position_name(Stream::Checkpoints), cp_next),
+                    ],
+                );
+                match result {
+                    Ok(batch) => {
+                        from.sequenced = seq_next;
+                        from.checkpoints = cp_next;
+                        appended.extend(batch.appended);
+                        heads.push(batch.checkpoint);
+                    }
+                    Err(e) => {
+                        // Nothing was stored; the leaves are dropped from
+                        // memory and the stream must be repaired upstream.
+                        tracing::error!(
+                            error = %e,
+                            from_leaf = held,
+                            tree_size = size,
+                            "REFUSED leaves that do not match the signed checkpoint"
+                        );
+                        pending.clear();
+                    }
+                }
+            }
+            if !rejected.is_empty() {
+                if let Err(e) = self.ledger.store_rejections(
+                    &rejected,
+                    &[(&position_name(Stream::Rejected), from.rejected)],
+                ) {
+                    tracing::error!(error = %e, "storing published rejections");
+                }
+            }
+            if !appended.is_empty() {
+                if let Err(e) = self
+                    .catalog
+                    .catch_up_state(&self.ledger, &mut backlog)
+                    .and_then(|_| self.catalog.commit_search(&mut backlog))
+                {
+                    tracing::error!(error = %e, "applying mirrored leaves to the catalogue");
+                }
+                self.publish_size();
+            }
+            self.answer(&appended, heads.last(), &rejected);
+            if last_consumed.elapsed() >= Duration::from_secs(5) {
+                follower.consumed(&from);
+                last_consumed = Instant::now();
+            }
+        }
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!(error = %e, "flushing the mirror at shutdown failed");
+        }
+        tracing::info!(tree_size = self.ledger.size(), "replica stopped");
+    }
+
+    /// Adds a published leaf to the pending run, dropping re-published ones.
+    fn take_leaf(
+        &self,
+        pending: &mut Vec<(u64, Vec<u8>)>,
+        offset: u64,
+        e: clew_bus::SequencedEntry,
+    ) {
+        let held = self.ledger.size();
+        let next = held + pending.len() as u64;
+        if e.leaf_index < held {
+            return;
+        }
+        if e.leaf_index < next {
+            let i = (e.leaf_index - held) as usize;
+            if pending[i].1 != e.envelope {
+                tracing::error!(
+                    leaf = e.leaf_index,
+                    "REFUSED a re-published leaf whose bytes differ from the first"
+                );
+            }
+            return;
+        }
+        if e.leaf_index > next {
+            tracing::error!(
+                leaf = e.leaf_index,
+                expected = next,
+                "a leaf is missing from the sequenced stream; waiting for it"
+            );
+            return;
+        }
+        pending.push((offset, e.envelope));
+    }
+
+    fn publish_size(&self) {
+        let size = self.ledger.size();
+        self.metrics.tree_size.set(size as i64);
+        self.metrics.applied.set(size as i64);
+        self.applied.send_replace(size);
+    }
+
+    fn answer(
+        &self,
+        appended: &[(u64, String)],
+        head: Option<&SignedCheckpoint>,
+        rejected: &[RejectedSubmission],
+    ) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        if let Some(cp) = head {
+            for (leaf, id) in appended {
+                self.waiters.answer(id, || {
+                    Outcome::Accepted(Sequenced {
+                        event_id: id.clone(),
+                        leaf_index: *leaf,
+                        checkpoint: cp.clone(),
+                    })
+                });
+            }
+        }
+        for r in rejected {
+            if !r.event_id.is_empty() {
+                self.waiters
+                    .answer(&r.event_id, || Outcome::Rejected(rejection_of(r)));
+            }
+        }
+    }
+}

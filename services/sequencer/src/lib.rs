@@ -1,0 +1,336 @@
+//! The sequencer service: the one writer of the ledger in a deployment that
+//! runs on a bus.
+//!
+//! ```text
+//!   bus INBOUND ──poll──▶ group by source ──▶ Ledger::sequence(source, batch)
+//!                                                 │ ONE sled batch: leaves, state,
+//!                                                 │ rejected log, checkpoint AND the
+//!                                                 │ source's next offset; fsync
+//!                                                 ▼
+//!                                   wake the outbox publisher
+//!                                                 │
+//!   outbox publisher: leaves [mark..size), checkpoints, rejections
+//!        ──publish (acks=all, idempotent)──▶ SEQUENCED / CHECKPOINTS / REJECTED
+//!        ──then──▶ store the new marks (outbox positions) in the ledger
+//! ```
+//!
+//! # Exactly once into the ledger
+//!
+//! The inbound offsets the sequencer has consumed are not kept by the bus: they
+//! are the ledger's per-source cursors, written in the same atomic sled batch
+//! as the leaves (and rejections) those submissions became. On start the
+//! reader is positioned at those cursors. A crash before the batch is durable
+//! loses the leaves *and* the cursor together, so the same submissions are
+//! read again; a crash after it loses nothing, and submissions re-delivered
+//! below the cursor are skipped by the ledger. A submission is therefore
+//! sequenced exactly once however often the process dies. A producer that
+//! sends the same event id again (a retry after a lost acknowledgement) gets a
+//! `DUPLICATE` rejection naming the original leaf — the original receipt,
+//! never a second leaf.
+//!
+//! # The ledger as an outbox
+//!
+//! Publishing is a separate loop that reads what the ledger already holds.
+//! Marks (next leaf, last checkpoint size, next rejection) advance only after
+//! the bus acknowledged a publish, and are stored without a flush. After a
+//! crash the publisher resumes from the last stored mark, so the outbound
+//! streams may carry a record twice but never miss one; each record carries
+//! its index (leaf index, tree size, rejection index) and readers drop what
+//! they already hold. A checkpoint is published only after the leaves it
+//! covers, so a reader that has a checkpoint can fetch everything under it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use clew_bus::{Bus, BusError, CheckpointRecord, Outgoing, SequencedEntry};
+use clew_ledger::{Ledger, LedgerError, Submission};
+use thiserror::Error;
+
+/// Ledger cursor under which the next leaf to publish is stored.
+pub const OUTBOX_SEQUENCED: &str = "outbox:sequenced";
+/// Ledger cursor under which the size of the last published checkpoint is stored.
+pub const OUTBOX_CHECKPOINTS: &str = "outbox:checkpoints";
+/// Ledger cursor under which the next rejection to publish is stored.
+pub const OUTBOX_REJECTED: &str = "outbox:rejected";
+
+/// Largest raw submission copied into a published rejection; the rest is cut
+/// (the full bytes, up to 1 MiB, stay in the ledger's rejected log). Keeps
+/// each record under Kafka's default 1 MB message limit.
+pub const MAX_RAW_ON_BUS: usize = 256 * 1024;
+
+/// Failures that stop the sequencer.
+#[derive(Debug, Error)]
+pub enum SequencerError {
+    /// The ledger failed (storage); the process should exit and be restarted.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The bus could not be opened.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// The publisher thread panicked.
+    #[error("the outbox publisher stopped unexpectedly")]
+    Publisher,
+}
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct SequencerOptions {
+    /// Most inbound records read per batch (one fsync and one checkpoint per
+    /// source in the batch).
+    pub batch: usize,
+    /// Most leaves per publish call.
+    pub publish_batch: u64,
+}
+
+impl Default for SequencerOptions {
+    fn default() -> Self {
+        Self {
+            batch: 4096,
+            publish_batch: 4096,
+        }
+    }
+}
+
+/// Counters a caller can watch (progress bars, benchmarks, metrics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Leaves appended by this process.
+    pub sequenced: AtomicU64,
+    /// Submissions refused by this process.
+    pub rejected: AtomicU64,
+    /// Next leaf to publish (everything below is acknowledged by the bus).
+    pub published: AtomicU64,
+    /// Tree size after the last batch.
+    pub tree_size: AtomicU64,
+}
+
+/// Wakes the publisher when a batch is durable.
+#[derive(Default)]
+struct Wake {
+    generation: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Wake {
+    fn bump(&self) {
+        if let Ok(mut g) = self.generation.lock() {
+            *g += 1;
+        }
+        self.cond.notify_all();
+    }
+
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let Ok(g) = self.generation.lock() else {
+            return seen;
+        };
+        match self.cond.wait_timeout_while(g, timeout, |g| *g == seen) {
+            Ok((g, _)) => *g,
+            Err(_) => seen,
+        }
+    }
+
+    fn current(&self) -> u64 {
+        self.generation.lock().map(|g| *g).unwrap_or(0)
+    }
+}
+
+/// Runs the sequencer until `stop` is set; then finishes the batch in hand,
+/// publishes everything the ledger holds, and returns.
+pub fn run(
+    ledger: Arc<Ledger>,
+    bus: Arc<dyn Bus>,
+    options: SequencerOptions,
+    stop: &AtomicBool,
+    progress: &Progress,
+) -> Result<(), SequencerError> {
+    let wake = Wake::default();
+    let reading_done = AtomicBool::new(false);
+    progress.tree_size.store(ledger.size(), Ordering::Relaxed);
+    std::thread::scope(|scope| {
+        let publisher = scope.spawn(|| {
+            publish_loop(
+                &ledger,
+                bus.as_ref(),
+                &options,
+                &reading_done,
+                &wake,
+                progress,
+            )
+        });
+        let result = read_loop(&ledger, bus.as_ref(), &options, stop, &wake, progress);
+        reading_done.store(true, Ordering::SeqCst);
+        wake.bump();
+        let published = publisher.join().map_err(|_| SequencerError::Publisher)?;
+        result.and(published)
+    })
+}
+
+fn read_loop(
+    ledger: &Ledger,
+    bus: &dyn Bus,
+    options: &SequencerOptions,
+    stop: &AtomicBool,
+    wake: &Wake,
+    progress: &Progress,
+) -> Result<(), SequencerError> {
+    let start = |source: &str| ledger.cursor(source).unwrap_or(0);
+    let mut reader = bus.inbound(&start)?;
+    tracing::info!(bus = %bus.describe(), tree_size = ledger.size(), "sequencer reading");
+    while !stop.load(Ordering::SeqCst) {
+        let records = match reader.poll(options.batch, Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the inbound stream");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        if records.is_empty() {
+            continue;
+        }
+        // One ledger batch per source (each source's cursor is stored with it).
+        let mut by_source: BTreeMap<String, Vec<Submission>> = BTreeMap::new();
+        for r in records {
+            by_source.entry(r.source).or_default().push(Submission {
+                offset: r.offset,
+                bytes: r.bytes,
+            });
+        }
+        let mut positions = Vec::with_capacity(by_source.len());
+        for (source, submissions) in by_source {
+            let receipt = ledger.sequence(&source, submissions)?;
+            progress
+                .sequenced
+                .fetch_add(receipt.accepted.len() as u64, Ordering::Relaxed);
+            progress
+                .rejected
+                .fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
+            progress
+                .tree_size
+                .store(receipt.tree_size, Ordering::Relaxed);
+            positions.push((source, receipt.next_offset));
+        }
+        wake.bump();
+        reader.consumed(&positions);
+    }
+    Ok(())
+}
+
+/// Builds the published form of leaf `index`.
+pub fn sequenced_entry(index: u64, leaf: Vec<u8>) -> SequencedEntry {
+    let (event_id, kind, subject) = match clew_events::open(&leaf) {
+        Ok(opened) => {
+            let body = opened.event.body.as_ref();
+            (
+                opened.event.event_id.clone(),
+                body.map(|b| clew_events::kind_of(b) as i32).unwrap_or(0),
+                body.and_then(|b| clew_events::subject_of(b).ok())
+                    .map(|s| s.subject())
+                    .unwrap_or_default(),
+            )
+        }
+        // The ledger only holds envelopes that opened; keep publishing anyway.
+        Err(_) => (String::new(), 0, String::new()),
+    };
+    SequencedEntry {
+        leaf_index: index,
+        envelope: leaf,
+        event_id,
+        kind,
+        subject,
+        sequenced_at: None,
+    }
+}
+
+fn publish_loop(
+    ledger: &Ledger,
+    bus: &dyn Bus,
+    options: &SequencerOptions,
+    reading_done: &AtomicBool,
+    wake: &Wake,
+    progress: &Progress,
+) -> Result<(), SequencerError> {
+    let mut next_leaf = ledger.cursor(OUTBOX_SEQUENCED)?;
+    let mut last_cp = ledger.cursor(OUTBOX_CHECKPOINTS)?;
+    let mut next_rej = ledger.cursor(OUTBOX_REJECTED)?;
+    progress.published.store(next_leaf, Ordering::Relaxed);
+    if next_leaf < ledger.size() {
+        tracing::info!(
+            from_leaf = next_leaf,
+            tree_size = ledger.size(),
+            "publishing from the last confirmed mark"
+        );
+    }
+    let mut writer: Option<Box<dyn clew_bus::OutboundWriter>> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let seen = wake.current();
+        let size = ledger.size();
+        let rejected = ledger.rejected_count();
+        if next_leaf >= size && next_rej >= rejected {
+            if reading_done.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            wake.wait(seen, Duration::from_millis(200));
+            continue;
+        }
+        let end = size.min(next_leaf + options.publish_batch);
+        let mut out = Vec::new();
+        for i in next_leaf..end {
+            out.push(Outgoing::Sequenced(sequenced_entry(i, ledger.leaf(i)?)));
+        }
+        let mut cp_mark = last_cp;
+        for cp in ledger.checkpoints_after(last_cp, usize::MAX)? {
+            if cp.size > end {
+                break;
+            }
+            cp_mark = cp.size;
+            out.push(Outgoing::Checkpoint(CheckpointRecord {
+                tree_size: cp.size,
+                root_hash: cp.root.0.to_vec(),
+                origin: ledger.origin().to_string(),
+                signed_note: cp.note,
+            }));
+        }
+        let rejections = ledger.rejected(next_rej, options.publish_batch as usize)?;
+        let rej_mark = next_rej + rejections.len() as u64;
+        for mut r in rejections {
+            r.raw.truncate(MAX_RAW_ON_BUS);
+            out.push(Outgoing::Rejected(r));
+        }
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => match bus.outbound() {
+                Ok(w) => writer.insert(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the outbound streams; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        match w.publish(&out) {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                next_leaf = end;
+                last_cp = cp_mark;
+                next_rej = rej_mark;
+                ledger.set_cursor(OUTBOX_SEQUENCED, next_leaf)?;
+                ledger.set_cursor(OUTBOX_CHECKPOINTS, last_cp)?;
+                ledger.set_cursor(OUTBOX_REJECTED, next_rej)?;
+                progress.published.store(next_leaf, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Publish again from the same marks with a new producer; what
+                // did land is published twice and dropped by readers.
+                tracing::warn!(error = %e, from_leaf = next_leaf, "publishing failed; retrying");
+                writer = None;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

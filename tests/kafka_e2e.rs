@@ -1,0 +1,749 @@
+//! The distributed path on a real Apache Kafka broker, with the real `clew`
+//! binaries as separate processes: the sequencer killed at random points, the
+//! broker restarted mid-stream, a read replica killed and restarted, hostile
+//! messages on the inbound topic, and a partner written in Python.
+//!
+//! Each test starts its own broker (tests/kafka), or uses `KAFKA_BOOTSTRAP`;
+//! without a broker a test fails, saying why.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clew_bus::{Bus, FollowFrom, KafkaBus, KafkaConfig, Outgoing, Topics};
+use clew_events::sample::STREAM_SITES;
+use clew_kafka_broker::KafkaBroker;
+use clew_ledger::{Ledger, LedgerOptions};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use support::server::{Api, Server};
+use support::{clew, ok, Fixture};
+
+fn broker() -> KafkaBroker {
+    KafkaBroker::start().unwrap_or_else(|e| panic!("this test needs a Kafka broker: {e}"))
+}
+
+fn prefix(test: &str) -> String {
+    format!("{test}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Arguments naming the bus.
+fn kafka_args(broker: &KafkaBroker, prefix: &str) -> Vec<String> {
+    vec![
+        "--kafka".into(),
+        broker.bootstrap().into(),
+        "--topic-prefix".into(),
+        prefix.into(),
+    ]
+}
+
+fn bus(broker: &KafkaBroker, prefix: &str) -> KafkaBus {
+    let mut c = KafkaConfig::new(broker.bootstrap());
+    c.topics = Topics::with_prefix(prefix);
+    KafkaBus::connect(c).expect("connect to the test broker")
+}
+
+/// `clew ledger` as a child process that can be killed and started again.
+struct Sequencer {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Sequencer {
+    fn start(data: &Path, kafka: &[String]) -> Self {
+        let mut args = vec![
+            "ledger".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        args.extend(kafka.iter().cloned());
+        let mut s = Sequencer {
+            child: None,
+            args,
+            log: data.with_extension("ledger.log"),
+        };
+        s.spawn();
+        s.wait_reading();
+        s
+    }
+
+    /// Waits until the sequencer reads the inbound topic (its data directory,
+    /// with the API service key, exists by then).
+    fn wait_reading(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("sequencer reading")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "clew ledger did not start reading; its log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("sequencer log");
+        let child = clew()
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start clew ledger");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and insists on a clean exit (it publishes what it holds first).
+    fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "clew ledger exited with {status}; its log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "clew ledger did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(6000);
+        text[text.floor_char_boundary(start)..].to_string()
+    }
+}
+
+impl Drop for Sequencer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Record ranges of a stream file (producer registrations, then the
+/// synthetic events) in the order they may be submitted concurrently: each
+/// range only cites entities of earlier ranges, so several producers can
+/// send one range at once in any interleaving.
+fn phases(producers: u64, events: u64) -> Vec<(u64, u64)> {
+    let datasets = (events / 5).clamp(1, 20_000);
+    // Producer registrations and sites (signed by the admin); datasets (cite
+    // sites, signed by the producers just registered); first versions (cite
+    // datasets); everything else (cites first versions only).
+    let a = producers + STREAM_SITES;
+    let b = a + datasets;
+    let c = b + datasets;
+    vec![(0, a), (a, b), (b, c), (c, producers + events)]
+}
+
+/// Runs `clew submit` for one record range from `producers` processes at
+/// once (each a shard of the range) and waits for all; returns the summed
+/// summary.
+fn submit_phase(
+    stream: &Path,
+    kafka: &[String],
+    range: (u64, u64),
+    producers: u64,
+) -> BTreeMap<String, u64> {
+    let children: Vec<Child> = (0..producers)
+        .map(|k| {
+            clew()
+                .arg("submit")
+                .args(kafka)
+                .args([
+                    "--input",
+                    &stream.display().to_string(),
+                    "--records",
+                    &format!("{}..{}", range.0, range.1),
+                    "--shard",
+                    &format!("{k}/{producers}"),
+                    "--wait-s",
+                    "900",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start clew submit")
+        })
+        .collect();
+    let mut total = BTreeMap::new();
+    for c in children {
+        let out = c.wait_with_output().expect("clew submit");
+        assert!(
+            out.status.success(),
+            "clew submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .find(|l| l.starts_with(b"{"))
+                .unwrap_or(b"{}"),
+        )
+        .expect("summary JSON");
+        for (k, v) in summary.as_object().expect("object") {
+            *total.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Event ids of every record of a stream file.
+fn stream_event_ids(records: &[Vec<u8>]) -> Vec<String> {
+    records
+        .iter()
+        .map(|b| {
+            clew_events::open(b)
+                .expect("stream record opens")
+                .event
+                .event_id
+        })
+        .collect()
+}
+
+/// Reads every record of the outbound topics from offset 0 until the
+/// sequenced topic holds `size` distinct leaves.
+fn read_outbound(bus: &KafkaBus, size: u64) -> Vec<clew_bus::Published> {
+    let mut follower = bus
+        .follow("kafka-e2e-check", FollowFrom::default())
+        .expect("follow");
+    let mut got = Vec::new();
+    let mut leaves = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (leaves.len() as u64) < size {
+        assert!(
+            Instant::now() < deadline,
+            "the sequenced topic holds {} of {size} leaves",
+            leaves.len()
+        );
+        for p in follower
+            .poll(10_000, Duration::from_millis(300))
+            .expect("poll")
+        {
+            if let Outgoing::Sequenced(e) = &p.record {
+                leaves.insert(e.leaf_index);
+            }
+            got.push(p);
+        }
+    }
+    // Whatever else is already there (late duplicates, last checkpoints).
+    loop {
+        let more = follower
+            .poll(10_000, Duration::from_millis(1500))
+            .expect("poll");
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more);
+    }
+    got
+}
+
+/// The ledger holds every event id exactly once, `clew verify` passes, every
+/// published checkpoint verifies and is a checkpoint of this one tree, and
+/// the sequenced topic carries every leaf (re-published copies identical).
+fn check_exactly_once(fx: &Fixture, bus: &KafkaBus, expected_ids: &[String], leaves_before: u64) {
+    let verified = ok(&["verify", "--data-dir", fx.data_str()]);
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let ledger = Ledger::open(
+        &fx.data(),
+        &std::fs::read_to_string(fx.data().join("keys/ledger.key")).expect("ledger key"),
+        LedgerOptions::default(),
+    )
+    .expect("open the ledger");
+    let size = ledger.size();
+    assert_eq!(
+        size,
+        leaves_before + expected_ids.len() as u64,
+        "every acknowledged event appended once, nothing else"
+    );
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for i in 0..size {
+        let id = clew_events::open(&ledger.leaf(i).expect("leaf"))
+            .expect("leaf opens")
+            .event
+            .event_id;
+        if let Some(first) = seen.insert(id.clone(), i) {
+            panic!("event {id} is in the ledger twice: leaves {first} and {i}");
+        }
+    }
+    for id in expected_ids {
+        assert!(seen.contains_key(id), "acknowledged event {id} is missing");
+    }
+
+    let published = read_outbound(bus, size);
+    let vkey = fx.vkey();
+    let mut checkpoints = 0;
+    let mut copies: HashMap<u64, usize> = HashMap::new();
+    for p in &published {
+        match &p.record {
+            Outgoing::Sequenced(e) => {
+                assert_eq!(
+                    e.envelope,
+                    ledger.leaf(e.leaf_index).expect("leaf"),
+                    "leaf {} on the topic is the ledger's leaf",
+                    e.leaf_index
+                );
+                *copies.entry(e.leaf_index).or_default() += 1;
+            }
+            Outgoing::Checkpoint(c) => {
+                let cp = clew_ledger::checkpoint::parse(&c.signed_note, &vkey)
+                    .expect("published checkpoint verifies");
+                assert_eq!(
+                    cp.root,
+                    ledger.root_at(cp.size).expect("root"),
+                    "published checkpoint {} is a checkpoint of this tree",
+                    cp.size
+                );
+                checkpoints += 1;
+            }
+            Outgoing::Rejected(_) => {}
+        }
+    }
+    assert_eq!(copies.len() as u64, size, "the topic holds every leaf");
+    let republished = copies.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "{size} leaves; {checkpoints} published checkpoints, all of one tree; \
+         {republished} leaves published more than once (dropped by readers)"
+    );
+    assert!(checkpoints > 0);
+    // Consecutive stored checkpoints: RFC 6962 consistency proofs verify.
+    let sizes = ledger.checkpoint_sizes().expect("sizes");
+    for w in sizes.windows(2) {
+        let proof = ledger.consistency_proof(w[0], w[1]).expect("proof");
+        tlog_tiles::check_tree(
+            &proof,
+            w[1],
+            ledger.root_at(w[1]).expect("root"),
+            w[0],
+            ledger.root_at(w[0]).expect("root"),
+        )
+        .unwrap_or_else(|e| panic!("checkpoints {} and {} inconsistent: {e}", w[0], w[1]));
+    }
+}
+
+#[test]
+fn sequencer_killed_ten_times_loses_and_duplicates_nothing() {
+    let _serial = clew_kafka_broker::serial();
+    let broker = broker();
+    let fx = Fixture::new();
+    const PRODUCERS: u64 = 4;
+    const EVENTS: u64 = 100_000;
+    let (stream, records) = fx.write_stream("national.stream", PRODUCERS as usize, EVENTS);
+    let ids = stream_event_ids(&records);
+    let prefix = prefix("kill");
+    let kafka = kafka_args(&broker, &prefix);
+
+    let sequencer = Arc::new(std::sync::Mutex::new(Sequencer::start(&fx.data(), &kafka)));
+    // Genesis and the API service key: the two leaves before the stream.
+    let leaves_before = 2;
+
+    let seed: u64 = rand::thread_rng().gen();
+    eprintln!("kill schedule seed {seed}");
+    let streaming = Arc::new(AtomicBool::new(true));
+    let killer = {
+        let sequencer = sequencer.clone();
+        let streaming = streaming.clone();
+        std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut kills = 0;
+            while kills < 10 {
+                std::thread::sleep(Duration::from_millis(rng.gen_range(700..2500)));
+                if !streaming.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut s = sequencer.lock().expect("sequencer");
+                s.kill();
+                kills += 1;
+                drop(s);
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..600)));
+                sequencer.lock().expect("sequencer").spawn();
+            }
+            kills
+        })
+    };
+    let mut summary = BTreeMap::new();
+    for range in phases(PRODUCERS, EVENTS) {
+        for (k, v) in submit_phase(&stream, &kafka, range, PRODUCERS) {
+            *summary.entry(k).or_insert(0) += v;
+        }
+    }
+    streaming.store(false, Ordering::SeqCst);
+    let kills = killer.join().expect("killer");
+    eprintln!("producers: {summary:?}; sequencer SIGKILLed {kills} times mid-stream");
+    assert_eq!(
+        kills, 10,
+        "all ten kills happened while the stream was running"
+    );
+    assert_eq!(
+        summary["submitted"],
+        records.len() as u64,
+        "every record acknowledged"
+    );
+    assert_eq!(
+        summary["sequenced"],
+        records.len() as u64,
+        "every record sequenced"
+    );
+    assert_eq!(summary["rejected"] + summary["duplicates"], 0);
+    sequencer.lock().expect("sequencer").stop();
+    let bus = bus(&broker, &prefix);
+    check_exactly_once(&fx, &bus, &ids, leaves_before);
+}
+
+#[test]
+fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let _serial = clew_kafka_broker::serial();
+    let mut broker = broker();
+    assert!(
+        !broker.is_external(),
+        "this test restarts the broker; unset KAFKA_BOOTSTRAP to let it start its own"
+    );
+    let fx = Fixture::new();
+    const PRODUCERS: u64 = 3;
+    const EVENTS: u64 = 20_000;
+    let (stream, records) = fx.write_stream("restart.stream", PRODUCERS as usize, EVENTS);
+    let ids = stream_event_ids(&records);
+    let prefix = prefix("restart");
+    let kafka = kafka_args(&broker, &prefix);
+    let mut sequencer = Sequencer::start(&fx.data(), &kafka);
+    let phases = phases(PRODUCERS, EVENTS);
+    let mut summary = BTreeMap::new();
+    for (i, range) in phases.iter().enumerate() {
+        if i == phases.len() - 1 {
+            // Restart the broker while the producers of the last range send.
+            let stream2 = stream.clone();
+            let kafka2 = kafka.clone();
+            let range = *range;
+            let producers =
+                std::thread::spawn(move || submit_phase(&stream2, &kafka2, range, PRODUCERS));
+            std::thread::sleep(Duration::from_millis(1500));
+            broker.restart().expect("broker restarts");
+            eprintln!("broker restarted mid-stream");
+            for (k, v) in producers.join().expect("producers") {
+                *summary.entry(k).or_insert(0) += v;
+            }
+        } else {
+            for (k, v) in submit_phase(&stream, &kafka, *range, PRODUCERS) {
+                *summary.entry(k).or_insert(0) += v;
+            }
+        }
+    }
+    assert_eq!(summary["submitted"], records.len() as u64);
+    sequencer.stop();
+    assert_eq!(
+        summary["sequenced"],
+        records.len() as u64,
+        "{summary:?}; refused:\n{}",
+        ok(&["rejected", "--data-dir", fx.data_str(), "--limit", "5"])
+    );
+    let bus = bus(&broker, &prefix);
+    check_exactly_once(&fx, &bus, &ids, 2);
+}
+
+/// Starts `clew replica` over `data` (its own mirror, catalogue and group).
+fn replica(fx: &Fixture, data: &Path, kafka: &[String], group: &str) -> Server {
+    let vkey = fx.data().join("keys/ledger.vkey").display().to_string();
+    let key = fx.data().join("keys/api.key").display().to_string();
+    let mut args: Vec<&str> = vec!["replica"];
+    args.extend(kafka.iter().map(String::as_str));
+    args.extend([
+        "--ledger-vkey",
+        &vkey,
+        "--service-key",
+        &key,
+        "--group",
+        group,
+    ]);
+    Server::start(data, &args)
+}
+
+/// Waits until a replica's checkpoint has `size` leaves.
+async fn wait_for_size(api: &Api, token: &str, size: u64) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let v = api.ok(token, "{ checkpoint { size } }", json!({})).await;
+        if v["checkpoint"]["size"].as_u64() == Some(size) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica stuck at {} of {size} leaves",
+            v["checkpoint"]["size"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const FIXED_QUERIES: &[&str] = &[
+    r#"{ checkpoint { size rootHash note } }"#,
+    r#"{ search(input: {text: "chest"}) { total hits { subject title } facets { name values { value count } } } }"#,
+    r#"{ search(input: {text: "ct", sort: RECENCY, limit: 20}) { total hits { subject } } }"#,
+    r#"{ lineage(subject: "dataset-version/ds-000001@1.0", direction: DOWNSTREAM, depth: 4) { nodes { subject } edges { from relation to } } }"#,
+    r#"{ history(subject: "dataset/ds-000002") { leafIndex actor kind } }"#,
+    r#"{ impact(datasetVersion: "ds-000003@1.0") { affected { subject } liveDeployments } }"#,
+    r#"{ inclusionProof(leafIndex: 100) { leafIndex treeSize hashes } }"#,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_catches_up_and_answers_like_one_that_never_stopped() {
+    let _serial = clew_kafka_broker::serial();
+    let broker = broker();
+    let fx = Fixture::new();
+    const PRODUCERS: u64 = 2;
+    const EVENTS: u64 = 6_000;
+    let (stream, records) = fx.write_stream("replica.stream", PRODUCERS as usize, EVENTS);
+    let prefix = prefix("replica");
+    let kafka = kafka_args(&broker, &prefix);
+    let mut sequencer = Sequencer::start(&fx.data(), &kafka);
+    let steady = replica(&fx, &fx.path("steady"), &kafka, "replica-steady");
+    let mut flaky = Some(replica(&fx, &fx.path("flaky"), &kafka, "replica-flaky"));
+    let phases = phases(PRODUCERS, EVENTS);
+    for (i, range) in phases.iter().enumerate() {
+        if i == 2 {
+            // Killed (SIGKILL) between ranges; the stream goes on without it.
+            drop(flaky.take());
+        }
+        let (stream, kafka, range) = (stream.clone(), kafka.clone(), *range);
+        tokio::task::spawn_blocking(move || submit_phase(&stream, &kafka, range, PRODUCERS))
+            .await
+            .expect("producers");
+    }
+    let size = 2 + records.len() as u64;
+    let flaky = replica(&fx, &fx.path("flaky"), &kafka, "replica-flaky");
+    let (a, b) = (Api::new(&steady.base), Api::new(&flaky.base));
+    let (ta, tb) = (steady.admin_token(), flaky.admin_token());
+    wait_for_size(&a, &ta, size).await;
+    wait_for_size(&b, &tb, size).await;
+    for server in [&steady, &flaky] {
+        let log =
+            std::fs::read_to_string(server.data.with_extension("server.log")).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            eprintln!("{}: {line}", server.data.display());
+        }
+    }
+    for q in FIXED_QUERIES {
+        let (x, y) = (a.ok(&ta, q, json!({})).await, b.ok(&tb, q, json!({})).await);
+        assert_eq!(x, y, "replicas differ on {q}");
+    }
+    let total = a.ok(&ta, FIXED_QUERIES[1], json!({})).await;
+    assert!(
+        total["search"]["total"].as_u64().unwrap_or(0) > 0,
+        "the query set finds data"
+    );
+
+    // A mutation on a replica goes through Kafka and comes back sequenced;
+    // the other replica sees it too.
+    let m = r#"mutation { registerSite(input: {siteId: "replica-trust", name: "Replica Trust", kind: SITE_KIND_HOSPITAL_TRUST}) { leafIndex } }"#;
+    let leaf = a.ok(&ta, m, json!({})).await["registerSite"]["leafIndex"]
+        .as_u64()
+        .expect("leaf index");
+    assert_eq!(leaf, size);
+    wait_for_size(&b, &tb, size + 1).await;
+    let site = b
+        .ok(
+            &tb,
+            r#"{ site(id: "replica-trust") { subject } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(site["site"]["subject"], "site/replica-trust");
+    sequencer.stop();
+}
+
+#[test]
+fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
+    let _serial = clew_kafka_broker::serial();
+    let broker = broker();
+    let fx = Fixture::new();
+    let (_, records) = fx.write_stream("good.stream", 1, 300);
+    let prefix = prefix("hostile");
+    let kafka = kafka_args(&broker, &prefix);
+    let mut sequencer = Sequencer::start(&fx.data(), &kafka);
+    let bus = bus(&broker, &prefix);
+
+    // A wrongly signed copy of a good event, and an event from a key nobody registered.
+    let good = clew_events::open(&records[10]).expect("opens");
+    let mut forged = good.envelope.clone();
+    forged.signatures[0].sig[3] ^= 0x55;
+    let forged = prost::Message::encode_to_vec(&forged);
+    let stranger = clew_events::ProducerKey::generate("stranger").expect("key");
+    let unknown = prost::Message::encode_to_vec(
+        &clew_events::seal(
+            &stranger,
+            "stranger",
+            clew_events::sample::stream_body(0, 300),
+            None,
+            None,
+        )
+        .expect("seal"),
+    );
+    let junk = b"\x0a\xffnot an envelope".to_vec();
+    let mut sent: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let key = clew_events::open(r).expect("opens").key_id().to_string();
+        sent.push((key, r.clone()));
+        if i == 50 {
+            sent.push(("junk".into(), junk.clone()));
+            sent.push(("junk".into(), Vec::new()));
+        }
+        if i == 120 {
+            sent.push((good.key_id().to_string(), forged.clone()));
+        }
+        if i == 200 {
+            sent.push(("stranger".into(), unknown.clone()));
+        }
+    }
+    // Raw producer: the bytes go on the topic exactly as given.
+    let refs: Vec<(&str, &[u8])> = sent
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.as_slice()))
+        .collect();
+    bus.submit(&refs).expect("raw produce");
+
+    let size = 2 + records.len() as u64;
+    let published = read_outbound(&bus, size);
+    let rejected: Vec<_> = published
+        .iter()
+        .filter_map(|p| match &p.record {
+            Outgoing::Rejected(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    let reasons: Vec<(String, String)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                clew_events::proto::RejectionReason::try_from(r.reason)
+                    .map(|x| x.as_str_name().to_string())
+                    .unwrap_or_default(),
+                r.detail.clone(),
+            )
+        })
+        .collect();
+    eprintln!("rejected: {reasons:#?}");
+    let count = |name: &str| reasons.iter().filter(|(r, _)| r == name).count();
+    assert_eq!(count("REJECTION_REASON_MALFORMED"), 2, "{reasons:?}");
+    assert_eq!(count("REJECTION_REASON_BAD_SIGNATURE"), 1, "{reasons:?}");
+    assert_eq!(count("REJECTION_REASON_UNKNOWN_KEY"), 1, "{reasons:?}");
+    assert_eq!(rejected.len(), 4, "nothing else is refused");
+    assert!(
+        reasons.iter().all(|(_, d)| !d.is_empty()),
+        "each names the problem"
+    );
+    assert!(
+        rejected.iter().any(|r| r.raw == junk),
+        "the refused bytes are kept verbatim"
+    );
+    let unknown_detail = &reasons
+        .iter()
+        .find(|(r, _)| r == "REJECTION_REASON_UNKNOWN_KEY")
+        .expect("unknown key")
+        .1;
+    assert!(unknown_detail.contains("stranger"), "{unknown_detail}");
+    // The stream behind them: every good record sequenced, in order per key.
+    sequencer.stop();
+    let ids = stream_event_ids(&records);
+    check_exactly_once(&fx, &bus, &ids, 2);
+}
+
+/// The partner's interpreter: the venv tests/setup.sh makes, or
+/// `CLEW_PARTNER_PYTHON`.
+fn partner_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLEW_PARTNER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = support::repo_root().join("target/partner-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python partner needs its virtualenv ({}); run tests/setup.sh",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn a_python_partner_verifies_every_signature_and_checkpoint() {
+    let _serial = clew_kafka_broker::serial();
+    let python = partner_python();
+    let broker = broker();
+    let fx = Fixture::new();
+    const PRODUCERS: u64 = 2;
+    const EVENTS: u64 = 2_000;
+    let (stream, records) = fx.write_stream("partner.stream", PRODUCERS as usize, EVENTS);
+    let prefix = prefix("partner");
+    let kafka = kafka_args(&broker, &prefix);
+    let mut sequencer = Sequencer::start(&fx.data(), &kafka);
+    for range in phases(PRODUCERS, EVENTS) {
+        submit_phase(&stream, &kafka, range, PRODUCERS);
+    }
+    // One refused submission, so the partner reads the rejected topic too.
+    let bus = bus(&broker, &prefix);
+    bus.submit(&[("junk", b"junk".as_slice())])
+        .expect("produce");
+    sequencer.stop();
+    let size = 2 + records.len() as u64;
+
+    let root = support::repo_root();
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/partner/partner.py"))
+        .args([
+            "--bootstrap",
+            broker.bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--ledger-vkey",
+            &fx.vkey(),
+            "--proto-dir",
+            &root.join("proto").display().to_string(),
+            "--expect-leaves",
+            &size.to_string(),
+        ])
+        .output()
+        .expect("run the Python partner");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the partner failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("partner report is not JSON ({e}): {stdout}"));
+    assert_eq!(report["leaves"], size, "{report}");
+    assert_eq!(report["signatures_verified"], size, "{report}");
+    assert!(
+        report["checkpoints_verified"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(report["latest_checkpoint_size"], size, "{report}");
+    assert_eq!(report["rejected"], 1, "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
+}
