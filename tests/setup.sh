@@ -4,6 +4,10 @@
 #
 #   - Go modules of the outside verifier (golang.org/x/mod: sumdb/note, sumdb/tlog),
 #     from the Go module proxy.
+#   - The Apache Kafka broker jars (org.apache.kafka:kafka_2.13, KRaft) for the
+#     Kafka tests, from Maven Central into target/kafka-broker/libs.
+#   - The Python partner's packages (confluent-kafka, protobuf, grpcio-tools,
+#     cryptography), from PyPI into the virtualenv target/partner-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +16,22 @@ need() {
 }
 need cargo "install Rust (https://rustup.rs)"
 need go "install Go 1.22 or newer (the outside-verifier test builds a Go program)"
+need java "install a Java 17+ runtime (the Kafka tests run a real broker)"
+need mvn "install Maven (it resolves the Kafka broker jars)"
+need python3 "install Python 3.9+ (the partner test is a Python program)"
 
 echo "setup: Go modules for tests/go-verifier"
 (cd tests/go-verifier && go mod download && go build -o /dev/null .)
+
+echo "setup: Kafka broker jars"
+tests/kafka/fetch.sh
+
+echo "setup: Python partner (tests/partner)"
+venv=target/partner-venv
+stamp="$venv/.requirements"
+if ! cmp -s tests/partner/requirements.txt "$stamp" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/partner/requirements.txt
+  cp tests/partner/requirements.txt "$stamp"
+fi
 echo "setup: done"

@@ -34,6 +34,9 @@ use tokio::sync::{oneshot, watch};
 use crate::metrics::Metrics;
 use crate::node::{Outcome, Sequenced};
 
+/// Under load, how long appended leaves may share one search commit.
+const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
+
 /// Ledger cursor names of the replica's stream positions.
 pub fn position_name(stream: Stream) -> String {
     format!("bus:{}", stream.name())
@@ -142,8 +145,20 @@ impl Follow {
         let mut checkpoints: BTreeMap<u64, PendingCheckpoint> = BTreeMap::new();
         let mut backlog = SearchBacklog::default();
         let mut last_consumed = Instant::now();
+        // Appended leaves wait for the search commit that covers them; under
+        // load one commit (at most every SEARCH_COMMIT_EVERY) serves many.
+        let mut unanswered: Vec<(u64, String)> = Vec::new();
+        let mut head: Option<SignedCheckpoint> = None;
+        let mut last_commit = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            let records = match follower.poll(4096, Duration::from_millis(100)) {
+            let wait = if unanswered.is_empty() && backlog.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                SEARCH_COMMIT_EVERY
+                    .saturating_sub(last_commit.elapsed())
+                    .max(Duration::from_millis(1))
+            };
+            let records = match follower.poll(4096, wait) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the outbound streams");
@@ -151,11 +166,7 @@ impl Follow {
                     continue;
                 }
             };
-            if records.is_empty() {
-                continue;
-            }
-            let mut appended: Vec<(u64, String)> = Vec::new();
-            let mut heads: Vec<SignedCheckpoint> = Vec::new();
+            let idle = records.is_empty();
             let mut rejected: Vec<RejectedSubmission> = Vec::new();
             for p in records {
                 match p.record {
@@ -164,13 +175,12 @@ impl Follow {
                     }
                     Outgoing::Checkpoint(c) => {
                         if c.tree_size <= self.ledger.size() {
-                            match self.ledger.accept_past_checkpoint(&c.signed_note) {
-                                Ok(_) => {}
-                                Err(e) => tracing::error!(
+                            if let Err(e) = self.ledger.accept_past_checkpoint(&c.signed_note) {
+                                tracing::error!(
                                     error = %e,
                                     tree_size = c.tree_size,
                                     "REFUSED a published checkpoint"
-                                ),
+                                );
                             }
                             from.checkpoints = from.checkpoints.max(p.offset + 1);
                             let _ = self
@@ -192,46 +202,11 @@ impl Follow {
                     }
                 }
             }
-            // Append every run of pending leaves a checkpoint covers.
-            while let Some((&size, _)) = checkpoints.first_key_value() {
-                let held = self.ledger.size();
-                if size > held + pending.len() as u64 {
-                    break;
-                }
-                let Some(cp) = checkpoints.remove(&size) else {
-                    break;
-                };
-                let n = (size - held) as usize;
-                let leaves: Vec<(u64, Vec<u8>)> = pending.drain(..n).collect();
-                let seq_next = leaves.last().map(|(o, _)| o + 1).unwrap_or(from.sequenced);
-                let cp_next = from.checkpoints.max(cp.offset + 1);
-                let result = self.ledger.append_verified(
-                    held,
-                    leaves.into_iter().map(|(_, b)| b).collect(),
-                    &cp.note,
-                    &[
-                        (&position_name(Stream::Sequenced), seq_next),
-                        (&position_name(Stream::Checkpoints), cp_next),
-                    ],
-                );
-                match result {
-                    Ok(batch) => {
-                        from.sequenced = seq_next;
-                        from.checkpoints = cp_next;
-                        appended.extend(batch.appended);
-                        heads.push(batch.checkpoint);
-                    }
-                    Err(e) => {
-                        // Nothing was stored; the leaves are dropped from
-                        // memory and the stream must be repaired upstream.
-                        tracing::error!(
-                            error = %e,
-                            from_leaf = held,
-                            tree_size = size,
-                            "REFUSED leaves that do not match the signed checkpoint"
-                        );
-                        pending.clear();
-                    }
+            if let Some(batch) = self.append_covered(&mut pending, &mut checkpoints, &mut from) {
+                unanswered.extend(batch.appended);
+                head = Some(batch.checkpoint);
+                if let Err(e) = self.catalog.catch_up_state(&self.ledger, &mut backlog) {
+                    tracing::error!(error = %e, "applying mirrored leaves to the catalogue");
                 }
             }
             if !rejected.is_empty() {
@@ -241,27 +216,96 @@ impl Follow {
                 ) {
                     tracing::error!(error = %e, "storing published rejections");
                 }
+                self.answer(&[], None, &rejected);
             }
-            if !appended.is_empty() {
-                if let Err(e) = self
-                    .catalog
-                    .catch_up_state(&self.ledger, &mut backlog)
-                    .and_then(|_| self.catalog.commit_search(&mut backlog))
-                {
-                    tracing::error!(error = %e, "applying mirrored leaves to the catalogue");
+            let due = idle || last_commit.elapsed() >= SEARCH_COMMIT_EVERY;
+            if due && (!unanswered.is_empty() || !backlog.is_empty()) {
+                if let Err(e) = self.catalog.commit_search(&mut backlog) {
+                    tracing::error!(error = %e, "committing the search index");
                 }
+                last_commit = Instant::now();
                 self.publish_size();
+                self.answer(&unanswered, head.as_ref(), &[]);
+                unanswered.clear();
             }
-            self.answer(&appended, heads.last(), &rejected);
             if last_consumed.elapsed() >= Duration::from_secs(5) {
                 follower.consumed(&from);
                 last_consumed = Instant::now();
+                if !pending.is_empty() || !checkpoints.is_empty() {
+                    tracing::info!(
+                        held = self.ledger.size(),
+                        pending_leaves = pending.len(),
+                        pending_checkpoints = ?checkpoints.keys().take(4).collect::<Vec<_>>(),
+                        "replica waiting for leaves or a checkpoint covering them"
+                    );
+                }
             }
         }
         if let Err(e) = self.ledger.flush() {
             tracing::error!(error = %e, "flushing the mirror at shutdown failed");
         }
         tracing::info!(tree_size = self.ledger.size(), "replica stopped");
+    }
+
+    /// Appends the pending leaves up to the largest pending checkpoint that
+    /// they reach, in one verified batch; smaller checkpoints passed on the
+    /// way are then checked against the mirror and stored.
+    fn append_covered(
+        &self,
+        pending: &mut Vec<(u64, Vec<u8>)>,
+        checkpoints: &mut BTreeMap<u64, PendingCheckpoint>,
+        from: &mut FollowFrom,
+    ) -> Option<clew_ledger::MirroredBatch> {
+        let held = self.ledger.size();
+        let reach = held + pending.len() as u64;
+        let size = *checkpoints.range(..=reach).next_back()?.0;
+        let covered: Vec<(u64, PendingCheckpoint)> = {
+            let later = checkpoints.split_off(&(size + 1));
+            std::mem::replace(checkpoints, later).into_iter().collect()
+        };
+        let (_, cp) = covered.last()?;
+        let n = (size - held) as usize;
+        let leaves: Vec<(u64, Vec<u8>)> = pending.drain(..n).collect();
+        let seq_next = leaves.last().map(|(o, _)| o + 1).unwrap_or(from.sequenced);
+        let cp_next = covered
+            .iter()
+            .map(|(_, c)| c.offset + 1)
+            .max()
+            .unwrap_or(0)
+            .max(from.checkpoints);
+        let result = self.ledger.append_verified(
+            held,
+            leaves.into_iter().map(|(_, b)| b).collect(),
+            &cp.note,
+            &[
+                (&position_name(Stream::Sequenced), seq_next),
+                (&position_name(Stream::Checkpoints), cp_next),
+            ],
+        );
+        match result {
+            Ok(batch) => {
+                from.sequenced = seq_next;
+                from.checkpoints = cp_next;
+                for (size, c) in &covered[..covered.len() - 1] {
+                    if let Err(e) = self.ledger.accept_past_checkpoint(&c.note) {
+                        tracing::error!(error = %e, tree_size = size, "REFUSED a published checkpoint");
+                    }
+                }
+                Some(batch)
+            }
+            Err(e) => {
+                // Nothing was stored; the leaves are dropped from memory and
+                // the stream must be repaired upstream.
+                tracing::error!(
+                    error = %e,
+                    from_leaf = held,
+                    tree_size = size,
+                    "REFUSED leaves that do not match the signed checkpoint"
+                );
+                pending.clear();
+                None
+            }
+        }
     }
 
     /// Adds a published leaf to the pending run, dropping re-published ones.

@@ -79,11 +79,9 @@ impl EmbeddedBus {
                 .append
                 .lock()
                 .map_err(|_| BusError::Setup("embedded log lock poisoned".into()))?;
-            let mut offset = next_offset(&tree)?;
             let mut batch = sled::Batch::default();
-            for v in values {
+            for (offset, v) in (next_offset(&tree)?..).zip(values) {
                 batch.insert(&offset.to_be_bytes()[..], v);
-                offset += 1;
             }
             tree.apply_batch(batch)?;
             self.inner.db.flush()?;

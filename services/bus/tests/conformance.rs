@@ -315,8 +315,11 @@ fn stream_of(r: &Outgoing) -> Stream {
     }
 }
 
+/// One case of the suite.
+type Case = fn(&mut dyn Fixture);
+
 fn run_suite(f: &mut dyn Fixture) {
-    let cases: [(&str, fn(&mut dyn Fixture)); 4] = [
+    let cases: [(&str, Case); 4] = [
         ("submit_and_read_in_order", case_submit_and_read_in_order),
         (
             "inbound_resumes_at_positions",

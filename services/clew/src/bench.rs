@@ -343,14 +343,18 @@ pub(crate) fn sequence_all(
 
 /// The benchmarks' deterministic keys: the ledger key and `producers`
 /// ingest producers beside an admin.
-fn bench_keys(producers: usize) -> Result<(ProducerKey, Producers)> {
+pub(crate) fn bench_keys(producers: usize) -> Result<(ProducerKey, Producers)> {
     let ledger_key = ProducerKey::from_seed("bench.clew.example/ledger", [1; 32])?;
     let admin = ProducerKey::from_seed("bench-admin", [2; 32])?;
     Ok((ledger_key, Producers::new(admin, "admin", producers)))
 }
 
 /// A fresh durable ledger in `dir` with the benchmark's producers registered.
-fn bench_ledger(dir: &std::path::Path, ledger_key: &ProducerKey, p: &Producers) -> Result<Ledger> {
+pub(crate) fn bench_ledger(
+    dir: &std::path::Path,
+    ledger_key: &ProducerKey,
+    p: &Producers,
+) -> Result<Ledger> {
     let ledger = Ledger::create(
         dir,
         &ledger_key.to_signer_text(),

@@ -392,6 +392,26 @@ enum BenchKind {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The distributed path on Kafka: producers → sequenced-and-published
+    /// events/s (baseline: the same sequencer on the embedded log), and
+    /// event → searchable latency on a read replica at a steady rate.
+    /// Starts a local broker unless --kafka / KAFKA_BOOTSTRAP names one.
+    Kafka {
+        /// Bootstrap servers of an existing broker.
+        #[arg(long = "kafka", env = "KAFKA_BOOTSTRAP")]
+        bootstrap: Option<String>,
+        /// Events in the throughput stream.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// Submission rate of the latency run, events/s.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Length of the latency run, seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
         /// Number of events to sequence.
@@ -906,6 +926,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let r = bench::catalog_serve(&dir, runs.max(1), cache_mib << 20)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Bench {
+            which:
+                BenchKind::Kafka {
+                    bootstrap,
+                    events,
+                    producers,
+                    rate,
+                    seconds,
+                },
+        } => {
+            let r = crate::bench_kafka::run(bootstrap, events, producers.max(1), rate, seconds)?;
+            println!("broker:                         {}", r.broker);
+            println!(
+                "producers → sequenced+published: {:.0} events/s on Kafka, {:.0} on the embedded log (ratio {:.2}; {} events, {} producers)",
+                r.kafka_events_per_s, r.embedded_events_per_s, r.ratio_to_embedded, r.events, r.producers
+            );
+            println!(
+                "event → searchable on a replica: p50 {:.1} ms, p99 {:.1} ms at {:.0} events/s ({} events)",
+                r.searchable_p50_ms, r.searchable_p99_ms, r.achieved_rate_per_s, r.latency_events
+            );
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench {

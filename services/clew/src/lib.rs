@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod bench_api;
+pub mod bench_kafka;
 pub mod cli;
 pub mod datadir;
 pub mod demo;

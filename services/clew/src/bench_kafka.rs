@@ -1,0 +1,380 @@
+//! `clew bench kafka`: the distributed path on a real broker.
+//!
+//! 1. Throughput: producers put a pre-signed synthetic stream on the inbound
+//!    stream; the sequencer (in this process, on the bus under test) reads it
+//!    into a durable ledger and publishes every leaf, checkpoint and refusal.
+//!    Measured from the first submission to the last leaf acknowledged on the
+//!    sequenced stream. Run on the embedded log first (the same sequencer
+//!    without a broker: the baseline) and then on Kafka.
+//! 2. Latency at a steady rate: a read replica (mirror + catalogue) follows
+//!    the Kafka streams; events are submitted through it at a fixed rate and
+//!    each is timed until the replica has it in its catalogue and search
+//!    index (what a client of the replica's API waits for).
+//!
+//! The stream is submitted in dependency order (sites, then datasets, then
+//! first versions, then the rest), each range by all producers at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clew_bus::{Bus, EmbeddedBus, KafkaBus, KafkaConfig, Topics};
+use clew_sequencer::{Progress, SequencerOptions};
+use serde::Serialize;
+
+use crate::synthetic::{self, Producers};
+
+/// What the benchmark measured.
+#[derive(Debug, Serialize)]
+pub struct KafkaBench {
+    /// Which broker: `harness <bootstrap>` or `external <bootstrap>`.
+    pub broker: String,
+    /// Events in the throughput stream.
+    pub events: u64,
+    /// Producer threads.
+    pub producers: usize,
+    /// Producers → sequenced and published, on Kafka.
+    pub kafka_events_per_s: f64,
+    /// The same on the embedded log (baseline, same run).
+    pub embedded_events_per_s: f64,
+    /// kafka / embedded.
+    pub ratio_to_embedded: f64,
+    /// Submissions refused in the throughput runs (should be 0).
+    pub refused: u64,
+    /// Target rate of the latency run.
+    pub rate_per_s: u64,
+    /// Events timed in the latency run.
+    pub latency_events: u64,
+    /// Event submitted → searchable on a replica, median.
+    pub searchable_p50_ms: f64,
+    /// … 99th percentile.
+    pub searchable_p99_ms: f64,
+    /// Achieved submission rate of the latency run.
+    pub achieved_rate_per_s: f64,
+}
+
+/// Record ranges in dependency order (see the module comment); indexes into
+/// `synthetic::events(.., 0..total, total)`.
+fn phases(total: u64) -> Vec<(u64, u64)> {
+    let datasets = (total / 5).clamp(1, 20_000);
+    let a = synthetic::SITES;
+    let b = a + datasets;
+    let c = b + datasets;
+    vec![(0, a), (a, b), (b, c), (c, total)]
+}
+
+fn connect_kafka(bootstrap: &str, prefix: &str) -> Result<Arc<KafkaBus>> {
+    let mut c = KafkaConfig::new(bootstrap);
+    c.topics = Topics::with_prefix(prefix);
+    Ok(Arc::new(
+        KafkaBus::connect(c).context("connecting to Kafka")?,
+    ))
+}
+
+/// Runs the benchmark.
+pub fn run(
+    bootstrap: Option<String>,
+    events: u64,
+    producers: usize,
+    rate: u64,
+    seconds: u64,
+) -> Result<KafkaBench> {
+    ensure!(events >= 10_000, "use at least 10,000 events");
+    let (broker_guard, bootstrap, broker) = match bootstrap {
+        Some(b) => (None, b.clone(), format!("external {b}")),
+        None => {
+            eprintln!("starting a local Kafka broker (tests/kafka)…");
+            let b = clew_kafka_broker::KafkaBroker::start_local()
+                .map_err(|e| anyhow::anyhow!("cannot start the harness broker: {e}"))?;
+            let s = b.bootstrap().to_string();
+            (Some(b), s.clone(), format!("harness {s}"))
+        }
+    };
+    let (ledger_key, p) = crate::bench::bench_keys(producers)?;
+    eprintln!("signing {events} events…");
+    let stream = synthetic::events(&p, 0..events, events);
+
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let embedded_dir = tempfile::tempdir()?;
+    let embedded: Arc<dyn Bus> = Arc::new(EmbeddedBus::open(&embedded_dir.path().join("bus"))?);
+    let (embedded_rate, refused_e) =
+        throughput("embedded", embedded, &ledger_key, &p, &stream, producers)?;
+    let kafka: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-{run_id}"))?;
+    let (kafka_rate, refused_k) = throughput("kafka", kafka, &ledger_key, &p, &stream, producers)?;
+
+    let latency = latency(&bootstrap, &run_id, &ledger_key, &p, rate, seconds)?;
+    drop(broker_guard);
+    Ok(KafkaBench {
+        broker,
+        events,
+        producers,
+        kafka_events_per_s: kafka_rate,
+        embedded_events_per_s: embedded_rate,
+        ratio_to_embedded: kafka_rate / embedded_rate,
+        refused: refused_e + refused_k,
+        rate_per_s: rate,
+        latency_events: latency.0,
+        searchable_p50_ms: latency.1,
+        searchable_p99_ms: latency.2,
+        achieved_rate_per_s: latency.3,
+    })
+}
+
+/// Submits `records` from `producers` threads at once, each its share, in
+/// chunks (each chunk waits for the bus's acknowledgement).
+fn submit_concurrently(bus: &dyn Bus, records: &[Vec<u8>], producers: usize) -> Result<()> {
+    let keyed: Vec<(String, &Vec<u8>)> = records
+        .iter()
+        .map(|b| {
+            let key = clew_events::open(b)
+                .map(|o| o.key_id().to_string())
+                .unwrap_or_default();
+            (key, b)
+        })
+        .collect();
+    let shards: Vec<Vec<(&str, &[u8])>> = (0..producers)
+        .map(|k| {
+            keyed
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % producers == k)
+                .map(|(_, (key, b))| (key.as_str(), b.as_slice()))
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = shards
+            .iter()
+            .map(|shard| {
+                s.spawn(move || -> Result<()> {
+                    for chunk in shard.chunks(5_000) {
+                        bus.submit(chunk)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+fn wait_published(progress: &Progress, leaves: u64, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while progress.published.load(Ordering::Relaxed) < leaves {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {leaves} leaves published within {}s",
+                progress.published.load(Ordering::Relaxed),
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// One throughput run; returns (events/s, refused).
+fn throughput(
+    name: &str,
+    bus: Arc<dyn Bus>,
+    ledger_key: &clew_events::ProducerKey,
+    p: &Producers,
+    stream: &[Vec<u8>],
+    producers: usize,
+) -> Result<(f64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let ledger = Arc::new(crate::bench::bench_ledger(dir.path(), ledger_key, p)?);
+    let base = ledger.size();
+    let stop = AtomicBool::new(false);
+    let progress = Progress::default();
+    let total = stream.len() as u64;
+    let pb = crate::progress_bar(total, name);
+    let result = std::thread::scope(|s| -> Result<f64> {
+        let sequencer = s.spawn(|| {
+            clew_sequencer::run(
+                ledger.clone(),
+                bus.clone(),
+                SequencerOptions::default(),
+                &stop,
+                &progress,
+            )
+        });
+        // The ledger's own leaves (genesis, registrations) published first.
+        wait_published(&progress, base, Duration::from_secs(120))?;
+        let start = Instant::now();
+        let mut outcome = Ok(());
+        for (a, b) in phases(total) {
+            outcome = submit_concurrently(bus.as_ref(), &stream[a as usize..b as usize], producers)
+                .and_then(|_| {
+                    let expect = base + b - progress.rejected.load(Ordering::Relaxed);
+                    wait_published(&progress, expect, Duration::from_secs(1800))
+                });
+            pb.set_position(progress.published.load(Ordering::Relaxed) - base);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        stop.store(true, Ordering::SeqCst);
+        sequencer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sequencer panicked"))??;
+        outcome?;
+        Ok(total as f64 / elapsed)
+    });
+    pb.finish_and_clear();
+    let rate = result?;
+    let refused = progress.rejected.load(Ordering::Relaxed);
+    eprintln!("{name}: {rate:.0} events/s producers → sequenced and published ({refused} refused)");
+    Ok((rate, refused))
+}
+
+/// The latency run; returns (events timed, p50 ms, p99 ms, achieved rate).
+fn latency(
+    bootstrap: &str,
+    run_id: &str,
+    ledger_key: &clew_events::ProducerKey,
+    p: &Producers,
+    rate: u64,
+    seconds: u64,
+) -> Result<(u64, f64, f64, f64)> {
+    let timed = rate * seconds;
+    // Datasets to cite: one first version per timed event.
+    let total = (timed * 5).max(10_000);
+    let stream = synthetic::events(p, 0..total, total);
+    let ph = phases(total);
+    let (setup_end, steady) = (
+        ph[1].1 as usize,
+        &stream[ph[2].0 as usize..ph[2].1 as usize],
+    );
+    let steady = &steady[..(timed as usize).min(steady.len())];
+
+    let dir = tempfile::tempdir()?;
+    let ledger = Arc::new(crate::bench::bench_ledger(
+        &dir.path().join("ledger"),
+        ledger_key,
+        p,
+    )?);
+    let bus: Arc<dyn Bus> = connect_kafka(bootstrap, &format!("latency-{run_id}"))?;
+    let mirror = Arc::new(clew_ledger::Ledger::open_mirror(
+        &dir.path().join("replica"),
+        ledger.verifier_key(),
+        clew_ledger::LedgerOptions::default(),
+    )?);
+    let catalog = Arc::new(clew_catalog::Catalog::open(
+        &dir.path().join("replica/catalog"),
+    )?);
+    let stop = AtomicBool::new(false);
+    let progress = Progress::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    std::thread::scope(|s| -> Result<(u64, f64, f64, f64)> {
+        let sequencer = s.spawn(|| {
+            clew_sequencer::run(
+                ledger.clone(),
+                bus.clone(),
+                SequencerOptions::default(),
+                &stop,
+                &progress,
+            )
+        });
+        let result = rt.block_on(async {
+            let node = clew_api::Node::start_replica(
+                mirror.clone(),
+                catalog.clone(),
+                p.admin.clone(),
+                Arc::new(clew_api::Metrics::new()?),
+                bus.clone(),
+                "bench-replica",
+            )?;
+            // Sites and datasets, then wait until the replica holds them.
+            let base = ledger.size();
+            let want = base + setup_end as u64;
+            // Datasets cite sites signed by another key (another partition):
+            // the sites must be sequenced first.
+            submit_concurrently(bus.as_ref(), &stream[..ph[0].1 as usize], 2)?;
+            wait_published(&progress, base + ph[0].1, Duration::from_secs(120))?;
+            submit_concurrently(bus.as_ref(), &stream[ph[0].1 as usize..setup_end], 2)?;
+            let mut applied = node.applied();
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let a = *applied.borrow();
+                if a != u64::MAX && a >= want {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the replica did not catch up with the set-up events: want {want}, \
+                         ledger {}, published {}, mirror {}, applied {a}",
+                        ledger.size(),
+                        progress.published.load(Ordering::Relaxed),
+                        mirror.size()
+                    );
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), applied.changed()).await;
+            }
+            eprintln!(
+                "latency: replica holds {} leaves; submitting {} events at {rate}/s",
+                mirror.size(),
+                steady.len()
+            );
+            let pb = crate::progress_bar(steady.len() as u64, "latency");
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut tasks = tokio::task::JoinSet::new();
+            let period = Duration::from_secs_f64(1.0 / rate as f64);
+            let start = tokio::time::Instant::now();
+            for (i, bytes) in steady.iter().enumerate() {
+                tokio::time::sleep_until(start + period * i as u32).await;
+                let node = node.clone();
+                let bytes = bytes.clone();
+                tasks.spawn(async move {
+                    let t = Instant::now();
+                    let outcome = node.submit(bytes).await;
+                    (t.elapsed(), outcome)
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    record(&mut hist, done?)?;
+                    pb.inc(1);
+                }
+            }
+            let sent = start.elapsed().as_secs_f64();
+            while let Some(done) = tasks.join_next().await {
+                record(&mut hist, done?)?;
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            node.begin_shutdown();
+            node.shutdown();
+            anyhow::Ok((
+                hist.len(),
+                hist.value_at_quantile(0.5) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0,
+                steady.len() as f64 / sent,
+            ))
+        });
+        stop.store(true, Ordering::SeqCst);
+        sequencer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sequencer panicked"))??;
+        result
+    })
+}
+
+fn record(
+    hist: &mut hdrhistogram::Histogram<u64>,
+    (elapsed, outcome): (Duration, Result<clew_api::Outcome, clew_api::ApiError>),
+) -> Result<()> {
+    match outcome? {
+        clew_api::Outcome::Accepted(_) => {
+            hist.record(elapsed.as_micros() as u64)?;
+            Ok(())
+        }
+        clew_api::Outcome::Rejected(r) => bail!("latency event refused: {}", r.detail),
+    }
+}
