@@ -598,11 +598,17 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
     let _serial = clew_kafka_broker::serial();
     let broker = broker();
     let fx = Fixture::new();
-    let (_, records) = fx.write_stream("good.stream", 1, 300);
+    let (stream, records) = fx.write_stream("good.stream", 1, 1000);
     let prefix = prefix("hostile");
     let kafka = kafka_args(&broker, &prefix);
     let mut sequencer = Sequencer::start(&fx.data(), &kafka);
     let bus = bus(&broker, &prefix);
+    // Everything the last range cites is sequenced first.
+    let ranges = phases(1, 1000);
+    for range in &ranges[..3] {
+        submit_phase(&stream, &kafka, *range, 1);
+    }
+    let last = ranges[3];
 
     // A wrongly signed copy of a good event, and an event from a key nobody registered.
     let good = clew_events::open(&records[10]).expect("opens");
@@ -614,7 +620,7 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
         &clew_events::seal(
             &stranger,
             "stranger",
-            clew_events::sample::stream_body(0, 300),
+            clew_events::sample::stream_body(0, 1000),
             None,
             None,
         )
@@ -622,7 +628,7 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
     );
     let junk = b"\x0a\xffnot an envelope".to_vec();
     let mut sent: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, r) in records.iter().enumerate() {
+    for (i, r) in records[last.0 as usize..last.1 as usize].iter().enumerate() {
         let key = clew_events::open(r).expect("opens").key_id().to_string();
         sent.push((key, r.clone()));
         if i == 50 {

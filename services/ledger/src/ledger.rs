@@ -370,6 +370,32 @@ impl Ledger {
         source: &str,
         batch: PrecheckedBatch,
     ) -> Result<BatchReceipt, LedgerError> {
+        let (mut receipt, positions) = self.commit_sources(vec![(source.to_string(), batch)])?;
+        receipt.next_offset = positions.first().map(|(_, n)| *n).unwrap_or(0);
+        Ok(receipt)
+    }
+
+    /// Sequences batches read from several sources (e.g. the partitions of
+    /// a Kafka topic) as ONE ledger batch: one fsync and one checkpoint for
+    /// all of them, each source's new cursor written with it. Returns the
+    /// receipt (its `next_offset` unused) and each source's next offset.
+    pub fn sequence_sources(
+        &self,
+        inputs: Vec<(String, Vec<Submission>)>,
+    ) -> Result<(BatchReceipt, Vec<(String, u64)>), LedgerError> {
+        let prechecked = inputs
+            .into_iter()
+            .map(|(source, subs)| (source, self.precheck(subs)))
+            .collect();
+        self.commit_sources(prechecked)
+    }
+
+    /// [`Ledger::commit`] for several sources at once (see
+    /// [`Ledger::sequence_sources`]).
+    pub fn commit_sources(
+        &self,
+        inputs: Vec<(String, PrecheckedBatch)>,
+    ) -> Result<(BatchReceipt, Vec<(String, u64)>), LedgerError> {
         let mut w = self
             .writer
             .lock()
@@ -379,23 +405,32 @@ impl Ledger {
                 "this is a mirror of a ledger sequenced elsewhere; it cannot sequence".into(),
             ));
         };
-        let cursor = self.cursor(source)?;
-        let fresh: Vec<(Submission, Precheck)> = batch
-            .items
-            .into_iter()
-            .filter(|(s, _)| s.offset >= cursor)
-            .collect();
-        let Some((last, _)) = fresh.last() else {
-            return Ok(BatchReceipt {
-                tree_size: w.size,
-                next_offset: cursor,
-                ..Default::default()
-            });
-        };
-        let next_offset = last.offset + 1;
-        if fresh.windows(2).any(|p| p[1].0.offset <= p[0].0.offset) {
-            return Err(LedgerError::Setup(
-                "submission offsets must strictly increase".into(),
+        let mut positions: Vec<(String, u64)> = Vec::with_capacity(inputs.len());
+        let mut fresh: Vec<(usize, Submission, Precheck)> = Vec::new();
+        for (source, batch) in inputs {
+            let cursor = self.cursor(&source)?;
+            let items: Vec<(Submission, Precheck)> = batch
+                .items
+                .into_iter()
+                .filter(|(s, _)| s.offset >= cursor)
+                .collect();
+            if items.windows(2).any(|p| p[1].0.offset <= p[0].0.offset) {
+                return Err(LedgerError::Setup(
+                    "submission offsets must strictly increase".into(),
+                ));
+            }
+            let next = items.last().map(|(s, _)| s.offset + 1).unwrap_or(cursor);
+            let idx = positions.len();
+            positions.push((source, next));
+            fresh.extend(items.into_iter().map(|(s, p)| (idx, s, p)));
+        }
+        if fresh.is_empty() {
+            return Ok((
+                BatchReceipt {
+                    tree_size: w.size,
+                    ..Default::default()
+                },
+                positions,
             ));
         }
         let registry = self.registry_snapshot();
@@ -407,7 +442,8 @@ impl Ledger {
         let mut receipt = BatchReceipt::default();
         let mut new_keys: Vec<(String, RegisteredKey)> = Vec::new();
 
-        for (sub, pre) in fresh {
+        for (idx, sub, pre) in fresh {
+            let source = positions[idx].0.as_str();
             let outcome = match pre {
                 Precheck::Refused(r) => Err(r),
                 Precheck::Opened { opened, signature } => {
@@ -466,7 +502,9 @@ impl Ledger {
             }
         }
 
-        ov.put(keys::cursor(source), next_offset.to_be_bytes().to_vec());
+        for (source, next) in &positions {
+            ov.put(keys::cursor(source), next.to_be_bytes().to_vec());
+        }
         if rejections != w.rejected {
             ov.put(
                 keys::REJECTED_COUNT.to_vec(),
@@ -502,8 +540,7 @@ impl Ledger {
             }
         }
         receipt.tree_size = size;
-        receipt.next_offset = next_offset;
-        Ok(receipt)
+        Ok((receipt, positions))
     }
 
     /// Flushes everything written so far to disk.

@@ -444,3 +444,59 @@ fn a_reopened_ledger_skips_input_it_already_consumed() {
     assert_eq!(w.ledger().size(), size);
     assert_eq!(w.ledger().cursor("replay").unwrap(), 5);
 }
+
+#[test]
+fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
+    let mut w = World::new();
+    let envs: Vec<Vec<u8>> = (0..6)
+        .map(|v| w.sealed_ingest(sample::dataset_version(1, 70 + v, vec![])))
+        .collect();
+    let part = |range: std::ops::Range<usize>, first: u64| -> Vec<Submission> {
+        range
+            .enumerate()
+            .map(|(i, e)| Submission {
+                offset: first + i as u64,
+                bytes: envs[e].clone(),
+            })
+            .collect()
+    };
+    let before = w.ledger().checkpoint_sizes().unwrap().len();
+    let (receipt, positions) = w
+        .ledger()
+        .sequence_sources(vec![
+            ("kafka:t:0".into(), part(0..3, 10)),
+            ("kafka:t:1".into(), part(3..6, 40)),
+        ])
+        .unwrap();
+    assert_eq!(receipt.accepted.len(), 6);
+    assert_eq!(
+        positions,
+        vec![("kafka:t:0".to_string(), 13), ("kafka:t:1".to_string(), 43)]
+    );
+    assert_eq!(
+        w.ledger().checkpoint_sizes().unwrap().len(),
+        before + 1,
+        "one checkpoint for the whole batch"
+    );
+    assert_eq!(w.ledger().cursor("kafka:t:0").unwrap(), 13);
+    assert_eq!(w.ledger().cursor("kafka:t:1").unwrap(), 43);
+    // Re-delivery of both (after a crash of the reader): nothing twice; a
+    // record beyond one source's cursor is taken.
+    let extra = w.sealed_ingest(sample::dataset_version(1, 90, vec![]));
+    let mut again = part(3..6, 40);
+    again.push(Submission {
+        offset: 43,
+        bytes: extra,
+    });
+    let (receipt, positions) = w
+        .ledger()
+        .sequence_sources(vec![
+            ("kafka:t:0".into(), part(0..3, 10)),
+            ("kafka:t:1".into(), again),
+        ])
+        .unwrap();
+    assert_eq!(receipt.accepted.len(), 1);
+    assert!(receipt.rejected.is_empty());
+    assert_eq!(positions[1], ("kafka:t:1".to_string(), 44));
+    w.verify();
+}
