@@ -601,7 +601,12 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
     let (stream, records) = fx.write_stream("good.stream", 1, 1000);
     let prefix = prefix("hostile");
     let kafka = kafka_args(&broker, &prefix);
-    let mut sequencer = Sequencer::start(&fx.data(), &kafka);
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut with_health = kafka.clone();
+    with_health.extend(["--health-listen".to_string(), health.to_string()]);
+    let mut sequencer = Sequencer::start(&fx.data(), &with_health);
     let bus = bus(&broker, &prefix);
     // Everything the last range cites is sequenced first.
     let ranges = phases(1, 1000);
@@ -689,10 +694,36 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
         .expect("unknown key")
         .1;
     assert!(unknown_detail.contains("stranger"), "{unknown_detail}");
+    // The sequencer's own endpoints (what probes and Prometheus read).
+    assert!(http_get(health, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(health, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(health, "/metrics");
+    assert!(
+        metrics.contains(&format!("clew_sequencer_tree_size {size}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clew_sequencer_rejected_total 4"),
+        "{metrics}"
+    );
     // The stream behind them: every good record sequenced, in order per key.
     sequencer.stop();
     let ids = stream_event_ids(&records);
     check_exactly_once(&fx, &bus, &ids, 2);
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).expect("response");
+    out
 }
 
 /// The partner's interpreter: the venv tests/setup.sh makes, or

@@ -225,6 +225,9 @@ enum Command {
         /// Checkpoint origin used when the data directory is created.
         #[arg(long, default_value = "clew.example.org/ledger")]
         origin: String,
+        /// Address of /healthz, /readyz and /metrics (off when not given).
+        #[arg(long, env = "CLEW_HEALTH_LISTEN")]
+        health_listen: Option<std::net::SocketAddr>,
     },
     /// A read replica on Kafka: a verified mirror of the ledger, its own
     /// catalogue, and the GraphQL API (mutations go onto the inbound topic).
@@ -466,8 +469,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
         }
-        Command::Ledger { dir, kafka, origin } => {
-            crate::distributed::run_ledger(&DataDir::new(&dir.data_dir), &origin, &kafka)?;
+        Command::Ledger {
+            dir,
+            kafka,
+            origin,
+            health_listen,
+        } => {
+            crate::distributed::run_ledger(
+                &DataDir::new(&dir.data_dir),
+                &origin,
+                &kafka,
+                health_listen,
+            )?;
         }
         Command::Replica {
             dir,

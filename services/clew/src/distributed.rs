@@ -86,8 +86,132 @@ fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Serves `/healthz`, `/readyz` and `/metrics` (Prometheus text) of the
+/// sequencer on `listen`. The metrics are counts only, so they need no token.
+fn serve_sequencer_health(
+    listen: std::net::SocketAddr,
+    progress: Arc<clew_sequencer::Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "health: http://{}/healthz  ready: /readyz  metrics: /metrics",
+        listener.local_addr()?
+    );
+    let ready = progress.clone();
+    let metrics = progress.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.reading.load(Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "opening the inbound stream\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = sequencer_metrics(&metrics);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let until = async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(until)
+                    .await
+                {
+                    tracing::error!(error = %e, "health endpoint failed");
+                }
+            })
+        })?;
+    Ok(())
+}
+
+/// The sequencer's counters in the Prometheus text format.
+fn sequencer_metrics(p: &clew_sequencer::Progress) -> String {
+    let tree = p.tree_size.load(Ordering::Relaxed);
+    let published = p.published.load(Ordering::Relaxed);
+    let lines = [
+        (
+            "clew_sequencer_tree_size",
+            "gauge",
+            "Leaves in the ledger.",
+            tree,
+        ),
+        (
+            "clew_sequencer_published_leaves",
+            "gauge",
+            "Leaves acknowledged on the sequenced topic.",
+            published,
+        ),
+        (
+            "clew_sequencer_publish_lag_leaves",
+            "gauge",
+            "Leaves in the ledger not yet acknowledged on the sequenced topic.",
+            tree.saturating_sub(published),
+        ),
+        (
+            "clew_sequencer_sequenced_total",
+            "counter",
+            "Events appended by this process.",
+            p.sequenced.load(Ordering::Relaxed),
+        ),
+        (
+            "clew_sequencer_rejected_total",
+            "counter",
+            "Submissions refused by this process.",
+            p.rejected.load(Ordering::Relaxed),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in lines {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
+}
+
 /// `clew ledger`: the sequencer, until Ctrl-C / SIGTERM.
-pub fn run_ledger(dir: &DataDir, origin: &str, kafka: &KafkaArgs) -> Result<()> {
+pub fn run_ledger(
+    dir: &DataDir,
+    origin: &str,
+    kafka: &KafkaArgs,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<()> {
     let (ledger, _, created) = crate::server::open_primary(dir, origin)?;
     if created {
         println!("created {}", dir.root().display());
@@ -102,6 +226,9 @@ pub fn run_ledger(dir: &DataDir, origin: &str, kafka: &KafkaArgs) -> Result<()> 
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signal(stop.clone())?;
     let progress = Arc::new(clew_sequencer::Progress::default());
+    if let Some(listen) = listen {
+        serve_sequencer_health(listen, progress.clone(), stop.clone())?;
+    }
     let reporter = {
         let progress = progress.clone();
         let stop = stop.clone();

@@ -104,6 +104,8 @@ pub struct Progress {
     pub published: AtomicU64,
     /// Tree size after the last batch.
     pub tree_size: AtomicU64,
+    /// Set once the inbound reader is positioned (readiness).
+    pub reading: AtomicBool,
 }
 
 /// Wakes the publisher when a batch is durable.
@@ -177,6 +179,7 @@ fn read_loop(
 ) -> Result<(), SequencerError> {
     let start = |source: &str| ledger.cursor(source).unwrap_or(0);
     let mut reader = bus.inbound(&start)?;
+    progress.reading.store(true, Ordering::SeqCst);
     tracing::info!(bus = %bus.describe(), tree_size = ledger.size(), "sequencer reading");
     while !stop.load(Ordering::SeqCst) {
         let records = match reader.poll(options.batch, Duration::from_millis(100)) {
