@@ -8,6 +8,9 @@
 #     Kafka tests, from Maven Central into target/kafka-broker/libs.
 #   - The Python partner's packages (confluent-kafka, protobuf, grpcio-tools,
 #     cryptography), from PyPI into the virtualenv target/partner-venv.
+#   - helm (built with `go install` from the Go module proxy) into
+#     target/tools/bin, and kubernetes-validate (PyPI, ships the Kubernetes
+#     schemas) into target/chart-venv, for the chart checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +36,17 @@ if ! cmp -s tests/partner/requirements.txt "$stamp" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/partner/requirements.txt
   cp tests/partner/requirements.txt "$stamp"
+fi
+echo "setup: helm and kubernetes-validate (chart checks)"
+helm_version=v3.22.0
+if ! target/tools/bin/helm version 2>/dev/null | grep -q "${helm_version%.*}"; then
+  mkdir -p target/tools/bin
+  GOBIN="$PWD/target/tools/bin" go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+fi
+cvenv=target/chart-venv
+if ! cmp -s tests/chart/requirements.txt "$cvenv/.requirements" 2>/dev/null; then
+  python3 -m venv "$cvenv"
+  "$cvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+  cp tests/chart/requirements.txt "$cvenv/.requirements"
 fi
 echo "setup: done"

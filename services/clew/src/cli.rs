@@ -228,6 +228,11 @@ enum Command {
         /// Address of /healthz, /readyz and /metrics (off when not given).
         #[arg(long, env = "CLEW_HEALTH_LISTEN")]
         health_listen: Option<std::net::SocketAddr>,
+        /// Folder holding ledger.key, admin.key and api.key (e.g. a mounted
+        /// Secret): copied into the data directory's keys/ when absent there,
+        /// before it is created.
+        #[arg(long, env = "CLEW_KEYS_FROM")]
+        keys_from: Option<PathBuf>,
     },
     /// A read replica on Kafka: a verified mirror of the ledger, its own
     /// catalogue, and the GraphQL API (mutations go onto the inbound topic).
@@ -248,6 +253,20 @@ enum Command {
         /// Kafka consumer group of this replica (default clew-replica-<host>).
         #[arg(long, env = "CLEW_REPLICA_GROUP")]
         group: Option<String>,
+        /// Shared bearer-token file (see `clew token issue`) instead of the
+        /// data directory's own.
+        #[arg(long, env = "CLEW_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+    },
+    /// Create the Kafka topics (if missing) and print their layout.
+    Topics {
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+    },
+    /// Bearer tokens kept in a token file (for replicas sharing one).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Put the envelopes of a stream file on the Kafka inbound topic, keyed
     /// by signing key id. Prints one JSON summary line.
@@ -348,6 +367,18 @@ enum TilesAction {
         dir: DataDirArg,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Issue a token for a principal: its SHA-256 goes into the file, the
+    /// token is printed once.
+    Issue {
+        #[arg(long)]
+        tokens_file: PathBuf,
+        #[arg(long)]
+        principal: String,
     },
 }
 
@@ -474,13 +505,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kafka,
             origin,
             health_listen,
+            keys_from,
         } => {
             crate::distributed::run_ledger(
                 &DataDir::new(&dir.data_dir),
                 &origin,
                 &kafka,
                 health_listen,
+                keys_from.as_deref(),
             )?;
+        }
+        Command::Topics { kafka } => {
+            let bus = kafka.connect()?;
+            let t = &bus.config().topics;
+            for (name, role) in [
+                (&t.submitted, "inbound: Envelope, keyed by signing key id"),
+                (
+                    &t.sequenced,
+                    "outbound: SequencedEntry, one partition, kept forever",
+                ),
+                (
+                    &t.checkpoints,
+                    "outbound: CheckpointRecord, one partition, kept forever",
+                ),
+                (
+                    &t.rejected,
+                    "outbound: RejectedSubmission, one partition, kept forever",
+                ),
+            ] {
+                println!(
+                    "{name}\t{} partition(s)\t{role}",
+                    bus.partitions(name)?.len()
+                );
+            }
+        }
+        Command::Token {
+            action:
+                TokenAction::Issue {
+                    tokens_file,
+                    principal,
+                },
+        } => {
+            let store = clew_api::TokenStore::open(&tokens_file)?;
+            println!("{}", store.issue(&principal)?);
         }
         Command::Replica {
             dir,
@@ -489,6 +556,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ledger_vkey,
             service_key,
             group,
+            tokens_file,
         } => {
             let data = DataDir::new(&dir.data_dir);
             let group = group.unwrap_or_else(crate::distributed::default_group);
@@ -498,6 +566,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &service_key,
                 &kafka,
                 &group,
+                tokens_file.as_deref(),
             )?;
             runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
         }

@@ -80,9 +80,20 @@ impl DataDir {
             bail!("{} already holds a ledger", self.root.display());
         }
         let keys = self.keys();
-        let (_, _, ledger_key) = keyfiles::generate(&keys, "ledger", origin)
-            .with_context(|| format!("creating the ledger key for origin {origin:?}"))?;
-        let (_, _, admin) = keyfiles::generate(&keys, "admin", &format!("{origin}/admin"))?;
+        // Keys placed here beforehand (e.g. from a Kubernetes Secret, see
+        // `clew ledger --keys-from`) are used; missing ones are generated.
+        let ledger_key = match keys.join("ledger.key") {
+            p if p.exists() => keyfiles::read_producer(&p)?,
+            _ => {
+                keyfiles::generate(&keys, "ledger", origin)
+                    .with_context(|| format!("creating the ledger key for origin {origin:?}"))?
+                    .2
+            }
+        };
+        let admin = match keys.join("admin.key") {
+            p if p.exists() => keyfiles::read_producer(&p)?,
+            _ => keyfiles::generate(&keys, "admin", &format!("{origin}/admin"))?.2,
+        };
         Ok(Ledger::create(
             &self.root,
             &ledger_key.to_signer_text(),

@@ -43,6 +43,12 @@ pub struct KafkaArgs {
     /// `security.protocol=SASL_SSL` (repeatable).
     #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    /// SASL user name (`sasl.username`).
+    #[arg(long, env = "CLEW_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (`sasl.password`); prefer the environment variable.
+    #[arg(long, env = "CLEW_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
 }
 
 impl KafkaArgs {
@@ -211,7 +217,15 @@ pub fn run_ledger(
     origin: &str,
     kafka: &KafkaArgs,
     listen: Option<std::net::SocketAddr>,
+    keys_from: Option<&Path>,
 ) -> Result<()> {
+    if let Some(from) = keys_from {
+        for stem in ["ledger", "admin", "api"] {
+            if keyfiles::install(from, &dir.keys(), stem)? {
+                tracing::info!(key = stem, from = %from.display(), "installed a key");
+            }
+        }
+    }
     let (ledger, _, created) = crate::server::open_primary(dir, origin)?;
     if created {
         println!("created {}", dir.root().display());
@@ -289,6 +303,7 @@ pub fn prepare_replica(
     service_key: &Path,
     kafka: &KafkaArgs,
     group: &str,
+    tokens_file: Option<&Path>,
 ) -> Result<Prepared> {
     let vkey = key_text(ledger_vkey)?;
     let created = !dir.has_ledger();
@@ -302,7 +317,7 @@ pub fn prepare_replica(
             service_key.display()
         )
     })?;
-    let (tokens, admin_token_file) = crate::server::open_tokens(dir)?;
+    let (tokens, admin_token_file) = crate::server::open_tokens_at(dir, tokens_file)?;
     let mut catalog = clew_catalog::Catalog::open(&dir.catalog_dir())?;
     if catalog.applied()? > mirror.size() {
         tracing::warn!(

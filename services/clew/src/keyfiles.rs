@@ -39,6 +39,24 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Copies `<stem>.key` from `from` into `dir` (mode 0600, with its `.vkey`)
+/// unless `dir` already holds one; returns whether it copied.
+pub fn install(from: &Path, dir: &Path, stem: &str) -> Result<bool> {
+    let src = from.join(format!("{stem}.key"));
+    let dst = dir.join(format!("{stem}.key"));
+    if !src.exists() || dst.exists() {
+        return Ok(false);
+    }
+    let key = read_producer(&src)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_private(&dst, &key.to_signer_text())?;
+    std::fs::write(
+        dir.join(format!("{stem}.vkey")),
+        format!("{}\n", key.verifier().to_text()),
+    )?;
+    Ok(true)
+}
+
 /// Reads a one-line key file.
 pub fn read(path: &Path) -> Result<String> {
     Ok(std::fs::read_to_string(path)

@@ -93,6 +93,22 @@ pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey,
 
 /// Opens the bearer-token store of `dir`, writing `admin.token` on first use.
 pub fn open_tokens(dir: &DataDir) -> Result<(Arc<TokenStore>, PathBuf)> {
+    open_tokens_at(dir, None)
+}
+
+/// [`open_tokens`], or the shared token file `file` (several replicas, a
+/// Kubernetes Secret; tokens are issued into it with `clew token issue`, and
+/// no `admin.token` is written).
+pub fn open_tokens_at(
+    dir: &DataDir,
+    file: Option<&std::path::Path>,
+) -> Result<(Arc<TokenStore>, PathBuf)> {
+    if let Some(file) = file {
+        if !file.exists() {
+            anyhow::bail!("token file {} does not exist", file.display());
+        }
+        return Ok((Arc::new(TokenStore::open(file)?), file.to_path_buf()));
+    }
     let tokens = Arc::new(TokenStore::open(&api_dir(dir).join("tokens.json"))?);
     let admin_token_file = dir.root().join("admin.token");
     if !admin_token_file.exists() {
@@ -166,10 +182,17 @@ pub async fn run(prepared: Prepared, listen: SocketAddr, limits: Limits) -> Resu
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!("Clew is serving http://{addr}/graphql (GraphiQL in a browser; POST queries with a bearer token)");
-    println!(
-        "admin token: {} (send it as `Authorization: Bearer <token>`)",
-        prepared.admin_token_file.display()
-    );
+    if prepared.admin_token_file.ends_with("admin.token") {
+        println!(
+            "admin token: {} (send it as `Authorization: Bearer <token>`)",
+            prepared.admin_token_file.display()
+        );
+    } else {
+        println!(
+            "bearer tokens: the digests in {} (issue with `clew token issue`)",
+            prepared.admin_token_file.display()
+        );
+    }
     println!("health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits);
     clew_api::serve(listener, state, shutdown_signal()).await?;

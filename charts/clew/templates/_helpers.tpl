@@ -1,0 +1,81 @@
+{{/* Names and labels shared by every object. */}}
+{{- define "clew.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "clew.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "clew.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "clew.image" -}}
+{{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
+{{- end -}}
+
+{{/* Flags and environment naming the Kafka bus, for every clew container. */}}
+{{- define "clew.kafkaArgs" -}}
+{{- $tls := .Values.kafka.tls.enabled }}
+{{- $sasl := .Values.kafka.sasl.enabled }}
+- --kafka-property=security.protocol={{ if and $sasl $tls }}SASL_SSL{{ else if $sasl }}SASL_PLAINTEXT{{ else if $tls }}SSL{{ else }}PLAINTEXT{{ end }}
+{{- range $k, $v := .Values.kafka.properties }}
+- --kafka-property={{ $k }}={{ $v }}
+{{- end }}
+{{- if .Values.kafka.tls.enabled }}
+- --kafka-property=ssl.ca.location=/etc/clew/kafka-ca/ca.crt
+{{- end }}
+{{- if .Values.kafka.sasl.enabled }}
+- --kafka-property=sasl.mechanism={{ .Values.kafka.sasl.mechanism }}
+{{- end }}
+{{- end -}}
+
+{{- define "clew.kafkaEnv" -}}
+- name: CLEW_KAFKA
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+- name: CLEW_TOPIC_PREFIX
+  value: {{ .Values.kafka.topicPrefix | quote }}
+- name: CLEW_KAFKA_REPLICATION
+  value: {{ .Values.kafka.replicationFactor | quote }}
+- name: CLEW_LOG
+  value: {{ .Values.logLevel | quote }}
+{{- if .Values.kafka.sasl.enabled }}
+- name: CLEW_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: username
+- name: CLEW_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: password
+{{- end }}
+{{- end -}}
+
+{{- define "clew.kafkaCaVolume" -}}
+{{- if .Values.kafka.tls.enabled }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+{{- end }}
+{{- end -}}
+
+{{- define "clew.kafkaCaMount" -}}
+{{- if .Values.kafka.tls.enabled }}
+- name: kafka-ca
+  mountPath: /etc/clew/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
