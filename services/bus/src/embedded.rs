@@ -51,7 +51,22 @@ impl EmbeddedBus {
     pub fn open(dir: &Path) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BusError::Setup(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        // A handle dropped moments ago (this process reopening its log) may
+        // still hold sled's file lock while its I/O threads finish.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
