@@ -416,6 +416,32 @@ impl Bus for KafkaBus {
     }
 }
 
+/// Up to `max` messages, waiting at most `timeout` for the first, each mapped
+/// by `take` (None: skip it). Transport errors are retried inside the client:
+/// they are logged, and what was read so far is returned.
+fn poll_batch<T>(
+    consumer: &BaseConsumer,
+    max: usize,
+    timeout: Duration,
+    what: &str,
+    mut take: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<Option<T>, BusError>,
+) -> Result<Vec<T>, BusError> {
+    let mut out = Vec::new();
+    let mut wait = timeout;
+    while out.len() < max {
+        match consumer.poll(wait) {
+            None => break,
+            Some(Ok(m)) => out.extend(take(&m)?),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "{what}");
+                break;
+            }
+        }
+        wait = Duration::ZERO;
+    }
+    Ok(out)
+}
+
 /// The inbound source name of one Kafka partition.
 pub fn source_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
@@ -467,32 +493,16 @@ impl InboundReader for KafkaInbound {
         if self.refreshed.elapsed() >= PARTITION_REFRESH {
             self.refresh_partitions();
         }
-        let mut out = Vec::new();
-        let mut wait = timeout;
-        while out.len() < max {
-            match self.consumer.poll(wait) {
-                None => break,
-                Some(Ok(m)) => {
-                    let offset = m.offset().max(0) as u64;
-                    self.next.insert(m.partition(), offset + 1);
-                    out.push(InboundRecord {
-                        source: source_name(m.topic(), m.partition()),
-                        offset,
-                        bytes: m.payload().unwrap_or_default().to_vec(),
-                    });
-                }
-                // Transport errors are retried inside the client; report and go on.
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "inbound consumer");
-                    if out.is_empty() {
-                        return Ok(out);
-                    }
-                    break;
-                }
-            }
-            wait = Duration::ZERO;
-        }
-        Ok(out)
+        let next = &mut self.next;
+        poll_batch(&self.consumer, max, timeout, "inbound consumer", |m| {
+            let offset = m.offset().max(0) as u64;
+            next.insert(m.partition(), offset + 1);
+            Ok(Some(InboundRecord {
+                source: source_name(m.topic(), m.partition()),
+                offset,
+                bytes: m.payload().unwrap_or_default().to_vec(),
+            }))
+        })
     }
 
     fn consumed(&mut self, positions: &[(String, u64)]) {
@@ -548,32 +558,14 @@ struct KafkaFollower {
 
 impl Follower for KafkaFollower {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Published>, BusError> {
-        let mut out = Vec::new();
-        let mut wait = timeout;
-        while out.len() < max {
-            match self.consumer.poll(wait) {
-                None => break,
-                Some(Ok(m)) => {
-                    let Some(stream) = Stream::ALL
-                        .into_iter()
-                        .find(|s| self.topics.of(*s) == m.topic())
-                    else {
-                        continue;
-                    };
-                    let offset = m.offset().max(0) as u64;
-                    out.push(decode(stream, offset, m.payload().unwrap_or_default())?);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "follower consumer");
-                    if out.is_empty() {
-                        return Ok(out);
-                    }
-                    break;
-                }
-            }
-            wait = Duration::ZERO;
-        }
-        Ok(out)
+        let topics = &self.topics;
+        poll_batch(&self.consumer, max, timeout, "follower consumer", |m| {
+            let Some(stream) = Stream::ALL.into_iter().find(|s| topics.of(*s) == m.topic()) else {
+                return Ok(None);
+            };
+            let offset = m.offset().max(0) as u64;
+            decode(stream, offset, m.payload().unwrap_or_default()).map(Some)
+        })
     }
 
     fn consumed(&mut self, positions: &FollowFrom) {
