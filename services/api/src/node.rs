@@ -297,7 +297,7 @@ impl Node {
             // Already sequenced: this is a retry; the caller gets the first
             // leaf, exactly as the sequencer would say.
             waiters.forget(&event_id);
-            return self.sequenced_at(&event_id, leaf).await;
+            return self.sequenced_at(&event_id, leaf);
         }
         let sent = tokio::task::spawn_blocking(move || bus.submit(&[(&key_id, &bytes)]))
             .await
@@ -334,7 +334,7 @@ impl Node {
     }
 
     /// The outcome for an event this replica already holds at `leaf`.
-    async fn sequenced_at(&self, event_id: &str, leaf: u64) -> Result<Outcome, ApiError> {
+    fn sequenced_at(&self, event_id: &str, leaf: u64) -> Result<Outcome, ApiError> {
         let checkpoint = self.checkpoint()?;
         Ok(Outcome::Accepted(Sequenced {
             event_id: event_id.to_string(),
@@ -425,6 +425,27 @@ fn commit_search(
     *last_commit = Instant::now();
 }
 
+/// Brings the catalogue up to the ledger (or mirror) before a node serves;
+/// false (logged) when it cannot, and the node stays not ready.
+pub(crate) fn catch_up_at_start(catalog: &Catalog, ledger: &Ledger) -> bool {
+    let started = Instant::now();
+    match catalog.catch_up(ledger, &|_, _| {}) {
+        Ok(n) => {
+            tracing::info!(
+                leaves = n,
+                seconds = started.elapsed().as_secs_f64(),
+                mirror = ledger.is_mirror(),
+                "catalogue caught up with the ledger"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "catalogue could not catch up; not ready");
+            false
+        }
+    }
+}
+
 fn sequencer(
     ledger: Arc<Ledger>,
     catalog: Arc<Catalog>,
@@ -432,17 +453,8 @@ fn sequencer(
     applied: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 ) {
-    let started = Instant::now();
-    match catalog.catch_up(&ledger, &|_, _| {}) {
-        Ok(n) => tracing::info!(
-            leaves = n,
-            seconds = started.elapsed().as_secs_f64(),
-            "catalogue caught up with the ledger"
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "catalogue could not catch up; not ready");
-            return;
-        }
+    if !catch_up_at_start(&catalog, &ledger) {
+        return;
     }
     let mut size = ledger.size();
     metrics.tree_size.set(size as i64);

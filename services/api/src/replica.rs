@@ -104,17 +104,8 @@ struct PendingCheckpoint {
 
 impl Follow {
     pub(crate) fn run(self) {
-        let started = Instant::now();
-        match self.catalog.catch_up(&self.ledger, &|_, _| {}) {
-            Ok(n) => tracing::info!(
-                leaves = n,
-                seconds = started.elapsed().as_secs_f64(),
-                "catalogue caught up with the mirror"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "catalogue could not catch up; not ready");
-                return;
-            }
+        if !crate::node::catch_up_at_start(&self.catalog, &self.ledger) {
+            return;
         }
         let position = |s: Stream| self.ledger.cursor(&position_name(s)).unwrap_or(0);
         let mut from = FollowFrom {

@@ -190,42 +190,24 @@ fn throughput(
     let dir = tempfile::tempdir()?;
     let ledger = Arc::new(crate::bench::bench_ledger(dir.path(), ledger_key, p)?);
     let base = ledger.size();
-    let stop = AtomicBool::new(false);
     let progress = Progress::default();
     let total = stream.len() as u64;
     let pb = crate::progress_bar(total, name);
-    let result = std::thread::scope(|s| -> Result<f64> {
-        let sequencer = s.spawn(|| {
-            clew_sequencer::run(
-                ledger.clone(),
-                bus.clone(),
-                SequencerOptions::default(),
-                &stop,
-                &progress,
-            )
-        });
+    let result = with_sequencer(&ledger, &bus, &progress, || {
         // The ledger's own leaves (genesis, registrations) published first.
         wait_published(&progress, base, Duration::from_secs(120))?;
         let start = Instant::now();
-        let mut outcome = Ok(());
         for (a, b) in phases(total) {
-            outcome = submit_concurrently(bus.as_ref(), &stream[a as usize..b as usize], producers)
-                .and_then(|_| {
-                    let expect = base + b - progress.rejected.load(Ordering::Relaxed);
-                    wait_published(&progress, expect, Duration::from_secs(1800))
-                });
+            let outcome =
+                submit_concurrently(bus.as_ref(), &stream[a as usize..b as usize], producers)
+                    .and_then(|_| {
+                        let expect = base + b - progress.rejected.load(Ordering::Relaxed);
+                        wait_published(&progress, expect, Duration::from_secs(1800))
+                    });
             pb.set_position(progress.published.load(Ordering::Relaxed) - base);
-            if outcome.is_err() {
-                break;
-            }
+            outcome?;
         }
-        let elapsed = start.elapsed().as_secs_f64();
-        stop.store(true, Ordering::SeqCst);
-        sequencer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the sequencer panicked"))??;
-        outcome?;
-        Ok(total as f64 / elapsed)
+        Ok(total as f64 / start.elapsed().as_secs_f64())
     });
     pb.finish_and_clear();
     let rate = result?;
@@ -269,22 +251,12 @@ fn latency(
     let catalog = Arc::new(clew_catalog::Catalog::open(
         &dir.path().join("replica/catalog"),
     )?);
-    let stop = AtomicBool::new(false);
     let progress = Progress::default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    std::thread::scope(|s| -> Result<(u64, f64, f64, f64)> {
-        let sequencer = s.spawn(|| {
-            clew_sequencer::run(
-                ledger.clone(),
-                bus.clone(),
-                SequencerOptions::default(),
-                &stop,
-                &progress,
-            )
-        });
-        let result = rt.block_on(async {
+    with_sequencer(&ledger, &bus, &progress, || {
+        rt.block_on(async {
             let node = clew_api::Node::start_replica(
                 mirror.clone(),
                 catalog.clone(),
@@ -357,7 +329,31 @@ fn latency(
                 hist.value_at_quantile(0.99) as f64 / 1000.0,
                 steady.len() as f64 / sent,
             ))
+        })
+    })
+}
+
+/// Runs the sequencer (on `bus`, into `ledger`) in a thread while `body`
+/// runs, then stops it, waits for it to publish what it holds, and returns
+/// `body`'s result (a sequencer failure first).
+fn with_sequencer<T>(
+    ledger: &Arc<clew_ledger::Ledger>,
+    bus: &Arc<dyn Bus>,
+    progress: &Progress,
+    body: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sequencer = s.spawn(|| {
+            clew_sequencer::run(
+                ledger.clone(),
+                bus.clone(),
+                SequencerOptions::default(),
+                &stop,
+                progress,
+            )
         });
+        let result = body();
         stop.store(true, Ordering::SeqCst);
         sequencer
             .join()
