@@ -8,6 +8,9 @@
 #     Kafka tests, from Maven Central into target/kafka-broker/libs.
 #   - The Python partner's packages (confluent-kafka, protobuf, grpcio-tools,
 #     cryptography), from PyPI into the virtualenv target/partner-venv.
+#   - pydicom (PyPI) into target/dicom-venv, and the real DICOM files its
+#     wheel ships copied into target/dicom-files, for the ingest tests and
+#     `clew bench dicom`.
 #   - helm (built with `go install` from the Go module proxy) into
 #     target/tools/bin, and kubernetes-validate (PyPI, ships the Kubernetes
 #     schemas) into target/chart-venv, for the chart checks.
@@ -37,6 +40,9 @@ if ! cmp -s tests/partner/requirements.txt "$stamp" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/partner/requirements.txt
   cp tests/partner/requirements.txt "$stamp"
 fi
+echo "setup: real DICOM files and pydicom (tests/dicom)"
+tests/dicom/fetch.sh
+
 echo "setup: helm and kubernetes-validate (chart checks)"
 helm_version=v3.22.0
 if ! target/tools/bin/helm version 2>/dev/null | grep -q "${helm_version%.*}"; then

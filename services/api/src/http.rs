@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Path, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use clew_events::proto::Role;
 use clew_ledger::TileRef;
@@ -21,6 +22,7 @@ use crate::access::{TokenStore, Viewer};
 use crate::node::Node;
 use crate::schema::{build_schema, ClewSchema, QueryLimits};
 use crate::ApiError;
+use clew_ingest::{Manifest, ManifestStore, MANIFEST_FORMAT};
 
 /// Limits every request must stay within.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +59,8 @@ pub struct AppState {
     pub schema: ClewSchema,
     /// Limits.
     pub limits: Limits,
+    /// Dataset-version manifests (content-addressed), when this server keeps them.
+    pub manifests: Option<ManifestStore>,
 }
 
 impl AppState {
@@ -75,9 +79,20 @@ impl AppState {
             tokens,
             schema,
             limits,
+            manifests: None,
         }
     }
+
+    /// Keeps uploaded manifests in `store` (`PUT /manifests/{digest}`) and
+    /// serves them (`GET /dataset-versions/{id}/manifest`).
+    pub fn with_manifests(mut self, store: ManifestStore) -> Self {
+        self.manifests = Some(store);
+        self
+    }
 }
+
+/// Largest manifest accepted: about 200,000 files.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// The router: every route of the API over `state`.
 pub fn app(state: AppState) -> Router {
@@ -90,7 +105,14 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/dataset-versions/{id}/manifest", get(get_manifest))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .merge(
+            Router::new()
+                .route("/manifests/{digest}", put(put_manifest))
+                .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
+                .layer(RequestBodyLimitLayer::new(MAX_MANIFEST_BYTES)),
+        )
         .layer(middleware::map_response(move |r: Response| async move {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 let e = ApiError::BadInput(format!(
@@ -384,6 +406,135 @@ async fn tile(
             StatusCode::INTERNAL_SERVER_ERROR,
             &ApiError::Internal(e.to_string()),
         ),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &ApiError::Internal(e.to_string()),
+    )
+}
+
+fn no_manifests() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &ApiError::NotFound("this server keeps no manifests".into()),
+    )
+}
+
+/// Stores a dataset-version manifest under its digest before the event that
+/// cites it is recorded. Ingest, governance or admin.
+async fn put_manifest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(digest): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Err(e) = viewer.require(
+        &[Role::Ingest, Role::Governance, Role::Admin],
+        "storing a manifest",
+    ) {
+        return error_response(StatusCode::FORBIDDEN, &e);
+    }
+    let Some(store) = state.manifests.clone() else {
+        return no_manifests();
+    };
+    match serde_json::from_slice::<Manifest>(&body) {
+        Ok(m) if m.format == MANIFEST_FORMAT => {}
+        Ok(m) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(format!(
+                    "manifest format {:?} is not {MANIFEST_FORMAT:?}",
+                    m.format
+                )),
+            )
+        }
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(format!("not a Clew DICOM series manifest: {e}")),
+            )
+        }
+    }
+    let outcome =
+        tokio::task::spawn_blocking(move || store.put_expecting(&digest, &body).map(|_| digest))
+            .await;
+    match outcome {
+        Ok(Ok(digest)) => {
+            tracing::info!(principal = %viewer.principal, %digest, "stored a manifest");
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({ "digest": digest })),
+            )
+                .into_response()
+        }
+        Ok(Err(
+            e @ (clew_ingest::IngestError::BadDigest(_)
+            | clew_ingest::IngestError::DigestMismatch { .. }),
+        )) => error_response(StatusCode::BAD_REQUEST, &ApiError::BadInput(e.to_string())),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// The manifest of a dataset version, to whoever may see that version.
+async fn get_manifest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let subject = format!("dataset-version/{id}");
+    let catalog = state.node.catalog();
+    let not_found = || {
+        error_response(
+            StatusCode::NOT_FOUND,
+            &ApiError::NotFound(format!("{subject} is not in the catalogue")),
+        )
+    };
+    let node = match catalog.node(&subject) {
+        Ok(Some(n)) => n,
+        Ok(None) => return not_found(),
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
+    };
+    // Restricted versions are invisible, not forbidden: the same answer as absent.
+    if !viewer.node_visible(catalog, &node) {
+        return not_found();
+    }
+    let digest = node.attributes()["manifestDigest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(store) = state.manifests.clone() else {
+        return no_manifests();
+    };
+    match tokio::task::spawn_blocking(move || store.get(&digest)).await {
+        Ok(Ok(Some(bytes))) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::CACHE_CONTROL,
+                    "private, max-age=31536000, immutable",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Ok(None)) => error_response(
+            StatusCode::NOT_FOUND,
+            &ApiError::NotFound(format!("the manifest of {subject} is not stored here")),
+        ),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
     }
 }
 

@@ -1329,10 +1329,12 @@ async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
     match outcome {
         Outcome::Accepted(s) => receipt_for(node, s.leaf_index, &s.checkpoint).coded(),
         // A retry of an event already in the ledger: the first receipt.
-        Outcome::Rejected(r) if r.reason == proto::RejectionReason::Duplicate => {
-            let Some(index) = r.original_leaf_index else {
-                return Err(ApiError::Internal("duplicate without its leaf".into()).into_graphql());
-            };
+        // (A duplicate without an original leaf is other content refused as a
+        // repeat, e.g. a manifest already published: an error like any refusal.)
+        Outcome::Rejected(r)
+            if r.reason == proto::RejectionReason::Duplicate && r.original_leaf_index.is_some() =>
+        {
+            let index = r.original_leaf_index.unwrap_or_default();
             let cp = checkpoint_of(node, None).coded()?;
             receipt_for(node, index, &cp).coded()
         }

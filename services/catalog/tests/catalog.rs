@@ -126,7 +126,14 @@ fn version(
     Body::DatasetVersionPublished(proto::DatasetVersionPublished {
         dataset_id: ds.into(),
         version: v.into(),
-        manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+        // One manifest per version: the ledger refuses the same content twice.
+        manifest_digest: {
+            use sha2::Digest;
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(format!("{ds}@{v}")))
+            )
+        },
         imaging_summary: Some(proto::ImagingSummary {
             modalities: vec![modality.into()],
             body_parts_examined: vec!["CHEST".into()],

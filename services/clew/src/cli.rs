@@ -287,6 +287,12 @@ enum Command {
         #[arg(long)]
         wait_s: Option<u64>,
     },
+    /// Ingest imaging data: scan, de-identification gate, manifest, one
+    /// signed dataset-version-published event.
+    Ingest {
+        #[command(subcommand)]
+        kind: IngestKind,
+    },
     /// Print the GraphQL schema (SDL) the server serves.
     Schema,
     /// Benchmarks; each prints its figures and, last, one JSON line.
@@ -367,6 +373,51 @@ enum TilesAction {
         dir: DataDirArg,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestKind {
+    /// A folder of DICOM files (one dataset version). Refused as a whole,
+    /// naming each file and tag, when any file is not de-identified (DICOM
+    /// PS3.15 Annex E); files that are not DICOM or are damaged are skipped
+    /// and reported. Exit status: 0 published, 2 identifiable data found,
+    /// 3 refused by the ledger (e.g. the same content already published).
+    Dicom {
+        /// The folder (walked recursively).
+        folder: PathBuf,
+        /// Dataset id (registered beforehand).
+        #[arg(long)]
+        dataset: String,
+        /// Version label, e.g. 2.0.
+        #[arg(long)]
+        version: String,
+        /// The trust the files come from: must be the dataset's custodian.
+        #[arg(long)]
+        site: Option<String>,
+        /// Dataset version ids this one was made from (repeatable).
+        #[arg(long = "derived-from")]
+        derived_from: Vec<String>,
+        /// Release notes.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// JSON report of the run (written in every case).
+        #[arg(long, default_value = "clew-ingest-report.json")]
+        report: PathBuf,
+        /// Scan and gate only; store and publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Principal recorded as the actor when publishing into the data directory.
+        #[arg(long, default_value = crate::datadir::ADMIN_PRINCIPAL)]
+        actor: String,
+        /// Publish through a running server instead (e.g. http://127.0.0.1:8080).
+        #[arg(long, env = "CLEW_SERVER")]
+        server: Option<String>,
+        /// Bearer token file for --server (ingest or governance role).
+        #[arg(long, env = "CLEW_TOKEN_FILE", requires = "server")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -628,6 +679,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 node.shutdown();
             }
+        }
+        Command::Ingest {
+            kind:
+                IngestKind::Dicom {
+                    folder,
+                    dataset,
+                    version,
+                    site,
+                    derived_from,
+                    notes,
+                    report,
+                    dry_run,
+                    dir,
+                    actor,
+                    server,
+                    token_file,
+                },
+        } => {
+            let req = crate::ingest::IngestRequest {
+                folder,
+                dataset_id: dataset,
+                version,
+                site,
+                derived_from,
+                release_notes: notes,
+                report,
+                dry_run,
+            };
+            let data = DataDir::new(&dir.data_dir);
+            let publisher = match (server, token_file) {
+                (Some(url), Some(file)) => crate::ingest::Publisher::Server {
+                    url,
+                    token: std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                        .trim()
+                        .to_string(),
+                },
+                (Some(_), None) => bail!("--server needs --token-file"),
+                _ => crate::ingest::Publisher::Local { dir: &data, actor },
+            };
+            let (report, status) = crate::ingest::run(&req, publisher)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "outcome": report.outcome,
+                    "datasetVersion": format!("{}@{}", report.dataset_id, report.version),
+                    "manifestDigest": report.manifest_digest,
+                    "leafIndex": report.leaf_index,
+                    "instances": report.instances,
+                    "series": report.series,
+                    "refusedFiles": report.refused_files.len(),
+                    "skippedFiles": report.skipped_files.len(),
+                    "detail": report.detail,
+                })
+            );
+            return Ok(ExitCode::from(status));
         }
         Command::Schema => {
             print!("{}", clew_api::sdl());

@@ -9,15 +9,19 @@
 //! summary; errors surface through anyhow with the context of what was tried.
 //! [`server`] runs the whole system in one process (`clew serve`) over the
 //! API crate, and [`demo`] records a national scenario through it.
+//! [`ingest`] turns a folder of DICOM files into a dataset version (the
+//! ingest crate scans and gates; this publishes), [`bench_dicom`] measures it.
 
 pub mod bench;
 pub mod bench_api;
+pub mod bench_dicom;
 pub mod bench_kafka;
 pub mod cli;
 pub mod datadir;
 pub mod demo;
 pub mod distributed;
 pub mod export;
+pub mod ingest;
 pub mod keyfiles;
 pub mod server;
 pub mod stream;

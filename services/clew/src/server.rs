@@ -37,6 +37,8 @@ pub struct Prepared {
     pub admin_token_file: PathBuf,
     /// Whether this start created the data directory.
     pub created: bool,
+    /// Where uploaded dataset-version manifests are kept.
+    pub manifests: PathBuf,
 }
 
 /// Where the service key and the token file live.
@@ -131,6 +133,7 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         tokens,
         admin_token_file,
         created,
+        manifests: crate::ingest::manifest_dir(dir),
     })
 }
 
@@ -194,7 +197,8 @@ pub async fn run(prepared: Prepared, listen: SocketAddr, limits: Limits) -> Resu
         );
     }
     println!("health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
-    let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits);
+    let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
+        .with_manifests(clew_ingest::ManifestStore::new(&prepared.manifests));
     clew_api::serve(listener, state, shutdown_signal()).await?;
     let size = prepared.node.ledger().size();
     println!("Clew stopped cleanly; ledger size {size}");

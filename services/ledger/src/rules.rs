@@ -378,6 +378,19 @@ impl StateCheck<'_, '_> {
                 self.create(&subject, rec);
             }
             Body::DatasetVersionPublished(v) => {
+                // The same content under a second version number is a
+                // re-run, not a new version: refuse it, naming the first.
+                let manifest_key = keys::manifest(&v.dataset_id, &v.manifest_digest);
+                if let Some(first) = self.ov.get(&manifest_key)? {
+                    return Ok(Err((
+                        R::Duplicate,
+                        format!(
+                            "manifest {} is already published as dataset-version/{}; the same content is not a new version",
+                            v.manifest_digest,
+                            String::from_utf8_lossy(&first)
+                        ),
+                    )));
+                }
                 check!(self.absent(&subject));
                 check!(self.existing(
                     &EntityRef::new("dataset", &v.dataset_id),
@@ -389,6 +402,10 @@ impl StateCheck<'_, '_> {
                 }
                 let rec = self.created();
                 self.create(&subject, rec);
+                self.ov.put(
+                    manifest_key,
+                    format!("{}@{}", v.dataset_id, v.version).into_bytes(),
+                );
             }
             Body::DatasetVersionWithdrawn(_) => {
                 let mut version = check!(self.existing(&subject, "dataset_version_id", false));

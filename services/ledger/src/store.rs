@@ -80,6 +80,10 @@ pub mod keys {
     pub fn entity(subject: &str) -> Vec<u8> {
         named(b'n', subject)
     }
+    /// The dataset version that published a manifest digest within a dataset.
+    pub fn manifest(dataset_id: &str, digest: &str) -> Vec<u8> {
+        named(b'm', &format!("{dataset_id}\n{digest}"))
+    }
     /// Input cursor of a source.
     pub fn cursor(source: &str) -> Vec<u8> {
         named(b'u', source)

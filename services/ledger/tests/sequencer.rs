@@ -216,6 +216,45 @@ fn a_duplicate_event_id_is_refused_naming_the_original_leaf() {
 }
 
 #[test]
+fn the_same_manifest_under_a_second_version_is_refused_as_a_duplicate() {
+    let mut w = World::new();
+    let first = sample::dataset_version(1, 8, vec![]);
+    let Body::DatasetVersionPublished(mut again) = first.clone() else {
+        unreachable!()
+    };
+    w.submit(vec![w.sealed_ingest(first)]);
+    again.version = "9.0".into();
+    let r = w.refused_between_good_events(
+        w.sealed_ingest(Body::DatasetVersionPublished(again.clone())),
+        8,
+    );
+    assert_eq!(r.reason, R::Duplicate);
+    assert!(
+        r.detail.contains("dataset-version/ds-000001@8.0"),
+        "{}",
+        r.detail
+    );
+    // Within one batch too, and another dataset may carry the same content.
+    let Body::DatasetVersionPublished(mut twin) = sample::dataset_version(1, 10, vec![]) else {
+        unreachable!()
+    };
+    twin.manifest_digest = again.manifest_digest.clone();
+    twin.version = "10.0".into();
+    let mut twin2 = twin.clone();
+    twin2.version = "11.0".into();
+    let r = w.submit(vec![
+        w.sealed_ingest(Body::DatasetVersionPublished(twin)),
+        w.sealed_ingest(Body::DatasetVersionPublished(twin2)),
+    ]);
+    assert_eq!(
+        (r.accepted.len(), r.rejected.len()),
+        (0, 2),
+        "{:?}",
+        r.rejected
+    );
+}
+
+#[test]
 fn dangling_and_withdrawn_references_are_refused() {
     let mut w = World::new();
     let ghost = sample::training_run(
@@ -267,8 +306,12 @@ fn an_oversized_leaf_is_refused() {
 #[test]
 fn conflicts_roles_and_unjustified_live_deployments_are_refused() {
     let mut w = World::new();
-    let r =
-        w.refused_between_good_events(w.sealed_ingest(sample::dataset_version(1, 1, vec![])), 9);
+    // Version 1.0 again, with other content (the same content is a Duplicate).
+    let Body::DatasetVersionPublished(mut again) = sample::dataset_version(1, 1, vec![]) else {
+        unreachable!()
+    };
+    again.manifest_digest = format!("sha256:{}", "0f".repeat(32));
+    let r = w.refused_between_good_events(w.sealed_ingest(Body::DatasetVersionPublished(again)), 9);
     assert_eq!(r.reason, R::Conflict, "version 1.0 exists");
     let r = w.refused_between_good_events(
         w.sealed_ingest(sample::principal(

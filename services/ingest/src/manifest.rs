@@ -1,0 +1,363 @@
+//! The series-level manifest of a dataset version, its digest, the imaging
+//! summary derived from it, and the content-addressed store that keeps it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clew_events::proto;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::scan::{InstanceHeader, MethodCode};
+use crate::IngestError;
+
+/// Format name carried in every manifest.
+pub const MANIFEST_FORMAT: &str = "clew.dicom-series-manifest/1";
+
+/// One file of a series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestInstance {
+    /// Path relative to the ingested folder, `/`-separated.
+    pub path: String,
+    pub sop_instance_uid: String,
+    /// Lowercase hex SHA-256 of the whole file.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One series, with the attributes that describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSeries {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub modality: String,
+    pub body_part_examined: String,
+    pub manufacturer: String,
+    pub manufacturer_model_name: String,
+    pub slice_thickness_mm: Option<f64>,
+    pub study_date: String,
+    pub instance_count: u64,
+    pub instances: Vec<ManifestInstance>,
+}
+
+/// What a dataset version contains. Its canonical form is the compact JSON
+/// of this struct (fields in declaration order, series sorted by study then
+/// series UID, instances by path), so the same files give the same digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub series: Vec<ManifestSeries>,
+}
+
+fn first_non_empty<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values
+        .into_iter()
+        .find(|v| !v.is_empty())
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Manifest {
+    /// Groups instances into series. Per-series attributes come from the
+    /// first instance (by path) that has them.
+    pub fn build(instances: &[InstanceHeader]) -> Self {
+        let mut groups: BTreeMap<(&str, &str), Vec<&InstanceHeader>> = BTreeMap::new();
+        for i in instances {
+            groups
+                .entry((&i.study_instance_uid, &i.series_instance_uid))
+                .or_default()
+                .push(i);
+        }
+        let series = groups
+            .into_iter()
+            .map(|((study, series), mut members)| {
+                members.sort_by(|a, b| a.path.cmp(&b.path));
+                ManifestSeries {
+                    study_instance_uid: study.to_string(),
+                    series_instance_uid: series.to_string(),
+                    modality: first_non_empty(members.iter().map(|m| m.modality.as_str())),
+                    body_part_examined: first_non_empty(
+                        members.iter().map(|m| m.body_part_examined.as_str()),
+                    ),
+                    manufacturer: first_non_empty(members.iter().map(|m| m.manufacturer.as_str())),
+                    manufacturer_model_name: first_non_empty(
+                        members.iter().map(|m| m.manufacturer_model_name.as_str()),
+                    ),
+                    slice_thickness_mm: members.iter().find_map(|m| m.slice_thickness_mm),
+                    study_date: first_non_empty(members.iter().map(|m| m.study_date.as_str())),
+                    instance_count: members.len() as u64,
+                    instances: members
+                        .iter()
+                        .map(|m| ManifestInstance {
+                            path: m.path.clone(),
+                            sop_instance_uid: m.sop_instance_uid.clone(),
+                            sha256: m.sha256.clone(),
+                            size: m.size,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            series,
+        }
+    }
+
+    /// The canonical bytes (what the digest is taken over and what is stored).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Serialising plain structs, strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// "sha256:<64 lowercase hex>" of the canonical bytes.
+    pub fn digest(&self) -> String {
+        digest_of(&self.canonical_bytes())
+    }
+
+    /// Number of instances.
+    pub fn instance_count(&self) -> u64 {
+        self.series.iter().map(|s| s.instance_count).sum()
+    }
+}
+
+/// "sha256:<hex>" of some bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The imaging summary for search, from the manifest and the headers.
+pub fn imaging_summary(manifest: &Manifest, instances: &[InstanceHeader]) -> proto::ImagingSummary {
+    let sorted = |it: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+        it.filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let modalities = sorted(&mut manifest.series.iter().map(|s| s.modality.as_str()));
+    let body_parts = sorted(
+        &mut manifest
+            .series
+            .iter()
+            .map(|s| s.body_part_examined.as_str()),
+    );
+    let manufacturers: BTreeSet<(String, String)> = manifest
+        .series
+        .iter()
+        .filter(|s| !s.manufacturer.is_empty() || !s.manufacturer_model_name.is_empty())
+        .map(|s| (s.manufacturer.clone(), s.manufacturer_model_name.clone()))
+        .collect();
+    // DA is YYYYMMDD; anything else is left out of the range.
+    let dates: BTreeSet<&str> = instances
+        .iter()
+        .map(|i| i.study_date.as_str())
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let thickness: Vec<f64> = instances
+        .iter()
+        .filter_map(|i| i.slice_thickness_mm)
+        .collect();
+    let methods: BTreeSet<&MethodCode> = instances.iter().flat_map(|i| &i.method_codes).collect();
+    let studies: BTreeSet<&str> = manifest
+        .series
+        .iter()
+        .map(|s| s.study_instance_uid.as_str())
+        .collect();
+    let patients: BTreeSet<&str> = instances
+        .iter()
+        .map(|i| i.patient_id.as_str())
+        .filter(|p| !p.is_empty())
+        .collect();
+    proto::ImagingSummary {
+        modalities,
+        body_parts_examined: body_parts,
+        manufacturers: manufacturers
+            .into_iter()
+            .map(|(m, model)| proto::ManufacturerModel {
+                manufacturer: m,
+                manufacturer_model_name: model,
+            })
+            .collect(),
+        number_of_studies: studies.len() as u64,
+        number_of_series: manifest.series.len() as u64,
+        number_of_instances: manifest.instance_count(),
+        study_date_from: dates.first().map(|d| d.to_string()).unwrap_or_default(),
+        study_date_to: dates.last().map(|d| d.to_string()).unwrap_or_default(),
+        slice_thickness_min_mm: thickness.iter().copied().reduce(f64::min),
+        slice_thickness_max_mm: thickness.iter().copied().reduce(f64::max),
+        deidentification_methods: methods
+            .into_iter()
+            .map(|c| proto::CodedConcept {
+                code_value: c.code_value.clone(),
+                coding_scheme_designator: c.coding_scheme_designator.clone(),
+                code_meaning: c.code_meaning.clone(),
+            })
+            .collect(),
+        patient_identity_removed: !instances.is_empty()
+            && instances.iter().all(|i| i.patient_identity_removed),
+        number_of_patients: patients.len() as u64,
+    }
+}
+
+/// Manifests kept by digest: `<root>/sha256/<hex>.json`, written once
+/// (temporary file, fsync, rename), checked against the digest when read.
+#[derive(Debug, Clone)]
+pub struct ManifestStore {
+    root: PathBuf,
+}
+
+fn hex_of(digest: &str) -> Result<&str, IngestError> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Ok(h)
+        }
+        _ => Err(IngestError::BadDigest(digest.to_string())),
+    }
+}
+
+impl ManifestStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path_of(&self, hex: &str) -> PathBuf {
+        self.root.join("sha256").join(format!("{hex}.json"))
+    }
+
+    /// Stores `bytes` under their digest (a no-op when already there) and
+    /// returns the digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<String, IngestError> {
+        let digest = digest_of(bytes);
+        let path = self.path_of(hex_of(&digest)?);
+        if path.exists() {
+            return Ok(digest);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| IngestError::io(dir, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| IngestError::io(dir, e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| IngestError::io(&path, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| IngestError::io(&path, e))?;
+        tmp.persist(&path)
+            .map_err(|e| IngestError::io(&path, e.error))?;
+        Ok(digest)
+    }
+
+    /// Stores bytes that must hash to `digest`.
+    pub fn put_expecting(&self, digest: &str, bytes: &[u8]) -> Result<(), IngestError> {
+        hex_of(digest)?;
+        let actual = digest_of(bytes);
+        if actual != digest {
+            return Err(IngestError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        self.put(bytes).map(|_| ())
+    }
+
+    /// The stored bytes for `digest`, verified; `None` when absent.
+    pub fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, IngestError> {
+        let path = self.path_of(hex_of(digest)?);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IngestError::io(&path, e)),
+        };
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(IngestError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(path: &str, series: &str, thickness: f64, date: &str) -> InstanceHeader {
+        InstanceHeader {
+            path: path.into(),
+            sha256: format!("{:064x}", path.len()),
+            size: 10,
+            sop_instance_uid: format!("1.2.{}", path.len()),
+            study_instance_uid: "1.2.3".into(),
+            series_instance_uid: series.into(),
+            modality: "CT".into(),
+            body_part_examined: "CHEST".into(),
+            manufacturer: "GE MEDICAL SYSTEMS".into(),
+            manufacturer_model_name: "RHAPSODE".into(),
+            slice_thickness_mm: Some(thickness),
+            study_date: date.into(),
+            patient_id: "PSEUDO-1".into(),
+            patient_identity_removed: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_digest_does_not_depend_on_the_order_files_were_read_in() {
+        let a = vec![
+            instance("b/2.dcm", "1.2.3.2", 1.25, "20040119"),
+            instance("a/1.dcm", "1.2.3.1", 5.0, "20040118"),
+            instance("a/10.dcm", "1.2.3.1", 5.0, "20040118"),
+        ];
+        let mut b = a.clone();
+        b.reverse();
+        let (ma, mb) = (Manifest::build(&a), Manifest::build(&b));
+        assert_eq!(ma.digest(), mb.digest());
+        assert_eq!(ma.series.len(), 2);
+        assert_eq!(ma.series[0].instances[0].path, "a/1.dcm");
+        let s = imaging_summary(&ma, &a);
+        assert_eq!(s.number_of_series, 2);
+        assert_eq!(s.number_of_studies, 1);
+        assert_eq!(s.number_of_instances, 3);
+        assert_eq!(s.slice_thickness_min_mm, Some(1.25));
+        assert_eq!(s.slice_thickness_max_mm, Some(5.0));
+        assert_eq!(
+            (s.study_date_from.as_str(), s.study_date_to.as_str()),
+            ("20040118", "20040119")
+        );
+        assert_eq!(s.number_of_patients, 1);
+        // A changed file changes the digest.
+        b[0].sha256 = "f".repeat(64);
+        assert_ne!(Manifest::build(&b).digest(), ma.digest());
+    }
+
+    #[test]
+    fn the_store_keeps_bytes_by_digest_and_refuses_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ManifestStore::new(dir.path());
+        let d = store.put(b"{\"a\":1}").unwrap();
+        assert_eq!(store.get(&d).unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(store.put(b"{\"a\":1}").unwrap(), d);
+        assert!(matches!(
+            store.put_expecting(&d, b"{\"a\":2}"),
+            Err(IngestError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            store.get("sha256:zz"),
+            Err(IngestError::BadDigest(_))
+        ));
+        let other = digest_of(b"absent");
+        assert!(store.get(&other).unwrap().is_none());
+        // A file altered on disk is detected when read.
+        let hex = d.strip_prefix("sha256:").unwrap();
+        std::fs::write(dir.path().join("sha256").join(format!("{hex}.json")), b"x").unwrap();
+        assert!(matches!(
+            store.get(&d),
+            Err(IngestError::DigestMismatch { .. })
+        ));
+    }
+}
