@@ -497,6 +497,29 @@ enum BenchKind {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Clew's DICOM header scan (SHA-256 of every byte, header up to pixel
+    /// data, de-identification gate) against pydicom's
+    /// dcmread(stop_before_pixels=True) over the same tree of real files.
+    Dicom {
+        /// Files in the tree (copies of the real files with new UIDs).
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        /// Timed runs per contender; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The real DICOM files (tests/dicom/fetch.sh puts them here).
+        #[arg(long, default_value = "target/dicom-files")]
+        source: PathBuf,
+        /// Python with pydicom (tests/dicom/fetch.sh makes it).
+        #[arg(long, default_value = "target/dicom-venv/bin/python")]
+        python: PathBuf,
+        /// The pydicom side of the benchmark.
+        #[arg(long, default_value = "tests/dicom/pydicom_scan.py")]
+        script: PathBuf,
+        /// Build the tree here and keep it (reused when it has --files files).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
         /// Number of events to sequence.
@@ -516,7 +539,7 @@ pub fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "warn,clew=info,clew_api=info,clew_sequencer=info,clew_bus=info",
+                    "warn,dicom_object=error,dicom_parser=error,clew=info,clew_api=info,clew_sequencer=info,clew_bus=info",
                 )
             }),
         )
@@ -1115,6 +1138,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let r = bench::catalog_serve(&dir, runs.max(1), cache_mib << 20)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Bench {
+            which:
+                BenchKind::Dicom {
+                    files,
+                    runs,
+                    source,
+                    python,
+                    script,
+                    keep,
+                },
+        } => {
+            let r = crate::bench_dicom::run(
+                files.max(1),
+                runs.max(1),
+                &source,
+                &python,
+                &script,
+                keep.as_deref(),
+            )?;
+            println!(
+                "{} files ({} MiB, copies of {} real files); medians of {} runs",
+                r.files,
+                r.bytes >> 20,
+                r.source_files,
+                r.runs
+            );
+            println!(
+                "clew ingest scan: {:.0} files/s on {} cores, {:.0} files/s on 1 thread",
+                r.clew_files_per_s, r.cores, r.clew_1_thread_files_per_s
+            );
+            println!(
+                "pydicom {} dcmread(stop_before_pixels=True): {:.0} files/s",
+                r.pydicom, r.pydicom_files_per_s
+            );
+            println!(
+                "ratio: {:.1}x ({:.1}x on one thread)",
+                r.ratio, r.ratio_1_thread
+            );
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench {

@@ -79,19 +79,43 @@ pub fn scan_file(path: &Path, rel: &str, table: &ConfidentialityTable) -> FileOu
         path: rel.to_string(),
         reason,
     };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => return skipped(format!("cannot read: {e}")),
+    // One read buffer per thread: fresh multi-megabyte allocations cost a
+    // page fault per 4 KiB for the kernel to zero.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|bytes| {
+        bytes.clear();
+        let read = std::fs::File::open(path).and_then(|mut f| {
+            use std::io::Read;
+            f.read_to_end(bytes)
+        });
+        let outcome = match read {
+            Ok(_) => scan_bytes(bytes, rel, table),
+            Err(e) => skipped(format!("cannot read: {e}")),
+        };
+        if bytes.capacity() > 64 << 20 {
+            *bytes = Vec::new();
+        }
+        outcome
+    })
+}
+
+/// [`scan_file`] on bytes already read.
+pub fn scan_bytes(bytes: &[u8], rel: &str, table: &ConfidentialityTable) -> FileOutcome {
+    let skipped = |reason: String| FileOutcome::Skipped {
+        path: rel.to_string(),
+        reason,
     };
     // PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
     if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
         return skipped("not a DICOM file (no \"DICM\" prefix after the 128-byte preamble)".into());
     }
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sha256 = hex::encode(Sha256::digest(bytes));
     let obj = match OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .read_until(tags::PIXEL_DATA)
-        .from_reader(&bytes[..])
+        .from_reader(bytes)
     {
         Ok(o) => o,
         Err(e) => return skipped(format!("malformed or truncated DICOM: {}", chain(&e))),
@@ -131,10 +155,10 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+// `get`, not `element_opt`: the latter builds (and drops) an error with a
+// captured backtrace for every absent attribute.
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
+    obj.get(tag)
         .and_then(|e| e.to_str().ok().map(Cow::into_owned))
         .map(|s| {
             s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
@@ -146,9 +170,7 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> String {
 fn read_header(obj: &InMemDicomObject) -> InstanceHeader {
     let mut method_codes = Vec::new();
     if let Some(items) = obj
-        .element_opt(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
-        .ok()
-        .flatten()
+        .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         .and_then(|e| e.items())
     {
         for item in items {
@@ -251,7 +273,7 @@ fn walk(
 ) {
     for e in obj.iter() {
         let tag = e.header().tag;
-        let at = format!("{prefix}{}", tag_text(tag));
+        let at = || format!("{prefix}{}", tag_text(tag));
         if tag.group() % 2 == 1 {
             // Table E.1-1, "Private Attributes (gggg,eeee) where gggg is odd": X,
             // unless the Retain Safe Private Option (113111) keeps them.
@@ -259,7 +281,7 @@ fn walk(
                 findings.push(Finding {
                     tag: tag_text(tag),
                     keyword: String::new(),
-                    at,
+                    at: at(),
                     problem: "private attribute without the Retain Safe Private Option (113111)"
                         .into(),
                 });
@@ -274,7 +296,7 @@ fn walk(
                 findings.push(Finding {
                     tag: tag_text(tag),
                     keyword: keyword(tag),
-                    at,
+                    at: at(),
                     problem: format!(
                         "{} must be removed (Basic Profile action X) and no declared option keeps it",
                         rule.name
