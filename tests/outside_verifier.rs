@@ -156,3 +156,75 @@ fn go_sumdb_verifies_checkpoints_tiles_receipts_and_consistency_proofs() {
         "another key must not verify the checkpoints"
     );
 }
+
+#[test]
+fn go_tlog_client_mirrors_a_running_server_over_http_and_reverifies_every_entry() {
+    let f = Fixture::new();
+    let (stream, _) = f.write_stream("events.stream", 3, 700);
+    f.sequence(&stream, 100);
+    let vkey = f.vkey();
+    let server = support::server::Server::serve(&f.data());
+    let admin = server.admin_token();
+    let bin = go_verifier(f.tmp.path());
+    let mirror = f.path("http-mirror");
+    let out = Command::new(&bin)
+        .args([
+            "-vkey",
+            &vkey,
+            "-url",
+            &server.base,
+            "-token",
+            &admin,
+            "-receipts",
+            "40",
+            "-dir",
+        ])
+        .arg(&mirror)
+        .output()
+        .expect("the Go verifier runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Go mirror/verify failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `clew serve` registered its service key: the tree is the stream plus that.
+    let size = 704 + 1;
+    assert!(
+        stdout.contains(&format!("ok: {size} entries via tiles")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 entry bundles"),
+        "two full, one partial: {stdout}"
+    );
+    assert!(mirror.join("tile/entries/002.p/193").is_file());
+    assert!(
+        mirror.join("tile/0/002.p/193").is_file(),
+        "partial hash tile"
+    );
+    assert!(
+        mirror.join("tile/1/000.p/2").is_file(),
+        "level-1 partial tile"
+    );
+    // Without governance or admin, entry bundles are not served.
+    let denied = Command::new(&bin)
+        .args([
+            "-vkey",
+            &vkey,
+            "-url",
+            &server.base,
+            "-token",
+            "not-a-token",
+            "-dir",
+        ])
+        .arg(f.path("denied"))
+        .output()
+        .expect("the Go verifier runs");
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+}

@@ -2,13 +2,17 @@
 // code (golang.org/x/mod/sumdb/note and sumdb/tlog), which Clew did not write.
 //
 // It reads a directory written by `clew tiles export` plus receipts and
-// consistency proofs, and checks:
+// consistency proofs — or, with -url, first mirrors a running Clew server's
+// log over HTTP into that directory (the signed checkpoint, every hash tile
+// and entry bundle, full and partial, as C2SP tlog-tiles; receipts of a spread
+// of leaves as C2SP tlog-proof) — and checks:
 //   - every checkpoint's signed-note signature with the ledger's verifier key;
 //   - every entry of every entry bundle, by re-deriving its inclusion proof from
 //     the hash tiles (tlog.TileHashReader authenticates each tile against the
 //     signed tree head) and checking it with tlog.CheckRecord;
 //   - every receipt (C2SP tlog-proof) with tlog.CheckRecord on Clew's proof;
 //   - every consistency proof with tlog.CheckTree on Clew's proof.
+//
 // It exits non-zero on the first failure.
 package main
 
@@ -19,6 +23,8 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -114,13 +120,86 @@ func readProofLines(lines []string) tlog.RecordProof {
 	return p
 }
 
+// mirror downloads a served log into dir: checkpoint, every tile
+// (c2sp.org/tlog-tiles) and receipts of about `receipts` leaves.
+func mirror(base, token, dir string, receipts int64, verifier note.Verifier) (tiles, bundles, proofs int) {
+	get := func(path string) []byte {
+		req, err := http.NewRequest("GET", strings.TrimSuffix(base, "/")+"/"+path, nil)
+		if err != nil {
+			fail("%v", err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fail("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			fail("GET %s: %v", path, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			fail("GET %s: %s: %s", path, resp.Status, body)
+		}
+		return body
+	}
+	save := func(path string, data []byte) {
+		full := filepath.Join(dir, filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			fail("%v", err)
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			fail("%v", err)
+		}
+	}
+	cpBytes := get("checkpoint")
+	n := openCheckpoint(cpBytes, verifier).tree.N
+	save("checkpoint", cpBytes)
+	// Every hash tile a tree of this size has, at every level, partial ones included.
+	for _, t := range tlog.NewTiles(8, 0, n) {
+		save(tilePath(t), get(tilePath(t)))
+		tiles++
+	}
+	for bundle := int64(0); bundle*256 < n; bundle++ {
+		w := n - bundle*256
+		if w > 256 {
+			w = 256
+		}
+		t := tlog.Tile{H: 8, L: -1, N: bundle, W: int(w)}
+		save(tilePath(t), get(tilePath(t)))
+		bundles++
+	}
+	if receipts > 0 && n > 0 {
+		step := n / receipts
+		if step == 0 {
+			step = 1
+		}
+		for i := int64(0); i < n; i += step {
+			save(fmt.Sprintf("receipts/%d.tlog-proof", i), get(fmt.Sprintf("receipt/%d", i)))
+			proofs++
+		}
+		save(fmt.Sprintf("receipts/%d.tlog-proof", n-1), get(fmt.Sprintf("receipt/%d", n-1)))
+		proofs++
+	}
+	return
+}
+
 func main() {
 	vkey := flag.String("vkey", "", "ledger verifier key (C2SP signed-note format)")
-	dir := flag.String("dir", "", "mirror directory written by `clew tiles export`")
+	dir := flag.String("dir", "", "mirror directory written by `clew tiles export` (or by -url)")
+	url := flag.String("url", "", "a running Clew server to mirror into -dir first")
+	token := flag.String("token", "", "bearer token for -url (entry bundles need governance or admin)")
+	sample := flag.Int64("receipts", 50, "with -url: receipts to fetch, spread over the log")
 	flag.Parse()
 	verifier, err := note.NewVerifier(strings.TrimSpace(*vkey))
 	if err != nil {
 		fail("verifier key: %v", err)
+	}
+	if *url != "" {
+		tiles, bundles, proofs := mirror(*url, *token, *dir, *sample, verifier)
+		fmt.Printf("mirrored %d hash tiles, %d entry bundles, %d receipts from %s\n", tiles, bundles, proofs, *url)
 	}
 
 	// Checkpoints.

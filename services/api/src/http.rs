@@ -102,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/checkpoint", get(checkpoint))
         .route("/tile/{*path}", get(tile))
+        .route("/receipt/{index}", get(receipt))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -421,6 +422,35 @@ fn no_manifests() -> Response {
         StatusCode::NOT_FOUND,
         &ApiError::NotFound("this server keeps no manifests".into()),
     )
+}
+
+/// C2SP tlog-proof receipt of one leaf against the latest checkpoint, to a
+/// caller who may see that whole event.
+async fn receipt(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(index): Path<u64>,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || crate::schema::visible_receipt(&node, &viewer, index))
+        .await
+    {
+        Ok(Ok(text)) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e @ ApiError::NotFound(_))) => error_response(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
 }
 
 /// Stores a dataset-version manifest under its digest before the event that

@@ -862,6 +862,31 @@ fn checkpoint_of(
     }
 }
 
+/// The C2SP tlog-proof receipt of leaf `index` against the latest
+/// checkpoint, for a viewer who may see the whole event (it carries the
+/// envelope); anything else answers as if there were no such leaf.
+pub(crate) fn visible_receipt(
+    node: &Node,
+    viewer: &Viewer,
+    index: u64,
+) -> std::result::Result<String, ApiError> {
+    let cp = checkpoint_of(node, None)?;
+    let absent = || ApiError::NotFound(format!("no event at leaf {index}"));
+    if index >= cp.size {
+        return Err(absent());
+    }
+    let leaf = node.ledger().leaf(index)?;
+    let opened =
+        clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
+    if !viewer.subject_visible(node.catalog(), &opened.event.subject)
+        || !leaf_fully_visible(node, viewer, &opened)
+    {
+        return Err(absent());
+    }
+    let proof = node.ledger().inclusion_proof(index, cp.size)?;
+    Ok(clew_ledger::format_receipt(index, &leaf, &proof, &cp))
+}
+
 fn hashes_b64(hashes: &[clew_ledger::Hash]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h.0)).collect()
 }
