@@ -103,6 +103,8 @@ pub fn app(state: AppState) -> Router {
         .route("/checkpoint", get(checkpoint))
         .route("/tile/{*path}", get(tile))
         .route("/receipt/{index}", get(receipt))
+        .route("/proofs/lineage", get(proven_lineage))
+        .route("/proofs/impact", get(proven_impact))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -451,6 +453,104 @@ async fn receipt(
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /proofs/lineage?subject=…&direction=upstream|downstream&depth=…`.
+#[derive(Debug, serde::Deserialize)]
+struct LineageProofQuery {
+    subject: String,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    depth: Option<u32>,
+}
+
+/// `GET /proofs/impact?datasetVersion=…`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImpactProofQuery {
+    dataset_version: String,
+}
+
+async fn proven(
+    state: AppState,
+    headers: HeaderMap,
+    kind: &'static str,
+    subject: String,
+    direction: clew_catalog::Direction,
+    depth: u32,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::schema::proven_answer(&node, &viewer, kind, &subject, direction, depth)
+    })
+    .await
+    {
+        Ok(Ok(doc)) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(doc)).into_response(),
+        Ok(Err(e @ ApiError::NotFound(_))) => error_response(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e @ ApiError::Forbidden(_))) => error_response(StatusCode::FORBIDDEN, &e),
+        Ok(Err(e @ ApiError::BadInput(_))) => error_response(StatusCode::BAD_REQUEST, &e),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// A lineage answer carrying its own proofs (see `clew verify-answer`).
+async fn proven_lineage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LineageProofQuery>,
+) -> Response {
+    let direction = match q
+        .direction
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("upstream") => clew_catalog::Direction::Upstream,
+        Some("downstream") => clew_catalog::Direction::Downstream,
+        Some(other) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(format!("direction {other:?} is not upstream or downstream")),
+            )
+        }
+    };
+    proven(
+        state,
+        headers,
+        "lineage",
+        q.subject,
+        direction,
+        q.depth.unwrap_or(10),
+    )
+    .await
+}
+
+/// Everything downstream of a dataset version, carrying its own proofs.
+async fn proven_impact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ImpactProofQuery>,
+) -> Response {
+    let subject = if q.dataset_version.starts_with("dataset-version/") {
+        q.dataset_version
+    } else {
+        format!("dataset-version/{}", q.dataset_version)
+    };
+    proven(
+        state,
+        headers,
+        "impact",
+        subject,
+        clew_catalog::Direction::Downstream,
+        50,
+    )
+    .await
 }
 
 /// Stores a dataset-version manifest under its digest before the event that

@@ -887,6 +887,103 @@ pub(crate) fn visible_receipt(
     Ok(clew_ledger::format_receipt(index, &leaf, &proof, &cp))
 }
 
+/// A lineage answer (or, for `kind` "impact", everything downstream of a
+/// dataset version) with every leaf it cites, the key registrations that sign
+/// those, and their inclusion proofs against one checkpoint. Only for a
+/// viewer who may see every cited event in full.
+pub(crate) fn proven_answer(
+    node: &Node,
+    viewer: &Viewer,
+    kind: &str,
+    subject: &str,
+    direction: Direction,
+    depth: u32,
+) -> std::result::Result<clew_ledger::ProvenAnswer, ApiError> {
+    use std::collections::BTreeSet;
+    if depth > 50 {
+        return Err(ApiError::BadInput(format!(
+            "depth {depth} is over the limit of 50"
+        )));
+    }
+    if !viewer.subject_visible(node.catalog(), subject) {
+        return Err(ApiError::NotFound(format!("no entity {subject}")));
+    }
+    let answer = node.catalog().lineage(subject, direction, depth, None)?;
+    let lineage = visible_lineage(answer, viewer, node);
+    // After the answer: every leaf it cites is inside this checkpoint.
+    let cp = node.checkpoint()?;
+    let mut leaves: BTreeSet<u64> = lineage.nodes.iter().map(|n| n.created_leaf).collect();
+    leaves.extend(lineage.edges.iter().map(|e| e.created_leaf));
+    // Close over the signing keys' registrations (back to the genesis leaf).
+    let mut pending: Vec<u64> = leaves.iter().copied().collect();
+    let mut opened = std::collections::BTreeMap::new();
+    while let Some(i) = pending.pop() {
+        if opened.contains_key(&i) {
+            continue;
+        }
+        let leaf = node.ledger().leaf(i)?;
+        let o =
+            clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {i}: {e}")))?;
+        if !leaf_fully_visible(node, viewer, &o) {
+            return Err(ApiError::Forbidden(format!(
+                "this answer cites leaf {i}, which you may not see in full; proof-carrying answers carry every cited event"
+            )));
+        }
+        let record = node.ledger().key(o.key_id())?.ok_or_else(|| {
+            ApiError::Internal(format!(
+                "leaf {i} is signed by unregistered key {}",
+                o.key_id()
+            ))
+        })?;
+        if !opened.contains_key(&record.registered_leaf) {
+            pending.push(record.registered_leaf);
+        }
+        opened.insert(i, leaf);
+    }
+    let events = opened
+        .into_iter()
+        .map(|(i, leaf)| {
+            let proof = node.ledger().inclusion_proof(i, cp.size)?;
+            Ok(clew_ledger::ProvenEvent {
+                leaf_index: i,
+                envelope: B64.encode(&leaf),
+                inclusion_proof: hashes_b64(&proof),
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, ApiError>>()?;
+    Ok(clew_ledger::ProvenAnswer {
+        format: clew_ledger::PROVEN_ANSWER_FORMAT.into(),
+        query: serde_json::json!({
+            "kind": kind,
+            "subject": subject,
+            "direction": match direction { Direction::Upstream => "upstream", Direction::Downstream => "downstream" },
+            "depth": depth,
+            "asOf": lineage.as_of,
+        }),
+        checkpoint: cp.note_text(),
+        nodes: lineage
+            .nodes
+            .iter()
+            .map(|n| clew_ledger::ProvenNode {
+                subject: n.subject.clone(),
+                leaf_index: n.created_leaf,
+            })
+            .collect(),
+        edges: lineage
+            .edges
+            .iter()
+            .map(|e| clew_ledger::ProvenEdge {
+                from: e.from.clone(),
+                relation: e.relation.clone(),
+                to: e.to.clone(),
+                role: e.role.clone(),
+                leaf_index: e.created_leaf,
+            })
+            .collect(),
+        events,
+    })
+}
+
 fn hashes_b64(hashes: &[clew_ledger::Hash]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h.0)).collect()
 }

@@ -111,6 +111,18 @@ enum Command {
         #[arg(long)]
         vkey: String,
     },
+    /// Check a proof-carrying lineage or impact answer offline (the JSON
+    /// document of `GET /proofs/lineage` or `/proofs/impact`): the checkpoint's
+    /// signature, every event's inclusion proof and signature (with keys whose
+    /// registrations it carries), and that every node and edge is what its
+    /// event records. Exits non-zero naming the first thing that does not hold.
+    VerifyAnswer {
+        /// The answer document.
+        file: PathBuf,
+        /// Ledger verifier key (file or key text).
+        #[arg(long)]
+        vkey: String,
+    },
     /// Print a Merkle proof, one base64 hash per line.
     Proof {
         #[command(subcommand)]
@@ -899,6 +911,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, None) => bail!("give --index or --event-id"),
             };
             print!("{}", ledger.receipt(index)?);
+        }
+        Command::VerifyAnswer { file, vkey } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let doc: clew_ledger::ProvenAnswer = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a proof-carrying answer", file.display()))?;
+            match clew_ledger::verify_answer(&doc, &key_arg(&vkey)?) {
+                Ok(v) => println!(
+                    "ok: {} nodes, {} edges, {} events proven against the signed checkpoint of {} leaves",
+                    v.nodes, v.edges, v.events, v.tree_size
+                ),
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::VerifyReceipt { file, vkey } => {
             let text = std::fs::read_to_string(&file)

@@ -42,6 +42,7 @@
 //! ([`Ledger::receipt`]) and the rejected log ([`Ledger::rejected`]).
 //! [`verify_ledger`] re-derives all of it offline from the stored bytes.
 
+pub mod answer;
 pub mod checkpoint;
 mod error;
 mod ledger;
@@ -51,6 +52,10 @@ pub mod store;
 pub mod tiles;
 mod verify;
 
+pub use answer::{
+    verify_answer, ProvenAnswer, ProvenEdge, ProvenEvent, ProvenNode, VerifiedAnswer,
+    PROVEN_ANSWER_FORMAT,
+};
 pub use checkpoint::SignedCheckpoint;
 pub use error::LedgerError;
 pub use ledger::{
