@@ -11,6 +11,8 @@
 #   - pydicom (PyPI) into target/dicom-venv, and the real DICOM files its
 #     wheel ships copied into target/dicom-files, for the ingest tests and
 #     `clew bench dicom`.
+#   - the outside clients of Clew's standard interfaces (openlineage-python,
+#     pyld, rdflib), from PyPI into target/standards-venv.
 #   - helm (built with `go install` from the Go module proxy) into
 #     target/tools/bin, and kubernetes-validate (PyPI, ships the Kubernetes
 #     schemas) into target/chart-venv, for the chart checks.
@@ -42,6 +44,14 @@ if ! cmp -s tests/partner/requirements.txt "$stamp" 2>/dev/null; then
 fi
 echo "setup: real DICOM files and pydicom (tests/dicom)"
 tests/dicom/fetch.sh
+
+echo "setup: standards clients (tests/standards)"
+svenv=target/standards-venv
+if ! cmp -s tests/standards/requirements.txt "$svenv/.requirements" 2>/dev/null; then
+  python3 -m venv "$svenv"
+  "$svenv/bin/pip" install --quiet --disable-pip-version-check -r tests/standards/requirements.txt
+  cp tests/standards/requirements.txt "$svenv/.requirements"
+fi
 
 echo "setup: helm and kubernetes-validate (chart checks)"
 helm_version=v3.22.0

@@ -104,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tile/{*path}", get(tile))
         .route("/receipt/{index}", get(receipt))
         .route("/proofs/lineage", get(proven_lineage))
+        .route("/api/v1/lineage", axum::routing::post(openlineage_in))
         .route("/proofs/impact", get(proven_impact))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -551,6 +552,92 @@ async fn proven_impact(
         50,
     )
     .await
+}
+
+/// OpenLineage in (Marquez-compatible): see [`crate::openlineage`].
+async fn openlineage_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::openlineage::{map_event, recorded, Mapped};
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Err(e) = viewer.require(
+        &[Role::Ingest, Role::Governance, Role::Admin],
+        "recording OpenLineage runs",
+    ) {
+        return error_response(StatusCode::FORBIDDEN, &e);
+    }
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(format!("not JSON: {e}")),
+            )
+        }
+    };
+    let node = state.node.clone();
+    let v = viewer.clone();
+    let mapped =
+        match tokio::task::spawn_blocking(move || map_event(&event, node.catalog(), &v)).await {
+            Ok(m) => m,
+            Err(e) => return internal(e),
+        };
+    let refused = |status: StatusCode, e: ApiError| {
+        tracing::warn!(principal = %viewer.principal, error = %e, "refused an OpenLineage event");
+        error_response(status, &e)
+    };
+    match mapped {
+        Err(e @ ApiError::NotFound(_)) => refused(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e @ ApiError::BadInput(_)) => refused(StatusCode::BAD_REQUEST, e),
+        Err(e) => internal(e),
+        Ok(Mapped::Acknowledge(answer)) => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Ok(Mapped::Record { body, event_id }) => {
+            let subject = clew_events::subject_of(&body)
+                .map(|s| s.subject())
+                .unwrap_or_default();
+            match state.node.record(&viewer.principal, body, event_id).await {
+                Ok(crate::Outcome::Accepted(s)) => (
+                    StatusCode::CREATED,
+                    axum::Json(recorded(subject, s.event_id, s.leaf_index)),
+                )
+                    .into_response(),
+                // A client's retry of a run already recorded: the first answer.
+                Ok(crate::Outcome::Rejected(r))
+                    if r.reason == clew_events::proto::RejectionReason::Duplicate
+                        && r.original_leaf_index.is_some() =>
+                {
+                    (
+                        StatusCode::OK,
+                        axum::Json(recorded(
+                            subject,
+                            r.event_id,
+                            r.original_leaf_index.unwrap_or_default(),
+                        )),
+                    )
+                        .into_response()
+                }
+                Ok(crate::Outcome::Rejected(r)) => refused(
+                    StatusCode::CONFLICT,
+                    ApiError::Rejected {
+                        reason: r
+                            .reason
+                            .as_str_name()
+                            .trim_start_matches("REJECTION_REASON_")
+                            .to_string(),
+                        detail: r.detail,
+                        rejection_index: r.rejection_index,
+                    },
+                ),
+                Err(e @ ApiError::BadInput(_)) => refused(StatusCode::BAD_REQUEST, e),
+                Err(e) => internal(e),
+            }
+        }
+    }
 }
 
 /// Stores a dataset-version manifest under its digest before the event that

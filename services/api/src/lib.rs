@@ -27,6 +27,7 @@ pub mod access;
 mod http;
 pub mod metrics;
 pub mod node;
+pub mod openlineage;
 pub mod replica;
 mod schema;
 
