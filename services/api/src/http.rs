@@ -600,7 +600,7 @@ async fn openlineage_in(
             let subject = clew_events::subject_of(&body)
                 .map(|s| s.subject())
                 .unwrap_or_default();
-            match state.node.record(&viewer.principal, body, event_id).await {
+            match state.node.record(&viewer.principal, *body, event_id).await {
                 Ok(crate::Outcome::Accepted(s)) => (
                     StatusCode::CREATED,
                     axum::Json(recorded(subject, s.event_id, s.leaf_index)),

@@ -30,7 +30,7 @@ use crate::ApiError;
 pub enum Mapped {
     /// Record this body (with this event id when the run id is a UUIDv7).
     Record {
-        body: Body,
+        body: Box<Body>,
         event_id: Option<String>,
     },
     /// Valid, resolvable, and not recorded; the detail says why.
@@ -328,7 +328,7 @@ pub fn map_event(event: &Value, catalog: &Catalog, viewer: &Viewer) -> Result<Ma
         })
     };
     Ok(Mapped::Record {
-        body,
+        body: Box::new(body),
         event_id: uuid_v7(run_id),
     })
 }
