@@ -191,3 +191,155 @@ async fn openlineage_python_client_records_runs_through_the_marquez_endpoint() {
     assert!(resp.text().await.unwrap().contains("is not a UUID"));
     assert_eq!(size(&api, &governance).await, before + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcat_ap_and_prov_json_parse_as_linked_data_with_the_expected_triples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || Server::demo(&data)
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&server.base);
+    let governance = server.demo_token("governance-board");
+    let subject = "deployment/riverside-cxr-triage";
+    let lineage = api
+        .ok(
+            &governance,
+            "query($s: String!) { lineage(subject: $s, direction: UPSTREAM, depth: 10) { nodes { subject } edges { from relation to } } }",
+            json!({"s": subject}),
+        )
+        .await;
+    let client = |token: String| {
+        let base = server.base.clone();
+        tokio::task::spawn_blocking(move || {
+            run_client(
+                "linked_data_client.py",
+                &[&base, &token, "riverside-cxr", subject],
+            )
+        })
+    };
+    let r = client(governance.clone()).await.unwrap();
+    let base = &server.base;
+
+    // DCAT-AP 3 / HealthDCAT-AP.
+    assert_eq!(r["catalog_status"], 200);
+    assert_eq!(r["catalog_type"], "application/ld+json");
+    let listed: Vec<&str> = r["catalog_datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&"riverside-cxr") && listed.contains(&"nccid-cxr-train"),
+        "{listed:?}"
+    );
+    let d = &r["dataset"];
+    assert_eq!(d["types"], json!(["http://www.w3.org/ns/dcat#Dataset"]));
+    assert_eq!(d["identifier"], "riverside-cxr");
+    assert_eq!(d["title"], "Riverside chest X-ray collection");
+    assert!(d["description"]
+        .as_str()
+        .unwrap()
+        .contains("frontal chest radiographs"));
+    assert_eq!(d["version"], "1.0");
+    assert_eq!(
+        d["access_rights"],
+        "http://publications.europa.eu/resource/authority/access-right/NON_PUBLIC"
+    );
+    assert_eq!(
+        d["theme"],
+        "http://publications.europa.eu/resource/authority/data-theme/HEAL"
+    );
+    assert_eq!(
+        d["publisher_name"],
+        "Riverside University Hospitals NHS Trust"
+    );
+    assert!(d["contact_fn"].as_str().unwrap().contains("Riverside"));
+    assert!(d["keywords"].as_array().unwrap().contains(&json!("chest")));
+    assert!(d["license"].as_str().is_some_and(|l| !l.is_empty()));
+    assert!(d["provenance"].as_str().unwrap().contains("leaf"));
+    let v = &r["versions"][0];
+    assert_eq!(v["id"], "riverside-cxr@1.0");
+    assert_eq!(v["version"], "1.0");
+    assert_eq!(v["is_version_of"], format!("{base}/datasets/riverside-cxr"));
+    assert_eq!(
+        d["records"], v["records"],
+        "the dataset's records are its latest version's"
+    );
+    assert!(
+        v["records"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{v}"
+    );
+    assert!(
+        v["individuals"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{v}"
+    );
+    assert_eq!(
+        v["access_url"],
+        format!("{base}/dataset-versions/riverside-cxr@1.0/manifest")
+    );
+    assert_eq!(v["checksum"].as_str().unwrap().len(), 64);
+    assert!(v["start"].as_str().unwrap().starts_with("20"), "{v}");
+    assert!(!v["modalities"].as_array().unwrap().is_empty(), "{v}");
+
+    // PROV-JSON, read by the W3C `prov` library and as PROV-O triples.
+    assert_eq!(r["prov_status"], 200);
+    let edges = lineage["lineage"]["edges"].as_array().unwrap();
+    let used: Vec<Value> = edges
+        .iter()
+        .filter(|e| e["relation"] == "used")
+        .map(|e| {
+            json!([
+                format!("clew:{}", e["from"].as_str().unwrap()),
+                format!("clew:{}", e["to"].as_str().unwrap())
+            ])
+        })
+        .collect();
+    let mut used_sorted = used.clone();
+    used_sorted.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        r["prov_usages"],
+        json!(used_sorted),
+        "every used edge is a PROV usage"
+    );
+    assert_eq!(r["prov_rdf_used"].as_array().unwrap().len(), used.len());
+    let iri = |s: &str| format!("{base}/entity/{s}");
+    assert!(
+        r["prov_rdf_used"].as_array().unwrap().contains(&json!([
+            iri("deployment/riverside-cxr-triage"),
+            iri("model-version/cxr-pneumonia-triage-1.1")
+        ])),
+        "{r}"
+    );
+    let generated = edges
+        .iter()
+        .filter(|e| e["relation"] == "wasGeneratedBy")
+        .count();
+    assert_eq!(r["prov_counts"]["ProvGeneration"], generated);
+    assert_eq!(r["prov_rdf_generated"].as_array().unwrap().len(), generated);
+    assert!(r["prov_entities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(iri("dataset-version/riverside-cxr@1.0"))));
+
+    // A researcher sees neither the controlled dataset nor its version in either.
+    let r = client(server.demo_token("ada-researcher")).await.unwrap();
+    let listed: Vec<&str> = r["catalog_datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(!listed.contains(&"riverside-cxr"), "{listed:?}");
+    assert!(!listed.is_empty());
+    assert_eq!(r["dataset_status"], 404);
+    let entities = r["prov_entities"].as_array().unwrap();
+    assert!(
+        !entities.contains(&json!(iri("dataset-version/riverside-cxr@1.0"))),
+        "{entities:?}"
+    );
+}

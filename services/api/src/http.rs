@@ -105,6 +105,9 @@ pub fn app(state: AppState) -> Router {
         .route("/receipt/{index}", get(receipt))
         .route("/proofs/lineage", get(proven_lineage))
         .route("/api/v1/lineage", axum::routing::post(openlineage_in))
+        .route("/catalog.jsonld", get(dcat_catalog))
+        .route("/datasets/{id}/dcat.jsonld", get(dcat_dataset))
+        .route("/prov/lineage", get(prov_lineage))
         .route("/proofs/impact", get(proven_impact))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -456,6 +459,18 @@ async fn receipt(
     }
 }
 
+/// `upstream` (the default) or `downstream`.
+fn direction_of(text: Option<&str>) -> Result<clew_catalog::Direction, Box<Response>> {
+    match text.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("upstream") => Ok(clew_catalog::Direction::Upstream),
+        Some("downstream") => Ok(clew_catalog::Direction::Downstream),
+        Some(other) => Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            &ApiError::BadInput(format!("direction {other:?} is not upstream or downstream")),
+        ))),
+    }
+}
+
 /// `GET /proofs/lineage?subject=…&direction=upstream|downstream&depth=…`.
 #[derive(Debug, serde::Deserialize)]
 struct LineageProofQuery {
@@ -506,20 +521,9 @@ async fn proven_lineage(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<LineageProofQuery>,
 ) -> Response {
-    let direction = match q
-        .direction
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("upstream") => clew_catalog::Direction::Upstream,
-        Some("downstream") => clew_catalog::Direction::Downstream,
-        Some(other) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &ApiError::BadInput(format!("direction {other:?} is not upstream or downstream")),
-            )
-        }
+    let direction = match direction_of(q.direction.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return *r,
     };
     proven(
         state,
@@ -638,6 +642,92 @@ async fn openlineage_in(
             }
         }
     }
+}
+
+/// `http://<Host>` of the request: the base of the IRIs in linked-data answers.
+fn base_of(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("clew.invalid");
+    format!("http://{host}")
+}
+
+async fn linked_data(
+    state: AppState,
+    headers: HeaderMap,
+    content_type: &'static str,
+    make: impl FnOnce(&Node, &Viewer, &str) -> Result<serde_json::Value, ApiError> + Send + 'static,
+) -> Response {
+    let viewer = match authenticate(&state, &headers) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let base = base_of(&headers);
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || make(&node, &viewer, &base)).await {
+        Ok(Ok(doc)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            doc.to_string(),
+        )
+            .into_response(),
+        Ok(Err(e @ ApiError::NotFound(_))) => error_response(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e @ ApiError::BadInput(_))) => error_response(StatusCode::BAD_REQUEST, &e),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// DCAT-AP 3 / HealthDCAT-AP JSON-LD of every dataset the caller may see.
+async fn dcat_catalog(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    linked_data(
+        state,
+        headers,
+        "application/ld+json",
+        crate::standards::dcat_catalog,
+    )
+    .await
+}
+
+/// DCAT-AP 3 / HealthDCAT-AP JSON-LD of one dataset and its versions.
+async fn dcat_dataset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    linked_data(
+        state,
+        headers,
+        "application/ld+json",
+        move |node, viewer, base| crate::standards::dcat_dataset(node, viewer, base, &id),
+    )
+    .await
+}
+
+/// W3C PROV-JSON of a lineage answer.
+async fn prov_lineage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LineageProofQuery>,
+) -> Response {
+    let direction = match direction_of(q.direction.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let depth = q.depth.unwrap_or(10);
+    linked_data(
+        state,
+        headers,
+        "application/json",
+        move |node, viewer, base| {
+            crate::schema::prov_lineage(node, viewer, &q.subject, direction, depth, base)
+        },
+    )
+    .await
 }
 
 /// Stores a dataset-version manifest under its digest before the event that

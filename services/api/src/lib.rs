@@ -30,6 +30,7 @@ pub mod node;
 pub mod openlineage;
 pub mod replica;
 mod schema;
+pub mod standards;
 
 use thiserror::Error;
 

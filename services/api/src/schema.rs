@@ -984,6 +984,108 @@ pub(crate) fn proven_answer(
     })
 }
 
+/// A lineage answer as a W3C PROV-JSON document: datasets, versions and
+/// models are entities, runs, transforms, validations and deployments are
+/// activities, sites and principals are agents; every edge is the PROV
+/// relation of the same name (`used` carries the training role).
+pub(crate) fn prov_lineage(
+    node: &Node,
+    viewer: &Viewer,
+    subject: &str,
+    direction: Direction,
+    depth: u32,
+    base: &str,
+) -> std::result::Result<serde_json::Value, ApiError> {
+    use serde_json::{json, Map, Value};
+    if depth > 50 {
+        return Err(ApiError::BadInput(format!(
+            "depth {depth} is over the limit of 50"
+        )));
+    }
+    if !viewer.subject_visible(node.catalog(), subject) {
+        return Err(ApiError::NotFound(format!("no entity {subject}")));
+    }
+    let l = visible_lineage(
+        node.catalog().lineage(subject, direction, depth, None)?,
+        viewer,
+        node,
+    );
+    let qn = |subject: &str| format!("clew:{subject}");
+    let class = |t: &str| match t {
+        "transform" | "training-run" | "validation" | "deployment" => "activity",
+        "site" | "principal" => "agent",
+        _ => "entity",
+    };
+    let mut doc = Map::new();
+    doc.insert(
+        "prefix".into(),
+        json!({"clew": format!("{base}/entity/"), "clewt": format!("{base}/ns#")}),
+    );
+    for n in &l.nodes {
+        let mut attrs = Map::new();
+        attrs.insert("prov:label".into(), n.label.clone().into());
+        attrs.insert(
+            "prov:type".into(),
+            json!({"$": format!("clewt:{}", n.r#type), "type": "prov:QUALIFIED_NAME"}),
+        );
+        if n.r#type == "site" {
+            attrs.insert(
+                "prov:type".into(),
+                json!({"$": "prov:Organization", "type": "prov:QUALIFIED_NAME"}),
+            );
+        }
+        attrs.insert("clewt:leafIndex".into(), json!(n.created_leaf));
+        if let Some(st) = &n.status {
+            attrs.insert("clewt:status".into(), st.clone().into());
+        }
+        doc.entry(class(&n.r#type))
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .map(|m| m.insert(qn(&n.subject), Value::Object(attrs)));
+    }
+    for (i, e) in l.edges.iter().enumerate() {
+        let (from, to) = (qn(&e.from), qn(&e.to));
+        // PROV-DM: the argument names of each relation.
+        let (kind, mut rel) = match e.relation.as_str() {
+            "used" => ("used", json!({"prov:activity": from, "prov:entity": to})),
+            "wasGeneratedBy" => (
+                "wasGeneratedBy",
+                json!({"prov:entity": from, "prov:activity": to}),
+            ),
+            "wasDerivedFrom" => (
+                "wasDerivedFrom",
+                json!({"prov:generatedEntity": from, "prov:usedEntity": to}),
+            ),
+            "wasAssociatedWith" => (
+                "wasAssociatedWith",
+                json!({"prov:activity": from, "prov:agent": to}),
+            ),
+            "wasAttributedTo" => (
+                "wasAttributedTo",
+                json!({"prov:entity": from, "prov:agent": to}),
+            ),
+            "wasInformedBy" => (
+                "wasInformedBy",
+                json!({"prov:informed": from, "prov:informant": to}),
+            ),
+            "specializationOf" => (
+                "specializationOf",
+                json!({"prov:specificEntity": from, "prov:generalEntity": to}),
+            ),
+            _ => continue,
+        };
+        if let Some(role) = &e.role {
+            rel["prov:role"] = role.clone().into();
+        }
+        rel["clewt:leafIndex"] = json!(e.created_leaf);
+        doc.entry(kind)
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .map(|m| m.insert(format!("_:{kind}{i}"), rel));
+    }
+    Ok(Value::Object(doc))
+}
+
 fn hashes_b64(hashes: &[clew_ledger::Hash]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h.0)).collect()
 }

@@ -394,6 +394,20 @@ impl Catalog {
         Pending::new(&self.tree).node(subject)
     }
 
+    /// Every entity of one type (`dataset`, `site`, `dataset-version`…), in
+    /// subject order.
+    pub fn nodes_of_type(&self, node_type: &str) -> Result<Vec<NodeRecord>, CatalogError> {
+        self.tree
+            .scan_prefix(keys::node(&format!("{node_type}/")))
+            .values()
+            .map(|v| {
+                let v = v?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| CatalogError::Corrupt(format!("node of type {node_type}: {e}")))
+            })
+            .collect()
+    }
+
     /// Every event about an entity, in leaf order: the one that created it,
     /// then every change (withdrawal, status change, revocation).
     pub fn history(&self, subject: &str) -> Result<Vec<HistoryEntry>, CatalogError> {
