@@ -704,3 +704,62 @@ async fn ingest_through_a_running_server_stores_the_manifest_it_serves_by_access
         "{again:#}"
     );
 }
+
+#[test]
+fn a_standard_basic_profile_tools_output_passes_and_what_it_leaves_nested_is_named() {
+    let python = support::repo_root().join("target/dicom-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run tests/setup.sh (or tests/dicom/fetch.sh)",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("anonymized");
+    let src = real_files();
+    let out = std::process::Command::new(&python)
+        .arg(support::repo_root().join("tests/dicom/basic_profile_tool.py"))
+        .arg(&out_dir)
+        .args(SOURCES.iter().map(|s| src.join(s)))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (out, report) = ingest(
+        &out_dir,
+        &tmp.path().join("report.json"),
+        &["--dataset", "d", "--version", "1", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Everything at the top level of every file passes; what the tool leaves
+    // is only inside sequences (it applies the table to the top level only),
+    // and PS3.15 applies the profile at every depth.
+    let refused = report["refusedFiles"].as_array().unwrap();
+    let names: Vec<&str> = refused
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rtplan.dcm", "waveform_ecg.dcm"], "{report:#}");
+    for f in refused {
+        for x in f["findings"].as_array().unwrap() {
+            assert!(
+                x["at"].as_str().unwrap().contains("] > "),
+                "top-level finding {x}"
+            );
+        }
+    }
+    // The files whose identifying attributes are all at the top level pass.
+    for name in ["rtplan.dcm", "waveform_ecg.dcm"] {
+        std::fs::remove_file(out_dir.join(name)).unwrap();
+    }
+    let (out, report) = ingest(
+        &out_dir,
+        &tmp.path().join("report2.json"),
+        &["--dataset", "d", "--version", "1", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["instances"], SOURCES.len() as u64 - 2);
+}

@@ -8,7 +8,7 @@
 #     Kafka tests, from Maven Central into target/kafka-broker/libs.
 #   - The Python partner's packages (confluent-kafka, protobuf, grpcio-tools,
 #     cryptography), from PyPI into the virtualenv target/partner-venv.
-#   - pydicom (PyPI) into target/dicom-venv, and the real DICOM files its
+#   - pydicom and dicom-anonymizer (PyPI) into target/dicom-venv, and the real DICOM files its
 #     wheel ships copied into target/dicom-files, for the ingest tests and
 #     `clew bench dicom`.
 #   - the outside clients of Clew's standard interfaces (openlineage-python,
