@@ -180,8 +180,10 @@ func mirror(base, token, dir string, receipts int64, verifier note.Verifier) (ti
 			save(fmt.Sprintf("receipts/%d.tlog-proof", i), get(fmt.Sprintf("receipt/%d", i)))
 			proofs++
 		}
-		save(fmt.Sprintf("receipts/%d.tlog-proof", n-1), get(fmt.Sprintf("receipt/%d", n-1)))
-		proofs++
+		if (n-1)%step != 0 {
+			save(fmt.Sprintf("receipts/%d.tlog-proof", n-1), get(fmt.Sprintf("receipt/%d", n-1)))
+			proofs++
+		}
 	}
 	return
 }
