@@ -393,7 +393,7 @@ enum IngestKind {
     /// A folder of DICOM files (one dataset version). Refused as a whole,
     /// naming each file and tag, when any file is not de-identified (DICOM
     /// PS3.15 Annex E); files that are not DICOM or are damaged are skipped
-    /// and reported. Exit status: 0 published, 2 identifiable data found,
+    /// and reported. Exit status: 0 published, 1 error (e.g. no DICOM instances), 2 identifiable data found,
     /// 3 refused by the ledger (e.g. the same content already published).
     Dicom {
         /// The folder (walked recursively).

@@ -169,13 +169,13 @@ fn decide(
     }
     if scan.accepted.is_empty() {
         report.outcome = "no-instances".into();
-        report.detail = format!("no DICOM instances in {}", req.folder.display());
-        bail!(
-            "no DICOM instances in {} ({} files skipped); report {}",
+        report.detail = format!(
+            "no DICOM instances in {} ({} files skipped); nothing was published",
             req.folder.display(),
-            scan.skipped.len(),
-            req.report.display()
+            scan.skipped.len()
         );
+        eprintln!("error: {}", report.detail);
+        return Ok(1);
     }
     let manifest = Manifest::build(&scan.accepted);
     let bytes = manifest.canonical_bytes();
