@@ -574,12 +574,7 @@ fn the_gate_looks_at_every_depth_and_honours_declared_options() {
 async fn ingest_through_a_running_server_stores_the_manifest_it_serves_by_access() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || Server::demo(&data)
-    })
-    .await
-    .unwrap();
+    let server = Server::demo_async(&data).await;
     let folder = tmp.path().join("deid");
     deidentified_folder(
         &folder,

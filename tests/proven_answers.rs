@@ -54,12 +54,7 @@ async fn get(url: &str, token: &str) -> (u16, String) {
 async fn proof_carrying_answers_verify_offline_and_any_tampering_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || Server::demo(&data)
-    })
-    .await
-    .unwrap();
+    let server = Server::demo_async(&data).await;
     let governance = server.demo_token("governance-board");
     let vkey = data.join("keys/ledger.vkey");
     let (status, body) = get(

@@ -49,12 +49,7 @@ async fn size(api: &Api, token: &str) -> u64 {
 async fn openlineage_python_client_records_runs_through_the_marquez_endpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || Server::demo(&data)
-    })
-    .await
-    .unwrap();
+    let server = Server::demo_async(&data).await;
     let api = Api::new(&server.base);
     let governance = server.demo_token("governance-board");
     // The output the run made, published first (as ingest would).
@@ -196,12 +191,7 @@ async fn openlineage_python_client_records_runs_through_the_marquez_endpoint() {
 async fn dcat_ap_and_prov_json_parse_as_linked_data_with_the_expected_triples() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || Server::demo(&data)
-    })
-    .await
-    .unwrap();
+    let server = Server::demo_async(&data).await;
     let api = Api::new(&server.base);
     let governance = server.demo_token("governance-board");
     let subject = "deployment/riverside-cxr-triage";

@@ -35,6 +35,14 @@ impl Server {
         Self::start(data, &["demo", "--serve"])
     }
 
+    /// [`Server::demo`] from async code (it blocks while the demo records).
+    pub async fn demo_async(data: &Path) -> Self {
+        let data = data.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::demo(&data))
+            .await
+            .expect("starting clew demo")
+    }
+
     /// `clew <command…> --data-dir <data> --listen 127.0.0.1:0`, once ready.
     pub fn start(data: &Path, command: &[&str]) -> Self {
         std::fs::create_dir_all(data).expect("data directory");

@@ -218,6 +218,20 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Bo
     })
 }
 
+/// [`authenticate`], then one of `roles` (403 naming `what` otherwise).
+fn authenticate_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+    what: &str,
+) -> Result<Arc<Viewer>, Box<Response>> {
+    let viewer = authenticate(state, headers)?;
+    viewer
+        .require(roles, what)
+        .map_err(|e| Box::new(error_response(StatusCode::FORBIDDEN, &e)))?;
+    Ok(viewer)
+}
+
 async fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
@@ -565,16 +579,15 @@ async fn openlineage_in(
     body: axum::body::Bytes,
 ) -> Response {
     use crate::openlineage::{map_event, recorded, Mapped};
-    let viewer = match authenticate(&state, &headers) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    if let Err(e) = viewer.require(
+    let viewer = match authenticate_as(
+        &state,
+        &headers,
         &[Role::Ingest, Role::Governance, Role::Admin],
         "recording OpenLineage runs",
     ) {
-        return error_response(StatusCode::FORBIDDEN, &e);
-    }
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let event: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -738,16 +751,15 @@ async fn put_manifest(
     Path(digest): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let viewer = match authenticate(&state, &headers) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    if let Err(e) = viewer.require(
+    let viewer = match authenticate_as(
+        &state,
+        &headers,
         &[Role::Ingest, Role::Governance, Role::Admin],
         "storing a manifest",
     ) {
-        return error_response(StatusCode::FORBIDDEN, &e);
-    }
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let Some(store) = state.manifests.clone() else {
         return no_manifests();
     };
