@@ -638,18 +638,7 @@ async fn openlineage_in(
                     )
                         .into_response()
                 }
-                Ok(crate::Outcome::Rejected(r)) => refused(
-                    StatusCode::CONFLICT,
-                    ApiError::Rejected {
-                        reason: r
-                            .reason
-                            .as_str_name()
-                            .trim_start_matches("REJECTION_REASON_")
-                            .to_string(),
-                        detail: r.detail,
-                        rejection_index: r.rejection_index,
-                    },
-                ),
+                Ok(crate::Outcome::Rejected(r)) => refused(StatusCode::CONFLICT, r.into()),
                 Err(e @ ApiError::BadInput(_)) => refused(StatusCode::BAD_REQUEST, e),
                 Err(e) => internal(e),
             }

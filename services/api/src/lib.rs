@@ -88,6 +88,21 @@ impl ApiError {
     }
 }
 
+impl From<clew_ledger::Rejection> for ApiError {
+    /// A sequencer refusal, reason without its `REJECTION_REASON_` prefix.
+    fn from(r: clew_ledger::Rejection) -> Self {
+        ApiError::Rejected {
+            reason: r
+                .reason
+                .as_str_name()
+                .trim_start_matches("REJECTION_REASON_")
+                .to_string(),
+            detail: r.detail,
+            rejection_index: r.rejection_index,
+        }
+    }
+}
+
 impl From<clew_catalog::CatalogError> for ApiError {
     fn from(e: clew_catalog::CatalogError) -> Self {
         use clew_catalog::CatalogError as C;

@@ -1562,16 +1562,7 @@ async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
             let cp = checkpoint_of(node, None).coded()?;
             receipt_for(node, index, &cp).coded()
         }
-        Outcome::Rejected(r) => Err(ApiError::Rejected {
-            reason: r
-                .reason
-                .as_str_name()
-                .trim_start_matches("REJECTION_REASON_")
-                .to_string(),
-            detail: r.detail,
-            rejection_index: r.rejection_index,
-        }
-        .into_graphql()),
+        Outcome::Rejected(r) => Err(ApiError::from(r).into_graphql()),
     }
 }
 
