@@ -149,6 +149,38 @@ impl TokenStore {
     }
 }
 
+/// A long-lived connection's credentials (a WebSocket): the bearer token it
+/// authenticated with, checked again for the life of the connection, so a
+/// revoked token or grant takes effect on an open subscription too.
+#[derive(Debug)]
+pub struct Session {
+    token: String,
+    tokens: std::sync::Arc<TokenStore>,
+}
+
+impl Session {
+    /// A session over `token` (already authenticated once).
+    pub fn new(token: String, tokens: std::sync::Arc<TokenStore>) -> Self {
+        Self { token, tokens }
+    }
+
+    /// Whether the token is still valid.
+    pub fn valid(&self) -> bool {
+        self.tokens.principal_of(&self.token).is_some()
+    }
+
+    /// The caller as of now (roles and live grants read again), or `None`
+    /// once the token has been revoked.
+    pub fn viewer(
+        &self,
+        catalog: &Catalog,
+        access: std::sync::Arc<DatasetAccess>,
+    ) -> Option<Viewer> {
+        let principal = self.tokens.principal_of(&self.token)?;
+        Viewer::resolve(catalog, access, &principal).ok()
+    }
+}
+
 /// Whether each dataset is open, shared by every request. A dataset's
 /// access level is fixed when it is registered (re-registration is refused),
 /// so an entry never goes stale; unknown datasets are never cached.
@@ -313,12 +345,159 @@ impl Viewer {
     }
 
     /// Replaces references to invisible datasets / versions inside `value`
-    /// with [`REDACTED`]; returns whether anything was replaced.
+    /// with [`REDACTED`]; returns whether anything was replaced. Facets kept
+    /// verbatim from OpenLineage (`facetsJson`) are free-form, so they are
+    /// kept only for a viewer who may see every dataset they name and every
+    /// dataset the event cites.
     pub fn redact(&self, catalog: &Catalog, value: &mut serde_json::Value) -> bool {
         if self.sees_all() {
             return false;
         }
-        self.redact_in(catalog, value, false)
+        let mut any = self.redact_in(catalog, value, false);
+        any |= self.redact_facets(catalog, value, any);
+        any
+    }
+
+    /// Blanks every `facetsJson` string when `cited_hidden`, or when the
+    /// facets themselves name a dataset the viewer may not see.
+    fn redact_facets(
+        &self,
+        catalog: &Catalog,
+        value: &mut serde_json::Value,
+        cited_hidden: bool,
+    ) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut any = false;
+                for (k, v) in map.iter_mut() {
+                    if k == "facetsJson" {
+                        if let serde_json::Value::String(text) = v {
+                            let names_hidden = serde_json::from_str::<serde_json::Value>(text)
+                                .map(|facets| self.names_hidden(catalog, &facets))
+                                .unwrap_or(true);
+                            if cited_hidden || names_hidden {
+                                *v = serde_json::Value::String(REDACTED.into());
+                                any = true;
+                            }
+                        }
+                    } else {
+                        any |= self.redact_facets(catalog, v, cited_hidden);
+                    }
+                }
+                any
+            }
+            serde_json::Value::Array(items) => {
+                let mut any = false;
+                for item in items {
+                    any |= self.redact_facets(catalog, item, cited_hidden);
+                }
+                any
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any string inside `value` names a dataset (`<id>` or
+    /// `<id>@<version>`) the viewer may not see.
+    fn names_hidden(&self, catalog: &Catalog, value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) if s.len() <= 256 => {
+                let id = s.split_once('@').map_or(s.as_str(), |(d, _)| d);
+                !id.is_empty() && !self.dataset_visible(catalog, id)
+            }
+            serde_json::Value::Array(a) => a.iter().any(|v| self.names_hidden(catalog, v)),
+            serde_json::Value::Object(o) => o.values().any(|v| self.names_hidden(catalog, v)),
+            _ => false,
+        }
+    }
+
+    /// The rule for writes scoped to one dataset, as the API applies it
+    /// before signing: publishing or withdrawing a version of a dataset
+    /// needs governance (or admin), a live grant for it, or being the
+    /// principal that registered it (the custodian's own ingest). Anyone else
+    /// is refused with the words a dataset that does not exist gets, so the
+    /// refusal tells nothing about what is hidden. (Citing a dataset version
+    /// as an input — transforms, training runs, validations — stays open to
+    /// the ingest role: the platform's processing team cites the trusts'
+    /// controlled collections it pooled.)
+    pub fn may_cite(
+        &self,
+        catalog: &Catalog,
+        body: &clew_events::proto::event::Body,
+    ) -> Result<(), ApiError> {
+        use clew_events::proto::event::Body;
+        if self.sees_all() {
+            return Ok(());
+        }
+        let named = match body {
+            Body::DatasetVersionPublished(v) => v.dataset_id.clone(),
+            Body::DatasetVersionWithdrawn(w) => w.dataset_version_id.clone(),
+            _ => return Ok(()),
+        };
+        let id = named.split_once('@').map_or(named.as_str(), |(d, _)| d);
+        let dataset = catalog.node(&format!("dataset/{id}"))?;
+        let registered_here = dataset
+            .as_ref()
+            .is_some_and(|d| d.created_by.actor == self.principal);
+        if dataset.is_none() || !(registered_here || self.dataset_visible(catalog, id)) {
+            return Err(ApiError::NotFound(format!(
+                "the event names {named}, which is not in the catalogue"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A refusal as this viewer may read it: names of hidden datasets and the
+    /// leaves they sit at are taken out.
+    pub fn redact_error(&self, catalog: &Catalog, e: async_graphql::Error) -> async_graphql::Error {
+        if self.sees_all() {
+            return e;
+        }
+        let (text, changed) = self.redact_text(catalog, &e.message);
+        if !changed {
+            return e;
+        }
+        async_graphql::Error { message: text, ..e }
+    }
+
+    /// `text` with every word that names a hidden dataset (or one of its
+    /// versions) replaced, and "(leaf N)" dropped if anything was.
+    pub fn redact_text(&self, catalog: &Catalog, text: &str) -> (String, bool) {
+        let mut changed = false;
+        let words: Vec<String> = text
+            .split(' ')
+            .map(|w| {
+                let bare = w.trim_matches(|c: char| ",;:()'\"".contains(c));
+                let id = bare
+                    .strip_prefix("dataset-version/")
+                    .or_else(|| bare.strip_prefix("dataset/"))
+                    .unwrap_or(bare);
+                let id = id.split_once('@').map_or(id, |(d, _)| d);
+                if !id.is_empty()
+                    && catalog
+                        .node(&format!("dataset/{id}"))
+                        .ok()
+                        .flatten()
+                        .is_some()
+                    && !self.dataset_visible(catalog, id)
+                {
+                    changed = true;
+                    w.replace(bare, REDACTED)
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        let mut out = words.join(" ");
+        if changed {
+            while let Some(start) = out.find(" (leaf ") {
+                match out[start..].find(')') {
+                    Some(end) => out.replace_range(start..start + end + 1, ""),
+                    None => break,
+                }
+            }
+        }
+        (out, changed)
     }
 
     fn redact_in(&self, catalog: &Catalog, value: &mut serde_json::Value, reference: bool) -> bool {

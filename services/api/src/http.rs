@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Path, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -20,7 +19,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::access::{TokenStore, Viewer};
 use crate::node::Node;
-use crate::schema::{build_schema, ClewSchema, QueryLimits};
+use crate::schema::{
+    build_introspection_schema, build_schema, is_introspection, ClewSchema, QueryLimits,
+};
 use crate::ApiError;
 use clew_ingest::{Manifest, ManifestStore, MANIFEST_FORMAT};
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub tokens: Arc<TokenStore>,
     /// The schema.
     pub schema: ClewSchema,
+    /// The same schema with the bounds of introspection-only queries.
+    pub introspection: ClewSchema,
     /// Limits.
     pub limits: Limits,
     /// Dataset-version manifests (content-addressed), when this server keeps them.
@@ -74,10 +77,12 @@ impl AppState {
                 complexity: limits.complexity,
             },
         );
+        let introspection = build_introspection_schema(node.clone(), tokens.clone());
         Self {
             node,
             tokens,
             schema,
+            introspection,
             limits,
             manifests: None,
         }
@@ -120,18 +125,35 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
                 .layer(RequestBodyLimitLayer::new(MAX_MANIFEST_BYTES)),
         )
-        .layer(middleware::map_response(move |r: Response| async move {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let e = ApiError::BadInput(format!(
-                    "the request body is over the limit of {body_limit} bytes"
-                ));
-                let body = serde_json::json!({
-                    "errors": [{ "message": e.to_string(), "extensions": { "code": "PAYLOAD_TOO_LARGE" } }]
-                });
-                return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
-            }
-            r
-        }))
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                &ApiError::NotFound("no such route".into()),
+            )
+        })
+        .layer(middleware::map_response(
+            move |mut r: Response| async move {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && r.headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_none_or(|c| c != "application/json")
+                {
+                    r = payload_too_large(body_limit);
+                }
+                if r.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    r = error_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &ApiError::BadInput("this route does not take that method".into()),
+                    );
+                }
+                // Nothing is cached unless a route says so: answers depend on
+                // who asks (RFC 9111 §5.2.2.5).
+                r.headers_mut()
+                    .entry(header::CACHE_CONTROL)
+                    .or_insert(HeaderValue::from_static("no-store"));
+                r
+            },
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -184,13 +206,13 @@ fn error_response(status: StatusCode, e: &ApiError) -> Response {
     r
 }
 
-fn bearer(value: &str) -> Option<&str> {
+pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The caller behind a token.
-fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiError> {
+pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiError> {
     let token = token.ok_or_else(|| {
         ApiError::Unauthenticated("this endpoint needs an Authorization: Bearer token".into())
     })?;
@@ -256,17 +278,82 @@ fn code_for(message: &str) -> &'static str {
     }
 }
 
+/// Reads a whole request body of at most `limit` bytes, after the caller
+/// was authenticated: over the limit (declared or streamed) answers 413
+/// `PAYLOAD_TOO_LARGE`, a broken body 400.
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Box<Response>> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        let mut too_large = false;
+        while let Some(s) = source {
+            too_large |= s.to_string().contains("length limit exceeded");
+            source = s.source();
+        }
+        Box::new(if too_large {
+            payload_too_large(limit)
+        } else {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput("the request body could not be read".into()),
+            )
+        })
+    })
+}
+
+fn payload_too_large(limit: usize) -> Response {
+    let e = ApiError::BadInput(format!(
+        "the request body is over the limit of {limit} bytes"
+    ));
+    let body = serde_json::json!({
+        "errors": [{ "message": e.to_string(), "extensions": { "code": "PAYLOAD_TOO_LARGE" } }]
+    });
+    (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
+}
+
+/// GraphQL over HTTP: a JSON body `{query, operationName?, variables?}`.
 async fn graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
-    req: GraphQLRequest,
+    body: axum::body::Body,
 ) -> Response {
     let viewer = match authenticate(&state, &headers) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let request = req.into_inner().data(viewer);
-    let executed = tokio::time::timeout(state.limits.timeout, state.schema.execute(request)).await;
+    let bytes = match read_body(body, state.limits.body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    // GraphQL over HTTP §4.4.1: a JSON object whose `query` is a string.
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|v| match v.get("query") {
+            Some(serde_json::Value::String(_)) => {
+                serde_json::from_value::<async_graphql::Request>(v).map_err(|e| e.to_string())
+            }
+            _ => Err("there is no \"query\" string".into()),
+        });
+    let request: async_graphql::Request = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(format!(
+                    "the body is not a GraphQL request (JSON with a \"query\" string): {e}"
+                )),
+            )
+        }
+    };
+    let schema = if is_introspection(&request.query) {
+        &state.introspection
+    } else {
+        &state.schema
+    };
+    let request = request.data(viewer);
+    let executed = tokio::time::timeout(state.limits.timeout, schema.execute(request)).await;
     let mut response = match executed {
         Ok(r) => r,
         Err(_) => {
@@ -321,9 +408,20 @@ async fn graphql(
 async fn graphql_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
+    _supported: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    use std::str::FromStr;
+    // The extractor refused an upgrade naming no protocol Clew speaks; this
+    // is the first one the client offered that it does.
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| async_graphql::http::WebSocketProtocols::from_str(p.trim()).ok())
+        })
+        .unwrap_or(async_graphql::http::WebSocketProtocols::SubscriptionsTransportWS);
     let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -334,32 +432,9 @@ async fn graphql_ws(
             return *r;
         }
     }
-    let schema = state.schema.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let from_payload = ["Authorization", "authorization"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .and_then(bearer)
-                        .map(str::to_string)
-                        .or_else(|| {
-                            payload
-                                .get("token")
-                                .and_then(|v| v.as_str())
-                                .map(str::to_string)
-                        });
-                    let token = header_token.or(from_payload);
-                    let viewer =
-                        viewer_for(&state, token.as_deref()).map_err(ApiError::into_graphql)?;
-                    let mut data = Data::default();
-                    data.insert(viewer);
-                    Ok(data)
-                })
-                .serve()
-        })
+        .on_upgrade(move |socket| crate::ws::serve(socket, state, protocol, header_token))
 }
 
 async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -412,12 +487,16 @@ async fn tile(
                 (
                     header::CACHE_CONTROL,
                     // tlog-tiles: full tiles never change; partial ones do.
+                    // Every tile is behind a token (entry bundles behind a
+                    // role), so only the caller's own cache may keep one
+                    // (RFC 9111 §5.2.2.7 private; §3.5 Authorization).
                     if full {
-                        "public, max-age=31536000, immutable"
+                        "private, max-age=31536000, immutable"
                     } else {
                         "no-store"
                     },
                 ),
+                (header::VARY, "Authorization"),
             ],
             bytes,
         )
@@ -449,11 +528,17 @@ fn no_manifests() -> Response {
 async fn receipt(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(index): Path<u64>,
+    Path(index): Path<String>,
 ) -> Response {
     let viewer = match authenticate(&state, &headers) {
         Ok(v) => v,
         Err(r) => return *r,
+    };
+    let Ok(index) = index.parse::<u64>() else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &ApiError::BadInput(format!("leaf index {index:?} is not a number")),
+        );
     };
     let node = state.node.clone();
     match tokio::task::spawn_blocking(move || crate::schema::visible_receipt(&node, &viewer, index))
@@ -470,6 +555,31 @@ async fn receipt(
         Ok(Err(e @ ApiError::NotFound(_))) => error_response(StatusCode::NOT_FOUND, &e),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
+    }
+}
+
+/// Query-string parameters; a bad query string answers 400 with a JSON
+/// error and its code, as every other refusal does.
+struct Params<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                &ApiError::BadInput(e.body_text()),
+            )),
+        }
     }
 }
 
@@ -533,7 +643,7 @@ async fn proven(
 async fn proven_lineage(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<LineageProofQuery>,
+    Params(q): Params<LineageProofQuery>,
 ) -> Response {
     let direction = match direction_of(q.direction.as_deref()) {
         Ok(d) => d,
@@ -554,7 +664,7 @@ async fn proven_lineage(
 async fn proven_impact(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<ImpactProofQuery>,
+    Params(q): Params<ImpactProofQuery>,
 ) -> Response {
     let subject = if q.dataset_version.starts_with("dataset-version/") {
         q.dataset_version
@@ -576,7 +686,7 @@ async fn proven_impact(
 async fn openlineage_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     use crate::openlineage::{map_event, recorded, Mapped};
     let viewer = match authenticate_as(
@@ -586,6 +696,10 @@ async fn openlineage_in(
         "recording OpenLineage runs",
     ) {
         Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let body = match read_body(body, state.limits.body_bytes).await {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let event: serde_json::Value = match serde_json::from_slice(&body) {
@@ -714,7 +828,7 @@ async fn dcat_dataset(
 async fn prov_lineage(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<LineageProofQuery>,
+    Params(q): Params<LineageProofQuery>,
 ) -> Response {
     let direction = match direction_of(q.direction.as_deref()) {
         Ok(d) => d,
@@ -738,8 +852,9 @@ async fn put_manifest(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(digest): Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Who is asking comes before a single byte of the body is read.
     let viewer = match authenticate_as(
         &state,
         &headers,
@@ -751,6 +866,17 @@ async fn put_manifest(
     };
     let Some(store) = state.manifests.clone() else {
         return no_manifests();
+    };
+    // Uploads held in memory at once are bounded, whoever sends them.
+    let Ok(_turn) = uploads().acquire().await else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ApiError::Unavailable("shutting down".into()),
+        );
+    };
+    let body = match read_body(body, MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     match serde_json::from_slice::<Manifest>(&body) {
         Ok(m) if m.format == MANIFEST_FORMAT => {}
@@ -789,6 +915,12 @@ async fn put_manifest(
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
+}
+
+/// Manifest uploads read at once (each up to [`MAX_MANIFEST_BYTES`]).
+fn uploads() -> &'static tokio::sync::Semaphore {
+    static UPLOADS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    UPLOADS.get_or_init(|| tokio::sync::Semaphore::new(2))
 }
 
 /// The manifest of a dataset version, to whoever may see that version.

@@ -31,6 +31,7 @@ pub mod openlineage;
 pub mod replica;
 mod schema;
 pub mod standards;
+mod ws;
 
 use thiserror::Error;
 

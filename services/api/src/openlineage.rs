@@ -6,8 +6,9 @@
 //! says so (JobTypeJobFacet `jobType` = `TRAINING`), otherwise a transform
 //! whose kind is the jobType when it names one (DEIDENTIFICATION, ANNOTATION,
 //! RESAMPLING, COHORT_SPLIT, CONVERSION) and OTHER when not. The run id is the
-//! entity id (and, when it is a UUIDv7, the event id, so a client's retry is
-//! answered with the first receipt). Every input and output dataset must
+//! entity id (and the event id: the run id when it is a UUIDv7, else one
+//! derived from the run id and event time, so a client's retry is answered
+//! with the first receipt). Every input and output dataset must
 //! resolve to a Clew dataset version the caller may see: its name is the
 //! dataset version id (`<dataset>@<version>`, any namespace), or its name is
 //! the dataset id and its DatasetVersionDatasetFacet (`version`) gives the
@@ -74,6 +75,12 @@ fn resolve_dataset(
         if catalog.node(&subject)?.is_some() && viewer.subject_visible(catalog, &subject) {
             return Ok(id.clone());
         }
+    }
+    if bare.contains('@') {
+        // Named as Clew names versions: it is just not there (or not for you).
+        return Err(ApiError::NotFound(format!(
+            "{side} dataset {namespace}:{name} names dataset version {bare}, which is not published (or not one you may see): publish it first"
+        )));
     }
     Err(ApiError::NotFound(format!(
         "{side} dataset {namespace}:{name} is not a Clew dataset version you may see: name it <dataset-id>@<version>, or give its version in the `version` dataset facet (datasetVersion)"
@@ -166,9 +173,28 @@ fn code_digest(event: &Value) -> String {
     }
 }
 
-fn uuid_v7(id: &str) -> Option<String> {
-    let u = uuid::Uuid::parse_str(id).ok()?;
-    (u.get_version_num() == 7).then(|| u.to_string())
+/// The event id of a run: the run id itself when it is a UUIDv7; otherwise
+/// (many integrations send UUIDv4 run ids) a UUIDv7 derived from the run id
+/// and the event's time — RFC 9562 §5.7's layout, its 48-bit timestamp the
+/// eventTime in milliseconds, its 74 other bits from SHA-256 of the run id —
+/// so a client's retry of the same event carries the same id and gets the
+/// first receipt.
+fn event_id_of(run_id: &str, event_time: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let u = uuid::Uuid::parse_str(run_id).ok()?;
+    if u.get_version_num() == 7 {
+        return Some(u.to_string());
+    }
+    let t: prost_types::Timestamp = event_time.parse().ok()?;
+    let ms = u64::try_from(t.seconds).ok()? * 1000 + u64::try_from(t.nanos / 1_000_000).ok()?;
+    let h = Sha256::digest(format!("clew-openlineage-run:{}", u.hyphenated()));
+    let mut rand = [0u8; 10];
+    rand.copy_from_slice(&h[..10]);
+    Some(
+        uuid::Builder::from_unix_timestamp_millis(ms, &rand)
+            .into_uuid()
+            .to_string(),
+    )
 }
 
 /// Maps one OpenLineage event (already parsed JSON).
@@ -329,7 +355,7 @@ pub fn map_event(event: &Value, catalog: &Catalog, viewer: &Viewer) -> Result<Ma
     };
     Ok(Mapped::Record {
         body: Box::new(body),
-        event_id: uuid_v7(run_id),
+        event_id: event_id_of(run_id, required(event, &["eventTime"])?),
     })
 }
 

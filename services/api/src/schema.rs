@@ -23,7 +23,7 @@ use clew_events::proto::{self, event::Body, Role};
 use clew_ledger::SignedCheckpoint;
 use futures_util::Stream;
 
-use crate::access::Viewer;
+use crate::access::{Session, Viewer};
 use crate::node::{Node, Outcome};
 use crate::{ApiError, TokenStore};
 
@@ -44,6 +44,52 @@ pub struct QueryLimits {
 /// Builds the schema over a running node.
 pub fn build_schema(node: Arc<Node>, tokens: Arc<TokenStore>, limits: QueryLimits) -> ClewSchema {
     limited(limits).data(node).data(tokens).finish()
+}
+
+/// The schema that answers introspection-only queries (the standard
+/// `getIntrospectionQuery`, GraphiQL's Docs pane): they nest deeper than
+/// user queries may (TypeRef's `ofType` chain), but reach no catalogue data,
+/// so they are counted apart, as other servers do — with their own bounds.
+pub fn build_introspection_schema(node: Arc<Node>, tokens: Arc<TokenStore>) -> ClewSchema {
+    limited(QueryLimits {
+        depth: 24,
+        complexity: 20_000,
+    })
+    .data(node)
+    .data(tokens)
+    .finish()
+}
+
+/// Whether every operation of `query` selects only `__schema`, `__type` and
+/// `__typename` at its top (what [`build_introspection_schema`] answers).
+pub fn is_introspection(query: &str) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let Ok(doc) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    let ops: Vec<_> = match &doc.operations {
+        DocumentOperations::Single(op) => vec![op],
+        DocumentOperations::Multiple(m) => m.values().collect(),
+    };
+    !ops.is_empty()
+        && ops.iter().all(|op| {
+            !op.node.selection_set.node.items.is_empty()
+                && op
+                    .node
+                    .selection_set
+                    .node
+                    .items
+                    .iter()
+                    .all(|s| match &s.node {
+                        Selection::Field(f) => {
+                            matches!(
+                                f.node.name.node.as_str(),
+                                "__schema" | "__type" | "__typename"
+                            )
+                        }
+                        _ => false,
+                    })
+        })
 }
 
 fn limited(
@@ -384,11 +430,38 @@ impl Entity {
             })
             .collect()
     }
-    /// Its attributes: the defining event's body in proto3 JSON.
+    /// Its attributes: the defining event's body in proto3 JSON, except that
+    /// counts are JSON numbers (proto3 JSON writes 64-bit integers as strings).
     async fn attributes(&self) -> Json<serde_json::Value> {
         let mut v = self.record.attributes();
         self.viewer.redact(self.node.catalog(), &mut v);
+        counts_as_numbers(&mut v);
         Json(v)
+    }
+    /// A dataset's versions the caller may see, oldest first (empty for
+    /// other entities).
+    async fn versions(&self) -> Result<Vec<Entity>> {
+        if self.record.node_type != "dataset" {
+            return Ok(vec![]);
+        }
+        let (node, viewer, subject, as_of) = self.owned();
+        blocking(move || {
+            let a = one_hop(&node, &viewer, &subject, Direction::Downstream, as_of)?;
+            let mut out = Vec::new();
+            for n in a.nodes.iter().filter(|n| n.node_type == "dataset-version") {
+                if let Some(record) = node.catalog().node(&n.subject)? {
+                    out.push(Entity {
+                        record,
+                        as_of,
+                        viewer: viewer.clone(),
+                        node: node.clone(),
+                    });
+                }
+            }
+            out.sort_by_key(|e| e.record.created_leaf);
+            Ok(out)
+        })
+        .await
     }
     /// The withdrawal / revocation / retirement details, if any.
     async fn ended_detail(&self) -> Option<Json<serde_json::Value>> {
@@ -401,9 +474,7 @@ impl Entity {
     async fn upstream(&self) -> Result<Vec<LineageEdge>> {
         let (node, viewer, subject, as_of) = self.owned();
         blocking(move || {
-            let a = node
-                .catalog()
-                .lineage(&subject, Direction::Upstream, 1, Some(as_of))?;
+            let a = one_hop(&node, &viewer, &subject, Direction::Upstream, as_of)?;
             Ok(visible_lineage(a, &viewer, &node).edges)
         })
         .await
@@ -412,9 +483,7 @@ impl Entity {
     async fn downstream(&self, #[graphql(default = 100)] first: usize) -> Result<Vec<LineageEdge>> {
         let (node, viewer, subject, as_of) = self.owned();
         blocking(move || {
-            let a = node
-                .catalog()
-                .lineage(&subject, Direction::Downstream, 1, Some(as_of))?;
+            let a = one_hop(&node, &viewer, &subject, Direction::Downstream, as_of)?;
             let mut edges = visible_lineage(a, &viewer, &node).edges;
             edges.truncate(first.min(1000));
             Ok(edges)
@@ -445,9 +514,7 @@ fn history_of(
     subject: &str,
     as_of: u64,
 ) -> std::result::Result<Vec<HistoryEvent>, ApiError> {
-    if !viewer.subject_visible(node.catalog(), subject) {
-        return Err(ApiError::NotFound(format!("no entity {subject}")));
-    }
+    visible_entity(node, viewer, subject, as_of)?;
     let mut out = Vec::new();
     for h in node.catalog().history(subject)? {
         if h.leaf >= as_of {
@@ -464,6 +531,68 @@ fn history_of(
         });
     }
     Ok(out)
+}
+
+/// The entity `subject` as it stood at tree size `as_of`, if the viewer may
+/// see it. A hidden entity and one that never existed get the same answer,
+/// word for word: for a viewer, hidden is indistinguishable from absent.
+fn visible_entity(
+    node: &Node,
+    viewer: &Viewer,
+    subject: &str,
+    as_of: u64,
+) -> std::result::Result<NodeRecord, ApiError> {
+    node.catalog()
+        .node(subject)?
+        .filter(|r| r.exists_at(as_of))
+        .filter(|r| viewer.node_visible(node.catalog(), r))
+        .ok_or_else(|| ApiError::NotFound(format!("no entity {subject}")))
+}
+
+/// The uint64 fields of the wire contract (ImagingSummary's counts), which
+/// proto3 JSON writes as strings, as JSON numbers: every count Clew keeps
+/// is far below 2^53, so no client loses precision.
+fn counts_as_numbers(value: &mut serde_json::Value) {
+    const COUNTS: &[&str] = &[
+        "numberOfStudies",
+        "numberOfSeries",
+        "numberOfInstances",
+        "numberOfPatients",
+    ];
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(t) if COUNTS.contains(&k.as_str()) => {
+                        if let Ok(n) = t.parse::<u64>() {
+                            *v = serde_json::Value::from(n);
+                        }
+                    }
+                    other => counts_as_numbers(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(counts_as_numbers),
+        _ => {}
+    }
+}
+
+/// One hop of lineage from `subject`, through what the viewer may see.
+fn one_hop(
+    node: &Node,
+    viewer: &Viewer,
+    subject: &str,
+    direction: Direction,
+    as_of: u64,
+) -> std::result::Result<clew_catalog::LineageAnswer, ApiError> {
+    Ok(node
+        .catalog()
+        .lineage_within(subject, direction, 1, Some(as_of), &admit(viewer, node))?)
+}
+
+/// The lineage walk's gate: only what the viewer may see is entered.
+fn admit<'a>(viewer: &'a Viewer, node: &'a Node) -> impl Fn(&NodeRecord) -> bool + Sync + 'a {
+    move |n| viewer.node_visible(node.catalog(), n)
 }
 
 /// The body of an event as proto3 JSON, without the oneof wrapper.
@@ -905,10 +1034,9 @@ pub(crate) fn proven_answer(
             "depth {depth} is over the limit of 50"
         )));
     }
-    if !viewer.subject_visible(node.catalog(), subject) {
-        return Err(ApiError::NotFound(format!("no entity {subject}")));
-    }
-    let answer = node.catalog().lineage(subject, direction, depth, None)?;
+    let answer =
+        node.catalog()
+            .lineage_within(subject, direction, depth, None, &admit(viewer, node))?;
     let lineage = visible_lineage(answer, viewer, node);
     // After the answer: every leaf it cites is inside this checkpoint.
     let cp = node.checkpoint()?;
@@ -1002,11 +1130,9 @@ pub(crate) fn prov_lineage(
             "depth {depth} is over the limit of 50"
         )));
     }
-    if !viewer.subject_visible(node.catalog(), subject) {
-        return Err(ApiError::NotFound(format!("no entity {subject}")));
-    }
     let l = visible_lineage(
-        node.catalog().lineage(subject, direction, depth, None)?,
+        node.catalog()
+            .lineage_within(subject, direction, depth, None, &admit(viewer, node))?,
         viewer,
         node,
     );
@@ -1292,14 +1418,17 @@ impl CatalogueQuery {
         }
         let (node, viewer) = (node.clone(), viewer.clone());
         blocking(move || {
-            if !viewer.subject_visible(node.catalog(), &subject) {
-                return Err(ApiError::NotFound(format!("no entity {subject}")));
-            }
             let dir = match direction {
                 LineageDirection::Upstream => Direction::Upstream,
                 LineageDirection::Downstream => Direction::Downstream,
             };
-            let a = node.catalog().lineage(&subject, dir, depth, as_of)?;
+            let a = node.catalog().lineage_within(
+                &subject,
+                dir,
+                depth,
+                as_of,
+                &admit(&viewer, &node),
+            )?;
             Ok(visible_lineage(a, &viewer, &node))
         })
         .await
@@ -1316,16 +1445,13 @@ impl CatalogueQuery {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
         blocking(move || {
-            let Some(a) = node.catalog().path(&from, &to, as_of)? else {
+            // Only chains through what the viewer may see are found.
+            let Some(a) = node
+                .catalog()
+                .path_within(&from, &to, as_of, &admit(&viewer, &node))?
+            else {
                 return Ok(None);
             };
-            // A chain through something hidden is not shown at all.
-            if a.nodes
-                .iter()
-                .any(|n| !viewer.subject_visible(node.catalog(), &n.subject))
-            {
-                return Ok(None);
-            }
             Ok(Some(Lineage {
                 as_of: a.as_of,
                 nodes: a
@@ -1354,10 +1480,9 @@ impl CatalogueQuery {
             } else {
                 format!("dataset-version/{dataset_version}")
             };
-            if !viewer.subject_visible(node.catalog(), &subject) {
-                return Err(ApiError::NotFound(format!("no entity {subject}")));
-            }
-            let a = node.catalog().impact(&subject, as_of)?;
+            let a = node
+                .catalog()
+                .impact_within(&subject, as_of, &admit(&viewer, &node))?;
             let affected: Vec<LineageNode> = a
                 .affected
                 .iter()
@@ -1407,6 +1532,7 @@ impl CatalogueQuery {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
         blocking(move || {
+            let event_id_asked = event_id.clone();
             let index = match (event_id, leaf_index) {
                 (Some(id), None) => node
                     .ledger()
@@ -1430,7 +1556,11 @@ impl CatalogueQuery {
             let opened = clew_events::open(&leaf)
                 .map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
             if !viewer.subject_visible(node.catalog(), &opened.event.subject) {
-                return Err(ApiError::NotFound(format!("no event at leaf {index}")));
+                // The answer a missing id or an unsigned size would get.
+                return Err(match &event_id_asked {
+                    Some(id) => ApiError::NotFound(format!("no event {id}")),
+                    None => ApiError::NotFound(format!("no event at leaf {index}")),
+                });
             }
             let proof = node.ledger().inclusion_proof(index, cp.size)?;
             let whole = leaf_fully_visible(&node, &viewer, &opened);
@@ -1461,6 +1591,12 @@ impl CatalogueQuery {
                 Some(s) => s,
                 None => checkpoint_of(&node, None)?.size,
             };
+            // RFC 6962 §2.1.2: a consistency proof is defined for 0 < m <= n.
+            if from_size == 0 || from_size > to_size {
+                return Err(ApiError::BadInput(format!(
+                    "a consistency proof needs 0 < fromSize <= toSize; got {from_size} and {to_size}"
+                )));
+            }
             let proof = node.ledger().consistency_proof(from_size, to_size)?;
             Ok(ConsistencyProof {
                 from_size,
@@ -1575,11 +1711,14 @@ async fn record(ctx: &Context<'_>, body: Body, event_id: Option<String>) -> Resu
             &format!("recording {}", kind_name(kind.as_str_name())),
         )
         .coded()?;
+    viewer.may_cite(node.catalog(), &body).coded()?;
     let outcome = node
         .record(&viewer.principal, body, event_id)
         .await
         .coded()?;
-    answer(node, outcome).await
+    answer(node, outcome)
+        .await
+        .map_err(|e| viewer.redact_error(node.catalog(), e))
 }
 
 /// Mutations: each records one signed event and answers with its receipt.
@@ -1857,7 +1996,13 @@ fn deliver(
             return None;
         }
     }
+    if !viewer.subject_visible(node.catalog(), &opened.event.subject) {
+        return None;
+    }
     let mut payload = body_json(opened.body());
+    let redacted = viewer.redact(node.catalog(), &mut payload);
+    // After redaction: a hidden dataset is not mentioned, so filtering by
+    // its id finds exactly what filtering by an id never used finds.
     if let Some(d) = &filter.dataset {
         let own = opened.event.subject == format!("dataset/{d}")
             || opened
@@ -1868,10 +2013,6 @@ fn deliver(
             return None;
         }
     }
-    if !viewer.subject_visible(node.catalog(), &opened.event.subject) {
-        return None;
-    }
-    let redacted = viewer.redact(node.catalog(), &mut payload);
     let time = opened
         .event
         .time
@@ -1911,6 +2052,7 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = SequencedEvent>> {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
+        let session = ctx.data_opt::<Arc<Session>>().cloned();
         let filter = Filter {
             kinds: kinds.map(|k| k.into_iter().map(EventKind::to_proto).collect()),
             subject,
@@ -1920,18 +2062,33 @@ impl SubscriptionRoot {
         let current = *watch.borrow();
         let next = from_leaf.unwrap_or(if current == u64::MAX { 0 } else { current });
         let gauge = SubscriptionGauge::new(&node.metrics().subscriptions);
-        let state = (node, viewer, filter, watch, next, VecDeque::new(), gauge);
+        let state = (
+            node,
+            (viewer, session),
+            filter,
+            watch,
+            next,
+            VecDeque::new(),
+            gauge,
+        );
         Ok(futures_util::stream::unfold(
             state,
-            |(node, viewer, filter, mut watch, mut next, mut buffer, gauge)| async move {
+            |(node, (mut viewer, session), filter, mut watch, mut next, mut buffer, gauge)| async move {
                 loop {
                     if let Some(ev) = buffer.pop_front() {
-                        return Some((ev, (node, viewer, filter, watch, next, buffer, gauge)));
+                        let state = (node, (viewer, session), filter, watch, next, buffer, gauge);
+                        return Some((ev, state));
                     }
                     let applied = *watch.borrow_and_update();
                     if applied == u64::MAX || applied <= next {
                         watch.changed().await.ok()?;
                         continue;
+                    }
+                    // Who is asking is decided again for every batch: a
+                    // revoked token ends the stream, a revoked grant hides
+                    // what it granted from the next event on.
+                    if let Some(s) = &session {
+                        viewer = Arc::new(s.viewer(node.catalog(), node.dataset_access())?);
                     }
                     let end = applied.min(next + 256);
                     for i in next..end {
@@ -1950,20 +2107,25 @@ impl SubscriptionRoot {
     async fn checkpoints(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Checkpoint>> {
         let (node, _) = parts(ctx)?;
         let node = node.clone();
+        let session = ctx.data_opt::<Arc<Session>>().cloned();
         let watch = node.applied();
         let seen = *watch.borrow();
         let gauge = SubscriptionGauge::new(&node.metrics().subscriptions);
         Ok(futures_util::stream::unfold(
-            (node, watch, seen, gauge),
-            |(node, mut watch, seen, gauge)| async move {
+            (node, watch, seen, (gauge, session)),
+            |(node, mut watch, seen, (gauge, session))| async move {
                 loop {
                     watch.changed().await.ok()?;
                     let size = *watch.borrow_and_update();
                     if size == u64::MAX || size == seen {
                         continue;
                     }
+                    if session.as_ref().is_some_and(|s| !s.valid()) {
+                        return None;
+                    }
                     let cp = node.checkpoint().ok()?;
-                    return Some((Checkpoint::from(&cp), (node, watch, cp.size, gauge)));
+                    let state = (node, watch, cp.size, (gauge, session));
+                    return Some((Checkpoint::from(&cp), state));
                 }
             },
         ))

@@ -28,6 +28,8 @@ pub fn dcat_context(base: &str) -> Value {
         "adms": "http://www.w3.org/ns/adms#",
         "spdx": "http://spdx.org/rdf/terms#",
         "healthdcatap": "http://healthdataportal.eu/ns/health#",
+        "dcatap": "http://data.europa.eu/r5r/",
+        "skos": "http://www.w3.org/2004/02/skos/core#",
         "clew": format!("{base}/ns#"),
     })
 }
@@ -61,7 +63,76 @@ fn count(v: &Value, key: &str) -> u64 {
     }
 }
 
-fn version_resource(base: &str, dataset_iri: &str, v: &NodeRecord) -> Value {
+/// A licence as DCAT-AP 3 wants it: an IRI of a `dct:LicenseDocument`
+/// (an SPDX licence page for an SPDX identifier, else one of Clew's).
+fn licence_document(base: &str, licence: &str) -> Value {
+    let spdx_like = !licence.is_empty()
+        && licence
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b));
+    let iri = if spdx_like {
+        format!("https://spdx.org/licenses/{licence}")
+    } else {
+        let slug: String = licence
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("{base}/licences/{slug}")
+    };
+    json!({"@id": iri, "@type": "dct:LicenseDocument", "rdfs:label": licence})
+}
+
+/// What a dataset and each of its versions share: publisher, contact point,
+/// keywords, theme, access rights and the HealthDCAT-AP properties.
+struct Shared {
+    publisher: Value,
+    contact: Value,
+    keywords: Value,
+    access_rights: Value,
+    licence: Value,
+    hdab: Value,
+}
+
+impl Shared {
+    fn apply(&self, out: &mut Value) {
+        out["dct:publisher"] = self.publisher.clone();
+        out["dcat:contactPoint"] = self.contact.clone();
+        out["dcat:keyword"] = self.keywords.clone();
+        out["dcat:theme"] = json!({
+            "@id": "http://publications.europa.eu/resource/authority/data-theme/HEAL",
+            "@type": "skos:Concept",
+            "skos:prefLabel": "Health",
+        });
+        out["dct:accessRights"] = self.access_rights.clone();
+        // HealthDCAT-AP: the category (medical imaging), the legislation the
+        // dataset falls under (EHDS, Regulation (EU) 2025/327), the health
+        // data access body, and the dataset type.
+        out["healthdcatap:healthCategory"] = json!({
+            "@id": "clew:health-category/medical-imaging",
+            "@type": "skos:Concept",
+            "skos:prefLabel": "Medical imaging data",
+        });
+        out["dcatap:applicableLegislation"] = json!({
+            "@id": "http://data.europa.eu/eli/reg/2025/327/oj",
+            "@type": "http://data.europa.eu/eli/ontology#LegalResource",
+        });
+        out["healthdcatap:hdab"] = self.hdab.clone();
+        out["dct:type"] = json!({
+            "@id": "clew:dataset-type/dicom-imaging",
+            "@type": "skos:Concept",
+            "skos:prefLabel": "DICOM imaging collection",
+        });
+    }
+}
+
+fn version_resource(
+    base: &str,
+    dataset_iri: &str,
+    v: &NodeRecord,
+    viewer: &Viewer,
+    catalog: &clew_catalog::Catalog,
+    shared: &Shared,
+) -> Value {
     let a = v.attributes();
     let id = &v.id;
     let iri = format!("{base}/dataset-versions/{id}");
@@ -79,12 +150,19 @@ fn version_resource(base: &str, dataset_iri: &str, v: &NodeRecord) -> Value {
             "@id": format!("{iri}/manifest"),
             "@type": "dcat:Distribution",
             "dcat:accessURL": {"@id": format!("{iri}/manifest")},
-            "dcat:mediaType": {"@id": "https://www.iana.org/assignments/media-types/application/json"},
-            "dct:format": "clew.dicom-series-manifest/1",
+            "dcat:mediaType": {"@id": "https://www.iana.org/assignments/media-types/application/json", "@type": "dct:MediaType"},
+            // DCAT-AP 3 §Distribution.format: a dct:MediaTypeOrExtent from the EU file-type table.
+            "dct:format": {"@id": "http://publications.europa.eu/resource/authority/file-type/JSON", "@type": "dct:MediaTypeOrExtent"},
+            "clew:manifestFormat": "clew.dicom-series-manifest/1",
+            "dct:license": shared.licence.clone(),
+            // SPDX 2.3 Checksum: checksumValue is an xsd:hexBinary.
             "spdx:checksum": {
                 "@type": "spdx:Checksum",
                 "spdx:algorithm": {"@id": "spdx:checksumAlgorithm_sha256"},
-                "spdx:checksumValue": s(&a, "manifestDigest").trim_start_matches("sha256:"),
+                "spdx:checksumValue": {
+                    "@value": s(&a, "manifestDigest").trim_start_matches("sha256:"),
+                    "@type": "xsd:hexBinary",
+                },
             },
         },
         // DCAT-AP 3 provenance: the ledger leaf that recorded the version.
@@ -97,13 +175,16 @@ fn version_resource(base: &str, dataset_iri: &str, v: &NodeRecord) -> Value {
         },
         "clew:leafIndex": v.created_by.leaf,
         "clew:manifestDigest": s(&a, "manifestDigest"),
+        // Only the versions the viewer may see: a hidden one is not named.
         "prov:wasDerivedFrom": a.get("wasDerivedFrom").and_then(Value::as_array).map(|d| {
             d.iter()
                 .filter_map(Value::as_str)
+                .filter(|x| viewer.subject_visible(catalog, &format!("dataset-version/{x}")))
                 .map(|x| json!({"@id": format!("{base}/dataset-versions/{x}")}))
                 .collect::<Vec<_>>()
         }).unwrap_or_default(),
     });
+    shared.apply(&mut out);
     if v.ended_leaf.is_some() {
         out["adms:status"] = json!({"@id": "http://purl.org/adms/status/Withdrawn"});
         out["clew:withdrawnAtLeaf"] = json!(v.ended_leaf);
@@ -181,6 +262,24 @@ fn dataset_resource(
         "foaf:name": site_name,
         "dct:identifier": site_id,
     });
+    let shared = Shared {
+        publisher: publisher.clone(),
+        contact: json!({
+            "@id": format!("{base}/sites/{site_id}#custodian"),
+            "@type": ["vcard:Organization", "vcard:Kind"],
+            "vcard:fn": format!("Data custodian, {site_name}"),
+            "vcard:hasURL": {"@id": format!("{base}/sites/{site_id}")},
+        }),
+        keywords: a.get("tags").cloned().unwrap_or(json!([])),
+        access_rights: json!({"@id": access_rights(&s(&a, "accessLevel")), "@type": "dct:RightsStatement"}),
+        licence: licence_document(base, &s(&a, "licence")),
+        // The platform's governance decides access: it is the access body.
+        hdab: json!({
+            "@id": format!("{base}/catalog#access-body"),
+            "@type": "foaf:Agent",
+            "foaf:name": format!("Data access governance of {}", node.ledger().origin()),
+        }),
+    };
     let versions = catalog
         .lineage(&ds.subject(), Direction::Downstream, 1, None)?
         .nodes
@@ -200,23 +299,13 @@ fn dataset_resource(
             )
         })
         .unwrap_or(0);
-    Ok(json!({
+    let mut out = json!({
         "@id": iri,
         "@type": "dcat:Dataset",
         "dct:identifier": ds.id,
         "dct:title": s(&a, "title"),
         "dct:description": s(&a, "description"),
         "dcat:version": latest.map(|v| s(&v.attributes(), "version")).unwrap_or_default(),
-        "dcat:keyword": a.get("tags").cloned().unwrap_or(json!([])),
-        "dcat:theme": {"@id": "http://publications.europa.eu/resource/authority/data-theme/HEAL"},
-        "dct:accessRights": {"@id": access_rights(&s(&a, "accessLevel"))},
-        "dct:license": s(&a, "licence"),
-        "dct:publisher": publisher,
-        "dcat:contactPoint": {
-            "@type": "vcard:Organization",
-            "vcard:fn": format!("Data custodian, {}", publisher["foaf:name"].as_str().unwrap_or_default()),
-            "vcard:hasURL": {"@id": format!("{base}/sites/{site_id}")},
-        },
         "dct:issued": {"@value": ds.created_by.time, "@type": "xsd:dateTime"},
         "healthdcatap:numberOfRecords": {"@value": records, "@type": "xsd:nonNegativeInteger"},
         "dct:provenance": {
@@ -227,9 +316,13 @@ fn dataset_resource(
             ),
         },
         "clew:leafIndex": ds.created_by.leaf,
-        "dcat:distribution": latest.map(|v| version_resource(base, &iri, v)["dcat:distribution"].clone()),
-        "dcat:hasVersion": versions.iter().map(|v| version_resource(base, &iri, v)).collect::<Vec<_>>(),
-    }))
+        // The latest version's distribution, by reference: it is described
+        // once, under its version (one checksum per distribution).
+        "dcat:distribution": latest.map(|v| json!({"@id": format!("{base}/dataset-versions/{}/manifest", v.id)})),
+        "dcat:hasVersion": versions.iter().map(|v| version_resource(base, &iri, v, viewer, catalog, &shared)).collect::<Vec<_>>(),
+    });
+    shared.apply(&mut out);
+    Ok(out)
 }
 
 /// The catalogue as the viewer may see it.
@@ -248,7 +341,7 @@ pub fn dcat_catalog(node: &Node, viewer: &Viewer, base: &str) -> Result<Value, A
         "dct:title": "Clew provenance catalogue",
         "dct:description": "Medical-imaging datasets, their versions and their provenance, each backed by a signed, verifiable ledger.",
         "dct:publisher": {"@type": "foaf:Agent", "foaf:name": node.ledger().origin()},
-        "dcat:themeTaxonomy": {"@id": "http://publications.europa.eu/resource/authority/data-theme"},
+        "dcat:themeTaxonomy": {"@id": "http://publications.europa.eu/resource/authority/data-theme", "@type": "skos:ConceptScheme", "dct:title": "Data theme"},
         "dcat:dataset": datasets,
     }))
 }

@@ -41,7 +41,7 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
-pub use lineage::{Direction, ImpactAnswer, LineageAnswer, NodeView};
+pub use lineage::{admit_all, Admit, Direction, ImpactAnswer, LineageAnswer, NodeView};
 pub use search::{
     FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,
     Visibility, FACETS,

@@ -20,6 +20,16 @@ pub enum Direction {
     Downstream,
 }
 
+/// Which nodes a walk may enter: the viewer's visibility. A node it refuses
+/// is treated as absent — not shown, not crossed (a hidden entity is not a
+/// bridge), and as a start it answers exactly as a node that never existed.
+pub type Admit<'a> = &'a (dyn Fn(&NodeRecord) -> bool + Sync);
+
+/// Admits every node (the ledger's own view).
+pub fn admit_all(_: &NodeRecord) -> bool {
+    true
+}
+
 /// Nodes reached (with their depth), edges crossed, and for each node the
 /// node and edge it was first reached through.
 type Walk = (
@@ -138,10 +148,12 @@ impl Catalog {
         direction: Direction,
         max_depth: u32,
         as_of: u64,
+        admit: Admit<'_>,
     ) -> Result<Walk, CatalogError> {
         let first = self
             .node_at(start, as_of)?
-            .ok_or_else(|| CatalogError::NotFound(format!("{start} (as of tree size {as_of})")))?;
+            .filter(|n| admit(n))
+            .ok_or_else(|| CatalogError::NotFound(format!("no entity {start}")))?;
         let out = direction == Direction::Upstream;
         let mut nodes = vec![(first, 0)];
         let mut edges = Vec::new();
@@ -169,8 +181,8 @@ impl Catalog {
             }
             let fetched: Vec<Option<NodeRecord>> = discovered
                 .par_iter()
-                .map(|(next, _, _)| self.node_at(next, as_of))
-                .collect::<Result<_, _>>()?;
+                .map(|(next, _, _)| Ok(self.node_at(next, as_of)?.filter(|n| admit(n))))
+                .collect::<Result<_, CatalogError>>()?;
             frontier.clear();
             depth += 1;
             for ((next, from, e), node) in discovered.into_iter().zip(fetched) {
@@ -181,6 +193,9 @@ impl Catalog {
                 }
             }
         }
+        // Only edges between nodes reached: none leads to a refused node.
+        let reached: HashSet<String> = nodes.iter().map(|(n, _)| n.subject()).collect();
+        edges.retain(|e| reached.contains(&e.from) && reached.contains(&e.to));
         Ok((nodes, edges, parent))
     }
 
@@ -193,8 +208,20 @@ impl Catalog {
         depth: u32,
         as_of: Option<u64>,
     ) -> Result<LineageAnswer, CatalogError> {
+        self.lineage_within(start, direction, depth, as_of, &admit_all)
+    }
+
+    /// [`Catalog::lineage`] over the nodes `admit` lets in.
+    pub fn lineage_within(
+        &self,
+        start: &str,
+        direction: Direction,
+        depth: u32,
+        as_of: Option<u64>,
+        admit: Admit<'_>,
+    ) -> Result<LineageAnswer, CatalogError> {
         let as_of = self.as_of(as_of)?;
-        let (nodes, edges, _) = self.walk(start, direction, depth, as_of)?;
+        let (nodes, edges, _) = self.walk(start, direction, depth, as_of, admit)?;
         Ok(LineageAnswer {
             as_of,
             nodes: nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect(),
@@ -211,9 +238,26 @@ impl Catalog {
         to: &str,
         as_of: Option<u64>,
     ) -> Result<Option<LineageAnswer>, CatalogError> {
+        self.path_within(from, to, as_of, &admit_all)
+    }
+
+    /// [`Catalog::path`] over the nodes `admit` lets in.
+    pub fn path_within(
+        &self,
+        from: &str,
+        to: &str,
+        as_of: Option<u64>,
+        admit: Admit<'_>,
+    ) -> Result<Option<LineageAnswer>, CatalogError> {
         let as_of = self.as_of(as_of)?;
+        // No chain joins an entity that is absent (or refused): null, not an error.
+        for end in [from, to] {
+            if self.node_at(end, as_of)?.filter(|n| admit(n)).is_none() {
+                return Ok(None);
+            }
+        }
         for (a, b) in [(from, to), (to, from)] {
-            let (nodes, _, parent) = self.walk(a, Direction::Upstream, u32::MAX, as_of)?;
+            let (nodes, _, parent) = self.walk(a, Direction::Upstream, u32::MAX, as_of, admit)?;
             if !nodes.iter().any(|(n, _)| n.subject() == b) {
                 continue;
             }
@@ -249,8 +293,25 @@ impl Catalog {
         dataset_version: &str,
         as_of: Option<u64>,
     ) -> Result<ImpactAnswer, CatalogError> {
+        self.impact_within(dataset_version, as_of, &admit_all)
+    }
+
+    /// [`Catalog::impact`] over the nodes `admit` lets in: what is reachable
+    /// only through a refused node is not affected as far as this view goes.
+    pub fn impact_within(
+        &self,
+        dataset_version: &str,
+        as_of: Option<u64>,
+        admit: Admit<'_>,
+    ) -> Result<ImpactAnswer, CatalogError> {
         let as_of = self.as_of(as_of)?;
-        let (nodes, _, _) = self.walk(dataset_version, Direction::Downstream, u32::MAX, as_of)?;
+        let (nodes, _, _) = self.walk(
+            dataset_version,
+            Direction::Downstream,
+            u32::MAX,
+            as_of,
+            admit,
+        )?;
         let mut views: Vec<NodeView> = nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect();
         let start = views.remove(0);
         if start.node_type != "dataset-version" {

@@ -176,11 +176,48 @@ pub struct SearchResponse {
     pub next_cursor: Option<String>,
 }
 
+/// How deep paging may go: results past this offset are not served (narrow
+/// the search instead). Every paging value is bounded, so no request can
+/// make the collector reserve more than `(MAX_OFFSET + MAX_LIMIT)` slots.
+pub const MAX_OFFSET: usize = 10_000;
+/// Largest page.
+pub const MAX_LIMIT: usize = 200;
+/// Longest search text, in characters.
+pub const MAX_TEXT_CHARS: usize = 1_000;
+/// Most words (and quoted-phrase words) in one search.
+pub const MAX_WORDS: usize = 32;
+/// Longest word that may match with typos; longer words match exactly.
+pub const MAX_FUZZY_WORD_CHARS: usize = 24;
+/// Most words of one search that get typo tolerance (each costs a
+/// Levenshtein automaton per field); the rest match exactly.
+pub const MAX_FUZZY_WORDS: usize = 4;
+
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Cursor {
     /// Only documents published before this leaf: new events do not shift pages.
     before_leaf: u64,
     offset: usize,
+}
+
+impl Cursor {
+    /// Decodes a cursor a client sent back: only what this catalogue issues
+    /// (base64url JSON of exactly these fields), with every value in bounds.
+    fn decode(text: &str) -> Result<Self, CatalogError> {
+        let refused = || CatalogError::BadRequest("cursor is not one this catalogue issued".into());
+        if text.len() > 128 {
+            return Err(refused());
+        }
+        let c: Cursor = B64
+            .decode(text)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(refused)?;
+        if c.offset == 0 || c.offset > MAX_OFFSET || c.before_leaf == 0 {
+            return Err(refused());
+        }
+        Ok(c)
+    }
 }
 
 /// The search index.
@@ -344,6 +381,20 @@ impl SearchIndex {
                 for t in strings(&ds["tags"]) {
                     d.add_text(f.tags, t);
                 }
+                // Free text reaches what the images are: modality, body part,
+                // manufacturer and model ("siemens", "SOMATOM").
+                for v in strings(&summary["modalities"])
+                    .into_iter()
+                    .chain(strings(&summary["bodyPartsExamined"]))
+                {
+                    d.add_text(f.tags, v);
+                }
+                if let Some(ms) = summary["manufacturers"].as_array() {
+                    for m in ms {
+                        d.add_text(f.tags, s(&m["manufacturer"]));
+                        d.add_text(f.tags, s(&m["manufacturerModelName"]));
+                    }
+                }
                 d.add_text(
                     f.description,
                     format!("{} {}", s(&ds["description"]), s(&a["releaseNotes"])),
@@ -399,16 +450,10 @@ impl SearchIndex {
         let limit = if req.limit == 0 {
             20
         } else {
-            req.limit.min(200)
+            req.limit.min(MAX_LIMIT)
         };
         let cursor: Cursor = match &req.cursor {
-            Some(c) => B64
-                .decode(c)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| {
-                    CatalogError::BadRequest("cursor is not one this catalogue issued".into())
-                })?,
+            Some(c) => Cursor::decode(c)?,
             None => Cursor {
                 before_leaf: u64::MAX,
                 offset: 0,
@@ -432,16 +477,23 @@ impl SearchIndex {
             let field = *f.facets.get(name.as_str()).ok_or_else(|| {
                 CatalogError::BadRequest(format!("unknown facet {name:?}; facets are {FACETS:?}"))
             })?;
-            let any: Vec<(Occur, Box<dyn Query>)> = values
-                .iter()
-                .map(|v| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_facet(field, &Facet::from_path([v.as_str()])),
-                        IndexRecordOption::Basic,
-                    ));
-                    (Occur::Should, q)
-                })
-                .collect();
+            if values.len() > MAX_WORDS {
+                return Err(CatalogError::BadRequest(format!(
+                    "facet {name:?} is filtered by {} values; at most {MAX_WORDS}",
+                    values.len()
+                )));
+            }
+            let any: Vec<(Occur, Box<dyn Query>)> =
+                facet_values_matching(&searcher, field, values)?
+                    .into_iter()
+                    .map(|facet| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(
+                            Term::from_facet(field, &facet),
+                            IndexRecordOption::Basic,
+                        ));
+                        (Occur::Should, q)
+                    })
+                    .collect();
             if !any.is_empty() {
                 must.push(Box::new(BooleanQuery::new(any)));
             }
@@ -541,7 +593,8 @@ impl SearchIndex {
         } else {
             None
         };
-        let more = hits.len() > limit;
+        // The last page deep paging serves: past it, narrow the search.
+        let more = hits.len() > limit && cursor.offset + limit < MAX_OFFSET;
         let mut out = Vec::new();
         let mut max_leaf = 0;
         for (score, addr) in hits.into_iter().take(limit) {
@@ -605,6 +658,18 @@ impl SearchIndex {
         searcher: &tantivy::Searcher,
     ) -> Result<Option<Box<dyn Query>>, CatalogError> {
         let f = &self.fields;
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(CatalogError::BadRequest(format!(
+                "search text is over {MAX_TEXT_CHARS} characters; search for fewer words"
+            )));
+        }
+        let all_words = text.split('"').map(|p| tokens(p).len()).sum::<usize>();
+        if all_words > MAX_WORDS {
+            return Err(CatalogError::BadRequest(format!(
+                "search text has {all_words} words; at most {MAX_WORDS} are searched for"
+            )));
+        }
+        let mut fuzzy_words = 0usize;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (i, part) in text.split('"').enumerate() {
             let words = tokens(part);
@@ -639,14 +704,23 @@ impl SearchIndex {
                 for (field, _) in fields {
                     known |= searcher.doc_freq(&Term::from_field_text(field, &w))? > 0;
                 }
+                // The automaton's size grows with the word, and one is built
+                // per field: typo tolerance is bounded in words and length.
+                let letters = w.chars().count();
+                let fuzzy = !known
+                    && (5..=MAX_FUZZY_WORD_CHARS).contains(&letters)
+                    && fuzzy_words < MAX_FUZZY_WORDS;
+                if fuzzy {
+                    fuzzy_words += 1;
+                }
                 for (field, boost) in fields {
                     let term = Term::from_field_text(field, &w);
                     any.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(term_query_t(term.clone()), boost)),
                     ));
-                    let distance = match w.chars().count() {
-                        _ if known => 0,
+                    let distance = match letters {
+                        _ if !fuzzy => 0,
                         0..=4 => 0,
                         5..=8 => 1,
                         _ => 2,
@@ -667,6 +741,45 @@ impl SearchIndex {
         }
         Ok((!clauses.is_empty()).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>))
     }
+}
+
+/// The indexed facet values equal to one of `wanted`, ignoring case ("ct"
+/// finds "CT"); a value the index does not hold is kept as given (it matches
+/// nothing). Facets here are one level deep, so each term is one value.
+fn facet_values_matching(
+    searcher: &tantivy::Searcher,
+    field: Field,
+    wanted: &[String],
+) -> Result<Vec<Facet>, CatalogError> {
+    let lower: BTreeMap<String, &String> = wanted.iter().map(|w| (w.to_lowercase(), w)).collect();
+    let mut found: BTreeMap<String, Facet> = BTreeMap::new();
+    let mut matched: std::collections::BTreeSet<String> = Default::default();
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(field)?;
+        let mut terms = inverted
+            .terms()
+            .stream()
+            .map_err(|e| CatalogError::Search(e.into()))?;
+        while terms.advance() {
+            let Ok(facet) = Facet::from_encoded(terms.key().to_vec()) else {
+                continue;
+            };
+            let Some(value) = facet.to_path().last().map(|v| v.to_lowercase()) else {
+                continue;
+            };
+            if lower.contains_key(&value) {
+                matched.insert(value);
+                found.insert(facet.to_path_string(), facet);
+            }
+        }
+    }
+    for (l, original) in &lower {
+        if !matched.contains(l) {
+            let facet = Facet::from_path([original.to_string()]);
+            found.insert(facet.to_path_string(), facet);
+        }
+    }
+    Ok(found.into_values().collect())
 }
 
 fn add_facet(d: &mut TantivyDocument, f: &Fields, name: &str, value: &str) {

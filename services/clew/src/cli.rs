@@ -547,6 +547,12 @@ enum BenchKind {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Everything Clew writes — ledger, catalogue, keys, tokens, manifests,
+    // reports — holds restricted metadata or secrets: the operator's alone.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
@@ -869,11 +875,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify { dir, vkey } => {
             let vkey = vkey.as_deref().map(key_arg).transpose()?;
             let pb = crate::progress_bar(0, "verifying");
-            let result = verify_ledger(&dir.data_dir, vkey.as_deref(), &|done, total| {
-                pb.set_length(total);
-                pb.set_position(done);
-            });
+            // A damaged store can make sled itself panic while it reads
+            // (e.g. "tried to serialize Uninitialized"): that is a finding
+            // about the data directory, reported like any other.
+            let previous_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                verify_ledger(&dir.data_dir, vkey.as_deref(), &|done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                })
+            }));
+            std::panic::set_hook(previous_hook);
             pb.finish_and_clear();
+            let result = match result {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "no detail".into());
+                    Err(format!(
+                        "the data directory {} is damaged: its store failed while being read ({why})",
+                        dir.data_dir.display()
+                    ))
+                }
+            };
             match result {
                 Ok(r) => {
                     println!(

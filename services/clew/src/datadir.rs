@@ -74,11 +74,27 @@ impl DataDir {
         self.root.join(clew_ledger::LEDGER_DB_DIR).exists()
     }
 
+    /// Makes the directory the operator's alone (0700), creating it if
+    /// needed: a data directory made by an older Clew, or by hand, may be
+    /// readable by every local user.
+    pub fn secure(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", self.root.display()))?;
+        Ok(())
+    }
+
     /// Creates keys and the ledger (with its genesis leaf).
     pub fn init(&self, origin: &str, options: LedgerOptions) -> Result<Ledger> {
         if self.has_ledger() {
             bail!("{} already holds a ledger", self.root.display());
         }
+        self.secure()?;
         let keys = self.keys();
         // Keys placed here beforehand (e.g. from a Kubernetes Secret, see
         // `clew ledger --keys-from`) are used; missing ones are generated.
@@ -112,6 +128,7 @@ impl DataDir {
                 self.root.display()
             );
         }
+        self.secure()?;
         let key_path = key_file
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.ledger_key());
