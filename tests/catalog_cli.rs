@@ -126,5 +126,5 @@ fn reindex_rebuilds_a_catalogue_that_answers_like_the_live_one() {
         "deployment/nope",
     ]);
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found: deployment/nope"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no entity deployment/nope"));
 }

@@ -214,8 +214,18 @@ async fn dcat_ap_and_prov_json_parse_as_linked_data_with_the_expected_triples() 
     let r = client(governance.clone()).await.unwrap();
     let base = &server.base;
 
-    // DCAT-AP 3 / HealthDCAT-AP.
+    // DCAT-AP 3 / HealthDCAT-AP, valid against the official DCAT-AP 3.0.1 shapes.
     assert_eq!(r["catalog_status"], 200);
+    assert_eq!(
+        r["catalog_shacl_conforms"], true,
+        "the catalogue fails DCAT-AP 3.0.1's SHACL shapes: {}",
+        r["catalog_shacl_violations"]
+    );
+    assert_eq!(
+        r["dataset_shacl_conforms"], true,
+        "the dataset fails DCAT-AP 3.0.1's SHACL shapes: {}",
+        r["dataset_shacl_violations"]
+    );
     assert_eq!(r["catalog_type"], "application/ld+json");
     let listed: Vec<&str> = r["catalog_datasets"]
         .as_array()
@@ -250,7 +260,15 @@ async fn dcat_ap_and_prov_json_parse_as_linked_data_with_the_expected_triples() 
     );
     assert!(d["contact_fn"].as_str().unwrap().contains("Riverside"));
     assert!(d["keywords"].as_array().unwrap().contains(&json!("chest")));
-    assert!(d["license"].as_str().is_some_and(|l| !l.is_empty()));
+    assert!(
+        d["license"].as_str().is_some_and(|l| l.starts_with("http")),
+        "the licence is a document IRI on the distribution: {d}"
+    );
+    assert_eq!(
+        d["legislation"],
+        "http://data.europa.eu/eli/reg/2025/327/oj"
+    );
+    assert!(d["health_category"].as_str().is_some(), "{d}");
     assert!(d["provenance"].as_str().unwrap().contains("leaf"));
     let v = &r["versions"][0];
     assert_eq!(v["id"], "riverside-cxr@1.0");
@@ -273,6 +291,19 @@ async fn dcat_ap_and_prov_json_parse_as_linked_data_with_the_expected_triples() 
         format!("{base}/dataset-versions/riverside-cxr@1.0/manifest")
     );
     assert_eq!(v["checksum"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        v["checksum_type"],
+        "http://www.w3.org/2001/XMLSchema#hexBinary"
+    );
+    assert_eq!(v["checksums"], 1, "one checksum per distribution: {v}");
+    assert_eq!(
+        v["format"],
+        "http://publications.europa.eu/resource/authority/file-type/JSON"
+    );
+    assert!(
+        v["publisher"].as_str().is_some(),
+        "versions carry a publisher: {v}"
+    );
     assert!(v["start"].as_str().unwrap().starts_with("20"), "{v}");
     assert!(!v["modalities"].as_array().unwrap().is_empty(), "{v}");
 

@@ -1,15 +1,19 @@
 """Reads Clew's catalogue and lineage the way a partner portal would: the
 DCAT-AP / HealthDCAT-AP JSON-LD with pyld (expansion, no remote contexts) and
 rdflib (triples), and the PROV-JSON with the W3C PROV library `prov` (then as
-PROV-O triples in rdflib). Prints one JSON line of what it found.
+PROV-O triples in rdflib), and validates both DCAT documents with pyshacl
+against SEMIC's official DCAT-AP 3.0.1 SHACL shapes (checked in under
+shacl/dcat-ap-3.0.1, see its README). Prints one JSON line of what it found.
 
 usage: linked_data_client.py <base-url> <bearer-token> <dataset-id> <lineage-subject>
 """
 import json
+import os
 import sys
 import urllib.parse
 import urllib.request
 
+import pyshacl
 import rdflib
 from prov.model import ProvDocument
 from pyld import jsonld
@@ -38,12 +42,32 @@ def graph_of(text):
     return g
 
 
+SHAPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shacl", "dcat-ap-3.0.1")
+
+
+def shacl_report(g):
+    """Validates `g` against the DCAT-AP 3.0.1 shapes (mandatory and range
+    constraints); returns (conforms, the violations' messages)."""
+    shapes = rdflib.Graph()
+    for name in ("shapes.ttl", "range.ttl"):
+        shapes.parse(os.path.join(SHAPES_DIR, name), format="turtle")
+    conforms, report, _ = pyshacl.validate(g, shacl_graph=shapes, inference="none", allow_warnings=True)
+    SH = rdflib.Namespace("http://www.w3.org/ns/shacl#")
+    violations = []
+    for r in report.subjects(RDF.type, SH.ValidationResult):
+        if report.value(r, SH.resultSeverity) == SH.Violation:
+            violations.append("%s %s: %s" % (report.value(r, SH.focusNode), report.value(r, SH.resultPath),
+                                             report.value(r, SH.resultMessage)))
+    return conforms, sorted(violations)
+
+
 def main():
     base, token, dataset_id, subject = sys.argv[1:5]
     out = {}
     status, ctype, text = fetch(base, token, "/catalog.jsonld")
     out["catalog_status"], out["catalog_type"] = status, ctype
     g = graph_of(text)
+    out["catalog_shacl_conforms"], out["catalog_shacl_violations"] = shacl_report(g)
     catalogs = list(g.subjects(RDF.type, DCAT.Catalog))
     out["catalog_datasets"] = sorted(
         str(g.value(d, DCTERMS.identifier)) for c in catalogs for d in g.objects(c, DCAT.dataset))
@@ -52,6 +76,7 @@ def main():
     out["dataset_status"] = status
     if status == 200:
         g = graph_of(text)
+        out["dataset_shacl_conforms"], out["dataset_shacl_violations"] = shacl_report(g)
         ds = rdflib.URIRef(f"{base}/datasets/{dataset_id}")
         one = lambda s, p: None if g.value(s, p) is None else str(g.value(s, p))  # noqa: E731
         publisher = g.value(ds, DCTERMS.publisher)
@@ -64,7 +89,9 @@ def main():
             "version": one(ds, DCAT.version),
             "access_rights": one(ds, DCTERMS.accessRights),
             "theme": one(ds, DCAT.theme),
-            "license": one(ds, DCTERMS.license),
+            "license": one(g.value(ds, DCAT.distribution), DCTERMS.license),
+            "health_category": one(ds, HEALTH.healthCategory),
+            "legislation": one(ds, rdflib.URIRef("http://data.europa.eu/r5r/applicableLegislation")),
             "keywords": sorted(str(k) for k in g.objects(ds, DCAT.keyword)),
             "publisher_name": one(publisher, FOAF.name),
             "contact_fn": one(contact, VCARD.fn),
@@ -84,6 +111,12 @@ def main():
                 "individuals": one(v, HEALTH.numberOfUniqueIndividuals),
                 "access_url": one(dist, DCAT.accessURL),
                 "checksum": one(g.value(dist, SPDX.checksum), SPDX.checksumValue),
+                "checksum_type": None if g.value(g.value(dist, SPDX.checksum), SPDX.checksumValue) is None
+                else str(g.value(g.value(dist, SPDX.checksum), SPDX.checksumValue).datatype),
+                "checksums": len(list(g.objects(dist, SPDX.checksum))),
+                "format": one(dist, DCTERMS.format),
+                "publisher": None if g.value(v, DCTERMS.publisher) is None else str(g.value(v, DCTERMS.publisher)),
+                "derived_from": sorted(str(x) for x in g.objects(v, PROV.wasDerivedFrom)),
                 "start": one(period, DCAT.startDate),
                 "modalities": sorted(str(m) for m in g.objects(v, rdflib.URIRef(base + "/ns#modality"))),
             })

@@ -98,6 +98,31 @@ impl Server {
         panic!("{} never became ready", self.base);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// The server's resident memory, in MiB (from /proc).
+    pub fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map(|kib| kib / 1024)
+            .expect("VmRSS")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The admin bearer token written on first start.
     pub fn admin_token(&self) -> String {
         read_token(&self.data.join("admin.token"))
@@ -295,16 +320,50 @@ impl Subscription {
     }
 }
 
-/// Connects without a token; returns the reason the server gave when it
-/// closed the connection (None if it did not close it).
-pub async fn subscription_refusal_without_token(base: &str) -> Option<String> {
+/// Opens a graphql-transport-ws connection, sends `first` (if any), and
+/// returns the close code the server ends it with within `wait` (None if it
+/// stays open or closes without a code).
+pub async fn ws_close_code(base: &str, first: Option<Value>, wait: Duration) -> Option<u16> {
+    let mut ws = connect_ws(base).await?;
+    if let Some(m) = first {
+        ws.send(Message::text(m.to_string())).await.ok()?;
+    }
+    close_code(&mut ws, wait).await
+}
+
+/// A graphql-transport-ws connection to `base`, not yet initialised.
+async fn connect_ws(base: &str) -> Option<Ws> {
     let url = format!("{}/graphql/ws", base.replace("http://", "ws://"));
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().expect("header"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+    Some(tokio_tungstenite::connect_async(request).await.ok()?.0)
+}
+
+async fn close_code(ws: &mut Ws, wait: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+impl Subscription {
+    /// Reads until the server closes the connection; its close code.
+    pub async fn closed_with(&mut self, wait: Duration) -> Option<u16> {
+        close_code(&mut self.ws, wait).await
+    }
+}
+
+/// Connects without a token; returns the reason the server gave when it
+/// closed the connection (None if it did not close it).
+pub async fn subscription_refusal_without_token(base: &str) -> Option<String> {
+    let mut ws = connect_ws(base).await?;
     let init = json!({"type": "connection_init", "payload": {}});
     ws.send(Message::text(init.to_string())).await.ok()?;
     match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
