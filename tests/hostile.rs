@@ -335,6 +335,7 @@ async fn hostile_requests_get_clear_codes_and_memory_stays_bounded() {
     assert!(server.alive(), "the server died");
     api.ok(&ben, "{ me { principal } }", json!({})).await;
     let after = server.rss_mib();
+    eprintln!("resident memory: {before} MiB before the hostile requests, {after} MiB after");
     assert!(
         after < before + 400,
         "resident memory grew from {before} MiB to {after} MiB"

@@ -752,7 +752,14 @@ async fn openlineage_in(
                     )
                         .into_response()
                 }
-                Ok(crate::Outcome::Rejected(r)) => refused(StatusCode::CONFLICT, r.into()),
+                Ok(crate::Outcome::Rejected(r)) => {
+                    // The refusal as this caller may read it: no hidden names or leaves.
+                    let mut e = ApiError::from(r);
+                    if let ApiError::Rejected { detail, .. } = &mut e {
+                        *detail = viewer.redact_text(state.node.catalog(), detail).0;
+                    }
+                    refused(StatusCode::CONFLICT, e)
+                }
                 Err(e @ ApiError::BadInput(_)) => refused(StatusCode::BAD_REQUEST, e),
                 Err(e) => internal(e),
             }
