@@ -209,6 +209,28 @@ async fn hostile_requests_get_clear_codes_and_memory_stays_bounded() {
     let (status, body) = chunked_post(&server.base, &ben, 50).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(code(&body), "PAYLOAD_TOO_LARGE", "{body}");
+    // A manifest declared over its own limit: 413 naming that limit, before
+    // a byte of it is read.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server.base.trim_start_matches("http://").to_string();
+        let mut tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "PUT /manifests/sha256:{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 70000000\r\nConnection: close\r\n\r\n",
+            "0".repeat(64)
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("PAYLOAD_TOO_LARGE") && answer.contains("67108864"),
+            "{answer}"
+        );
+    }
     // Malformed JSON and wrong types: 400 with a code.
     for bad in [
         "{not json",

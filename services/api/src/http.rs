@@ -123,7 +123,13 @@ pub fn app(state: AppState) -> Router {
             Router::new()
                 .route("/manifests/{digest}", put(put_manifest))
                 .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
-                .layer(RequestBodyLimitLayer::new(MAX_MANIFEST_BYTES)),
+                .layer(RequestBodyLimitLayer::new(MAX_MANIFEST_BYTES))
+                .layer(middleware::map_response(|r: Response| async move {
+                    if r.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&r) {
+                        return payload_too_large(MAX_MANIFEST_BYTES);
+                    }
+                    r
+                })),
         )
         .fallback(|| async {
             error_response(
@@ -133,11 +139,7 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(middleware::map_response(
             move |mut r: Response| async move {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
-                    && r.headers()
-                        .get(header::CONTENT_TYPE)
-                        .is_none_or(|c| c != "application/json")
-                {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&r) {
                     r = payload_too_large(body_limit);
                 }
                 if r.status() == StatusCode::METHOD_NOT_ALLOWED {
@@ -301,6 +303,12 @@ async fn read_body(
             )
         })
     })
+}
+
+fn is_json(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c == "application/json")
 }
 
 fn payload_too_large(limit: usize) -> Response {
