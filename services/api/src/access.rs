@@ -473,14 +473,9 @@ impl Viewer {
                     .or_else(|| bare.strip_prefix("dataset/"))
                     .unwrap_or(bare);
                 let id = id.split_once('@').map_or(id, |(d, _)| d);
-                if !id.is_empty()
-                    && catalog
-                        .node(&format!("dataset/{id}"))
-                        .ok()
-                        .flatten()
-                        .is_some()
-                    && !self.dataset_visible(catalog, id)
-                {
+                // An unregistered id counts as visible, so only a known,
+                // hidden dataset is replaced.
+                if !id.is_empty() && !self.dataset_visible(catalog, id) {
                     changed = true;
                     w.replace(bare, REDACTED)
                 } else {

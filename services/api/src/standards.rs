@@ -93,35 +93,37 @@ struct Shared {
     hdab: Value,
 }
 
+/// A SKOS concept with its label (DCAT-AP 3's range for themes and types).
+fn concept(iri: &str, label: &str) -> Value {
+    json!({"@id": iri, "@type": "skos:Concept", "skos:prefLabel": label})
+}
+
 impl Shared {
     fn apply(&self, out: &mut Value) {
         out["dct:publisher"] = self.publisher.clone();
         out["dcat:contactPoint"] = self.contact.clone();
         out["dcat:keyword"] = self.keywords.clone();
-        out["dcat:theme"] = json!({
-            "@id": "http://publications.europa.eu/resource/authority/data-theme/HEAL",
-            "@type": "skos:Concept",
-            "skos:prefLabel": "Health",
-        });
+        out["dcat:theme"] = concept(
+            "http://publications.europa.eu/resource/authority/data-theme/HEAL",
+            "Health",
+        );
         out["dct:accessRights"] = self.access_rights.clone();
         // HealthDCAT-AP: the category (medical imaging), the legislation the
         // dataset falls under (EHDS, Regulation (EU) 2025/327), the health
         // data access body, and the dataset type.
-        out["healthdcatap:healthCategory"] = json!({
-            "@id": "clew:health-category/medical-imaging",
-            "@type": "skos:Concept",
-            "skos:prefLabel": "Medical imaging data",
-        });
+        out["healthdcatap:healthCategory"] = concept(
+            "clew:health-category/medical-imaging",
+            "Medical imaging data",
+        );
         out["dcatap:applicableLegislation"] = json!({
             "@id": "http://data.europa.eu/eli/reg/2025/327/oj",
             "@type": "http://data.europa.eu/eli/ontology#LegalResource",
         });
         out["healthdcatap:hdab"] = self.hdab.clone();
-        out["dct:type"] = json!({
-            "@id": "clew:dataset-type/dicom-imaging",
-            "@type": "skos:Concept",
-            "skos:prefLabel": "DICOM imaging collection",
-        });
+        out["dct:type"] = concept(
+            "clew:dataset-type/dicom-imaging",
+            "DICOM imaging collection",
+        );
     }
 }
 
