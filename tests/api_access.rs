@@ -4,7 +4,7 @@
 //! lineage, history, proofs or subscriptions — to a role that may not see
 //! them; mutations are allowed exactly to the roles that may record them.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -538,7 +538,13 @@ async fn every_role_sees_only_what_it_may_through_every_operation() {
         let r = who.tag();
         let admin_only = who == Who::Admin;
         let gov = matches!(who, Who::Admin | Who::Governance);
-        let ingest = matches!(who, Who::Admin | Who::Governance | Who::Ingest);
+        // The ledger's policy: partners record lineage too (data kinds), but
+        // do not withdraw versions.
+        let data = matches!(
+            who,
+            Who::Admin | Who::Governance | Who::Ingest | Who::Partner
+        );
+        let withdraw = matches!(who, Who::Admin | Who::Governance | Who::Ingest);
         let submit = matches!(
             who,
             Who::Admin | Who::Governance | Who::Ingest | Who::Partner
@@ -556,55 +562,55 @@ async fn every_role_sees_only_what_it_may_through_every_operation() {
                 "registerDataset",
                 "DatasetInput",
                 json!({"datasetId": format!("ds-{r}"), "title": "A dataset", "custodianSiteId": "riverside", "accessLevel": "ACCESS_LEVEL_OPEN", "licence": "CC-BY-4.0"}),
-                ingest,
+                data,
             ),
             (
                 "publishDatasetVersion",
                 "DatasetVersionInput",
                 json!({"datasetId": format!("ds-{r}"), "version": "1.0", "manifestDigest": digest}),
-                ingest,
+                data,
             ),
             (
                 "publishDatasetVersion",
                 "DatasetVersionInput",
                 json!({"datasetId": format!("ds-{r}"), "version": "2.0", "manifestDigest": format!("sha256:{}", "cd".repeat(32)), "wasDerivedFrom": [format!("ds-{r}@1.0")]}),
-                ingest,
+                data,
             ),
             (
                 "recordTransform",
                 "TransformInput",
                 json!({"transformId": format!("t-{r}"), "kind": "TRANSFORM_KIND_RESAMPLING", "toolName": "resample", "toolVersion": "1", "codeDigest": digest, "used": [format!("ds-{r}@1.0")], "generated": [format!("ds-{r}@2.0")]}),
-                ingest,
+                data,
             ),
             (
                 "recordTrainingRun",
                 "TrainingRunInput",
                 json!({"trainingRunId": format!("run-{r}"), "modelName": "m", "used": [{"datasetVersionId": format!("ds-{r}@2.0"), "role": "DATASET_ROLE_TRAIN"}], "codeDigest": digest, "generatedModelVersionId": format!("mv-{r}")}),
-                ingest,
+                data,
             ),
             (
                 "registerModelVersion",
                 "ModelVersionInput",
                 json!({"modelVersionId": format!("mv-{r}"), "modelName": "m", "version": "1", "artifactDigest": digest, "trainingRunId": format!("run-{r}")}),
-                ingest,
+                data,
             ),
             (
                 "recordValidation",
                 "ValidationInput",
                 json!({"validationId": format!("v-{r}"), "modelVersionId": format!("mv-{r}"), "datasetVersionId": format!("ds-{r}@2.0"), "siteId": "riverside", "verdict": "VERDICT_PASS", "metrics": [{"name": "auroc", "value": 0.9, "subgroup": "sex=F"}]}),
-                ingest,
+                data,
             ),
             (
                 "recordDeployment",
                 "DeploymentInput",
                 json!({"deploymentId": format!("dep-{r}"), "modelVersionId": format!("mv-{r}"), "siteId": "riverside", "environment": "shadow PACS", "status": "DEPLOYMENT_STATUS_SHADOW"}),
-                ingest,
+                data,
             ),
             (
                 "withdrawDatasetVersion",
                 "WithdrawalInput",
                 json!({"datasetVersionId": format!("ds-{r}@1.0"), "reason": "WITHDRAWAL_REASON_LABEL_ERRORS", "detail": "bad labels"}),
-                ingest,
+                withdraw,
             ),
             (
                 "registerPrincipal",

@@ -3,7 +3,7 @@
 //! graphql-transport-ws subscriber, hands out inclusion proofs that verify
 //! offline, and gives the same answers after a restart.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `clew sample-stream` and `clew sequence`, queried with `clew search` / `lineage` / `impact` /
 //! `history`, and rebuilt with `clew reindex` to identical answers.
 
-mod support;
+use crate::support;
 
 use support::{ok, run, Fixture};
 

@@ -3,7 +3,7 @@
 //! offline against the Kubernetes schemas, and assertions on what they carry
 //! (tests/chart/check.py). The tools come from tests/setup.sh.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

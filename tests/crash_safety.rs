@@ -4,7 +4,7 @@
 //! every acknowledged event is where its acknowledgement said, `clew verify`
 //! passes, and every pair of stored checkpoints is consistent.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};

@@ -8,7 +8,7 @@
 //! `CLEW_FUZZ_SEED` to replay one. A failing input is written to
 //! `target/fuzz-failures/<target>-<seed>.bin` and named in the failure.
 
-mod support;
+use crate::support;
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};

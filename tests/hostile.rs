@@ -4,7 +4,7 @@
 //! answering; and for a viewer, a hidden entity must be indistinguishable
 //! from one that never existed — same codes, same shapes, same counts.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

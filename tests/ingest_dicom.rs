@@ -3,7 +3,7 @@
 //! identifiable and refused; de-identified copies made here with dicom-object
 //! pass, are published once through the signed path, and re-runs are refused.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

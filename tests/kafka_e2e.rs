@@ -6,7 +6,7 @@
 //! Each test starts its own broker (tests/kafka), or uses `KAFKA_BOOTSTRAP`;
 //! without a broker a test fails, saying why.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

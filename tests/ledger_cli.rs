@@ -1,7 +1,7 @@
 //! The ledger through the `clew` command line: key formats, sequencing,
 //! receipts, the rejected log, and tamper detection by `clew verify`.
 
-mod support;
+use crate::support;
 
 use clew_events::proto::RejectionReason;
 use clew_ledger::store::keys;

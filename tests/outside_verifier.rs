@@ -1,7 +1,7 @@
 //! Clew's checkpoints, tiles, receipts and proofs checked by Go's
 //! golang.org/x/mod/sumdb/note and sumdb/tlog — code Clew did not write.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Proof-carrying lineage and impact answers from a running `clew demo`,
 //! checked offline by `clew verify-answer`, which refuses every tampering.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! endpoint). The clients live in tests/standards (PyPI, installed by
 //! tests/setup.sh into target/standards-venv).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -308,6 +308,26 @@ impl Viewer {
         )))
     }
 
+    /// Whether the ledger's policy lets this caller be the actor of `body`
+    /// (`clew_events::policy`: the service key signs only what its actor may
+    /// record); `key_owner` is the principal of a key being revoked.
+    pub fn may_record(
+        &self,
+        body: &clew_events::proto::event::Body,
+        key_owner: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let roles: Vec<i32> = self.roles.iter().map(|r| *r as i32).collect();
+        clew_events::policy::actor_may(
+            body,
+            clew_events::policy::Party {
+                id: &self.principal,
+                roles: &roles,
+            },
+            key_owner,
+        )
+        .map_err(|e| ApiError::Forbidden(e.to_string()))
+    }
+
     /// Whether the dataset `id` is visible: open, granted, or the caller
     /// sees everything. Unknown access levels count as restricted.
     pub fn dataset_visible(&self, catalog: &Catalog, id: &str) -> bool {

@@ -17,13 +17,13 @@ use clew_events::proto::Role;
 use clew_ledger::TileRef;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::access::{TokenStore, Viewer};
-use crate::node::Node;
+use crate::access::{DatasetAccess, TokenStore, Viewer};
 use crate::schema::{
     build_introspection_schema, build_schema, is_introspection, ClewSchema, QueryLimits,
 };
 use crate::ApiError;
 use clew_ingest::{Manifest, ManifestStore, MANIFEST_FORMAT};
+use clew_node::Node;
 
 /// Limits every request must stay within.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +54,8 @@ impl Default for Limits {
 pub struct AppState {
     /// The spine.
     pub node: Arc<Node>,
+    /// Access levels of datasets, shared by every request's viewer.
+    pub access: Arc<DatasetAccess>,
     /// Bearer tokens.
     pub tokens: Arc<TokenStore>,
     /// The schema.
@@ -69,17 +71,21 @@ pub struct AppState {
 impl AppState {
     /// Builds the state (and the schema) over a running node.
     pub fn new(node: Arc<Node>, tokens: Arc<TokenStore>, limits: Limits) -> Self {
+        let access = Arc::new(DatasetAccess::default());
         let schema = build_schema(
             node.clone(),
             tokens.clone(),
+            access.clone(),
             QueryLimits {
                 depth: limits.depth,
                 complexity: limits.complexity,
             },
         );
-        let introspection = build_introspection_schema(node.clone(), tokens.clone());
+        let introspection =
+            build_introspection_schema(node.clone(), tokens.clone(), access.clone());
         Self {
             node,
+            access,
             tokens,
             schema,
             introspection,
@@ -224,7 +230,7 @@ pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Vi
         .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into()))?;
     Ok(Arc::new(Viewer::resolve(
         state.node.catalog(),
-        state.node.dataset_access(),
+        state.access.clone(),
         &principal,
     )?))
 }
@@ -458,7 +464,7 @@ async fn checkpoint(State(state): State<AppState>, headers: HeaderMap) -> Respon
             cp.note,
         )
             .into_response(),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &ApiError::from(e)),
     }
 }
 
@@ -700,7 +706,7 @@ async fn openlineage_in(
     let viewer = match authenticate_as(
         &state,
         &headers,
-        &[Role::Ingest, Role::Governance, Role::Admin],
+        clew_events::policy::actor_roles(clew_events::proto::EventKind::TransformRecorded),
         "recording OpenLineage runs",
     ) {
         Ok(v) => v,
@@ -739,7 +745,12 @@ async fn openlineage_in(
             let subject = clew_events::subject_of(&body)
                 .map(|s| s.subject())
                 .unwrap_or_default();
-            match state.node.record(&viewer.principal, *body, event_id).await {
+            match state
+                .node
+                .record(&viewer.principal, *body, event_id)
+                .await
+                .map_err(ApiError::from)
+            {
                 Ok(crate::Outcome::Accepted(s)) => (
                     StatusCode::CREATED,
                     axum::Json(recorded(subject, s.event_id, s.leaf_index)),
@@ -873,7 +884,7 @@ async fn put_manifest(
     let viewer = match authenticate_as(
         &state,
         &headers,
-        &[Role::Ingest, Role::Governance, Role::Admin],
+        clew_events::policy::actor_roles(clew_events::proto::EventKind::DatasetVersionPublished),
         "storing a manifest",
     ) {
         Ok(v) => v,

@@ -1,5 +1,5 @@
 //! Clew's API: GraphQL over HTTP and WebSocket, the C2SP checkpoint and tile
-//! endpoints, health and metrics — and the in-process spine behind them.
+//! endpoints, health and metrics, over the spine of `clew-node`.
 //!
 //! ```text
 //!   HTTP ──▶ app(state): Router
@@ -25,10 +25,7 @@
 
 pub mod access;
 mod http;
-pub mod metrics;
-pub mod node;
 pub mod openlineage;
-pub mod replica;
 mod schema;
 pub mod standards;
 mod ws;
@@ -36,9 +33,8 @@ mod ws;
 use thiserror::Error;
 
 pub use access::{TokenStore, Viewer};
+pub use clew_node::{Metrics, Node, Outcome, Sequenced};
 pub use http::{app, serve, AppState, Limits};
-pub use metrics::Metrics;
-pub use node::{Node, Outcome, Sequenced};
 pub use schema::{build_schema, sdl, ClewSchema};
 
 /// Failures of the API, each with a stable error code.
@@ -100,6 +96,17 @@ impl From<clew_ledger::Rejection> for ApiError {
                 .to_string(),
             detail: r.detail,
             rejection_index: r.rejection_index,
+        }
+    }
+}
+
+impl From<clew_node::NodeError> for ApiError {
+    fn from(e: clew_node::NodeError) -> Self {
+        use clew_node::NodeError as N;
+        match e {
+            N::BadInput(m) => ApiError::BadInput(m),
+            N::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

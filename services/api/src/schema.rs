@@ -23,9 +23,9 @@ use clew_events::proto::{self, event::Body, Role};
 use clew_ledger::SignedCheckpoint;
 use futures_util::Stream;
 
-use crate::access::{Session, Viewer};
-use crate::node::{Node, Outcome};
+use crate::access::{DatasetAccess, Session, Viewer};
 use crate::{ApiError, TokenStore};
+use clew_node::{Node, Outcome};
 
 /// The served schema.
 pub type ClewSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -42,21 +42,35 @@ pub struct QueryLimits {
 }
 
 /// Builds the schema over a running node.
-pub fn build_schema(node: Arc<Node>, tokens: Arc<TokenStore>, limits: QueryLimits) -> ClewSchema {
-    limited(limits).data(node).data(tokens).finish()
+pub fn build_schema(
+    node: Arc<Node>,
+    tokens: Arc<TokenStore>,
+    access: Arc<DatasetAccess>,
+    limits: QueryLimits,
+) -> ClewSchema {
+    limited(limits)
+        .data(node)
+        .data(tokens)
+        .data(access)
+        .finish()
 }
 
 /// The schema that answers introspection-only queries (the standard
 /// `getIntrospectionQuery`, GraphiQL's Docs pane): they nest deeper than
 /// user queries may (TypeRef's `ofType` chain), but reach no catalogue data,
 /// so they are counted apart, as other servers do — with their own bounds.
-pub fn build_introspection_schema(node: Arc<Node>, tokens: Arc<TokenStore>) -> ClewSchema {
+pub fn build_introspection_schema(
+    node: Arc<Node>,
+    tokens: Arc<TokenStore>,
+    access: Arc<DatasetAccess>,
+) -> ClewSchema {
     limited(QueryLimits {
         depth: 24,
         complexity: 20_000,
     })
     .data(node)
     .data(tokens)
+    .data(access)
     .finish()
 }
 
@@ -952,7 +966,7 @@ fn checkpoint_of(
     size: Option<u64>,
 ) -> std::result::Result<SignedCheckpoint, ApiError> {
     match size {
-        None => node.checkpoint(),
+        None => Ok(node.checkpoint()?),
         Some(s) => node
             .ledger()
             .checkpoint_at(s)?
@@ -1611,19 +1625,6 @@ impl CatalogueQuery {
     }
 }
 
-/// Roles that may record each kind through the API (admin may record all).
-fn mutation_roles(body: &Body) -> &'static [Role] {
-    match body {
-        Body::PrincipalRegistered(_)
-        | Body::KeyRevoked(_)
-        | Body::AccessGranted(_)
-        | Body::AccessRevoked(_) => &[Role::Admin],
-        Body::SiteRegistered(_) => &[Role::Governance],
-        Body::DatasetVersionWithdrawn(_) => &[Role::Governance, Role::Ingest],
-        _ => &[Role::Ingest, Role::Governance],
-    }
-}
-
 /// The receipt of the event at leaf `index` against checkpoint `cp`: read
 /// back from the ledger, so it is exactly what an outside verifier sees.
 fn receipt_for(
@@ -1664,13 +1665,15 @@ async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
 
 async fn record(ctx: &Context<'_>, body: Body, event_id: Option<String>) -> Result<Receipt> {
     let (node, viewer) = parts(ctx)?;
-    let kind = clew_events::kind_of(&body);
-    viewer
-        .require(
-            mutation_roles(&body),
-            &format!("recording {}", kind_name(kind.as_str_name())),
-        )
-        .coded()?;
+    let key_owner = match &body {
+        Body::KeyRevoked(k) => node
+            .ledger()
+            .key(&k.key_id)
+            .coded()?
+            .map(|k| k.principal_id),
+        _ => None,
+    };
+    viewer.may_record(&body, key_owner.as_deref()).coded()?;
     viewer.may_cite(node.catalog(), &body).coded()?;
     let outcome = node
         .record(&viewer.principal, body, event_id)
@@ -2013,6 +2016,7 @@ impl SubscriptionRoot {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
         let session = ctx.data_opt::<Arc<Session>>().cloned();
+        let access = ctx.data::<Arc<DatasetAccess>>()?.clone();
         let filter = Filter {
             kinds: kinds.map(|k| k.into_iter().map(EventKind::to_proto).collect()),
             subject,
@@ -2020,11 +2024,11 @@ impl SubscriptionRoot {
         };
         let watch = node.applied();
         let current = *watch.borrow();
-        let next = from_leaf.unwrap_or(if current == u64::MAX { 0 } else { current });
+        let next = from_leaf.unwrap_or(current.size().unwrap_or(0));
         let gauge = SubscriptionGauge::new(&node.metrics().subscriptions);
         let state = (
             node,
-            (viewer, session),
+            (viewer, session, access),
             filter,
             watch,
             next,
@@ -2033,22 +2037,38 @@ impl SubscriptionRoot {
         );
         Ok(futures_util::stream::unfold(
             state,
-            |(node, (mut viewer, session), filter, mut watch, mut next, mut buffer, gauge)| async move {
+            |(
+                node,
+                (mut viewer, session, access),
+                filter,
+                mut watch,
+                mut next,
+                mut buffer,
+                gauge,
+            )| async move {
                 loop {
                     if let Some(ev) = buffer.pop_front() {
-                        let state = (node, (viewer, session), filter, watch, next, buffer, gauge);
+                        let state = (
+                            node,
+                            (viewer, session, access),
+                            filter,
+                            watch,
+                            next,
+                            buffer,
+                            gauge,
+                        );
                         return Some((ev, state));
                     }
-                    let applied = *watch.borrow_and_update();
-                    if applied == u64::MAX || applied <= next {
+                    let Some(applied) = watch.borrow_and_update().size().filter(|a| *a > next)
+                    else {
                         watch.changed().await.ok()?;
                         continue;
-                    }
+                    };
                     // Who is asking is decided again for every batch: a
                     // revoked token ends the stream, a revoked grant hides
                     // what it granted from the next event on.
                     if let Some(s) = &session {
-                        viewer = Arc::new(s.viewer(node.catalog(), node.dataset_access())?);
+                        viewer = Arc::new(s.viewer(node.catalog(), access.clone())?);
                     }
                     let end = applied.min(next + 256);
                     for i in next..end {
@@ -2069,22 +2089,22 @@ impl SubscriptionRoot {
         let node = node.clone();
         let session = ctx.data_opt::<Arc<Session>>().cloned();
         let watch = node.applied();
-        let seen = *watch.borrow();
+        let seen = watch.borrow().size();
         let gauge = SubscriptionGauge::new(&node.metrics().subscriptions);
         Ok(futures_util::stream::unfold(
             (node, watch, seen, (gauge, session)),
             |(node, mut watch, seen, (gauge, session))| async move {
                 loop {
                     watch.changed().await.ok()?;
-                    let size = *watch.borrow_and_update();
-                    if size == u64::MAX || size == seen {
+                    let size = watch.borrow_and_update().size();
+                    if size.is_none() || size == seen {
                         continue;
                     }
                     if session.as_ref().is_some_and(|s| !s.valid()) {
                         return None;
                     }
                     let cp = node.checkpoint().ok()?;
-                    let state = (node, watch, cp.size, (gauge, session));
+                    let state = (node, watch, Some(cp.size), (gauge, session));
                     return Some((Checkpoint::from(&cp), state));
                 }
             },

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use clew_catalog::{Direction, NodeRecord};
 
 use crate::access::Viewer;
-use crate::node::Node;
 use crate::ApiError;
+use clew_node::Node;
 
 /// The JSON-LD context of every DCAT document (DCAT-AP 3, HealthDCAT-AP).
 pub fn dcat_context(base: &str) -> Value {

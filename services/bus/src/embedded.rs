@@ -9,11 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use prost::Message;
-
+use crate::codec::{decode, encode, stream_of};
 use crate::{
-    Bus, BusError, CheckpointRecord, FollowFrom, Follower, InboundReader, InboundRecord,
-    OutboundWriter, Outgoing, Published, RejectedSubmission, SequencedEntry, Stream,
+    Bus, BusError, FollowFrom, Follower, InboundReader, InboundRecord, OutboundWriter, Outgoing,
+    Published, Stream,
 };
 
 /// The single source name of the embedded inbound stream.
@@ -263,40 +262,6 @@ impl OutboundWriter for EmbeddedOutbound {
         }
         Ok(())
     }
-}
-
-pub(crate) fn stream_of(r: &Outgoing) -> Stream {
-    match r {
-        Outgoing::Sequenced(_) => Stream::Sequenced,
-        Outgoing::Checkpoint(_) => Stream::Checkpoints,
-        Outgoing::Rejected(_) => Stream::Rejected,
-    }
-}
-
-pub(crate) fn encode(r: &Outgoing) -> Vec<u8> {
-    match r {
-        Outgoing::Sequenced(m) => m.encode_to_vec(),
-        Outgoing::Checkpoint(m) => m.encode_to_vec(),
-        Outgoing::Rejected(m) => m.encode_to_vec(),
-    }
-}
-
-pub(crate) fn decode(stream: Stream, offset: u64, bytes: &[u8]) -> Result<Published, BusError> {
-    let bad = |e: prost::DecodeError| BusError::Undecodable {
-        stream: stream.name(),
-        offset,
-        detail: e.to_string(),
-    };
-    let record = match stream {
-        Stream::Sequenced => Outgoing::Sequenced(SequencedEntry::decode(bytes).map_err(bad)?),
-        Stream::Checkpoints => Outgoing::Checkpoint(CheckpointRecord::decode(bytes).map_err(bad)?),
-        Stream::Rejected => Outgoing::Rejected(RejectedSubmission::decode(bytes).map_err(bad)?),
-    };
-    Ok(Published {
-        stream,
-        offset,
-        record,
-    })
 }
 
 struct EmbeddedFollower {

@@ -30,7 +30,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::embedded::{decode, encode, stream_of};
+use crate::codec::{decode, encode, stream_of};
 use crate::{
     Bus, BusError, FollowFrom, Follower, InboundReader, InboundRecord, OutboundWriter, Outgoing,
     Published, Stream,

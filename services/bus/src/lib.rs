@@ -4,8 +4,10 @@
 //! This crate owns the four streams of the event spine and nothing about what
 //! flows through them. One trait, [`Bus`], has two implementations:
 //!
-//! - [`EmbeddedBus`]: a durable log in its own sled database, for one process
-//!   on one machine (no broker). Its inbound stream is a single source.
+//! - `EmbeddedBus` (feature `embedded`): a durable log in its own sled
+//!   database, the contract's reference implementation for the conformance
+//!   tests and the bus benchmark's baseline. A single-machine Clew does not
+//!   use it: `clew serve` hands envelopes to its sequencer in process.
 //! - [`KafkaBus`]: Apache Kafka through librdkafka, for a deployment of
 //!   separate processes (sequencer, read replicas, partners).
 //!
@@ -45,6 +47,8 @@
 //! re-publishes from its last confirmed mark); every record carries its index
 //! (leaf index, tree size, rejection index) and readers drop what they hold.
 
+mod codec;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod error;
 mod kafka;
@@ -52,6 +56,7 @@ mod kafka;
 use std::time::Duration;
 
 pub use clew_events::proto::{CheckpointRecord, RejectedSubmission, SequencedEntry};
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedBus;
 pub use error::BusError;
 pub use kafka::{KafkaBus, KafkaConfig, Topics};

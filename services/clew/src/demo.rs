@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clew_api::{Node, Outcome, TokenStore};
+use clew_api::TokenStore;
 use clew_events::proto::{self, event::Body, Role};
 use clew_events::ProducerKey;
+use clew_node::{Node, Outcome};
 use prost::Message;
 
 use crate::datadir::{DataDir, ADMIN_PRINCIPAL};

@@ -328,9 +328,9 @@ pub fn prepare_replica(
         drop(catalog);
         catalog = clew_catalog::Catalog::rebuild(&dir.catalog_dir(), &mirror, &|_, _| {})?;
     }
-    let metrics = Arc::new(clew_api::Metrics::new()?);
+    let metrics = Arc::new(clew_node::Metrics::new()?);
     let bus: Arc<dyn Bus> = kafka.connect()?;
-    let node = clew_api::Node::start_replica(
+    let node = clew_node::Node::start_replica(
         Arc::new(mirror),
         Arc::new(catalog),
         service_key,

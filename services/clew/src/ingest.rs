@@ -263,11 +263,11 @@ fn publish_local(
             // The manifest is stored before the event that cites it exists.
             ManifestStore::new(manifest_dir(dir)).put(manifest)?;
             Ok(match node.record(actor, body, None).await? {
-                clew_api::Outcome::Accepted(s) => Published::Accepted {
+                clew_node::Outcome::Accepted(s) => Published::Accepted {
                     event_id: s.event_id,
                     leaf_index: s.leaf_index,
                 },
-                clew_api::Outcome::Rejected(r) => Published::Refused {
+                clew_node::Outcome::Rejected(r) => Published::Refused {
                     reason: r.reason.as_str_name().to_string(),
                     detail: r.detail,
                 },
@@ -278,7 +278,7 @@ fn publish_local(
     result
 }
 
-fn check_custodian_local(node: &Arc<clew_api::Node>, req: &IngestRequest) -> Result<()> {
+fn check_custodian_local(node: &Arc<clew_node::Node>, req: &IngestRequest) -> Result<()> {
     let Some(site) = &req.site else {
         return Ok(());
     };

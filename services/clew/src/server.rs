@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clew_api::{AppState, Limits, Metrics, Node, TokenStore};
+use clew_api::{AppState, Limits, TokenStore};
 use clew_events::proto::{self, event::Body, Role};
 use clew_events::ProducerKey;
 use clew_ledger::{Ledger, LedgerOptions, Submission};
+use clew_node::{Metrics, Node};
 use prost::Message;
 
 use crate::datadir::{DataDir, ADMIN_PRINCIPAL};
@@ -73,7 +74,8 @@ pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey,
         let body = Body::PrincipalRegistered(proto::PrincipalRegistered {
             principal_id: SERVICE_PRINCIPAL.into(),
             display_name: "Clew API service".into(),
-            roles: vec![Role::Admin as i32],
+            // It signs for the authenticated caller, never as itself.
+            roles: vec![Role::Service as i32],
             verifier_key: service_key.verifier().to_text(),
             organisation: String::new(),
         });

@@ -25,6 +25,7 @@
 pub mod dsse;
 mod error;
 pub mod keys;
+pub mod policy;
 pub mod sample;
 mod validate;
 

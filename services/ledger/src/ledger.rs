@@ -1,6 +1,6 @@
 //! The ledger: opening/creating it, the sequencer's write path, and reads.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -105,7 +105,8 @@ pub(crate) struct WriterState {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyRegistry {
     pub keys: HashMap<String, RegisteredKey>,
-    pub principals: HashSet<String>,
+    /// Principal id → roles at its latest registration.
+    pub principals: HashMap<String, Vec<i32>>,
 }
 
 /// Submissions decoded and signature-checked, ready for [`Ledger::commit`].
@@ -271,11 +272,24 @@ impl Ledger {
             let (k, v) = item?;
             let record: KeyRecord = serde_json::from_slice(&v)
                 .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
-            registry.principals.insert(record.principal_id.clone());
+            registry
+                .principals
+                .entry(record.principal_id.clone())
+                .or_insert_with(|| record.roles.clone());
             registry.keys.insert(
                 String::from_utf8_lossy(&k[1..]).into_owned(),
                 RegisteredKey::new(record)?,
             );
+        }
+        // Roles at each principal's latest registration (keyless ones too).
+        for item in tree.scan_prefix(keys::entity("principal/")) {
+            let (k, v) = item?;
+            let record: crate::store::EntityRecord = serde_json::from_slice(&v)
+                .map_err(|e| LedgerError::Corrupt(format!("principal record: {e}")))?;
+            let id = String::from_utf8_lossy(&k[1 + "principal/".len()..]).into_owned();
+            if !record.roles.is_empty() || !registry.principals.contains_key(&id) {
+                registry.principals.insert(id, record.roles);
+            }
         }
         Ok(Self {
             db,
@@ -440,7 +454,7 @@ impl Ledger {
         let mut rejections = w.rejected;
         let mut ov = Overlay::new(&self.tree);
         let mut receipt = BatchReceipt::default();
-        let mut new_keys: Vec<(String, RegisteredKey)> = Vec::new();
+        let mut new_keys: Vec<rules::RegistryChange> = Vec::new();
 
         for (idx, sub, pre) in fresh {
             let source = positions[idx].0.as_str();
@@ -531,9 +545,15 @@ impl Ledger {
         w.rejected = rejections;
         if !new_keys.is_empty() {
             let mut next = (*registry).clone();
-            for (id, key) in new_keys {
-                next.principals.insert(key.record.principal_id.clone());
-                next.keys.insert(id, key);
+            for change in new_keys {
+                match change {
+                    rules::RegistryChange::Key(id, key) => {
+                        next.keys.insert(id, key);
+                    }
+                    rules::RegistryChange::Principal(id, roles) => {
+                        next.principals.insert(id, roles);
+                    }
+                }
             }
             if let Ok(mut r) = self.registry.write() {
                 *r = Arc::new(next);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use clew_events::policy::{self, Party};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
@@ -33,17 +34,19 @@ impl RegisteredKey {
             .map_err(|e| LedgerError::Corrupt(format!("registered key: {e}")))?;
         Ok(Self { record, verifier })
     }
-
-    fn has_any(&self, roles: &[Role]) -> bool {
-        self.record
-            .roles
-            .iter()
-            .any(|r| *r == Role::Admin as i32 || roles.iter().any(|want| *want as i32 == *r))
-    }
 }
 
-/// Result of admission: keys registered or changed by the event, or a refusal.
-pub(crate) type Admission = Result<Vec<(String, RegisteredKey)>, Refusal>;
+/// A change to the registry the sequencer keeps in memory.
+#[derive(Debug, Clone)]
+pub(crate) enum RegistryChange {
+    /// A key registered or revoked.
+    Key(String, RegisteredKey),
+    /// A principal registered or re-registered, with its roles now.
+    Principal(String, Vec<i32>),
+}
+
+/// Result of admission: registry changes made by the event, or a refusal.
+pub(crate) type Admission = Result<Vec<RegistryChange>, Refusal>;
 
 /// Decides whether `opened` may be appended as leaf `size`; on success its
 /// state changes are in the overlay.
@@ -100,34 +103,40 @@ pub(crate) fn admit(
         )));
     }
 
-    // 2. Roles.
-    let needed = required_roles(body, &signer);
-    if !signer.has_any(needed) {
-        return Ok(Err(refuse(
-            R::Unauthorized,
-            format!(
-                "{} needs one of the roles {:?}; key {key_id} of principal {} has {:?}",
-                opened.kind().as_str_name(),
-                needed.iter().map(|r| r.as_str_name()).collect::<Vec<_>>(),
-                signer.record.principal_id,
-                signer
-                    .record
-                    .roles
-                    .iter()
-                    .map(|r| Role::try_from(*r).map(|r| r.as_str_name()).unwrap_or("?"))
-                    .collect::<Vec<_>>()
-            ),
-        )));
-    }
-    let actor_known = registry.principals.contains(&event.actor)
-        || ov
-            .get(&keys::entity(&format!("principal/{}", event.actor)))?
-            .is_some();
-    if size > 0 && !actor_known {
-        return Ok(Err(refuse(
-            R::DanglingReference,
-            format!("actor principal/{} is not registered", event.actor),
-        )));
+    // 2. The actor is registered, and the one authorisation policy allows
+    //    this signer to record this kind for this actor.
+    let actor_roles = principal_roles(ov, registry, &event.actor)?;
+    if size > 0 {
+        let Some(actor_roles) = actor_roles else {
+            return Ok(Err(refuse(
+                R::DanglingReference,
+                format!("actor principal/{} is not registered", event.actor),
+            )));
+        };
+        let signer_id = signer.record.principal_id.as_str();
+        let signer_roles = principal_roles(ov, registry, signer_id)?
+            .unwrap_or_else(|| signer.record.roles.clone());
+        let key_owner = match body {
+            Body::KeyRevoked(k) => {
+                lookup_key(ov, &registry.keys, &k.key_id)?.map(|k| k.record.principal_id)
+            }
+            _ => None,
+        };
+        let decision = policy::authorise(
+            body,
+            Party {
+                id: signer_id,
+                roles: &signer_roles,
+            },
+            Party {
+                id: &event.actor,
+                roles: &actor_roles,
+            },
+            key_owner.as_deref(),
+        );
+        if let Err(e) = decision {
+            return Ok(Err(refuse(R::Unauthorized, format!("key {key_id}: {e}"))));
+        }
     }
 
     // 3. Exact duplicates by event id.
@@ -163,6 +172,25 @@ fn lookup_key(
     Ok(cache.get(key_id).cloned())
 }
 
+/// The roles of principal `id` at its latest registration, or None when it is
+/// not registered; a registration earlier in this batch is only in the overlay.
+fn principal_roles(
+    ov: &Overlay<'_>,
+    registry: &KeyRegistry,
+    id: &str,
+) -> Result<Option<Vec<i32>>, LedgerError> {
+    let key = keys::entity(&format!("principal/{id}"));
+    if let Some(bytes) = ov.writes.get(&key) {
+        let record: EntityRecord = serde_json::from_slice(bytes)
+            .map_err(|e| LedgerError::Corrupt(format!("principal record: {e}")))?;
+        return Ok(Some(record.roles));
+    }
+    if let Some(roles) = registry.principals.get(id) {
+        return Ok(Some(roles.clone()));
+    }
+    Ok(ov.get_json::<EntityRecord>(&key)?.map(|r| r.roles))
+}
+
 /// Leaf 0 registers an admin whose key signs its own registration.
 fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
     let Body::PrincipalRegistered(p) = body else {
@@ -182,37 +210,6 @@ fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
         },
         verifier,
     })
-}
-
-/// Roles that may sign each kind (admin may sign everything).
-fn required_roles(body: &Body, signer: &RegisteredKey) -> &'static [Role] {
-    match body {
-        Body::PrincipalRegistered(_) | Body::AccessGranted(_) | Body::AccessRevoked(_) => {
-            &[Role::Admin]
-        }
-        // A principal may revoke its own keys; anyone else's needs an admin.
-        Body::KeyRevoked(k) => {
-            if signer.verifier.key_id() == k.key_id {
-                &[
-                    Role::Researcher,
-                    Role::Governance,
-                    Role::Ingest,
-                    Role::Partner,
-                ]
-            } else {
-                &[Role::Admin]
-            }
-        }
-        Body::SiteRegistered(_) => &[Role::Governance],
-        Body::DatasetVersionWithdrawn(_) => &[Role::Governance, Role::Ingest],
-        Body::DatasetRegistered(_)
-        | Body::DatasetVersionPublished(_)
-        | Body::TransformRecorded(_)
-        | Body::TrainingRunRecorded(_)
-        | Body::ModelVersionRegistered(_)
-        | Body::ValidationRecorded(_)
-        | Body::DeploymentRecorded(_) => &[Role::Ingest, Role::Partner, Role::Governance],
-    }
 }
 
 type Check<T> = Result<Result<T, (R, String)>, LedgerError>;
@@ -272,17 +269,40 @@ impl StateCheck<'_, '_> {
         }
     }
 
-    fn apply(&mut self, body: &Body) -> Check<Vec<(String, RegisteredKey)>> {
+    /// Creates or updates the principal record: its roles are those of its
+    /// latest registration.
+    fn register_principal(
+        &mut self,
+        subject: &EntityRef,
+        p: &proto::PrincipalRegistered,
+        changes: &mut Vec<RegistryChange>,
+    ) -> Result<(), LedgerError> {
+        let record = match self.entity(subject)? {
+            Some(prev) => EntityRecord {
+                roles: p.roles.clone(),
+                ..prev
+            },
+            None => EntityRecord {
+                roles: p.roles.clone(),
+                ..self.created()
+            },
+        };
+        self.create(subject, record);
+        changes.push(RegistryChange::Principal(
+            p.principal_id.clone(),
+            p.roles.clone(),
+        ));
+        Ok(())
+    }
+
+    fn apply(&mut self, body: &Body) -> Check<Vec<RegistryChange>> {
         let subject = subject_of(body).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         let dv = |id: &str| EntityRef::new("dataset-version", id);
         let mut changed_keys = Vec::new();
         match body {
             Body::PrincipalRegistered(p) if p.verifier_key.is_empty() => {
                 // A keyless principal: it can be an actor, never a signer.
-                if self.entity(&subject)?.is_none() {
-                    let rec = self.created();
-                    self.create(&subject, rec);
-                }
+                self.register_principal(&subject, p, &mut changed_keys)?;
             }
             Body::PrincipalRegistered(p) => {
                 // Re-registering a principal adds a key (rotation) and updates roles.
@@ -309,14 +329,11 @@ impl StateCheck<'_, '_> {
                     revoked_leaf: None,
                 };
                 self.ov.put_json(keys::key(verifier.key_id()), &record);
-                changed_keys.push((
+                changed_keys.push(RegistryChange::Key(
                     verifier.key_id().to_string(),
                     RegisteredKey { record, verifier },
                 ));
-                if self.entity(&subject)?.is_none() {
-                    let rec = self.created();
-                    self.create(&subject, rec);
-                }
+                self.register_principal(&subject, p, &mut changed_keys)?;
             }
             Body::KeyRevoked(k) => {
                 let Some(mut record) = self.ov.get_json::<KeyRecord>(&keys::key(&k.key_id))? else {
@@ -334,7 +351,7 @@ impl StateCheck<'_, '_> {
                 record.revoked_leaf = Some(self.size);
                 self.ov.put_json(keys::key(&k.key_id), &record);
                 let key = RegisteredKey::new(record)?;
-                changed_keys.push((k.key_id.clone(), key));
+                changed_keys.push(RegistryChange::Key(k.key_id.clone(), key));
                 let rec = self.created();
                 self.create(&subject, rec);
             }

@@ -146,6 +146,10 @@ pub struct EntityRecord {
     /// Validation verdict / deployment status (enum number).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub state: i32,
+    /// A principal's roles at its latest registration (enum numbers): what
+    /// the authorisation policy reads for it as signer and as actor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<i32>,
 }
 
 fn is_zero(v: &i32) -> bool {

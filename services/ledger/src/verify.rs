@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use clew_events::policy::Party;
 use clew_events::proto::{event::Body, Role};
 use clew_events::VerifierKey;
 use rayon::prelude::*;
@@ -55,6 +56,31 @@ pub enum VerifyFailure {
     /// The ledger could not be read at all.
     #[error("cannot read the ledger: {0}")]
     Unreadable(String),
+    /// Every leaf is intact and proven, but some break the authorisation
+    /// policy (`clew_events::policy`) as replayed from the log itself.
+    #[error("{} leaves break the authorisation policy: {}", .0.len(), policy_lines(.0))]
+    Policy(Vec<PolicyViolation>),
+}
+
+/// A leaf whose signer or actor the policy does not allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyViolation {
+    /// Leaf index.
+    pub index: u64,
+    /// Why the policy refuses it.
+    pub problem: String,
+}
+
+fn policy_lines(v: &[PolicyViolation]) -> String {
+    let mut shown: Vec<String> = v
+        .iter()
+        .take(20)
+        .map(|p| format!("leaf {}: {}", p.index, p.problem))
+        .collect();
+    if v.len() > 20 {
+        shown.push(format!("and {} more", v.len() - 20));
+    }
+    shown.join("; ")
 }
 
 /// What a successful verification covered.
@@ -71,12 +97,46 @@ pub struct VerifyReport {
 }
 
 struct KeyLife {
+    principal: String,
     verifier: VerifierKey,
     registered: u64,
     revoked: Option<u64>,
 }
 
 const CHUNK: u64 = 8192;
+
+/// Why the policy refuses leaf `o` given the registry before it, if it does.
+/// An unregistered signing key is reported by the signature check instead.
+fn policy_problem(
+    o: &clew_events::OpenedEnvelope,
+    registry: &HashMap<String, KeyLife>,
+    roles: &HashMap<String, Vec<i32>>,
+) -> Option<String> {
+    let signer = registry.get(o.key_id())?;
+    let actor = &o.event.actor;
+    let Some(actor_roles) = roles.get(actor) else {
+        return Some(format!("actor principal/{actor} is not registered"));
+    };
+    let signer_roles = roles.get(&signer.principal).map_or(&[][..], |r| &r[..]);
+    let key_owner = match o.body() {
+        Body::KeyRevoked(k) => registry.get(&k.key_id).map(|l| l.principal.as_str()),
+        _ => None,
+    };
+    clew_events::policy::authorise(
+        o.body(),
+        Party {
+            id: &signer.principal,
+            roles: signer_roles,
+        },
+        Party {
+            id: actor,
+            roles: actor_roles,
+        },
+        key_owner,
+    )
+    .err()
+    .map(|e| format!("key {}: {e}", o.key_id()))
+}
 
 /// Verifies the ledger in `data_dir`. When `expected_vkey` is given the ledger
 /// must be signed by exactly that key. `progress(done, total)` is called as
@@ -119,6 +179,9 @@ pub fn verify_ledger(
 
     // 1. Leaves: decode, replay the key registry, check signatures, recompute hashes.
     let mut registry: HashMap<String, KeyLife> = HashMap::new();
+    // Roles at each principal's latest registration, as replayed.
+    let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
+    let mut violations: Vec<PolicyViolation> = Vec::new();
     let mut hashes = MemoryHashes(Vec::with_capacity((2 * size) as usize));
     let mut start = 0;
     while start < size {
@@ -148,8 +211,16 @@ pub fn verify_ledger(
                 Ok(o)
             })
             .collect::<Result<_, _>>()?;
-        // Registry changes in this chunk, in order.
+        // The policy as of each leaf, then the registry changes it makes, in order.
         for (i, o) in (start..end).zip(&opened) {
+            if i > 0 {
+                if let Some(problem) = policy_problem(o, &registry, &roles) {
+                    violations.push(PolicyViolation { index: i, problem });
+                }
+            }
+            if let Body::PrincipalRegistered(p) = o.body() {
+                roles.insert(p.principal_id.clone(), p.roles.clone());
+            }
             match o.body() {
                 Body::PrincipalRegistered(p) if p.verifier_key.is_empty() && i > 0 => {}
                 Body::PrincipalRegistered(p) => {
@@ -170,6 +241,7 @@ pub fn verify_ledger(
                     registry
                         .entry(verifier.key_id().to_string())
                         .or_insert(KeyLife {
+                            principal: p.principal_id.clone(),
                             verifier,
                             registered: i,
                             revoked: None,
@@ -317,10 +389,129 @@ pub fn verify_ledger(
             })
         }
     }
+    if !violations.is_empty() {
+        return Err(VerifyFailure::Policy(violations));
+    }
     Ok(VerifyReport {
         leaves: size,
         hashes: seen,
         checkpoints,
         verifier_key: vkey,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Ledger, LedgerOptions, Submission};
+    use clew_events::{sample, seal, ProducerKey};
+    use prost::Message;
+
+    /// A mirror takes whatever the ledger key signed; `clew verify` must still
+    /// catch history that breaks the policy. The forged history here is what a
+    /// ledger that trusted its service key's actors would have held.
+    #[test]
+    fn verify_names_every_leaf_that_breaks_the_policy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger_key = ProducerKey::generate("test.clew.example/ledger")
+            .unwrap()
+            .to_signer_text();
+        let admin = ProducerKey::generate("admin").unwrap();
+        let service = ProducerKey::generate("svc").unwrap();
+        let rita = ProducerKey::generate("rita").unwrap();
+        let primary = Ledger::create(
+            &tmp.path().join("primary"),
+            &ledger_key,
+            &admin,
+            "admin",
+            LedgerOptions::default(),
+        )
+        .unwrap();
+        let good: Vec<Body> = vec![
+            sample::principal("svc", &service, &[Role::Service]),
+            sample::principal("rita", &rita, &[Role::Researcher]),
+            sample::site(1),
+        ];
+        let subs = good
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| Submission {
+                offset: i as u64,
+                bytes: seal(&admin, "admin", b, None, None)
+                    .unwrap()
+                    .encode_to_vec(),
+            })
+            .collect();
+        let r = primary.sequence("test", subs).unwrap();
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        // What the primary refuses: rita (researcher) registering a dataset
+        // through the service key, and the admin's key signing for rita.
+        let forged = [
+            seal(&service, "rita", sample::dataset(1, 1), None, None).unwrap(),
+            seal(&admin, "rita", sample::dataset(2, 1), None, None).unwrap(),
+        ];
+        let refused = primary
+            .sequence(
+                "test",
+                forged
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| Submission {
+                        offset: 10 + i as u64,
+                        bytes: e.encode_to_vec(),
+                    })
+                    .collect(),
+            )
+            .unwrap();
+        assert_eq!(refused.rejected.len(), 2, "the sequencer refuses both");
+
+        // The same leaves, plus the forged ones, signed into a checkpoint.
+        let mut leaves: Vec<Vec<u8>> = (0..primary.size())
+            .map(|i| primary.leaf(i).unwrap())
+            .collect();
+        leaves.extend(
+            forged
+                .iter()
+                .map(|e| clew_events::open(&e.encode_to_vec()).unwrap().canonical),
+        );
+        let mut hashes = MemoryHashes(Vec::new());
+        for (i, leaf) in leaves.iter().enumerate() {
+            let new = stored_hashes_for_record_hash(i as u64, record_hash(leaf), &hashes).unwrap();
+            hashes.0.extend(new);
+        }
+        let size = leaves.len() as u64;
+        let root = tree_hash(size, &hashes).unwrap();
+        let (signer, origin, vkey) = checkpoint::load_signer(&ledger_key).unwrap();
+        let cp = checkpoint::sign(&signer, &origin, size, root).unwrap();
+        let mirror_dir = tmp.path().join("mirror");
+        let mirror = Ledger::open_mirror(&mirror_dir, &vkey, LedgerOptions::default()).unwrap();
+        mirror.append_verified(0, leaves, &cp.note, &[]).unwrap();
+        drop(mirror);
+
+        let failure = verify_ledger(&mirror_dir, Some(&vkey), &|_, _| {}).unwrap_err();
+        let VerifyFailure::Policy(violations) = &failure else {
+            panic!("expected a policy failure, got {failure}");
+        };
+        assert_eq!(
+            violations.iter().map(|v| v.index).collect::<Vec<_>>(),
+            vec![4, 5],
+            "{failure}"
+        );
+        assert!(
+            violations[0]
+                .problem
+                .contains("DATASET_REGISTERED needs one of the roles")
+                && violations[0]
+                    .problem
+                    .contains("actor principal/rita has [RESEARCHER]"),
+            "{failure}"
+        );
+        assert!(
+            violations[1].problem.contains("needs the role SERVICE"),
+            "{failure}"
+        );
+        // The primary's own history obeys the policy.
+        drop(primary);
+        verify_ledger(&tmp.path().join("primary"), Some(&vkey), &|_, _| {}).unwrap();
+    }
 }

@@ -543,3 +543,285 @@ fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
     assert_eq!(positions[1], ("kafka:t:1".to_string(), 44));
     w.verify();
 }
+
+/// Who signs a case's event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SignedBy {
+    /// The actor's own key.
+    Own,
+    /// The service principal's key (ROLE_SERVICE), for the actor.
+    Service,
+    /// Another principal's key without ROLE_SERVICE (the admin's), for the actor.
+    Stranger,
+}
+
+/// Every event kind, as the policy names them in this table.
+const KINDS: [&str; 14] = [
+    "PRINCIPAL_REGISTERED",
+    "KEY_REVOKED (another's key)",
+    "KEY_REVOKED (own key)",
+    "SITE_REGISTERED",
+    "ACCESS_GRANTED",
+    "ACCESS_REVOKED",
+    "DATASET_REGISTERED",
+    "DATASET_VERSION_PUBLISHED",
+    "DATASET_VERSION_WITHDRAWN",
+    "TRANSFORM_RECORDED",
+    "TRAINING_RUN_RECORDED",
+    "MODEL_VERSION_REGISTERED",
+    "VALIDATION_RECORDED",
+    "DEPLOYMENT_RECORDED",
+];
+
+/// The policy table, written out independently of the code that enforces it:
+/// which actor roles may record each kind (R researcher, G governance,
+/// I ingest, P partner, A admin, S service). The signer is then the actor
+/// itself or a SERVICE principal; anyone else is refused whatever the roles.
+fn allowed(kind: &str, role: Role) -> bool {
+    let letters = match kind {
+        "PRINCIPAL_REGISTERED" | "KEY_REVOKED (another's key)" => "A",
+        "KEY_REVOKED (own key)" => "RGIPAS",
+        "ACCESS_GRANTED" | "ACCESS_REVOKED" => "A",
+        "SITE_REGISTERED" => "GA",
+        "DATASET_VERSION_WITHDRAWN" => "GIA",
+        _ => "GIPA",
+    };
+    let letter = match role {
+        Role::Researcher => 'R',
+        Role::Governance => 'G',
+        Role::Ingest => 'I',
+        Role::Partner => 'P',
+        Role::Admin => 'A',
+        Role::Service => 'S',
+        Role::Unspecified => '?',
+    };
+    letters.contains(letter)
+}
+
+#[test]
+fn the_policy_is_enforced_on_signer_and_actor_for_every_kind_and_role() {
+    let mut w = World::new();
+    let admin = w.admin.clone();
+    let roles = [
+        Role::Researcher,
+        Role::Governance,
+        Role::Ingest,
+        Role::Partner,
+        Role::Admin,
+        Role::Service,
+    ];
+    let service = ProducerKey::generate("svc").unwrap();
+    let mut setup = vec![w.sealed(
+        &admin,
+        "admin",
+        sample::principal("svc", &service, &[Role::Service]),
+    )];
+    let mut keys = Vec::new();
+    for role in roles {
+        let id = format!(
+            "p-{}",
+            role.as_str_name()
+                .trim_start_matches("ROLE_")
+                .to_lowercase()
+        );
+        let key = ProducerKey::generate(&id).unwrap();
+        setup.push(w.sealed(&admin, "admin", sample::principal(&id, &key, &[role])));
+        keys.push((role, id, key));
+    }
+    let r = w.submit(setup);
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+
+    let mut table = String::new();
+    let mut n = 0u64;
+    for kind in KINDS {
+        table.push_str(&format!("{kind:<30}"));
+        for (role, actor, own_key) in &keys {
+            for signed_by in [SignedBy::Own, SignedBy::Service, SignedBy::Stranger] {
+                // The stranger is the admin, which is also an actor here.
+                if signed_by == SignedBy::Stranger && *role == Role::Admin {
+                    continue;
+                }
+                n += 1;
+                let (prereqs, body) = case(kind, n, actor, &admin);
+                let prereqs: Vec<Vec<u8>> = prereqs
+                    .into_iter()
+                    .map(|b| w.sealed(&admin, "admin", b))
+                    .collect();
+                if !prereqs.is_empty() {
+                    let r = w.submit(prereqs);
+                    assert!(r.rejected.is_empty(), "{kind} set-up: {:?}", r.rejected);
+                }
+                let signer = match signed_by {
+                    SignedBy::Own => own_key,
+                    SignedBy::Service => &service,
+                    SignedBy::Stranger => &admin,
+                };
+                let r = w.submit(vec![w.sealed(signer, actor, body)]);
+                let expected = allowed(kind, *role) && signed_by != SignedBy::Stranger;
+                let outcome = if r.accepted.len() == 1 {
+                    "accepted".to_string()
+                } else {
+                    format!("{:?}: {}", r.rejected[0].reason, r.rejected[0].detail)
+                };
+                assert_eq!(
+                    r.accepted.len() == 1,
+                    expected,
+                    "{kind} by actor {actor} ({}) signed by {signed_by:?}: {outcome}",
+                    role.as_str_name()
+                );
+                if !expected {
+                    assert_eq!(r.rejected[0].reason, R::Unauthorized, "{kind}: {outcome}");
+                    let names_the_problem = match signed_by {
+                        SignedBy::Stranger => {
+                            r.rejected[0].detail.contains("needs the role SERVICE")
+                        }
+                        _ => r.rejected[0].detail.contains("needs one of the roles"),
+                    };
+                    assert!(names_the_problem, "{kind} {signed_by:?}: {outcome}");
+                }
+                table.push_str(if expected { " +" } else { " ." });
+            }
+            table.push_str(" |");
+        }
+        table.push('\n');
+    }
+    println!("actor roles R G I P A S; each cell: own key, service key, stranger's key\n{table}");
+    w.verify();
+}
+
+/// The events a case needs first (recorded by the admin) and the event under test.
+fn case(kind: &str, n: u64, actor: &str, admin: &ProducerKey) -> (Vec<Body>, Body) {
+    let ds = format!("pol-ds-{n}");
+    let v1 = format!("{ds}@1.0");
+    let dataset = || {
+        let Body::DatasetRegistered(mut d) = sample::dataset(1, 1) else {
+            unreachable!()
+        };
+        d.dataset_id = ds.clone();
+        Body::DatasetRegistered(d)
+    };
+    let version = |v: u64| {
+        let Body::DatasetVersionPublished(mut p) = sample::dataset_version(1, v, vec![]) else {
+            unreachable!()
+        };
+        p.dataset_id = ds.clone();
+        p.manifest_digest = format!("sha256:{:064x}", n * 1000 + v);
+        Body::DatasetVersionPublished(p)
+    };
+    let model = || sample::model_version(&format!("pol-mv-{n}"), "");
+    match kind {
+        "PRINCIPAL_REGISTERED" => {
+            let key = ProducerKey::generate(&format!("new-{n}")).unwrap();
+            (
+                vec![],
+                sample::principal(&format!("new-{n}"), &key, &[Role::Researcher]),
+            )
+        }
+        "KEY_REVOKED (another's key)" => {
+            let key = ProducerKey::generate(&format!("other-{n}")).unwrap();
+            let reg = sample::principal(&format!("other-{n}"), &key, &[Role::Researcher]);
+            (vec![reg], revoke(key.key_id()))
+        }
+        "KEY_REVOKED (own key)" => {
+            // A second key of the actor (re-registration keeps its roles).
+            let key = ProducerKey::generate(&format!("{actor}-spare-{n}")).unwrap();
+            let mut reg = sample::principal(actor, &key, &[]);
+            if let Body::PrincipalRegistered(p) = &mut reg {
+                p.roles = role_of(actor);
+            }
+            (vec![reg], revoke(key.key_id()))
+        }
+        "SITE_REGISTERED" => (vec![], {
+            let Body::SiteRegistered(mut s) = sample::site(1) else {
+                unreachable!()
+            };
+            s.site_id = format!("pol-site-{n}");
+            Body::SiteRegistered(s)
+        }),
+        "ACCESS_GRANTED" => (vec![dataset()], grant(n, &ds)),
+        "ACCESS_REVOKED" => (
+            vec![dataset(), grant(n, &ds)],
+            Body::AccessRevoked(proto::AccessRevoked {
+                grant_id: format!("pol-grant-{n}"),
+                reason: "done".into(),
+            }),
+        ),
+        "DATASET_REGISTERED" => (vec![], dataset()),
+        "DATASET_VERSION_PUBLISHED" => (vec![dataset()], version(1)),
+        "DATASET_VERSION_WITHDRAWN" => (
+            vec![dataset(), version(1)],
+            Body::DatasetVersionWithdrawn(proto::DatasetVersionWithdrawn {
+                dataset_version_id: v1.clone(),
+                reason: proto::WithdrawalReason::LabelErrors as i32,
+                detail: "bad labels".into(),
+            }),
+        ),
+        "TRANSFORM_RECORDED" => (
+            vec![dataset(), version(1), version(2)],
+            sample::transform(
+                &format!("pol-t-{n}"),
+                vec![v1.clone()],
+                vec![format!("{ds}@2.0")],
+            ),
+        ),
+        "TRAINING_RUN_RECORDED" => (
+            vec![dataset(), version(1)],
+            sample::training_run(
+                &format!("pol-run-{n}"),
+                &format!("pol-mv-{n}"),
+                &v1,
+                &v1,
+                &v1,
+            ),
+        ),
+        "MODEL_VERSION_REGISTERED" => (vec![], model()),
+        "VALIDATION_RECORDED" => (
+            vec![dataset(), version(1), model()],
+            sample::validation(
+                &format!("pol-val-{n}"),
+                &format!("pol-mv-{n}"),
+                &v1,
+                "site-0001",
+                true,
+            ),
+        ),
+        "DEPLOYMENT_RECORDED" => (
+            vec![model()],
+            sample::deployment(
+                &format!("pol-dep-{n}"),
+                &format!("pol-mv-{n}"),
+                "site-0001",
+                proto::DeploymentStatus::Shadow,
+                vec![],
+            ),
+        ),
+        other => {
+            let _ = admin;
+            panic!("no case for {other}")
+        }
+    }
+}
+
+fn role_of(actor: &str) -> Vec<i32> {
+    let name = format!("ROLE_{}", actor.trim_start_matches("p-").to_uppercase());
+    vec![Role::from_str_name(&name).expect("role from the actor's name") as i32]
+}
+
+fn revoke(key_id: &str) -> Body {
+    Body::KeyRevoked(proto::KeyRevoked {
+        key_id: key_id.into(),
+        reason: "rotated".into(),
+    })
+}
+
+fn grant(n: u64, dataset: &str) -> Body {
+    Body::AccessGranted(proto::AccessGranted {
+        grant_id: format!("pol-grant-{n}"),
+        grantee: Some(proto::access_granted::Grantee::PrincipalId(
+            "p-researcher".into(),
+        )),
+        dataset_id: dataset.into(),
+        purpose: "audit".into(),
+        expires_at: None,
+    })
+}

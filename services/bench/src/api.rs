@@ -1,4 +1,4 @@
-//! `clew bench api`: concurrent GraphQL clients (a search / lineage mix)
+//! `clew-bench api`: concurrent GraphQL clients (a search / lineage mix)
 //! against `clew serve` over the synthetic national catalogue, while events
 //! are being recorded through GraphQL mutations at a fixed rate.
 //!
@@ -16,8 +16,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::datadir::{DataDir, ADMIN_PRINCIPAL};
-use crate::synthetic::{NationalCatalogue, Producers};
+use clew::datadir::{DataDir, ADMIN_PRINCIPAL};
+use clew::synthetic::{NationalCatalogue, Producers};
 
 /// Figures printed as the last line of `clew bench api`.
 #[derive(Debug, Default, Serialize)]
@@ -134,7 +134,7 @@ fn build(data: &DataDir, datasets: u64) -> Result<u64> {
         "bench.clew.example/ledger",
         clew_ledger::LedgerOptions::default(),
     )?;
-    let admin = crate::keyfiles::read_producer(&data.admin_key())?;
+    let admin = clew::keyfiles::read_producer(&data.admin_key())?;
     let p = Producers::new(admin, ADMIN_PRINCIPAL, 8);
     let setup: Vec<clew_ledger::Submission> = p
         .registrations()
@@ -149,19 +149,19 @@ fn build(data: &DataDir, datasets: u64) -> Result<u64> {
     ensure!(r.rejected.is_empty(), "producer registration refused");
     let scale = NationalCatalogue { datasets };
     let total = scale.events();
-    let pb = crate::progress_bar(total, "sequencing");
+    let pb = clew::progress_bar(total, "sequencing");
     let mut at = 0;
     while at < total {
         let end = (at + 50_000).min(total);
-        crate::bench::sequence_all(&ledger, scale.envelopes(&p, at..end), at, 2048, &pb)?;
+        crate::spine::sequence_all(&ledger, scale.envelopes(&p, at..end), at, 2048, &pb)?;
         at = end;
     }
     pb.finish_and_clear();
-    let pb = crate::progress_bar(ledger.size(), "projecting");
+    let pb = clew::progress_bar(ledger.size(), "projecting");
     clew_catalog::Catalog::rebuild_with_cache(
         &data.catalog_dir(),
         &ledger,
-        crate::bench::PROJECTION_CACHE_BYTES,
+        crate::spine::PROJECTION_CACHE_BYTES,
         &|done, _| pb.set_position(done),
     )?;
     pb.finish_and_clear();
@@ -380,7 +380,7 @@ async fn drive(
     tokio::time::sleep(Duration::from_secs(5)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let pb = crate::progress_bar(duration.as_secs(), "measuring");
+    let pb = clew::progress_bar(duration.as_secs(), "measuring");
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         pb.set_position(started.elapsed().as_secs());

@@ -1,4 +1,4 @@
-//! `clew bench kafka`: the distributed path on a real broker.
+//! `clew-bench kafka`: the distributed path on a real broker.
 //!
 //! 1. Throughput: producers put a pre-signed synthetic stream on the inbound
 //!    stream; the sequencer (in this process, on the bus under test) reads it
@@ -23,7 +23,7 @@ use clew_bus::{Bus, EmbeddedBus, KafkaBus, KafkaConfig, Topics};
 use clew_sequencer::{Progress, SequencerOptions};
 use serde::Serialize;
 
-use crate::synthetic::{self, Producers};
+use clew::synthetic::{self, Producers};
 
 /// What the benchmark measured.
 #[derive(Debug, Serialize)]
@@ -91,7 +91,7 @@ pub fn run(
             (Some(b), s.clone(), format!("harness {s}"))
         }
     };
-    let (ledger_key, p) = crate::bench::bench_keys(producers)?;
+    let (ledger_key, p) = crate::spine::bench_keys(producers)?;
     eprintln!("signing {events} events…");
     let stream = synthetic::events(&p, 0..events, events);
 
@@ -188,11 +188,11 @@ fn throughput(
     producers: usize,
 ) -> Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
-    let ledger = Arc::new(crate::bench::bench_ledger(dir.path(), ledger_key, p)?);
+    let ledger = Arc::new(crate::spine::bench_ledger(dir.path(), ledger_key, p)?);
     let base = ledger.size();
     let progress = Progress::default();
     let total = stream.len() as u64;
-    let pb = crate::progress_bar(total, name);
+    let pb = clew::progress_bar(total, name);
     let result = with_sequencer(&ledger, &bus, &progress, || {
         // The ledger's own leaves (genesis, registrations) published first.
         wait_published(&progress, base, Duration::from_secs(120))?;
@@ -237,7 +237,7 @@ fn latency(
     let steady = &steady[..(timed as usize).min(steady.len())];
 
     let dir = tempfile::tempdir()?;
-    let ledger = Arc::new(crate::bench::bench_ledger(
+    let ledger = Arc::new(crate::spine::bench_ledger(
         &dir.path().join("ledger"),
         ledger_key,
         p,
@@ -257,11 +257,11 @@ fn latency(
         .build()?;
     with_sequencer(&ledger, &bus, &progress, || {
         rt.block_on(async {
-            let node = clew_api::Node::start_replica(
+            let node = clew_node::Node::start_replica(
                 mirror.clone(),
                 catalog.clone(),
                 p.admin.clone(),
-                Arc::new(clew_api::Metrics::new()?),
+                Arc::new(clew_node::Metrics::new()?),
                 bus.clone(),
                 "bench-replica",
             )?;
@@ -277,13 +277,13 @@ fn latency(
             let deadline = Instant::now() + Duration::from_secs(180);
             loop {
                 let a = *applied.borrow();
-                if a != u64::MAX && a >= want {
+                if a.size().is_some_and(|n| n >= want) {
                     break;
                 }
                 if Instant::now() > deadline {
                     bail!(
                         "the replica did not catch up with the set-up events: want {want}, \
-                         ledger {}, published {}, mirror {}, applied {a}",
+                         ledger {}, published {}, mirror {}, applied {a:?}",
                         ledger.size(),
                         progress.published.load(Ordering::Relaxed),
                         mirror.size()
@@ -296,7 +296,7 @@ fn latency(
                 mirror.size(),
                 steady.len()
             );
-            let pb = crate::progress_bar(steady.len() as u64, "latency");
+            let pb = clew::progress_bar(steady.len() as u64, "latency");
             let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
             let mut tasks = tokio::task::JoinSet::new();
             let period = Duration::from_secs_f64(1.0 / rate as f64);
@@ -364,13 +364,13 @@ fn with_sequencer<T>(
 
 fn record(
     hist: &mut hdrhistogram::Histogram<u64>,
-    (elapsed, outcome): (Duration, Result<clew_api::Outcome, clew_api::ApiError>),
+    (elapsed, outcome): (Duration, Result<clew_node::Outcome, clew_node::NodeError>),
 ) -> Result<()> {
     match outcome? {
-        clew_api::Outcome::Accepted(_) => {
+        clew_node::Outcome::Accepted(_) => {
             hist.record(elapsed.as_micros() as u64)?;
             Ok(())
         }
-        clew_api::Outcome::Rejected(r) => bail!("latency event refused: {}", r.detail),
+        clew_node::Outcome::Rejected(r) => bail!("latency event refused: {}", r.detail),
     }
 }

@@ -1,4 +1,4 @@
-//! `clew bench dicom`: Clew's header scan against pydicom on the same tree.
+//! `clew-bench dicom`: Clew's header scan against pydicom on the same tree.
 //!
 //! Builds a tree of (by default) 20,000 DICOM files from the real files in
 //! the pydicom wheel (tests/dicom/fetch.sh), each a copy with new Study,
@@ -84,7 +84,7 @@ fn build_tree(
     n: usize,
     out: &Path,
 ) -> Result<u64> {
-    let pb = crate::progress_bar(n as u64, "building");
+    let pb = clew::progress_bar(n as u64, "building");
     let uid = |kind: u64, i: usize| format!("2.25.{}{:010}", 1000 + kind, i);
     let sizes: Result<Vec<u64>> = (0..n)
         .into_par_iter()
@@ -211,7 +211,7 @@ pub fn run(
     ensure!(seen == files, "Clew read {seen} of {files} files");
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let (mut all, mut single, mut py) = (Vec::new(), Vec::new(), Vec::new());
-    let pb = crate::progress_bar(runs as u64, "timing");
+    let pb = clew::progress_bar(runs as u64, "timing");
     for _ in 0..runs {
         let (n, s) = clew_scan(&tree, &table)?;
         ensure!(n == files, "Clew read {n} of {files}");

@@ -1,4 +1,4 @@
-//! `clew bench ledger`: sequencing throughput with signature verification
+//! `clew-bench ledger`: sequencing throughput with signature verification
 //! against the machine's raw Ed25519 verify rate, and inclusion-proof latency.
 
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use clew_ledger::{Ledger, LedgerOptions, Submission};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::synthetic::{self, Producers};
+use clew::synthetic::{self, Producers};
 
 /// Figures printed as the last line of `clew bench ledger`.
 #[derive(Debug, Serialize)]
@@ -43,7 +43,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     let (ledger_key, p) = bench_keys(producers)?;
 
     // 1. Generate the signed stream (not timed).
-    let gen = crate::progress_bar(events, "signing");
+    let gen = clew::progress_bar(events, "signing");
     let mut stream = Vec::with_capacity(events as usize);
     let chunk = 50_000u64;
     let mut at = 0;
@@ -89,7 +89,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     // 3. Sequence into a fresh durable ledger (fsync per batch, as in production).
     let ledger = bench_ledger(dir.path(), &ledger_key, &p)?;
 
-    let pb = crate::progress_bar(events, "sequencing");
+    let pb = clew::progress_bar(events, "sequencing");
     let started = Instant::now();
     sequence_all(&ledger, stream, 0, batch, &pb)?;
     let elapsed = started.elapsed();
@@ -129,7 +129,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
 
 /// Page cache for projecting a whole ledger (`reindex`): large enough to
 /// hold a million-node catalogue's state, so projection does not re-read pages.
-pub(crate) const PROJECTION_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub(crate) const PROJECTION_CACHE_BYTES: u64 = clew::PROJECTION_CACHE_BYTES;
 
 /// Figures printed as the last line of `clew bench catalog`.
 #[derive(Debug, Serialize, serde::Deserialize, Default)]
@@ -168,14 +168,14 @@ pub fn catalog(
     serve_cache_bytes: u64,
     exe: &std::path::Path,
 ) -> Result<CatalogBench> {
-    use crate::synthetic::NationalCatalogue;
+    use clew::synthetic::NationalCatalogue;
     let scale = NationalCatalogue { datasets };
     let dir = tempfile::tempdir()?;
     let (ledger_key, p) = bench_keys(producers)?;
     let ledger = bench_ledger(&dir.path().join("ledger"), &ledger_key, &p)?;
 
     let total = scale.events();
-    let pb = crate::progress_bar(total, "sequencing");
+    let pb = clew::progress_bar(total, "sequencing");
     let mut at = 0;
     while at < total {
         let end = (at + 50_000).min(total);
@@ -185,7 +185,7 @@ pub fn catalog(
     pb.finish_and_clear();
 
     let catalog_dir = dir.path().join("catalog");
-    let pb = crate::progress_bar(ledger.size(), "projecting");
+    let pb = clew::progress_bar(ledger.size(), "projecting");
     let started = Instant::now();
     let catalog = clew_catalog::Catalog::rebuild_with_cache(
         &catalog_dir,
@@ -200,7 +200,7 @@ pub fn catalog(
     drop(ledger);
 
     let out = std::process::Command::new(exe)
-        .args(["bench", "catalog-serve", "--dir"])
+        .args(["catalog-serve", "--dir"])
         .arg(&catalog_dir)
         .args(["--runs", &scale.runs().to_string()])
         .args(["--cache-mib", &(serve_cache_bytes >> 20).to_string()])
@@ -284,7 +284,7 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     let mut impact_nodes = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let a = catalog.impact(crate::synthetic::HUB, None)?;
+        let a = catalog.impact(clew::synthetic::HUB, None)?;
         impact.push(ms(t.elapsed()));
         impact_nodes = a.affected.len() as u64;
     }

@@ -26,16 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clew_bus::{Bus, FollowFrom, Outgoing, RejectedSubmission, Stream};
-use clew_catalog::{Catalog, SearchBacklog};
+use clew_catalog::Catalog;
 use clew_events::proto::RejectionReason;
 use clew_ledger::{Ledger, Rejection, SignedCheckpoint};
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::node::{Outcome, Sequenced};
-
-/// Under load, how long appended leaves may share one search commit.
-const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
+use crate::projector::{catch_up_at_start, publish, SearchPacer};
+use crate::{Applied, Outcome, Sequenced};
 
 /// Ledger cursor names of the replica's stream positions.
 pub fn position_name(stream: Stream) -> String {
@@ -91,7 +89,7 @@ pub(crate) struct Follow {
     pub catalog: Arc<Catalog>,
     pub bus: Arc<dyn Bus>,
     pub group: String,
-    pub applied: watch::Sender<u64>,
+    pub applied: watch::Sender<Applied>,
     pub metrics: Arc<Metrics>,
     pub waiters: Arc<Waiters>,
     pub stop: Arc<AtomicBool>,
@@ -104,7 +102,7 @@ struct PendingCheckpoint {
 
 impl Follow {
     pub(crate) fn run(self) {
-        if !crate::node::catch_up_at_start(&self.catalog, &self.ledger) {
+        if !catch_up_at_start(&self.catalog, &self.ledger) {
             return;
         }
         let position = |s: Stream| self.ledger.cursor(&position_name(s)).unwrap_or(0);
@@ -134,20 +132,17 @@ impl Follow {
         );
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut checkpoints: BTreeMap<u64, PendingCheckpoint> = BTreeMap::new();
-        let mut backlog = SearchBacklog::default();
+        let mut pacer = SearchPacer::new();
         let mut last_consumed = Instant::now();
         // Appended leaves wait for the search commit that covers them; under
         // load one commit (at most every SEARCH_COMMIT_EVERY) serves many.
         let mut unanswered: Vec<(u64, String)> = Vec::new();
         let mut head: Option<SignedCheckpoint> = None;
-        let mut last_commit = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            let wait = if unanswered.is_empty() && backlog.is_empty() {
+            let wait = if unanswered.is_empty() && pacer.backlog.is_empty() {
                 Duration::from_millis(100)
             } else {
-                SEARCH_COMMIT_EVERY
-                    .saturating_sub(last_commit.elapsed())
-                    .max(Duration::from_millis(1))
+                pacer.wait().max(Duration::from_millis(1))
             };
             let records = match follower.poll(4096, wait) {
                 Ok(r) => r,
@@ -196,7 +191,10 @@ impl Follow {
             if let Some(batch) = self.append_covered(&mut pending, &mut checkpoints, &mut from) {
                 unanswered.extend(batch.appended);
                 head = Some(batch.checkpoint);
-                if let Err(e) = self.catalog.catch_up_state(&self.ledger, &mut backlog) {
+                if let Err(e) = self
+                    .catalog
+                    .catch_up_state(&self.ledger, &mut pacer.backlog)
+                {
                     tracing::error!(error = %e, "applying mirrored leaves to the catalogue");
                 }
             }
@@ -209,12 +207,10 @@ impl Follow {
                 }
                 self.answer(&[], None, &rejected);
             }
-            let due = idle || last_commit.elapsed() >= SEARCH_COMMIT_EVERY;
-            if due && (!unanswered.is_empty() || !backlog.is_empty()) {
-                if let Err(e) = self.catalog.commit_search(&mut backlog) {
-                    tracing::error!(error = %e, "committing the search index");
-                }
-                last_commit = Instant::now();
+            let due = idle || pacer.due();
+            if due && (!unanswered.is_empty() || !pacer.backlog.is_empty()) {
+                // A failed commit is logged; the leaves are applied and durable.
+                let _ = pacer.commit(&self.catalog);
                 self.publish_size();
                 self.answer(&unanswered, head.as_ref(), &[]);
                 unanswered.clear();
@@ -333,10 +329,7 @@ impl Follow {
     }
 
     fn publish_size(&self) {
-        let size = self.ledger.size();
-        self.metrics.tree_size.set(size as i64);
-        self.metrics.applied.set(size as i64);
-        self.applied.send_replace(size);
+        publish(&self.applied, &self.metrics, self.ledger.size());
     }
 
     fn answer(

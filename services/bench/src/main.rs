@@ -1,0 +1,319 @@
+//! `clew-bench`: Clew's benchmarks, apart from the shipped binary. Each
+//! prints its figures, the peer or limit it is measured against in the same
+//! run, and, last, one JSON line.
+//!
+//! [`spine`] sequences and projects a synthetic national catalogue (ledger
+//! throughput against raw Ed25519 verification; projection, search, lineage
+//! and impact); [`api`] drives `clew serve` with concurrent GraphQL clients;
+//! [`kafka`] measures the distributed path on a real broker against the
+//! embedded log; [`dicom`] times the DICOM header scan against pydicom.
+
+mod api;
+mod dicom;
+mod kafka;
+mod spine;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Clew's benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "clew-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// A national-scale catalogue through the real event path: projection,
+    /// search, lineage and impact latency, serving memory.
+    Catalog {
+        /// Number of datasets (each brings 50 lineage nodes; 20,000 make about a million).
+        #[arg(long, default_value_t = 20_000)]
+        datasets: u64,
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+        /// Page cache of the serving process, MiB.
+        #[arg(long, default_value_t = 256)]
+        serve_cache_mib: u64,
+    },
+    /// The serving half of `bench catalog` (run by it in a separate process).
+    #[command(hide = true)]
+    CatalogServe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        runs: u64,
+        #[arg(long, default_value_t = 256)]
+        cache_mib: u64,
+    },
+    /// Concurrent GraphQL clients (search / lineage mix) against `clew serve`
+    /// over the national catalogue while events are recorded at a fixed rate.
+    Api {
+        /// Number of datasets (as for `bench catalog`: 20,000 make about a million nodes).
+        #[arg(long, default_value_t = 20_000)]
+        datasets: u64,
+        /// Concurrent query clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Measured seconds (after a 5 s warm-up).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Events recorded per second through GraphQL mutations meanwhile.
+        #[arg(long, default_value_t = 1000)]
+        record_rate: u64,
+        /// Build the catalogue in (or reuse it from) this directory instead
+        /// of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The distributed path on Kafka: producers → sequenced-and-published
+    /// events/s (baseline: the same sequencer on the embedded log), and
+    /// event → searchable latency on a read replica at a steady rate.
+    /// Starts a local broker unless --kafka / KAFKA_BOOTSTRAP names one.
+    Kafka {
+        /// Bootstrap servers of an existing broker.
+        #[arg(long = "kafka", env = "KAFKA_BOOTSTRAP")]
+        bootstrap: Option<String>,
+        /// Events in the throughput stream.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// Submission rate of the latency run, events/s.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Length of the latency run, seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Clew's DICOM header scan (SHA-256 of every byte, header up to pixel
+    /// data, de-identification gate) against pydicom's
+    /// dcmread(stop_before_pixels=True) over the same tree of real files.
+    Dicom {
+        /// Files in the tree (copies of the real files with new UIDs).
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        /// Timed runs per contender; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The real DICOM files (tests/dicom/fetch.sh puts them here).
+        #[arg(long, default_value = "target/dicom-files")]
+        source: PathBuf,
+        /// Python with pydicom (tests/dicom/fetch.sh makes it).
+        #[arg(long, default_value = "target/dicom-venv/bin/python")]
+        python: PathBuf,
+        /// The pydicom side of the benchmark.
+        #[arg(long, default_value = "tests/dicom/pydicom_scan.py")]
+        script: PathBuf,
+        /// Build the tree here and keep it (reused when it has --files files).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
+    Ledger {
+        /// Number of events to sequence.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 2048)]
+        batch_size: usize,
+        /// Number of producers (ingest keys) signing the stream.
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+    },
+}
+
+/// The `clew` binary beside this one (`cargo build --release` builds both).
+fn clew_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the clew-bench binary")?;
+    let clew = me.with_file_name(format!("clew{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        clew.exists(),
+        "{} is missing: build it with `cargo build --release -p clew`",
+        clew.display()
+    );
+    Ok(clew)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse().bench) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(bench: Bench) -> Result<()> {
+    match bench {
+        Bench::Api {
+            datasets,
+            clients,
+            seconds,
+            record_rate,
+            data_dir,
+        } => {
+            let exe = clew_binary()?;
+            let r = crate::api::api(
+                datasets.max(10),
+                clients.max(1),
+                seconds.max(1),
+                record_rate,
+                data_dir.as_deref(),
+                &exe,
+            )?;
+            println!("catalogue events:  {}", r.events);
+            println!(
+                "queries:           {:.0}/s from {} clients (p50 {:.2} ms, p99 {:.2} ms)",
+                r.queries_per_s, r.clients, r.p50_ms, r.p99_ms
+            );
+            println!(
+                "  search:          p50 {:.2} ms, p99 {:.2} ms",
+                r.search_p50_ms, r.search_p99_ms
+            );
+            println!(
+                "  10-hop lineage:  p50 {:.2} ms, p99 {:.2} ms",
+                r.lineage_p50_ms, r.lineage_p99_ms
+            );
+            println!(
+                "recording:         {:.0} events/s of {} targeted (p99 {:.1} ms to receipt); {} errors",
+                r.recorded_per_s, r.record_target_per_s, r.record_p99_ms, r.errors
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Catalog {
+            datasets,
+            producers,
+            serve_cache_mib,
+        } => {
+            let exe = std::env::current_exe().context("locating the clew-bench binary")?;
+            let r = spine::catalog(
+                datasets.max(10),
+                producers.max(1),
+                serve_cache_mib << 20,
+                &exe,
+            )?;
+            println!("lineage nodes / events:  {} / {}", r.nodes, r.events);
+            println!(
+                "projection:              {:.0} events/s (reindex {:.1} s)",
+                r.projection_events_per_s, r.reindex_s
+            );
+            println!(
+                "search + 3 facets:       p50 {:.2} ms, p99 {:.2} ms",
+                r.search_p50_ms, r.search_p99_ms
+            );
+            println!(
+                "10-hop upstream lineage: p50 {:.2} ms, p99 {:.2} ms",
+                r.lineage_10_hop_p50_ms, r.lineage_10_hop_p99_ms
+            );
+            println!(
+                "withdrawal impact:       {:.1} ms over {} downstream nodes",
+                r.impact_ms, r.impact_nodes
+            );
+            println!("serving peak RSS:        {:.0} MiB", r.serving_peak_rss_mib);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::CatalogServe {
+            dir,
+            runs,
+            cache_mib,
+        } => {
+            let r = spine::catalog_serve(&dir, runs.max(1), cache_mib << 20)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Dicom {
+            files,
+            runs,
+            source,
+            python,
+            script,
+            keep,
+        } => {
+            let r = crate::dicom::run(
+                files.max(1),
+                runs.max(1),
+                &source,
+                &python,
+                &script,
+                keep.as_deref(),
+            )?;
+            println!(
+                "{} files ({} MiB, copies of {} real files); medians of {} runs",
+                r.files,
+                r.bytes >> 20,
+                r.source_files,
+                r.runs
+            );
+            println!(
+                "clew ingest scan: {:.0} files/s on {} cores, {:.0} files/s on 1 thread",
+                r.clew_files_per_s, r.cores, r.clew_1_thread_files_per_s
+            );
+            println!(
+                "pydicom {} dcmread(stop_before_pixels=True): {:.0} files/s",
+                r.pydicom, r.pydicom_files_per_s
+            );
+            println!(
+                "ratio: {:.1}x ({:.1}x on one thread)",
+                r.ratio, r.ratio_1_thread
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Kafka {
+            bootstrap,
+            events,
+            producers,
+            rate,
+            seconds,
+        } => {
+            let r = crate::kafka::run(bootstrap, events, producers.max(1), rate, seconds)?;
+            println!("broker:                         {}", r.broker);
+            println!(
+                "producers → sequenced+published: {:.0} events/s on Kafka, {:.0} on the embedded log (ratio {:.2}; {} events, {} producers)",
+                r.kafka_events_per_s, r.embedded_events_per_s, r.ratio_to_embedded, r.events, r.producers
+            );
+            println!(
+                "event → searchable on a replica: p50 {:.1} ms, p99 {:.1} ms at {:.0} events/s ({} events)",
+                r.searchable_p50_ms, r.searchable_p99_ms, r.achieved_rate_per_s, r.latency_events
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Ledger {
+            events,
+            batch_size,
+            producers,
+        } => {
+            let r = spine::ledger(events, batch_size, producers.max(1))?;
+            println!("events sequenced:        {}", r.events);
+            println!("mean event size:         {} bytes", r.mean_event_bytes);
+            println!(
+                "sequenced events/s:      {:.0} (batch {}, fsync per batch)",
+                r.events_per_s, r.batch
+            );
+            println!("raw verify/s, all cores: {:.0}", r.raw_verify_per_s);
+            println!(
+                "raw verify/s, one core:  {:.0}",
+                r.raw_verify_single_core_per_s
+            );
+            println!("ratio to raw verify:     {:.2}", r.ratio_to_raw_verify);
+            println!(
+                "inclusion proof at {}:   p50 {:.1} us, p99 {:.1} us",
+                r.tree_size, r.inclusion_proof_p50_us, r.inclusion_proof_p99_us
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(())
+}

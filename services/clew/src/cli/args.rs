@@ -1,0 +1,458 @@
+//! The command line's argument types (clap derive): what each command
+//! takes. The commands themselves live in one module per family.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Clew: the provenance catalogue and verifiable ledger of a medical-imaging AI platform.
+#[derive(Debug, Parser)]
+#[command(name = "clew", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DataDirArg {
+    /// Data directory holding the ledger and its keys.
+    #[arg(long, default_value = "clew-data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// Every command, grouped by family (one module each); the families are
+/// flattened, so the command line is `clew <command>`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    #[command(flatten)]
+    Ledger(LedgerCommand),
+    #[command(flatten)]
+    Catalog(CatalogCommand),
+    #[command(flatten)]
+    Serve(ServeCommand),
+    #[command(flatten)]
+    Ingest(IngestCommand),
+}
+
+/// Keys, the ledger, proofs and receipts: everything that works on a data directory's ledger or on files it wrote.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Generate an Ed25519 key pair in the C2SP signed-note text formats.
+    Keygen {
+        /// Key name (for a ledger key: its checkpoint origin, e.g. clew.example.org/ledger).
+        #[arg(long)]
+        name: String,
+        /// Directory to write `<name>.key` (private, 0600) and `<name>.vkey` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a ledger: its signing key, the genesis admin key and leaf 0.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Checkpoint origin (the ledger key's name).
+        #[arg(long, default_value = "clew.example.org/ledger")]
+        origin: String,
+    },
+    /// Sequence the envelopes of a stream file into the ledger, resuming at the
+    /// stored cursor. Prints `ack <offset> <event-id> <leaf>` and
+    /// `reject <offset> <reason> <detail>` lines once each batch is durable.
+    Sequence {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Stream file: varint-length-delimited DSSE envelopes.
+        #[arg(long)]
+        input: PathBuf,
+        /// Input source name under which the cursor is stored (default: the file name).
+        #[arg(long)]
+        source: Option<String>,
+        /// Submissions per batch (one fsync and one checkpoint per batch).
+        #[arg(long, default_value_t = 1024)]
+        batch_size: usize,
+    },
+    /// Write a stream file of realistic signed events (producer registrations
+    /// signed by this ledger's admin key, then sites, datasets, versions,
+    /// transforms and training runs) to try the ledger and catalogue with.
+    SampleStream {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Stream file to write (appended to if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Number of producers (ingest keys) signing the stream.
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+    },
+    /// Verify the whole ledger offline: leaves, signatures, hashes, checkpoints.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Expected ledger verifier key (file or key text); default: the one stored.
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Print a signed checkpoint (the latest, or the one at --size).
+    Checkpoint {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print an offline receipt (C2SP tlog-proof) for one event.
+    Receipt {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Leaf index.
+        #[arg(long, conflicts_with = "event_id")]
+        index: Option<u64>,
+        /// Event id (UUIDv7).
+        #[arg(long)]
+        event_id: Option<String>,
+    },
+    /// Check a receipt offline against the ledger's verifier key.
+    VerifyReceipt {
+        /// Receipt file.
+        file: PathBuf,
+        /// Ledger verifier key (file or key text).
+        #[arg(long)]
+        vkey: String,
+    },
+    /// Check a proof-carrying lineage or impact answer offline (the JSON
+    /// document of `GET /proofs/lineage` or `/proofs/impact`): the checkpoint's
+    /// signature, every event's inclusion proof and signature (with keys whose
+    /// registrations it carries), and that every node and edge is what its
+    /// event records. Exits non-zero naming the first thing that does not hold.
+    VerifyAnswer {
+        /// The answer document.
+        file: PathBuf,
+        /// Ledger verifier key (file or key text).
+        #[arg(long)]
+        vkey: String,
+    },
+    /// Print a Merkle proof, one base64 hash per line.
+    Proof {
+        #[command(subcommand)]
+        kind: ProofKind,
+    },
+    /// The ledger as static C2SP tlog-tiles.
+    Tiles {
+        #[command(subcommand)]
+        action: TilesAction,
+    },
+    /// List refused submissions as JSON lines (operators).
+    Rejected {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// Catalogue queries and rebuilds over a data directory.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CatalogCommand {
+    /// Rebuild the catalogue (state, lineage graph, search index) from the ledger alone.
+    Reindex {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Search dataset and model versions (JSON).
+    Search {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Words and "quoted phrases".
+        #[arg(long, default_value = "")]
+        text: String,
+        /// Facet filter `facet=value` (repeatable).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Order by recency instead of relevance.
+        #[arg(long)]
+        recent: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Answer as a researcher would see it: open datasets plus --grant ones.
+        #[arg(long)]
+        researcher: bool,
+        /// Dataset ids the researcher holds grants for.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+    },
+    /// Lineage up (default) or down from an entity (JSON).
+    Lineage {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Subject, e.g. deployment/dep-1.
+        #[arg(long)]
+        subject: String,
+        /// Walk downstream instead of upstream.
+        #[arg(long)]
+        down: bool,
+        #[arg(long, default_value_t = 10)]
+        depth: u32,
+        /// Answer over the first N leaves only.
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Everything downstream of a dataset version, live deployments first (JSON).
+    Impact {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Subject, e.g. dataset-version/ds-1@2.0.
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Every event about an entity, with its leaf index (JSON).
+    History {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+/// Running Clew: the single-process server, the demo, the distributed services and their tokens.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServeCommand {
+    /// Run the whole system in one process on the embedded default:
+    /// sequencer, catalogue and the GraphQL API. Creates the data directory
+    /// (keys, ledger, an admin token) on first start; Ctrl-C stops cleanly.
+    Serve {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Record a realistic national scenario (five trusts, de-identification,
+    /// annotation, a split, two training runs, external validation, a live
+    /// deployment, a withdrawal) through the signed-event path, print example
+    /// queries, and with --serve keep serving it.
+    Demo {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Keep serving after recording the scenario.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// The sequencer on Kafka: reads the inbound topic into the ledger
+    /// (exactly once) and publishes the ledger to the sequenced, checkpoint and
+    /// rejected topics. Creates the data directory on first start.
+    Ledger {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        /// Checkpoint origin used when the data directory is created.
+        #[arg(long, default_value = "clew.example.org/ledger")]
+        origin: String,
+        /// Address of /healthz, /readyz and /metrics (off when not given).
+        #[arg(long, env = "CLEW_HEALTH_LISTEN")]
+        health_listen: Option<std::net::SocketAddr>,
+        /// Folder holding ledger.key, admin.key and api.key (e.g. a mounted
+        /// Secret): copied into the data directory's keys/ when absent there,
+        /// before it is created.
+        #[arg(long, env = "CLEW_KEYS_FROM")]
+        keys_from: Option<PathBuf>,
+    },
+    /// A read replica on Kafka: a verified mirror of the ledger, its own
+    /// catalogue, and the GraphQL API (mutations go onto the inbound topic).
+    Replica {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The ledger's verifier key (C2SP text, or a file holding it: the
+        /// ledger's keys/ledger.vkey).
+        #[arg(long, env = "CLEW_LEDGER_VKEY")]
+        ledger_vkey: String,
+        /// The API service key file (a copy of the ledger's keys/api.key).
+        #[arg(long, env = "CLEW_SERVICE_KEY")]
+        service_key: PathBuf,
+        /// Kafka consumer group of this replica (default clew-replica-<host>).
+        #[arg(long, env = "CLEW_REPLICA_GROUP")]
+        group: Option<String>,
+        /// Shared bearer-token file (see `clew token issue`) instead of the
+        /// data directory's own.
+        #[arg(long, env = "CLEW_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+    },
+    /// Create the Kafka topics (if missing) and print their layout.
+    Topics {
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+    },
+    /// Bearer tokens kept in a token file (for replicas sharing one).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Put the envelopes of a stream file on the Kafka inbound topic, keyed
+    /// by signing key id. Prints one JSON summary line.
+    Submit {
+        #[command(flatten)]
+        kafka: crate::distributed::KafkaArgs,
+        /// Stream file: varint-length-delimited DSSE envelopes.
+        #[arg(long)]
+        input: PathBuf,
+        /// Only records A..B of the file (record numbers, B exclusive).
+        #[arg(long)]
+        records: Option<String>,
+        /// Only records whose number is K modulo N ("K/N").
+        #[arg(long)]
+        shard: Option<String>,
+        /// Then wait up to this many seconds until every submitted event is
+        /// seen sequenced or refused on the outbound topics.
+        #[arg(long)]
+        wait_s: Option<u64>,
+    },
+    /// Print the GraphQL schema (SDL) the server serves.
+    Schema,
+}
+
+/// Imaging ingest.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IngestCommand {
+    /// Ingest imaging data: scan, de-identification gate, manifest, one
+    /// signed dataset-version-published event.
+    Ingest {
+        #[command(subcommand)]
+        kind: IngestKind,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CLEW_LISTEN")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Checkpoint origin used when the data directory is created.
+    #[arg(long, default_value = "clew.example.org/ledger")]
+    pub(crate) origin: String,
+    /// Deepest query nesting.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) max_depth: usize,
+    /// Highest query complexity (weighted field count).
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) max_complexity: usize,
+    /// Largest request body, KiB.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) max_body_kib: usize,
+    /// Longest a query or mutation may run, seconds.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) timeout_s: u64,
+}
+
+impl ServerArgs {
+    pub(crate) fn limits(&self) -> clew_api::Limits {
+        clew_api::Limits {
+            depth: self.max_depth,
+            complexity: self.max_complexity,
+            body_bytes: self.max_body_kib * 1024,
+            timeout: std::time::Duration::from_secs(self.timeout_s),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProofKind {
+    /// Inclusion proof of leaf --index in the tree of --size leaves.
+    Inclusion {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        index: u64,
+        /// Tree size (default: current).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency proof from tree size --old to --new.
+    Consistency {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        old: u64,
+        /// Default: current size.
+        #[arg(long)]
+        new: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TilesAction {
+    /// Write checkpoint, tiles, entry bundles and all checkpoints into a directory.
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IngestKind {
+    /// A folder of DICOM files (one dataset version). Refused as a whole,
+    /// naming each file and tag, when any file is not de-identified (DICOM
+    /// PS3.15 Annex E); files that are not DICOM or are damaged are skipped
+    /// and reported. Exit status: 0 published, 1 error (e.g. no DICOM instances), 2 identifiable data found,
+    /// 3 refused by the ledger (e.g. the same content already published).
+    Dicom {
+        /// The folder (walked recursively).
+        folder: PathBuf,
+        /// Dataset id (registered beforehand).
+        #[arg(long)]
+        dataset: String,
+        /// Version label, e.g. 2.0.
+        #[arg(long)]
+        version: String,
+        /// The trust the files come from: must be the dataset's custodian.
+        #[arg(long)]
+        site: Option<String>,
+        /// Dataset version ids this one was made from (repeatable).
+        #[arg(long = "derived-from")]
+        derived_from: Vec<String>,
+        /// Release notes.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// JSON report of the run (written in every case).
+        #[arg(long, default_value = "clew-ingest-report.json")]
+        report: PathBuf,
+        /// Scan and gate only; store and publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Principal recorded as the actor when publishing into the data directory.
+        #[arg(long, default_value = crate::datadir::ADMIN_PRINCIPAL)]
+        actor: String,
+        /// Publish through a running server instead (e.g. http://127.0.0.1:8080).
+        #[arg(long, env = "CLEW_SERVER")]
+        server: Option<String>,
+        /// Bearer token file for --server (ingest or governance role).
+        #[arg(long, env = "CLEW_TOKEN_FILE", requires = "server")]
+        token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Issue a token for a principal: its SHA-256 goes into the file, the
+    /// token is printed once.
+    Issue {
+        #[arg(long)]
+        tokens_file: PathBuf,
+        #[arg(long)]
+        principal: String,
+    },
+}

@@ -1,0 +1,72 @@
+//! The `clew` command line: argument types in [`args`], one module per
+//! command family ([`ledger`], [`catalog`], [`serve`], [`ingest`]), and the
+//! entry point that sets up logging and dispatches.
+
+mod args;
+mod catalog;
+mod ingest;
+mod ledger;
+mod serve;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+pub use args::Cli;
+use args::Command;
+
+use crate::keyfiles;
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    // Everything Clew writes — ledger, catalogue, keys, tokens, manifests,
+    // reports — holds restricted metadata or secrets: the operator's alone.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "warn,dicom_object=error,dicom_parser=error,clew=info,clew_api=info,clew_sequencer=info,clew_bus=info",
+                )
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A key given as a file path or as the key text itself.
+pub(crate) fn key_arg(value: &str) -> Result<String> {
+    let p = Path::new(value);
+    if p.is_file() {
+        keyfiles::read(p)
+    } else {
+        Ok(value.trim().to_string())
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ledger(c) => ledger::run(c),
+        Command::Catalog(c) => catalog::run(c),
+        Command::Serve(c) => serve::run(c),
+        Command::Ingest(c) => ingest::run(c),
+    }
+}

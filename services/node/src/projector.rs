@@ -1,0 +1,78 @@
+//! What the local sequencer and the replica share: bringing the catalogue up
+//! to the ledger at start, pacing search commits, and publishing how far the
+//! catalogue has applied.
+
+use std::time::{Duration, Instant};
+
+use clew_catalog::{Catalog, CatalogError, SearchBacklog};
+use clew_ledger::Ledger;
+use tokio::sync::watch;
+
+use crate::{Applied, Metrics};
+
+/// Under load, how long applied leaves may share one search commit: each
+/// tantivy commit writes a segment, so batches arriving meanwhile share it.
+pub(crate) const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// Brings the catalogue up to the ledger (or mirror) before a node serves;
+/// false (logged) when it cannot, and the node stays [`Applied::CatchingUp`].
+pub(crate) fn catch_up_at_start(catalog: &Catalog, ledger: &Ledger) -> bool {
+    let started = Instant::now();
+    match catalog.catch_up(ledger, &|_, _| {}) {
+        Ok(n) => {
+            tracing::info!(
+                leaves = n,
+                seconds = started.elapsed().as_secs_f64(),
+                mirror = ledger.is_mirror(),
+                "catalogue caught up with the ledger"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "catalogue could not catch up; not ready");
+            false
+        }
+    }
+}
+
+/// Search documents applied but not yet committed, and when the last commit was.
+pub(crate) struct SearchPacer {
+    pub backlog: SearchBacklog,
+    last_commit: Instant,
+}
+
+impl SearchPacer {
+    pub fn new() -> Self {
+        Self {
+            backlog: SearchBacklog::default(),
+            last_commit: Instant::now(),
+        }
+    }
+
+    /// Whether a commit is due: the pacing interval has passed.
+    pub fn due(&self) -> bool {
+        self.last_commit.elapsed() >= SEARCH_COMMIT_EVERY
+    }
+
+    /// How long until a commit is due.
+    pub fn wait(&self) -> Duration {
+        SEARCH_COMMIT_EVERY.saturating_sub(self.last_commit.elapsed())
+    }
+
+    /// Commits what is pending (logged on failure) and restarts the interval.
+    pub fn commit(&mut self, catalog: &Catalog) -> Result<(), CatalogError> {
+        let result = catalog.commit_search(&mut self.backlog);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "committing the search index failed");
+        }
+        self.last_commit = Instant::now();
+        result
+    }
+}
+
+/// Publishes the applied size to watchers and metrics.
+pub(crate) fn publish(applied: &watch::Sender<Applied>, metrics: &Metrics, size: u64) {
+    metrics.tree_size.set(size as i64);
+    metrics.applied.set(size as i64);
+    applied.send_replace(Applied::Ready(size));
+}
