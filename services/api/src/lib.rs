@@ -26,7 +26,9 @@
 pub mod access;
 mod http;
 pub mod openlineage;
+mod read;
 mod schema;
+mod state;
 pub mod standards;
 mod ws;
 

@@ -22,7 +22,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 
 use crate::access::Session;
-use crate::http::{bearer, viewer_for, AppState};
+use crate::state::{bearer, viewer_for, AppState};
 use crate::ApiError;
 
 /// How long a client has to send `connection_init`.

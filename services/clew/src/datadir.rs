@@ -57,6 +57,11 @@ impl DataDir {
         self.keys().join("admin.key")
     }
 
+    /// Where uploaded and ingested dataset-version manifests are kept.
+    pub fn manifests(&self) -> PathBuf {
+        self.root().join("manifests")
+    }
+
     /// The catalogue (projection of the ledger: sled state + search index).
     pub fn catalog_dir(&self) -> PathBuf {
         self.root.join("catalog")

@@ -343,7 +343,7 @@ pub fn prepare_replica(
         tokens,
         admin_token_file,
         created,
-        manifests: crate::ingest::manifest_dir(dir),
+        manifests: dir.manifests(),
     })
 }
 

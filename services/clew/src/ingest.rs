@@ -16,11 +16,6 @@ use serde_json::json;
 
 use crate::datadir::DataDir;
 
-/// Where the manifest store lives inside a data directory.
-pub fn manifest_dir(dir: &DataDir) -> PathBuf {
-    dir.root().join("manifests")
-}
-
 /// What to ingest and where to publish it.
 #[derive(Debug, Clone)]
 pub struct IngestRequest {
@@ -261,7 +256,7 @@ fn publish_local(
             }
             check_custodian_local(&node, req)?;
             // The manifest is stored before the event that cites it exists.
-            ManifestStore::new(manifest_dir(dir)).put(manifest)?;
+            ManifestStore::new(dir.manifests()).put(manifest)?;
             Ok(match node.record(actor, body, None).await? {
                 clew_node::Outcome::Accepted(s) => Published::Accepted {
                     event_id: s.event_id,

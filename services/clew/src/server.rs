@@ -135,7 +135,7 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         tokens,
         admin_token_file,
         created,
-        manifests: crate::ingest::manifest_dir(dir),
+        manifests: dir.manifests(),
     })
 }
 

@@ -1,0 +1,113 @@
+//! What every request handler shares ([`AppState`]: the node, tokens, the
+//! schemas, limits, the manifest store), and who is asking: the bearer token
+//! of a request resolved to its [`Viewer`]. HTTP routes and the WebSocket
+//! transport both start here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clew_ingest::ManifestStore;
+use clew_node::Node;
+
+use crate::access::{DatasetAccess, TokenStore, Viewer};
+use crate::schema::{build_introspection_schema, build_schema, ClewSchema, QueryLimits};
+use crate::ApiError;
+
+/// Limits every request must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection nesting of a query.
+    pub depth: usize,
+    /// Weighted field count of a query.
+    pub complexity: usize,
+    /// Largest request body.
+    pub body_bytes: usize,
+    /// Longest a query or mutation may run.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            depth: 12,
+            complexity: 2_000,
+            body_bytes: 256 * 1024,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The spine.
+    pub node: Arc<Node>,
+    /// Access levels of datasets, shared by every request's viewer.
+    pub access: Arc<DatasetAccess>,
+    /// Bearer tokens.
+    pub tokens: Arc<TokenStore>,
+    /// The schema.
+    pub schema: ClewSchema,
+    /// The same schema with the bounds of introspection-only queries.
+    pub introspection: ClewSchema,
+    /// Limits.
+    pub limits: Limits,
+    /// Dataset-version manifests (content-addressed), when this server keeps them.
+    pub manifests: Option<ManifestStore>,
+}
+
+impl AppState {
+    /// Builds the state (and the schema) over a running node.
+    pub fn new(node: Arc<Node>, tokens: Arc<TokenStore>, limits: Limits) -> Self {
+        let access = Arc::new(DatasetAccess::default());
+        let schema = build_schema(
+            node.clone(),
+            tokens.clone(),
+            access.clone(),
+            QueryLimits {
+                depth: limits.depth,
+                complexity: limits.complexity,
+            },
+        );
+        let introspection =
+            build_introspection_schema(node.clone(), tokens.clone(), access.clone());
+        Self {
+            node,
+            access,
+            tokens,
+            schema,
+            introspection,
+            limits,
+            manifests: None,
+        }
+    }
+
+    /// Keeps uploaded manifests in `store` (`PUT /manifests/{digest}`) and
+    /// serves them (`GET /dataset-versions/{id}/manifest`).
+    pub fn with_manifests(mut self, store: ManifestStore) -> Self {
+        self.manifests = Some(store);
+        self
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750 section 2.1).
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The caller behind a token.
+pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Viewer>, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::Unauthenticated("this endpoint needs an Authorization: Bearer token".into())
+    })?;
+    let principal = state
+        .tokens
+        .principal_of(token)
+        .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into()))?;
+    Ok(Arc::new(Viewer::resolve(
+        state.node.catalog(),
+        state.access.clone(),
+        &principal,
+    )?))
+}
