@@ -18,9 +18,9 @@ use clew_ledger::TileRef;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::access::Viewer;
-pub use crate::state::{AppState, Limits};
-use crate::state::{bearer, viewer_for};
 use crate::schema::is_introspection;
+use crate::state::{bearer, viewer_for};
+pub use crate::state::{AppState, Limits};
 use crate::ApiError;
 use clew_ingest::{Manifest, MANIFEST_FORMAT};
 use clew_node::Node;
@@ -137,18 +137,12 @@ fn error_response(status: StatusCode, e: &ApiError) -> Response {
     r
 }
 
-
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Viewer>, Box<Response>> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
-    viewer_for(state, token).map_err(|e| {
-        Box::new(match e {
-            ApiError::Unauthenticated(_) => error_response(StatusCode::UNAUTHORIZED, &e),
-            other => error_response(StatusCode::INTERNAL_SERVER_ERROR, &other),
-        })
-    })
+    viewer_for(state, token).map_err(|e| Box::new(error_response(e.status(), &e)))
 }
 
 /// [`authenticate`], then one of `roles` (403 naming `what` otherwise).
@@ -161,7 +155,7 @@ fn authenticate_as(
     let viewer = authenticate(state, headers)?;
     viewer
         .require(roles, what)
-        .map_err(|e| Box::new(error_response(StatusCode::FORBIDDEN, &e)))?;
+        .map_err(|e| Box::new(error_response(e.status(), &e)))?;
     Ok(viewer)
 }
 

@@ -28,8 +28,8 @@ mod http;
 pub mod openlineage;
 mod read;
 mod schema;
-mod state;
 pub mod standards;
+mod state;
 mod ws;
 
 use thiserror::Error;
@@ -83,6 +83,24 @@ impl ApiError {
             ApiError::Rejected { .. } => "REJECTED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status every route answers this error with (GraphQL answers
+    /// 200 with the code in `extensions.code`, as the GraphQL-over-HTTP
+    /// convention for `application/json` responses has it).
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode as S;
+        match self {
+            ApiError::Unauthenticated(_) => S::UNAUTHORIZED,
+            ApiError::Forbidden(_) => S::FORBIDDEN,
+            ApiError::BadInput(_) => S::BAD_REQUEST,
+            ApiError::NotFound(_) => S::NOT_FOUND,
+            ApiError::Rejected { .. } => S::CONFLICT,
+            ApiError::Unavailable(_) => S::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => S::INTERNAL_SERVER_ERROR,
         }
     }
 }

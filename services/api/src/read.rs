@@ -75,7 +75,10 @@ pub(crate) fn one_hop(
 }
 
 /// The lineage walk's gate: only what the viewer may see is entered.
-pub(crate) fn admit<'a>(viewer: &'a Viewer, node: &'a Node) -> impl Fn(&NodeRecord) -> bool + Sync + 'a {
+pub(crate) fn admit<'a>(
+    viewer: &'a Viewer,
+    node: &'a Node,
+) -> impl Fn(&NodeRecord) -> bool + Sync + 'a {
     move |n| viewer.node_visible(node.catalog(), n)
 }
 
@@ -93,7 +96,6 @@ pub(crate) fn body_json(body: &Body) -> serde_json::Value {
         })
         .unwrap_or(serde_json::Value::Null)
 }
-
 
 pub(crate) fn checkpoint_of(
     node: &Node,
@@ -335,7 +337,11 @@ pub(crate) fn hashes_b64(hashes: &[clew_ledger::Hash]) -> Vec<String> {
 
 /// Whether the caller may see a leaf whole: its subject is visible and
 /// nothing in it needs redacting.
-pub(crate) fn leaf_fully_visible(node: &Node, viewer: &Viewer, opened: &clew_events::OpenedEnvelope) -> bool {
+pub(crate) fn leaf_fully_visible(
+    node: &Node,
+    viewer: &Viewer,
+    opened: &clew_events::OpenedEnvelope,
+) -> bool {
     if viewer.sees_all() {
         return true;
     }
@@ -438,7 +444,11 @@ pub struct Lineage {
 /// A lineage answer as GraphQL serves it. The walk behind it was gated by
 /// [`admit`], so it holds only what the viewer may see and what is connected
 /// to the start through visible entities (a hidden entity is not a bridge).
-pub(crate) fn lineage_out(answer: clew_catalog::LineageAnswer, viewer: &Viewer, node: &Node) -> Lineage {
+pub(crate) fn lineage_out(
+    answer: clew_catalog::LineageAnswer,
+    viewer: &Viewer,
+    node: &Node,
+) -> Lineage {
     Lineage {
         as_of: answer.as_of,
         nodes: answer
@@ -449,4 +459,3 @@ pub(crate) fn lineage_out(answer: clew_catalog::LineageAnswer, viewer: &Viewer, 
         edges: answer.edges.iter().map(edge_out).collect(),
     }
 }
-

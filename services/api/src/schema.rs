@@ -16,15 +16,17 @@ use async_graphql::{
     Scalar, ScalarType, Schema, SimpleObject, Subscription, Value,
 };
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use clew_catalog::{
-    Direction, HistoryEntry, NodeRecord, Range, SearchRequest, SortOrder,
-};
+use clew_catalog::{Direction, HistoryEntry, NodeRecord, Range, SearchRequest, SortOrder};
 use clew_events::proto::{self, event::Body, Role};
 use clew_ledger::SignedCheckpoint;
 use futures_util::Stream;
 
 use crate::access::{DatasetAccess, Session, Viewer};
-use crate::read::{Lineage, LineageEdge, LineageNode, Withdrawal, lineage_out, lineage_node, visible_entity, counts_as_numbers, one_hop, admit, body_json, checkpoint_of, hashes_b64, leaf_fully_visible};
+use crate::read::{
+    admit, body_json, checkpoint_of, counts_as_numbers, hashes_b64, leaf_fully_visible,
+    lineage_node, lineage_out, one_hop, visible_entity, Lineage, LineageEdge, LineageNode,
+    Withdrawal,
+};
 use crate::{ApiError, TokenStore};
 use clew_node::{Node, Outcome};
 

@@ -43,7 +43,7 @@ pub(crate) fn sign(
     let body = Checkpoint::new(origin, size, root, "")
         .map_err(|e| LedgerError::Key(format!("checkpoint: {e}")))?
         .to_bytes();
-    let note = crate::ledger::sign_note(signer, &body)?;
+    let note = sign_note(signer, &body)?;
     Ok(SignedCheckpoint { size, root, note })
 }
 
@@ -71,4 +71,12 @@ pub fn parse(note: &[u8], vkey: &str) -> Result<SignedCheckpoint, LedgerError> {
         root: *body.hash(),
         note: note.to_vec(),
     })
+}
+
+/// Signs a note's text with the ledger key (c2sp.org/signed-note).
+pub(crate) fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
+    let mut note = Note::new(text, &[]).map_err(|e| LedgerError::Key(e.to_string()))?;
+    note.add_sigs(&[signer])
+        .map_err(|e| LedgerError::Key(e.to_string()))?;
+    Ok(note.to_bytes())
 }

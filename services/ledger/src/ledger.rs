@@ -8,11 +8,11 @@ use clew_events::proto::{self, RejectionReason};
 use clew_events::{EventError, OpenedEnvelope, ProducerKey};
 use prost::Message;
 use rayon::prelude::*;
-use signed_note::{Note, StandardSigner};
+use signed_note::StandardSigner;
 use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::rules::{self, Refusal, RegisteredKey};
+use crate::rules::{self, KeyRegistry, Refusal, RegisteredKey};
 use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, UpperHashCache};
 use crate::LedgerError;
 
@@ -97,16 +97,6 @@ pub struct BatchReceipt {
 pub(crate) struct WriterState {
     pub(crate) size: u64,
     pub(crate) rejected: u64,
-}
-
-/// The key registry as of the last committed batch. Replaced (copy on write)
-/// when a batch registers or revokes keys, which is rare; pre-checks of later
-/// batches read a snapshot without taking the writer lock.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct KeyRegistry {
-    pub keys: HashMap<String, RegisteredKey>,
-    /// Principal id → roles at its latest registration.
-    pub principals: HashMap<String, Vec<i32>>,
 }
 
 /// Submissions decoded and signature-checked, ready for [`Ledger::commit`].
@@ -780,12 +770,4 @@ impl Refusal {
             original_leaf: None,
         }
     }
-}
-
-/// Signs a note's text with the ledger key (c2sp.org/signed-note).
-pub(crate) fn sign_note(signer: &StandardSigner, text: &[u8]) -> Result<Vec<u8>, LedgerError> {
-    let mut note = Note::new(text, &[]).map_err(|e| LedgerError::Key(e.to_string()))?;
-    note.add_sigs(&[signer])
-        .map_err(|e| LedgerError::Key(e.to_string()))?;
-    Ok(note.to_bytes())
 }

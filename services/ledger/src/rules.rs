@@ -8,9 +8,18 @@ use clew_events::policy::{self, Party};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
-use crate::ledger::KeyRegistry;
 use crate::store::{keys, u64_value, EntityRecord, KeyRecord, Overlay};
 use crate::LedgerError;
+
+/// The key registry as of the last committed batch. Replaced (copy on write)
+/// when a batch registers or revokes keys, which is rare; pre-checks of later
+/// batches read a snapshot without taking the writer lock.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyRegistry {
+    pub keys: HashMap<String, RegisteredKey>,
+    /// Principal id → roles at its latest registration.
+    pub principals: HashMap<String, Vec<i32>>,
+}
 
 /// Why one submission is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
