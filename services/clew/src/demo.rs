@@ -157,7 +157,7 @@ pub async fn record(
     for id in people {
         let path = token_dir.join(format!("{id}.token"));
         if !path.exists() {
-            crate::server::write_secret(&path, &tokens.issue(&id)?)?;
+            crate::local::write_secret(&path, &tokens.issue(&id)?)?;
         }
         written.insert(id, path);
     }

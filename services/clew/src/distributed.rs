@@ -226,7 +226,7 @@ pub fn run_ledger(
             }
         }
     }
-    let (ledger, _, created) = crate::server::open_primary(dir, origin)?;
+    let (ledger, _, created) = crate::local::open_primary(dir, origin)?;
     if created {
         println!("created {}", dir.root().display());
     }

@@ -239,13 +239,12 @@ fn publish_local(
         );
     }
     let origin = "unused: the ledger exists";
-    let prepared = crate::server::prepare(dir, origin).with_context(|| {
+    let (node, _) = crate::local::start(dir, origin).with_context(|| {
         format!(
             "opening {} (if `clew serve` is running on it, ingest through it with --server)",
             dir.root().display()
         )
     })?;
-    let node = prepared.node.clone();
     let result = (|| -> Result<Published> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -2,15 +2,20 @@
 //!
 //! This crate owns no domain logic. It wires the lower crates together:
 //! key files ([`keyfiles`]) and the data-directory layout ([`datadir`]) feed
-//! the ledger; stream files ([`stream`]) are an input source for the
-//! sequencer; [`synthetic`] makes realistic signed event streams for
-//! [`bench`] and tests; [`export`] writes a static tlog-tiles mirror.
-//! [`cli`] parses arguments and reports with progress bars and a one-line
-//! summary; errors surface through anyhow with the context of what was tried.
-//! [`server`] runs the whole system in one process (`clew serve`) over the
-//! API crate, and [`demo`] records a national scenario through it.
-//! [`ingest`] turns a folder of DICOM files into a dataset version (the
-//! ingest crate scans and gates; this publishes), [`bench_dicom`] measures it.
+//! the ledger; [`local`] opens a data directory's ledger and catalogue and
+//! starts the spine (`clew-node`) over them — how `clew ingest` and
+//! `clew demo` record events, with no HTTP stack; [`server`] adds bearer
+//! tokens and the API (`clew serve`); [`distributed`] runs the same parts on
+//! Kafka (`clew ledger`, `clew replica`, `clew submit`). [`demo`] loads the
+//! national scenario from data and records it; [`ingest`] turns a folder of
+//! DICOM files into a dataset version (the ingest crate scans and gates;
+//! this publishes). Stream files ([`stream`]) are an input source for the
+//! sequencer, [`synthetic`] writes realistic ones (`clew sample-stream`, the
+//! end-to-end tests and the benchmarks use it); [`export`] writes a static
+//! tlog-tiles mirror. [`cli`] parses arguments (one module per command
+//! family) and reports with progress bars and a one-line summary; errors
+//! surface through anyhow with the context of what was tried. The
+//! benchmarks are a separate binary, `clew-bench` (`services/bench`).
 
 pub mod cli;
 pub mod datadir;
@@ -19,6 +24,7 @@ pub mod distributed;
 pub mod export;
 pub mod ingest;
 pub mod keyfiles;
+pub mod local;
 pub mod server;
 pub mod stream;
 pub mod synthetic;

@@ -13,20 +13,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clew_api::{AppState, Limits, TokenStore};
-use clew_events::proto::{self, event::Body, Role};
-use clew_events::ProducerKey;
-use clew_ledger::{Ledger, LedgerOptions, Submission};
-use clew_node::{Metrics, Node};
-use prost::Message;
+use clew_node::Node;
 
 use crate::datadir::{DataDir, ADMIN_PRINCIPAL};
-use crate::keyfiles;
-
-/// Principal id of the API's service key.
-pub const SERVICE_PRINCIPAL: &str = "clew-api";
-
-/// Input source under which set-up events are sequenced.
-const SETUP_SOURCE: &str = "setup";
 
 /// A node ready to serve, and where its admin token is.
 pub struct Prepared {
@@ -45,54 +34,6 @@ pub struct Prepared {
 /// Where the service key and the token file live.
 fn api_dir(dir: &DataDir) -> PathBuf {
     dir.root().join("api")
-}
-
-/// Opens the primary ledger in `dir`, creating it on first start, with the
-/// API's service key (`keys/api.key`) registered as principal `clew-api`.
-/// Read replicas sign with a copy of that key.
-pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey, bool)> {
-    let created = !dir.has_ledger();
-    let ledger = if created {
-        tracing::info!(dir = %dir.root().display(), "creating a new data directory");
-        dir.init(origin, LedgerOptions::default())?
-    } else {
-        dir.open(None, LedgerOptions::default())?
-    };
-
-    // The service key the API signs with, registered by the genesis admin.
-    let key_path = dir.keys().join("api.key");
-    let service_key = if key_path.exists() {
-        keyfiles::read_producer(&key_path)?
-    } else {
-        let name = format!("{}/api", ledger.origin());
-        keyfiles::generate(&dir.keys(), "api", &name)?.2
-    };
-    if ledger.key(service_key.key_id())?.is_none() {
-        let admin = keyfiles::read_producer(&dir.admin_key()).with_context(|| {
-            "registering the API's service key needs the genesis admin key in keys/admin.key"
-        })?;
-        let body = Body::PrincipalRegistered(proto::PrincipalRegistered {
-            principal_id: SERVICE_PRINCIPAL.into(),
-            display_name: "Clew API service".into(),
-            // It signs for the authenticated caller, never as itself.
-            roles: vec![Role::Service as i32],
-            verifier_key: service_key.verifier().to_text(),
-            organisation: String::new(),
-        });
-        let envelope = clew_events::seal(&admin, ADMIN_PRINCIPAL, body, None, None)?;
-        let offset = ledger.cursor(SETUP_SOURCE)?;
-        let receipt = ledger.sequence(
-            SETUP_SOURCE,
-            vec![Submission {
-                offset,
-                bytes: envelope.encode_to_vec(),
-            }],
-        )?;
-        if let Some(r) = receipt.rejected.first() {
-            anyhow::bail!("registering the API service key was refused: {}", r.detail);
-        }
-    }
-    Ok((ledger, service_key, created))
 }
 
 /// Opens the bearer-token store of `dir`, writing `admin.token` on first use.
@@ -117,7 +58,7 @@ pub fn open_tokens_at(
     let admin_token_file = dir.root().join("admin.token");
     if !admin_token_file.exists() {
         let token = tokens.issue(ADMIN_PRINCIPAL)?;
-        write_secret(&admin_token_file, &token)?;
+        crate::local::write_secret(&admin_token_file, &token)?;
     }
     Ok((tokens, admin_token_file))
 }
@@ -125,11 +66,8 @@ pub fn open_tokens_at(
 /// Opens (creating on first start) everything `clew serve` needs and starts
 /// the sequencer.
 pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
-    let (ledger, service_key, created) = open_primary(dir, origin)?;
+    let (node, created) = crate::local::start(dir, origin)?;
     let (tokens, admin_token_file) = open_tokens(dir)?;
-    let catalog = clew_catalog::Catalog::open(&dir.catalog_dir())?;
-    let metrics = Arc::new(Metrics::new()?);
-    let node = Node::start(Arc::new(ledger), Arc::new(catalog), service_key, metrics)?;
     Ok(Prepared {
         node,
         tokens,
@@ -137,24 +75,6 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         created,
         manifests: dir.manifests(),
     })
-}
-
-/// Writes a secret file readable by its owner only.
-pub fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "{text}")?;
-    f.sync_all()?;
-    Ok(())
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.

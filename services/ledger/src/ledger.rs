@@ -538,7 +538,7 @@ impl Ledger {
             for change in new_keys {
                 match change {
                     rules::RegistryChange::Key(id, key) => {
-                        next.keys.insert(id, key);
+                        next.keys.insert(id, *key);
                     }
                     rules::RegistryChange::Principal(id, roles) => {
                         next.principals.insert(id, roles);

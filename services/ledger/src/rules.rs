@@ -49,7 +49,7 @@ impl RegisteredKey {
 #[derive(Debug, Clone)]
 pub(crate) enum RegistryChange {
     /// A key registered or revoked.
-    Key(String, RegisteredKey),
+    Key(String, Box<RegisteredKey>),
     /// A principal registered or re-registered, with its roles now.
     Principal(String, Vec<i32>),
 }
@@ -340,7 +340,7 @@ impl StateCheck<'_, '_> {
                 self.ov.put_json(keys::key(verifier.key_id()), &record);
                 changed_keys.push(RegistryChange::Key(
                     verifier.key_id().to_string(),
-                    RegisteredKey { record, verifier },
+                    Box::new(RegisteredKey { record, verifier }),
                 ));
                 self.register_principal(&subject, p, &mut changed_keys)?;
             }
@@ -360,7 +360,7 @@ impl StateCheck<'_, '_> {
                 record.revoked_leaf = Some(self.size);
                 self.ov.put_json(keys::key(&k.key_id), &record);
                 let key = RegisteredKey::new(record)?;
-                changed_keys.push(RegistryChange::Key(k.key_id.clone(), key));
+                changed_keys.push(RegistryChange::Key(k.key_id.clone(), Box::new(key)));
                 let rec = self.created();
                 self.create(&subject, rec);
             }

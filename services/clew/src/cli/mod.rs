@@ -31,10 +31,11 @@ pub fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "warn,dicom_object=error,dicom_parser=error,clew=info,clew_api=info,clew_sequencer=info,clew_bus=info",
+                    "warn,dicom_object=error,dicom_parser=error,clew=info,clew_node=info,clew_api=info,clew_sequencer=info,clew_bus=info",
                 )
             }),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
