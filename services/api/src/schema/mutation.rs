@@ -1,0 +1,300 @@
+//! The mutation root: one mutation per event kind. Each asks the ledger's
+//! policy (`clew_events::policy`) first, then the node signs the event with
+//! the service key for the caller and answers with its receipt.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Object};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use clew_events::proto::{self, event::Body, Role};
+use clew_ledger::SignedCheckpoint;
+
+use super::context::*;
+use super::inputs::*;
+use super::types::*;
+use crate::read::{checkpoint_of, hashes_b64};
+use crate::{ApiError, TokenStore};
+use clew_node::{Node, Outcome};
+
+/// The receipt of the event at leaf `index` against checkpoint `cp`: read
+/// back from the ledger, so it is exactly what an outside verifier sees.
+pub(crate) fn receipt_for(
+    node: &Node,
+    index: u64,
+    cp: &SignedCheckpoint,
+) -> std::result::Result<Receipt, ApiError> {
+    let proof = node.ledger().inclusion_proof(index, cp.size)?;
+    let leaf = node.ledger().leaf(index)?;
+    let opened =
+        clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
+    Ok(Receipt {
+        receipt: clew_ledger::format_receipt(index, &leaf, &proof, cp),
+        event_id: opened.event.event_id,
+        subject: opened.event.subject,
+        leaf_index: index,
+        checkpoint: Checkpoint::from(cp),
+        inclusion_proof: hashes_b64(&proof),
+    })
+}
+
+pub(crate) async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
+    match outcome {
+        Outcome::Accepted(s) => receipt_for(node, s.leaf_index, &s.checkpoint).coded(),
+        // A retry of an event already in the ledger: the first receipt.
+        // (A duplicate without an original leaf is other content refused as a
+        // repeat, e.g. a manifest already published: an error like any refusal.)
+        Outcome::Rejected(r)
+            if r.reason == proto::RejectionReason::Duplicate && r.original_leaf_index.is_some() =>
+        {
+            let index = r.original_leaf_index.unwrap_or_default();
+            let cp = checkpoint_of(node, None).coded()?;
+            receipt_for(node, index, &cp).coded()
+        }
+        Outcome::Rejected(r) => Err(ApiError::from(r).into_graphql()),
+    }
+}
+
+pub(crate) async fn record(
+    ctx: &Context<'_>,
+    body: Body,
+    event_id: Option<String>,
+) -> Result<Receipt> {
+    let (node, viewer) = parts(ctx)?;
+    let key_owner = match &body {
+        Body::KeyRevoked(k) => node
+            .ledger()
+            .key(&k.key_id)
+            .coded()?
+            .map(|k| k.principal_id),
+        _ => None,
+    };
+    viewer.may_record(&body, key_owner.as_deref()).coded()?;
+    viewer.may_cite(node.catalog(), &body).coded()?;
+    let outcome = node
+        .record(&viewer.principal, body, event_id)
+        .await
+        .coded()?;
+    answer(node, outcome)
+        .await
+        .map_err(|e| viewer.redact_error(node.catalog(), e))
+}
+
+/// Mutations: each records one signed event and answers with its receipt.
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Registers (or re-registers, to change roles or add a key) a principal. Admin.
+    async fn register_principal(
+        &self,
+        ctx: &Context<'_>,
+        input: PrincipalInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::PrincipalRegistered(input.0), event_id).await
+    }
+    /// Revokes a signing key. Admin.
+    async fn revoke_key(
+        &self,
+        ctx: &Context<'_>,
+        input: KeyRevocationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::KeyRevoked(input.0), event_id).await
+    }
+    /// Registers a site. Governance.
+    async fn register_site(
+        &self,
+        ctx: &Context<'_>,
+        input: SiteInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::SiteRegistered(input.0), event_id).await
+    }
+    /// Grants a principal or project access to a dataset. Admin.
+    async fn grant_access(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessGrantInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessGranted(input.0), event_id).await
+    }
+    /// Revokes an access grant. Admin.
+    async fn revoke_access(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessRevocationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessRevoked(input.0), event_id).await
+    }
+    /// Registers a dataset. Ingest or governance.
+    async fn register_dataset(
+        &self,
+        ctx: &Context<'_>,
+        input: DatasetInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::DatasetRegistered(input.0), event_id).await
+    }
+    /// Publishes a dataset version. Ingest or governance.
+    async fn publish_dataset_version(
+        &self,
+        ctx: &Context<'_>,
+        input: DatasetVersionInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::DatasetVersionPublished(input.0), event_id).await
+    }
+    /// Withdraws a dataset version. Governance or ingest.
+    async fn withdraw_dataset_version(
+        &self,
+        ctx: &Context<'_>,
+        input: WithdrawalInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::DatasetVersionWithdrawn(input.0), event_id).await
+    }
+    /// Records a transform run. Ingest or governance.
+    async fn record_transform(
+        &self,
+        ctx: &Context<'_>,
+        input: TransformInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::TransformRecorded(input.0), event_id).await
+    }
+    /// Records a training run. Ingest or governance.
+    async fn record_training_run(
+        &self,
+        ctx: &Context<'_>,
+        input: TrainingRunInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::TrainingRunRecorded(input.0), event_id).await
+    }
+    /// Registers a model version with its model card. Ingest or governance.
+    async fn register_model_version(
+        &self,
+        ctx: &Context<'_>,
+        input: ModelVersionInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::ModelVersionRegistered(input.0), event_id).await
+    }
+    /// Records a validation. Ingest or governance.
+    async fn record_validation(
+        &self,
+        ctx: &Context<'_>,
+        input: ValidationInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::ValidationRecorded(input.0), event_id).await
+    }
+    /// Records a deployment or its status change. Ingest or governance.
+    async fn record_deployment(
+        &self,
+        ctx: &Context<'_>,
+        input: DeploymentInput,
+        #[graphql(
+            desc = "A UUIDv7 you choose: a retry with the same id answers with the first receipt instead of recording again"
+        )]
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::DeploymentRecorded(input.0), event_id).await
+    }
+    /// Submits a DSSE envelope (base64 of its protobuf bytes) already signed
+    /// by a registered key. Partner, ingest, governance or admin; the ledger
+    /// checks the signing key's own roles.
+    async fn submit_envelope(&self, ctx: &Context<'_>, envelope: String) -> Result<Receipt> {
+        let (node, viewer) = parts(ctx)?;
+        viewer
+            .require(
+                &[Role::Partner, Role::Ingest, Role::Governance],
+                "submitting a signed envelope",
+            )
+            .coded()?;
+        let bytes = B64
+            .decode(envelope.trim())
+            .map_err(|e| ApiError::BadInput(format!("envelope is not base64: {e}")))
+            .coded()?;
+        if bytes.len() > clew_events::MAX_LEAF_BYTES {
+            return Err(ApiError::BadInput(format!(
+                "envelope is {} bytes; the ledger's limit is {}",
+                bytes.len(),
+                clew_events::MAX_LEAF_BYTES
+            ))
+            .into_graphql());
+        }
+        let outcome = node.submit(bytes).await.coded()?;
+        answer(node, outcome).await
+    }
+    /// Issues a new bearer token for a registered principal. Admin.
+    async fn issue_token(&self, ctx: &Context<'_>, principal_id: String) -> Result<IssuedToken> {
+        let (node, viewer) = parts(ctx)?;
+        viewer.require(&[Role::Admin], "issuing tokens").coded()?;
+        let known = node
+            .catalog()
+            .node(&format!("principal/{principal_id}"))
+            .coded()?;
+        if known.is_none() {
+            return Err(
+                ApiError::NotFound(format!("principal {principal_id} is not registered"))
+                    .into_graphql(),
+            );
+        }
+        let token = ctx
+            .data::<Arc<TokenStore>>()?
+            .issue(&principal_id)
+            .coded()?;
+        Ok(IssuedToken {
+            principal: principal_id,
+            token,
+        })
+    }
+    /// Revokes every token of a principal; returns how many. Admin.
+    async fn revoke_tokens(&self, ctx: &Context<'_>, principal_id: String) -> Result<usize> {
+        let (_, viewer) = parts(ctx)?;
+        viewer.require(&[Role::Admin], "revoking tokens").coded()?;
+        ctx.data::<Arc<TokenStore>>()?
+            .revoke_all(&principal_id)
+            .coded()
+    }
+}
