@@ -36,8 +36,9 @@ use thiserror::Error;
 
 pub use access::{TokenStore, Viewer};
 pub use clew_node::{Metrics, Node, Outcome, Sequenced};
-pub use http::{app, serve, AppState, Limits};
+pub use http::{app, serve};
 pub use schema::{build_schema, sdl, ClewSchema};
+pub use state::{AppState, Limits};
 
 /// Failures of the API, each with a stable error code.
 #[derive(Debug, Error)]
