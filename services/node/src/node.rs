@@ -14,7 +14,6 @@ use clew_catalog::Catalog;
 use clew_events::proto::event::Body;
 use clew_events::ProducerKey;
 use clew_ledger::{Ledger, SignedCheckpoint};
-use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::local::Job;
@@ -294,19 +293,21 @@ impl Node {
         body: Body,
         event_id: Option<String>,
     ) -> Result<Outcome, NodeError> {
-        let envelope = clew_events::seal(&self.service_key, actor, body, event_id, None)
-            .map_err(|e| NodeError::BadInput(e.to_string()))?;
-        let bytes = envelope.encode_to_vec();
-        // Every check that needs no ledger state, before anything is queued:
-        // the caller hears exactly what is wrong with its input.
-        if let Err(e) = clew_events::open(&bytes) {
-            tracing::warn!(actor, error = %e, "refused API input");
-            self.metrics
-                .rejected
-                .with_label_values(&["API_INPUT_INVALID"])
-                .inc();
-            return Err(NodeError::BadInput(e.to_string()));
-        }
+        // Every check that needs no ledger state, made on the event as built
+        // (no encode-then-decode): the caller hears exactly what is wrong
+        // with its input before anything is queued.
+        let opened = match clew_events::seal_opened(&self.service_key, actor, body, event_id) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(actor, error = %e, "refused API input");
+                self.metrics
+                    .rejected
+                    .with_label_values(&["API_INPUT_INVALID"])
+                    .inc();
+                return Err(NodeError::BadInput(e.to_string()));
+            }
+        };
+        let bytes = opened.canonical;
         self.submit(bytes).await
     }
 

@@ -18,28 +18,46 @@ use clew_node::{Node, Outcome};
 
 /// The receipt of the event at leaf `index` against checkpoint `cp`: read
 /// back from the ledger, so it is exactly what an outside verifier sees.
+/// `known` is the (event id, subject) of an event this call just recorded,
+/// which saves decoding the leaf again.
 pub(crate) fn receipt_for(
     node: &Node,
     index: u64,
     cp: &SignedCheckpoint,
+    known: Option<(String, String)>,
 ) -> std::result::Result<Receipt, ApiError> {
     let proof = node.ledger().inclusion_proof(index, cp.size)?;
     let leaf = node.ledger().leaf(index)?;
-    let opened =
-        clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
+    let (event_id, subject) = match known {
+        Some(k) => k,
+        None => {
+            let opened = clew_events::open(&leaf)
+                .map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
+            (opened.event.event_id, opened.event.subject)
+        }
+    };
     Ok(Receipt {
         receipt: clew_ledger::format_receipt(index, &leaf, &proof, cp),
-        event_id: opened.event.event_id,
-        subject: opened.event.subject,
+        event_id,
+        subject,
         leaf_index: index,
         checkpoint: Checkpoint::from(cp),
         inclusion_proof: hashes_b64(&proof),
     })
 }
 
-pub(crate) async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
+/// The receipt of a submission's outcome; `subject` is the recorded event's,
+/// when the caller built it.
+pub(crate) async fn answer(
+    node: &Node,
+    outcome: Outcome,
+    subject: Option<String>,
+) -> Result<Receipt> {
     match outcome {
-        Outcome::Accepted(s) => receipt_for(node, s.leaf_index, &s.checkpoint).coded(),
+        Outcome::Accepted(s) => {
+            let known = subject.map(|subject| (s.event_id.clone(), subject));
+            receipt_for(node, s.leaf_index, &s.checkpoint, known).coded()
+        }
         // A retry of an event already in the ledger: the first receipt.
         // (A duplicate without an original leaf is other content refused as a
         // repeat, e.g. a manifest already published: an error like any refusal.)
@@ -48,7 +66,7 @@ pub(crate) async fn answer(node: &Node, outcome: Outcome) -> Result<Receipt> {
         {
             let index = r.original_leaf_index.unwrap_or_default();
             let cp = checkpoint_of(node, None).coded()?;
-            receipt_for(node, index, &cp).coded()
+            receipt_for(node, index, &cp, None).coded()
         }
         Outcome::Rejected(r) => Err(ApiError::from(r).into_graphql()),
     }
@@ -70,11 +88,12 @@ pub(crate) async fn record(
     };
     viewer.may_record(&body, key_owner.as_deref()).coded()?;
     viewer.may_cite(node.catalog(), &body).coded()?;
+    let subject = clew_events::subject_of(&body).ok().map(|s| s.subject());
     let outcome = node
         .record(&viewer.principal, body, event_id)
         .await
         .coded()?;
-    answer(node, outcome)
+    answer(node, outcome, subject)
         .await
         .map_err(|e| viewer.redact_error(node.catalog(), e))
 }
@@ -264,7 +283,7 @@ impl MutationRoot {
             .into_graphql());
         }
         let outcome = node.submit(bytes).await.coded()?;
-        answer(node, outcome).await
+        answer(node, outcome, None).await
     }
     /// Issues a new bearer token for a registered principal. Admin.
     async fn issue_token(&self, ctx: &Context<'_>, principal_id: String) -> Result<IssuedToken> {
