@@ -129,8 +129,21 @@ fn forbidden_or_ok(allowed: bool) -> Expect {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_role_sees_only_what_it_may_through_every_operation() {
+/// One demo server per case, with a token for every kind of caller and the
+/// ids the cases ask about.
+struct World {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    server: Server,
+    api: Api,
+    admin: String,
+    tokens: BTreeMap<Who, String>,
+    withdrawal_event: String,
+    deid_event: String,
+    all_versions: u64,
+}
+
+async fn world() -> World {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     let server = Server::demo(&data);
@@ -203,6 +216,38 @@ async fn every_role_sees_only_what_it_may_through_every_operation() {
         .as_u64()
         .expect("total");
 
+    World {
+        _tmp: tmp,
+        data,
+        server,
+        api,
+        admin,
+        tokens,
+        withdrawal_event,
+        deid_event,
+        all_versions,
+    }
+}
+
+async fn size_of(api: &Api, admin: &str) -> u64 {
+    ask(api, admin, "{ checkpoint { size } }", json!({}), Expect::Ok).await["data"]["checkpoint"]
+        ["size"]
+        .as_u64()
+        .expect("size")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_sees_only_what_it_may_through_every_query() {
+    let World {
+        _tmp,
+        server,
+        api,
+        tokens,
+        withdrawal_event,
+        deid_event,
+        all_versions,
+        ..
+    } = world().await;
     // ---------------------------------------------------------------- queries
     for who in EVERYONE {
         let t = &tokens[&who];
@@ -517,6 +562,20 @@ async fn every_role_sees_only_what_it_may_through_every_operation() {
         }
     }
 
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_may_record_exactly_what_the_ledgers_policy_allows() {
+    let World {
+        _tmp,
+        data,
+        server,
+        api,
+        admin,
+        tokens,
+        ..
+    } = world().await;
     // -------------------------------------------------------------- mutations
     let size_before = ask(
         &api,
@@ -722,6 +781,20 @@ async fn every_role_sees_only_what_it_may_through_every_operation() {
         "exactly the allowed mutations were recorded"
     );
 
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_is_streamed_only_what_it_may_see() {
+    let World {
+        _tmp,
+        server,
+        api,
+        admin,
+        tokens,
+        ..
+    } = world().await;
+    let size_after = size_of(&api, &admin).await;
     // ---------------------------------------------------------- subscriptions
     let q = "subscription { events(fromLeaf: 0) { leafIndex eventId kind subject actor payload envelope } }";
     let mut checkpoint_subs = Vec::new();
