@@ -460,3 +460,73 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
     server.stop();
     support::ok(&["verify", "--data-dir", &data.to_string_lossy()]);
 }
+
+/// A data directory from before the authorisation policy registered the
+/// API's service key as an admin (which may not sign for anyone else now).
+/// Serving it again gives the key the role SERVICE once (a keyless
+/// re-registration by the genesis admin), after which mutations record for
+/// their callers and the whole history verifies, policy included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_from_before_the_policy_is_upgraded_on_start() {
+    use clew::datadir::{DataDir, ADMIN_PRINCIPAL};
+    use clew_events::proto::{self, event::Body, Role};
+    use prost::Message;
+
+    let f = support::Fixture::new();
+    let dir = DataDir::new(f.data());
+    let admin = clew::keyfiles::read_producer(&dir.admin_key()).expect("admin key");
+    let name = "test.clew.example/ledger/api";
+    let service = clew::keyfiles::generate(&dir.keys(), "api", name)
+        .expect("service key")
+        .2;
+    let old_registration = |roles: Vec<i32>| {
+        clew_events::seal(
+            &admin,
+            ADMIN_PRINCIPAL,
+            Body::PrincipalRegistered(proto::PrincipalRegistered {
+                principal_id: "clew-api".into(),
+                display_name: "Clew API service".into(),
+                roles,
+                verifier_key: service.verifier().to_text(),
+                organisation: String::new(),
+            }),
+            None,
+            None,
+        )
+        .expect("seal")
+        .encode_to_vec()
+    };
+    let stream = f.path("old.stream");
+    clew::stream::append(&stream, &[old_registration(vec![Role::Admin as i32])]).expect("stream");
+    f.sequence(&stream, 16);
+
+    let server = Server::serve(&f.data());
+    let api = Api::new(&server.base);
+    let admin_token = server.admin_token();
+    let site = api
+        .ok(
+            &admin_token,
+            "mutation($i: SiteInput!) { registerSite(input: $i) { leafIndex } }",
+            json!({"i": {"siteId": "after-upgrade", "name": "After", "kind": "SITE_KIND_HOSPITAL_TRUST"}}),
+        )
+        .await;
+    assert!(site["registerSite"]["leafIndex"].is_u64(), "{site}");
+    let roles = api
+        .ok(
+            &admin_token,
+            r#"{ principal(id: "clew-api") { attributes } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        roles["principal"]["attributes"]["roles"],
+        json!(["ROLE_SERVICE"]),
+        "{roles}"
+    );
+    server.stop();
+    let verified = support::ok(&["verify", "--data-dir", f.data_str()]);
+    assert!(
+        verified.contains("every leaf obeys the authorisation policy"),
+        "{verified}"
+    );
+}

@@ -42,16 +42,28 @@ pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey,
         let name = format!("{}/api", ledger.origin());
         keyfiles::generate(&dir.keys(), "api", &name)?.2
     };
-    if ledger.key(service_key.key_id())?.is_none() {
+    // Registered with the role SERVICE (it signs for the authenticated
+    // caller, never as itself). A data directory from before the policy
+    // registered it as an admin: its roles are changed once, by the genesis
+    // admin, with a keyless re-registration; its earlier events stay as they
+    // were, and `clew verify` names them.
+    let registration = if ledger.key(service_key.key_id())?.is_none() {
+        Some(service_key.verifier().to_text())
+    } else if ledger.principal_roles(SERVICE_PRINCIPAL).as_deref() != Some(&[Role::Service as i32])
+    {
+        Some(String::new())
+    } else {
+        None
+    };
+    if let Some(verifier_key) = registration {
         let admin = keyfiles::read_producer(&dir.admin_key()).with_context(|| {
             "registering the API's service key needs the genesis admin key in keys/admin.key"
         })?;
         let body = Body::PrincipalRegistered(proto::PrincipalRegistered {
             principal_id: SERVICE_PRINCIPAL.into(),
             display_name: "Clew API service".into(),
-            // It signs for the authenticated caller, never as itself.
             roles: vec![Role::Service as i32],
-            verifier_key: service_key.verifier().to_text(),
+            verifier_key,
             organisation: String::new(),
         });
         let envelope = clew_events::seal(&admin, ADMIN_PRINCIPAL, body, None, None)?;

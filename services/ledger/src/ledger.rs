@@ -614,6 +614,15 @@ impl Ledger {
             .map(|k| k.record.clone()))
     }
 
+    /// A registered principal's roles at its latest registration (what the
+    /// authorisation policy reads), or None when it is not registered.
+    pub fn principal_roles(&self, principal_id: &str) -> Option<Vec<i32>> {
+        self.registry_snapshot()
+            .principals
+            .get(principal_id)
+            .cloned()
+    }
+
     /// The latest signed checkpoint.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
         let (_, note) = self
