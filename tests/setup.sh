@@ -10,7 +10,7 @@
 #     cryptography), from PyPI into the virtualenv target/partner-venv.
 #   - pydicom and dicom-anonymizer (PyPI) into target/dicom-venv, and the real DICOM files its
 #     wheel ships copied into target/dicom-files, for the ingest tests and
-#     `clew bench dicom`.
+#     `clew-bench dicom`.
 #   - the outside clients of Clew's standard interfaces (openlineage-python,
 #     pyld, rdflib), from PyPI into target/standards-venv.
 #   - helm (built with `go install` from the Go module proxy) into

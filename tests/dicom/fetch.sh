@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs pydicom (PyPI) into target/dicom-venv and copies the real DICOM
 # files its wheel ships (pydicom/data/test_files) into target/dicom-files,
-# the cache the ingest tests and `clew bench dicom` read. Safe to rerun.
+# the cache the ingest tests and `clew-bench dicom` read. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/dicom-venv

@@ -1,6 +1,6 @@
 """What users do today: walk a folder and read every DICOM header with
 pydicom's dcmread(..., stop_before_pixels=True). Prints one JSON line:
-{"files": read, "failed": n, "seconds": wall time}. Used by `clew bench dicom`."""
+{"files": read, "failed": n, "seconds": wall time}. Used by `clew-bench dicom`."""
 import json
 import os
 import sys

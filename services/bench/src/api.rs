@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use clew::datadir::{DataDir, ADMIN_PRINCIPAL};
 use clew::synthetic::{NationalCatalogue, Producers};
 
-/// Figures printed as the last line of `clew bench api`.
+/// Figures printed as the last line of `clew-bench api`.
 #[derive(Debug, Default, Serialize)]
 pub struct ApiBench {
     /// Events in the served catalogue before the run.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use clew::synthetic::{self, Producers};
 
-/// Figures printed as the last line of `clew bench ledger`.
+/// Figures printed as the last line of `clew-bench ledger`.
 #[derive(Debug, Serialize)]
 pub struct LedgerBench {
     /// Events sequenced (excluding setup).
@@ -131,7 +131,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
 /// hold a million-node catalogue's state, so projection does not re-read pages.
 pub(crate) const PROJECTION_CACHE_BYTES: u64 = clew::PROJECTION_CACHE_BYTES;
 
-/// Figures printed as the last line of `clew bench catalog`.
+/// Figures printed as the last line of `clew-bench catalog`.
 #[derive(Debug, Serialize, serde::Deserialize, Default)]
 pub struct CatalogBench {
     /// Events in the ledger (one per lineage node, plus set-up).
@@ -223,7 +223,7 @@ pub fn catalog(
     Ok(r)
 }
 
-/// The serving half of `clew bench catalog`: opens the catalogue and times
+/// The serving half of `clew-bench catalog`: opens the catalogue and times
 /// queries; reports this process's peak RSS.
 pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Result<CatalogBench> {
     use clew_catalog::{Catalog, Direction, SearchRequest};
