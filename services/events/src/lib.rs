@@ -89,8 +89,20 @@ pub fn seal(
     event_id: Option<String>,
     time: Option<pbjson_types::Timestamp>,
 ) -> Result<proto::Envelope, EventError> {
+    let event = build_event(key, actor, body, event_id, time)?;
+    Ok(sign_event(key, &event))
+}
+
+/// The event `key` signs for `actor` about `body`.
+fn build_event(
+    key: &ProducerKey,
+    actor: &str,
+    body: Body,
+    event_id: Option<String>,
+    time: Option<pbjson_types::Timestamp>,
+) -> Result<proto::Event, EventError> {
     let subject = subject_of(&body)?.subject();
-    let event = proto::Event {
+    Ok(proto::Event {
         event_id: event_id.unwrap_or_else(new_event_id),
         kind: kind_of(&body) as i32,
         subject,
@@ -98,8 +110,7 @@ pub fn seal(
         time: Some(time.unwrap_or_else(now_timestamp)),
         key_id: key.key_id().to_string(),
         body: Some(body),
-    };
-    Ok(sign_event(key, &event))
+    })
 }
 
 /// [`seal`], with every check [`open`] makes of the bytes, made on the event
@@ -111,16 +122,7 @@ pub fn seal_opened(
     body: Body,
     event_id: Option<String>,
 ) -> Result<OpenedEnvelope, EventError> {
-    let subject = subject_of(&body)?.subject();
-    let event = proto::Event {
-        event_id: event_id.unwrap_or_else(new_event_id),
-        kind: kind_of(&body) as i32,
-        subject,
-        actor: actor.to_string(),
-        time: Some(now_timestamp()),
-        key_id: key.key_id().to_string(),
-        body: Some(body),
-    };
+    let event = build_event(key, actor, body, event_id, None)?;
     validate::check_event(&event)?;
     let envelope = sign_event(key, &event);
     let canonical = envelope.encode_to_vec();
