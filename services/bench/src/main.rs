@@ -8,6 +8,11 @@
 //! [`kafka`] measures the distributed path on a real broker against the
 //! embedded log; [`dicom`] times the DICOM header scan against pydicom.
 
+/// The same allocator as the `clew` binary, so the in-process benchmarks
+/// (ledger, catalogue, Kafka) measure what the product runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api;
 mod dicom;
 mod kafka;
