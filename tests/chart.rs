@@ -1,7 +1,8 @@
 //! The Helm chart (charts/clew): `helm lint` and `helm template` with the
 //! default and a production-like values file, the rendered manifests validated
 //! offline against the Kubernetes schemas, and assertions on what they carry
-//! (tests/chart/check.py). The tools come from tests/setup.sh.
+//! (tests/chart/check.py), and checkov's Kubernetes policies over both
+//! renders. The tools come from tests/setup.sh.
 
 use crate::support;
 
@@ -34,6 +35,8 @@ fn the_chart_lints_renders_validates_and_carries_probes_limits_and_secrets() {
         .arg(root.join("charts/clew"))
         .arg("--validate")
         .arg(&validate)
+        .arg("--checkov")
+        .arg(venv.join("checkov"))
         .output()
         .expect("run tests/chart/check.py");
     let stdout = String::from_utf8_lossy(&out.stdout);

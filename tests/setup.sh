@@ -14,8 +14,8 @@
 #   - the outside clients of Clew's standard interfaces (openlineage-python,
 #     pyld, rdflib), from PyPI into target/standards-venv.
 #   - helm (built with `go install` from the Go module proxy) into
-#     target/tools/bin, and kubernetes-validate (PyPI, ships the Kubernetes
-#     schemas) into target/chart-venv, for the chart checks.
+#     target/tools/bin, kubernetes-validate (PyPI, ships the Kubernetes
+#     schemas) and checkov (PyPI) into target/chart-venv, for the chart checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,7 @@ echo "setup: Python partner (tests/partner)"
 venv=target/partner-venv
 stamp="$venv/.requirements"
 if ! cmp -s tests/partner/requirements.txt "$stamp" 2>/dev/null; then
-  python3 -m venv "$venv"
+  python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/partner/requirements.txt
   cp tests/partner/requirements.txt "$stamp"
 fi
@@ -48,12 +48,12 @@ tests/dicom/fetch.sh
 echo "setup: standards clients (tests/standards)"
 svenv=target/standards-venv
 if ! cmp -s tests/standards/requirements.txt "$svenv/.requirements" 2>/dev/null; then
-  python3 -m venv "$svenv"
+  python3 -m venv --clear "$svenv"
   "$svenv/bin/pip" install --quiet --disable-pip-version-check -r tests/standards/requirements.txt
   cp tests/standards/requirements.txt "$svenv/.requirements"
 fi
 
-echo "setup: helm and kubernetes-validate (chart checks)"
+echo "setup: helm, kubernetes-validate and checkov (chart checks)"
 helm_version=v3.22.0
 if ! target/tools/bin/helm version 2>/dev/null | grep -q "${helm_version%.*}"; then
   mkdir -p target/tools/bin
@@ -61,7 +61,7 @@ if ! target/tools/bin/helm version 2>/dev/null | grep -q "${helm_version%.*}"; t
 fi
 cvenv=target/chart-venv
 if ! cmp -s tests/chart/requirements.txt "$cvenv/.requirements" 2>/dev/null; then
-  python3 -m venv "$cvenv"
+  python3 -m venv --clear "$cvenv"
   "$cvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
   cp tests/chart/requirements.txt "$cvenv/.requirements"
 fi

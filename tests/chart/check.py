@@ -3,13 +3,17 @@
 default values and with ci/production-values.yaml, the rendered manifests
 validated offline against the Kubernetes schemas (kubernetes-validate), and
 assertions on the rendered objects: probes, resources, a non-root read-only
-securityContext, keys and tokens only by Secret reference, one sequencer on a
-PersistentVolumeClaim, and bad values refused by values.schema.json.
+securityContext, keys and tokens only by Secret reference, no service-account
+token in any pod, a NetworkPolicy (ingress and egress) over every pod, images
+by digest in production, one sequencer on a PersistentVolumeClaim, bad values
+refused by values.schema.json — and checkov (Bridgecrew's policy checks for
+Kubernetes) over both renders.
 
-Usage: check.py --helm PATH --chart charts/clew
+Usage: check.py --helm PATH --chart charts/clew --validate PATH --checkov PATH
 Prints what it checked; exits non-zero on the first failure."""
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -43,6 +47,53 @@ def pod_spec(obj):
     if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
         return obj["spec"]["template"]["spec"]
     return None
+
+
+# Checks the example defaults cannot pass: they name no image digest (there is
+# no released image to pin), and checkov's pull-policy check passes only for
+# images pinned by digest. The production render must pass both.
+DEFAULTS_MAY_FAIL = {"CKV_K8S_43", "CKV_K8S_15"}
+
+
+def checkov(binary, manifest, label, may_fail):
+    p = run([binary, "-f", manifest, "--framework", "kubernetes", "--quiet", "--compact",
+             "-o", "json"], ok=False)
+    try:
+        report = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        sys.exit(f"FAILED: checkov gave no JSON report\n{p.stdout}\n{p.stderr}")
+    reports = report if isinstance(report, list) else [report]
+    passed = sum(r["summary"]["passed"] for r in reports)
+    failed = [f for r in reports for f in r["results"]["failed_checks"]]
+    unexpected = sorted({(f["check_id"], f["resource"]) for f in failed
+                         if f["check_id"] not in may_fail})
+    check(passed >= 250, f"{label}: checkov ran {passed} passing checks")
+    check(not unexpected, f"{label}: checkov finds nothing"
+          + (f" but {sorted(may_fail)} (no digest in the example defaults)" if may_fail else "")
+          + ("" if not unexpected else "\n" + "\n".join(f"  {c} {r}" for c, r in unexpected)))
+
+
+def check_network_policies(docs, label):
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for obj in docs:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        name = f"{label}: {obj['kind']}/{obj['metadata']['name']}"
+        check(spec.get("automountServiceAccountToken") is False,
+              f"{name} mounts no service-account token")
+        covering = [p for p in policies
+                    if all(labels.get(k) == v
+                           for k, v in p["spec"]["podSelector"]["matchLabels"].items())]
+        check(any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in covering),
+              f"{name} is under a NetworkPolicy for ingress and egress")
+    ledger = next(p for p in policies if p["metadata"]["name"].endswith("-ledger"))
+    peers = [f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+             for rule in ledger["spec"]["ingress"] for f in rule["from"]]
+    check({"replica", "topics"} <= set(peers) and "replica" in peers,
+          f"{label}: the sequencer takes connections only from the replicas, the topics job "
+          "and the metrics scraper")
 
 
 def check_workloads(docs, label, values):
@@ -83,7 +134,8 @@ def check_workloads(docs, label, values):
                 check(live == "/healthz" and ready == "/readyz",
                       f"{name} has liveness /healthz and readiness /readyz probes")
             for e in c.get("env", []):
-                if "PASSWORD" in e["name"]:
+                # A *_FILE variable holds the path of a mounted Secret key.
+                if "PASSWORD" in e["name"] and not e["name"].endswith("_FILE"):
                     check("valueFrom" in e and "value" not in e,
                           f"{name}: {e['name']} comes from a Secret, not a value")
 
@@ -103,6 +155,7 @@ def main():
     ap.add_argument("--helm", required=True)
     ap.add_argument("--chart", required=True)
     ap.add_argument("--validate", required=True, help="the kubernetes-validate executable")
+    ap.add_argument("--checkov", required=True, help="the checkov executable")
     args = ap.parse_args()
     chart = Path(args.chart)
     prod = chart / "ci" / "production-values.yaml"
@@ -125,14 +178,22 @@ def main():
               + ("" if not problems else "\n" + "\n".join(problems)))
         check("PRIVATE+KEY" not in text, f"{label}: no private key material in the manifests")
         by_kind = check_workloads(docs, label, production if values else defaults)
+        check_network_policies(docs, label)
+        checkov(args.checkov, f.name, label, set() if values else DEFAULTS_MAY_FAIL)
         if values:
             check(by_kind.get("HorizontalPodAutoscaler"), "production: the autoscaler is on")
             check(by_kind.get("Ingress"), "production: the Ingress is on")
-            dep = by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
-            refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in dep["env"] if "valueFrom" in e
-                    and "secretKeyRef" in e["valueFrom"]]
-            check(production["kafka"]["sasl"]["existingSecret"] in refs,
-                  "production: SASL credentials come from their Secret")
+            pod = by_kind["Deployment"][0]["spec"]["template"]["spec"]
+            dep = pod["containers"][0]
+            mounted = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+            env = {e["name"]: e.get("value") for e in dep["env"]}
+            check(production["kafka"]["sasl"]["existingSecret"] in mounted
+                  and env.get("CLEW_KAFKA_SASL_PASSWORD_FILE", "").startswith("/etc/clew/")
+                  and not any("secretKeyRef" in e.get("valueFrom", {}) for e in dep["env"]),
+                  "production: SASL credentials are files of their Secret, not environment values")
+            check(all("@sha256:" in c["image"] for d in docs if pod_spec(d)
+                      for c in pod_spec(d)["containers"]),
+                  "production: every image is pinned by digest")
             check("--kafka-property=security.protocol=SASL_SSL" in dep["args"],
                   "production: SASL over TLS to Kafka")
         else:
@@ -141,7 +202,9 @@ def main():
     for bad, field in (("ledger.publicKey=not-a-key", "publicKey"),
                        ("kafka.bootstrapServers=", "bootstrapServers"),
                        ("replica.storage.type=hostPath", "type"),
-                       ("replica.replicaCount=0", "replicaCount")):
+                       ("replica.replicaCount=0", "replicaCount"),
+                       ("image.digest=latest", "digest"),
+                       ("networkPolicy.kafka.ports={}", "ports")):
         p = run([args.helm, "template", "x", str(chart), "--set", bad], ok=False)
         check(p.returncode != 0 and field in p.stderr,
               f"bad value {bad!r} is refused naming {field}")

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/dicom-venv
 if ! cmp -s tests/dicom/requirements.txt "$venv/.requirements" 2>/dev/null; then
-  python3 -m venv "$venv"
+  python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/dicom/requirements.txt
   cp tests/dicom/requirements.txt "$venv/.requirements"
   rm -rf target/dicom-files target/dicom-files.complete

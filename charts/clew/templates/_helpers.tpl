@@ -21,8 +21,13 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* The image by digest when one is given (immutable), else by tag. */}}
 {{- define "clew.image" -}}
+{{- if .Values.image.digest -}}
+{{ printf "%s@%s" .Values.image.repository .Values.image.digest | quote }}
+{{- else -}}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
+{{- end -}}
 {{- end -}}
 
 {{/* Flags and environment naming the Kafka bus, for every clew container. */}}
@@ -51,16 +56,11 @@ app.kubernetes.io/component: {{ .component }}
 - name: CLEW_LOG
   value: {{ .Values.logLevel | quote }}
 {{- if .Values.kafka.sasl.enabled }}
-- name: CLEW_KAFKA_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret }}
-      key: username
-- name: CLEW_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret }}
-      key: password
+# The SASL credentials are files of the mounted Secret, never environment values.
+- name: CLEW_KAFKA_SASL_USERNAME_FILE
+  value: /etc/clew/kafka-sasl/username
+- name: CLEW_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/clew/kafka-sasl/password
 {{- end }}
 {{- end -}}
 
@@ -70,12 +70,23 @@ app.kubernetes.io/component: {{ .component }}
   secret:
     secretName: {{ .Values.kafka.tls.caSecret }}
 {{- end }}
+{{- if .Values.kafka.sasl.enabled }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ .Values.kafka.sasl.existingSecret }}
+    defaultMode: 0400
+{{- end }}
 {{- end -}}
 
 {{- define "clew.kafkaCaMount" -}}
 {{- if .Values.kafka.tls.enabled }}
 - name: kafka-ca
   mountPath: /etc/clew/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.sasl.enabled }}
+- name: kafka-sasl
+  mountPath: /etc/clew/kafka-sasl
   readOnly: true
 {{- end }}
 {{- end -}}

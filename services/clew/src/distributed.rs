@@ -46,9 +46,38 @@ pub struct KafkaArgs {
     /// SASL user name (`sasl.username`).
     #[arg(long, env = "CLEW_KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-    /// SASL password (`sasl.password`); prefer the environment variable.
+    /// SASL password (`sasl.password`); prefer the file.
     #[arg(long, env = "CLEW_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<String>,
+    /// A file holding the SASL user name (a mounted Secret key).
+    #[arg(
+        long,
+        env = "CLEW_KAFKA_SASL_USERNAME_FILE",
+        conflicts_with = "sasl_username"
+    )]
+    pub sasl_username_file: Option<PathBuf>,
+    /// A file holding the SASL password (a mounted Secret key): it stays out
+    /// of the process environment.
+    #[arg(
+        long,
+        env = "CLEW_KAFKA_SASL_PASSWORD_FILE",
+        conflicts_with = "sasl_password"
+    )]
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// A credential given inline or as a file (trailing newline dropped).
+fn credential(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the {what} from {}", path.display()))?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    Ok(inline.clone())
 }
 
 impl KafkaArgs {
@@ -65,6 +94,22 @@ impl KafkaArgs {
             };
             c.properties
                 .push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let username = credential(
+            &self.sasl_username,
+            &self.sasl_username_file,
+            "SASL user name",
+        )?;
+        let password = credential(
+            &self.sasl_password,
+            &self.sasl_password_file,
+            "SASL password",
+        )?;
+        if let Some(u) = username {
+            c.properties.push(("sasl.username".into(), u));
+        }
+        if let Some(p) = password {
+            c.properties.push(("sasl.password".into(), p));
         }
         Ok(c)
     }
@@ -494,4 +539,53 @@ pub fn existing(path: &Path) -> Result<PathBuf> {
         bail!("{} does not exist", path.display());
     }
     Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn sasl_credentials_from_files_reach_the_client_configuration() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("username"), "clew\n").unwrap();
+        std::fs::write(tmp.path().join("password"), "s3cret\n").unwrap();
+        let args = Args::try_parse_from([
+            "x",
+            "--kafka",
+            "broker:9093",
+            "--sasl-username-file",
+            tmp.path().join("username").to_str().unwrap(),
+            "--sasl-password-file",
+            tmp.path().join("password").to_str().unwrap(),
+        ])
+        .unwrap();
+        let c = args.kafka.config().unwrap();
+        assert!(c
+            .properties
+            .contains(&("sasl.username".into(), "clew".into())));
+        assert!(c
+            .properties
+            .contains(&("sasl.password".into(), "s3cret".into())));
+        let missing = Args::try_parse_from([
+            "x",
+            "--kafka",
+            "broker:9093",
+            "--sasl-password-file",
+            "/nonexistent/password",
+        ])
+        .unwrap();
+        let e = missing.kafka.config().unwrap_err().to_string();
+        assert!(
+            e.contains("reading the SASL password from /nonexistent/password"),
+            "{e}"
+        );
+    }
 }
