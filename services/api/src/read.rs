@@ -6,12 +6,12 @@
 //! answer. Nothing here knows which transport asked.
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use clew_catalog::{Direction, NodeRecord};
+use clew_catalog::{Direction, HistoryEntry, NodeRecord};
 use clew_events::proto::{self, event::Body};
 use clew_ledger::SignedCheckpoint;
 use clew_node::Node;
 
-use async_graphql::SimpleObject;
+use async_graphql::{Json, SimpleObject};
 use clew_catalog::{Edge, NodeView};
 
 use crate::access::Viewer;
@@ -148,15 +148,7 @@ pub(crate) fn proven_answer(
     depth: u32,
 ) -> std::result::Result<clew_ledger::ProvenAnswer, ApiError> {
     use std::collections::BTreeSet;
-    if depth > 50 {
-        return Err(ApiError::BadInput(format!(
-            "depth {depth} is over the limit of 50"
-        )));
-    }
-    let answer =
-        node.catalog()
-            .lineage_within(subject, direction, depth, None, &admit(viewer, node))?;
-    let lineage = lineage_out(answer, viewer, node);
+    let lineage = lineage(node, viewer, subject, direction, depth, None)?;
     // After the answer: every leaf it cites is inside this checkpoint.
     let cp = node.checkpoint()?;
     let mut leaves: BTreeSet<u64> = lineage.nodes.iter().map(|n| n.created_leaf).collect();
@@ -244,17 +236,7 @@ pub(crate) fn prov_lineage(
     base: &str,
 ) -> std::result::Result<serde_json::Value, ApiError> {
     use serde_json::{json, Map, Value};
-    if depth > 50 {
-        return Err(ApiError::BadInput(format!(
-            "depth {depth} is over the limit of 50"
-        )));
-    }
-    let l = lineage_out(
-        node.catalog()
-            .lineage_within(subject, direction, depth, None, &admit(viewer, node))?,
-        viewer,
-        node,
-    );
+    let l = lineage(node, viewer, subject, direction, depth, None)?;
     let qn = |subject: &str| format!("clew:{subject}");
     let class = |t: &str| match t {
         "transform" | "training-run" | "validation" | "deployment" => "activity",
@@ -458,4 +440,159 @@ pub(crate) fn lineage_out(
             .collect(),
         edges: answer.edges.iter().map(edge_out).collect(),
     }
+}
+
+/// The event that created or changed an entity.
+#[derive(SimpleObject, Clone)]
+pub struct EventRef {
+    /// Leaf index of the event in the ledger.
+    pub(crate) leaf_index: u64,
+    /// Event id (UUIDv7).
+    pub(crate) event_id: String,
+    /// Event kind, e.g. `DATASET_REGISTERED`.
+    pub(crate) kind: String,
+    /// Principal recorded as the actor.
+    pub(crate) actor: String,
+    /// RFC 3339 time the producer gave.
+    pub(crate) time: String,
+}
+
+pub(crate) fn kind_name(kind: &str) -> String {
+    kind.trim_start_matches("EVENT_KIND_").to_string()
+}
+
+impl From<&HistoryEntry> for EventRef {
+    fn from(h: &HistoryEntry) -> Self {
+        Self {
+            leaf_index: h.leaf,
+            event_id: h.event_id.clone(),
+            kind: kind_name(&h.kind),
+            actor: h.actor.clone(),
+            time: h.time.clone(),
+        }
+    }
+}
+
+/// What the withdrawal of a dataset version affects.
+#[derive(SimpleObject, Clone)]
+pub struct Impact {
+    /// Tree size the answer is for.
+    pub(crate) as_of: u64,
+    /// The dataset version.
+    pub(crate) dataset_version: LineageNode,
+    /// Everything downstream: live deployments first.
+    pub(crate) affected: Vec<LineageNode>,
+    /// Live deployments among them.
+    pub(crate) live_deployments: usize,
+}
+
+/// One event, as recorded in the ledger.
+#[derive(SimpleObject, Clone)]
+pub struct HistoryEvent {
+    /// Leaf index, event id, kind, actor and time.
+    #[graphql(flatten)]
+    pub(crate) event: EventRef,
+    /// The event body (proto3 JSON), references the caller may not see redacted.
+    pub(crate) payload: Json<serde_json::Value>,
+}
+
+/// Every event about `subject` before tree size `as_of`, payloads redacted
+/// for the viewer; an entity it may not see answers as absent.
+pub(crate) fn history_of(
+    node: &Node,
+    viewer: &Viewer,
+    subject: &str,
+    as_of: u64,
+) -> std::result::Result<Vec<HistoryEvent>, ApiError> {
+    visible_entity(node, viewer, subject, as_of)?;
+    let mut out = Vec::new();
+    for h in node.catalog().history(subject)? {
+        if h.leaf >= as_of {
+            continue;
+        }
+        let leaf = node.ledger().leaf(h.leaf)?;
+        let opened = clew_events::open(&leaf)
+            .map_err(|e| ApiError::Internal(format!("leaf {}: {e}", h.leaf)))?;
+        let mut payload = body_json(opened.body());
+        viewer.redact(node.catalog(), &mut payload);
+        out.push(HistoryEvent {
+            event: EventRef::from(&h),
+            payload: Json(payload),
+        });
+    }
+    Ok(out)
+}
+
+/// Lineage up or down from `subject`, at most `depth` hops (≤ 50), through
+/// what the viewer may see.
+pub(crate) fn lineage(
+    node: &Node,
+    viewer: &Viewer,
+    subject: &str,
+    direction: Direction,
+    depth: u32,
+    as_of: Option<u64>,
+) -> std::result::Result<Lineage, ApiError> {
+    if depth > 50 {
+        return Err(ApiError::BadInput(format!(
+            "depth {depth} is over the limit of 50"
+        )));
+    }
+    let a =
+        node.catalog()
+            .lineage_within(subject, direction, depth, as_of, &admit(viewer, node))?;
+    Ok(lineage_out(a, viewer, node))
+}
+
+/// The shortest chain of lineage between two entities (either way) through
+/// what the viewer may see, if there is one.
+pub(crate) fn path(
+    node: &Node,
+    viewer: &Viewer,
+    from: &str,
+    to: &str,
+    as_of: Option<u64>,
+) -> std::result::Result<Option<Lineage>, ApiError> {
+    Ok(node
+        .catalog()
+        .path_within(from, to, as_of, &admit(viewer, node))?
+        .map(|a| lineage_out(a, viewer, node)))
+}
+
+/// Everything downstream of a dataset version that the viewer may see: what
+/// its withdrawal affects, live deployments counted.
+pub(crate) fn impact(
+    node: &Node,
+    viewer: &Viewer,
+    dataset_version: &str,
+    as_of: Option<u64>,
+) -> std::result::Result<Impact, ApiError> {
+    let subject = if dataset_version.starts_with("dataset-version/") {
+        dataset_version.to_string()
+    } else {
+        format!("dataset-version/{dataset_version}")
+    };
+    let a = node
+        .catalog()
+        .impact_within(&subject, as_of, &admit(viewer, node))?;
+    let affected: Vec<LineageNode> = a
+        .affected
+        .iter()
+        .map(|n| lineage_node(n, viewer, node))
+        .collect();
+    let live = affected
+        .iter()
+        .filter(|n| {
+            n.r#type == "deployment"
+                && n.status
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("live"))
+        })
+        .count();
+    Ok(Impact {
+        as_of: a.as_of,
+        dataset_version: lineage_node(&a.dataset_version, viewer, node),
+        affected,
+        live_deployments: live,
+    })
 }

@@ -5,7 +5,7 @@
 use async_graphql::{
     Description, Enum, InputObject, InputValueError, InputValueResult, Scalar, ScalarType, Value,
 };
-use clew_events::proto::{self};
+use clew_events::proto;
 
 use crate::ApiError;
 

@@ -1,7 +1,7 @@
 //! The GraphQL schema: queries over the catalogue and the ledger, one
 //! mutation per event kind, and subscriptions to the sequenced stream.
 //!
-//! Every resolver starts from the request's [`Viewer`]; nothing is returned
+//! Every resolver starts from the request's [`crate::access::Viewer`]; nothing is returned
 //! that it may not see (see [`crate::access`]). Mutation inputs are the
 //! proto3 JSON mapping of the event bodies in `proto/clew/v1/events.proto`
 //! (the wire contract partners already use), checked field by field —

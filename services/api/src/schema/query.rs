@@ -10,8 +10,7 @@ use super::context::*;
 use super::inputs::*;
 use super::types::*;
 use crate::read::{
-    admit, checkpoint_of, hashes_b64, leaf_fully_visible, lineage_node, lineage_out, Lineage,
-    LineageNode,
+    self, checkpoint_of, hashes_b64, history_of, leaf_fully_visible, HistoryEvent, Impact, Lineage,
 };
 use crate::ApiError;
 
@@ -199,27 +198,12 @@ impl CatalogueQuery {
         as_of: Option<u64>,
     ) -> Result<Lineage> {
         let (node, viewer) = parts(ctx)?;
-        if depth > 50 {
-            return Err(
-                ApiError::BadInput(format!("depth {depth} is over the limit of 50")).into_graphql(),
-            );
-        }
         let (node, viewer) = (node.clone(), viewer.clone());
-        blocking(move || {
-            let dir = match direction {
-                LineageDirection::Upstream => Direction::Upstream,
-                LineageDirection::Downstream => Direction::Downstream,
-            };
-            let a = node.catalog().lineage_within(
-                &subject,
-                dir,
-                depth,
-                as_of,
-                &admit(&viewer, &node),
-            )?;
-            Ok(lineage_out(a, &viewer, &node))
-        })
-        .await
+        let dir = match direction {
+            LineageDirection::Upstream => Direction::Upstream,
+            LineageDirection::Downstream => Direction::Downstream,
+        };
+        blocking(move || read::lineage(&node, &viewer, &subject, dir, depth, as_of)).await
     }
 
     /// The shortest chain of lineage between two entities (either way), or null.
@@ -232,17 +216,7 @@ impl CatalogueQuery {
     ) -> Result<Option<Lineage>> {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
-        blocking(move || {
-            // Only chains through what the viewer may see are found.
-            let Some(a) = node
-                .catalog()
-                .path_within(&from, &to, as_of, &admit(&viewer, &node))?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(lineage_out(a, &viewer, &node)))
-        })
-        .await
+        blocking(move || read::path(&node, &viewer, &from, &to, as_of)).await
     }
 
     /// Everything downstream of a dataset version: what its withdrawal affects.
@@ -254,37 +228,7 @@ impl CatalogueQuery {
     ) -> Result<Impact> {
         let (node, viewer) = parts(ctx)?;
         let (node, viewer) = (node.clone(), viewer.clone());
-        blocking(move || {
-            let subject = if dataset_version.starts_with("dataset-version/") {
-                dataset_version
-            } else {
-                format!("dataset-version/{dataset_version}")
-            };
-            let a = node
-                .catalog()
-                .impact_within(&subject, as_of, &admit(&viewer, &node))?;
-            let affected: Vec<LineageNode> = a
-                .affected
-                .iter()
-                .map(|n| lineage_node(n, &viewer, &node))
-                .collect();
-            let live = affected
-                .iter()
-                .filter(|n| {
-                    n.r#type == "deployment"
-                        && n.status
-                            .as_deref()
-                            .is_some_and(|s| s.eq_ignore_ascii_case("live"))
-                })
-                .count();
-            Ok(Impact {
-                as_of: a.as_of,
-                dataset_version: lineage_node(&a.dataset_version, &viewer, &node),
-                affected,
-                live_deployments: live,
-            })
-        })
-        .await
+        blocking(move || read::impact(&node, &viewer, &dataset_version, as_of)).await
     }
 
     /// The latest signed checkpoint.

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Json, Subscription};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use clew_events::proto::{self};
+use clew_events::proto;
 use futures_util::Stream;
 
 use super::context::*;
 use super::inputs::*;
 use super::types::*;
 use crate::access::{DatasetAccess, Session, Viewer};
-use crate::read::body_json;
+use crate::read::{body_json, kind_name, EventRef};
 use clew_node::Node;
 
 pub(crate) struct SubscriptionGauge(prometheus::IntGauge);

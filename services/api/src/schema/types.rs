@@ -5,16 +5,15 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Json, Object, SimpleObject};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use clew_catalog::{Direction, HistoryEntry, NodeRecord};
+use clew_catalog::{Direction, NodeRecord};
 use clew_ledger::SignedCheckpoint;
 
 use super::context::*;
 use crate::access::Viewer;
 use crate::read::{
-    body_json, counts_as_numbers, lineage_out, one_hop, visible_entity, LineageEdge, LineageNode,
+    counts_as_numbers, history_of, lineage_out, one_hop, EventRef, HistoryEvent, LineageEdge,
     Withdrawal,
 };
-use crate::ApiError;
 use clew_node::Node;
 
 /// A signed checkpoint of the ledger (C2SP tlog-checkpoint).
@@ -36,60 +35,6 @@ impl From<&SignedCheckpoint> for Checkpoint {
             note: cp.note_text(),
         }
     }
-}
-
-/// The event that created or changed an entity.
-#[derive(SimpleObject, Clone)]
-pub struct EventRef {
-    /// Leaf index of the event in the ledger.
-    pub(crate) leaf_index: u64,
-    /// Event id (UUIDv7).
-    pub(crate) event_id: String,
-    /// Event kind, e.g. `DATASET_REGISTERED`.
-    pub(crate) kind: String,
-    /// Principal recorded as the actor.
-    pub(crate) actor: String,
-    /// RFC 3339 time the producer gave.
-    pub(crate) time: String,
-}
-
-pub(crate) fn kind_name(kind: &str) -> String {
-    kind.trim_start_matches("EVENT_KIND_").to_string()
-}
-
-impl From<&HistoryEntry> for EventRef {
-    fn from(h: &HistoryEntry) -> Self {
-        Self {
-            leaf_index: h.leaf,
-            event_id: h.event_id.clone(),
-            kind: kind_name(&h.kind),
-            actor: h.actor.clone(),
-            time: h.time.clone(),
-        }
-    }
-}
-
-/// What the withdrawal of a dataset version affects.
-#[derive(SimpleObject, Clone)]
-pub struct Impact {
-    /// Tree size the answer is for.
-    pub(crate) as_of: u64,
-    /// The dataset version.
-    pub(crate) dataset_version: LineageNode,
-    /// Everything downstream: live deployments first.
-    pub(crate) affected: Vec<LineageNode>,
-    /// Live deployments among them.
-    pub(crate) live_deployments: usize,
-}
-
-/// One event, as recorded in the ledger.
-#[derive(SimpleObject, Clone)]
-pub struct HistoryEvent {
-    /// Leaf index, event id, kind, actor and time.
-    #[graphql(flatten)]
-    pub(crate) event: EventRef,
-    /// The event body (proto3 JSON), references the caller may not see redacted.
-    pub(crate) payload: Json<serde_json::Value>,
 }
 
 /// An entity of the catalogue.
@@ -225,31 +170,6 @@ impl Entity {
             self.as_of,
         )
     }
-}
-
-pub(crate) fn history_of(
-    node: &Node,
-    viewer: &Viewer,
-    subject: &str,
-    as_of: u64,
-) -> std::result::Result<Vec<HistoryEvent>, ApiError> {
-    visible_entity(node, viewer, subject, as_of)?;
-    let mut out = Vec::new();
-    for h in node.catalog().history(subject)? {
-        if h.leaf >= as_of {
-            continue;
-        }
-        let leaf = node.ledger().leaf(h.leaf)?;
-        let opened = clew_events::open(&leaf)
-            .map_err(|e| ApiError::Internal(format!("leaf {}: {e}", h.leaf)))?;
-        let mut payload = body_json(opened.body());
-        viewer.redact(node.catalog(), &mut payload);
-        out.push(HistoryEvent {
-            event: EventRef::from(&h),
-            payload: Json(payload),
-        });
-    }
-    Ok(out)
 }
 
 /// One search result.
