@@ -123,20 +123,8 @@ pub fn seal_opened(
     event_id: Option<String>,
 ) -> Result<OpenedEnvelope, EventError> {
     let event = build_event(key, actor, body, event_id, None)?;
-    validate::check_event(&event)?;
     let envelope = sign_event(key, &event);
-    let canonical = envelope.encode_to_vec();
-    if canonical.len() > MAX_LEAF_BYTES {
-        return Err(EventError::Oversized {
-            size: canonical.len(),
-            limit: MAX_LEAF_BYTES,
-        });
-    }
-    Ok(OpenedEnvelope {
-        envelope,
-        event,
-        canonical,
-    })
+    checked(envelope, event)
 }
 
 /// Signs an already-built event (no checks; see [`seal`] for the checked path).
@@ -258,6 +246,12 @@ pub fn open(bytes: &[u8]) -> Result<OpenedEnvelope, EventError> {
             envelope.signatures[0].keyid, event.key_id
         )));
     }
+    checked(envelope, event)
+}
+
+/// The checks every envelope passes whether decoded or built here: the
+/// event's own rules, and a canonical encoding that fits in a leaf.
+fn checked(envelope: proto::Envelope, event: proto::Event) -> Result<OpenedEnvelope, EventError> {
     validate::check_event(&event)?;
     let canonical = envelope.encode_to_vec();
     if canonical.len() > MAX_LEAF_BYTES {
