@@ -57,19 +57,28 @@ enum SignedBy {
     Actor,
 }
 
-/// The scenario's steps with their bodies, and the actors that sign with
-/// their own keys.
-fn scenario(keys: &BTreeMap<String, ProducerKey>) -> Result<Vec<(Step, Body)>> {
-    let mut text = SCENARIO.to_string();
-    for (actor, key) in keys {
-        text = text.replace(&format!("{{key:{actor}}}"), &key.verifier().to_text());
-    }
-    let steps: Vec<Step> = serde_json::from_str(&text).context("the demo scenario")?;
+/// The scenario as written: each step's event still proto3 JSON.
+fn steps() -> Result<Vec<Step>> {
+    serde_json::from_str(SCENARIO).context("the demo scenario")
+}
+
+/// Actors of the scenario that sign their own events.
+fn self_signing_actors(steps: &[Step]) -> BTreeSet<String> {
+    steps
+        .iter()
+        .filter(|s| s.signed_by == SignedBy::Actor)
+        .map(|s| s.actor.clone())
+        .collect()
+}
+
+/// Each step's event body, `{key:<actor>}` replaced by that actor's verifier key.
+fn bodies(steps: Vec<Step>, keys: &BTreeMap<String, ProducerKey>) -> Result<Vec<(Step, Body)>> {
     steps
         .into_iter()
         .enumerate()
-        .map(|(i, step)| {
-            let event: proto::Event = serde_json::from_value(step.event.clone())
+        .map(|(i, mut step)| {
+            fill_keys(&mut step.event, keys);
+            let event: proto::Event = serde_json::from_value(step.event.take())
                 .with_context(|| format!("demo step {i}: not an event body"))?;
             let body = event
                 .body
@@ -79,14 +88,20 @@ fn scenario(keys: &BTreeMap<String, ProducerKey>) -> Result<Vec<(Step, Body)>> {
         .collect()
 }
 
-/// Actors of the scenario that sign their own events.
-fn self_signing_actors() -> Result<BTreeSet<String>> {
-    let steps: Vec<Step> = serde_json::from_str(SCENARIO).context("the demo scenario")?;
-    Ok(steps
-        .into_iter()
-        .filter(|s| s.signed_by == SignedBy::Actor)
-        .map(|s| s.actor)
-        .collect())
+/// Replaces every string `{key:<actor>}` in `value` with the actor's verifier key.
+fn fill_keys(value: &mut serde_json::Value, keys: &BTreeMap<String, ProducerKey>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            let actor = s.strip_prefix("{key:").and_then(|r| r.strip_suffix('}'));
+            if let Some(key) = actor.and_then(|a| keys.get(a)) {
+                *s = key.verifier().to_text();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| fill_keys(v, keys)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill_keys(v, keys)),
+        _ => {}
+    }
 }
 
 /// Whether the demo is already recorded in this data directory.
@@ -106,8 +121,9 @@ pub async fn record(
 ) -> Result<(usize, BTreeMap<String, PathBuf>)> {
     let key_dir = dir.keys().join("demo");
     let origin = node.ledger().origin().to_string();
+    let steps = steps()?;
     let mut keys = BTreeMap::new();
-    for actor in self_signing_actors()? {
+    for actor in self_signing_actors(&steps) {
         let path = key_dir.join(format!("{actor}.key"));
         let key = if path.exists() {
             keyfiles::read_producer(&path)?
@@ -117,7 +133,7 @@ pub async fn record(
         };
         keys.insert(actor, key);
     }
-    let all = scenario(&keys)?;
+    let all = bodies(steps, &keys)?;
     // People with tokens: principals registered without a key of their own.
     let people: Vec<String> = all
         .iter()
@@ -205,8 +221,8 @@ mod tests {
 
     #[test]
     fn the_scenario_parses_and_every_self_signing_actor_gets_a_key() {
-        let keys: BTreeMap<String, ProducerKey> = self_signing_actors()
-            .unwrap()
+        let steps = steps().unwrap();
+        let keys: BTreeMap<String, ProducerKey> = self_signing_actors(&steps)
             .into_iter()
             .map(|a| {
                 let k = ProducerKey::generate(&format!("demo/{a}")).unwrap();
@@ -214,15 +230,12 @@ mod tests {
             })
             .collect();
         assert_eq!(keys.len(), 5, "five trusts sign their own events");
-        let steps = scenario(&keys).unwrap();
+        let steps = bodies(steps, &keys).unwrap();
         assert!(steps.len() > 50, "{} steps", steps.len());
-        assert!(
-            !SCENARIO.contains("{key:")
-                || steps.iter().all(|(_, b)| match b {
-                    Body::PrincipalRegistered(p) => !p.verifier_key.contains("{key:"),
-                    _ => true,
-                })
-        );
+        assert!(steps.iter().all(|(_, b)| match b {
+            Body::PrincipalRegistered(p) => !p.verifier_key.contains("{key:"),
+            _ => true,
+        }));
         assert!(steps.iter().any(|(_, b)| matches!(
             b,
             Body::DatasetVersionWithdrawn(w) if w.dataset_version_id == WITHDRAWN

@@ -262,6 +262,8 @@ impl Ledger {
             let (k, v) = item?;
             let record: KeyRecord = serde_json::from_slice(&v)
                 .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
+            // A ledger from before principal records kept roles has only its
+            // keys' roles; the principal records below take precedence.
             registry
                 .principals
                 .entry(record.principal_id.clone())

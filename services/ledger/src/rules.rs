@@ -2,6 +2,7 @@
 //! references. Everything here reads ledger state through the batch overlay
 //! and writes nothing unless the event is admitted.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use clew_events::policy::{self, Party};
@@ -123,8 +124,12 @@ pub(crate) fn admit(
             )));
         };
         let signer_id = signer.record.principal_id.as_str();
-        let signer_roles = principal_roles(ov, registry, signer_id)?
-            .unwrap_or_else(|| signer.record.roles.clone());
+        // Most events are signed by their actor's own key: one lookup.
+        let signer_roles = if signer_id == event.actor {
+            actor_roles.clone()
+        } else {
+            principal_roles(ov, registry, signer_id)?.unwrap_or(Cow::Borrowed(&signer.record.roles))
+        };
         let key_owner = match body {
             Body::KeyRevoked(k) => {
                 lookup_key(ov, &registry.keys, &k.key_id)?.map(|k| k.record.principal_id)
@@ -183,21 +188,24 @@ fn lookup_key(
 
 /// The roles of principal `id` at its latest registration, or None when it is
 /// not registered; a registration earlier in this batch is only in the overlay.
-fn principal_roles(
+/// Borrowed from the registry in the common case: this runs for every event.
+fn principal_roles<'r>(
     ov: &Overlay<'_>,
-    registry: &KeyRegistry,
+    registry: &'r KeyRegistry,
     id: &str,
-) -> Result<Option<Vec<i32>>, LedgerError> {
+) -> Result<Option<Cow<'r, [i32]>>, LedgerError> {
     let key = keys::entity(&format!("principal/{id}"));
     if let Some(bytes) = ov.writes.get(&key) {
         let record: EntityRecord = serde_json::from_slice(bytes)
             .map_err(|e| LedgerError::Corrupt(format!("principal record: {e}")))?;
-        return Ok(Some(record.roles));
+        return Ok(Some(Cow::Owned(record.roles)));
     }
     if let Some(roles) = registry.principals.get(id) {
-        return Ok(Some(roles.clone()));
+        return Ok(Some(Cow::Borrowed(roles)));
     }
-    Ok(ov.get_json::<EntityRecord>(&key)?.map(|r| r.roles))
+    Ok(ov
+        .get_json::<EntityRecord>(&key)?
+        .map(|r| Cow::Owned(r.roles)))
 }
 
 /// Leaf 0 registers an admin whose key signs its own registration.
