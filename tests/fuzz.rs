@@ -266,7 +266,7 @@ fn openlineage_events_map_without_panicking() {
     let ledger = s.dir.open(None, LedgerOptions::default()).expect("ledger");
     let catalog: Catalog = s.dir.catalog(&ledger).expect("catalogue");
     let viewer =
-        clew_api::Viewer::resolve(&catalog, Default::default(), "model-team").expect("viewer");
+        clew_api::Viewer::resolve(&catalog, Default::default(), "model-team", 0).expect("viewer");
     let run = serde_json::json!({
         "eventType": "COMPLETE", "eventTime": "2026-11-30T10:00:00Z",
         "producer": "https://example.org/pipeline",

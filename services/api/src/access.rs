@@ -7,7 +7,11 @@
 //!
 //! Visibility ([`Viewer`]): governance and admin see everything. Everyone else
 //! sees open datasets, and restricted or controlled ones only while they hold
-//! a live access grant naming them. A dataset version is visible when its
+//! a live access grant naming them, themselves or through a project they
+//! belong to (the grant and the membership must both hold; expiry is judged
+//! at the node's access time, see `Node::access_time`). A project, its
+//! access requests and their grants are visible to its members; a request
+//! made for oneself, to its requester. A dataset version is visible when its
 //! dataset is. An entity that is not visible is absent from every answer
 //! (search, facets, lookups, lineage, history, subscriptions); a visible
 //! entity that *refers* to an invisible one (a training run that used a
@@ -169,15 +173,16 @@ impl Session {
         self.tokens.principal_of(&self.token).is_some()
     }
 
-    /// The caller as of now (roles and live grants read again), or `None`
-    /// once the token has been revoked.
+    /// The caller as of `now` (roles, projects and live grants read again),
+    /// or `None` once the token has been revoked.
     pub fn viewer(
         &self,
         catalog: &Catalog,
         access: std::sync::Arc<DatasetAccess>,
+        now: i64,
     ) -> Option<Viewer> {
         let principal = self.tokens.principal_of(&self.token)?;
-        Viewer::resolve(catalog, access, &principal).ok()
+        Viewer::resolve(catalog, access, &principal, now).ok()
     }
 }
 
@@ -210,8 +215,13 @@ pub struct Viewer {
     pub principal: String,
     /// Roles from the principal's latest registration.
     pub roles: Vec<Role>,
-    /// Datasets named by the principal's live access grants.
+    /// Datasets named by the live access grants the principal holds itself
+    /// or through its projects.
     pub granted: HashSet<String>,
+    /// Projects the principal belongs to now.
+    pub projects: HashSet<String>,
+    /// The access time this viewer was resolved at (unix seconds).
+    pub now: i64,
     access: std::sync::Arc<DatasetAccess>,
 }
 
@@ -239,12 +249,14 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Viewer {
-    /// Resolves `principal` against the catalogue. An unknown principal (its
-    /// registration not yet sequenced, or never) has no roles.
+    /// Resolves `principal` against the catalogue at access time `now` (unix
+    /// seconds). An unknown principal (its registration not yet sequenced, or
+    /// never) has no roles.
     pub fn resolve(
         catalog: &Catalog,
         access: std::sync::Arc<DatasetAccess>,
         principal: &str,
+        now: i64,
     ) -> Result<Self, ApiError> {
         let node = catalog.node(&format!("principal/{principal}"))?;
         let roles = node
@@ -259,17 +271,42 @@ impl Viewer {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
-        let granted = catalog
-            .grants_held_by(&format!("principal:{principal}"), &now_rfc3339())?
+        let projects: HashSet<String> = catalog
+            .current_projects(principal, now)?
             .into_iter()
-            .filter_map(|g| g.attributes()["datasetId"].as_str().map(str::to_string))
             .collect();
+        let mut granted = HashSet::new();
+        let grantees = std::iter::once(format!("principal:{principal}"))
+            .chain(projects.iter().map(|p| format!("project:{p}")));
+        for grantee in grantees {
+            granted.extend(
+                catalog
+                    .grants_held_by(&grantee, now)?
+                    .into_iter()
+                    .filter_map(|g| g.attributes()["datasetId"].as_str().map(str::to_string)),
+            );
+        }
         Ok(Self {
             principal: principal.to_string(),
             roles,
             granted,
+            projects,
+            now,
             access,
         })
+    }
+
+    /// Someone without a token (the public data-use register): no roles, no
+    /// grants; sees open datasets only.
+    pub fn anonymous(access: std::sync::Arc<DatasetAccess>, now: i64) -> Self {
+        Self {
+            principal: String::new(),
+            roles: Vec::new(),
+            granted: HashSet::new(),
+            projects: HashSet::new(),
+            now,
+            access,
+        }
     }
 
     /// Whether the caller holds `role` (admin holds every role).
@@ -348,11 +385,24 @@ impl Viewer {
             }
             "access-grant" => {
                 self.sees_all()
-                    || catalog
-                        .node(subject)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|g| g.attributes()["principalId"] == self.principal.as_str())
+                    || catalog.node(subject).ok().flatten().is_some_and(|g| {
+                        let a = g.attributes();
+                        a["principalId"] == self.principal.as_str()
+                            || a["projectId"]
+                                .as_str()
+                                .is_some_and(|p| self.projects.contains(p))
+                    })
+            }
+            "project" => self.sees_all() || self.projects.contains(id),
+            "access-request" => {
+                self.sees_all()
+                    || catalog.node(subject).ok().flatten().is_some_and(|r| {
+                        let a = r.attributes();
+                        a["requester"] == self.principal.as_str()
+                            || a["terms"]["projectId"]
+                                .as_str()
+                                .is_some_and(|p| self.projects.contains(p))
+                    })
             }
             "principal" => self.sees_all() || id == self.principal,
             _ => true,

@@ -109,5 +109,6 @@ pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Vi
         state.node.catalog(),
         state.access.clone(),
         &principal,
+        state.node.access_time(),
     )?))
 }

@@ -193,6 +193,7 @@ fn case_publish_and_follow(f: &mut dyn Fixture) {
                 root_hash: vec![7; 32],
                 origin: "clew.test/ledger".into(),
                 signed_note: b"note".to_vec(),
+                signed_at: None,
             }));
         }
     }

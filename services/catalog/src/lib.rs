@@ -29,6 +29,7 @@
 //! entities that already exist and refuses a transform whose output predates
 //! one of its inputs.
 
+mod access;
 mod graph;
 mod lineage;
 mod project;
@@ -40,6 +41,7 @@ use clew_ledger::Ledger;
 use rayon::prelude::*;
 use thiserror::Error;
 
+pub use access::{state_name as request_state_name, unix_seconds, Spell};
 pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
 pub use lineage::{admit_all, Admit, Direction, ImpactAnswer, LineageAnswer, NodeView};
 pub use search::{
@@ -443,23 +445,17 @@ impl Catalog {
 
     /// Access grants held by a principal (`principal:<id>`) or a project
     /// (`project:<id>`) that are live: not revoked and, when they carry an
-    /// expiry, not expired at `now` (RFC 3339 text compares in time order
-    /// only when both are UTC, which proto3 JSON timestamps are).
-    pub fn grants_held_by(
-        &self,
-        grantee: &str,
-        now_rfc3339: &str,
-    ) -> Result<Vec<NodeRecord>, CatalogError> {
+    /// expiry, not expired at `now` (unix seconds).
+    pub fn grants_held_by(&self, grantee: &str, now: i64) -> Result<Vec<NodeRecord>, CatalogError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(project::grantee_prefix(grantee)) {
             let (key, _) = item?;
             let grant = String::from_utf8_lossy(&key[grantee.len() + 2..]).to_string();
             if let Some(n) = self.node(&format!("access-grant/{grant}"))? {
-                let expires = n.attributes()["expiresAt"]
+                let expired = n.attributes()["expiresAt"]
                     .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_default();
-                let expired = !expires.is_empty() && expires.as_str() <= now_rfc3339;
+                    .and_then(access::unix_seconds)
+                    .is_some_and(|at| at <= now);
                 if n.ended_leaf.is_none() && !expired {
                     out.push(n);
                 }

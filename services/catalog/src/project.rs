@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::graph::{keys, Affect, Edge, EdgeRecord, HistoryEntry, NodeRecord, OutEdge, Relation};
-use crate::CatalogError;
+use crate::{access, CatalogError};
 
 /// Writes of a chunk of leaves, read through before sled.
 pub(crate) struct Pending<'a> {
@@ -41,7 +41,7 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn put_node(&mut self, node: &NodeRecord) {
+    pub(crate) fn put_node(&mut self, node: &NodeRecord) {
         let subject = node.subject();
         if matches!(node.node_type.as_str(), "dataset-version" | "model-version") {
             self.touched.insert(subject.clone());
@@ -189,6 +189,9 @@ pub(crate) fn apply(
     let actor = format!("principal/{}", event.actor);
     // (node, its upstream edges) to create.
     let mut created: Option<(NodeRecord, Vec<Upstream>)> = None;
+    // Whether the event changes an existing entity (a history entry of it);
+    // events that create their entity without `created` leave this false.
+    let mut history = false;
 
     match body {
         Body::PrincipalRegistered(b) => {
@@ -220,21 +223,75 @@ pub(crate) fn apply(
             ));
         }
         Body::AccessGranted(b) => {
-            p.writes.insert(
-                grant_key(&b.dataset_id, &b.grant_id),
-                b.grant_id.clone().into_bytes(),
-            );
-            if let Some(grantee) = grantee_of(b) {
-                p.writes.insert(
-                    grantee_key(&grantee, &b.grant_id),
-                    b.dataset_id.clone().into_bytes(),
-                );
-            }
             let label = format!("access to {}", b.dataset_id);
-            created = Some((
-                new_node("access-grant", &b.grant_id, label, attributes(b)),
-                vec![],
-            ));
+            let node = new_node("access-grant", &b.grant_id, label, attributes(b));
+            access::put_grant(p, b, node)?;
+        }
+        Body::ProjectRegistered(b) => {
+            let mut attrs = serde_json::to_value(b).unwrap_or_default();
+            attrs["members"] = serde_json::json!([]);
+            let node = new_node(
+                "project",
+                &b.project_id,
+                b.title.clone(),
+                access::raw(&attrs),
+            );
+            p.put_node(&node);
+            access::join(p, &b.project_id, &b.lead_principal_id, &entry)?;
+        }
+        Body::ProjectMemberAdded(b) => {
+            access::join(p, &b.project_id, &b.principal_id, &entry)?;
+            history = true;
+        }
+        Body::ProjectMemberRemoved(b) => {
+            access::leave(p, &b.project_id, &b.principal_id, &entry)?;
+            history = true;
+        }
+        Body::AccessRequestSubmitted(b) => {
+            let step = access::transition(&entry, "SUBMITTED", serde_json::json!({}));
+            let attrs = access::request_attributes(&b.request_id, &event.actor, &b.terms, step);
+            let label = format!("access request {} by {}", b.request_id, event.actor);
+            let mut node = new_node("access-request", &b.request_id, label, access::raw(&attrs));
+            node.statuses.push((leaf, "SUBMITTED".into()));
+            p.put_node(&node);
+        }
+        Body::AccessRequestResubmitted(b) => {
+            let step = access::transition(
+                &entry,
+                "RESUBMITTED",
+                serde_json::json!({ "response": b.response }),
+            );
+            access::move_request(p, &subject_key, "RESUBMITTED", step, b.terms.as_ref(), &[])?;
+            history = true;
+        }
+        Body::AccessRequestWithdrawn(b) => {
+            let step = access::transition(
+                &entry,
+                "WITHDRAWN",
+                serde_json::json!({ "reason": b.reason }),
+            );
+            access::move_request(p, &subject_key, "WITHDRAWN", step, None, &[])?;
+            history = true;
+        }
+        Body::AccessRequestReviewed(b) => {
+            let state = access::state_name(b.decision);
+            let grant_ids: Vec<String> = b.grants.iter().map(|g| g.grant_id.clone()).collect();
+            let step = access::transition(
+                &entry,
+                &state,
+                serde_json::json!({
+                    "reason": b.reason,
+                    "conditions": b.conditions,
+                    "grantIds": grant_ids,
+                }),
+            );
+            access::move_request(p, &subject_key, &state, step, None, &grant_ids)?;
+            for g in &b.grants {
+                let label = format!("access to {}", g.dataset_id);
+                let node = new_node("access-grant", &g.grant_id, label, attributes(g));
+                access::put_grant(p, g, node)?;
+            }
+            history = true;
         }
         Body::AccessRevoked(b) => {
             if let Some(mut node) = p.node(&subject_key)? {
@@ -425,14 +482,23 @@ pub(crate) fn apply(
         }
         // Events that change an existing entity are history keys; the
         // creating event lives in the node itself.
-        None => {
+        None if history || !creates_itself(body) => {
             p.writes.insert(
                 keys::history(&subject_key, leaf),
                 serde_json::to_vec(&entry).unwrap_or_default(),
             );
         }
+        None => {}
     }
     Ok(())
+}
+
+/// Whether the event creates its subject's node itself (outside `created`).
+fn creates_itself(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::AccessGranted(_) | Body::ProjectRegistered(_) | Body::AccessRequestSubmitted(_)
+    )
 }
 
 /// Every node downstream of a withdrawn dataset version records the withdrawal.

@@ -71,6 +71,13 @@ pub fn kind_of(body: &Body) -> proto::EventKind {
         Body::ModelVersionRegistered(_) => K::ModelVersionRegistered,
         Body::ValidationRecorded(_) => K::ValidationRecorded,
         Body::DeploymentRecorded(_) => K::DeploymentRecorded,
+        Body::ProjectRegistered(_) => K::ProjectRegistered,
+        Body::ProjectMemberAdded(_) => K::ProjectMemberAdded,
+        Body::ProjectMemberRemoved(_) => K::ProjectMemberRemoved,
+        Body::AccessRequestSubmitted(_) => K::AccessRequestSubmitted,
+        Body::AccessRequestResubmitted(_) => K::AccessRequestResubmitted,
+        Body::AccessRequestWithdrawn(_) => K::AccessRequestWithdrawn,
+        Body::AccessRequestReviewed(_) => K::AccessRequestReviewed,
     }
 }
 

@@ -73,6 +73,23 @@ pub fn subject_of(body: &Body) -> Result<EntityRef, EventError> {
         Body::DeploymentRecorded(b) => {
             EntityRef::new("deployment", id(&b.deployment_id, "deployment_id")?)
         }
+        Body::ProjectRegistered(b) => EntityRef::new("project", id(&b.project_id, "project_id")?),
+        Body::ProjectMemberAdded(b) => EntityRef::new("project", id(&b.project_id, "project_id")?),
+        Body::ProjectMemberRemoved(b) => {
+            EntityRef::new("project", id(&b.project_id, "project_id")?)
+        }
+        Body::AccessRequestSubmitted(b) => {
+            EntityRef::new("access-request", id(&b.request_id, "request_id")?)
+        }
+        Body::AccessRequestResubmitted(b) => {
+            EntityRef::new("access-request", id(&b.request_id, "request_id")?)
+        }
+        Body::AccessRequestWithdrawn(b) => {
+            EntityRef::new("access-request", id(&b.request_id, "request_id")?)
+        }
+        Body::AccessRequestReviewed(b) => {
+            EntityRef::new("access-request", id(&b.request_id, "request_id")?)
+        }
     })
 }
 
@@ -141,15 +158,7 @@ fn check_body(body: &Body) -> Result<(), EventError> {
             nonempty(&b.name, "name")?;
             known_enum::<proto::SiteKind>(b.kind, "kind")?;
         }
-        Body::AccessGranted(b) => {
-            match &b.grantee {
-                Some(proto::access_granted::Grantee::PrincipalId(p)) => id(p, "principal_id")?,
-                Some(proto::access_granted::Grantee::ProjectId(p)) => id(p, "project_id")?,
-                None => return Err(EventError::Invalid("access grant names no grantee".into())),
-            };
-            id(&b.dataset_id, "dataset_id")?;
-            nonempty(&b.purpose, "purpose")?;
-        }
+        Body::AccessGranted(b) => check_grant(b)?,
         Body::AccessRevoked(_) => {}
         Body::DatasetRegistered(b) => {
             nonempty(&b.title, "title")?;
@@ -240,6 +249,147 @@ fn check_body(body: &Body) -> Result<(), EventError> {
             for v in &b.validation_ids {
                 id(v, "validation_ids")?;
             }
+        }
+        Body::ProjectRegistered(b) => {
+            nonempty(&b.title, "title")?;
+            id(&b.lead_principal_id, "lead_principal_id")?;
+            nonempty(&b.organisation, "organisation")?;
+            nonempty(&b.purpose, "purpose")?;
+            if let (Some(from), Some(to)) = (&b.starts_at, &b.ends_at) {
+                if (to.seconds, to.nanos) <= (from.seconds, from.nanos) {
+                    return Err(EventError::Invalid(
+                        "project ends_at is not after starts_at".into(),
+                    ));
+                }
+            }
+        }
+        Body::ProjectMemberAdded(b) => {
+            id(&b.principal_id, "principal_id")?;
+        }
+        Body::ProjectMemberRemoved(b) => {
+            id(&b.principal_id, "principal_id")?;
+        }
+        Body::AccessRequestSubmitted(b) => check_terms(b.terms.as_ref())?,
+        Body::AccessRequestResubmitted(b) => {
+            check_terms(b.terms.as_ref())?;
+            nonempty(&b.response, "response")?;
+        }
+        Body::AccessRequestWithdrawn(_) => {}
+        Body::AccessRequestReviewed(b) => check_review(b)?,
+    }
+    Ok(())
+}
+
+fn check_grant(b: &proto::AccessGranted) -> Result<(), EventError> {
+    id(&b.grant_id, "grant_id")?;
+    match &b.grantee {
+        Some(proto::access_granted::Grantee::PrincipalId(p)) => id(p, "principal_id")?,
+        Some(proto::access_granted::Grantee::ProjectId(p)) => id(p, "project_id")?,
+        None => return Err(EventError::Invalid("access grant names no grantee".into())),
+    };
+    id(&b.dataset_id, "dataset_id")?;
+    nonempty(&b.purpose, "purpose")?;
+    if !b.request_id.is_empty() {
+        id(&b.request_id, "request_id")?;
+    }
+    for c in &b.conditions {
+        nonempty(c, "conditions")?;
+    }
+    for v in &b.dataset_version_ids {
+        dataset_version_id(v, "dataset_version_ids")?;
+        if v.split_once('@').map(|(d, _)| d) != Some(b.dataset_id.as_str()) {
+            return Err(EventError::Invalid(format!(
+                "dataset_version_ids names {v}, which is not a version of {}",
+                b.dataset_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Longest access a request may ask for (ten years).
+pub const MAX_REQUESTED_DAYS: u32 = 3650;
+
+fn check_terms(terms: Option<&proto::AccessRequestTerms>) -> Result<(), EventError> {
+    let Some(t) = terms else {
+        return Err(EventError::Invalid("access request has no terms".into()));
+    };
+    if !t.project_id.is_empty() {
+        id(&t.project_id, "terms.project_id")?;
+    }
+    if t.dataset_ids.is_empty() && t.dataset_version_ids.is_empty() {
+        return Err(EventError::Invalid(
+            "access request names no dataset or dataset version".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in &t.dataset_ids {
+        id(d, "terms.dataset_ids")?;
+        if !seen.insert(d.as_str()) {
+            return Err(EventError::Invalid(format!("terms name dataset {d} twice")));
+        }
+    }
+    for v in &t.dataset_version_ids {
+        dataset_version_id(v, "terms.dataset_version_ids")?;
+        if !seen.insert(v.as_str()) {
+            return Err(EventError::Invalid(format!("terms name {v} twice")));
+        }
+    }
+    nonempty(&t.purpose, "terms.purpose")?;
+    if !(1..=MAX_REQUESTED_DAYS).contains(&t.requested_days) {
+        return Err(EventError::Invalid(format!(
+            "terms.requested_days {} is not between 1 and {MAX_REQUESTED_DAYS}",
+            t.requested_days
+        )));
+    }
+    match &t.data_use_agreement {
+        Some(a) => {
+            id(&a.agreement_id, "terms.data_use_agreement.agreement_id")?;
+            nonempty(&a.version, "terms.data_use_agreement.version")?;
+        }
+        None => {
+            return Err(EventError::Invalid(
+                "access request accepts no data-use agreement".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn check_review(b: &proto::AccessRequestReviewed) -> Result<(), EventError> {
+    use proto::AccessRequestState as S;
+    let decision = S::try_from(b.decision).unwrap_or(S::Unspecified);
+    let approval = matches!(decision, S::Approved | S::ApprovedWithConditions);
+    match decision {
+        S::UnderReview | S::Approved | S::ApprovedWithConditions => {}
+        S::ChangesRequested | S::Denied => nonempty(&b.reason, "reason")?,
+        other => {
+            return Err(EventError::Invalid(format!(
+                "decision {} is not a review decision (UNDER_REVIEW, CHANGES_REQUESTED, APPROVED, APPROVED_WITH_CONDITIONS, DENIED)",
+                other.as_str_name()
+            )))
+        }
+    }
+    if (decision == S::ApprovedWithConditions) != !b.conditions.is_empty() {
+        return Err(EventError::Invalid(
+            "conditions are given exactly when the decision is APPROVED_WITH_CONDITIONS".into(),
+        ));
+    }
+    for c in &b.conditions {
+        nonempty(c, "conditions")?;
+    }
+    if approval == b.grants.is_empty() {
+        return Err(EventError::Invalid(
+            "an approval carries its grants, and only an approval does".into(),
+        ));
+    }
+    for g in &b.grants {
+        check_grant(g)?;
+        if g.expires_at.is_none() {
+            return Err(EventError::Invalid(format!(
+                "grant {} of an approval has no expires_at",
+                g.grant_id
+            )));
         }
     }
     Ok(())

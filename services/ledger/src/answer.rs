@@ -72,6 +72,10 @@ pub struct ProvenAnswer {
     /// Every leaf the nodes and edges cite, plus the key registrations that
     /// sign them, each once.
     pub events: Vec<ProvenEvent>,
+    /// For an access audit (`query.kind` "access-audit"): who held access to
+    /// the dataset in the window, which the verifier recomputes from `events`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<crate::audit::AccessHolder>,
 }
 
 /// What a verified document holds.
@@ -202,6 +206,10 @@ pub fn verify_answer(doc: &ProvenAnswer, vkey: &str) -> Result<VerifiedAnswer, L
             .map_err(|e| bad(format!("event at leaf {i}: {e}")))?;
     }
 
+    if doc.query.get("kind").and_then(|k| k.as_str()) == Some(crate::audit::ACCESS_AUDIT_KIND) {
+        return verify_access_audit(doc, &events, cp.size);
+    }
+
     // 4. Nodes and edges are what the events say.
     let mut subjects = HashSet::new();
     for n in &doc.nodes {
@@ -288,6 +296,60 @@ pub fn verify_answer(doc: &ProvenAnswer, vkey: &str) -> Result<VerifiedAnswer, L
         nodes: doc.nodes.len(),
         edges: doc.edges.len(),
         events: doc.events.len(),
+    })
+}
+
+/// Step 4 of an access audit: the holders are exactly what the carried
+/// events give for the dataset and window asked about.
+fn verify_access_audit(
+    doc: &ProvenAnswer,
+    events: &BTreeMap<u64, OpenedEnvelope>,
+    tree_size: u64,
+) -> Result<VerifiedAnswer, LedgerError> {
+    let bad = |why: String| LedgerError::Corrupt(why);
+    let text = |field: &str| {
+        doc.query
+            .get(field)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("the access audit's query has no {field}")))
+    };
+    let dataset = text("dataset")?;
+    let from = crate::audit::unix_seconds(text("from")?)
+        .ok_or_else(|| bad("the query's from is not an RFC 3339 time".into()))?;
+    let to = crate::audit::unix_seconds(text("to")?)
+        .ok_or_else(|| bad("the query's to is not an RFC 3339 time".into()))?;
+    let registered = format!("dataset/{dataset}");
+    if !events.values().any(|o| o.event.subject == registered) {
+        return Err(bad(format!(
+            "the registration of {registered} is not in the answer"
+        )));
+    }
+    let derived = crate::audit::access_holders(dataset, from, to, events);
+    let mut claimed = doc.holders.clone();
+    claimed.sort();
+    if let Some(h) = claimed.iter().find(|h| !derived.contains(h)) {
+        return Err(bad(format!(
+            "the answer says principal/{} held access through grant {} from {} to {}, which its events do not give",
+            h.principal,
+            h.grant_id,
+            h.from,
+            h.until.as_deref().unwrap_or("no end")
+        )));
+    }
+    if let Some(h) = derived.iter().find(|h| !claimed.contains(h)) {
+        return Err(bad(format!(
+            "the events give principal/{} access through grant {} from {} to {}, which the answer leaves out",
+            h.principal,
+            h.grant_id,
+            h.from,
+            h.until.as_deref().unwrap_or("no end")
+        )));
+    }
+    Ok(VerifiedAnswer {
+        tree_size,
+        nodes: 0,
+        edges: 0,
+        events: events.len(),
     })
 }
 

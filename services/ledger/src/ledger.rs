@@ -99,6 +99,20 @@ pub(crate) struct WriterState {
     pub(crate) rejected: u64,
 }
 
+pub(crate) fn time_value(v: &[u8]) -> Result<i64, LedgerError> {
+    let bytes: [u8; 8] = v
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt("checkpoint time is not 8 bytes".into()))?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// Unix seconds now, by this machine's clock.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Submissions decoded and signature-checked, ready for [`Ledger::commit`].
 pub struct PrecheckedBatch {
     items: Vec<(Submission, Precheck)>,
@@ -131,6 +145,8 @@ pub struct Ledger {
     pub(crate) writer: Mutex<WriterState>,
     registry: RwLock<Arc<KeyRegistry>>,
     pub(crate) upper_hashes: UpperHashCache,
+    /// When the latest checkpoint was signed (unix seconds; 0 before any).
+    pub(crate) signed_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -174,6 +190,7 @@ impl Ledger {
         let (signer, origin, vkey) = checkpoint::load_signer(ledger_key)?;
         tree.insert(keys::ORIGIN, origin.as_bytes())?;
         tree.insert(keys::LEDGER_VKEY, vkey.as_bytes())?;
+        tree.insert(keys::FACTS, b"1")?;
         db.flush()?;
         let ledger = Self::from_parts(db, tree, Some(signer), origin, vkey, options)?;
 
@@ -236,6 +253,19 @@ impl Ledger {
                 data_dir.display()
             )));
         }
+        if tree.get(keys::FACTS)?.is_none() {
+            let size = tree
+                .get(keys::SIZE)?
+                .map(|v| u64_value(&v))
+                .transpose()?
+                .unwrap_or(0);
+            let read = crate::rules::backfill_facts(&tree, size)?;
+            db.flush()?;
+            tracing::info!(
+                leaves = read,
+                "the authorisation policy's facts were built from the log"
+            );
+        }
         Self::from_parts(db, tree, Some(signer), origin, vkey, options)
     }
 
@@ -283,6 +313,10 @@ impl Ledger {
                 registry.principals.insert(id, record.roles);
             }
         }
+        let signed_at = match tree.scan_prefix(keys::CHECKPOINT_TIMES).next_back() {
+            Some(item) => time_value(&item?.1)?,
+            None => 0,
+        };
         Ok(Self {
             db,
             tree,
@@ -293,6 +327,7 @@ impl Ledger {
             writer: Mutex::new(WriterState { size, rejected }),
             registry: RwLock::new(Arc::new(registry)),
             upper_hashes: UpperHashCache::default(),
+            signed_at: std::sync::atomic::AtomicI64::new(signed_at),
         })
     }
 
@@ -517,10 +552,18 @@ impl Ledger {
                 rejections.to_be_bytes().to_vec(),
             );
         }
+        let mut signed_at = None;
         if size > start {
             let root = tree_hash(size, &ov)?;
             let signed = checkpoint::sign(signer, &self.origin, size, root)?;
             ov.put(keys::checkpoint(size).to_vec(), signed.note.clone());
+            // The ledger's clock only moves forward, whatever this machine's does.
+            let t = unix_now().max(self.checkpoint_time());
+            ov.put(
+                keys::checkpoint_time(size).to_vec(),
+                t.to_be_bytes().to_vec(),
+            );
+            signed_at = Some(t);
             ov.put(keys::SIZE.to_vec(), size.to_be_bytes().to_vec());
             receipt.checkpoint = Some(signed);
         }
@@ -533,6 +576,10 @@ impl Ledger {
         }
 
         self.upper_hashes.insert_many(appended.into_iter());
+        if let Some(t) = signed_at {
+            self.signed_at
+                .store(t, std::sync::atomic::Ordering::Release);
+        }
         w.size = size;
         w.rejected = rejections;
         if !new_keys.is_empty() {
@@ -623,6 +670,23 @@ impl Ledger {
             .principals
             .get(principal_id)
             .cloned()
+    }
+
+    /// When the latest checkpoint was signed, in unix seconds (0 before any):
+    /// the ledger's clock, which never goes back (each checkpoint is stamped
+    /// no earlier than the one before, whatever the machine's clock says).
+    /// Access expiry is read against the later of it and the machine's clock.
+    pub fn checkpoint_time(&self) -> i64 {
+        self.signed_at.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// When the checkpoint for tree size `size` was signed (unix seconds), if
+    /// the ledger recorded it (checkpoints from before times were kept: None).
+    pub fn checkpoint_time_at(&self, size: u64) -> Result<Option<i64>, LedgerError> {
+        self.tree
+            .get(keys::checkpoint_time(size))?
+            .map(|v| time_value(&v))
+            .transpose()
     }
 
     /// The latest signed checkpoint.

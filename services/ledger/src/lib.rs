@@ -43,6 +43,7 @@
 //! [`verify_ledger`] re-derives all of it offline from the stored bytes.
 
 pub mod answer;
+pub mod audit;
 pub mod checkpoint;
 mod error;
 mod ledger;
@@ -56,6 +57,7 @@ pub use answer::{
     verify_answer, ProvenAnswer, ProvenEdge, ProvenEvent, ProvenNode, VerifiedAnswer,
     PROVEN_ANSWER_FORMAT,
 };
+pub use audit::{access_holders, AccessHolder, ACCESS_AUDIT_KIND};
 pub use checkpoint::SignedCheckpoint;
 pub use error::LedgerError;
 pub use ledger::{

@@ -87,7 +87,8 @@ impl Ledger {
     /// Appends `leaves` (canonical envelope bytes, the first at leaf index
     /// `first`, which must be the current size) together with the signed
     /// checkpoint `note` that covers exactly them, and records the stream
-    /// `positions` (source name, next offset) in the same atomic batch.
+    /// `positions` (source name, next offset) in the same atomic batch;
+    /// `signed_at` is when the sequencer says it signed the checkpoint.
     ///
     /// The checkpoint's signature is verified with the ledger's key and its
     /// root compared with the root of the mirror's tree after the append; on
@@ -97,6 +98,7 @@ impl Ledger {
         first: u64,
         leaves: Vec<Vec<u8>>,
         note: &[u8],
+        signed_at: Option<i64>,
         positions: &[(&str, u64)],
     ) -> Result<MirroredBatch, LedgerError> {
         let mut w = self.lock_writer()?;
@@ -146,6 +148,14 @@ impl Ledger {
             )));
         }
         ov.put(keys::checkpoint(size).to_vec(), signed.note.clone());
+        // The sequencer's clock as it published it, kept monotone here too.
+        let time = signed_at.map(|t| t.max(self.checkpoint_time()));
+        if let Some(t) = time {
+            ov.put(
+                keys::checkpoint_time(size).to_vec(),
+                t.to_be_bytes().to_vec(),
+            );
+        }
         ov.put(keys::SIZE.to_vec(), size.to_be_bytes().to_vec());
         for (source, next) in positions {
             ov.put(keys::cursor(source), next.to_be_bytes().to_vec());
@@ -156,6 +166,10 @@ impl Ledger {
             self.db.flush()?;
         }
         self.upper_hashes.insert_many(new_hashes.into_iter());
+        if let Some(t) = time {
+            self.signed_at
+                .store(t, std::sync::atomic::Ordering::Release);
+        }
         w.size = size;
         Ok(MirroredBatch {
             checkpoint: signed,

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use clew_events::policy::{self, Party};
+use clew_events::policy::{self, Fact, FactStore, Party};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
@@ -116,6 +116,13 @@ pub(crate) fn admit(
     // 2. The actor is registered, and the one authorisation policy allows
     //    this signer to record this kind for this actor.
     let actor_roles = principal_roles(ov, registry, &event.actor)?;
+    // The actor's roles for the duties below (the genesis admin has no
+    // record yet: its own registration gives them).
+    let duty_roles: Vec<i32> = match (&actor_roles, body) {
+        (Some(r), _) => r.to_vec(),
+        (None, Body::PrincipalRegistered(p)) => p.roles.clone(),
+        (None, _) => Vec::new(),
+    };
     if size > 0 {
         let Some(actor_roles) = actor_roles else {
             return Ok(Err(refuse(
@@ -164,11 +171,38 @@ pub(crate) fn admit(
         }));
     }
 
-    // 4. References and state changes.
+    // 4. Duties: the policy's rules about which entity (projects, requests),
+    //    read from the facts kept beside the state.
+    let actor = Party {
+        id: &event.actor,
+        roles: &duty_roles,
+    };
+    let facts = match policy::duties(event, actor, &Facts(&*ov))? {
+        Ok(facts) => facts,
+        Err(refusal) => return Ok(Err(refuse(refusal.reason, refusal.detail))),
+    };
+
+    // 5. References and state changes.
     let mut state = StateCheck { ov, size };
     match state.apply(body)? {
-        Ok(changed) => Ok(Ok(changed)),
+        Ok(changed) => {
+            for (subject, fact) in facts {
+                state.ov.put_json(keys::fact(&subject), &fact);
+            }
+            Ok(Ok(changed))
+        }
         Err((reason, detail)) => Ok(Err(refuse(reason, detail))),
+    }
+}
+
+/// The policy's facts as the batch overlay holds them.
+pub(crate) struct Facts<'o, 'a>(pub &'o Overlay<'a>);
+
+impl FactStore for Facts<'_, '_> {
+    type Error = LedgerError;
+
+    fn fact(&self, subject: &str) -> Result<Option<Fact>, LedgerError> {
+        self.0.get_json(&keys::fact(subject))
     }
 }
 
@@ -377,6 +411,15 @@ impl StateCheck<'_, '_> {
                 let rec = self.created();
                 self.create(&subject, rec);
             }
+            Body::AccessGranted(g) if !g.request_id.is_empty() => {
+                return Ok(Err((
+                    R::InvalidPayload,
+                    format!(
+                        "grant {} names access-request/{}; a grant names a request only inside that request's approval",
+                        g.grant_id, g.request_id
+                    ),
+                )));
+            }
             Body::AccessGranted(g) => {
                 check!(self.absent(&subject));
                 check!(self.existing(
@@ -579,7 +622,111 @@ impl StateCheck<'_, '_> {
                 };
                 self.create(&subject, record);
             }
+            Body::ProjectRegistered(p) => {
+                check!(self.absent(&subject));
+                check!(self.existing(
+                    &EntityRef::new("principal", &p.lead_principal_id),
+                    "lead_principal_id",
+                    false
+                ));
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::ProjectMemberAdded(m) => {
+                check!(self.existing(&subject, "project_id", false));
+                check!(self.existing(
+                    &EntityRef::new("principal", &m.principal_id),
+                    "principal_id",
+                    false
+                ));
+            }
+            Body::ProjectMemberRemoved(_) => {
+                check!(self.existing(&subject, "project_id", false));
+            }
+            Body::AccessRequestSubmitted(r) => {
+                check!(self.absent(&subject));
+                check!(self.terms_cite_what_exists(r.terms.as_ref()));
+                let rec = self.created();
+                self.create(&subject, rec);
+            }
+            Body::AccessRequestResubmitted(r) => {
+                check!(self.existing(&subject, "request_id", false));
+                check!(self.terms_cite_what_exists(r.terms.as_ref()));
+            }
+            Body::AccessRequestWithdrawn(_) => {
+                check!(self.existing(&subject, "request_id", false));
+            }
+            Body::AccessRequestReviewed(r) => {
+                check!(self.existing(&subject, "request_id", false));
+                // An approval's grants are entities of their own (revocable
+                // one by one with AccessRevoked).
+                for g in &r.grants {
+                    let grant = EntityRef::new("access-grant", &g.grant_id);
+                    check!(self.absent(&grant));
+                    check!(self.existing(
+                        &EntityRef::new("dataset", &g.dataset_id),
+                        "grants.dataset_id",
+                        false
+                    ));
+                    for v in &g.dataset_version_ids {
+                        check!(self.existing(
+                            &EntityRef::new("dataset-version", v),
+                            "grants.dataset_version_ids",
+                            false
+                        ));
+                    }
+                    let rec = self.created();
+                    self.create(&grant, rec);
+                }
+            }
         }
         Ok(Ok(changed_keys))
     }
+
+    /// The project an access request is for exists. The datasets it names
+    /// need not: a restricted dataset is invisible to the requester, so
+    /// refusing a request that names one that does not exist would tell them
+    /// which ones do (hidden reads as absent). Governance sees the request,
+    /// and an approval's grants must name datasets that exist.
+    fn terms_cite_what_exists(&self, terms: Option<&proto::AccessRequestTerms>) -> Check<()> {
+        let Some(t) = terms else {
+            return Ok(Ok(()));
+        };
+        if !t.project_id.is_empty() {
+            check!(self.existing(
+                &EntityRef::new("project", &t.project_id),
+                "terms.project_id",
+                false
+            ));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The facts of every leaf of a ledger from before facts were kept: the
+/// same [`policy::duties`] the sequencer runs, each leaf's writes applied in
+/// order (refusals cannot occur: those ledgers hold no project or request
+/// events). Returns how many leaves were read.
+pub(crate) fn backfill_facts(tree: &sled::Tree, size: u64) -> Result<u64, LedgerError> {
+    let mut ov = Overlay::new(tree);
+    for i in 0..size {
+        let Some(leaf) = tree.get(keys::leaf(i))? else {
+            return Err(LedgerError::Corrupt(format!("leaf {i} is missing")));
+        };
+        let opened =
+            clew_events::open(&leaf).map_err(|e| LedgerError::Corrupt(format!("leaf {i}: {e}")))?;
+        let roles: Vec<i32> = Vec::new();
+        let actor = Party {
+            id: &opened.event.actor,
+            roles: &roles,
+        };
+        if let Ok(facts) = policy::duties(&opened.event, actor, &Facts(&ov))? {
+            for (subject, fact) in facts {
+                ov.put_json(keys::fact(&subject), &fact);
+            }
+        }
+    }
+    ov.put(keys::FACTS.to_vec(), b"1".to_vec());
+    tree.apply_batch(ov.into_batch())?;
+    Ok(size)
 }

@@ -88,8 +88,21 @@ pub mod keys {
     pub fn cursor(source: &str) -> Vec<u8> {
         named(b'u', source)
     }
+    /// The authorisation policy's fact about a subject (`clew_events::policy::Fact`).
+    pub fn fact(subject: &str) -> Vec<u8> {
+        named(b'a', subject)
+    }
+    /// When the checkpoint for tree size `n` was signed (unix seconds, big-endian i64).
+    pub fn checkpoint_time(n: u64) -> [u8; 9] {
+        indexed(b't', n)
+    }
+    /// Metadata: present once the policy's facts cover every leaf (ledgers
+    /// from before facts were kept gain them when first opened).
+    pub const FACTS: &[u8] = b"mfacts";
     /// Prefix of all checkpoints.
     pub const CHECKPOINTS: &[u8] = b"c";
+    /// Prefix of all checkpoint times.
+    pub const CHECKPOINT_TIMES: &[u8] = b"t";
     /// Prefix of all rejections.
     pub const REJECTIONS: &[u8] = b"r";
 }

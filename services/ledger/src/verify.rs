@@ -105,6 +105,18 @@ struct KeyLife {
 
 const CHUNK: u64 = 8192;
 
+/// The policy's facts as the replay has rebuilt them, leaf by leaf.
+#[derive(Default)]
+struct ReplayedFacts(HashMap<String, clew_events::policy::Fact>);
+
+impl clew_events::policy::FactStore for ReplayedFacts {
+    type Error = std::convert::Infallible;
+
+    fn fact(&self, subject: &str) -> Result<Option<clew_events::policy::Fact>, Self::Error> {
+        Ok(self.0.get(subject).cloned())
+    }
+}
+
 /// Why the policy refuses leaf `o` given the registry before it, if it does.
 /// An unregistered signing key is reported by the signature check instead.
 fn policy_problem(
@@ -182,6 +194,7 @@ pub fn verify_ledger(
     // Roles at each principal's latest registration, as replayed.
     let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
     let mut violations: Vec<PolicyViolation> = Vec::new();
+    let mut facts = ReplayedFacts::default();
     let mut hashes = MemoryHashes(Vec::with_capacity((2 * size) as usize));
     let mut start = 0;
     while start < size {
@@ -217,6 +230,21 @@ pub fn verify_ledger(
                 if let Some(problem) = policy_problem(o, &registry, &roles) {
                     violations.push(PolicyViolation { index: i, problem });
                 }
+            }
+            // The duties (projects, access requests) against the facts as
+            // replayed so far, exactly as the sequencer decided them.
+            let no_roles = Vec::new();
+            let actor = Party {
+                id: &o.event.actor,
+                roles: roles.get(&o.event.actor).unwrap_or(&no_roles),
+            };
+            match clew_events::policy::duties(&o.event, actor, &facts) {
+                Ok(Ok(writes)) => facts.0.extend(writes),
+                Ok(Err(refusal)) => violations.push(PolicyViolation {
+                    index: i,
+                    problem: format!("{}: {refusal}", refusal.reason.as_str_name()),
+                }),
+                Err(never) => match never {},
             }
             if let Body::PrincipalRegistered(p) = o.body() {
                 roles.insert(p.principal_id.clone(), p.roles.clone());
@@ -485,7 +513,9 @@ mod tests {
         let cp = checkpoint::sign(&signer, &origin, size, root).unwrap();
         let mirror_dir = tmp.path().join("mirror");
         let mirror = Ledger::open_mirror(&mirror_dir, &vkey, LedgerOptions::default()).unwrap();
-        mirror.append_verified(0, leaves, &cp.note, &[]).unwrap();
+        mirror
+            .append_verified(0, leaves, &cp.note, None, &[])
+            .unwrap();
         drop(mirror);
 
         let failure = verify_ledger(&mirror_dir, Some(&vkey), &|_, _| {}).unwrap_err();

@@ -556,7 +556,7 @@ enum SignedBy {
 }
 
 /// Every event kind, as the policy names them in this table.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 21] = [
     "PRINCIPAL_REGISTERED",
     "KEY_REVOKED (another's key)",
     "KEY_REVOKED (own key)",
@@ -571,6 +571,13 @@ const KINDS: [&str; 14] = [
     "MODEL_VERSION_REGISTERED",
     "VALIDATION_RECORDED",
     "DEPLOYMENT_RECORDED",
+    "PROJECT_REGISTERED",
+    "PROJECT_MEMBER_ADDED",
+    "PROJECT_MEMBER_REMOVED",
+    "ACCESS_REQUEST_SUBMITTED",
+    "ACCESS_REQUEST_RESUBMITTED",
+    "ACCESS_REQUEST_WITHDRAWN",
+    "ACCESS_REQUEST_REVIEWED",
 ];
 
 /// The policy table, written out independently of the code that enforces it:
@@ -584,6 +591,11 @@ fn allowed(kind: &str, role: Role) -> bool {
         "ACCESS_GRANTED" | "ACCESS_REVOKED" => "A",
         "SITE_REGISTERED" => "GA",
         "DATASET_VERSION_WITHDRAWN" => "GIA",
+        "PROJECT_REGISTERED" | "PROJECT_MEMBER_ADDED" | "PROJECT_MEMBER_REMOVED" => "RGA",
+        "ACCESS_REQUEST_SUBMITTED" | "ACCESS_REQUEST_RESUBMITTED" | "ACCESS_REQUEST_WITHDRAWN" => {
+            "RPA"
+        }
+        "ACCESS_REQUEST_REVIEWED" => "GA",
         _ => "GIPA",
     };
     let letter = match role {
@@ -643,9 +655,14 @@ fn the_policy_is_enforced_on_signer_and_actor_for_every_kind_and_role() {
                 }
                 n += 1;
                 let (prereqs, body) = case(kind, n, actor, &admin);
+                // Set-up is the admin's, except steps only an access request's
+                // requester takes (signed by the service key for them).
                 let prereqs: Vec<Vec<u8>> = prereqs
                     .into_iter()
-                    .map(|b| w.sealed(&admin, "admin", b))
+                    .map(|(by, b)| match by {
+                        "admin" => w.sealed(&admin, "admin", b),
+                        requester => w.sealed(&service, requester, b),
+                    })
                     .collect();
                 if !prereqs.is_empty() {
                     let r = w.submit(prereqs);
@@ -689,8 +706,65 @@ fn the_policy_is_enforced_on_signer_and_actor_for_every_kind_and_role() {
     w.verify();
 }
 
-/// The events a case needs first (recorded by the admin) and the event under test.
-fn case(kind: &str, n: u64, actor: &str, admin: &ProducerKey) -> (Vec<Body>, Body) {
+/// The events a case needs first (each with its actor: the admin, or a
+/// requester the service key signs for) and the event under test.
+fn case<'a>(
+    kind: &str,
+    n: u64,
+    actor: &'a str,
+    admin: &ProducerKey,
+) -> (Vec<(&'a str, Body)>, Body) {
+    if let Some(c) = access_case(kind, n, actor) {
+        return c;
+    }
+    let (prereqs, body) = admin_case(kind, n, actor, admin);
+    (prereqs.into_iter().map(|b| ("admin", b)).collect(), body)
+}
+
+fn terms(ds: &str, project: &str) -> Option<proto::AccessRequestTerms> {
+    Some(proto::AccessRequestTerms {
+        project_id: project.into(),
+        dataset_ids: vec![ds.into()],
+        dataset_version_ids: vec![],
+        purpose: "a study of chest imaging".into(),
+        requested_days: 365,
+        data_use_agreement: Some(proto::DataUseAgreement {
+            agreement_id: "nccid-dua".into(),
+            version: "3.1".into(),
+        }),
+    })
+}
+
+fn request(n: u64, ds: &str) -> Body {
+    Body::AccessRequestSubmitted(proto::AccessRequestSubmitted {
+        request_id: format!("pol-req-{n}"),
+        terms: terms(ds, ""),
+    })
+}
+
+fn review(n: u64, decision: proto::AccessRequestState, reason: &str) -> Body {
+    Body::AccessRequestReviewed(proto::AccessRequestReviewed {
+        request_id: format!("pol-req-{n}"),
+        decision: decision as i32,
+        reason: reason.into(),
+        conditions: vec![],
+        grants: vec![],
+    })
+}
+
+fn project(n: u64, lead: &str) -> Body {
+    Body::ProjectRegistered(proto::ProjectRegistered {
+        project_id: format!("pol-proj-{n}"),
+        title: "Chest CT triage".into(),
+        lead_principal_id: lead.into(),
+        organisation: "University of Northgate".into(),
+        purpose: "triage research".into(),
+        starts_at: None,
+        ends_at: None,
+    })
+}
+
+fn admin_case(kind: &str, n: u64, actor: &str, admin: &ProducerKey) -> (Vec<Body>, Body) {
     let ds = format!("pol-ds-{n}");
     let v1 = format!("{ds}@1.0");
     let dataset = || {
@@ -795,11 +869,89 @@ fn case(kind: &str, n: u64, actor: &str, admin: &ProducerKey) -> (Vec<Body>, Bod
                 vec![],
             ),
         ),
+        "PROJECT_REGISTERED" => (vec![], project(n, actor)),
+        "ACCESS_REQUEST_SUBMITTED" => (vec![dataset()], request(n, &ds)),
         other => {
             let _ = admin;
             panic!("no case for {other}")
         }
     }
+}
+
+/// Cases whose set-up includes a request made by someone other than the admin.
+fn access_case<'a>(kind: &str, n: u64, actor: &'a str) -> Option<(Vec<(&'a str, Body)>, Body)> {
+    let ds = format!("pol-ds-{n}");
+    let dataset = || {
+        let Body::DatasetRegistered(mut d) = sample::dataset(1, 1) else {
+            unreachable!()
+        };
+        d.dataset_id = ds.clone();
+        Body::DatasetRegistered(d)
+    };
+    // A requester that may submit: the actor when its roles allow, else a researcher.
+    let may_ask = ["p-researcher", "p-partner", "p-admin"].contains(&actor);
+    let requester: &'a str = if may_ask { actor } else { "p-researcher" };
+    Some(match kind {
+        "PROJECT_MEMBER_ADDED" => (
+            vec![("admin", project(n, actor))],
+            Body::ProjectMemberAdded(proto::ProjectMemberAdded {
+                project_id: format!("pol-proj-{n}"),
+                principal_id: "svc".into(),
+            }),
+        ),
+        "PROJECT_MEMBER_REMOVED" => (
+            vec![
+                ("admin", project(n, actor)),
+                (
+                    "admin",
+                    Body::ProjectMemberAdded(proto::ProjectMemberAdded {
+                        project_id: format!("pol-proj-{n}"),
+                        principal_id: "svc".into(),
+                    }),
+                ),
+            ],
+            Body::ProjectMemberRemoved(proto::ProjectMemberRemoved {
+                project_id: format!("pol-proj-{n}"),
+                principal_id: "svc".into(),
+                reason: "left".into(),
+            }),
+        ),
+        "ACCESS_REQUEST_RESUBMITTED" => (
+            vec![
+                ("admin", dataset()),
+                (requester, request(n, &ds)),
+                (
+                    "admin",
+                    review(n, proto::AccessRequestState::ChangesRequested, "say more"),
+                ),
+            ],
+            Body::AccessRequestResubmitted(proto::AccessRequestResubmitted {
+                request_id: format!("pol-req-{n}"),
+                terms: terms(&ds, ""),
+                response: "purpose detailed".into(),
+            }),
+        ),
+        "ACCESS_REQUEST_WITHDRAWN" => (
+            vec![("admin", dataset()), (requester, request(n, &ds))],
+            Body::AccessRequestWithdrawn(proto::AccessRequestWithdrawn {
+                request_id: format!("pol-req-{n}"),
+                reason: "no longer needed".into(),
+            }),
+        ),
+        "ACCESS_REQUEST_REVIEWED" => {
+            // Never one's own request (separation of duties is tested apart).
+            let other = if actor == "p-researcher" {
+                "p-partner"
+            } else {
+                "p-researcher"
+            };
+            (
+                vec![("admin", dataset()), (other, request(n, &ds))],
+                review(n, proto::AccessRequestState::UnderReview, ""),
+            )
+        }
+        _ => return None,
+    })
 }
 
 fn role_of(actor: &str) -> Vec<i32> {
@@ -823,5 +975,8 @@ fn grant(n: u64, dataset: &str) -> Body {
         dataset_id: dataset.into(),
         purpose: "audit".into(),
         expires_at: None,
+        request_id: String::new(),
+        conditions: vec![],
+        dataset_version_ids: vec![],
     })
 }

@@ -170,6 +170,19 @@ impl Node {
         self.applied.clone()
     }
 
+    /// The time access is judged at (unix seconds): the later of this
+    /// machine's clock and the time the ledger signed its latest checkpoint.
+    /// The ledger's clock never goes back (each checkpoint is stamped no
+    /// earlier than the one before), so a clock set back cannot revive an
+    /// expired grant; expiry needs no event, since nothing is written to
+    /// make a grant lapse.
+    pub fn access_time(&self) -> i64 {
+        let machine = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        machine.max(self.ledger.checkpoint_time())
+    }
+
     /// The checkpoint this node answers as of: the one at the size applied to
     /// the catalogue (a replica's mirror may briefly hold more leaves than its
     /// catalogue has applied; nothing past the catalogue is shown).

@@ -7,7 +7,7 @@
 //!  REJECTED ───┘   stored at once (rejected log), waiters told
 //!                   │ when a checkpoint covers the pending leaves:
 //!                   ▼
-//!     Ledger::append_verified(leaves, checkpoint, stream positions)   (one sled batch;
+//!     Ledger::append_verified(leaves, checkpoint + its time, positions)   (one sled batch;
 //!                   │              refused unless the leaves hash to the signed root)
 //!                   ▼
 //!     Catalog::catch_up_state + commit_search ─▶ `applied` ─▶ waiters, subscriptions
@@ -98,6 +98,8 @@ pub(crate) struct Follow {
 struct PendingCheckpoint {
     note: Vec<u8>,
     offset: u64,
+    /// When the sequencer signed it (unix seconds), as published.
+    signed_at: Option<i64>,
 }
 
 impl Follow {
@@ -176,6 +178,7 @@ impl Follow {
                             checkpoints.insert(
                                 c.tree_size,
                                 PendingCheckpoint {
+                                    signed_at: c.signed_at.as_ref().map(|t| t.seconds),
                                     note: c.signed_note,
                                     offset: p.offset,
                                 },
@@ -264,6 +267,7 @@ impl Follow {
             held,
             leaves.into_iter().map(|(_, b)| b).collect(),
             &cp.note,
+            cp.signed_at,
             &[
                 (&position_name(Stream::Sequenced), seq_next),
                 (&position_name(Stream::Checkpoints), cp_next),

@@ -290,11 +290,15 @@ fn publish_loop(
                 break;
             }
             cp_mark = cp.size;
+            let signed_at = ledger
+                .checkpoint_time_at(cp.size)?
+                .map(|seconds| pbjson_types::Timestamp { seconds, nanos: 0 });
             out.push(Outgoing::Checkpoint(CheckpointRecord {
                 tree_size: cp.size,
                 root_hash: cp.root.0.to_vec(),
                 origin: ledger.origin().to_string(),
                 signed_note: cp.note,
+                signed_at,
             }));
         }
         let rejections = ledger.rejected(next_rej, options.publish_batch as usize)?;

@@ -1,8 +1,9 @@
 //! The HTTP surface: the router, its middleware and the server loop. Routes
 //! are grouped by family, one module each ([`graphql`], [`tlog`], [`linked`],
-//! [`lineage_in`], [`manifests`], [`ops`]); every one starts from the
+//! [`lineage_in`], [`manifests`], [`access`], [`ops`]); every one starts from the
 //! [`respond::Caller`] extractor and answers errors through one mapping.
 
+mod access;
 mod graphql;
 mod lineage_in;
 mod linked;
@@ -25,6 +26,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
 use crate::ApiError;
+use access::{data_uses, proven_access};
 use graphql::{graphiql, graphql, graphql_ws};
 use lineage_in::openlineage_in;
 use linked::{dcat_catalog, dcat_dataset, prov_lineage};
@@ -49,6 +51,8 @@ pub fn app(state: AppState) -> Router {
         .route("/datasets/{id}/dcat.jsonld", get(dcat_dataset))
         .route("/prov/lineage", get(prov_lineage))
         .route("/proofs/impact", get(proven_impact))
+        .route("/proofs/access", get(proven_access))
+        .route("/data-uses", get(data_uses))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -136,6 +136,13 @@ event_kinds!(
     ModelVersionRegistered,
     ValidationRecorded,
     DeploymentRecorded,
+    ProjectRegistered,
+    ProjectMemberAdded,
+    ProjectMemberRemoved,
+    AccessRequestSubmitted,
+    AccessRequestResubmitted,
+    AccessRequestWithdrawn,
+    AccessRequestReviewed,
 );
 
 /// Mutation inputs: the proto3 JSON of each event body, parsed strictly.
@@ -180,4 +187,58 @@ body_inputs! {
     ModelVersionInput(ModelVersionRegistered) = "A model version: artifact digest, training run, model card.";
     ValidationInput(ValidationRecorded) = "A validation: model version x dataset version x site, metrics with subgroups, verdict.";
     DeploymentInput(DeploymentRecorded) = "A deployment: model version at a site and environment, status, approvals, validations.";
+    ProjectInput(ProjectRegistered) = "A project: id, title, lead principal, organisation, purpose, startsAt, endsAt.";
+    ProjectMemberInput(ProjectMemberAdded) = "A member joins a project: projectId, principalId.";
+    ProjectMemberRemovalInput(ProjectMemberRemoved) = "A member leaves a project: projectId, principalId, reason.";
+    AccessRequestInput(AccessRequestSubmitted) = "An access request: requestId and terms (projectId, datasetIds, datasetVersionIds, purpose, requestedDays, dataUseAgreement).";
+    AccessResubmissionInput(AccessRequestResubmitted) = "New terms for a request governance asked to change: requestId, terms, response.";
+    AccessWithdrawalInput(AccessRequestWithdrawn) = "The requester withdraws a request: requestId, reason.";
+}
+
+/// A review decision on an access request.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ReviewDecision {
+    /// Taken up for review.
+    UnderReview,
+    /// The requester is asked to change the terms and resubmit.
+    ChangesRequested,
+    /// Approved as asked.
+    Approved,
+    /// Approved with conditions of use.
+    ApprovedWithConditions,
+    /// Denied (final: asking again is a new request).
+    Denied,
+}
+
+impl ReviewDecision {
+    pub(crate) fn to_proto(self) -> proto::AccessRequestState {
+        use proto::AccessRequestState as S;
+        match self {
+            ReviewDecision::UnderReview => S::UnderReview,
+            ReviewDecision::ChangesRequested => S::ChangesRequested,
+            ReviewDecision::Approved => S::Approved,
+            ReviewDecision::ApprovedWithConditions => S::ApprovedWithConditions,
+            ReviewDecision::Denied => S::Denied,
+        }
+    }
+}
+
+/// Governance's review of an access request. An approval writes the grants
+/// in the same event: one per dataset asked for, to the request's project
+/// (or requester), expiring at `expiresAt` or at the end of the duration
+/// asked for, whichever is sooner.
+#[derive(InputObject)]
+pub struct AccessReviewInput {
+    /// The request.
+    pub(crate) request_id: String,
+    /// The decision.
+    pub(crate) decision: ReviewDecision,
+    /// Why (required to request changes or deny).
+    #[graphql(default)]
+    pub(crate) reason: String,
+    /// Conditions of an approval with conditions.
+    #[graphql(default)]
+    pub(crate) conditions: Vec<String>,
+    /// RFC 3339 end of access, no later than the duration asked for.
+    pub(crate) expires_at: Option<String>,
 }

@@ -259,6 +259,110 @@ impl MutationRoot {
     ) -> Result<Receipt> {
         record(ctx, Body::DeploymentRecorded(input.0), event_id).await
     }
+    /// Registers a research project. A researcher registers one it leads;
+    /// governance any.
+    async fn register_project(
+        &self,
+        ctx: &Context<'_>,
+        input: ProjectInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::ProjectRegistered(input.0), event_id).await
+    }
+    /// Adds a member to a project. Its lead, or governance.
+    async fn add_project_member(
+        &self,
+        ctx: &Context<'_>,
+        input: ProjectMemberInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::ProjectMemberAdded(input.0), event_id).await
+    }
+    /// Removes a member from a project (their access through it ends at
+    /// once). Its lead, or governance.
+    async fn remove_project_member(
+        &self,
+        ctx: &Context<'_>,
+        input: ProjectMemberRemovalInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::ProjectMemberRemoved(input.0), event_id).await
+    }
+    /// Asks for access to datasets or versions, for oneself or (its lead)
+    /// for a project, accepting a data-use agreement. Researcher or partner.
+    async fn submit_access_request(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessRequestInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessRequestSubmitted(input.0), event_id).await
+    }
+    /// Answers a request for changes with new terms. The requester.
+    async fn resubmit_access_request(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessResubmissionInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessRequestResubmitted(input.0), event_id).await
+    }
+    /// Withdraws a request not yet decided. The requester.
+    async fn withdraw_access_request(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessWithdrawalInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        record(ctx, Body::AccessRequestWithdrawn(input.0), event_id).await
+    }
+    /// Reviews an access request: take it up, ask for changes, approve
+    /// (with conditions) or deny. Governance that did not make it, is not in
+    /// its project and, for restricted data, governs the custodian site or
+    /// nationally; the ledger refuses anything else with a reason code.
+    async fn review_access_request(
+        &self,
+        ctx: &Context<'_>,
+        input: AccessReviewInput,
+        event_id: Option<String>,
+    ) -> Result<Receipt> {
+        let (node, viewer) = parts(ctx)?;
+        viewer
+            .require(&[Role::Governance], "reviewing an access request")
+            .coded()?;
+        let decision = input.decision.to_proto();
+        let expires_at = match &input.expires_at {
+            Some(t) => Some(clew_ledger::audit::unix_seconds(t).ok_or_else(|| {
+                ApiError::BadInput(format!("expiresAt {t:?} is not an RFC 3339 time"))
+                    .into_graphql()
+            })?),
+            None => None,
+        };
+        let grants = if matches!(
+            decision,
+            proto::AccessRequestState::Approved | proto::AccessRequestState::ApprovedWithConditions
+        ) {
+            let (node, id, conditions) = (
+                node.clone(),
+                input.request_id.clone(),
+                input.conditions.clone(),
+            );
+            blocking(move || {
+                crate::read::access::approval_grants(&node, &id, &conditions, expires_at)
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
+        let body = Body::AccessRequestReviewed(proto::AccessRequestReviewed {
+            request_id: input.request_id,
+            decision: decision as i32,
+            reason: input.reason,
+            conditions: input.conditions,
+            grants,
+        });
+        record(ctx, body, event_id).await
+    }
     /// Submits a DSSE envelope (base64 of its protobuf bytes) already signed
     /// by a registered key. Partner, ingest, governance or admin; the ledger
     /// checks the signing key's own roles.

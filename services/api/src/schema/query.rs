@@ -9,6 +9,7 @@ use clew_events::proto::{self, Role};
 use super::context::*;
 use super::inputs::*;
 use super::types::*;
+use crate::read::access::{self, AccessAudit, AccessRequest, DataUse, RequestScope};
 use crate::read::{
     self, checkpoint_of, hashes_b64, history_of, leaf_fully_visible, HistoryEvent, Impact, Lineage,
 };
@@ -16,7 +17,7 @@ use crate::ApiError;
 
 /// Queries: typed entity lookups and everything over the catalogue and ledger.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(LookupQuery, CatalogueQuery);
+pub struct QueryRoot(LookupQuery, CatalogueQuery, AccessQuery);
 
 /// Entity lookups by id.
 #[derive(Default)]
@@ -52,7 +53,71 @@ typed_lookups! {
     validation => "validation", "A validation.";
     deployment => "deployment", "A deployment.";
     principal => "principal", "A principal (governance, admin, or the caller itself).";
-    access_grant => "access-grant", "An access grant (governance, admin, or its grantee).";
+    access_grant => "access-grant", "An access grant (governance, admin, or its grantee: the principal or a member of the project).";
+    project => "project", "A research project (governance, admin, or its members).";
+}
+
+/// Projects, access requests, audits and the data-use register.
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[Object]
+impl AccessQuery {
+    /// The caller's access requests and those of its projects, oldest first.
+    async fn my_access_requests(&self, ctx: &Context<'_>) -> Result<Vec<AccessRequest>> {
+        let (node, viewer) = owned(ctx)?;
+        blocking(move || access::access_requests(&node, &viewer, RequestScope::Mine)).await
+    }
+
+    /// Requests awaiting a decision (submitted, under review, resubmitted),
+    /// oldest first. Governance.
+    async fn access_review_queue(&self, ctx: &Context<'_>) -> Result<Vec<AccessRequest>> {
+        let (node, viewer) = owned(ctx)?;
+        blocking(move || access::access_requests(&node, &viewer, RequestScope::Queue)).await
+    }
+
+    /// One access request (its requester, its project's members, governance).
+    async fn access_request(&self, ctx: &Context<'_>, id: String) -> Result<Option<AccessRequest>> {
+        let (node, viewer) = owned(ctx)?;
+        blocking(move || match access::access_request(&node, &viewer, &id) {
+            Ok(r) => Ok(Some(r)),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Who holds access to a dataset now and who held it at some time
+    /// between `from` and `to` (RFC 3339), with the requests behind it.
+    /// Governance. The same answer with its proofs: `GET /proofs/access`.
+    async fn dataset_access(
+        &self,
+        ctx: &Context<'_>,
+        dataset_id: String,
+        from: String,
+        to: String,
+    ) -> Result<AccessAudit> {
+        let (node, viewer) = owned(ctx)?;
+        blocking(move || access::access_audit(&node, &viewer, &dataset_id, &from, &to)).await
+    }
+
+    /// Every approved use of data (project, organisation, purpose, datasets,
+    /// dates), newest first; a dataset the caller may not see shows as
+    /// `[restricted]`. Also public at `GET /data-uses`.
+    async fn data_use_register(&self, ctx: &Context<'_>) -> Result<Vec<DataUse>> {
+        let (node, viewer) = owned(ctx)?;
+        blocking(move || access::data_use_register(&node, &viewer)).await
+    }
+}
+
+fn owned(
+    ctx: &Context<'_>,
+) -> Result<(
+    std::sync::Arc<clew_node::Node>,
+    std::sync::Arc<crate::access::Viewer>,
+)> {
+    let (node, viewer) = parts(ctx)?;
+    Ok((node.clone(), viewer.clone()))
 }
 
 /// Queries over the catalogue and the ledger.
@@ -66,6 +131,8 @@ impl CatalogueQuery {
         let (_, viewer) = parts(ctx)?;
         let mut granted: Vec<String> = viewer.granted.iter().cloned().collect();
         granted.sort();
+        let mut projects: Vec<String> = viewer.projects.iter().cloned().collect();
+        projects.sort();
         Ok(Me {
             principal: viewer.principal.clone(),
             roles: viewer
@@ -74,6 +141,7 @@ impl CatalogueQuery {
                 .map(|r| r.as_str_name().to_string())
                 .collect(),
             granted_datasets: granted,
+            projects,
         })
     }
 

@@ -179,7 +179,11 @@ impl SubscriptionRoot {
                     // revoked token ends the stream, a revoked grant hides
                     // what it granted from the next event on.
                     if let Some(s) = &session {
-                        viewer = Arc::new(s.viewer(node.catalog(), access.clone())?);
+                        viewer = Arc::new(s.viewer(
+                            node.catalog(),
+                            access.clone(),
+                            node.access_time(),
+                        )?);
                     }
                     let end = applied.min(next + 256);
                     for i in next..end {

@@ -310,8 +310,11 @@ pub struct Me {
     pub(crate) principal: String,
     /// Roles.
     pub(crate) roles: Vec<String>,
-    /// Datasets the caller holds live access grants for.
+    /// Datasets the caller holds live access grants for (itself or through
+    /// a project).
     pub(crate) granted_datasets: Vec<String>,
+    /// Projects the caller belongs to now.
+    pub(crate) projects: Vec<String>,
 }
 
 /// A newly issued bearer token (shown once).

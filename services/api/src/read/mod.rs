@@ -5,6 +5,8 @@
 //! answers and PROV lineage. A hidden entity and an absent one get the same
 //! answer. Nothing here knows which transport asked.
 
+pub(crate) mod access;
+
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use clew_catalog::{Direction, HistoryEntry, NodeRecord};
 use clew_events::proto::{self, event::Body};
@@ -220,6 +222,7 @@ pub(crate) fn proven_answer(
             })
             .collect(),
         events,
+        holders: Vec::new(),
     })
 }
 

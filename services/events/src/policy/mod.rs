@@ -17,6 +17,17 @@
 //!
 //! Roles are each principal's roles at its latest registration before the
 //! event (re-registering a principal changes them).
+//!
+//! Roles say *which kinds* an actor may record. Projects and access requests
+//! add rules that depend on *which entity*: nobody reviews their own request,
+//! site governance decides only for its own site's restricted data, a decided
+//! request stays decided. Those are [`duties`], read from a small set of
+//! [`Fact`]s the ledger keeps beside its state (and `clew verify` rebuilds by
+//! replaying the log), through the same function.
+
+mod duties;
+
+pub use duties::{duties, DutyRefusal, Fact, FactStore, GovernanceScope};
 
 use crate::proto::{event::Body, EventKind, Role};
 
@@ -89,6 +100,18 @@ pub fn actor_roles(kind: EventKind) -> &'static [Role] {
         | K::ModelVersionRegistered
         | K::ValidationRecorded
         | K::DeploymentRecorded => &[Role::Ingest, Role::Partner, Role::Governance],
+        // A researcher registers a project it leads and manages its members;
+        // governance may do both for anyone ([`duties`] checks which).
+        K::ProjectRegistered | K::ProjectMemberAdded | K::ProjectMemberRemoved => {
+            &[Role::Researcher, Role::Governance]
+        }
+        // Researchers and partner platforms ask; [`duties`] keeps a request's
+        // later steps to its requester.
+        K::AccessRequestSubmitted | K::AccessRequestResubmitted | K::AccessRequestWithdrawn => {
+            &[Role::Researcher, Role::Partner]
+        }
+        // Only governance decides.
+        K::AccessRequestReviewed => &[Role::Governance],
         K::Unspecified => &[Role::Admin],
     }
 }
@@ -134,7 +157,7 @@ pub fn authorise(
     actor_may(body, actor, key_owner)
 }
 
-fn kind_name(kind: EventKind) -> String {
+pub(crate) fn kind_name(kind: EventKind) -> String {
     kind.as_str_name()
         .trim_start_matches("EVENT_KIND_")
         .to_string()
