@@ -37,6 +37,10 @@ use thiserror::Error;
 pub use access::{TokenStore, Viewer};
 pub use clew_node::{Metrics, Node, Outcome, Sequenced};
 pub use http::{app, serve};
+pub use read::access::{
+    access_audit, access_requests, data_use_register, proven_access_audit, AccessAudit,
+    AccessRequest, DataUse, RequestScope,
+};
 pub use schema::{build_schema, sdl, ClewSchema};
 pub use state::{AppState, Limits};
 

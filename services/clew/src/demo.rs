@@ -71,13 +71,14 @@ fn self_signing_actors(steps: &[Step]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Each step's event body, `{key:<actor>}` replaced by that actor's verifier key.
+/// Each step's event body, `{key:<actor>}` replaced by that actor's verifier
+/// key and `{in-days:<n>}` by the time `n` days from now.
 fn bodies(steps: Vec<Step>, keys: &BTreeMap<String, ProducerKey>) -> Result<Vec<(Step, Body)>> {
     steps
         .into_iter()
         .enumerate()
         .map(|(i, mut step)| {
-            fill_keys(&mut step.event, keys);
+            fill_placeholders(&mut step.event, keys);
             let event: proto::Event = serde_json::from_value(step.event.take())
                 .with_context(|| format!("demo step {i}: not an event body"))?;
             let body = event
@@ -88,18 +89,28 @@ fn bodies(steps: Vec<Step>, keys: &BTreeMap<String, ProducerKey>) -> Result<Vec<
         .collect()
 }
 
-/// Replaces every string `{key:<actor>}` in `value` with the actor's verifier key.
-fn fill_keys(value: &mut serde_json::Value, keys: &BTreeMap<String, ProducerKey>) {
+/// Replaces every string `{key:<actor>}` in `value` with the actor's
+/// verifier key, and `{in-days:<n>}` with the RFC 3339 time `n` days from now
+/// (whole seconds), so dates like a grant's expiry stay relative to the day
+/// the demo runs.
+fn fill_placeholders(value: &mut serde_json::Value, keys: &BTreeMap<String, ProducerKey>) {
     use serde_json::Value;
     match value {
         Value::String(s) => {
             let actor = s.strip_prefix("{key:").and_then(|r| r.strip_suffix('}'));
+            let days = s
+                .strip_prefix("{in-days:")
+                .and_then(|r| r.strip_suffix('}'))
+                .and_then(|n| n.parse::<i64>().ok());
             if let Some(key) = actor.and_then(|a| keys.get(a)) {
                 *s = key.verifier().to_text();
+            } else if let Some(days) = days {
+                let now = clew_events::now_timestamp().seconds;
+                *s = clew_ledger::audit::rfc3339(now + days * 86_400);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| fill_keys(v, keys)),
-        Value::Object(map) => map.values_mut().for_each(|v| fill_keys(v, keys)),
+        Value::Array(items) => items.iter_mut().for_each(|v| fill_placeholders(v, keys)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill_placeholders(v, keys)),
         _ => {}
     }
 }
@@ -200,6 +211,17 @@ pub fn examples(addr: &str, admin_token: &std::path::Path, dir: &DataDir) -> Str
   curl -s http://{addr}/graphql -H "Authorization: Bearer $(cat {governance})" \
     -H 'content-type: application/json' \
     -d '{{"query":"{{ impact(datasetVersion: \"{withdrawn}\") {{ liveDeployments affected {{ subject status }} }} }}"}}'
+
+  # Ada's access request, step by step, and who may use the national CT collection (governance)
+  curl -s http://{addr}/graphql -H "Authorization: Bearer $(cat {researcher})" \
+    -H 'content-type: application/json' \
+    -d '{{"query":"{{ myAccessRequests {{ id state transitions {{ state actor reason }} }} }}"}}'
+  curl -s http://{addr}/graphql -H "Authorization: Bearer $(cat {governance})" \
+    -H 'content-type: application/json' \
+    -d '{{"query":"{{ datasetAccess(datasetId: \"nccid-ct-deid\", from: \"2026-01-01T00:00:00Z\", to: \"2030-01-01T00:00:00Z\") {{ holdersNow {{ principal projectId until }} }} }}"}}'
+
+  # The public data-use register (no token needed)
+  curl -s http://{addr}/data-uses
 
   # Prove it: the latest checkpoint, and an inclusion proof of the withdrawal
   curl -s http://{addr}/checkpoint -H "Authorization: Bearer $(cat {admin})"

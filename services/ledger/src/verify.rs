@@ -432,7 +432,7 @@ pub fn verify_ledger(
 mod tests {
     use super::*;
     use crate::{Ledger, LedgerOptions, Submission};
-    use clew_events::{sample, seal, ProducerKey};
+    use clew_events::{proto, sample, seal, ProducerKey};
     use prost::Message;
 
     /// A mirror takes whatever the ledger key signed; `clew verify` must still
@@ -459,6 +459,19 @@ mod tests {
             sample::principal("svc", &service, &[Role::Service]),
             sample::principal("rita", &rita, &[Role::Researcher]),
             sample::site(1),
+            Body::AccessRequestSubmitted(proto::AccessRequestSubmitted {
+                request_id: "req-1".into(),
+                terms: Some(proto::AccessRequestTerms {
+                    dataset_ids: vec!["xr-open".into()],
+                    purpose: "audit".into(),
+                    requested_days: 30,
+                    data_use_agreement: Some(proto::DataUseAgreement {
+                        agreement_id: "dua".into(),
+                        version: "1".into(),
+                    }),
+                    ..Default::default()
+                }),
+            }),
         ];
         let subs = good
             .into_iter()
@@ -473,10 +486,17 @@ mod tests {
         let r = primary.sequence("test", subs).unwrap();
         assert!(r.rejected.is_empty(), "{:?}", r.rejected);
         // What the primary refuses: rita (researcher) registering a dataset
-        // through the service key, and the admin's key signing for rita.
+        // through the service key, the admin's key signing for rita, and the
+        // admin reviewing the request it made itself.
+        let self_review = Body::AccessRequestReviewed(proto::AccessRequestReviewed {
+            request_id: "req-1".into(),
+            decision: proto::AccessRequestState::UnderReview as i32,
+            ..Default::default()
+        });
         let forged = [
             seal(&service, "rita", sample::dataset(1, 1), None, None).unwrap(),
             seal(&admin, "rita", sample::dataset(2, 1), None, None).unwrap(),
+            seal(&admin, "admin", self_review, None, None).unwrap(),
         ];
         let refused = primary
             .sequence(
@@ -491,7 +511,7 @@ mod tests {
                     .collect(),
             )
             .unwrap();
-        assert_eq!(refused.rejected.len(), 2, "the sequencer refuses both");
+        assert_eq!(refused.rejected.len(), 3, "the sequencer refuses all three");
 
         // The same leaves, plus the forged ones, signed into a checkpoint.
         let mut leaves: Vec<Vec<u8>> = (0..primary.size())
@@ -524,7 +544,13 @@ mod tests {
         };
         assert_eq!(
             violations.iter().map(|v| v.index).collect::<Vec<_>>(),
-            vec![4, 5],
+            vec![5, 6, 7],
+            "{failure}"
+        );
+        assert!(
+            violations[2].problem.contains(
+                "REJECTION_REASON_SELF_REVIEW: principal/admin submitted access-request/req-1"
+            ),
             "{failure}"
         );
         assert!(

@@ -980,3 +980,391 @@ fn grant(n: u64, dataset: &str) -> Body {
         dataset_version_ids: vec![],
     })
 }
+
+/// Principals of the access-request tests, each signing for itself.
+struct People {
+    keys: std::collections::HashMap<&'static str, ProducerKey>,
+}
+
+impl People {
+    fn key(&self, who: &str) -> &ProducerKey {
+        &self.keys[who]
+    }
+}
+
+/// rita and rory research, gus is governance inside rita's project, gina
+/// is national governance, sam governs site-0001 and tess site-0002.
+fn people(w: &mut World) -> People {
+    let admin = w.admin.clone();
+    let cast: [(&'static str, Role, &str); 6] = [
+        ("rita", Role::Researcher, "University of Northgate"),
+        ("rory", Role::Researcher, "University of Southmoor"),
+        ("gus", Role::Governance, "National Imaging Platform"),
+        ("gina", Role::Governance, "National Imaging Platform"),
+        ("sam", Role::Governance, "site-0001"),
+        ("tess", Role::Governance, "site-0002"),
+    ];
+    let mut keys = std::collections::HashMap::new();
+    let mut batch = vec![w.sealed(&admin, "admin", sample::site(2))];
+    for (id, role, org) in cast {
+        let key = ProducerKey::generate(id).unwrap();
+        let Body::PrincipalRegistered(mut p) = sample::principal(id, &key, &[role]) else {
+            unreachable!()
+        };
+        p.organisation = org.into();
+        batch.push(w.sealed(&admin, "admin", Body::PrincipalRegistered(p)));
+        keys.insert(id, key);
+    }
+    // A restricted CT collection held by site-0001, an open one by site-0002.
+    for (id, site, level) in [
+        ("ct-restricted", "site-0001", proto::AccessLevel::Restricted),
+        ("xr-open", "site-0002", proto::AccessLevel::Open),
+    ] {
+        let Body::DatasetRegistered(mut d) = sample::dataset(7, 1) else {
+            unreachable!()
+        };
+        d.dataset_id = id.into();
+        d.custodian_site_id = site.into();
+        d.access_level = level as i32;
+        batch.push(w.sealed(&admin, "admin", Body::DatasetRegistered(d)));
+    }
+    let r = w.submit(batch);
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    People { keys }
+}
+
+fn request_for(id: &str, ds: &str, project: &str, days: u32) -> Body {
+    let mut t = terms(ds, project);
+    if let Some(t) = &mut t {
+        t.requested_days = days;
+    }
+    Body::AccessRequestSubmitted(proto::AccessRequestSubmitted {
+        request_id: id.into(),
+        terms: t,
+    })
+}
+
+fn decide(
+    id: &str,
+    decision: proto::AccessRequestState,
+    grants: Vec<proto::AccessGranted>,
+) -> Body {
+    let conditions = if decision == proto::AccessRequestState::ApprovedWithConditions {
+        vec!["results reviewed by the custodian before publication".to_string()]
+    } else {
+        vec![]
+    };
+    Body::AccessRequestReviewed(proto::AccessRequestReviewed {
+        request_id: id.into(),
+        decision: decision as i32,
+        reason: "reviewed by the access committee".into(),
+        conditions,
+        grants,
+    })
+}
+
+fn approval_grant(
+    id: &str,
+    ds: &str,
+    project: &str,
+    days: i64,
+    conditions: bool,
+) -> proto::AccessGranted {
+    proto::AccessGranted {
+        grant_id: format!("{id}-grant"),
+        grantee: Some(proto::access_granted::Grantee::ProjectId(project.into())),
+        dataset_id: ds.into(),
+        purpose: "a study of chest imaging".into(),
+        expires_at: Some(pbjson_types::Timestamp {
+            seconds: clew_events::now_timestamp().seconds + days * 86_400,
+            nanos: 0,
+        }),
+        request_id: id.into(),
+        conditions: if conditions {
+            vec!["results reviewed by the custodian before publication".into()]
+        } else {
+            vec![]
+        },
+        dataset_version_ids: vec![],
+    }
+}
+
+#[test]
+fn an_access_request_lives_through_every_state_and_each_duty_is_refused_with_its_reason_code() {
+    use proto::AccessRequestState as S;
+    let mut w = World::new();
+    let p = people(&mut w);
+    let step = |w: &mut World, who: &str, body: Body| {
+        let key = if who == "admin" {
+            w.admin.clone()
+        } else {
+            p.key(who).clone()
+        };
+        let r = w.submit(vec![w.sealed(&key, who, body)]);
+        match r.rejected.first() {
+            None => Ok(()),
+            Some(rej) => {
+                // Kept in the rejected log with its reason.
+                let stored = w.ledger().rejected(rej.rejection_index, 1).unwrap();
+                assert_eq!(stored[0].reason, rej.reason as i32);
+                Err((rej.reason, rej.detail.clone()))
+            }
+        }
+    };
+    let refused = |r: Result<(), (R, String)>, reason: R, words: &str| {
+        let (got, detail) = r.expect_err("refused");
+        assert_eq!(got, reason, "{detail}");
+        assert!(detail.contains(words), "{detail:?} names {words:?}");
+    };
+
+    // A project led by rita, with gus (governance) as a member.
+    step(&mut w, "rita", project(1, "rita")).unwrap();
+    let add_gus = Body::ProjectMemberAdded(proto::ProjectMemberAdded {
+        project_id: "pol-proj-1".into(),
+        principal_id: "gus".into(),
+    });
+    refused(
+        step(&mut w, "rory", add_gus.clone()),
+        R::Unauthorized,
+        "only the lead of project/pol-proj-1 (principal/rita) or governance changes its members",
+    );
+    step(&mut w, "rita", add_gus).unwrap();
+    refused(
+        step(&mut w, "rory", project(2, "rita")),
+        R::Unauthorized,
+        "may register only a project it leads",
+    );
+
+    // Only the lead asks for the project.
+    refused(
+        step(
+            &mut w,
+            "rory",
+            request_for("req-x", "ct-restricted", "pol-proj-1", 365),
+        ),
+        R::Unauthorized,
+        "only the lead of project/pol-proj-1",
+    );
+    step(
+        &mut w,
+        "rita",
+        request_for("req-1", "ct-restricted", "pol-proj-1", 365),
+    )
+    .unwrap();
+
+    // Only governance decides; never its own request or its project's.
+    refused(
+        step(&mut w, "rita", decide("req-1", S::UnderReview, vec![])),
+        R::Unauthorized,
+        "needs one of the roles [GOVERNANCE]",
+    );
+    refused(
+        step(&mut w, "gus", decide("req-1", S::UnderReview, vec![])),
+        R::SelfReview,
+        "is a member of project/pol-proj-1",
+    );
+    step(&mut w, "admin", request_for("req-admin", "xr-open", "", 30)).unwrap();
+    refused(
+        step(&mut w, "admin", decide("req-admin", S::Denied, vec![])),
+        R::SelfReview,
+        "submitted access-request/req-admin",
+    );
+    // Restricted data: the custodian site's governance or national, not another site's.
+    refused(
+        step(&mut w, "tess", decide("req-1", S::UnderReview, vec![])),
+        R::OutOfScope,
+        "dataset/ct-restricted is held by site/site-0001",
+    );
+    step(&mut w, "sam", decide("req-1", S::UnderReview, vec![])).unwrap();
+    step(&mut w, "sam", decide("req-1", S::ChangesRequested, vec![])).unwrap();
+    refused(
+        step(
+            &mut w,
+            "sam",
+            decide(
+                "req-1",
+                S::Approved,
+                vec![approval_grant(
+                    "req-1",
+                    "ct-restricted",
+                    "pol-proj-1",
+                    30,
+                    false,
+                )],
+            ),
+        ),
+        R::InvalidTransition,
+        "is CHANGES_REQUESTED and cannot become APPROVED",
+    );
+    let resubmit = Body::AccessRequestResubmitted(proto::AccessRequestResubmitted {
+        request_id: "req-1".into(),
+        terms: terms("ct-restricted", "pol-proj-1"),
+        response: "the purpose now names the triage study".into(),
+    });
+    refused(
+        step(&mut w, "rory", resubmit.clone()),
+        R::Unauthorized,
+        "only the requester (principal/rita)",
+    );
+    step(&mut w, "rita", resubmit).unwrap();
+    // The approval's grant may not outlast what was asked for.
+    refused(
+        step(
+            &mut w,
+            "gina",
+            decide(
+                "req-1",
+                S::ApprovedWithConditions,
+                vec![approval_grant(
+                    "req-1",
+                    "ct-restricted",
+                    "pol-proj-1",
+                    400,
+                    true,
+                )],
+            ),
+        ),
+        R::InvalidPayload,
+        "expires later than the 365 days asked for",
+    );
+    step(
+        &mut w,
+        "gina",
+        decide(
+            "req-1",
+            S::ApprovedWithConditions,
+            vec![approval_grant(
+                "req-1",
+                "ct-restricted",
+                "pol-proj-1",
+                365,
+                true,
+            )],
+        ),
+    )
+    .unwrap();
+    refused(
+        step(
+            &mut w,
+            "rita",
+            Body::AccessRequestWithdrawn(proto::AccessRequestWithdrawn {
+                request_id: "req-1".into(),
+                reason: "changed my mind".into(),
+            }),
+        ),
+        R::InvalidTransition,
+        "is APPROVED_WITH_CONDITIONS and cannot become WITHDRAWN",
+    );
+
+    // Denied and withdrawn requests stay so: asking again is a new request.
+    step(&mut w, "rory", request_for("req-2", "xr-open", "", 90)).unwrap();
+    step(&mut w, "tess", decide("req-2", S::Denied, vec![])).unwrap();
+    let mut open_grant = approval_grant("req-2", "xr-open", "", 30, false);
+    open_grant.grantee = Some(proto::access_granted::Grantee::PrincipalId("rory".into()));
+    refused(
+        step(
+            &mut w,
+            "gina",
+            decide("req-2", S::Approved, vec![open_grant.clone()]),
+        ),
+        R::InvalidTransition,
+        "asking again is a new request",
+    );
+    step(&mut w, "rory", request_for("req-3", "xr-open", "", 90)).unwrap();
+    step(
+        &mut w,
+        "rory",
+        Body::AccessRequestWithdrawn(proto::AccessRequestWithdrawn {
+            request_id: "req-3".into(),
+            reason: "found an open alternative".into(),
+        }),
+    )
+    .unwrap();
+    open_grant.request_id = "req-3".into();
+    open_grant.grant_id = "req-3-grant".into();
+    refused(
+        step(
+            &mut w,
+            "gina",
+            decide("req-3", S::Approved, vec![open_grant]),
+        ),
+        R::InvalidTransition,
+        "is WITHDRAWN and cannot become APPROVED",
+    );
+    // A request naming a dataset that does not exist is accepted (refusing
+    // it would tell the requester which hidden ones do); approving it is not.
+    step(
+        &mut w,
+        "rory",
+        request_for("req-4", "no-such-dataset", "", 30),
+    )
+    .unwrap();
+    let mut ghost = approval_grant("req-4", "no-such-dataset", "", 30, false);
+    ghost.grantee = Some(proto::access_granted::Grantee::PrincipalId("rory".into()));
+    refused(
+        step(&mut w, "gina", decide("req-4", S::Approved, vec![ghost])),
+        R::DanglingReference,
+        "dataset/no-such-dataset, which does not exist",
+    );
+
+    // `clew verify` replays the same duties over the whole log and finds no fault.
+    w.verify();
+    // The facts survive a restart: a decided request is still decided.
+    let mut again = approval_grant("req-2", "xr-open", "", 30, false);
+    again.grantee = Some(proto::access_granted::Grantee::PrincipalId("rory".into()));
+    refused(
+        step(&mut w, "gina", decide("req-2", S::Approved, vec![again])),
+        R::InvalidTransition,
+        "is DENIED",
+    );
+
+    // A ledger from before the facts were kept (simulated by deleting them)
+    // rebuilds them from its log when opened, and the duties hold as before.
+    w.ledger = None;
+    {
+        let db = sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)).unwrap();
+        let tree = db.open_tree("ledger").unwrap();
+        let facts: Vec<_> = tree.scan_prefix(b"a").keys().map(|k| k.unwrap()).collect();
+        assert!(facts.len() > 10, "facts are kept: {}", facts.len());
+        for k in facts {
+            tree.remove(k).unwrap();
+        }
+        tree.remove(b"mfacts").unwrap();
+        db.flush().unwrap();
+    }
+    w.ledger = Some(Ledger::open(w.dir.path(), &w.ledger_key, LedgerOptions::default()).unwrap());
+    step(
+        &mut w,
+        "rory",
+        request_for("req-5", "ct-restricted", "", 30),
+    )
+    .unwrap();
+    refused(
+        step(&mut w, "tess", decide("req-5", S::UnderReview, vec![])),
+        R::OutOfScope,
+        "is held by site/site-0001",
+    );
+    step(&mut w, "sam", decide("req-5", S::UnderReview, vec![])).unwrap();
+}
+
+#[test]
+fn the_ledger_clock_never_goes_back() {
+    let mut w = World::new();
+    let before = w.ledger().checkpoint_time();
+    assert!(
+        before > 1_700_000_000,
+        "checkpoints carry their signing time: {before}"
+    );
+    let r = w.submit(vec![w.sealed_ingest(sample::dataset_version(1, 9, vec![]))]);
+    let size = r.tree_size;
+    let at = w
+        .ledger()
+        .checkpoint_time_at(size)
+        .unwrap()
+        .expect("stamped");
+    assert!(at >= before);
+    assert_eq!(w.ledger().checkpoint_time(), at);
+    // Survives a restart.
+    w.verify();
+    assert_eq!(w.ledger().checkpoint_time(), at);
+}

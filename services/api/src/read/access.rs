@@ -22,7 +22,8 @@ use super::{hashes_b64, leaf_fully_visible};
 use crate::access::{Viewer, REDACTED};
 use crate::ApiError;
 
-type Result<T> = std::result::Result<T, ApiError>;
+/// Answers of this module.
+pub type Result<T> = std::result::Result<T, ApiError>;
 
 /// One step of an access request's life.
 #[derive(SimpleObject, Clone, Serialize)]
@@ -83,7 +84,7 @@ pub struct AccessRequest {
 
 /// Which requests to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RequestScope {
+pub enum RequestScope {
     /// The viewer's own, and those of its projects.
     Mine,
     /// Requests awaiting a decision (governance).
@@ -147,7 +148,7 @@ const AWAITING: &[&str] = &["SUBMITTED", "UNDER_REVIEW", "RESUBMITTED"];
 
 /// The viewer's requests (its own and its projects'), or, for governance,
 /// the review queue: every request awaiting a decision, oldest first.
-pub(crate) fn access_requests(
+pub fn access_requests(
     node: &Node,
     viewer: &Viewer,
     scope: RequestScope,
@@ -365,7 +366,7 @@ fn window(from: &str, to: &str) -> Result<(i64, i64)> {
 
 /// Who holds access to `dataset` now, and who held it at some time between
 /// `from` and `to` (RFC 3339): governance only.
-pub(crate) fn access_audit(
+pub fn access_audit(
     node: &Node,
     viewer: &Viewer,
     dataset: &str,
@@ -399,7 +400,7 @@ pub(crate) fn access_audit(
 /// The access audit as a proof-carrying answer: every event it rests on,
 /// the key registrations that sign them, their inclusion proofs against one
 /// checkpoint, and the holders, which `clew verify-answer` recomputes.
-pub(crate) fn proven_access_audit(
+pub fn proven_access_audit(
     node: &Node,
     viewer: &Viewer,
     dataset: &str,
@@ -500,7 +501,7 @@ pub struct DataUse {
 /// a dataset the viewer may not see shows as `[restricted]` with no title,
 /// custodian or version, so the register says that restricted data was used
 /// for this purpose, and nothing about which.
-pub(crate) fn data_use_register(node: &Node, viewer: &Viewer) -> Result<Vec<DataUse>> {
+pub fn data_use_register(node: &Node, viewer: &Viewer) -> Result<Vec<DataUse>> {
     let catalog = node.catalog();
     let mut uses: BTreeMap<String, (u64, DataUse, Vec<bool>, Vec<bool>)> = BTreeMap::new();
     for g in catalog.nodes_of_type("access-grant")? {

@@ -32,6 +32,70 @@ pub(crate) enum Command {
     Serve(ServeCommand),
     #[command(flatten)]
     Ingest(IngestCommand),
+    #[command(flatten)]
+    Access(AccessCommand),
+}
+
+/// Recording events by hand, access requests, audits and the data-use
+/// register over a data directory (while no server holds it).
+#[derive(Debug, Subcommand)]
+pub(crate) enum AccessCommand {
+    /// Record events as a registered principal, signed by the service key
+    /// on its behalf (the ledger's policy decides, as for the API). FILE holds
+    /// one event body in proto3 JSON (`{"accessRequestSubmitted": {...}}`) or
+    /// an array of them; `-` reads standard input. Prints one JSON line per
+    /// event; exits non-zero if any is refused.
+    Record {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The principal recorded as the actor.
+        #[arg(long = "as")]
+        actor: String,
+        /// Event bodies (proto3 JSON).
+        file: PathBuf,
+    },
+    /// A principal's access requests and its projects' (JSON), or with
+    /// --queue the requests awaiting a decision (governance).
+    AccessRequests {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Answer as this principal.
+        #[arg(long = "as", default_value = "admin")]
+        viewer: String,
+        /// The review queue instead.
+        #[arg(long)]
+        queue: bool,
+    },
+    /// Who held access to a dataset between two times (JSON; governance).
+    /// With --proof, the proof-carrying answer `clew verify-answer` checks.
+    AccessAudit {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Dataset id.
+        #[arg(long)]
+        dataset: String,
+        /// Window start (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// Window end (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// Answer as this principal.
+        #[arg(long = "as", default_value = "admin")]
+        viewer: String,
+        /// Print the proof-carrying answer instead.
+        #[arg(long)]
+        proof: bool,
+    },
+    /// The data-use register (JSON): every approved use of data. Without
+    /// --as, the public view.
+    DataUses {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Answer as this principal instead of the public.
+        #[arg(long = "as")]
+        viewer: Option<String>,
+    },
 }
 
 /// Keys, the ledger, proofs and receipts: everything that works on a data directory's ledger or on files it wrote.
@@ -119,11 +183,12 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         vkey: String,
     },
-    /// Check a proof-carrying lineage or impact answer offline (the JSON
-    /// document of `GET /proofs/lineage` or `/proofs/impact`): the checkpoint's
-    /// signature, every event's inclusion proof and signature (with keys whose
-    /// registrations it carries), and that every node and edge is what its
-    /// event records. Exits non-zero naming the first thing that does not hold.
+    /// Check a proof-carrying answer offline (the JSON document of
+    /// `GET /proofs/lineage`, `/proofs/impact` or `/proofs/access`): the
+    /// checkpoint's signature, every event's inclusion proof and signature
+    /// (with keys whose registrations it carries), and that every node and
+    /// edge is what its event records, or, for an access audit, that the
+    /// holders are exactly what its events give. Exits non-zero naming the first thing that does not hold.
     VerifyAnswer {
         /// The answer document.
         file: PathBuf,

@@ -202,6 +202,13 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             let doc: clew_ledger::ProvenAnswer = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a proof-carrying answer", file.display()))?;
             match clew_ledger::verify_answer(&doc, &key_arg(&vkey)?) {
+                Ok(v) if doc.query["kind"] == clew_ledger::ACCESS_AUDIT_KIND => println!(
+                    "ok: {} access holdings of dataset/{}, recomputed from {} events proven against the signed checkpoint of {} leaves",
+                    doc.holders.len(),
+                    doc.query["dataset"].as_str().unwrap_or_default(),
+                    v.events,
+                    v.tree_size
+                ),
                 Ok(v) => println!(
                     "ok: {} nodes, {} edges, {} events proven against the signed checkpoint of {} leaves",
                     v.nodes, v.edges, v.events, v.tree_size

@@ -1,7 +1,9 @@
 //! The `clew` command line: argument types in [`args`], one module per
-//! command family ([`ledger`], [`catalog`], [`serve`], [`ingest`]), and the
+//! command family ([`ledger`], [`catalog`], [`serve`], [`ingest`],
+//! [`access`]), and the
 //! entry point that sets up logging and dispatches.
 
+mod access;
 mod args;
 mod catalog;
 mod ingest;
@@ -69,5 +71,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Catalog(c) => catalog::run(c),
         Command::Serve(c) => serve::run(c),
         Command::Ingest(c) => ingest::run(c),
+        Command::Access(c) => access::run(c),
     }
 }
