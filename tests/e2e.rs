@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access_requests;
 mod api_access;
 mod api_e2e;
 mod catalog_cli;

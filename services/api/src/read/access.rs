@@ -4,8 +4,11 @@
 //!
 //! What a viewer sees here follows the same rules as everywhere else
 //! (`access::Viewer`): a request is visible to its requester, the members of
-//! its project and governance; a dataset the viewer may not see appears only
-//! as `[restricted]`, in the register as in a request's grants.
+//! its project and governance; in the register a dataset the viewer may not
+//! see appears only as `[restricted]`. A request shows the dataset ids its
+//! requester typed, verbatim: the ledger accepts requests for ids that do not
+//! exist, so the echo says nothing about which hidden datasets do (showing
+//! `[restricted]` for exactly the existing ones would).
 
 use std::collections::{BTreeMap, BTreeSet};
 
