@@ -1014,6 +1014,29 @@ async fn every_role_is_streamed_only_what_it_may_see() {
             let redacted = e["events"]["payload"].to_string().contains("[restricted]");
             assert_eq!(e["events"]["envelope"].is_null(), redacted, "{who:?}: {e}");
         }
+        // Access requests reach their requester, its project and governance only.
+        let requests: std::collections::BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| e["events"]["subject"].as_str())
+            .filter(|s| s.starts_with("access-request/") || s.starts_with("project/"))
+            .collect();
+        let expected: Vec<&str> = match who {
+            Who::Admin | Who::Governance => vec![
+                "access-request/req-eucaim-benchmark",
+                "access-request/req-img-2026-117-ct",
+                "project/img-2026-117",
+            ],
+            Who::GrantedResearcher => {
+                vec!["access-request/req-img-2026-117-ct", "project/img-2026-117"]
+            }
+            Who::Partner => vec!["access-request/req-eucaim-benchmark"],
+            Who::Researcher | Who::Ingest => vec![],
+        };
+        assert_eq!(
+            requests.into_iter().collect::<Vec<_>>(),
+            expected,
+            "{who:?}: access requests streamed"
+        );
         checkpoint_subs.push((
             who,
             Subscription::start(

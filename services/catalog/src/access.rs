@@ -46,30 +46,36 @@ pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
         .map(|t| t.seconds)
 }
 
-fn members_key(project: &str, principal: &str) -> Vec<u8> {
-    let mut k = members_prefix(project);
-    k.extend_from_slice(principal.as_bytes());
+/// `<tag> a 0`: the prefix of every key `<tag> a 0 b`.
+fn pair_prefix(tag: u8, a: &str) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
     k
+}
+
+fn pair_key(tag: u8, a: &str, b: &str) -> Vec<u8> {
+    let mut k = pair_prefix(tag, a);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+/// A member's spells: `M` project 0 principal.
+fn members_key(project: &str, principal: &str) -> Vec<u8> {
+    pair_key(b'M', project, principal)
 }
 
 fn members_prefix(project: &str) -> Vec<u8> {
-    let mut k = vec![b'M'];
-    k.extend_from_slice(project.as_bytes());
-    k.push(0);
-    k
+    pair_prefix(b'M', project)
 }
 
+/// A principal's projects: `W` principal 0 project.
 fn projects_key(principal: &str, project: &str) -> Vec<u8> {
-    let mut k = projects_prefix(principal);
-    k.extend_from_slice(project.as_bytes());
-    k
+    pair_key(b'W', principal, project)
 }
 
 fn projects_prefix(principal: &str) -> Vec<u8> {
-    let mut k = vec![b'W'];
-    k.extend_from_slice(principal.as_bytes());
-    k.push(0);
-    k
+    pair_prefix(b'W', principal)
 }
 
 fn parse_spells(bytes: &[u8]) -> Result<Vec<Spell>, CatalogError> {

@@ -370,7 +370,8 @@ fn check_review(b: &proto::AccessRequestReviewed) -> Result<(), EventError> {
             )))
         }
     }
-    if (decision == S::ApprovedWithConditions) != !b.conditions.is_empty() {
+    let with_conditions = decision == S::ApprovedWithConditions;
+    if with_conditions == b.conditions.is_empty() {
         return Err(EventError::Invalid(
             "conditions are given exactly when the decision is APPROVED_WITH_CONDITIONS".into(),
         ));

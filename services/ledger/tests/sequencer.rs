@@ -1345,6 +1345,13 @@ fn an_access_request_lives_through_every_state_and_each_duty_is_refused_with_its
         "is held by site/site-0001",
     );
     step(&mut w, "sam", decide("req-5", S::UnderReview, vec![])).unwrap();
+
+    // Open data: any governance may approve it outright.
+    step(&mut w, "rory", request_for("req-6", "xr-open", "", 30)).unwrap();
+    let mut grant = approval_grant("req-6", "xr-open", "", 30, false);
+    grant.grantee = Some(proto::access_granted::Grantee::PrincipalId("rory".into()));
+    step(&mut w, "sam", decide("req-6", S::Approved, vec![grant])).unwrap();
+    w.verify();
 }
 
 #[test]

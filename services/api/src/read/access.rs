@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_graphql::SimpleObject;
-use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use clew_catalog::NodeRecord;
 use clew_events::proto::{self, Role};
 use clew_ledger::{AccessHolder, ProvenAnswer};
@@ -21,7 +20,7 @@ use clew_node::Node;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{hashes_b64, leaf_fully_visible};
+use super::{proven_events, with_signing_keys};
 use crate::access::{Viewer, REDACTED};
 use crate::ApiError;
 
@@ -415,46 +414,11 @@ pub fn proven_access_audit(
     let cp = node.checkpoint()?;
     let (mut leaves, _) = audit_leaves(node, dataset)?;
     leaves.retain(|i| *i < cp.size);
-    // Close over the signing keys' registrations (back to the genesis leaf).
-    let mut pending: Vec<u64> = leaves.iter().copied().collect();
-    let mut opened: BTreeMap<u64, (Vec<u8>, clew_events::OpenedEnvelope)> = BTreeMap::new();
-    while let Some(i) = pending.pop() {
-        if opened.contains_key(&i) {
-            continue;
-        }
-        let leaf = node.ledger().leaf(i)?;
-        let o =
-            clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {i}: {e}")))?;
-        if !leaf_fully_visible(node, viewer, &o) {
-            return Err(ApiError::Forbidden(format!(
-                "this answer cites leaf {i}, which you may not see in full"
-            )));
-        }
-        let record = node.ledger().key(o.key_id())?.ok_or_else(|| {
-            ApiError::Internal(format!(
-                "leaf {i} is signed by unregistered key {}",
-                o.key_id()
-            ))
-        })?;
-        if !opened.contains_key(&record.registered_leaf) {
-            pending.push(record.registered_leaf);
-        }
-        opened.insert(i, (leaf, o));
-    }
+    let opened = with_signing_keys(node, viewer, &leaves)?;
     let events: BTreeMap<u64, clew_events::OpenedEnvelope> =
         opened.iter().map(|(i, (_, o))| (*i, o.clone())).collect();
     let holders = clew_ledger::access_holders(dataset, a, b, &events);
-    let proven = opened
-        .into_iter()
-        .map(|(i, (leaf, _))| {
-            let proof = node.ledger().inclusion_proof(i, cp.size)?;
-            Ok(clew_ledger::ProvenEvent {
-                leaf_index: i,
-                envelope: B64.encode(&leaf),
-                inclusion_proof: hashes_b64(&proof),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let proven = proven_events(node, &opened, cp.size)?;
     Ok(ProvenAnswer {
         format: clew_ledger::PROVEN_ANSWER_FORMAT.into(),
         query: serde_json::json!({
@@ -587,6 +551,6 @@ pub fn data_use_register(node: &Node, viewer: &Viewer) -> Result<Vec<DataUse>> {
             (leaf, u)
         })
         .collect();
-    out.sort_by(|x, y| y.0.cmp(&x.0));
+    out.sort_by_key(|u| std::cmp::Reverse(u.0));
     Ok(out.into_iter().map(|(_, u)| u).collect())
 }

@@ -155,43 +155,8 @@ pub(crate) fn proven_answer(
     let cp = node.checkpoint()?;
     let mut leaves: BTreeSet<u64> = lineage.nodes.iter().map(|n| n.created_leaf).collect();
     leaves.extend(lineage.edges.iter().map(|e| e.created_leaf));
-    // Close over the signing keys' registrations (back to the genesis leaf).
-    let mut pending: Vec<u64> = leaves.iter().copied().collect();
-    let mut opened = std::collections::BTreeMap::new();
-    while let Some(i) = pending.pop() {
-        if opened.contains_key(&i) {
-            continue;
-        }
-        let leaf = node.ledger().leaf(i)?;
-        let o =
-            clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {i}: {e}")))?;
-        if !leaf_fully_visible(node, viewer, &o) {
-            return Err(ApiError::Forbidden(format!(
-                "this answer cites leaf {i}, which you may not see in full; proof-carrying answers carry every cited event"
-            )));
-        }
-        let record = node.ledger().key(o.key_id())?.ok_or_else(|| {
-            ApiError::Internal(format!(
-                "leaf {i} is signed by unregistered key {}",
-                o.key_id()
-            ))
-        })?;
-        if !opened.contains_key(&record.registered_leaf) {
-            pending.push(record.registered_leaf);
-        }
-        opened.insert(i, leaf);
-    }
-    let events = opened
-        .into_iter()
-        .map(|(i, leaf)| {
-            let proof = node.ledger().inclusion_proof(i, cp.size)?;
-            Ok(clew_ledger::ProvenEvent {
-                leaf_index: i,
-                envelope: B64.encode(&leaf),
-                inclusion_proof: hashes_b64(&proof),
-            })
-        })
-        .collect::<std::result::Result<Vec<_>, ApiError>>()?;
+    let opened = with_signing_keys(node, viewer, &leaves)?;
+    let events = proven_events(node, &opened, cp.size)?;
     Ok(clew_ledger::ProvenAnswer {
         format: clew_ledger::PROVEN_ANSWER_FORMAT.into(),
         query: serde_json::json!({
@@ -224,6 +189,64 @@ pub(crate) fn proven_answer(
         events,
         holders: Vec::new(),
     })
+}
+
+/// The leaves `leaves` (opened), closed over the registrations of the keys
+/// that sign them, back to the genesis leaf: what a proof-carrying answer
+/// carries. Refused unless the viewer may see every one of them in full.
+pub(crate) fn with_signing_keys(
+    node: &Node,
+    viewer: &Viewer,
+    leaves: &std::collections::BTreeSet<u64>,
+) -> std::result::Result<
+    std::collections::BTreeMap<u64, (Vec<u8>, clew_events::OpenedEnvelope)>,
+    ApiError,
+> {
+    let mut pending: Vec<u64> = leaves.iter().copied().collect();
+    let mut opened = std::collections::BTreeMap::new();
+    while let Some(i) = pending.pop() {
+        if opened.contains_key(&i) {
+            continue;
+        }
+        let leaf = node.ledger().leaf(i)?;
+        let o =
+            clew_events::open(&leaf).map_err(|e| ApiError::Internal(format!("leaf {i}: {e}")))?;
+        if !leaf_fully_visible(node, viewer, &o) {
+            return Err(ApiError::Forbidden(format!(
+                "this answer cites leaf {i}, which you may not see in full; proof-carrying answers carry every cited event"
+            )));
+        }
+        let record = node.ledger().key(o.key_id())?.ok_or_else(|| {
+            ApiError::Internal(format!(
+                "leaf {i} is signed by unregistered key {}",
+                o.key_id()
+            ))
+        })?;
+        if !opened.contains_key(&record.registered_leaf) {
+            pending.push(record.registered_leaf);
+        }
+        opened.insert(i, (leaf, o));
+    }
+    Ok(opened)
+}
+
+/// Each opened leaf with its inclusion proof against tree size `size`.
+pub(crate) fn proven_events(
+    node: &Node,
+    opened: &std::collections::BTreeMap<u64, (Vec<u8>, clew_events::OpenedEnvelope)>,
+    size: u64,
+) -> std::result::Result<Vec<clew_ledger::ProvenEvent>, ApiError> {
+    opened
+        .iter()
+        .map(|(i, (leaf, _))| {
+            let proof = node.ledger().inclusion_proof(*i, size)?;
+            Ok(clew_ledger::ProvenEvent {
+                leaf_index: *i,
+                envelope: B64.encode(leaf),
+                inclusion_proof: hashes_b64(&proof),
+            })
+        })
+        .collect()
 }
 
 /// A lineage answer as a W3C PROV-JSON document: datasets, versions and

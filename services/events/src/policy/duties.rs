@@ -275,31 +275,20 @@ pub fn duties<F: FactStore>(
     })
 }
 
-fn with_state(fact: Fact, to: S) -> Fact {
-    match fact {
-        Fact::Request {
-            requester,
-            project_id,
-            dataset_ids,
-            dataset_version_ids,
-            requested_days,
-            ..
-        } => Fact::Request {
-            requester,
-            project_id,
-            dataset_ids,
-            dataset_version_ids,
-            requested_days,
-            state: to as i32,
-        },
-        other => other,
+fn with_state(mut fact: Fact, to: S) -> Fact {
+    if let Fact::Request { state, .. } = &mut fact {
+        *state = to as i32;
     }
+    fact
 }
+
+/// A project's lead and current members.
+type Members = (String, Vec<String>);
 
 fn project_of<F: FactStore>(
     store: &F,
     project_id: &str,
-) -> Result<Result<(String, Vec<String>), DutyRefusal>, F::Error> {
+) -> Result<Result<Members, DutyRefusal>, F::Error> {
     Ok(match store.fact(&format!("project/{project_id}"))? {
         Some(Fact::Project { lead, members }) => Ok((lead, members)),
         _ => Err(refuse(
@@ -439,20 +428,27 @@ fn review<F: FactStore>(
     r: &proto::AccessRequestReviewed,
 ) -> Result<Outcome, F::Error> {
     let subject = format!("access-request/{}", r.request_id);
-    let Some(Fact::Request {
+    let Some(fact) = store.fact(&subject)? else {
+        return Ok(Err(refuse(
+            RejectionReason::DanglingReference,
+            format!("{subject} does not exist"),
+        )));
+    };
+    let Fact::Request {
         requester,
         project_id,
         dataset_ids,
         dataset_version_ids,
         requested_days,
         state,
-    }) = store.fact(&subject)?
+    } = &fact
     else {
         return Ok(Err(refuse(
             RejectionReason::DanglingReference,
-            format!("{subject} does not exist"),
+            format!("{subject} is not an access request"),
         )));
     };
+    let (requested_days, state) = (*requested_days, *state);
     // Separation of duties: not one's own request, nor one's own project's.
     if requester == who {
         return Ok(Err(refuse(
@@ -461,7 +457,7 @@ fn review<F: FactStore>(
         )));
     }
     if !project_id.is_empty() {
-        if let Ok((_, members)) = project_of(store, &project_id)? {
+        if let Ok((_, members)) = project_of(store, project_id)? {
             if members.iter().any(|m| m == who) {
                 return Ok(Err(refuse(
                     RejectionReason::SelfReview,
@@ -478,13 +474,13 @@ fn review<F: FactStore>(
     }
     // Scope: restricted data needs its custodian site's or national governance.
     if let GovernanceScope::Site(site) = scope_of(store, who)? {
-        for d in &dataset_ids {
+        for d in dataset_ids {
             if let Some(Fact::Dataset {
                 custodian_site_id,
                 access_level,
             }) = store.fact(&format!("dataset/{d}"))?
             {
-                if access_level != AccessLevel::Open as i32 && custodian_site_id != site {
+                if access_level != AccessLevel::Open as i32 && custodian_site_id != *site {
                     return Ok(Err(refuse(
                         RejectionReason::OutOfScope,
                         format!(
@@ -525,7 +521,7 @@ fn review<F: FactStore>(
                 ))
             } else if g.conditions != r.conditions {
                 Some("does not carry the decision's conditions".to_string())
-            } else if !same_versions(&g.dataset_version_ids, &dataset_version_ids, &g.dataset_id) {
+            } else if !same_versions(&g.dataset_version_ids, dataset_version_ids, &g.dataset_id) {
                 Some("does not cover exactly the versions asked for".to_string())
             } else {
                 None
@@ -548,17 +544,7 @@ fn review<F: FactStore>(
             )));
         }
     }
-    Ok(Ok(vec![(
-        subject,
-        Fact::Request {
-            requester,
-            project_id,
-            dataset_ids,
-            dataset_version_ids,
-            requested_days,
-            state: to as i32,
-        },
-    )]))
+    Ok(Ok(vec![(subject, with_state(fact, to))]))
 }
 
 /// A grant for `dataset` covers exactly the versions of it the request named
