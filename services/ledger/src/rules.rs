@@ -116,15 +116,8 @@ pub(crate) fn admit(
     // 2. The actor is registered, and the one authorisation policy allows
     //    this signer to record this kind for this actor.
     let actor_roles = principal_roles(ov, registry, &event.actor)?;
-    // The actor's roles for the duties below (the genesis admin has no
-    // record yet: its own registration gives them).
-    let duty_roles: Vec<i32> = match (&actor_roles, body) {
-        (Some(r), _) => r.to_vec(),
-        (None, Body::PrincipalRegistered(p)) => p.roles.clone(),
-        (None, _) => Vec::new(),
-    };
     if size > 0 {
-        let Some(actor_roles) = actor_roles else {
+        let Some(actor_roles) = &actor_roles else {
             return Ok(Err(refuse(
                 R::DanglingReference,
                 format!("actor principal/{} is not registered", event.actor),
@@ -151,7 +144,7 @@ pub(crate) fn admit(
             },
             Party {
                 id: &event.actor,
-                roles: &actor_roles,
+                roles: actor_roles,
             },
             key_owner.as_deref(),
         );
@@ -173,9 +166,14 @@ pub(crate) fn admit(
 
     // 4. Duties: the policy's rules about which entity (projects, requests),
     //    read from the facts kept beside the state.
+    // (The genesis admin has no record yet: its registration gives its roles.)
+    let genesis_roles: &[i32] = match body {
+        Body::PrincipalRegistered(p) => &p.roles,
+        _ => &[],
+    };
     let actor = Party {
         id: &event.actor,
-        roles: &duty_roles,
+        roles: actor_roles.as_deref().unwrap_or(genesis_roles),
     };
     let facts = match policy::duties(event, actor, &Facts(&*ov))? {
         Ok(facts) => facts,
@@ -709,16 +707,20 @@ impl StateCheck<'_, '_> {
 /// events). Returns how many leaves were read.
 pub(crate) fn backfill_facts(tree: &sled::Tree, size: u64) -> Result<u64, LedgerError> {
     let mut ov = Overlay::new(tree);
+    // Roles at each principal's latest registration so far, as the sequencer had them.
+    let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
     for i in 0..size {
         let Some(leaf) = tree.get(keys::leaf(i))? else {
             return Err(LedgerError::Corrupt(format!("leaf {i} is missing")));
         };
         let opened =
             clew_events::open(&leaf).map_err(|e| LedgerError::Corrupt(format!("leaf {i}: {e}")))?;
-        let roles: Vec<i32> = Vec::new();
+        if let Body::PrincipalRegistered(p) = opened.body() {
+            roles.insert(p.principal_id.clone(), p.roles.clone());
+        }
         let actor = Party {
             id: &opened.event.actor,
-            roles: &roles,
+            roles: roles.get(&opened.event.actor).map_or(&[], |r| &r[..]),
         };
         if let Ok(facts) = policy::duties(&opened.event, actor, &Facts(&ov))? {
             for (subject, fact) in facts {
