@@ -188,7 +188,8 @@ pub(crate) enum LedgerCommand {
     /// checkpoint's signature, every event's inclusion proof and signature
     /// (with keys whose registrations it carries), and that every node and
     /// edge is what its event records, or, for an access audit, that the
-    /// holders are exactly what its events give. Exits non-zero naming the first thing that does not hold.
+    /// holders are exactly what its events give. Exits non-zero naming the
+    /// first thing that does not hold.
     VerifyAnswer {
         /// The answer document.
         file: PathBuf,
