@@ -225,29 +225,6 @@ pub struct Viewer {
     access: std::sync::Arc<DatasetAccess>,
 }
 
-/// RFC 3339 UTC time now, as proto3 JSON writes timestamps.
-pub fn now_rfc3339() -> String {
-    let ts = clew_events::now_timestamp();
-    let days = ts.seconds.div_euclid(86_400);
-    let secs = ts.seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 impl Viewer {
     /// Resolves `principal` against the catalogue at access time `now` (unix
     /// seconds). An unknown principal (its registration not yet sequenced, or
@@ -635,12 +612,5 @@ mod tests {
         assert_eq!(again.principal_of(&t).as_deref(), Some("alice"));
         assert_eq!(again.revoke_all("alice").unwrap(), 1);
         assert_eq!(again.principal_of(&t), None);
-    }
-
-    #[test]
-    fn now_is_rfc3339_utc() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.ends_with('Z') && now.starts_with("20"), "{now}");
     }
 }

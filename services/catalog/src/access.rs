@@ -39,13 +39,6 @@ pub struct Spell {
     pub until: Option<String>,
 }
 
-/// Unix seconds of an RFC 3339 time as proto3 JSON writes it.
-pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
-    serde_json::from_value::<pbjson_types::Timestamp>(Value::String(rfc3339.to_string()))
-        .ok()
-        .map(|t| t.seconds)
-}
-
 /// `<tag> a 0`: the prefix of every key `<tag> a 0 b`.
 fn pair_prefix(tag: u8, a: &str) -> Vec<u8> {
     let mut k = vec![tag];
@@ -93,6 +86,13 @@ fn spells(p: &Pending<'_>, project: &str, principal: &str) -> Result<Vec<Spell>,
     }
 }
 
+fn put_spells(p: &mut Pending<'_>, project: &str, principal: &str, all: &[Spell]) {
+    p.writes.insert(
+        members_key(project, principal),
+        serde_json::to_vec(all).unwrap_or_default(),
+    );
+}
+
 /// Records that `principal` became a member of `project` at `leaf`.
 pub(crate) fn join(
     p: &mut Pending<'_>,
@@ -107,10 +107,7 @@ pub(crate) fn join(
         until_leaf: None,
         until: None,
     });
-    p.writes.insert(
-        members_key(project, principal),
-        serde_json::to_vec(&all).unwrap_or_default(),
-    );
+    put_spells(p, project, principal, &all);
     p.writes
         .insert(projects_key(principal, project), Vec::new());
     set_members(p, project, |m| {
@@ -132,10 +129,7 @@ pub(crate) fn leave(
         open.until_leaf = Some(entry.leaf);
         open.until = Some(entry.time.clone());
     }
-    p.writes.insert(
-        members_key(project, principal),
-        serde_json::to_vec(&all).unwrap_or_default(),
-    );
+    put_spells(p, project, principal, &all);
     set_members(p, project, |m| m.retain(|x| x != principal))
 }
 
@@ -166,17 +160,6 @@ fn set_members(
 
 pub(crate) fn raw(value: &Value) -> Box<serde_json::value::RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_default()
-}
-
-/// `SUBMITTED`, `UNDER_REVIEW`, … of a state number.
-pub fn state_name(state: i32) -> String {
-    proto::AccessRequestState::try_from(state)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("ACCESS_REQUEST_STATE_")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// The attributes of a new access request.
@@ -300,7 +283,7 @@ impl Catalog {
             };
             let ends = node.attributes()["endsAt"]
                 .as_str()
-                .and_then(unix_seconds)
+                .and_then(clew_ledger::audit::unix_seconds)
                 .unwrap_or(i64::MAX);
             let open = self
                 .tree

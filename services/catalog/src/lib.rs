@@ -41,7 +41,7 @@ use clew_ledger::Ledger;
 use rayon::prelude::*;
 use thiserror::Error;
 
-pub use access::{state_name as request_state_name, unix_seconds, Spell};
+pub use access::Spell;
 pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
 pub use lineage::{admit_all, Admit, Direction, ImpactAnswer, LineageAnswer, NodeView};
 pub use search::{
@@ -454,7 +454,7 @@ impl Catalog {
             if let Some(n) = self.node(&format!("access-grant/{grant}"))? {
                 let expired = n.attributes()["expiresAt"]
                     .as_str()
-                    .and_then(access::unix_seconds)
+                    .and_then(clew_ledger::audit::unix_seconds)
                     .is_some_and(|at| at <= now);
                 if n.ended_leaf.is_none() && !expired {
                     out.push(n);

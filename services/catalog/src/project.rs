@@ -274,7 +274,7 @@ pub(crate) fn apply(
             history = true;
         }
         Body::AccessRequestReviewed(b) => {
-            let state = access::state_name(b.decision);
+            let state = clew_events::policy::state_name(b.decision);
             let grant_ids: Vec<String> = b.grants.iter().map(|g| g.grant_id.clone()).collect();
             let step = access::transition(
                 &entry,

@@ -327,22 +327,25 @@ fn verify_access_audit(
     let derived = crate::audit::access_holders(dataset, from, to, events);
     let mut claimed = doc.holders.clone();
     claimed.sort();
-    if let Some(h) = claimed.iter().find(|h| !derived.contains(h)) {
-        return Err(bad(format!(
-            "the answer says principal/{} held access through grant {} from {} to {}, which its events do not give",
+    let span = |h: &crate::audit::AccessHolder| {
+        format!(
+            "principal/{} held access through grant {} from {} to {}",
             h.principal,
             h.grant_id,
             h.from,
             h.until.as_deref().unwrap_or("no end")
+        )
+    };
+    if let Some(h) = claimed.iter().find(|h| !derived.contains(h)) {
+        return Err(bad(format!(
+            "the answer says {}, which its events do not give",
+            span(h)
         )));
     }
     if let Some(h) = derived.iter().find(|h| !claimed.contains(h)) {
         return Err(bad(format!(
-            "the events give principal/{} access through grant {} from {} to {}, which the answer leaves out",
-            h.principal,
-            h.grant_id,
-            h.from,
-            h.until.as_deref().unwrap_or("no end")
+            "the events say {}, which the answer leaves out",
+            span(h)
         )));
     }
     Ok(VerifiedAnswer {

@@ -106,13 +106,6 @@ pub(crate) fn time_value(v: &[u8]) -> Result<i64, LedgerError> {
     Ok(i64::from_be_bytes(bytes))
 }
 
-/// Unix seconds now, by this machine's clock.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Submissions decoded and signature-checked, ready for [`Ledger::commit`].
 pub struct PrecheckedBatch {
     items: Vec<(Submission, Precheck)>,
@@ -558,7 +551,9 @@ impl Ledger {
             let signed = checkpoint::sign(signer, &self.origin, size, root)?;
             ov.put(keys::checkpoint(size).to_vec(), signed.note.clone());
             // The ledger's clock only moves forward, whatever this machine's does.
-            let t = unix_now().max(self.checkpoint_time());
+            let t = clew_events::now_timestamp()
+                .seconds
+                .max(self.checkpoint_time());
             ov.put(
                 keys::checkpoint_time(size).to_vec(),
                 t.to_be_bytes().to_vec(),

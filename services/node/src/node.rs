@@ -177,10 +177,9 @@ impl Node {
     /// expired grant; expiry needs no event, since nothing is written to
     /// make a grant lapse.
     pub fn access_time(&self) -> i64 {
-        let machine = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        machine.max(self.ledger.checkpoint_time())
+        clew_events::now_timestamp()
+            .seconds
+            .max(self.ledger.checkpoint_time())
     }
 
     /// The checkpoint this node answers as of: the one at the size applied to

@@ -124,7 +124,8 @@ pub fn scope_of<F: FactStore>(store: &F, principal: &str) -> Result<GovernanceSc
     Ok(GovernanceScope::National)
 }
 
-fn state_name(state: i32) -> String {
+/// `SUBMITTED`, `UNDER_REVIEW`, … of an `AccessRequestState` number.
+pub fn state_name(state: i32) -> String {
     S::try_from(state)
         .map(|s| {
             s.as_str_name()

@@ -27,7 +27,7 @@
 
 mod duties;
 
-pub use duties::{duties, DutyRefusal, Fact, FactStore, GovernanceScope};
+pub use duties::{duties, state_name, DutyRefusal, Fact, FactStore, GovernanceScope};
 
 use crate::proto::{event::Body, EventKind, Role};
 
