@@ -16,6 +16,9 @@
 #   - helm (built with `go install` from the Go module proxy) into
 #     target/tools/bin, kubernetes-validate (PyPI, ships the Kubernetes
 #     schemas) and checkov (PyPI) into target/chart-venv, for the chart checks.
+#   - SeaweedFS (`weed`, Apache-2.0), an S3-compatible object store, built from
+#     its module source (its go.mod has replace directives, so `go install`
+#     refuses it) into target/tools/bin, for the blob store's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,5 +67,19 @@ if ! cmp -s tests/chart/requirements.txt "$cvenv/.requirements" 2>/dev/null; the
   python3 -m venv --clear "$cvenv"
   "$cvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
   cp tests/chart/requirements.txt "$cvenv/.requirements"
+fi
+echo "setup: SeaweedFS (S3-compatible store for the blob store tests)"
+weed_module=github.com/seaweedfs/seaweedfs
+weed_version=v0.0.0-20261109003541-7506e5f91cd6
+weed_stamp=target/tools/bin/.weed-version
+if [ ! -x target/tools/bin/weed ] || [ "$(cat "$weed_stamp" 2>/dev/null)" != "$weed_version" ]; then
+  mkdir -p target/tools/bin target/tools/src
+  weed_dir=$(go mod download -json "$weed_module@$weed_version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf target/tools/src/seaweedfs
+  cp -r "$weed_dir" target/tools/src/seaweedfs
+  chmod -R u+w target/tools/src/seaweedfs
+  (cd target/tools/src/seaweedfs && go build -o "$OLDPWD/target/tools/bin/weed" ./weed)
+  rm -rf target/tools/src/seaweedfs
+  echo "$weed_version" > "$weed_stamp"
 fi
 echo "setup: done"
