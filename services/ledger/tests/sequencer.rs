@@ -1322,7 +1322,7 @@ fn an_access_request_lives_through_every_state_and_each_duty_is_refused_with_its
     // rebuilds them from its log when opened, and the duties hold as before.
     w.ledger = None;
     {
-        let db = sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)).unwrap();
+        let db = open_when_released(|| sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)));
         let tree = db.open_tree("ledger").unwrap();
         let facts: Vec<_> = tree.scan_prefix(b"a").keys().map(|k| k.unwrap()).collect();
         assert!(facts.len() > 10, "facts are kept: {}", facts.len());
@@ -1332,7 +1332,9 @@ fn an_access_request_lives_through_every_state_and_each_duty_is_refused_with_its
         tree.remove(b"mfacts").unwrap();
         db.flush().unwrap();
     }
-    w.ledger = Some(Ledger::open(w.dir.path(), &w.ledger_key, LedgerOptions::default()).unwrap());
+    w.ledger = Some(open_when_released(|| {
+        Ledger::open(w.dir.path(), &w.ledger_key, LedgerOptions::default())
+    }));
     step(
         &mut w,
         "rory",
@@ -1374,4 +1376,21 @@ fn the_ledger_clock_never_goes_back() {
     // Survives a restart.
     w.verify();
     assert_eq!(w.ledger().checkpoint_time(), at);
+}
+
+/// Opens a sled database just closed by another handle: sled releases its
+/// file lock from a background thread shortly after the last handle drops,
+/// so an immediate reopen can find it still held.
+fn open_when_released<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("the database stayed locked for 10 s: {e:?}"),
+        }
+    }
 }
