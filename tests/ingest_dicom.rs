@@ -366,8 +366,7 @@ fn deidentified_copies_are_published_once_and_reruns_are_refused() {
 
     // The manifest is stored under its digest, lists every file with its SHA-256.
     let hex = digest.strip_prefix("sha256:").unwrap();
-    let stored =
-        std::fs::read(Path::new(&data).join(format!("manifests/sha256/{hex}.json"))).unwrap();
+    let stored = std::fs::read(Path::new(&data).join(format!("manifests/sha256/{hex}"))).unwrap();
     assert_eq!(hex::encode(Sha256::digest(&stored)), hex);
     let manifest: Json = serde_json::from_slice(&stored).unwrap();
     let ct = manifest["series"]

@@ -92,6 +92,20 @@ impl ApiError {
     }
 }
 
+impl From<clew_blobs::BlobError> for ApiError {
+    fn from(e: clew_blobs::BlobError) -> Self {
+        use clew_blobs::BlobError as B;
+        match e {
+            B::BadDigest(_) | B::DigestMismatch { .. } | B::TooLarge { .. } => {
+                ApiError::BadInput(e.to_string())
+            }
+            // The store was unreachable or refused: retry later.
+            B::Store { .. } => ApiError::Unavailable(e.to_string()),
+            B::Conflict { .. } | B::Config(_) | B::Io { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     /// The HTTP status every route answers this error with (GraphQL answers
     /// 200 with the code in `extensions.code`, as the GraphQL-over-HTTP

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clew_ingest::ManifestStore;
 use clew_node::Node;
 
 use crate::access::{DatasetAccess, TokenStore, Viewer};
@@ -53,7 +52,9 @@ pub struct AppState {
     /// Limits.
     pub limits: Limits,
     /// Dataset-version manifests (content-addressed), when this server keeps them.
-    pub manifests: Option<ManifestStore>,
+    pub manifests: Option<clew_blobs::BlobStore>,
+    /// Where manifest uploads are spooled while they are hashed and checked.
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -79,13 +80,20 @@ impl AppState {
             introspection,
             limits,
             manifests: None,
+            spool_dir: std::env::temp_dir(),
         }
     }
 
     /// Keeps uploaded manifests in `store` (`PUT /manifests/{digest}`) and
     /// serves them (`GET /dataset-versions/{id}/manifest`).
-    pub fn with_manifests(mut self, store: ManifestStore) -> Self {
+    /// Uploads are spooled in `spool_dir` while they are hashed.
+    pub fn with_manifests(
+        mut self,
+        store: clew_blobs::BlobStore,
+        spool_dir: std::path::PathBuf,
+    ) -> Self {
         self.manifests = Some(store);
+        self.spool_dir = spool_dir;
         self
     }
 }

@@ -8,7 +8,7 @@ pub enum BlobError {
     BadDigest(String),
     /// Bytes that do not hash to the digest they are stored or read under:
     /// on upload a client error, on read content altered inside the store.
-    #[error("content under {expected} hashes to {actual}")]
+    #[error("bytes given as {expected} hash to {actual}")]
     DigestMismatch { expected: String, actual: String },
     /// The store already holds an object of another size under this digest
     /// (a different body cannot hash to the same digest: the object was

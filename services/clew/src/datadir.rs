@@ -62,6 +62,34 @@ impl DataDir {
         self.root().join("manifests")
     }
 
+    /// The data directory's content store for manifests (keys
+    /// `sha256/<hex>` under [`DataDir::manifests`]). Manifests kept by
+    /// earlier versions as `sha256/<hex>.json` are renamed to their keys
+    /// first (same bytes, same digest), so they stay readable.
+    pub fn manifest_store(&self) -> Result<clew_blobs::BlobStore> {
+        let dir = self.manifests().join("sha256");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if let Some(hex) = name.strip_suffix(".json") {
+                    if clew_blobs::hex_of(&format!("sha256:{hex}")).is_ok() {
+                        std::fs::rename(&path, dir.join(hex))
+                            .with_context(|| format!("migrating {}", path.display()))?;
+                    }
+                }
+            }
+        }
+        Ok(clew_blobs::BlobStore::local(&self.manifests())?)
+    }
+
+    /// Where uploads are spooled while they are hashed and checked.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root().join("spool")
+    }
+
     /// The catalogue (projection of the ledger: sled state + search index).
     pub fn catalog_dir(&self) -> PathBuf {
         self.root.join("catalog")
@@ -139,5 +167,31 @@ impl DataDir {
             .unwrap_or_else(|| self.ledger_key());
         let key = keyfiles::read(&key_path)?;
         Ok(Ledger::open(&self.root, &key, options)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_kept_in_the_earlier_layout_stay_readable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let body = br#"{"format":"clew.dicom-series-manifest/1","series":[]}"#;
+        let digest = clew_blobs::digest_of(body);
+        let hex = clew_blobs::hex_of(&digest).unwrap();
+        let old = dir.manifests().join("sha256");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join(format!("{hex}.json")), body).unwrap();
+        let store = dir.manifest_store().unwrap();
+        let got = clew_blobs::block_on({
+            let (store, digest) = (store.clone(), digest.clone());
+            async move { store.get(&digest, 1 << 20).await }
+        });
+        assert_eq!(got.unwrap().unwrap().as_ref(), body);
+        assert!(!old.join(format!("{hex}.json")).exists());
+        // Opening again finds nothing left to migrate.
+        assert!(dir.manifest_store().is_ok());
     }
 }

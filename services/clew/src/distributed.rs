@@ -388,7 +388,8 @@ pub fn prepare_replica(
         tokens,
         admin_token_file,
         created,
-        manifests: dir.manifests(),
+        manifests: dir.manifest_store()?,
+        spool: dir.spool_dir(),
     })
 }
 

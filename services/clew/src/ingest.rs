@@ -8,8 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clew_events::proto::{self, event::Body};
 use clew_ingest::{
-    imaging_summary, ConfidentialityTable, FolderScan, Manifest, ManifestStore, RefusedFile,
-    SkippedFile,
+    imaging_summary, ConfidentialityTable, FolderScan, Manifest, RefusedFile, SkippedFile,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -255,7 +254,9 @@ fn publish_local(
             }
             check_custodian_local(&node, req)?;
             // The manifest is stored before the event that cites it exists.
-            ManifestStore::new(dir.manifests()).put(manifest)?;
+            dir.manifest_store()?
+                .put(bytes::Bytes::copy_from_slice(manifest))
+                .await?;
             Ok(match node.record(actor, body, None).await? {
                 clew_node::Outcome::Accepted(s) => Published::Accepted {
                     event_id: s.event_id,

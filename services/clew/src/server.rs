@@ -28,7 +28,9 @@ pub struct Prepared {
     /// Whether this start created the data directory.
     pub created: bool,
     /// Where uploaded dataset-version manifests are kept.
-    pub manifests: PathBuf,
+    pub manifests: clew_blobs::BlobStore,
+    /// Where uploads are spooled while they are hashed.
+    pub spool: PathBuf,
 }
 
 /// Where the service key and the token file live.
@@ -73,7 +75,8 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         tokens,
         admin_token_file,
         created,
-        manifests: dir.manifests(),
+        manifests: dir.manifest_store()?,
+        spool: dir.spool_dir(),
     })
 }
 
@@ -120,7 +123,7 @@ pub async fn run(prepared: Prepared, listen: SocketAddr, limits: Limits) -> Resu
     }
     println!("health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
-        .with_manifests(clew_ingest::ManifestStore::new(&prepared.manifests));
+        .with_manifests(prepared.manifests.clone(), prepared.spool.clone());
     clew_api::serve(listener, state, shutdown_signal()).await?;
     let size = prepared.node.ledger().size();
     println!("Clew stopped cleanly; ledger size {size}");

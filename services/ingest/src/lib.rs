@@ -19,7 +19,7 @@
 //!    derives the searchable summary.
 //!
 //! The caller (the `clew ingest dicom` command) refuses the whole folder when
-//! any file fails the gate, stores the manifest in a [`ManifestStore`] and
+//! any file fails the gate, stores the manifest in the blob store (`clew-blobs`) and
 //! publishes one signed dataset-version-published event carrying the digest.
 
 pub mod manifest;
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use manifest::{digest_of, imaging_summary, Manifest, ManifestStore, MANIFEST_FORMAT};
+pub use manifest::{digest_of, imaging_summary, Manifest, MANIFEST_FORMAT};
 pub use scan::{FileOutcome, Finding, InstanceHeader};
 pub use table::{ConfidentialityTable, ProfileOption};
 
@@ -45,19 +45,6 @@ pub enum IngestError {
     },
     #[error("confidentiality profile table: {0}")]
     Table(String),
-    #[error("{0:?} is not a manifest digest (expected sha256:<64 lowercase hex>)")]
-    BadDigest(String),
-    #[error("manifest bytes hash to {actual}, not {expected}")]
-    DigestMismatch { expected: String, actual: String },
-}
-
-impl IngestError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// A file refused by the de-identification gate.

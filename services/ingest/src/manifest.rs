@@ -1,16 +1,12 @@
 //! The series-level manifest of a dataset version, its digest, the imaging
-//! summary derived from it, and the content-addressed store that keeps it.
+//! summary derived from it (the store that keeps it is `clew-blobs`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use clew_events::proto;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::scan::{InstanceHeader, MethodCode};
-use crate::IngestError;
 
 /// Format name carried in every manifest.
 pub const MANIFEST_FORMAT: &str = "clew.dicom-series-manifest/1";
@@ -125,10 +121,8 @@ impl Manifest {
     }
 }
 
-/// "sha256:<hex>" of some bytes.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+/// "sha256:<hex>" of some bytes (the blob store's digest).
+pub use clew_blobs::digest_of;
 
 /// The imaging summary for search, from the manifest and the headers.
 pub fn imaging_summary(manifest: &Manifest, instances: &[InstanceHeader]) -> proto::ImagingSummary {
@@ -204,84 +198,6 @@ pub fn imaging_summary(manifest: &Manifest, instances: &[InstanceHeader]) -> pro
     }
 }
 
-/// Manifests kept by digest: `<root>/sha256/<hex>.json`, written once
-/// (temporary file, fsync, rename), checked against the digest when read.
-#[derive(Debug, Clone)]
-pub struct ManifestStore {
-    root: PathBuf,
-}
-
-fn hex_of(digest: &str) -> Result<&str, IngestError> {
-    match digest.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
-            Ok(h)
-        }
-        _ => Err(IngestError::BadDigest(digest.to_string())),
-    }
-}
-
-impl ManifestStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    fn path_of(&self, hex: &str) -> PathBuf {
-        self.root.join("sha256").join(format!("{hex}.json"))
-    }
-
-    /// Stores `bytes` under their digest (a no-op when already there) and
-    /// returns the digest.
-    pub fn put(&self, bytes: &[u8]) -> Result<String, IngestError> {
-        let digest = digest_of(bytes);
-        let path = self.path_of(hex_of(&digest)?);
-        if path.exists() {
-            return Ok(digest);
-        }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| IngestError::io(dir, e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| IngestError::io(dir, e))?;
-        tmp.write_all(bytes)
-            .map_err(|e| IngestError::io(&path, e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| IngestError::io(&path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| IngestError::io(&path, e.error))?;
-        Ok(digest)
-    }
-
-    /// Stores bytes that must hash to `digest`.
-    pub fn put_expecting(&self, digest: &str, bytes: &[u8]) -> Result<(), IngestError> {
-        hex_of(digest)?;
-        let actual = digest_of(bytes);
-        if actual != digest {
-            return Err(IngestError::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
-        }
-        self.put(bytes).map(|_| ())
-    }
-
-    /// The stored bytes for `digest`, verified; `None` when absent.
-    pub fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, IngestError> {
-        let path = self.path_of(hex_of(digest)?);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(IngestError::io(&path, e)),
-        };
-        let actual = digest_of(&bytes);
-        if actual != digest {
-            return Err(IngestError::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
-        }
-        Ok(Some(bytes))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,31 +249,5 @@ mod tests {
         // A changed file changes the digest.
         b[0].sha256 = "f".repeat(64);
         assert_ne!(Manifest::build(&b).digest(), ma.digest());
-    }
-
-    #[test]
-    fn the_store_keeps_bytes_by_digest_and_refuses_mismatches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ManifestStore::new(dir.path());
-        let d = store.put(b"{\"a\":1}").unwrap();
-        assert_eq!(store.get(&d).unwrap().unwrap(), b"{\"a\":1}");
-        assert_eq!(store.put(b"{\"a\":1}").unwrap(), d);
-        assert!(matches!(
-            store.put_expecting(&d, b"{\"a\":2}"),
-            Err(IngestError::DigestMismatch { .. })
-        ));
-        assert!(matches!(
-            store.get("sha256:zz"),
-            Err(IngestError::BadDigest(_))
-        ));
-        let other = digest_of(b"absent");
-        assert!(store.get(&other).unwrap().is_none());
-        // A file altered on disk is detected when read.
-        let hex = d.strip_prefix("sha256:").unwrap();
-        std::fs::write(dir.path().join("sha256").join(format!("{hex}.json")), b"x").unwrap();
-        assert!(matches!(
-            store.get(&d),
-            Err(IngestError::DigestMismatch { .. })
-        ));
     }
 }

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use super::respond::*;
 use crate::state::AppState;
 use crate::ApiError;
-use clew_ingest::{Manifest, MANIFEST_FORMAT};
+use clew_ingest::manifest::ManifestSeries;
+use clew_ingest::MANIFEST_FORMAT;
+use futures_util::StreamExt;
 
 /// Largest manifest accepted: about 200,000 files.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
@@ -38,54 +40,113 @@ pub(crate) async fn put_manifest(
     let Some(store) = state.manifests.clone() else {
         return no_manifests();
     };
-    // Uploads held in memory at once are bounded, whoever sends them.
+    // Uploads spooled at once are bounded, whoever sends them.
     let Ok(_turn) = uploads().acquire().await else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &ApiError::Unavailable("shutting down".into()),
         );
     };
-    let body = match read_body(body, MAX_MANIFEST_BYTES).await {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    match serde_json::from_slice::<Manifest>(&body) {
-        Ok(m) if m.format == MANIFEST_FORMAT => {}
-        Ok(m) => {
+    if let Err(e) = clew_blobs::hex_of(&digest) {
+        return error_response(StatusCode::BAD_REQUEST, &e.into());
+    }
+    // Hashed and limited on disk: no body is held in memory whole.
+    let chunks = body.into_data_stream().map(|chunk| {
+        chunk.map_err(|e| clew_blobs::BlobError::Io {
+            path: "the request body".into(),
+            source: std::io::Error::other(e),
+        })
+    });
+    let spooled = match clew_blobs::spool(chunks, MAX_MANIFEST_BYTES as u64, &state.spool_dir).await
+    {
+        Ok(s) => s,
+        Err(clew_blobs::BlobError::TooLarge { .. }) => {
+            return payload_too_large(MAX_MANIFEST_BYTES)
+        }
+        Err(e @ clew_blobs::BlobError::Io { .. }) => {
+            tracing::warn!(error = %e, "a manifest upload could not be spooled");
             return error_response(
                 StatusCode::BAD_REQUEST,
-                &ApiError::BadInput(format!(
-                    "manifest format {:?} is not {MANIFEST_FORMAT:?}",
-                    m.format
-                )),
-            )
+                &ApiError::BadInput("the request body could not be read".into()),
+            );
         }
         Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &ApiError::BadInput(format!("not a Clew DICOM series manifest: {e}")),
-            )
+            let e = ApiError::from(e);
+            return error_response(e.status(), &e);
         }
+    };
+    if spooled.digest != digest {
+        let e = clew_blobs::BlobError::DigestMismatch {
+            expected: digest,
+            actual: spooled.digest.clone(),
+        };
+        return error_response(StatusCode::BAD_REQUEST, &e.into());
     }
-    let outcome =
-        tokio::task::spawn_blocking(move || store.put_expecting(&digest, &body).map(|_| digest))
-            .await;
-    match outcome {
-        Ok(Ok(digest)) => {
-            tracing::info!(principal = %viewer.principal, %digest, "stored a manifest");
+    // The format is checked as the file is read, one series at a time.
+    let check = match spooled.reader() {
+        Ok(file) => tokio::task::spawn_blocking(move || check_manifest(file)).await,
+        Err(e) => return internal(e),
+    };
+    match check {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            return error_response(StatusCode::BAD_REQUEST, &ApiError::BadInput(message))
+        }
+        Err(e) => return internal(e),
+    }
+    match store.put_spooled(&spooled).await {
+        Ok(stored) => {
+            tracing::info!(principal = %viewer.principal, digest = %stored.digest, created = stored.created, "stored a manifest");
             (
                 StatusCode::CREATED,
-                axum::Json(serde_json::json!({ "digest": digest })),
+                axum::Json(serde_json::json!({ "digest": stored.digest })),
             )
                 .into_response()
         }
-        Ok(Err(
-            e @ (clew_ingest::IngestError::BadDigest(_)
-            | clew_ingest::IngestError::DigestMismatch { .. }),
-        )) => error_response(StatusCode::BAD_REQUEST, &ApiError::BadInput(e.to_string())),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a manifest failed");
+            let e = ApiError::from(e);
+            error_response(e.status(), &e)
+        }
     }
+}
+
+/// A Clew DICOM series manifest: the right `format`, and `series` each of
+/// the manifest's series shape. Read as a stream; one series in memory at a time.
+fn check_manifest(file: std::fs::File) -> Result<(), String> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    struct Series;
+    impl<'de> serde::Deserialize<'de> for Series {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Each;
+            impl<'de> Visitor<'de> for Each {
+                type Value = Series;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a list of series")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Series, A::Error> {
+                    while seq.next_element::<ManifestSeries>()?.is_some() {}
+                    Ok(Series)
+                }
+            }
+            d.deserialize_seq(Each)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: String,
+        #[allow(dead_code)]
+        series: Series,
+    }
+    let head: Head = serde_json::from_reader(std::io::BufReader::new(file))
+        .map_err(|e| format!("not a Clew DICOM series manifest: {e}"))?;
+    if head.format != MANIFEST_FORMAT {
+        return Err(format!(
+            "manifest format {:?} is not {MANIFEST_FORMAT:?}",
+            head.format
+        ));
+    }
+    Ok(())
 }
 
 /// Manifest uploads read at once (each up to [`MAX_MANIFEST_BYTES`]).
@@ -124,23 +185,31 @@ pub(crate) async fn get_manifest(
     let Some(store) = state.manifests.clone() else {
         return no_manifests();
     };
-    match tokio::task::spawn_blocking(move || store.get(&digest)).await {
-        Ok(Ok(Some(bytes))) => (
+    match store.open_read(&digest).await {
+        Ok(Some(read)) => (
             [
-                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_TYPE, "application/json".to_string()),
                 (
                     header::CACHE_CONTROL,
-                    "private, max-age=31536000, immutable",
+                    "private, max-age=31536000, immutable".to_string(),
                 ),
+                (header::CONTENT_LENGTH, read.size.to_string()),
             ],
-            bytes,
+            // Verified as it streams: an altered object ends the response
+            // before its last chunk (see `BlobStore::open_read`).
+            axum::body::Body::from_stream(read.body),
         )
             .into_response(),
-        Ok(Ok(None)) => error_response(
+        Ok(None) => error_response(
             StatusCode::NOT_FOUND,
             &ApiError::NotFound(format!("the manifest of {subject} is not stored here")),
         ),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
+        Err(e) => {
+            tracing::error!(error = %e, %subject, "reading a manifest failed");
+            {
+                let e = ApiError::from(e);
+                error_response(e.status(), &e)
+            }
+        }
     }
 }
