@@ -29,7 +29,12 @@ const PARTS_IN_FLIGHT: usize = 2;
 
 /// "sha256:<hex>" of some bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    finish(Sha256::new_with_prefix(bytes))
+}
+
+/// "sha256:<hex>" of what `hasher` has seen.
+fn finish(hasher: Sha256) -> String {
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// The lowercase hex of a `sha256:<64 hex>` digest.
@@ -116,7 +121,7 @@ where
         .map_err(|e| BlobError::io(file.path().display(), e))?;
     Ok(Spooled {
         file,
-        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        digest: finish(hasher),
         size,
     })
 }
@@ -385,7 +390,6 @@ impl BlobStore {
             .map_err(|e| self.failed(e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut buf = vec![0u8; 1024 * 1024];
-        let mut hasher = Sha256::new();
         loop {
             let n = match file.read(&mut buf) {
                 Ok(0) => break,
@@ -395,20 +399,11 @@ impl BlobStore {
                     return Err(BlobError::io("the spooled upload", e));
                 }
             };
-            hasher.update(&buf[..n]);
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 let _ = writer.abort().await;
                 return Err(self.failed(e));
             }
             writer.write(&buf[..n]);
-        }
-        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if actual != spooled.digest {
-            let _ = writer.abort().await;
-            return Err(BlobError::DigestMismatch {
-                expected: spooled.digest.clone(),
-                actual,
-            });
         }
         writer.finish().await.map_err(|e| self.failed(e))?;
         self.sync_local(&spooled.digest)?;
@@ -443,55 +438,51 @@ impl BlobStore {
             Err(e) => return Err(self.failed(e)),
         };
         let size = got.meta.size;
-        let store = self.clone();
-        let expected = digest.to_string();
         struct State {
             inner: BoxStream<'static, object_store::Result<Bytes>>,
+            store: BlobStore,
+            expected: String,
             hasher: Sha256,
             held: Option<Bytes>,
             done: bool,
         }
         let state = State {
             inner: got.into_stream(),
+            store: self.clone(),
+            expected: digest.to_string(),
             hasher: Sha256::new(),
             held: None,
             done: false,
         };
-        let body = futures_util::stream::unfold(state, move |mut st| {
-            let store = store.clone();
-            let expected = expected.clone();
-            async move {
-                if st.done {
-                    return None;
-                }
-                loop {
-                    match st.inner.next().await {
-                        Some(Ok(chunk)) => {
-                            st.hasher.update(&chunk);
-                            if let Some(previous) = st.held.replace(chunk) {
-                                return Some((Ok(previous), st));
-                            }
+        let body = futures_util::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                match st.inner.next().await {
+                    Some(Ok(chunk)) => {
+                        st.hasher.update(&chunk);
+                        if let Some(previous) = st.held.replace(chunk) {
+                            return Some((Ok(previous), st));
                         }
-                        Some(Err(e)) => {
-                            st.done = true;
-                            return Some((Err(store.failed(e)), st));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let e = st.store.failed(e);
+                        return Some((Err(e), st));
+                    }
+                    None => {
+                        st.done = true;
+                        let actual = finish(std::mem::take(&mut st.hasher));
+                        if actual != st.expected {
+                            tracing::error!(
+                                store = %st.store.location, digest = %st.expected, %actual,
+                                "a stored object does not match its digest"
+                            );
+                            let expected = st.expected.clone();
+                            return Some((Err(BlobError::DigestMismatch { expected, actual }), st));
                         }
-                        None => {
-                            st.done = true;
-                            let actual =
-                                format!("sha256:{}", hex::encode(st.hasher.clone().finalize()));
-                            if actual != expected {
-                                tracing::error!(
-                                    store = %store.location, digest = %expected, %actual,
-                                    "a stored object does not match its digest"
-                                );
-                                return Some((
-                                    Err(BlobError::DigestMismatch { expected, actual }),
-                                    st,
-                                ));
-                            }
-                            return st.held.take().map(|last| (Ok(last), st));
-                        }
+                        return st.held.take().map(|last| (Ok(last), st));
                     }
                 }
             }
