@@ -1,168 +1,16 @@
 //! The blob store's behaviour on its two backends: a local directory and a
 //! real S3-compatible server nobody here wrote (SeaweedFS, `weed server -s3`,
-//! built by `tests/setup.sh` into `target/tools/bin/weed` and started here on
+//! built by `tests/setup.sh`, started by the `clew-s3-server` harness on
 //! loopback with its own data directory).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clew_blobs::{block_on, digest_of, spool, BlobError, BlobStore, Presence, SINGLE_PUT_MAX};
+use clew_s3_server::S3Server;
 use futures_util::StreamExt;
-
-fn weed_binary() -> PathBuf {
-    let path = std::env::var_os("CLEW_WEED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/bin/weed")
-        });
-    assert!(
-        path.exists(),
-        "SeaweedFS is not built at {}: run tests/setup.sh (it builds `weed` from the Go module proxy)",
-        path.display()
-    );
-    path
-}
-
-/// A port that is free, and whose +10000 neighbour (SeaweedFS's gRPC port
-/// for it) is free too.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free loopback port pair");
-}
-
-/// One SeaweedFS server (master, volume, filer, S3 gateway) on loopback.
-struct Weed {
-    child: Option<Child>,
-    dir: PathBuf,
-    ports: [u16; 4],
-    log: PathBuf,
-}
-
-impl Weed {
-    fn start(dir: &Path) -> Self {
-        let ports = [
-            free_port_pair(),
-            free_port_pair(),
-            free_port_pair(),
-            free_port_pair(),
-        ];
-        let mut w = Weed {
-            child: None,
-            dir: dir.to_path_buf(),
-            ports,
-            log: dir.join("weed.log"),
-        };
-        w.launch();
-        w
-    }
-
-    fn s3_port(&self) -> u16 {
-        self.ports[0]
-    }
-
-    fn launch(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let [s3, master, volume, filer] = self.ports;
-        let child = Command::new(weed_binary())
-            .arg("server")
-            .arg(format!("-dir={}", self.dir.display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"])
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-filer.port={filer}"))
-            .arg("-master.volumeSizeLimitMB=64")
-            // One master, no Raft election: a restart is ready in seconds.
-            .arg("-master.peers=none")
-            // Anonymous access (no identities): SeaweedFS would take the
-            // test's own AWS_* variables as its admin identity.
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start weed server");
-        self.child = Some(child);
-        // Ready when the S3 gateway answers a bucket creation.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(status) = raw_request(s3, "PUT", "/clew", b"") {
-                if status == 200 || status == 409 {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let log: String = log
-                    .lines()
-                    .filter(|l| !l.contains("LockRing"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                panic!("SeaweedFS did not start within 90 s; its log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One unsigned HTTP/1.1 request (SeaweedFS with no identities configured
-/// accepts anonymous requests); returns the status code.
-fn raw_request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {answer:?}")))
-}
 
 fn s3_store(port: u16) -> BlobStore {
     static ENV: OnceLock<()> = OnceLock::new();
@@ -339,8 +187,8 @@ fn a_local_directory_is_a_content_store() {
 #[test]
 fn seaweedfs_is_a_content_store_shared_by_writers_and_survives_outages() {
     let dir = tempfile::tempdir().unwrap();
-    let mut weed = Weed::start(&dir.path().join("weed"));
-    let store = s3_store(weed.s3_port());
+    let mut weed = S3Server::start(&dir.path().join("weed"));
+    let store = s3_store(weed.port());
     block_on(behaves_as_a_content_store(
         store.clone(),
         dir.path().join("spool"),
@@ -348,7 +196,7 @@ fn seaweedfs_is_a_content_store_shared_by_writers_and_survives_outages() {
 
     // Two clients of one bucket (two replicas): what one wrote the other reads,
     // and the second writer's conditional create is the store's 412, a no-op.
-    let other = s3_store(weed.s3_port());
+    let other = s3_store(weed.port());
     let body = manifest(10, 50_000);
     let (a, b, read) = block_on({
         let (store, other, body) = (store.clone(), other.clone(), body.clone());
@@ -366,13 +214,9 @@ fn seaweedfs_is_a_content_store_shared_by_writers_and_survives_outages() {
     let hex = clew_blobs::hex_of(&a.digest).unwrap().to_string();
     let mut altered = body.to_vec();
     altered[10] ^= 1;
-    let status = raw_request(
-        weed.s3_port(),
-        "PUT",
-        &format!("/clew/manifests/sha256/{hex}"),
-        &altered,
-    )
-    .unwrap();
+    let status = weed
+        .put_raw(&format!("/clew/manifests/sha256/{hex}"), &altered)
+        .unwrap();
     assert_eq!(status, 200);
     let (check, get) = block_on({
         let (store, d) = (store.clone(), a.digest.clone());
@@ -430,7 +274,7 @@ fn seaweedfs_is_a_content_store_shared_by_writers_and_survives_outages() {
         elapsed < Duration::from_secs(60),
         "refused after {elapsed:?}"
     );
-    weed.launch();
+    weed.restart();
     let back = block_on({
         let store = store.clone();
         async move { store.put(manifest(30, 2000)).await }
