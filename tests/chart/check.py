@@ -5,7 +5,8 @@ validated offline against the Kubernetes schemas (kubernetes-validate), and
 assertions on the rendered objects: probes, resources, a non-root read-only
 securityContext, keys and tokens only by Secret reference, no service-account
 token in any pod, a NetworkPolicy (ingress and egress) over every pod, images
-by digest in production, one sequencer on a PersistentVolumeClaim, bad values
+by digest in production, one sequencer on a PersistentVolumeClaim, manifests
+in the shared bucket (credentials as files of their Secret), bad values
 refused by values.schema.json — and checkov (Bridgecrew's policy checks for
 Kubernetes) over both renders.
 
@@ -73,7 +74,7 @@ def checkov(binary, manifest, label, may_fail):
           + ("" if not unexpected else "\n" + "\n".join(f"  {c} {r}" for c, r in unexpected)))
 
 
-def check_network_policies(docs, label):
+def check_network_policies(docs, label, values):
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     for obj in docs:
         spec = pod_spec(obj)
@@ -88,6 +89,14 @@ def check_network_policies(docs, label):
                            for k, v in p["spec"]["podSelector"]["matchLabels"].items())]
         check(any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in covering),
               f"{name} is under a NetworkPolicy for ingress and egress")
+    for component in ("ledger", "replica"):
+        policy = next(p for p in policies if p["metadata"]["name"].endswith(f"-{component}"))
+        reached = [port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])]
+        check(set(values["networkPolicy"]["blobStore"]["ports"]) <= set(reached),
+              f"{label}: the {component} may reach the blob store")
+    topics = next(p for p in policies if p["metadata"]["name"].endswith("-topics"))
+    check(len(topics["spec"]["egress"]) == 2,
+          f"{label}: the topics job reaches only DNS and Kafka")
     ledger = next(p for p in policies if p["metadata"]["name"].endswith("-ledger"))
     peers = [f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
              for rule in ledger["spec"]["ingress"] for f in rule["from"]]
@@ -139,6 +148,22 @@ def check_workloads(docs, label, values):
                     check("valueFrom" in e and "value" not in e,
                           f"{name}: {e['name']} comes from a Secret, not a value")
 
+    # Manifests live in the shared bucket, never on a pod's disk; its
+    # credentials are files of their Secret.
+    for obj in (sts[0], by_kind["Deployment"][0]):
+        c = pod_spec(obj)["containers"][0]
+        env = {e["name"]: e for e in c.get("env", [])}
+        name = f"{label}: {obj['kind']}/{obj['metadata']['name']}"
+        check(env.get("CLEW_BLOB_STORE", {}).get("value") == values["blobStore"]["url"],
+              f"{name} keeps manifests in the bucket {values['blobStore']['url']}")
+        check(not any(k.startswith("AWS_ACCESS") or k.startswith("AWS_SECRET") for k in env)
+              and env.get("CLEW_BLOB_STORE_SECRET_ACCESS_KEY_FILE", {}).get("value", "")
+              .startswith("/etc/clew/blob-store/"),
+              f"{name}: the blob store's credentials are files of their Secret")
+        mounted = {v["secret"]["secretName"] for v in pod_spec(obj)["volumes"] if "secret" in v}
+        check(values["blobStore"]["credentialsSecret"] in mounted,
+              f"{name} mounts Secret {values['blobStore']['credentialsSecret']}")
+
     seq = pod_spec(sts[0])
     secrets = {v["name"]: v["secret"]["secretName"] for v in seq["volumes"] if "secret" in v}
     check(secrets.get("keys") == values["secrets"]["keys"],
@@ -178,7 +203,7 @@ def main():
               + ("" if not problems else "\n" + "\n".join(problems)))
         check("PRIVATE+KEY" not in text, f"{label}: no private key material in the manifests")
         by_kind = check_workloads(docs, label, production if values else defaults)
-        check_network_policies(docs, label)
+        check_network_policies(docs, label, production if values else defaults)
         checkov(args.checkov, f.name, label, set() if values else DEFAULTS_MAY_FAIL)
         if values:
             check(by_kind.get("HorizontalPodAutoscaler"), "production: the autoscaler is on")
@@ -204,7 +229,9 @@ def main():
                        ("replica.storage.type=hostPath", "type"),
                        ("replica.replicaCount=0", "replicaCount"),
                        ("image.digest=latest", "digest"),
-                       ("networkPolicy.kafka.ports={}", "ports")):
+                       ("networkPolicy.kafka.ports={}", "ports"),
+                       ("blobStore.url=/var/lib/clew/manifests", "url"),
+                       ("blobStore.credentialsSecret=", "credentialsSecret")):
         p = run([args.helm, "template", "x", str(chart), "--set", bad], ok=False)
         check(p.returncode != 0 and field in p.stderr,
               f"bad value {bad!r} is refused naming {field}")

@@ -64,6 +64,50 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{- define "clew.blobStoreEnv" -}}
+# The bucket every pod keeps manifests in; credentials from their Secret.
+- name: CLEW_BLOB_STORE
+  value: {{ .Values.blobStore.url | quote }}
+{{- with .Values.blobStore.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_REGION
+  value: {{ .Values.blobStore.region | quote }}
+# The credentials are files of the mounted Secret, never environment values.
+- name: CLEW_BLOB_STORE_ACCESS_KEY_ID_FILE
+  value: /etc/clew/blob-store/AWS_ACCESS_KEY_ID
+- name: CLEW_BLOB_STORE_SECRET_ACCESS_KEY_FILE
+  value: /etc/clew/blob-store/AWS_SECRET_ACCESS_KEY
+{{- if .Values.blobStore.caSecret }}
+- name: CLEW_BLOB_STORE_CA
+  value: /etc/clew/blob-store-ca/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "clew.blobStoreVolumes" -}}
+- name: blob-store-credentials
+  secret:
+    secretName: {{ .Values.blobStore.credentialsSecret }}
+    defaultMode: 0400
+{{- if .Values.blobStore.caSecret }}
+- name: blob-store-ca
+  secret:
+    secretName: {{ .Values.blobStore.caSecret }}
+{{- end }}
+{{- end -}}
+
+{{- define "clew.blobStoreMounts" -}}
+- name: blob-store-credentials
+  mountPath: /etc/clew/blob-store
+  readOnly: true
+{{- if .Values.blobStore.caSecret }}
+- name: blob-store-ca
+  mountPath: /etc/clew/blob-store-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
 {{- define "clew.kafkaCaVolume" -}}
 {{- if .Values.kafka.tls.enabled }}
 - name: kafka-ca
