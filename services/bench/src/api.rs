@@ -70,6 +70,10 @@ pub fn api(
     } else {
         build(&data, datasets)?
     };
+    // The manifest the write load's versions cite, stored before they are
+    // published (as a producer uploads it first).
+    let manifest = clew_events::sample::manifest(1);
+    let manifest_digest = data.manifest_store()?.put_blocking(manifest.into())?.digest;
 
     let mut child = std::process::Command::new(exe)
         .args(["serve", "--data-dir"])
@@ -117,6 +121,7 @@ pub fn api(
         clients,
         Duration::from_secs(seconds),
         record_rate,
+        manifest_digest,
     ));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -168,7 +173,8 @@ fn build(data: &DataDir, datasets: u64) -> Result<u64> {
     Ok(ledger.size())
 }
 
-async fn post(
+/// One GraphQL request; its `errors` are an error.
+pub(crate) async fn post(
     client: &reqwest::Client,
     base: &str,
     token: &str,
@@ -202,6 +208,7 @@ async fn drive(
     clients: usize,
     duration: Duration,
     record_rate: u64,
+    manifest_digest: String,
 ) -> Result<ApiBench> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients + 64)
@@ -278,6 +285,7 @@ async fn drive(
                     break;
                 };
                 let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
+                let manifest_digest = manifest_digest.clone();
                 let (record_h, errors, recorded, measuring) = (
                     record_h.clone(),
                     errors.clone(),
@@ -296,7 +304,7 @@ async fn drive(
                         (
                             PUBLISH,
                             json!({"i": {"datasetId": id, "version": "1.0",
-                            "manifestDigest": format!("sha256:{}", "ab".repeat(32)),
+                            "manifestDigest": manifest_digest,
                             "imagingSummary": {"modalities": ["CT"], "bodyPartsExamined": ["CHEST"],
                                 "numberOfStudies": "120", "studyDateFrom": "20240101", "studyDateTo": "20241231"}}}),
                         ),

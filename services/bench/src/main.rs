@@ -6,7 +6,9 @@
 //! throughput against raw Ed25519 verification; projection, search, lineage
 //! and impact); [`api`] drives `clew serve` with concurrent GraphQL clients;
 //! [`kafka`] measures the distributed path on a real broker against the
-//! embedded log; [`dicom`] times the DICOM header scan against pydicom.
+//! embedded log; [`dicom`] times the DICOM header scan against pydicom;
+//! [`blobs`] puts and gets manifests through Clew against the S3 store's
+//! own client.
 
 /// The same allocator as the `clew` binary, so the in-process benchmarks
 /// (ledger, catalogue, Kafka) measure what the product runs.
@@ -14,6 +16,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod api;
+mod blobs;
 mod dicom;
 mod kafka;
 mod spine;
@@ -118,6 +121,17 @@ enum Bench {
         /// Build the tree here and keep it (reused when it has --files files).
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+    /// Manifests of 1 MiB and 32 MiB put and read through `clew serve` on a
+    /// real S3-compatible store (SeaweedFS, built by tests/setup.sh) against
+    /// the same operations done directly with the S3 client, same run.
+    Blobs {
+        /// Timed runs of 1 MiB manifests.
+        #[arg(long, default_value_t = 40)]
+        runs_small: usize,
+        /// Timed runs of 32 MiB manifests.
+        #[arg(long, default_value_t = 10)]
+        runs_large: usize,
     },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
@@ -293,6 +307,28 @@ fn run(bench: Bench) -> Result<()> {
                 "event → searchable on a replica: p50 {:.1} ms, p99 {:.1} ms at {:.0} events/s ({} events)",
                 r.searchable_p50_ms, r.searchable_p99_ms, r.achieved_rate_per_s, r.latency_events
             );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Blobs {
+            runs_small,
+            runs_large,
+        } => {
+            let exe = clew_binary()?;
+            let r = crate::blobs::run(&exe, runs_small.max(1), runs_large.max(1))?;
+            println!("store: {}", r.store);
+            for s in &r.sizes {
+                println!(
+                    "{:>2} MiB put: Clew p50 {:.1} ms p99 {:.1} ms ({:.0} MiB/s), direct p50 {:.1} ms p99 {:.1} ms ({:.0} MiB/s); ratio {:.2} ({} runs)",
+                    s.mib, s.clew_put_p50_ms, s.clew_put_p99_ms, s.clew_put_mib_per_s,
+                    s.direct_put_p50_ms, s.direct_put_p99_ms, s.direct_put_mib_per_s, s.put_ratio, s.runs
+                );
+                println!(
+                    "{:>2} MiB get: Clew p50 {:.1} ms p99 {:.1} ms ({:.0} MiB/s), direct p50 {:.1} ms p99 {:.1} ms ({:.0} MiB/s); ratio {:.2}",
+                    s.mib, s.clew_get_p50_ms, s.clew_get_p99_ms, s.clew_get_mib_per_s,
+                    s.direct_get_p50_ms, s.direct_get_p99_ms, s.direct_get_mib_per_s, s.get_ratio
+                );
+            }
+            println!("lowest ratio: {:.2} (goal 0.8)", r.worst_ratio);
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::Ledger {
