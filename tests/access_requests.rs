@@ -186,14 +186,21 @@ async fn a_request_lives_its_whole_life_and_membership_and_expiry_decide_visibil
         .await;
     assert_eq!(me["me"]["projects"], json!(["img-2026-117"]));
     assert_eq!(me["me"]["grantedDatasets"], json!(["nccid-ct-deid"]));
-    let publish = |version: &str, notes: &str| {
-        json!({"i": {"datasetId": "nccid-ct-deid", "version": version, "manifestDigest": format!("sha256:{}", hex::encode(sha2::Sha256::digest(version.as_bytes()))),
+    let publish = |version: &str, digest: &str, notes: &str| {
+        json!({"i": {"datasetId": "nccid-ct-deid", "version": version, "manifestDigest": digest,
                      "imagingSummary": {"modalities": ["CT"]}, "releaseNotes": notes}})
     };
-    use sha2::Digest;
     let q = "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }";
-    api.ok(&board, q, publish("2.0", "release while bo is a member"))
-        .await;
+    api.ok(
+        &board,
+        q,
+        publish(
+            "2.0",
+            &api.upload_manifest(&board, "ct 2.0").await,
+            "release while bo is a member",
+        ),
+    )
+    .await;
     let got = bo_stream.drain(Duration::from_secs(2)).await;
     assert!(
         got.iter()
@@ -218,8 +225,16 @@ async fn a_request_lives_its_whole_life_and_membership_and_expiry_decide_visibil
         )
         .await;
     assert_eq!(facets_after, facets_before, "counts as before joining");
-    api.ok(&board, q, publish("3.0", "release after bo left"))
-        .await;
+    api.ok(
+        &board,
+        q,
+        publish(
+            "3.0",
+            &api.upload_manifest(&board, "ct 3.0").await,
+            "release after bo left",
+        ),
+    )
+    .await;
     let got = bo_stream.drain(Duration::from_secs(2)).await;
     assert!(
         got.iter()

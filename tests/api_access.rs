@@ -701,6 +701,9 @@ async fn every_role_may_record_exactly_what_the_ledgers_policy_allows() {
     )
     .expect("gateway key");
     let mut recorded = 0;
+    // The manifest the versions below cite, in the store before they are published.
+    let manifest = api.upload_manifest(&admin, "matrix 1.0").await;
+    let manifest_2 = api.upload_manifest(&admin, "matrix 2.0").await;
     for who in EVERYONE {
         let t = &tokens[&who];
         let r = who.tag();
@@ -822,13 +825,13 @@ async fn every_role_may_record_exactly_what_the_ledgers_policy_allows() {
             (
                 "publishDatasetVersion",
                 "DatasetVersionInput",
-                json!({"datasetId": format!("ds-{r}"), "version": "1.0", "manifestDigest": digest}),
+                json!({"datasetId": format!("ds-{r}"), "version": "1.0", "manifestDigest": manifest}),
                 data,
             ),
             (
                 "publishDatasetVersion",
                 "DatasetVersionInput",
-                json!({"datasetId": format!("ds-{r}"), "version": "2.0", "manifestDigest": format!("sha256:{}", "cd".repeat(32)), "wasDerivedFrom": [format!("ds-{r}@1.0")]}),
+                json!({"datasetId": format!("ds-{r}"), "version": "2.0", "manifestDigest": manifest_2, "wasDerivedFrom": [format!("ds-{r}@1.0")]}),
                 data,
             ),
             (

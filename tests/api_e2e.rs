@@ -171,6 +171,7 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         .await;
     }
     let mut published = Vec::new();
+    let digest = api.upload_manifest(&ingest, "chest ct").await;
     for id in ["chest-ct-open", "chest-ct-secret"] {
         published.push(
             record(
@@ -179,7 +180,7 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
                 "publishDatasetVersion",
                 "DatasetVersionInput",
                 json!({"datasetId": id, "version": "1.0",
-                       "manifestDigest": format!("sha256:{}", "ab".repeat(32)),
+                       "manifestDigest": digest,
                        "imagingSummary": imaging(true)}),
             )
             .await,

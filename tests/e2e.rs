@@ -8,6 +8,7 @@ mod support;
 mod access_requests;
 mod api_access;
 mod api_e2e;
+mod blob_store;
 mod catalog_cli;
 mod chart;
 mod crash_safety;

@@ -465,8 +465,9 @@ async fn for_a_viewer_a_hidden_entity_is_indistinguishable_from_an_absent_one() 
     // Mutations citing a hidden dataset are refused as citing an absent one.
     let publish =
         "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }";
+    let digest = api.upload_manifest(&ingest, "hidden").await;
     let version = |d: &str| {
-        json!({"i": {"datasetId": d, "version": "9.9", "manifestDigest": format!("sha256:{}", "a".repeat(64)),
+        json!({"i": {"datasetId": d, "version": "9.9", "manifestDigest": digest,
                      "imagingSummary": {"modalities": ["DX"]}}})
     };
     let (_, a) = api.post(Some(&ingest), publish, version(hidden)).await;
@@ -645,10 +646,11 @@ async fn nothing_hidden_leaks_through_exports_impact_facets_or_open_subscription
         json!({"i": {"grantId": "grant-ada-ct-2026", "reason": "project ended"}}),
     )
     .await;
+    let digest = api.upload_manifest(&governance, "ct 7.0").await;
     api.ok(
         &governance,
         "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }",
-        json!({"i": {"datasetId": "nccid-ct-deid", "version": "7.0", "manifestDigest": format!("sha256:{}", "b".repeat(64)),
+        json!({"i": {"datasetId": "nccid-ct-deid", "version": "7.0", "manifestDigest": digest,
                      "imagingSummary": {"modalities": ["CT"]}, "releaseNotes": "secret release notes"}}),
     )
     .await;

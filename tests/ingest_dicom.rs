@@ -202,6 +202,9 @@ fn files_as_shipped_are_refused_naming_each_file_and_tag_and_nothing_is_publishe
     let tmp = tempfile::tempdir().unwrap();
     let data = demo(tmp.path());
     let before = ledger_size(&data);
+    let manifests =
+        || std::fs::read_dir(Path::new(&data).join("manifests/sha256")).map_or(0, |d| d.count());
+    let manifests_before = manifests();
     let raw = tmp.path().join("raw");
     copy_dir(&real_files(), &raw);
     let report_path = tmp.path().join("report.json");
@@ -273,9 +276,10 @@ fn files_as_shipped_are_refused_naming_each_file_and_tag_and_nothing_is_publishe
         assert!(skipped.contains(&name), "{name} not in skipped {skipped:?}");
     }
     assert_eq!(ledger_size(&data), before, "nothing was published");
-    assert!(
-        !Path::new(&data).join("manifests/sha256").exists(),
-        "no manifest was stored"
+    assert_eq!(
+        manifests(),
+        manifests_before,
+        "no manifest was stored (the demo's are all there is)"
     );
 }
 

@@ -15,136 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clew_bus::{Bus, FollowFrom, KafkaBus, KafkaConfig, Outgoing, Topics};
+use clew_bus::{Bus, FollowFrom, KafkaBus, Outgoing};
 use clew_events::sample::STREAM_SITES;
-use clew_kafka_broker::KafkaBroker;
 use clew_ledger::{Ledger, LedgerOptions};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::server::{Api, Server};
+use support::kafka::{broker, bus, kafka_args, prefix, replica, wait_for_size, Sequencer};
+use support::server::Api;
 use support::{clew, ok, Fixture};
-
-fn broker() -> KafkaBroker {
-    KafkaBroker::start().unwrap_or_else(|e| panic!("this test needs a Kafka broker: {e}"))
-}
-
-fn prefix(test: &str) -> String {
-    format!("{test}-{}", uuid::Uuid::now_v7().simple())
-}
-
-/// Arguments naming the bus.
-fn kafka_args(broker: &KafkaBroker, prefix: &str) -> Vec<String> {
-    vec![
-        "--kafka".into(),
-        broker.bootstrap().into(),
-        "--topic-prefix".into(),
-        prefix.into(),
-    ]
-}
-
-fn bus(broker: &KafkaBroker, prefix: &str) -> KafkaBus {
-    let mut c = KafkaConfig::new(broker.bootstrap());
-    c.topics = Topics::with_prefix(prefix);
-    KafkaBus::connect(c).expect("connect to the test broker")
-}
-
-/// `clew ledger` as a child process that can be killed and started again.
-struct Sequencer {
-    child: Option<Child>,
-    args: Vec<String>,
-    log: PathBuf,
-}
-
-impl Sequencer {
-    fn start(data: &Path, kafka: &[String]) -> Self {
-        let mut args = vec![
-            "ledger".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ];
-        args.extend(kafka.iter().cloned());
-        let mut s = Sequencer {
-            child: None,
-            args,
-            log: data.with_extension("ledger.log"),
-        };
-        s.spawn();
-        s.wait_reading();
-        s
-    }
-
-    /// Waits until the sequencer reads the inbound topic (its data directory,
-    /// with the API service key, exists by then).
-    fn wait_reading(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .contains("sequencer reading")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "clew ledger did not start reading; its log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("sequencer log");
-        let child = clew()
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start clew ledger");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, and insists on a clean exit (it publishes what it holds first).
-    fn stop(&mut self) {
-        let mut c = self.child.take().expect("running");
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = c.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "clew ledger exited with {status}; its log:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "clew ledger did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let bytes = std::fs::read(&self.log).unwrap_or_default();
-        let start = bytes.len().saturating_sub(6000);
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
-    }
-}
-
-impl Drop for Sequencer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Record ranges of a stream file (producer registrations, then the
 /// synthetic events) in the order they may be submitted concurrently: each
@@ -475,40 +353,6 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     );
     let bus = bus(&broker, &prefix);
     check_exactly_once(&fx, &bus, &ids, 2);
-}
-
-/// Starts `clew replica` over `data` (its own mirror, catalogue and group).
-fn replica(fx: &Fixture, data: &Path, kafka: &[String], group: &str) -> Server {
-    let vkey = fx.data().join("keys/ledger.vkey").display().to_string();
-    let key = fx.data().join("keys/api.key").display().to_string();
-    let mut args: Vec<&str> = vec!["replica"];
-    args.extend(kafka.iter().map(String::as_str));
-    args.extend([
-        "--ledger-vkey",
-        &vkey,
-        "--service-key",
-        &key,
-        "--group",
-        group,
-    ]);
-    Server::start(data, &args)
-}
-
-/// Waits until a replica's checkpoint has `size` leaves.
-async fn wait_for_size(api: &Api, token: &str, size: u64) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let v = api.ok(token, "{ checkpoint { size } }", json!({})).await;
-        if v["checkpoint"]["size"].as_u64() == Some(size) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica stuck at {} of {size} leaves",
-            v["checkpoint"]["size"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 const FIXED_QUERIES: &[&str] = &[

@@ -49,6 +49,7 @@ fn a_sequenced_stream_verifies_and_yields_checkable_receipts() {
     let mut first = p.registrations();
     first.extend(clew::synthetic::events(&p, 0..700, 720));
     let rest = clew::synthetic::events(&p, 700..720, 720);
+    f.put_sample_manifests(720);
     let stream = f.path("events.stream");
     clew::stream::append(&stream, &first).unwrap();
     // A garbled record in the middle is refused and the rest still lands.

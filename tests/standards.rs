@@ -53,11 +53,12 @@ async fn openlineage_python_client_records_runs_through_the_marquez_endpoint() {
     let api = Api::new(&server.base);
     let governance = server.demo_token("governance-board");
     // The output the run made, published first (as ingest would).
+    let digest = api.upload_manifest(&governance, "riverside 3.0").await;
     api.ok(
         &governance,
         "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }",
         json!({"i": {"datasetId": "riverside-cxr", "version": "3.0",
-                     "manifestDigest": format!("sha256:{}", "3a".repeat(32))}}),
+                     "manifestDigest": digest}}),
     )
     .await;
     let before = size(&api, &governance).await;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -119,6 +120,21 @@ impl Fixture {
         all.extend(synthetic::events(&p, 0..events, events));
         let path = self.path(name);
         clew::stream::append(&path, &all).expect("stream written");
+        self.put_sample_manifests(events);
         (path, all)
+    }
+
+    /// Puts the manifests the versions of a synthetic stream of `events`
+    /// cite into this data directory's blob store (the ledger sequences a
+    /// version only then).
+    pub fn put_sample_manifests(&self, events: u64) {
+        let store = DataDir::new(self.data())
+            .manifest_store()
+            .expect("the data directory's blob store");
+        for manifest in clew_events::sample::stream_manifests(events) {
+            store
+                .put_blocking(manifest.into())
+                .expect("sample manifest stored");
+        }
     }
 }

@@ -45,10 +45,16 @@ impl Server {
 
     /// `clew <command…> --data-dir <data> --listen 127.0.0.1:0`, once ready.
     pub fn start(data: &Path, command: &[&str]) -> Self {
+        Self::start_with(data, command, &[])
+    }
+
+    /// [`Server::start`] with environment variables for the process.
+    pub fn start_with(data: &Path, command: &[&str], env: &[(String, String)]) -> Self {
         std::fs::create_dir_all(data).expect("data directory");
         let log = std::fs::File::create(data.with_extension("server.log")).expect("log file");
         let mut child = clew()
             .args(command)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args([
                 "--data-dir",
                 &data.to_string_lossy(),
@@ -243,6 +249,38 @@ impl Api {
             .unwrap_or("");
         assert_eq!(got, code, "{query}: expected {code}, got {body}");
         body
+    }
+
+    /// Uploads a small series manifest unique to `label` (PUT
+    /// /manifests/{digest}), as a producer does before publishing the
+    /// version that cites it; returns its digest.
+    pub async fn upload_manifest(&self, token: &str, label: &str) -> String {
+        let body = json!({
+            "format": "clew.dicom-series-manifest/1",
+            "series": [{
+                "studyInstanceUid": "2.25.1", "seriesInstanceUid": "2.25.1.1",
+                "modality": "CT", "bodyPartExamined": "CHEST", "manufacturer": label,
+                "manufacturerModelName": "", "sliceThicknessMm": null, "studyDate": "20260101",
+                "instanceCount": 0, "instances": [],
+            }],
+        })
+        .to_string();
+        let digest = clew_blobs::digest_of(body.as_bytes());
+        let resp = self
+            .client
+            .put(format!("{}/manifests/{digest}", self.base))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .expect("PUT /manifests");
+        let status = resp.status().as_u16();
+        assert!(
+            status == 201 || status == 200,
+            "uploading the manifest for {label}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        digest
     }
 
     /// GET a path with a token (or none): (status, body bytes).

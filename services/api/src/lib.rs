@@ -145,6 +145,10 @@ impl From<clew_node::NodeError> for ApiError {
         match e {
             N::BadInput(m) => ApiError::BadInput(m),
             N::Unavailable(m) => ApiError::Unavailable(m),
+            // The blob store was away: the batch was not written; retry.
+            N::Sequencing(e) if matches!(*e, clew_ledger::LedgerError::ContentUnavailable(_)) => {
+                ApiError::Unavailable(format!("nothing was recorded: {e}"))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -166,6 +170,7 @@ impl From<clew_ledger::LedgerError> for ApiError {
         use clew_ledger::LedgerError as L;
         match e {
             L::NotFound(m) => ApiError::NotFound(m),
+            L::ContentUnavailable(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

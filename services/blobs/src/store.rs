@@ -192,6 +192,17 @@ fn client_options(ca_file: Option<&Path>) -> Result<ClientOptions, BlobError> {
     Ok(options)
 }
 
+/// The trimmed contents of the file the environment variable `var` names,
+/// if it is set.
+fn secret_file(var: &str) -> Result<Option<String>, BlobError> {
+    let Some(path) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BlobError::io(format!("{var} ({})", Path::new(&path).display()), e))?;
+    Ok(Some(text.trim().to_string()))
+}
+
 fn retry() -> RetryConfig {
     RetryConfig {
         max_retries: 3,
@@ -219,7 +230,9 @@ impl BlobStore {
     /// `s3://<bucket>[/<prefix>]`. An S3 store takes its endpoint, region and
     /// credentials from the standard `AWS_*` environment variables
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`), trusts `ca_file` besides the system roots,
+    /// `AWS_SECRET_ACCESS_KEY`; the credentials may instead be files named by
+    /// `CLEW_BLOB_STORE_ACCESS_KEY_ID_FILE` and
+    /// `CLEW_BLOB_STORE_SECRET_ACCESS_KEY_FILE`), trusts `ca_file` besides the system roots,
     /// and allows plain HTTP only to an `http://` endpoint given explicitly.
     pub fn open(url: &str, ca_file: Option<&Path>) -> Result<Self, BlobError> {
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -237,6 +250,13 @@ impl BlobStore {
                 .with_bucket_name(bucket)
                 .with_client_options(client_options(ca_file)?)
                 .with_retry(retry());
+            // Credentials kept in files (a mounted Secret) win over the environment.
+            if let Some(id) = secret_file("CLEW_BLOB_STORE_ACCESS_KEY_ID_FILE")? {
+                builder = builder.with_access_key_id(id);
+            }
+            if let Some(secret) = secret_file("CLEW_BLOB_STORE_SECRET_ACCESS_KEY_FILE")? {
+                builder = builder.with_secret_access_key(secret);
+            }
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .unwrap_or_default();
@@ -298,6 +318,12 @@ impl BlobStore {
     /// reads the bytes too).
     pub async fn contains(&self, digest: &str) -> Result<bool, BlobError> {
         Ok(self.size_of(digest).await?.is_some())
+    }
+
+    /// [`BlobStore::put`] for code that is not async (see [`block_on`]).
+    pub fn put_blocking(&self, bytes: Bytes) -> Result<Stored, BlobError> {
+        let store = self.clone();
+        block_on(async move { store.put(bytes).await })
     }
 
     /// Stores `bytes` under their digest with one conditional write; a second

@@ -20,16 +20,31 @@ use crate::keyfiles;
 /// Principal id of the genesis administrator.
 pub const ADMIN_PRINCIPAL: &str = "admin";
 
-/// Paths inside a data directory.
+/// Paths inside a data directory, and where its content is kept.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// A blob store outside the directory (an S3 bucket shared by replicas
+    /// and the sequencer) and the CA file its TLS is checked with; None:
+    /// `<data-dir>/manifests`.
+    blob_store: Option<(String, Option<PathBuf>)>,
 }
 
 impl DataDir {
-    /// Wraps a data directory path.
+    /// Wraps a data directory path (content kept inside it).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            blob_store: None,
+        }
+    }
+
+    /// Keeps content in the blob store at `url` (`s3://bucket[/prefix]`,
+    /// `file:///dir`; see `clew_blobs::BlobStore::open`) instead of inside
+    /// the directory.
+    pub fn with_blob_store(mut self, url: Option<String>, ca_file: Option<PathBuf>) -> Self {
+        self.blob_store = url.map(|u| (u, ca_file));
+        self
     }
 
     /// The directory itself.
@@ -62,11 +77,22 @@ impl DataDir {
         self.root().join("manifests")
     }
 
-    /// The data directory's content store for manifests (keys
-    /// `sha256/<hex>` under [`DataDir::manifests`]). Manifests kept by
-    /// earlier versions as `sha256/<hex>.json` are renamed to their keys
-    /// first (same bytes, same digest), so they stay readable.
+    /// The content store for manifests: the configured blob store, or the
+    /// data directory's own (keys `sha256/<hex>` under
+    /// [`DataDir::manifests`]). Manifests kept by earlier versions as
+    /// `sha256/<hex>.json` are renamed to their keys first (same bytes, same
+    /// digest), so they stay readable.
     pub fn manifest_store(&self) -> Result<clew_blobs::BlobStore> {
+        if let Some((url, ca)) = &self.blob_store {
+            return clew_blobs::BlobStore::open(url, ca.as_deref())
+                .with_context(|| format!("opening the blob store {url}"));
+        }
+        self.local_manifest_store()
+    }
+
+    /// The data directory's own content store (what `clew blobs sync`
+    /// copies into a bucket when a deployment moves to one).
+    pub fn local_manifest_store(&self) -> Result<clew_blobs::BlobStore> {
         let dir = self.manifests().join("sha256");
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {

@@ -17,6 +17,13 @@
 //! with `actor` as the actor, `"signedBy": "actor"` is signed with the
 //! actor's own key (made in `keys/demo/` on first use; `{key:<actor>}` in the
 //! data stands for its verifier key). This module only loads and records it.
+//!
+//! A dataset version's `"{manifest}"` stands for the digest of its series
+//! manifest, which is put into the blob store before the version is
+//! published (the ledger cites only content it holds). The demo has no image
+//! files, so its manifests are summary-level: one series entry per modality
+//! and scanner of the version's imaging summary, carrying that share of the
+//! instance count, with no file list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -157,8 +164,17 @@ pub async fn record(
         .collect();
     let pb = crate::progress_bar(all.len() as u64, "demo");
     let mut n = 0;
-    for (step, body) in all {
+    let store = dir.manifest_store()?;
+    for (step, mut body) in all {
         let kind = clew_events::kind_of(&body).as_str_name();
+        if let Body::DatasetVersionPublished(v) = &mut body {
+            let manifest = demo_manifest(v);
+            v.manifest_digest = store
+                .put(manifest.canonical_bytes().into())
+                .await
+                .with_context(|| format!("storing the manifest of {}@{}", v.dataset_id, v.version))?
+                .digest;
+        }
         let outcome = match step.signed_by {
             SignedBy::Service => node.record(&step.actor, body, None).await?,
             SignedBy::Actor => {
@@ -189,6 +205,59 @@ pub async fn record(
         written.insert(id, path);
     }
     Ok((n, written))
+}
+
+/// The summary-level manifest of a demo version (see the module overview):
+/// deterministic, so a re-run cites the same digest.
+fn demo_manifest(v: &proto::DatasetVersionPublished) -> clew_ingest::Manifest {
+    use clew_ingest::manifest::ManifestSeries;
+    use clew_ingest::{Manifest, MANIFEST_FORMAT};
+    let summary = v.imaging_summary.clone().unwrap_or_default();
+    let scanners = if summary.manufacturers.is_empty() {
+        vec![proto::ManufacturerModel::default()]
+    } else {
+        summary.manufacturers.clone()
+    };
+    let groups: Vec<(String, proto::ManufacturerModel)> = summary
+        .modalities
+        .iter()
+        .flat_map(|m| scanners.iter().map(move |s| (m.clone(), s.clone())))
+        .collect();
+    let n = groups.len().max(1) as u64;
+    // "2.25.<integer>" UIDs (PS3.5 B.2), derived from the version and group.
+    let uid = |label: &str| {
+        let d = clew_blobs::digest_of(format!("{}@{} {label}", v.dataset_id, v.version).as_bytes());
+        let hex = d.trim_start_matches("sha256:");
+        format!(
+            "2.25.{}",
+            u128::from_str_radix(&hex[..30], 16).unwrap_or_default()
+        )
+    };
+    let series = groups
+        .into_iter()
+        .enumerate()
+        .map(|(k, (modality, scanner))| ManifestSeries {
+            study_instance_uid: uid(&format!("study {k}")),
+            series_instance_uid: uid(&format!("series {k}")),
+            modality,
+            body_part_examined: summary
+                .body_parts_examined
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+            manufacturer: scanner.manufacturer,
+            manufacturer_model_name: scanner.manufacturer_model_name,
+            slice_thickness_mm: summary.slice_thickness_min_mm,
+            study_date: summary.study_date_from.clone(),
+            instance_count: summary.number_of_instances / n
+                + u64::from((k as u64) < summary.number_of_instances % n),
+            instances: Vec::new(),
+        })
+        .collect();
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        series,
+    }
 }
 
 /// Example queries to try, with the token files to use.

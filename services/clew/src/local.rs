@@ -27,11 +27,14 @@ const SETUP_SOURCE: &str = "setup";
 /// Read replicas sign with a copy of that key.
 pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey, bool)> {
     let created = !dir.has_ledger();
+    // Dataset versions are sequenced only when their manifests are in the
+    // data directory's blob store (or the bucket it is configured with).
+    let options = LedgerOptions::citing(dir.manifest_store()?);
     let ledger = if created {
         tracing::info!(dir = %dir.root().display(), "creating a new data directory");
-        dir.init(origin, LedgerOptions::default())?
+        dir.init(origin, options)?
     } else {
-        dir.open(None, LedgerOptions::default())?
+        dir.open(None, options)?
     };
 
     // The service key the API signs with, registered by the genesis admin.

@@ -146,12 +146,56 @@ pub fn imaging_summary(i: u64, v: u64) -> proto::ImagingSummary {
     }
 }
 
+/// The series manifest sample version `v` of any dataset cites, in Clew's
+/// DICOM series manifest format (`clew.dicom-series-manifest/1`: one
+/// series, one instance). It depends on the version number only: within a
+/// dataset each version has its own (the ledger refuses a version citing its
+/// dataset's earlier content), and a load stream of any length needs only a
+/// few in the blob store (see [`stream_manifests`]).
+pub fn manifest(v: u64) -> Vec<u8> {
+    let scanner = SCANNERS[(v % 6) as usize];
+    let file = format!("sample-{v}");
+    serde_json::json!({
+        "format": "clew.dicom-series-manifest/1",
+        "series": [{
+            "studyInstanceUid": format!("2.25.{}", 1000 + v),
+            "seriesInstanceUid": format!("2.25.{}.1", 1000 + v),
+            "modality": MODALITIES[(v % 5) as usize],
+            "bodyPartExamined": BODY_PARTS[(v / 5 % 5) as usize],
+            "manufacturer": scanner.0,
+            "manufacturerModelName": scanner.1,
+            "sliceThicknessMm": 1.25,
+            "studyDate": format!("{}0101", 2015 + v % 9),
+            "instanceCount": 1,
+            "instances": [{
+                "path": format!("{file}/1.dcm"),
+                "sopInstanceUid": format!("2.25.{}.1.1", 1000 + v),
+                "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(file.as_bytes())),
+                "size": 524_288,
+            }],
+        }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Every manifest the versions of a [`stream_body`] stream of `total`
+/// events cite (to put into a blob store before the stream is sequenced by
+/// a ledger that checks cited content).
+pub fn stream_manifests(total: u64) -> impl Iterator<Item = Vec<u8>> {
+    let datasets = (total / 5).clamp(1, 20_000);
+    (1..=total / datasets + 2).map(manifest)
+}
+
 /// `DatasetVersionPublished` for dataset `i`, version `v` (1-based).
 pub fn dataset_version(i: u64, v: u64, derived_from: Vec<String>) -> Body {
     Body::DatasetVersionPublished(proto::DatasetVersionPublished {
         dataset_id: dataset_id(i),
         version: format!("{v}.0"),
-        manifest_digest: digest_of(&format!("manifest {i} {v}")),
+        manifest_digest: {
+            use sha2::{Digest, Sha256};
+            format!("sha256:{}", hex::encode(Sha256::digest(manifest(v))))
+        },
         imaging_summary: Some(imaging_summary(i, v)),
         was_derived_from: derived_from,
         release_notes: format!(

@@ -26,6 +26,10 @@ pub enum LedgerError {
     /// checkpoint missing, reordered or rewritten on the way).
     #[error("inconsistent with the signed ledger: {0}")]
     Inconsistent(String),
+    /// The blob store could not say whether content a submission cites is
+    /// there; nothing of the batch was written (retry it when it answers).
+    #[error("the blob store holding cited content did not answer: {0}")]
+    ContentUnavailable(String),
     /// The genesis event could not be built.
     #[error("event: {0}")]
     Event(#[from] clew_events::EventError),

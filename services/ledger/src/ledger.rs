@@ -30,6 +30,12 @@ pub struct LedgerOptions {
     pub flush_every_batch: bool,
     /// sled page cache in bytes.
     pub cache_bytes: u64,
+    /// Where the content events cite (dataset versions' series manifests)
+    /// must already be: a version whose manifest is not there is refused
+    /// with `MISSING_CONTENT`, and a batch is not sequenced while the store
+    /// cannot answer ([`LedgerError::ContentUnavailable`]). None: not checked
+    /// (benchmarks of the sequencing logic alone; mirrors never sequence).
+    pub content: Option<clew_blobs::BlobStore>,
 }
 
 impl Default for LedgerOptions {
@@ -37,6 +43,17 @@ impl Default for LedgerOptions {
         Self {
             flush_every_batch: true,
             cache_bytes: 512 * 1024 * 1024,
+            content: None,
+        }
+    }
+}
+
+impl LedgerOptions {
+    /// The defaults, checking cited content against `store`.
+    pub fn citing(store: clew_blobs::BlobStore) -> Self {
+        Self {
+            content: Some(store),
+            ..Self::default()
         }
     }
 }
@@ -157,8 +174,24 @@ enum Precheck {
     Opened {
         opened: Box<OpenedEnvelope>,
         signature: Option<bool>,
+        content: CitedContent,
     },
     Refused(Refusal),
+}
+
+/// Whether the content an event cites is in the blob store, as the
+/// pre-check found (asked in parallel, like the signatures).
+pub(crate) enum CitedContent {
+    /// The event cites no content, or no store is configured.
+    NotChecked,
+    Present,
+    /// Not in the store at `location`.
+    Absent {
+        digest: String,
+        location: String,
+    },
+    /// The store did not answer: the batch must not be sequenced now.
+    Unanswered(String),
 }
 
 impl Ledger {
@@ -372,9 +405,10 @@ impl Ledger {
     /// run while another batch is being committed.
     pub fn precheck(&self, submissions: Vec<Submission>) -> PrecheckedBatch {
         let registry = self.registry_snapshot();
+        let content = self.options.content.as_ref();
         let checks: Vec<Precheck> = submissions
             .par_iter()
-            .map(|s| precheck(&s.bytes, &registry.keys))
+            .map(|s| precheck(&s.bytes, &registry.keys, content))
             .collect();
         PrecheckedBatch {
             items: submissions.into_iter().zip(checks).collect(),
@@ -439,6 +473,19 @@ impl Ledger {
                 "this is a mirror of a ledger sequenced elsewhere; it cannot sequence".into(),
             ));
         };
+        // A store that cannot say whether cited content is there stops the
+        // whole batch before anything is written: the caller retries it.
+        for (_, batch) in &inputs {
+            for (_, pre) in &batch.items {
+                if let Precheck::Opened {
+                    content: CitedContent::Unanswered(why),
+                    ..
+                } = pre
+                {
+                    return Err(LedgerError::ContentUnavailable(why.clone()));
+                }
+            }
+        }
         let mut positions: Vec<(String, u64)> = Vec::with_capacity(inputs.len());
         let mut fresh: Vec<(usize, Submission, Precheck)> = Vec::new();
         for (source, batch) in inputs {
@@ -480,10 +527,12 @@ impl Ledger {
             let source = positions[idx].0.as_str();
             let outcome = match pre {
                 Precheck::Refused(r) => Err(r),
-                Precheck::Opened { opened, signature } => {
-                    rules::admit(&mut ov, &registry, size, &opened, signature)?
-                        .map(|keys| (opened, keys))
-                }
+                Precheck::Opened {
+                    opened,
+                    signature,
+                    content,
+                } => rules::admit(&mut ov, &registry, size, &opened, signature, &content)?
+                    .map(|keys| (opened, keys)),
             };
             match outcome {
                 Ok((opened, changed_keys)) => {
@@ -811,7 +860,11 @@ pub(crate) fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::
     Ok(crate::store::open_sled(&config)?)
 }
 
-fn precheck(bytes: &[u8], keys: &HashMap<String, RegisteredKey>) -> Precheck {
+fn precheck(
+    bytes: &[u8],
+    keys: &HashMap<String, RegisteredKey>,
+    store: Option<&clew_blobs::BlobStore>,
+) -> Precheck {
     let opened = match clew_events::open(bytes) {
         Ok(o) => o,
         Err(e) => return Precheck::Refused(Refusal::from_event_error(e, String::new())),
@@ -819,9 +872,37 @@ fn precheck(bytes: &[u8], keys: &HashMap<String, RegisteredKey>) -> Precheck {
     let signature = keys
         .get(opened.key_id())
         .map(|k| opened.verify_signature(&k.verifier).is_ok());
+    let content = match (store, opened.body()) {
+        (Some(store), proto::event::Body::DatasetVersionPublished(v)) => {
+            cited_content(store, &v.manifest_digest)
+        }
+        _ => CitedContent::NotChecked,
+    };
     Precheck::Opened {
         opened: Box::new(opened),
         signature,
+        content,
+    }
+}
+
+/// Asks `store` whether it holds `digest` (a HEAD, not a read: whether the
+/// bytes still hash to it is `clew verify --content`'s question).
+fn cited_content(store: &clew_blobs::BlobStore, digest: &str) -> CitedContent {
+    use clew_blobs::BlobError;
+    let asked = clew_blobs::block_on({
+        let (store, digest) = (store.clone(), digest.to_string());
+        async move { store.contains(&digest).await }
+    });
+    match asked {
+        Ok(true) => CitedContent::Present,
+        Ok(false) => CitedContent::Absent {
+            digest: digest.to_string(),
+            location: store.location().to_string(),
+        },
+        // A malformed digest is the validator's refusal (INVALID_PAYLOAD),
+        // given in order by the rules; nothing to look up here.
+        Err(BlobError::BadDigest(_)) => CitedContent::NotChecked,
+        Err(e) => CitedContent::Unanswered(e.to_string()),
     }
 }
 

@@ -67,4 +67,6 @@ pub use ledger::{
 pub use mirror::MirroredBatch;
 pub use tiles::{format_receipt, verify_receipt, TileRef, VerifiedReceipt};
 pub use tlog_tiles::Hash;
-pub use verify::{verify_ledger, PolicyViolation, VerifyFailure, VerifyReport};
+pub use verify::{
+    verify_content, verify_ledger, ContentProblem, PolicyViolation, VerifyFailure, VerifyReport,
+};

@@ -9,6 +9,7 @@ use clew_events::policy::{self, Fact, FactStore, Party};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
+use crate::ledger::CitedContent;
 use crate::store::{keys, u64_value, EntityRecord, KeyRecord, Overlay};
 use crate::LedgerError;
 
@@ -66,6 +67,7 @@ pub(crate) fn admit(
     size: u64,
     opened: &OpenedEnvelope,
     presigned: Option<bool>,
+    content: &CitedContent,
 ) -> Result<Admission, LedgerError> {
     let event = &opened.event;
     let refuse = |reason: R, detail: String| Refusal {
@@ -164,7 +166,19 @@ pub(crate) fn admit(
         }));
     }
 
-    // 4. Duties: the policy's rules about which entity (projects, requests),
+    // 4. Cited content: a version's series manifest is already in the store,
+    //    so the ledger never cites bytes nobody can produce.
+    if let CitedContent::Absent { digest, location } = content {
+        return Ok(Err(refuse(
+            R::MissingContent,
+            format!(
+                "manifest {digest} is not in the blob store ({location}); \
+                 upload it (PUT /manifests/{digest}) before publishing the version"
+            ),
+        )));
+    }
+
+    // 5. Duties: the policy's rules about which entity (projects, requests),
     //    read from the facts kept beside the state.
     // (The genesis admin has no record yet: its registration gives its roles.)
     let genesis_roles: &[i32] = match body {
@@ -180,7 +194,7 @@ pub(crate) fn admit(
         Err(refusal) => return Ok(Err(refuse(refusal.reason, refusal.detail))),
     };
 
-    // 5. References and state changes.
+    // 6. References and state changes.
     let mut state = StateCheck { ov, size };
     match state.apply(body)? {
         Ok(changed) => {

@@ -60,6 +60,13 @@ pub enum VerifyFailure {
     /// policy (`clew_events::policy`) as replayed from the log itself.
     #[error("{} leaves break the authorisation policy: {}", .0.len(), policy_lines(.0))]
     Policy(Vec<PolicyViolation>),
+    /// Every leaf verifies, but content some of them cite is missing from
+    /// the blob store or no longer hashes to its digest.
+    #[error("{} cited manifests are missing or altered: {}", .0.len(), content_lines(.0))]
+    Content(Vec<ContentProblem>),
+    /// The blob store could not be asked about cited content.
+    #[error("the blob store did not answer: {0}")]
+    ContentUnavailable(String),
 }
 
 /// A leaf whose signer or actor the policy does not allow.
@@ -71,16 +78,34 @@ pub struct PolicyViolation {
     pub problem: String,
 }
 
-fn policy_lines(v: &[PolicyViolation]) -> String {
-    let mut shown: Vec<String> = v
-        .iter()
+/// A leaf whose cited manifest is missing from the blob store or altered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentProblem {
+    /// Leaf index of the dataset version.
+    pub index: u64,
+    /// The manifest digest it cites.
+    pub digest: String,
+    /// What is wrong with the stored content.
+    pub problem: String,
+}
+
+fn leaf_lines<'a>(n: usize, items: impl Iterator<Item = (u64, &'a str)>) -> String {
+    let mut shown: Vec<String> = items
         .take(20)
-        .map(|p| format!("leaf {}: {}", p.index, p.problem))
+        .map(|(index, problem)| format!("leaf {index}: {problem}"))
         .collect();
-    if v.len() > 20 {
-        shown.push(format!("and {} more", v.len() - 20));
+    if n > 20 {
+        shown.push(format!("and {} more", n - 20));
     }
     shown.join("; ")
+}
+
+fn policy_lines(v: &[PolicyViolation]) -> String {
+    leaf_lines(v.len(), v.iter().map(|p| (p.index, p.problem.as_str())))
+}
+
+fn content_lines(v: &[ContentProblem]) -> String {
+    leaf_lines(v.len(), v.iter().map(|p| (p.index, p.problem.as_str())))
 }
 
 /// What a successful verification covered.
@@ -94,6 +119,65 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// The ledger's verifier key.
     pub verifier_key: String,
+    /// Each dataset version's leaf and the manifest digest it cites.
+    pub cited_manifests: Vec<(u64, String)>,
+}
+
+/// Checks that every manifest `report`'s leaves cite is in `store` and
+/// still hashes to its digest (each read in full and hashed, a few at a
+/// time); names the leaf of each that is not. Returns how many were read.
+pub fn verify_content(
+    report: &VerifyReport,
+    store: &clew_blobs::BlobStore,
+    progress: &dyn Fn(u64, u64),
+) -> Result<u64, VerifyFailure> {
+    use clew_blobs::Presence;
+    use futures_util::StreamExt;
+    let total = report.cited_manifests.len() as u64;
+    let mut answers = Vec::with_capacity(total as usize);
+    // Eight reads at a time, in chunks so that progress can be reported.
+    for chunk in report.cited_manifests.chunks(64) {
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        answers.extend(clew_blobs::block_on(async move {
+            futures_util::stream::iter(chunk)
+                .map(|(index, digest)| {
+                    let store = store.clone();
+                    async move {
+                        let presence = store.check(&digest).await;
+                        (index, digest, presence)
+                    }
+                })
+                .buffered(8)
+                .collect::<Vec<_>>()
+                .await
+        }));
+        progress(answers.len() as u64, total);
+    }
+    let mut problems = Vec::new();
+    for (index, digest, presence) in answers {
+        let problem = match presence {
+            Ok(Presence::Present { .. }) => continue,
+            Ok(Presence::Absent) => format!("manifest {digest} is not in {}", store.location()),
+            Ok(Presence::Altered { actual }) => format!(
+                "manifest {digest} in {} was altered: its bytes hash to {actual}",
+                store.location()
+            ),
+            Err(e) if e.is_transient() => {
+                return Err(VerifyFailure::ContentUnavailable(e.to_string()))
+            }
+            Err(e) => format!("manifest {digest}: {e}"),
+        };
+        problems.push(ContentProblem {
+            index,
+            digest: digest.clone(),
+            problem,
+        });
+    }
+    if problems.is_empty() {
+        Ok(total)
+    } else {
+        Err(VerifyFailure::Content(problems))
+    }
 }
 
 struct KeyLife {
@@ -194,6 +278,7 @@ pub fn verify_ledger(
     // Roles at each principal's latest registration, as replayed.
     let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
     let mut violations: Vec<PolicyViolation> = Vec::new();
+    let mut cited_manifests: Vec<(u64, String)> = Vec::new();
     let mut facts = ReplayedFacts::default();
     let mut hashes = MemoryHashes(Vec::with_capacity((2 * size) as usize));
     let mut start = 0;
@@ -248,6 +333,9 @@ pub fn verify_ledger(
             }
             if let Body::PrincipalRegistered(p) = o.body() {
                 roles.insert(p.principal_id.clone(), p.roles.clone());
+            }
+            if let Body::DatasetVersionPublished(v) = o.body() {
+                cited_manifests.push((i, v.manifest_digest.clone()));
             }
             match o.body() {
                 Body::PrincipalRegistered(p) if p.verifier_key.is_empty() && i > 0 => {}
@@ -425,6 +513,7 @@ pub fn verify_ledger(
         hashes: seen,
         checkpoints,
         verifier_key: vkey,
+        cited_manifests,
     })
 }
 

@@ -13,6 +13,8 @@ struct World {
     admin: ProducerKey,
     ingest: ProducerKey,
     offset: u64,
+    /// What the ledger is reopened with.
+    options: LedgerOptions,
 }
 
 impl World {
@@ -40,6 +42,7 @@ impl World {
             admin,
             ingest,
             offset: 0,
+            options: LedgerOptions::default(),
         };
         let admin_env = w.sealed(
             &w.admin.clone(),
@@ -127,14 +130,35 @@ impl World {
         r.rejected[0].clone()
     }
 
+    /// [`World::refused_between_good_events`] for a ledger that checks cited
+    /// content in `store`: the good events' manifests are put there first.
+    fn refused_between_good_events_citing(
+        &mut self,
+        store: &clew_blobs::BlobStore,
+        bad: Vec<u8>,
+        n: u64,
+    ) -> clew_ledger::Rejection {
+        for v in [100 + n, 200 + n] {
+            store.put_blocking(sample::manifest(v).into()).unwrap();
+        }
+        self.refused_between_good_events(bad, n)
+    }
+
     fn verify(&mut self) {
         // sled allows one open handle per database: close, verify, reopen.
         self.ledger = None;
         let report = verify_ledger(self.dir.path(), None, &|_, _| {}).expect("ledger verifies");
         assert!(report.leaves > 0);
-        self.ledger = Some(
-            Ledger::open(self.dir.path(), &self.ledger_key, LedgerOptions::default()).unwrap(),
-        );
+        self.reopen();
+    }
+
+    /// Opens the ledger again with [`World::options`] (once sled let go of it).
+    fn reopen(&mut self) {
+        self.ledger = None;
+        let (dir, key, options) = (self.dir.path(), &self.ledger_key, &self.options);
+        self.ledger = Some(open_when_released(|| {
+            Ledger::open(dir, key, options.clone())
+        }));
     }
 }
 
@@ -379,7 +403,7 @@ fn proofs_receipts_and_tiles_check_out_against_signed_checkpoints() {
             .map(|v| w.sealed_ingest(sample::dataset_version(1, 1000 + chunk * 100 + v, vec![])))
             .collect();
         let r = w.submit(envs);
-        assert_eq!(r.accepted.len(), 100);
+        assert_eq!(r.accepted.len(), 100, "{:?}", r.rejected.first());
     }
     let ledger = w.ledger();
     let size = ledger.size();
@@ -1392,5 +1416,109 @@ fn open_when_released<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) ->
             }
             Err(e) => panic!("the database stayed locked for 10 s: {e:?}"),
         }
+    }
+}
+
+/// A dataset version is sequenced only when its manifest is in the blob
+/// store (`MISSING_CONTENT` otherwise, events around it unaffected); a store
+/// that cannot answer stops the whole batch with nothing written, and
+/// `verify_content` names the leaf whose manifest went missing.
+#[test]
+fn a_version_is_cited_only_when_its_manifest_is_in_the_store() {
+    let mut w = World::new();
+    let blobs = tempfile::tempdir().unwrap();
+    let store = clew_blobs::BlobStore::local(blobs.path()).unwrap();
+    let dir = w.dir.path().to_path_buf();
+    w.options = LedgerOptions::citing(store.clone());
+    w.reopen();
+
+    // Absent: refused by name, the events around it sequenced.
+    let missing = w.sealed_ingest(sample::dataset_version(1, 300, vec![]));
+    let refusal = w.refused_between_good_events_citing(&store, missing, 300);
+    assert_eq!(refusal.reason, R::MissingContent);
+    let Body::DatasetVersionPublished(v) = sample::dataset_version(1, 300, vec![]) else {
+        unreachable!()
+    };
+    assert!(
+        refusal.detail.contains(&v.manifest_digest) && refusal.detail.contains("upload it"),
+        "{}",
+        refusal.detail
+    );
+
+    // Present: accepted.
+    store.put_blocking(sample::manifest(300).into()).unwrap();
+    let again = w.sealed_ingest(sample::dataset_version(1, 300, vec![]));
+    let r = w.submit(vec![again]);
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let cited_leaf = r.accepted[0].leaf_index;
+
+    // The store unreachable: nothing of the batch is written, the cursor
+    // stays, and the same batch goes through once the store answers.
+    std::env::set_var("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "k");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "s");
+    let dead = clew_blobs::BlobStore::open("s3://nowhere", None).unwrap();
+    w.options = LedgerOptions::citing(dead);
+    w.reopen();
+    let size = w.ledger().size();
+    let cursor = w.ledger().cursor("test").unwrap();
+    let batch = vec![
+        Submission {
+            offset: w.offset + 1,
+            bytes: w.sealed_ingest(sample::dataset(7, 1)),
+        },
+        Submission {
+            offset: w.offset + 2,
+            bytes: w.sealed_ingest(sample::dataset_version(1, 301, vec![])),
+        },
+    ];
+    match w.ledger().sequence("test", batch.clone()) {
+        Err(clew_ledger::LedgerError::ContentUnavailable(why)) => {
+            assert!(why.contains("s3://nowhere"), "{why}")
+        }
+        other => panic!("an unreachable store must stop the batch: {other:?}"),
+    }
+    assert_eq!(w.ledger().size(), size, "nothing was appended");
+    assert_eq!(
+        w.ledger().cursor("test").unwrap(),
+        cursor,
+        "the cursor stayed"
+    );
+    store.put_blocking(sample::manifest(301).into()).unwrap();
+    w.options = LedgerOptions::citing(store.clone());
+    w.reopen();
+    let r = w.ledger().sequence("test", batch).unwrap();
+    assert_eq!(r.accepted.len(), 2, "{:?}", r.rejected);
+    w.offset += 2;
+
+    // Offline: the verified leaves' manifests, one of them deleted.
+    w.ledger = None;
+    let report = verify_ledger(&dir, None, &|_, _| {}).expect("ledger verifies");
+    let Body::DatasetVersionPublished(cited) = sample::dataset_version(1, 300, vec![]) else {
+        unreachable!()
+    };
+    let everything = tempfile::tempdir().unwrap();
+    let full = clew_blobs::BlobStore::local(everything.path()).unwrap();
+    for m in (1..=600).map(sample::manifest) {
+        full.put_blocking(m.into()).unwrap();
+    }
+    assert_eq!(
+        clew_ledger::verify_content(&report, &full, &|_, _| {}).unwrap(),
+        report.cited_manifests.len() as u64
+    );
+    let hex = clew_blobs::hex_of(&cited.manifest_digest)
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(everything.path().join("sha256").join(hex)).unwrap();
+    match clew_ledger::verify_content(&report, &full, &|_, _| {}) {
+        Err(clew_ledger::VerifyFailure::Content(problems)) => {
+            let named: Vec<u64> = problems.iter().map(|p| p.index).collect();
+            assert!(named.contains(&cited_leaf), "{problems:?}");
+            assert!(problems
+                .iter()
+                .all(|p| p.digest == cited.manifest_digest && p.problem.contains("is not in")));
+        }
+        other => panic!("a missing manifest must be named: {other:?}"),
     }
 }

@@ -28,6 +28,13 @@
 //! `DUPLICATE` rejection naming the original leaf — the original receipt,
 //! never a second leaf.
 //!
+//! # Cited content
+//!
+//! A dataset version is sequenced only when its series manifest is in the
+//! blob store (`LedgerOptions::content`). While the store cannot answer, the
+//! batch is neither written nor skipped: it is tried again with back-off,
+//! and the cursor stays where it was.
+//!
 //! # The ledger as an outbox
 //!
 //! Publishing is a separate loop that reads what the ledger already holds.
@@ -203,7 +210,12 @@ fn read_loop(
         }
         let mut positions = Vec::with_capacity(by_source.len());
         for (source, submissions) in by_source {
-            let receipt = ledger.sequence(&source, submissions)?;
+            let Some(receipt) = sequence_when_content_answers(ledger, &source, submissions, stop)?
+            else {
+                // Stopped while the blob store was away: nothing of this batch
+                // was written, and the ledger's cursor re-delivers it.
+                return Ok(());
+            };
             progress
                 .sequenced
                 .fetch_add(receipt.accepted.len() as u64, Ordering::Relaxed);
@@ -219,6 +231,39 @@ fn read_loop(
         reader.consumed(&positions);
     }
     Ok(())
+}
+
+/// Sequences one source's batch; while the blob store cannot say whether a
+/// cited manifest is there, nothing is written and the same batch is tried
+/// again with back-off (None: `stop` was set meanwhile).
+fn sequence_when_content_answers(
+    ledger: &Ledger,
+    source: &str,
+    submissions: Vec<Submission>,
+    stop: &AtomicBool,
+) -> Result<Option<clew_ledger::BatchReceipt>, SequencerError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ledger.sequence(source, submissions.clone()) {
+            Err(LedgerError::ContentUnavailable(why)) => {
+                tracing::warn!(
+                    source,
+                    error = %why,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "the blob store did not answer; the batch waits for it"
+                );
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return Ok(Some(other?)),
+        }
+    }
 }
 
 /// Builds the published form of leaf `index`.

@@ -97,8 +97,15 @@ pub(crate) async fn put_manifest(
     match store.put_spooled(&spooled).await {
         Ok(stored) => {
             tracing::info!(principal = %viewer.principal, digest = %stored.digest, created = stored.created, "stored a manifest");
+            // 201 when this upload created it, 200 when the store had it
+            // already (a second writer of one digest is a no-op).
+            let status = if stored.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             (
-                StatusCode::CREATED,
+                status,
                 axum::Json(serde_json::json!({ "digest": stored.digest })),
             )
                 .into_response()
@@ -185,21 +192,50 @@ pub(crate) async fn get_manifest(
     let Some(store) = state.manifests.clone() else {
         return no_manifests();
     };
+    let headers = |size: u64| {
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable".to_string(),
+            ),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ]
+    };
     match store.open_read(&digest).await {
-        Ok(Some(read)) => (
-            [
-                (header::CONTENT_TYPE, "application/json".to_string()),
-                (
-                    header::CACHE_CONTROL,
-                    "private, max-age=31536000, immutable".to_string(),
-                ),
-                (header::CONTENT_LENGTH, read.size.to_string()),
-            ],
+        // Up to one part's size the whole body is read and checked first, so
+        // an altered object is answered with an error that says so.
+        Ok(Some(mut read)) if read.size <= clew_blobs::SINGLE_PUT_MAX => {
+            let mut body = Vec::with_capacity(read.size as usize);
+            while let Some(chunk) = read.body.next().await {
+                match chunk {
+                    Ok(c) => body.extend_from_slice(&c),
+                    Err(e) => {
+                        tracing::error!(error = %e, %subject, "a stored manifest failed its digest");
+                        let e = match e {
+                            // Not the caller's doing: the store's copy is damaged.
+                            clew_blobs::BlobError::DigestMismatch { .. } => ApiError::Internal(format!(
+                                "the stored manifest of {subject} is damaged ({e}); an operator must restore it (`clew verify --content` lists every damaged one)"
+                            )),
+                            other => ApiError::from(other),
+                        };
+                        return error_response(e.status(), &e);
+                    }
+                }
+            }
+            (headers(read.size), body).into_response()
+        }
+        Ok(Some(read)) => {
+            let logged = subject.clone();
             // Verified as it streams: an altered object ends the response
             // before its last chunk (see `BlobStore::open_read`).
-            axum::body::Body::from_stream(read.body),
-        )
-            .into_response(),
+            let body = read.body.inspect(move |chunk| {
+                if let Err(e) = chunk {
+                    tracing::error!(error = %e, subject = %logged, "a stored manifest failed its digest");
+                }
+            });
+            (headers(read.size), axum::body::Body::from_stream(body)).into_response()
+        }
         Ok(None) => error_response(
             StatusCode::NOT_FOUND,
             &ApiError::NotFound(format!("the manifest of {subject} is not stored here")),

@@ -175,7 +175,9 @@ impl MutationRoot {
     ) -> Result<Receipt> {
         record(ctx, Body::DatasetRegistered(input.0), event_id).await
     }
-    /// Publishes a dataset version. Ingest or governance.
+    /// Publishes a dataset version. Ingest or governance. Its series manifest
+    /// must be uploaded first (`PUT /manifests/{digest}`): a version citing a
+    /// manifest the blob store does not hold is refused (`MISSING_CONTENT`).
     async fn publish_dataset_version(
         &self,
         ctx: &Context<'_>,

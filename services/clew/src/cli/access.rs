@@ -43,7 +43,7 @@ pub(super) fn run(command: AccessCommand) -> Result<ExitCode> {
                     event.body.with_context(|| format!("event {i} has no body"))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            with_node(&DataDir::new(&dir.data_dir), |node, rt| {
+            with_node(&dir.data(), |node, rt| {
                 let mut refused = 0;
                 for body in bodies {
                     let kind = clew_events::kind_of(&body).as_str_name();
@@ -69,7 +69,7 @@ pub(super) fn run(command: AccessCommand) -> Result<ExitCode> {
             })
         }
         AccessCommand::AccessRequests { dir, viewer, queue } => {
-            with_node(&DataDir::new(&dir.data_dir), |node, _| {
+            with_node(&dir.data(), |node, _| {
                 let v = viewer_of(node, &viewer)?;
                 let scope = if queue {
                     RequestScope::Queue
@@ -88,7 +88,7 @@ pub(super) fn run(command: AccessCommand) -> Result<ExitCode> {
             to,
             viewer,
             proof,
-        } => with_node(&DataDir::new(&dir.data_dir), |node, _| {
+        } => with_node(&dir.data(), |node, _| {
             let v = viewer_of(node, &viewer)?;
             let text = if proof {
                 let doc = clew_api::proven_access_audit(node, &v, &dataset, &from, &to)?;
@@ -100,20 +100,18 @@ pub(super) fn run(command: AccessCommand) -> Result<ExitCode> {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }),
-        AccessCommand::DataUses { dir, viewer } => {
-            with_node(&DataDir::new(&dir.data_dir), |node, _| {
-                let v = match &viewer {
-                    Some(p) => viewer_of(node, p)?,
-                    None => Viewer::anonymous(Default::default(), node.access_time()),
-                };
-                let uses = clew_api::data_use_register(node, &v)?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "dataUses": uses }))?
-                );
-                Ok(ExitCode::SUCCESS)
-            })
-        }
+        AccessCommand::DataUses { dir, viewer } => with_node(&dir.data(), |node, _| {
+            let v = match &viewer {
+                Some(p) => viewer_of(node, p)?,
+                None => Viewer::anonymous(Default::default(), node.access_time()),
+            };
+            let uses = clew_api::data_use_register(node, &v)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "dataUses": uses }))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
     }
 }
 

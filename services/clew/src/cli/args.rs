@@ -18,6 +18,24 @@ pub(crate) struct DataDirArg {
     /// Data directory holding the ledger and its keys.
     #[arg(long, default_value = "clew-data")]
     pub(crate) data_dir: PathBuf,
+    /// Where manifests are kept, if not in the data directory: an
+    /// S3-compatible bucket `s3://bucket[/prefix]` (endpoint, region and
+    /// credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY) or `file:///dir`. Replicas and the sequencer
+    /// of one deployment share it.
+    #[arg(long, env = "CLEW_BLOB_STORE")]
+    pub(crate) blob_store: Option<String>,
+    /// PEM file of the CA the blob store's TLS certificate is checked with.
+    #[arg(long, env = "CLEW_BLOB_STORE_CA")]
+    pub(crate) blob_store_ca: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The data directory, with its content where the options say.
+    pub(crate) fn data(&self) -> crate::datadir::DataDir {
+        crate::datadir::DataDir::new(&self.data_dir)
+            .with_blob_store(self.blob_store.clone(), self.blob_store_ca.clone())
+    }
 }
 
 /// Every command, grouped by family (one module each); the families are
@@ -34,6 +52,45 @@ pub(crate) enum Command {
     Ingest(IngestCommand),
     #[command(flatten)]
     Access(AccessCommand),
+    #[command(flatten)]
+    Blobs(BlobsCommand),
+}
+
+/// The blob stores that keep manifests.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlobsCommand {
+    /// Content-addressed manifests in blob stores (a data directory's own,
+    /// an S3-compatible bucket).
+    Blobs {
+        #[command(subcommand)]
+        action: BlobsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlobsAction {
+    /// Copy every manifest of one store into another (a data directory's
+    /// own into the bucket a deployment moves to). Each copy is verified
+    /// against its digest and written once; objects the target holds are
+    /// skipped, so an interrupted run is resumed by running it again.
+    Sync {
+        /// The data directory whose own store is copied (unless --from).
+        #[arg(long, default_value = "clew-data")]
+        data_dir: PathBuf,
+        /// The store to copy from (`file:///dir`, `s3://bucket[/prefix]`);
+        /// default: the data directory's own.
+        #[arg(long)]
+        from: Option<String>,
+        /// PEM CA file for --from's TLS.
+        #[arg(long)]
+        from_ca: Option<PathBuf>,
+        /// The store to copy into.
+        #[arg(long, env = "CLEW_BLOB_STORE")]
+        to: String,
+        /// PEM CA file for --to's TLS.
+        #[arg(long, env = "CLEW_BLOB_STORE_CA")]
+        to_ca: Option<PathBuf>,
+    },
 }
 
 /// Recording events by hand, access requests, audits and the data-use
@@ -156,6 +213,11 @@ pub(crate) enum LedgerCommand {
         /// Expected ledger verifier key (file or key text); default: the one stored.
         #[arg(long)]
         vkey: Option<String>,
+        /// Also read every manifest the ledger cites from the blob store
+        /// (`--blob-store`, or the data directory's) and check it hashes to
+        /// its digest; names the leaf of each missing or altered one.
+        #[arg(long)]
+        content: bool,
     },
     /// Print a signed checkpoint (the latest, or the one at --size).
     Checkpoint {

@@ -5,15 +5,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clew_ledger::LedgerOptions;
 
-use crate::datadir::DataDir;
-
 use super::args::*;
 
 /// Runs one command of this family.
 pub(super) fn run(command: CatalogCommand) -> Result<ExitCode> {
     match command {
         CatalogCommand::Reindex { dir } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let ledger = data.open(None, LedgerOptions::default())?;
             let pb = crate::progress_bar(ledger.size(), "reindexing");
             let started = std::time::Instant::now();
@@ -40,7 +38,7 @@ pub(super) fn run(command: CatalogCommand) -> Result<ExitCode> {
             researcher,
             grants,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
             let mut req = clew_catalog::SearchRequest {
                 text,
@@ -75,7 +73,7 @@ pub(super) fn run(command: CatalogCommand) -> Result<ExitCode> {
             depth,
             as_of,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
             let direction = if down {
                 clew_catalog::Direction::Downstream
@@ -92,7 +90,7 @@ pub(super) fn run(command: CatalogCommand) -> Result<ExitCode> {
             subject,
             as_of,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
             println!(
                 "{}",
@@ -100,7 +98,7 @@ pub(super) fn run(command: CatalogCommand) -> Result<ExitCode> {
             );
         }
         CatalogCommand::History { dir, subject } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let catalog = data.catalog(&data.open(None, LedgerOptions::default())?)?;
             println!(
                 "{}",

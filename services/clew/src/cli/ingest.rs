@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::datadir::DataDir;
-
 use super::args::*;
 
 /// Runs one command of this family.
@@ -38,7 +36,7 @@ pub(super) fn run(command: IngestCommand) -> Result<ExitCode> {
                 report,
                 dry_run,
             };
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let publisher = match (server, token_file) {
                 (Some(url), Some(file)) => crate::ingest::Publisher::Server {
                     url,

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use clew_ledger::{verify_ledger, LedgerOptions};
 
-use crate::datadir::DataDir;
 use crate::{export, keyfiles, stream};
 
 use super::args::*;
@@ -22,7 +21,7 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             eprintln!("wrote {} and {}", skey.display(), vkey.display());
         }
         LedgerCommand::Init { dir, origin } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let ledger = data.init(&origin, LedgerOptions::default())?;
             println!("{}", ledger.verifier_key());
             eprintln!(
@@ -37,7 +36,9 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             source,
             batch_size,
         } => {
-            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            // A version is sequenced only when its manifest is in the store.
+            let data = dir.data();
+            let ledger = data.open(None, LedgerOptions::citing(data.manifest_store()?))?;
             let source = source.unwrap_or_else(|| {
                 input
                     .file_name()
@@ -92,7 +93,7 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             events,
             producers,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let admin = keyfiles::read_producer(&data.admin_key())?;
             let p = crate::synthetic::Producers::new(
                 admin,
@@ -101,14 +102,22 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             );
             let mut envelopes = p.registrations();
             envelopes.extend(crate::synthetic::events(&p, 0..events, events));
+            // The manifests the sample versions cite, so that they are sequenced.
+            let store = data.manifest_store()?;
+            let mut manifests = 0;
+            for manifest in clew_events::sample::stream_manifests(events) {
+                store.put_blocking(manifest.into())?;
+                manifests += 1;
+            }
             stream::append(&out, &envelopes)?;
             eprintln!(
-                "wrote {} signed events to {}",
+                "wrote {} signed events to {} and the {manifests} manifests they cite to {}",
                 envelopes.len(),
-                out.display()
+                out.display(),
+                store.location()
             );
         }
-        LedgerCommand::Verify { dir, vkey } => {
+        LedgerCommand::Verify { dir, vkey, content } => {
             let vkey = vkey.as_deref().map(key_arg).transpose()?;
             let pb = crate::progress_bar(0, "verifying");
             // A damaged store can make sled itself panic while it reads
@@ -138,21 +147,40 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
                     ))
                 }
             };
-            match result {
-                Ok(r) => {
-                    println!(
-                        "ok: {} leaves, {} hashes and {} checkpoints verify with {}; every leaf obeys the authorisation policy",
-                        r.leaves, r.hashes, r.checkpoints, r.verifier_key
-                    );
-                }
+            let report = match result {
+                Ok(r) => r,
                 Err(e) => {
                     eprintln!("FAILED: {e}");
                     return Ok(ExitCode::from(2));
                 }
+            };
+            let mut summary = format!(
+                "ok: {} leaves, {} hashes and {} checkpoints verify with {}; every leaf obeys the authorisation policy",
+                report.leaves, report.hashes, report.checkpoints, report.verifier_key
+            );
+            if content {
+                let store = dir.data().manifest_store()?;
+                let pb = crate::progress_bar(0, "reading manifests");
+                let checked = clew_ledger::verify_content(&report, &store, &|done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                });
+                pb.finish_and_clear();
+                match checked {
+                    Ok(n) => summary.push_str(&format!(
+                        "; the {n} manifests it cites are in {} and hash to their digests",
+                        store.location()
+                    )),
+                    Err(e) => {
+                        eprintln!("FAILED: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                }
             }
+            println!("{summary}");
         }
         LedgerCommand::Checkpoint { dir, size } => {
-            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let ledger = dir.data().open(None, LedgerOptions::default())?;
             let cp = match size {
                 Some(s) => ledger
                     .checkpoint_at(s)?
@@ -166,7 +194,7 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             index,
             event_id,
         } => {
-            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let ledger = dir.data().open(None, LedgerOptions::default())?;
             let index = match (index, event_id) {
                 (Some(i), _) => i,
                 (None, Some(id)) => ledger
@@ -222,14 +250,12 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
         LedgerCommand::Proof { kind } => {
             let proof = match kind {
                 ProofKind::Inclusion { dir, index, size } => {
-                    let ledger =
-                        DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+                    let ledger = dir.data().open(None, LedgerOptions::default())?;
                     let size = size.unwrap_or(ledger.size());
                     ledger.inclusion_proof(index, size)?
                 }
                 ProofKind::Consistency { dir, old, new } => {
-                    let ledger =
-                        DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+                    let ledger = dir.data().open(None, LedgerOptions::default())?;
                     let new = new.unwrap_or(ledger.size());
                     ledger.consistency_proof(old, new)?
                 }
@@ -241,7 +267,7 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
         LedgerCommand::Tiles {
             action: TilesAction::Export { dir, out },
         } => {
-            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let ledger = dir.data().open(None, LedgerOptions::default())?;
             let pb = crate::progress_bar(0, "exporting");
             let n = export::export(&ledger, &out, &|done, total| {
                 pb.set_length(total);
@@ -255,7 +281,7 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             );
         }
         LedgerCommand::Rejected { dir, from, limit } => {
-            let ledger = DataDir::new(&dir.data_dir).open(None, LedgerOptions::default())?;
+            let ledger = dir.data().open(None, LedgerOptions::default())?;
             for r in ledger.rejected(from, limit)? {
                 println!("{}", serde_json::to_string(&r)?);
             }

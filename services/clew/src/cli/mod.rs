@@ -1,10 +1,11 @@
 //! The `clew` command line: argument types in [`args`], one module per
 //! command family ([`ledger`], [`catalog`], [`serve`], [`ingest`],
-//! [`access`]), and the
+//! [`access`], [`blobs`]), and the
 //! entry point that sets up logging and dispatches.
 
 mod access;
 mod args;
+mod blobs;
 mod catalog;
 mod ingest;
 mod ledger;
@@ -72,5 +73,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(c) => serve::run(c),
         Command::Ingest(c) => ingest::run(c),
         Command::Access(c) => access::run(c),
+        Command::Blobs(c) => blobs::run(c),
     }
 }

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::datadir::DataDir;
-
 use super::args::*;
 use super::runtime;
 
@@ -13,7 +11,7 @@ use super::runtime;
 pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
     match command {
         ServeCommand::Serve { dir, server: args } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let prepared = crate::server::prepare(&data, &args.origin)?;
             if prepared.created {
                 println!("created {}", data.root().display());
@@ -25,7 +23,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             server: args,
             serve,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let prepared = crate::server::prepare(&data, &args.origin)?;
             let rt = runtime()?;
             let node = prepared.node.clone();
@@ -63,7 +61,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             keys_from,
         } => {
             crate::distributed::run_ledger(
-                &DataDir::new(&dir.data_dir),
+                &dir.data(),
                 &origin,
                 &kafka,
                 health_listen,
@@ -79,7 +77,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             group,
             tokens_file,
         } => {
-            let data = DataDir::new(&dir.data_dir);
+            let data = dir.data();
             let group = group.unwrap_or_else(crate::distributed::default_group);
             let prepared = crate::distributed::prepare_replica(
                 &data,
