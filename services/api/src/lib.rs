@@ -96,7 +96,7 @@ impl From<clew_blobs::BlobError> for ApiError {
     fn from(e: clew_blobs::BlobError) -> Self {
         use clew_blobs::BlobError as B;
         match e {
-            B::BadDigest(_) | B::DigestMismatch { .. } | B::TooLarge { .. } => {
+            B::BadDigest(_) | B::DigestMismatch { .. } | B::TooLarge { .. } | B::Refused(_) => {
                 ApiError::BadInput(e.to_string())
             }
             // The store was unreachable or refused: retry later.

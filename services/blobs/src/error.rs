@@ -22,6 +22,10 @@ pub enum BlobError {
     /// A body larger than the limit the caller set.
     #[error("content larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The caller's check of the content (e.g. its format) refused it while
+    /// it was being written: nothing was stored.
+    #[error("{0}")]
+    Refused(String),
     /// The store could not be configured (bad URL, CA file, options).
     #[error("blob store configuration: {0}")]
     Config(String),

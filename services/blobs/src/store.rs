@@ -78,35 +78,45 @@ pub struct VerifiedStream {
     pub body: BoxStream<'static, Result<Bytes, BlobError>>,
 }
 
-/// An upload body written to a temporary file while it was hashed, before
-/// anything reaches the store (see [`spool`]).
+/// An upload body hashed before anything reaches the store (see [`spool`]):
+/// in memory up to [`SINGLE_PUT_MAX`], in a temporary file beyond.
 #[derive(Debug)]
 pub struct Spooled {
-    file: tempfile::NamedTempFile,
+    held: Held,
     pub digest: String,
     pub size: u64,
 }
 
+#[derive(Debug)]
+enum Held {
+    Memory(Bytes),
+    File(tempfile::NamedTempFile),
+}
+
 impl Spooled {
     /// The spooled bytes, from the start.
-    pub fn reader(&self) -> Result<std::fs::File, BlobError> {
-        self.file
-            .reopen()
-            .map_err(|e| BlobError::io(self.file.path().display(), e))
+    pub fn reader(&self) -> Result<Box<dyn Read + Send>, BlobError> {
+        match &self.held {
+            Held::Memory(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+            Held::File(file) => file
+                .reopen()
+                .map(|f| Box::new(f) as Box<dyn Read + Send>)
+                .map_err(|e| BlobError::io(file.path().display(), e)),
+        }
     }
 }
 
-/// Writes `body` to a temporary file in `dir`, hashing it, refusing it once
-/// it passes `limit` bytes.
+/// Hashes `body`, refusing it once it passes `limit` bytes; kept in memory
+/// up to [`SINGLE_PUT_MAX`] (one conditional PUT's worth), written to a
+/// temporary file in `dir` beyond, so no large body is held in memory.
 pub async fn spool<S>(mut body: S, limit: u64, dir: &Path) -> Result<Spooled, BlobError>
 where
     S: futures_util::Stream<Item = Result<Bytes, BlobError>> + Unpin,
 {
-    std::fs::create_dir_all(dir).map_err(|e| BlobError::io(dir.display(), e))?;
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| BlobError::io(dir.display(), e))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let mut memory: Vec<u8> = Vec::new();
+    let mut file: Option<tempfile::NamedTempFile> = None;
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         size += chunk.len() as u64;
@@ -114,13 +124,32 @@ where
             return Err(BlobError::TooLarge { limit });
         }
         hasher.update(&chunk);
-        file.write_all(&chunk)
-            .map_err(|e| BlobError::io(file.path().display(), e))?;
+        if file.is_none() && size > SINGLE_PUT_MAX {
+            std::fs::create_dir_all(dir).map_err(|e| BlobError::io(dir.display(), e))?;
+            let mut f = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| BlobError::io(dir.display(), e))?;
+            f.write_all(&memory)
+                .map_err(|e| BlobError::io(f.path().display(), e))?;
+            memory = Vec::new();
+            file = Some(f);
+        }
+        match &mut file {
+            Some(f) => f
+                .write_all(&chunk)
+                .map_err(|e| BlobError::io(f.path().display(), e))?,
+            None => memory.extend_from_slice(&chunk),
+        }
     }
-    file.flush()
-        .map_err(|e| BlobError::io(file.path().display(), e))?;
+    let held = match file {
+        Some(mut f) => {
+            f.flush()
+                .map_err(|e| BlobError::io(f.path().display(), e))?;
+            Held::File(f)
+        }
+        None => Held::Memory(Bytes::from(memory)),
+    };
     Ok(Spooled {
-        file,
+        held,
         digest: finish(hasher),
         size,
     })
@@ -396,16 +425,31 @@ impl BlobStore {
     /// multipart upload after the store said it lacks them (two writers of
     /// one digest then write the same bytes).
     pub async fn put_spooled(&self, spooled: &Spooled) -> Result<Stored, BlobError> {
-        let mut file = spooled.reader()?;
-        if spooled.size <= SINGLE_PUT_MAX {
-            let mut bytes = Vec::with_capacity(spooled.size as usize);
-            file.read_to_end(&mut bytes)
-                .map_err(|e| BlobError::io("the spooled upload", e))?;
-            return self
-                .put_expecting(&spooled.digest, Bytes::from(bytes))
-                .await;
+        self.put_spooled_checked(spooled, std::future::ready(Ok(())))
+            .await
+    }
+
+    /// [`BlobStore::put_spooled`] that stores the body only if `check` (the
+    /// caller's look at the content, e.g. its format) passes. A multipart
+    /// upload's parts go up while `check` runs and the upload is completed
+    /// only after it passed (aborted otherwise: nothing becomes visible); a
+    /// single PUT waits for it.
+    pub async fn put_spooled_checked<C>(
+        &self,
+        spooled: &Spooled,
+        check: C,
+    ) -> Result<Stored, BlobError>
+    where
+        C: Future<Output = Result<(), BlobError>>,
+    {
+        if let Held::Memory(bytes) = &spooled.held {
+            check.await?;
+            // `spool` hashed it on the way in.
+            return self.put_verified(&spooled.digest, bytes.clone()).await;
         }
+        let mut file = spooled.reader()?;
         if self.size_of(&spooled.digest).await?.is_some() {
+            check.await?;
             return self.already_there(&spooled.digest, spooled.size).await;
         }
         let key = self.key(&spooled.digest)?;
@@ -415,21 +459,25 @@ impl BlobStore {
             .await
             .map_err(|e| self.failed(e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(BlobError::io("the spooled upload", e));
-                }
-            };
-            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
-                return Err(self.failed(e));
+        let send = async {
+            let mut buf = vec![0u8; 1024 * 1024];
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) => return Err(BlobError::io("the spooled upload", e)),
+                };
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                writer.write(&buf[..n]);
             }
-            writer.write(&buf[..n]);
+        };
+        let (sent, checked) = futures_util::join!(send, check);
+        if let Err(e) = sent.and(checked) {
+            let _ = writer.abort().await;
+            return Err(e);
         }
         writer.finish().await.map_err(|e| self.failed(e))?;
         self.sync_local(&spooled.digest)?;

@@ -3,6 +3,7 @@
 //! built by `tests/setup.sh`, started by the `clew-s3-server` harness on
 //! loopback with its own data directory).
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -105,6 +106,35 @@ async fn behaves_as_a_content_store(store: BlobStore, scratch: PathBuf) {
     );
     assert_eq!(read_all(&store, &stored.digest).await.unwrap(), big);
     assert!(!store.put_spooled(&spooled).await.unwrap().created);
+
+    // A large body the caller's check refuses while its parts go up: the
+    // multipart upload is aborted and nothing is stored.
+    let refused = manifest(4, (SINGLE_PUT_MAX as usize) + 4096);
+    let chunks: Vec<Result<Bytes, BlobError>> = vec![Ok(refused.clone())];
+    let spooled_refused = spool(futures_util::stream::iter(chunks), 64 << 20, &scratch)
+        .await
+        .unwrap();
+    let r = store
+        .put_spooled_checked(&spooled_refused, async {
+            Err(BlobError::Refused("not a manifest".into()))
+        })
+        .await;
+    assert!(matches!(r, Err(BlobError::Refused(_))), "{r:?}");
+    assert!(!store.contains(&digest_of(&refused)).await.unwrap());
+    // A small body is held in memory and goes up in one conditional PUT.
+    let small = manifest(5, 10_000);
+    let chunks: Vec<Result<Bytes, BlobError>> = vec![Ok(small.clone())];
+    let spooled_small = spool(futures_util::stream::iter(chunks), 64 << 20, &scratch)
+        .await
+        .unwrap();
+    let mut read_back = Vec::new();
+    spooled_small
+        .reader()
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .unwrap();
+    assert_eq!(read_back, small);
+    assert!(store.put_spooled(&spooled_small).await.unwrap().created);
 
     // An upload over its limit is refused before anything is stored.
     let chunks: Vec<Result<Bytes, BlobError>> = vec![Ok(big.slice(0..5000))];

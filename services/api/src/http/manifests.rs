@@ -82,19 +82,23 @@ pub(crate) async fn put_manifest(
         };
         return error_response(StatusCode::BAD_REQUEST, &e.into());
     }
-    // The format is checked as the file is read, one series at a time.
-    let check = match spooled.reader() {
-        Ok(file) => tokio::task::spawn_blocking(move || check_manifest(file)).await,
+    // The format is checked as the body is read, one series at a time, while
+    // a large body's parts go up; the object exists only if the check passed.
+    let reader = match spooled.reader() {
+        Ok(r) => r,
         Err(e) => return internal(e),
     };
-    match check {
-        Ok(Ok(())) => {}
-        Ok(Err(message)) => {
-            return error_response(StatusCode::BAD_REQUEST, &ApiError::BadInput(message))
+    let check = async move {
+        match tokio::task::spawn_blocking(move || check_manifest(reader)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(clew_blobs::BlobError::Refused(message)),
+            Err(e) => Err(clew_blobs::BlobError::Io {
+                path: "the manifest check".into(),
+                source: std::io::Error::other(e),
+            }),
         }
-        Err(e) => return internal(e),
-    }
-    match store.put_spooled(&spooled).await {
+    };
+    match store.put_spooled_checked(&spooled, check).await {
         Ok(stored) => {
             tracing::info!(principal = %viewer.principal, digest = %stored.digest, created = stored.created, "stored a manifest");
             // 201 when this upload created it, 200 when the store had it
@@ -111,8 +115,12 @@ pub(crate) async fn put_manifest(
                 .into_response()
         }
         Err(e) => {
-            tracing::error!(error = %e, "storing a manifest failed");
             let e = ApiError::from(e);
+            if matches!(e, ApiError::BadInput(_)) {
+                tracing::warn!(error = %e, "a manifest upload was refused");
+            } else {
+                tracing::error!(error = %e, "storing a manifest failed");
+            }
             error_response(e.status(), &e)
         }
     }
@@ -120,7 +128,7 @@ pub(crate) async fn put_manifest(
 
 /// A Clew DICOM series manifest: the right `format`, and `series` each of
 /// the manifest's series shape. Read as a stream; one series in memory at a time.
-fn check_manifest(file: std::fs::File) -> Result<(), String> {
+fn check_manifest(file: Box<dyn std::io::Read + Send>) -> Result<(), String> {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     struct Series;
     impl<'de> serde::Deserialize<'de> for Series {
