@@ -13,28 +13,11 @@ use std::process::Output;
 use clew_s3_server::S3Server;
 use serde_json::{json, Value};
 use support::kafka::{broker, kafka_args, prefix, replica_with, wait_for_size, Sequencer};
-use support::server::{Api, Server};
+use support::server::{manifest_body as manifest, Api, Server};
 use support::{clew, Fixture};
 
 const PUBLISH: &str =
     "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }";
-
-/// A small manifest in Clew's format, unique to `label`.
-fn manifest(label: &str) -> Vec<u8> {
-    json!({
-        "format": "clew.dicom-series-manifest/1",
-        "series": [{
-            "studyInstanceUid": "2.25.7", "seriesInstanceUid": "2.25.7.1",
-            "modality": "CT", "bodyPartExamined": "CHEST", "manufacturer": label,
-            "manufacturerModelName": "", "sliceThicknessMm": 1.0, "studyDate": "20260101",
-            "instanceCount": 1,
-            "instances": [{"path": "a/1.dcm", "sopInstanceUid": "2.25.7.1.1",
-                           "sha256": "00".repeat(32), "size": 1000}],
-        }],
-    })
-    .to_string()
-    .into_bytes()
-}
 
 /// PUT /manifests/{digest}: (status, body text).
 async fn upload(base: &str, token: &str, body: &[u8]) -> (u16, String) {
@@ -71,6 +54,15 @@ async fn download(base: &str, token: &str, version: &str) -> (u16, Option<Vec<u8
 fn version_input(dataset: &str, version: &str, digest: &str) -> Value {
     json!({"i": {"datasetId": dataset, "version": version, "manifestDigest": digest,
                  "imagingSummary": {"modalities": ["CT"]}}})
+}
+
+/// Publishes `input`, which must be refused with `MISSING_CONTENT`;
+/// returns the GraphQL error.
+async fn refused_as_missing(api: &Api, token: &str, input: Value) -> Value {
+    let refused = api.fails(token, PUBLISH, input, "REJECTED").await;
+    let error = refused["errors"][0].clone();
+    assert_eq!(error["extensions"]["reason"], "MISSING_CONTENT", "{error}");
+    error
 }
 
 async fn tree_size(api: &Api, token: &str) -> u64 {
@@ -131,16 +123,8 @@ async fn the_embedded_server_cites_only_manifests_in_the_bucket_and_rides_out_it
     // A version citing a manifest nobody uploaded is refused by the ledger.
     let before = tree_size(&api, &admin).await;
     let never = clew_blobs::digest_of(b"never uploaded");
-    let refused = api
-        .fails(
-            &admin,
-            PUBLISH,
-            version_input("riverside-cxr", "8.0", &never),
-            "REJECTED",
-        )
-        .await;
-    let error = &refused["errors"][0];
-    assert_eq!(error["extensions"]["reason"], "MISSING_CONTENT", "{error}");
+    let error =
+        refused_as_missing(&api, &admin, version_input("riverside-cxr", "8.0", &never)).await;
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&never) && message.contains("s3://clew/manifests"),
@@ -429,18 +413,7 @@ async fn replicas_share_the_bucket_and_the_kafka_sequencer_cites_only_what_it_ho
 
     // A version citing an absent manifest is refused by the Kafka sequencer.
     let never = clew_blobs::digest_of(b"not in the bucket");
-    let refused = api_b
-        .fails(
-            &tb,
-            PUBLISH,
-            version_input("bucket-ct", "2.0", &never),
-            "REJECTED",
-        )
-        .await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["reason"], "MISSING_CONTENT",
-        "{refused}"
-    );
+    refused_as_missing(&api_b, &tb, version_input("bucket-ct", "2.0", &never)).await;
 
     // Both replicas gone, two new ones on empty disks: every manifest served.
     drop(a);

@@ -198,6 +198,23 @@ fn get_status(url: &str) -> Option<u16> {
     buf.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A small series manifest in Clew's format, unique to `label`.
+pub fn manifest_body(label: &str) -> Vec<u8> {
+    json!({
+        "format": "clew.dicom-series-manifest/1",
+        "series": [{
+            "studyInstanceUid": "2.25.7", "seriesInstanceUid": "2.25.7.1",
+            "modality": "CT", "bodyPartExamined": "CHEST", "manufacturer": label,
+            "manufacturerModelName": "", "sliceThicknessMm": 1.0, "studyDate": "20260101",
+            "instanceCount": 1,
+            "instances": [{"path": "a/1.dcm", "sopInstanceUid": "2.25.7.1.1",
+                           "sha256": "00".repeat(32), "size": 1000}],
+        }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// A GraphQL client for one base URL.
 #[derive(Clone)]
 pub struct Api {
@@ -255,17 +272,8 @@ impl Api {
     /// /manifests/{digest}), as a producer does before publishing the
     /// version that cites it; returns its digest.
     pub async fn upload_manifest(&self, token: &str, label: &str) -> String {
-        let body = json!({
-            "format": "clew.dicom-series-manifest/1",
-            "series": [{
-                "studyInstanceUid": "2.25.1", "seriesInstanceUid": "2.25.1.1",
-                "modality": "CT", "bodyPartExamined": "CHEST", "manufacturer": label,
-                "manufacturerModelName": "", "sliceThicknessMm": null, "studyDate": "20260101",
-                "instanceCount": 0, "instances": [],
-            }],
-        })
-        .to_string();
-        let digest = clew_blobs::digest_of(body.as_bytes());
+        let body = manifest_body(label);
+        let digest = clew_blobs::digest_of(&body);
         let resp = self
             .client
             .put(format!("{}/manifests/{digest}", self.base))

@@ -75,38 +75,7 @@ pub fn api(
     let manifest = clew_events::sample::manifest(1);
     let manifest_digest = data.manifest_store()?.put_blocking(manifest.into())?.digest;
 
-    let mut child = std::process::Command::new(exe)
-        .args(["serve", "--data-dir"])
-        .arg(data.root())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("CLEW_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting clew serve")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut addr = None;
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    while stdout.read_line(&mut line)? > 0 {
-        if let Some(rest) = line.trim().strip_prefix("Clew is serving http://") {
-            addr = rest.split('/').next().map(str::to_string);
-            break;
-        }
-        line.clear();
-    }
-    // Keep draining the server's stdout so its last lines never meet a closed pipe.
-    let mut rest = stdout;
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while rest.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        bail!("clew serve did not start");
-    };
-    let base = format!("http://{addr}");
+    let (mut child, base) = start_serve(exe, data.root(), &[], &[])?;
     let admin = std::fs::read_to_string(data.root().join("admin.token"))?
         .trim()
         .to_string();
@@ -130,6 +99,52 @@ pub fn api(
     let mut r = result?;
     r.events = events;
     Ok(r)
+}
+
+/// Starts `clew serve` (the `exe` binary) over `data` on a free loopback
+/// port, with `extra` arguments and `env` variables; returns the child and
+/// its base URL once it serves. Its stdout is drained so its last lines
+/// never meet a closed pipe.
+pub(crate) fn start_serve(
+    exe: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> Result<(std::process::Child, String)> {
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("CLEW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting clew serve")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut addr = None;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    while stdout.read_line(&mut line)? > 0 {
+        if let Some(rest) = line.trim().strip_prefix("Clew is serving http://") {
+            addr = rest.split('/').next().map(str::to_string);
+            break;
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while stdout.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    match addr {
+        Some(a) => Ok((child, format!("http://{a}"))),
+        None => {
+            let _ = child.kill();
+            bail!("clew serve did not start")
+        }
+    }
 }
 
 /// Sequences the synthetic national catalogue into a fresh data directory

@@ -11,13 +11,11 @@
 //! hashing, no spooling, no checks. The ratio is direct time / Clew time
 //! (Clew's share of the store's own throughput); medians of the runs.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use clew_s3_server::S3Server;
 use object_store::aws::AmazonS3Builder;
@@ -92,52 +90,6 @@ fn ms(samples: &mut [Duration]) -> Vec<f64> {
     samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
 }
 
-/// `clew serve` over `data` with the bucket; returns the child and its base URL.
-fn start_clew(
-    exe: &Path,
-    data: &Path,
-    env: &[(String, String)],
-) -> Result<(std::process::Child, String)> {
-    let mut child = std::process::Command::new(exe)
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--blob-store",
-            "s3://clew/through-clew",
-        ])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("CLEW_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting clew serve")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    let mut addr = None;
-    while stdout.read_line(&mut line)? > 0 {
-        if let Some(rest) = line.trim().strip_prefix("Clew is serving http://") {
-            addr = rest.split('/').next().map(str::to_string);
-            break;
-        }
-        line.clear();
-    }
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stdout.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    match addr {
-        Some(a) => Ok((child, format!("http://{a}"))),
-        None => {
-            let _ = child.kill();
-            bail!("clew serve did not start")
-        }
-    }
-}
-
 /// The direct put: one PUT up to 8 MiB, else multipart (8 MiB parts, 2 in flight).
 async fn direct_put(store: &Arc<dyn ObjectStore>, key: &Key, body: &Bytes) -> Result<()> {
     if body.len() as u64 <= clew_blobs::SINGLE_PUT_MAX {
@@ -160,7 +112,12 @@ pub fn run(exe: &Path, runs_small: usize, runs_large: usize) -> Result<BlobBench
     let s3 = S3Server::start(&tmp.path().join("s3"));
     let env = s3.client_env();
     let data = tmp.path().join("data");
-    let (mut child, base) = start_clew(exe, &data, &env)?;
+    let (mut child, base) = crate::api::start_serve(
+        exe,
+        &data,
+        &["--blob-store", "s3://clew/through-clew"],
+        &env,
+    )?;
     let admin = std::fs::read_to_string(data.join("admin.token"))?
         .trim()
         .to_string();

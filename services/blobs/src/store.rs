@@ -78,6 +78,23 @@ pub struct VerifiedStream {
     pub body: BoxStream<'static, Result<Bytes, BlobError>>,
 }
 
+impl VerifiedStream {
+    /// The whole body, verified, if it is at most `limit` bytes.
+    pub async fn collect(mut self, limit: u64) -> Result<Bytes, BlobError> {
+        if self.size > limit {
+            return Err(BlobError::TooLarge { limit });
+        }
+        let mut out = Vec::with_capacity(self.size as usize);
+        while let Some(chunk) = self.body.next().await {
+            out.extend_from_slice(&chunk?);
+            if out.len() as u64 > limit {
+                return Err(BlobError::TooLarge { limit });
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
 /// An upload body hashed before anything reaches the store (see [`spool`]):
 /// in memory up to [`SINGLE_PUT_MAX`], in a temporary file beyond.
 #[derive(Debug)]
@@ -567,20 +584,10 @@ impl BlobStore {
 
     /// The whole object under `digest`, verified; refused past `limit` bytes.
     pub async fn get(&self, digest: &str, limit: u64) -> Result<Option<Bytes>, BlobError> {
-        let Some(mut read) = self.open_read(digest).await? else {
-            return Ok(None);
-        };
-        if read.size > limit {
-            return Err(BlobError::TooLarge { limit });
+        match self.open_read(digest).await? {
+            Some(read) => read.collect(limit).await.map(Some),
+            None => Ok(None),
         }
-        let mut out = Vec::with_capacity(read.size as usize);
-        while let Some(chunk) = read.body.next().await {
-            out.extend_from_slice(&chunk?);
-            if out.len() as u64 > limit {
-                return Err(BlobError::TooLarge { limit });
-            }
-        }
-        Ok(Some(Bytes::from(out)))
     }
 
     /// Reads the object under `digest` through and says whether it is there

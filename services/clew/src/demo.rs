@@ -130,12 +130,14 @@ pub fn recorded(node: &Node) -> Result<bool> {
         .is_some())
 }
 
-/// Records the scenario; returns (events recorded, tokens written per
-/// principal that acts through the API).
+/// Records the scenario, each version's manifest put into `manifests` (the
+/// store the node's ledger cites from) first; returns (events recorded,
+/// tokens written per principal that acts through the API).
 pub async fn record(
     dir: &DataDir,
     node: &Node,
     tokens: &TokenStore,
+    manifests: &clew_blobs::BlobStore,
 ) -> Result<(usize, BTreeMap<String, PathBuf>)> {
     let key_dir = dir.keys().join("demo");
     let origin = node.ledger().origin().to_string();
@@ -164,12 +166,11 @@ pub async fn record(
         .collect();
     let pb = crate::progress_bar(all.len() as u64, "demo");
     let mut n = 0;
-    let store = dir.manifest_store()?;
     for (step, mut body) in all {
         let kind = clew_events::kind_of(&body).as_str_name();
         if let Body::DatasetVersionPublished(v) = &mut body {
             let manifest = demo_manifest(v);
-            v.manifest_digest = store
+            v.manifest_digest = manifests
                 .put(manifest.canonical_bytes().into())
                 .await
                 .with_context(|| format!("storing the manifest of {}@{}", v.dataset_id, v.version))?

@@ -271,7 +271,7 @@ pub fn run_ledger(
             }
         }
     }
-    let (ledger, _, created) = crate::local::open_primary(dir, origin)?;
+    let (ledger, _, created) = crate::local::open_primary(dir, origin, &dir.manifest_store()?)?;
     if created {
         println!("created {}", dir.root().display());
     }

@@ -238,7 +238,8 @@ fn publish_local(
         );
     }
     let origin = "unused: the ledger exists";
-    let (node, _) = crate::local::start(dir, origin).with_context(|| {
+    let store = dir.manifest_store()?;
+    let (node, _) = crate::local::start(dir, origin, &store).with_context(|| {
         format!(
             "opening {} (if `clew serve` is running on it, ingest through it with --server)",
             dir.root().display()
@@ -254,9 +255,7 @@ fn publish_local(
             }
             check_custodian_local(&node, req)?;
             // The manifest is stored before the event that cites it exists.
-            dir.manifest_store()?
-                .put(bytes::Bytes::copy_from_slice(manifest))
-                .await?;
+            store.put(bytes::Bytes::copy_from_slice(manifest)).await?;
             Ok(match node.record(actor, body, None).await? {
                 clew_node::Outcome::Accepted(s) => Published::Accepted {
                     event_id: s.event_id,

@@ -24,12 +24,16 @@ const SETUP_SOURCE: &str = "setup";
 
 /// Opens the primary ledger in `dir`, creating it on first start, with the
 /// API's service key (`keys/api.key`) registered as principal `clew-api`.
-/// Read replicas sign with a copy of that key.
-pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey, bool)> {
+/// Read replicas sign with a copy of that key. Dataset versions are
+/// sequenced only when their manifests are in `content` (the data
+/// directory's [`DataDir::manifest_store`]).
+pub fn open_primary(
+    dir: &DataDir,
+    origin: &str,
+    content: &clew_blobs::BlobStore,
+) -> Result<(Ledger, ProducerKey, bool)> {
     let created = !dir.has_ledger();
-    // Dataset versions are sequenced only when their manifests are in the
-    // data directory's blob store (or the bucket it is configured with).
-    let options = LedgerOptions::citing(dir.manifest_store()?);
+    let options = LedgerOptions::citing(content.clone());
     let ledger = if created {
         tracing::info!(dir = %dir.root().display(), "creating a new data directory");
         dir.init(origin, options)?
@@ -86,10 +90,14 @@ pub fn open_primary(dir: &DataDir, origin: &str) -> Result<(Ledger, ProducerKey,
 }
 
 /// Opens (creating on first start) the primary ledger and catalogue of
-/// `dir` and starts the sequencer; returns the node and whether this start
-/// created the data directory.
-pub fn start(dir: &DataDir, origin: &str) -> Result<(Arc<Node>, bool)> {
-    let (ledger, service_key, created) = open_primary(dir, origin)?;
+/// `dir` and starts the sequencer (citing content in `content`); returns the
+/// node and whether this start created the data directory.
+pub fn start(
+    dir: &DataDir,
+    origin: &str,
+    content: &clew_blobs::BlobStore,
+) -> Result<(Arc<Node>, bool)> {
+    let (ledger, service_key, created) = open_primary(dir, origin, content)?;
     let catalog = clew_catalog::Catalog::open(&dir.catalog_dir())?;
     let metrics = Arc::new(Metrics::new()?);
     let node = Node::start(Arc::new(ledger), Arc::new(catalog), service_key, metrics)?;

@@ -68,14 +68,15 @@ pub fn open_tokens_at(
 /// Opens (creating on first start) everything `clew serve` needs and starts
 /// the sequencer.
 pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
-    let (node, created) = crate::local::start(dir, origin)?;
+    let manifests = dir.manifest_store()?;
+    let (node, created) = crate::local::start(dir, origin, &manifests)?;
     let (tokens, admin_token_file) = open_tokens(dir)?;
     Ok(Prepared {
         node,
         tokens,
         admin_token_file,
         created,
-        manifests: dir.manifest_store()?,
+        manifests,
         spool: dir.spool_dir(),
     })
 }

@@ -213,25 +213,22 @@ pub(crate) async fn get_manifest(
     match store.open_read(&digest).await {
         // Up to one part's size the whole body is read and checked first, so
         // an altered object is answered with an error that says so.
-        Ok(Some(mut read)) if read.size <= clew_blobs::SINGLE_PUT_MAX => {
-            let mut body = Vec::with_capacity(read.size as usize);
-            while let Some(chunk) = read.body.next().await {
-                match chunk {
-                    Ok(c) => body.extend_from_slice(&c),
-                    Err(e) => {
-                        tracing::error!(error = %e, %subject, "a stored manifest failed its digest");
-                        let e = match e {
-                            // Not the caller's doing: the store's copy is damaged.
-                            clew_blobs::BlobError::DigestMismatch { .. } => ApiError::Internal(format!(
-                                "the stored manifest of {subject} is damaged ({e}); an operator must restore it (`clew verify --content` lists every damaged one)"
-                            )),
-                            other => ApiError::from(other),
-                        };
-                        return error_response(e.status(), &e);
-                    }
+        Ok(Some(read)) if read.size <= clew_blobs::SINGLE_PUT_MAX => {
+            let size = read.size;
+            match read.collect(clew_blobs::SINGLE_PUT_MAX).await {
+                Ok(body) => (headers(size), body).into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, %subject, "a stored manifest failed its digest");
+                    let e = match e {
+                        // Not the caller's doing: the store's copy is damaged.
+                        clew_blobs::BlobError::DigestMismatch { .. } => ApiError::Internal(format!(
+                            "the stored manifest of {subject} is damaged ({e}); an operator must restore it (`clew verify --content` lists every damaged one)"
+                        )),
+                        other => ApiError::from(other),
+                    };
+                    error_response(e.status(), &e)
                 }
             }
-            (headers(read.size), body).into_response()
         }
         Ok(Some(read)) => {
             let logged = subject.clone();
@@ -250,10 +247,8 @@ pub(crate) async fn get_manifest(
         ),
         Err(e) => {
             tracing::error!(error = %e, %subject, "reading a manifest failed");
-            {
-                let e = ApiError::from(e);
-                error_response(e.status(), &e)
-            }
+            let e = ApiError::from(e);
+            error_response(e.status(), &e)
         }
     }
 }

@@ -140,7 +140,8 @@ fn with_node<T>(
     if !dir.has_ledger() {
         bail!("{} holds no ledger", dir.root().display());
     }
-    let (node, _) = crate::local::start(dir, "unused: the ledger exists").with_context(|| {
+    let (node, _) = crate::local::start(dir, "unused: the ledger exists", &dir.manifest_store()?)
+        .with_context(|| {
         format!(
             "opening {} (is `clew serve` running on it?)",
             dir.root().display()

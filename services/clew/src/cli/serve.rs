@@ -35,7 +35,8 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 if crate::demo::recorded(&node)? {
                     println!("the demo is already recorded in {}", data.root().display());
                 } else {
-                    let (n, _) = crate::demo::record(&data, &node, &tokens).await?;
+                    let (n, _) =
+                        crate::demo::record(&data, &node, &tokens, &prepared.manifests).await?;
                     println!(
                         "recorded the demo: {n} signed events; ledger size {}",
                         node.ledger().size()
