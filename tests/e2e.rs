@@ -15,6 +15,7 @@ mod crash_safety;
 mod fuzz;
 mod hostile;
 mod ingest_dicom;
+mod ingest_dicomweb;
 mod kafka_e2e;
 mod ledger_cli;
 mod outside_verifier;

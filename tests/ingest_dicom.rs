@@ -19,7 +19,7 @@ use support::server::{read_token, Server};
 use support::{clew, ok};
 
 /// The real files, or a panic saying how to get them.
-fn real_files() -> PathBuf {
+pub(crate) fn real_files() -> PathBuf {
     let dir = support::repo_root().join("target/dicom-files");
     assert!(
         dir.join("CT_small.dcm").is_file(),
@@ -30,7 +30,7 @@ fn real_files() -> PathBuf {
 }
 
 /// Files that are valid DICOM and carry identifying data as shipped.
-const SOURCES: &[&str] = &[
+pub(crate) const SOURCES: &[&str] = &[
     "CT_small.dcm",
     "MR_small.dcm",
     "MR_small_implicit.dcm",
@@ -81,15 +81,15 @@ fn strip(obj: &mut InMemDicomObject, table: &ConfidentialityTable, keep: &dyn Fn
 
 /// Options a copy declares, beyond the Basic Profile (113100).
 #[derive(Clone, Copy, Default)]
-struct Declared {
-    patient_characteristics: bool,
-    safe_private: bool,
+pub(crate) struct Declared {
+    pub(crate) patient_characteristics: bool,
+    pub(crate) safe_private: bool,
 }
 
 /// A de-identified copy of `src`: pseudonymised PatientID, dummy name,
 /// identity-removed marks and method codes; PatientAge kept when Retain
 /// Patient Characteristics is declared.
-fn deidentify(src: &Path, dst: &Path, n: usize, declared: Declared) -> InMemDicomObject {
+pub(crate) fn deidentify(src: &Path, dst: &Path, n: usize, declared: Declared) -> InMemDicomObject {
     let table = ConfidentialityTable::standard().expect("table");
     let mut file =
         dicom_object::open_file(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
@@ -153,13 +153,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn ingest(folder: &Path, report: &Path, extra: &[&str]) -> (Output, Json) {
+pub(crate) fn ingest(folder: &Path, report: &Path, extra: &[&str]) -> (Output, Json) {
+    let mut args = vec![std::ffi::OsString::from("dicom"), folder.into()];
+    args.extend(extra.iter().map(Into::into));
+    ingest_with(&args, report)
+}
+
+/// `clew ingest <args…> --report <report>`: its output and the report it wrote.
+pub(crate) fn ingest_with(args: &[std::ffi::OsString], report: &Path) -> (Output, Json) {
     let out = clew()
-        .args(["ingest", "dicom"])
-        .arg(folder)
+        .arg("ingest")
+        .args(args)
         .arg("--report")
         .arg(report)
-        .args(extra)
         .output()
         .expect("clew runs");
     let report = std::fs::read_to_string(report)
@@ -168,11 +174,11 @@ fn ingest(folder: &Path, report: &Path, extra: &[&str]) -> (Output, Json) {
     (out, report)
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn ledger_size(data: &str) -> u64 {
+pub(crate) fn ledger_size(data: &str) -> u64 {
     let note = ok(&["checkpoint", "--data-dir", data]);
     note.lines()
         .nth(1)
@@ -181,7 +187,7 @@ fn ledger_size(data: &str) -> u64 {
 }
 
 /// A demo data directory (sites and datasets registered, e.g. riverside-cxr held by riverside).
-fn demo(tmp: &Path) -> String {
+pub(crate) fn demo(tmp: &Path) -> String {
     let data = tmp.join("data");
     let data_str = data.to_string_lossy().into_owned();
     ok(&["demo", "--data-dir", &data_str]);

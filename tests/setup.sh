@@ -19,6 +19,12 @@
 #   - SeaweedFS (`weed`, Apache-2.0), an S3-compatible object store, built from
 #     its module source (its go.mod has replace directives, so `go install`
 #     refuses it) into target/tools/bin, for the blob store's tests.
+#   - Orthanc and its DICOMweb plugin (GPL-3.0 / AGPL-3.0, the operating
+#     system's packages orthanc and orthanc-dicomweb), a real PACS for the
+#     DICOMweb ingest tests; each test starts its own (tests/pacs), never the
+#     system service.
+#   - dicomweb-client (PyPI) into target/dicomweb-venv, the well-known client
+#     `clew-bench dicomweb` measures Clew against.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,5 +87,29 @@ if [ ! -x target/tools/bin/weed ] || [ "$(cat "$weed_stamp" 2>/dev/null)" != "$w
   (cd target/tools/src/seaweedfs && go build -o "$OLDPWD/target/tools/bin/weed" ./weed)
   rm -rf target/tools/src/seaweedfs
   echo "$weed_version" > "$weed_stamp"
+fi
+echo "setup: Orthanc and its DICOMweb plugin (a real PACS for the DICOMweb ingest tests)"
+if [ ! -x /usr/sbin/Orthanc ] || ! ls /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # The packages' service is not wanted (tests start their own): a policy
+  # that refuses service starts keeps it stopped while they install.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    added_policy=1
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb
+  [ -z "$added_policy" ] || $sudo rm -f "$policy"
+fi
+echo "setup: dicomweb-client (the benchmark's peer)"
+dvenv=target/dicomweb-venv
+if ! cmp -s tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements" 2>/dev/null; then
+  python3 -m venv --clear "$dvenv"
+  "$dvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/dicom/dicomweb-requirements.txt
+  cp tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements"
 fi
 echo "setup: done"

@@ -257,6 +257,7 @@ fn demo_manifest(v: &proto::DatasetVersionPublished) -> clew_ingest::Manifest {
         .collect();
     Manifest {
         format: MANIFEST_FORMAT.into(),
+        source: None,
         series,
     }
 }

@@ -1,6 +1,8 @@
-//! `clew ingest dicom`: scan a folder, gate it, store its manifest and
-//! publish one signed dataset-version-published event — into the local data
-//! directory (embedded default) or through a running server's API.
+//! `clew ingest dicom` and `clew ingest dicomweb`: scan a folder or a PACS,
+//! gate it, store its manifest and publish one signed
+//! dataset-version-published event — into the local data directory
+//! (embedded default) or through a running server's API. Both sources end in
+//! the same [`decide`]: the same gate verdict, manifest and event.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,17 +10,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clew_events::proto::{self, event::Body};
 use clew_ingest::{
-    imaging_summary, ConfidentialityTable, FolderScan, Manifest, RefusedFile, SkippedFile,
+    imaging_summary, ConfidentialityTable, FolderScan, Manifest, ManifestSource, RefusedFile,
+    SkippedFile,
 };
 use serde::Serialize;
 use serde_json::json;
 
 use crate::datadir::DataDir;
 
-/// What to ingest and where to publish it.
+/// What to publish, whatever the source.
 #[derive(Debug, Clone)]
 pub struct IngestRequest {
-    pub folder: PathBuf,
     pub dataset_id: String,
     pub version: String,
     pub site: Option<String>,
@@ -26,6 +28,15 @@ pub struct IngestRequest {
     pub release_notes: String,
     pub report: PathBuf,
     pub dry_run: bool,
+}
+
+/// A PACS to read and what to read from it.
+#[derive(Debug, Clone)]
+pub struct PacsRequest {
+    pub endpoint: clew_dicomweb::Endpoint,
+    pub selection: clew_dicomweb::Selection,
+    pub digests: bool,
+    pub scan_state: PathBuf,
 }
 
 /// Where the event goes.
@@ -36,16 +47,37 @@ pub enum Publisher<'a> {
     Server { url: String, token: String },
 }
 
+/// What a DICOMweb run read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DicomWebReport {
+    pub name: String,
+    pub base_url: String,
+    pub studies: usize,
+    pub series: usize,
+    /// Series carried over from an interrupted run's scan state.
+    pub resumed_series: usize,
+    pub requests: u64,
+    pub retries: u64,
+    /// Bytes of answers read.
+    pub bytes_read: u64,
+    pub digests: bool,
+}
+
 /// The JSON report written for every run.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestReport {
-    pub folder: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicomweb: Option<DicomWebReport>,
     pub dataset_id: String,
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
-    /// published, refused-identifiable, refused-by-ledger, no-instances, dry-run.
+    /// published, refused-identifiable, refused-by-ledger, no-instances,
+    /// dry-run, pacs-error, interrupted.
     pub outcome: String,
     pub detail: String,
     pub profile: String,
@@ -59,6 +91,7 @@ pub struct IngestReport {
     pub event_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leaf_index: Option<u64>,
+    /// Files (or PACS instances, by WADO-RS path) refused by the gate.
     pub refused_files: Vec<RefusedFile>,
     pub skipped_files: Vec<SkippedFile>,
 }
@@ -68,20 +101,32 @@ pub const EXIT_IDENTIFIABLE: u8 = 2;
 /// Exit status of a refusal by the ledger (duplicate, conflict, …).
 pub const EXIT_REFUSED: u8 = 3;
 
-/// Runs the whole command; returns the report (already written) and the exit status.
-pub fn run(req: &IngestRequest, publisher: Publisher<'_>) -> Result<(IngestReport, u8)> {
-    if !req.folder.is_dir() {
-        bail!("{} is not a folder", req.folder.display());
+/// `clew ingest dicom`: returns the report (already written) and the exit status.
+pub fn run(
+    req: &IngestRequest,
+    folder: &Path,
+    publisher: Publisher<'_>,
+) -> Result<(IngestReport, u8)> {
+    if !folder.is_dir() {
+        bail!("{} is not a folder", folder.display());
     }
     let table = ConfidentialityTable::standard()?;
-    let files = clew_ingest::list_files(&req.folder)?;
+    let files = clew_ingest::list_files(folder)?;
     let pb = crate::progress_bar(files.len() as u64, "scanning");
     let started = std::time::Instant::now();
     let scan = clew_ingest::scan_files(&files, &table, &|| pb.inc(1));
     pb.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let mut report = report_of(req, &scan, files.len());
-    let status = decide(req, &scan, &mut report, publisher)?;
+    report.folder = Some(folder.display().to_string());
+    let status = decide(
+        req,
+        &folder.display().to_string(),
+        &scan,
+        None,
+        &mut report,
+        publisher,
+    )?;
     write_report(&req.report, &report)?;
     eprintln!(
         "{}: {} files in {:.1} s ({:.0} files/s): {} instances in {} series, {} refused, {} skipped; report {}",
@@ -98,9 +143,132 @@ pub fn run(req: &IngestRequest, publisher: Publisher<'_>) -> Result<(IngestRepor
     Ok((report, status))
 }
 
+/// `clew ingest dicomweb`: returns the report (already written) and the
+/// exit status. A PACS that cannot be read (or an interruption) ends the run
+/// with status 1, nothing published and the scan state kept for the next run.
+pub fn run_dicomweb(
+    req: &IngestRequest,
+    pacs: &PacsRequest,
+    publisher: Publisher<'_>,
+) -> Result<(IngestReport, u8)> {
+    let table = ConfidentialityTable::standard()?;
+    let client = clew_dicomweb::Client::new(pacs.endpoint.clone())?;
+    let key = pacs.selection.key(&pacs.endpoint.base_url, pacs.digests);
+    let mut state = clew_dicomweb::ScanState::open(&pacs.scan_state, &key)?;
+    let kept = state.len();
+    let pb = crate::progress_bar(0, "series");
+    if kept > 0 {
+        eprintln!(
+            "continuing from {}: {kept} series already read",
+            pacs.scan_state.display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let scanned = rt.block_on(async {
+        let progress = |p: clew_dicomweb::ScanProgress| {
+            pb.set_length(p.series);
+            pb.set_position(p.series_read);
+            pb.set_message(format!("{} studies, {} instances", p.studies, p.instances));
+        };
+        tokio::select! {
+            r = clew_dicomweb::scan(&client, &pacs.selection, &table, pacs.digests, &mut state, &progress) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    drop(rt);
+    pb.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let traffic = client.traffic();
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    let mut dicomweb = DicomWebReport {
+        name: pacs.endpoint.name.clone(),
+        base_url: pacs.endpoint.base_url.clone(),
+        studies: 0,
+        series: 0,
+        resumed_series: 0,
+        requests: traffic.requests.load(ordering),
+        retries: traffic.retries.load(ordering),
+        bytes_read: traffic.bytes.load(ordering),
+        digests: pacs.digests,
+    };
+    let empty = FolderScan::default();
+    let stopped =
+        |outcome: &str, detail: String, dicomweb: DicomWebReport| -> Result<(IngestReport, u8)> {
+            let mut report = report_of(req, &empty, 0);
+            report.outcome = outcome.into();
+            report.detail = detail;
+            report.dicomweb = Some(dicomweb);
+            write_report(&req.report, &report)?;
+            eprintln!("error: {}", report.detail);
+            Ok((report, 1))
+        };
+    let scanned = match scanned {
+        None => {
+            let detail = format!(
+                "interrupted; nothing was published; {} series are kept in {} and a rerun continues from there",
+                state.len(),
+                pacs.scan_state.display()
+            );
+            return stopped("interrupted", detail, dicomweb);
+        }
+        Some(Err(e)) => {
+            let detail = format!(
+                "{e}; nothing was published; {} series read so far are kept in {} and a rerun continues from there",
+                state.len(),
+                pacs.scan_state.display()
+            );
+            return stopped("pacs-error", detail, dicomweb);
+        }
+        Some(Ok(s)) => s,
+    };
+    dicomweb.studies = scanned.studies;
+    dicomweb.series = scanned.series;
+    dicomweb.resumed_series = scanned.resumed_series;
+    let scan = scanned.scan;
+    let instances = scan.accepted.len() + scan.refused.len();
+    let mut report = report_of(req, &scan, 0);
+    report.dicomweb = Some(dicomweb);
+    let source = ManifestSource {
+        kind: "dicomweb".into(),
+        name: pacs.endpoint.name.clone(),
+        base_url: pacs.endpoint.base_url.clone(),
+    };
+    let status = decide(
+        req,
+        &pacs.endpoint.base_url,
+        &scan,
+        Some(source),
+        &mut report,
+        publisher,
+    )?;
+    write_report(&req.report, &report)?;
+    // An outcome was reached: what the scan state kept is no longer needed.
+    state.discard()?;
+    eprintln!(
+        "{}: {} studies, {} series, {} instances read from {} in {:.1} s ({:.0} instances/s, {} series carried over): {} accepted, {} refused; report {}",
+        report.outcome,
+        scanned.studies,
+        scanned.series,
+        instances,
+        pacs.endpoint.name,
+        elapsed,
+        instances as f64 / elapsed.max(1e-9),
+        scanned.resumed_series,
+        report.instances,
+        report.refused_files.len(),
+        req.report.display()
+    );
+    Ok((report, status))
+}
+
 fn report_of(req: &IngestRequest, scan: &FolderScan, files: usize) -> IngestReport {
     IngestReport {
-        folder: req.folder.display().to_string(),
+        folder: None,
+        dicomweb: None,
         dataset_id: req.dataset_id.clone(),
         version: req.version.clone(),
         site: req.site.clone(),
@@ -132,7 +300,9 @@ fn write_report(path: &Path, report: &IngestReport) -> Result<()> {
 
 fn decide(
     req: &IngestRequest,
+    from: &str,
     scan: &FolderScan,
+    source: Option<ManifestSource>,
     report: &mut IngestReport,
     publisher: Publisher<'_>,
 ) -> Result<u8> {
@@ -155,7 +325,7 @@ fn decide(
         }
         report.outcome = "refused-identifiable".into();
         report.detail = format!(
-            "{} of {} DICOM files are not de-identified; nothing was published",
+            "{} of {} DICOM instances are not de-identified; nothing was published",
             scan.refused.len(),
             scan.refused.len() + scan.accepted.len()
         );
@@ -165,13 +335,16 @@ fn decide(
         report.outcome = "no-instances".into();
         report.detail = format!(
             "no DICOM instances in {} ({} files skipped); nothing was published",
-            req.folder.display(),
+            from,
             scan.skipped.len()
         );
         eprintln!("error: {}", report.detail);
         return Ok(1);
     }
-    let manifest = Manifest::build(&scan.accepted);
+    let mut manifest = Manifest::build(&scan.accepted);
+    if let Some(source) = source {
+        manifest = manifest.with_source(source);
+    }
     let bytes = manifest.canonical_bytes();
     let digest = clew_ingest::digest_of(&bytes);
     report.series = manifest.series.len();

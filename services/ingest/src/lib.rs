@@ -5,8 +5,9 @@
 //! Data flow of [`scan_folder`]:
 //! 1. the folder is walked (symlinks not followed) and every regular file is
 //!    read in parallel on the rayon pool ([`scan::scan_file`]): its SHA-256
-//!    over all its bytes, then its header parsed with `dicom-object` up to but
-//!    not including Pixel Data (7FE0,0010). Files that are not DICOM Part 10,
+//!    over all its bytes, then its whole data set parsed with `dicom-object`
+//!    (what follows Pixel Data (7FE0,0010) too: private groups, padding and
+//!    signatures sit there, and the gate must see them). Files that are not DICOM Part 10,
 //!    truncated or malformed are skipped and reported, never fatal;
 //! 2. each instance goes through the de-identification gate ([`scan::gate`],
 //!    DICOM PS3.15 Annex E with Table E.1-1 compiled in from
@@ -22,6 +23,7 @@
 //! any file fails the gate, stores the manifest in the blob store (`clew-blobs`) and
 //! publishes one signed dataset-version-published event carrying the digest.
 
+pub mod dicom_json;
 pub mod manifest;
 pub mod scan;
 pub mod table;
@@ -31,7 +33,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use manifest::{digest_of, imaging_summary, Manifest, MANIFEST_FORMAT};
+pub use dicom_json::{object_from_json, scan_json, JsonModelError};
+pub use manifest::{digest_of, imaging_summary, Manifest, ManifestSource, MANIFEST_FORMAT};
 pub use scan::{FileOutcome, Finding, InstanceHeader};
 pub use table::{ConfidentialityTable, ProfileOption};
 
@@ -47,8 +50,9 @@ pub enum IngestError {
     Table(String),
 }
 
-/// A file refused by the de-identification gate.
-#[derive(Debug, Clone, Serialize)]
+/// A file (or a PACS instance, named by its WADO-RS path) refused by the
+/// de-identification gate.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RefusedFile {
     pub path: String,
     pub findings: Vec<Finding>,
@@ -61,8 +65,8 @@ pub struct SkippedFile {
     pub reason: String,
 }
 
-/// Everything a scan of one folder found.
-#[derive(Debug, Clone)]
+/// Everything a scan of one folder (or a PACS) found.
+#[derive(Debug, Clone, Default)]
 pub struct FolderScan {
     /// Instances that passed the gate, sorted by path.
     pub accepted: Vec<InstanceHeader>,
@@ -118,12 +122,7 @@ pub fn scan_files(
             o
         })
         .collect();
-    let mut scan = FolderScan {
-        accepted: Vec::new(),
-        refused: Vec::new(),
-        skipped: Vec::new(),
-        bytes: 0,
-    };
+    let mut scan = FolderScan::default();
     for o in outcomes {
         match o {
             FileOutcome::Instance { header, findings } => {

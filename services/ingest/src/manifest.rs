@@ -11,16 +11,37 @@ use crate::scan::{InstanceHeader, MethodCode};
 /// Format name carried in every manifest.
 pub const MANIFEST_FORMAT: &str = "clew.dicom-series-manifest/1";
 
-/// One file of a series.
+/// One instance of a series.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestInstance {
-    /// Path relative to the ingested folder, `/`-separated.
-    pub path: String,
+    /// Path relative to the ingested folder, `/`-separated; absent for an
+    /// instance read over DICOMweb (it is found by its UIDs at the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub sop_instance_uid: String,
-    /// Lowercase hex SHA-256 of the whole file.
-    pub sha256: String,
-    pub size: u64,
+    /// Lowercase hex SHA-256 of the whole Part 10 file; absent when it was
+    /// not retrieved (DICOMweb without `--digests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Bytes of the Part 10 file, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Where the instances of a manifest made from a PACS can be retrieved: a
+/// partner asks `{baseUrl}/studies/{studyInstanceUid}/series/{seriesInstanceUid}`
+/// (DICOM PS3.18 10.4, WADO-RS) for each series, and finds each instance by
+/// its SOP Instance UID. Absent for a folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSource {
+    /// "dicomweb".
+    pub kind: String,
+    /// The endpoint's configured name (e.g. "riverside-research-pacs").
+    pub name: String,
+    /// The DICOMweb service's base URL (never with credentials).
+    pub base_url: String,
 }
 
 /// One series, with the attributes that describe it.
@@ -40,12 +61,16 @@ pub struct ManifestSeries {
 }
 
 /// What a dataset version contains. Its canonical form is the compact JSON
-/// of this struct (fields in declaration order, series sorted by study then
-/// series UID, instances by path), so the same files give the same digest.
+/// of this struct (fields in declaration order, absent options left out,
+/// series sorted by study then series UID, instances by path then SOP
+/// Instance UID), so the same files give the same digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub format: String,
+    /// The PACS the instances were read from (absent for a folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ManifestSource>,
     pub series: Vec<ManifestSeries>,
 }
 
@@ -59,7 +84,9 @@ fn first_non_empty<'a>(values: impl Iterator<Item = &'a str>) -> String {
 
 impl Manifest {
     /// Groups instances into series. Per-series attributes come from the
-    /// first instance (by path) that has them.
+    /// first instance (by path, then SOP Instance UID) that has them. An
+    /// empty path, SHA-256 or size (an instance read over DICOMweb) is left
+    /// out of the manifest.
     pub fn build(instances: &[InstanceHeader]) -> Self {
         let mut groups: BTreeMap<(&str, &str), Vec<&InstanceHeader>> = BTreeMap::new();
         for i in instances {
@@ -71,7 +98,9 @@ impl Manifest {
         let series = groups
             .into_iter()
             .map(|((study, series), mut members)| {
-                members.sort_by(|a, b| a.path.cmp(&b.path));
+                members.sort_by(|a, b| {
+                    (&a.path, &a.sop_instance_uid).cmp(&(&b.path, &b.sop_instance_uid))
+                });
                 ManifestSeries {
                     study_instance_uid: study.to_string(),
                     series_instance_uid: series.to_string(),
@@ -89,10 +118,10 @@ impl Manifest {
                     instances: members
                         .iter()
                         .map(|m| ManifestInstance {
-                            path: m.path.clone(),
+                            path: Some(m.path.clone()).filter(|p| !p.is_empty()),
                             sop_instance_uid: m.sop_instance_uid.clone(),
-                            sha256: m.sha256.clone(),
-                            size: m.size,
+                            sha256: Some(m.sha256.clone()).filter(|h| !h.is_empty()),
+                            size: Some(m.size).filter(|_| !m.sha256.is_empty()),
                         })
                         .collect(),
                 }
@@ -100,7 +129,16 @@ impl Manifest {
             .collect();
         Manifest {
             format: MANIFEST_FORMAT.into(),
+            source: None,
             series,
+        }
+    }
+
+    /// The same manifest, saying where its instances were read from.
+    pub fn with_source(self, source: ManifestSource) -> Self {
+        Manifest {
+            source: Some(source),
+            ..self
         }
     }
 
@@ -234,7 +272,7 @@ mod tests {
         let (ma, mb) = (Manifest::build(&a), Manifest::build(&b));
         assert_eq!(ma.digest(), mb.digest());
         assert_eq!(ma.series.len(), 2);
-        assert_eq!(ma.series[0].instances[0].path, "a/1.dcm");
+        assert_eq!(ma.series[0].instances[0].path.as_deref(), Some("a/1.dcm"));
         let s = imaging_summary(&ma, &a);
         assert_eq!(s.number_of_series, 2);
         assert_eq!(s.number_of_studies, 1);
@@ -249,5 +287,40 @@ mod tests {
         // A changed file changes the digest.
         b[0].sha256 = "f".repeat(64);
         assert_ne!(Manifest::build(&b).digest(), ma.digest());
+    }
+
+    #[test]
+    fn a_folder_manifest_keeps_the_bytes_it_always_had_and_a_pacs_one_says_where_it_is() {
+        let one = vec![instance("a/1.dcm", "1.2.3.1", 5.0, "20040118")];
+        // The canonical form of a folder manifest, as every earlier version
+        // wrote it: the digests already in ledgers stay the same.
+        let folder = Manifest::build(&one);
+        assert_eq!(
+            String::from_utf8(folder.canonical_bytes()).unwrap(),
+            format!(
+                r#"{{"format":"clew.dicom-series-manifest/1","series":[{{"studyInstanceUid":"1.2.3","seriesInstanceUid":"1.2.3.1","modality":"CT","bodyPartExamined":"CHEST","manufacturer":"GE MEDICAL SYSTEMS","manufacturerModelName":"RHAPSODE","sliceThicknessMm":5.0,"studyDate":"20040118","instanceCount":1,"instances":[{{"path":"a/1.dcm","sopInstanceUid":"1.2.7","sha256":"{:064x}","size":10}}]}}]}}"#,
+                7
+            )
+        );
+        // Read over DICOMweb without digests: no path, hash or size; the source.
+        let mut pacs = one.clone();
+        pacs[0].path.clear();
+        pacs[0].sha256.clear();
+        let m = Manifest::build(&pacs).with_source(ManifestSource {
+            kind: "dicomweb".into(),
+            name: "riverside-pacs".into(),
+            base_url: "https://pacs.example/dicom-web".into(),
+        });
+        let text = String::from_utf8(m.canonical_bytes()).unwrap();
+        assert!(
+            text.contains(r#""source":{"kind":"dicomweb","name":"riverside-pacs","baseUrl":"https://pacs.example/dicom-web"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""instances":[{"sopInstanceUid":"1.2.7"}]"#),
+            "{text}"
+        );
+        let back: Manifest = serde_json::from_slice(&m.canonical_bytes()).unwrap();
+        assert_eq!(back, m);
     }
 }

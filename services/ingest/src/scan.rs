@@ -1,5 +1,6 @@
-//! Reading one file: its SHA-256 over every byte, its header parsed up to
-//! (not including) the pixel data, and the de-identification findings.
+//! Reading one file: its SHA-256 over every byte, its data set parsed (all
+//! of it: attributes after the pixel data are gated too), and the
+//! de-identification findings.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -10,13 +11,13 @@ use dicom_core::Tag;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::table::{ConfidentialityTable, OptionSet, ProfileOption};
 
 /// A coded concept from DeidentificationMethodCodeSequence (0012,0064).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MethodCode {
     pub code_value: String,
     pub coding_scheme_designator: String,
@@ -24,11 +25,12 @@ pub struct MethodCode {
 }
 
 /// What Clew keeps of one instance's header.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstanceHeader {
-    /// Path relative to the ingested folder, `/`-separated.
+    /// Path relative to the ingested folder, `/`-separated ("" for an
+    /// instance read over DICOMweb).
     pub path: String,
-    /// Lowercase hex SHA-256 of the whole file.
+    /// Lowercase hex SHA-256 of the whole file ("" when no file was read).
     pub sha256: String,
     pub size: u64,
     pub sop_instance_uid: String,
@@ -49,7 +51,7 @@ pub struct InstanceHeader {
 }
 
 /// One reason a file is not de-identified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The offending tag, "(gggg,eeee)".
     pub tag: String,
@@ -114,7 +116,9 @@ pub fn scan_bytes(bytes: &[u8], rel: &str, table: &ConfidentialityTable) -> File
     let sha256 = hex::encode(Sha256::digest(bytes));
     let obj = match OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
-        .read_until(tags::PIXEL_DATA)
+        // Not `read_until(PIXEL_DATA)`: what follows the pixel data (private
+        // groups such as (7FE1,xxxx), Data Set Trailing Padding (FFFC,FFFC),
+        // Digital Signatures (FFFA,FFFA)) falls under Table E.1-1 too.
         .from_reader(bytes)
     {
         Ok(o) => o,
@@ -167,7 +171,9 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> String {
         .unwrap_or_default()
 }
 
-fn read_header(obj: &InMemDicomObject) -> InstanceHeader {
+/// The attributes Clew keeps, read from a parsed data set (a Part 10 file's
+/// or a DICOM JSON object's); path, digest and size are the caller's.
+pub(crate) fn read_header(obj: &InMemDicomObject) -> InstanceHeader {
     let mut method_codes = Vec::new();
     if let Some(items) = obj
         .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)

@@ -538,39 +538,133 @@ pub(crate) enum IngestKind {
     Dicom {
         /// The folder (walked recursively).
         folder: PathBuf,
-        /// Dataset id (registered beforehand).
-        #[arg(long)]
-        dataset: String,
-        /// Version label, e.g. 2.0.
-        #[arg(long)]
-        version: String,
-        /// The trust the files come from: must be the dataset's custodian.
-        #[arg(long)]
-        site: Option<String>,
-        /// Dataset version ids this one was made from (repeatable).
-        #[arg(long = "derived-from")]
-        derived_from: Vec<String>,
-        /// Release notes.
-        #[arg(long, default_value = "")]
-        notes: String,
-        /// JSON report of the run (written in every case).
-        #[arg(long, default_value = "clew-ingest-report.json")]
-        report: PathBuf,
-        /// Scan and gate only; store and publish nothing.
-        #[arg(long)]
-        dry_run: bool,
         #[command(flatten)]
-        dir: DataDirArg,
-        /// Principal recorded as the actor when publishing into the data directory.
-        #[arg(long, default_value = crate::datadir::ADMIN_PRINCIPAL)]
-        actor: String,
-        /// Publish through a running server instead (e.g. http://127.0.0.1:8080).
-        #[arg(long, env = "CLEW_SERVER")]
-        server: Option<String>,
-        /// Bearer token file for --server (ingest or governance role).
-        #[arg(long, env = "CLEW_TOKEN_FILE", requires = "server")]
-        token_file: Option<PathBuf>,
+        publish: PublishArgs,
     },
+    /// A PACS over DICOMweb (DICOM PS3.18): the studies the selection picks
+    /// (QIDO-RS, paged), their series and each series' instance metadata
+    /// (WADO-RS), gated exactly as files are; the manifest records where
+    /// the data lives (this endpoint and the UIDs), never the pixels. An
+    /// interrupted run publishes nothing; the next run with the same
+    /// selection reads only what is left (--scan-state). Exit status as for
+    /// `ingest dicom`; a PACS that cannot be read, or answers what Clew will
+    /// not believe, is 1.
+    Dicomweb {
+        /// The DICOMweb base URL, e.g. https://pacs.example/dicom-web
+        /// (credentials never go into it).
+        base_url: String,
+        #[command(flatten)]
+        pacs: Box<PacsArgs>,
+        #[command(flatten)]
+        publish: PublishArgs,
+    },
+}
+
+/// What is published, and where: the options of every ingest.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PublishArgs {
+    /// Dataset id (registered beforehand).
+    #[arg(long)]
+    pub(crate) dataset: String,
+    /// Version label, e.g. 2.0.
+    #[arg(long)]
+    pub(crate) version: String,
+    /// The trust the data comes from: must be the dataset's custodian.
+    #[arg(long)]
+    pub(crate) site: Option<String>,
+    /// Dataset version ids this one was made from (repeatable).
+    #[arg(long = "derived-from")]
+    pub(crate) derived_from: Vec<String>,
+    /// Release notes.
+    #[arg(long, default_value = "")]
+    pub(crate) notes: String,
+    /// JSON report of the run (written in every case).
+    #[arg(long, default_value = "clew-ingest-report.json")]
+    pub(crate) report: PathBuf,
+    /// Scan and gate only; store and publish nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) dir: DataDirArg,
+    /// Principal recorded as the actor when publishing into the data directory.
+    #[arg(long, default_value = crate::datadir::ADMIN_PRINCIPAL)]
+    pub(crate) actor: String,
+    /// Publish through a running server instead (e.g. http://127.0.0.1:8080).
+    #[arg(long, env = "CLEW_SERVER")]
+    pub(crate) server: Option<String>,
+    /// Bearer token file for --server (ingest or governance role).
+    #[arg(long, env = "CLEW_TOKEN_FILE", requires = "server")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+/// Which studies to read from a PACS, and how to talk to it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PacsArgs {
+    /// The name the PACS is known by, recorded in the manifest (default: its host).
+    #[arg(long)]
+    pub(crate) source_name: Option<String>,
+    /// StudyDate: a date or a range, e.g. 20200101-20201231.
+    #[arg(long)]
+    pub(crate) study_date: Option<String>,
+    /// ModalitiesInStudy (repeatable: studies with any of them).
+    #[arg(long = "modality")]
+    pub(crate) modalities: Vec<String>,
+    /// StudyInstanceUID (repeatable: just these studies).
+    #[arg(long = "study-uid")]
+    pub(crate) study_uids: Vec<String>,
+    /// Any other QIDO-RS match, KEY=VALUE with an attribute keyword or tag
+    /// (repeatable), e.g. --query AccessionNumber=A123.
+    #[arg(long = "query", value_parser = parse_key_value)]
+    pub(crate) query: Vec<(String, String)>,
+    /// Search results asked for per request (QIDO-RS `limit`).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) page_size: usize,
+    /// Retrieve every instance (WADO-RS) to record its SHA-256 and size and
+    /// gate the file itself: the manifest is then the one a folder of the
+    /// same files gives.
+    #[arg(long)]
+    pub(crate) digests: bool,
+    /// File holding a bearer token for the PACS (or its gateway).
+    #[arg(
+        long,
+        env = "CLEW_PACS_TOKEN_FILE",
+        conflicts_with = "pacs_basic_auth_file"
+    )]
+    pub(crate) pacs_token_file: Option<PathBuf>,
+    /// File holding `user:password` for HTTP basic authentication; or set
+    /// CLEW_PACS_USER and CLEW_PACS_PASSWORD.
+    #[arg(long, env = "CLEW_PACS_BASIC_AUTH_FILE")]
+    pub(crate) pacs_basic_auth_file: Option<PathBuf>,
+    /// PEM file of the CA the PACS's TLS certificate is checked with.
+    #[arg(long, env = "CLEW_PACS_CA")]
+    pub(crate) pacs_ca: Option<PathBuf>,
+    /// Requests to the PACS in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) concurrency: usize,
+    /// Longest one request may take, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) timeout_s: u64,
+    /// Further attempts after a failure that may pass (no answer, 5xx, 429),
+    /// with back-off from 250 ms doubling to 8 s.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) retries: u32,
+    /// Largest search or metadata answer accepted, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) max_metadata_mib: u64,
+    /// Largest instance accepted (with --digests), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) max_instance_mib: u64,
+    /// What a run has read so far, kept for the next run after an
+    /// interruption; deleted once a run reaches an outcome.
+    #[arg(long, default_value = "clew-dicomweb-scan-state.jsonl")]
+    pub(crate) scan_state: PathBuf,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
