@@ -5,8 +5,8 @@
 //! Series and SOP Instance UIDs, 200 instances per series. Then, in the same
 //! run and after one untimed pass that puts the tree in the page cache, it
 //! times alternately, `runs` times each:
-//! - Clew's ingest scan (walk, SHA-256 of every byte, header up to pixel
-//!   data, de-identification gate) on the rayon pool (all cores) and on one
+//! - Clew's ingest scan (walk, SHA-256 of every byte, the whole data set
+//!   parsed, de-identification gate) on the rayon pool (all cores) and on one
 //!   thread;
 //! - `tests/dicom/pydicom_scan.py`: `dcmread(path, stop_before_pixels=True)`
 //!   for every file, reading the same attributes, in one Python process.

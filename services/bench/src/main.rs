@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod api;
 mod blobs;
 mod dicom;
+mod dicomweb;
 mod kafka;
 mod spine;
 
@@ -99,8 +100,8 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
-    /// Clew's DICOM header scan (SHA-256 of every byte, header up to pixel
-    /// data, de-identification gate) against pydicom's
+    /// Clew's DICOM scan (SHA-256 of every byte, the whole data set parsed,
+    /// de-identification gate) against pydicom's
     /// dcmread(stop_before_pixels=True) over the same tree of real files.
     Dicom {
         /// Files in the tree (copies of the real files with new UIDs).
@@ -121,6 +122,30 @@ enum Bench {
         /// Build the tree here and keep it (reused when it has --files files).
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+    /// Metadata ingest from a real PACS (Orthanc with its DICOMweb plugin):
+    /// `clew ingest dicomweb --dry-run` against the dicomweb-client Python
+    /// package reading the same series metadata, same run, with the CPU
+    /// Orthanc spent on each.
+    Dicomweb {
+        /// Instances loaded into the PACS (20 per series, 2 series per study).
+        #[arg(long, default_value_t = 2_000)]
+        instances: usize,
+        /// Clew's requests in flight at once (its --concurrency).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Timed runs per contender; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The real DICOM files (tests/dicom/fetch.sh puts them here).
+        #[arg(long, default_value = "target/dicom-files")]
+        source: PathBuf,
+        /// Python with dicomweb-client (tests/setup.sh makes it).
+        #[arg(long, default_value = "target/dicomweb-venv/bin/python")]
+        python: PathBuf,
+        /// The dicomweb-client side of the benchmark.
+        #[arg(long, default_value = "tests/dicom/dicomweb_client_scan.py")]
+        script: PathBuf,
     },
     /// Manifests of 1 MiB and 32 MiB put and read through `clew serve` on a
     /// real S3-compatible store (SeaweedFS, built by tests/setup.sh) against
@@ -307,6 +332,46 @@ fn run(bench: Bench) -> Result<()> {
                 "event → searchable on a replica: p50 {:.1} ms, p99 {:.1} ms at {:.0} events/s ({} events)",
                 r.searchable_p50_ms, r.searchable_p99_ms, r.achieved_rate_per_s, r.latency_events
             );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Dicomweb {
+            instances,
+            concurrency,
+            runs,
+            source,
+            python,
+            script,
+        } => {
+            let exe = clew_binary()?;
+            let r = crate::dicomweb::run(
+                &exe,
+                instances.max(1),
+                concurrency.max(1),
+                runs.max(1),
+                &source,
+                &python,
+                &script,
+            )?;
+            println!(
+                "PACS: {}; {} instances in {} series of {} studies (de-identified copies of real files); medians of {} runs",
+                r.pacs, r.instances, r.series, r.studies, r.runs
+            );
+            println!(
+                "clew ingest dicomweb --dry-run ({} requests at once): {:.0} instances/s; Orthanc busy {:.2} cores, clew {:.2} cores (of {})",
+                r.concurrency,
+                r.clew_instances_per_s, r.orthanc_cores_clew_run, r.clew_cores, r.cores
+            );
+            println!(
+                "dicomweb-client {} (one request at a time): {:.0} instances/s; Orthanc busy {:.2} cores, Python {:.2} cores",
+                r.client, r.client_instances_per_s, r.orthanc_cores_client_run, r.client_cores
+            );
+            println!(
+                "Orthanc during Clew's run: {:.2} of the {:.2} cores Clew left it ({:.2} of its limit)",
+                r.orthanc_cores_clew_run,
+                r.cores as f64 - r.clew_cores,
+                r.orthanc_share_of_its_limit
+            );
+            println!("ratio: {:.1}x the Python client (goal 3x)", r.ratio);
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::Blobs {

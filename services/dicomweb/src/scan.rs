@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use clew_ingest::scan::{scan_bytes, FileOutcome};
 use clew_ingest::{scan_json, ConfidentialityTable, FolderScan, RefusedFile};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
@@ -335,7 +336,9 @@ pub async fn scan(
         }
     }
     studies.sort();
-    // Their series (0020,000E), with the instance counts the PACS reports.
+    // Their series (0020,000E), with the instance counts the PACS reports;
+    // each series is read as soon as its study is listed (the client's
+    // permits bound the requests in flight, listings and reads together).
     let concurrency = client.endpoint().concurrency.max(1);
     let mut listing = stream::iter(studies.iter())
         .map(|study| async move {
@@ -357,42 +360,43 @@ pub async fn scan(
             Ok::<_, DicomWebError>(series)
         })
         .buffer_unordered(concurrency);
-    let mut all_series = Vec::new();
-    while let Some(found) = listing.next().await {
-        let found = found?;
-        p.series += found.len() as u64;
-        progress(p);
-        all_series.extend(found);
-    }
-    drop(listing);
-    all_series.sort();
-    let mut records: Vec<SeriesRecord> = Vec::with_capacity(all_series.len());
-    let mut to_read = Vec::new();
-    for (study, series, reported) in &all_series {
-        match state.series(study, series, *reported) {
-            Some(r) => {
+    let mut reading = FuturesUnordered::new();
+    let mut records: Vec<SeriesRecord> = Vec::new();
+    let (mut listed, mut resumed_series) = (false, 0usize);
+    loop {
+        tokio::select! {
+            found = listing.next(), if !listed => {
+                let Some(found) = found else {
+                    listed = true;
+                    continue;
+                };
+                for (study, series, reported) in found? {
+                    p.series += 1;
+                    if let Some(r) = state.series(&study, &series, reported) {
+                        resumed_series += 1;
+                        p.series_read += 1;
+                        p.instances += r.instances.len() as u64;
+                        records.push(r.clone());
+                    } else {
+                        reading.push(async move {
+                            read_series(client, table, digests, &study, &series, reported).await
+                        });
+                    }
+                }
+                progress(p);
+            }
+            Some(r) = reading.next(), if !reading.is_empty() => {
+                let r = r?;
+                state.record(r.clone())?;
                 p.series_read += 1;
                 p.instances += r.instances.len() as u64;
-                records.push(r.clone());
+                progress(p);
+                records.push(r);
             }
-            None => to_read.push((study, series, *reported)),
+            else => break,
         }
     }
-    let resumed_series = records.len();
-    progress(p);
-    let mut reading = stream::iter(to_read)
-        .map(|(study, series, reported)| {
-            read_series(client, table, digests, study, series, reported)
-        })
-        .buffer_unordered(concurrency);
-    while let Some(r) = reading.next().await {
-        let r = r?;
-        state.record(r.clone())?;
-        p.series_read += 1;
-        p.instances += r.instances.len() as u64;
-        progress(p);
-        records.push(r);
-    }
+    drop(listing);
     let mut scan = FolderScan::default();
     for r in records {
         for i in r.instances {
@@ -412,7 +416,7 @@ pub async fn scan(
     Ok(PacsScan {
         scan,
         studies: studies.len(),
-        series: all_series.len(),
+        series: p.series as usize,
         resumed_series,
     })
 }
