@@ -21,3 +21,4 @@ mod ledger_cli;
 mod outside_verifier;
 mod proven_answers;
 mod standards;
+mod witness;

@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond the Rust toolchain, on a fresh
 # machine. Safe to run again; each step is skipped when already done.
 #
-#   - Go modules of the outside verifier (golang.org/x/mod: sumdb/note, sumdb/tlog),
+#   - Go modules of the outside verifier (golang.org/x/mod: sumdb/note, sumdb/tlog)
+#     and of the cosignature checker (transparency-dev/formats: cosignature/v1),
 #     from the Go module proxy.
 #   - The Apache Kafka broker jars (org.apache.kafka:kafka_2.13, KRaft) for the
 #     Kafka tests, from Maven Central into target/kafka-broker/libs.
@@ -37,8 +38,9 @@ need java "install a Java 17+ runtime (the Kafka tests run a real broker)"
 need mvn "install Maven (it resolves the Kafka broker jars)"
 need python3 "install Python 3.9+ (the partner test is a Python program)"
 
-echo "setup: Go modules for tests/go-verifier"
+echo "setup: Go modules for tests/go-verifier and tests/witness-check"
 (cd tests/go-verifier && go mod download && go build -o /dev/null .)
+(cd tests/witness-check && go mod download && go build -o /dev/null .)
 
 echo "setup: Kafka broker jars"
 tests/kafka/fetch.sh

@@ -54,6 +54,47 @@ pub(crate) enum Command {
     Access(AccessCommand),
     #[command(flatten)]
     Blobs(BlobsCommand),
+    #[command(flatten)]
+    Witness(WitnessCommand),
+}
+
+/// Clew as a witness (C2SP tlog-witness) for logs a partner follows.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WitnessCommand {
+    /// Witness logs: cosign each checkpoint only if it is consistent with the
+    /// last one cosigned for that log (kept on disk before any answer).
+    Witness {
+        #[command(subcommand)]
+        action: WitnessAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WitnessAction {
+    /// Create the witness's key in DIR (witness.key, witness.vkey); prints the
+    /// verifier key partners configure.
+    Init {
+        /// The witness's directory (its key and database).
+        #[arg(long, default_value = "clew-witness")]
+        dir: PathBuf,
+        /// The witness's URL-like name, e.g. witness.example.org/clew1.
+        #[arg(long)]
+        name: String,
+    },
+    /// Serve `POST /add-checkpoint` (C2SP tlog-witness) for the logs given.
+    Serve {
+        /// The witness's directory (made by `clew witness init`).
+        #[arg(long, default_value = "clew-witness")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7380", env = "CLEW_WITNESS_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// A log to witness: its checkpoint verifier key (signed-note
+        /// Ed25519, its name the log's origin), as text or a .vkey file
+        /// (repeatable; several keys for one origin are each trusted).
+        #[arg(long = "log", required = true)]
+        logs: Vec<String>,
+    },
 }
 
 /// The blob stores that keep manifests.

@@ -1,6 +1,6 @@
 //! The `clew` command line: argument types in [`args`], one module per
 //! command family ([`ledger`], [`catalog`], [`serve`], [`ingest`],
-//! [`access`], [`blobs`]), and the
+//! [`access`], [`blobs`], [`witness`]), and the
 //! entry point that sets up logging and dispatches.
 
 mod access;
@@ -10,6 +10,7 @@ mod catalog;
 mod ingest;
 mod ledger;
 mod serve;
+mod witness;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -74,5 +75,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(c) => ingest::run(c),
         Command::Access(c) => access::run(c),
         Command::Blobs(c) => blobs::run(c),
+        Command::Witness(c) => witness::run(c),
     }
 }

@@ -1,0 +1,343 @@
+//! `clew witness`, the C2SP tlog-witness server, over real ledgers made by
+//! the `clew` binary: it cosigns a log's checkpoints only when each is
+//! consistent with the last it cosigned (kept across restarts), refuses a
+//! fork made from a restored copy of the data directory, and answers every
+//! malformed or foreign request with the status the spec gives. Every
+//! cosignature is checked by Go code Clew did not write
+//! (golang.org/x/mod/sumdb/note with transparency-dev/formats' cosignature/v1
+//! verifier, tests/witness-check).
+
+use crate::support::{self, ok, repo_root, Fixture};
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clew::synthetic;
+
+/// Builds the Go cosignature checker under tests/witness-check.
+fn witness_check(out: &Path) -> PathBuf {
+    let src = repo_root().join("tests/witness-check");
+    let bin = out.join("witnesscheck");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `go build` in {}: {e}; install Go",
+                src.display()
+            )
+        });
+    assert!(
+        built.status.success(),
+        "building tests/witness-check failed (its modules come from the Go module proxy; tests/setup.sh downloads them):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    bin
+}
+
+struct WitnessServer {
+    child: Child,
+    base: String,
+}
+
+impl WitnessServer {
+    fn start(dir: &Path, port: u16, logs: &[&Path]) -> Self {
+        let mut cmd = support::clew();
+        cmd.args(["witness", "serve", "--dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        for l in logs {
+            cmd.arg("--log").arg(l);
+        }
+        let child = cmd
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clew witness serve starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "clew witness did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WitnessServer { child, base }
+    }
+}
+
+impl Drop for WitnessServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn size(data: &str) -> u64 {
+    ok(&["checkpoint", "--data-dir", data])
+        .lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .expect("checkpoint size line")
+}
+
+/// `old <old>\n<proof lines>\n\n<checkpoint>`: the add-checkpoint body.
+fn request(data: &str, old: u64) -> Vec<u8> {
+    let checkpoint = ok(&["checkpoint", "--data-dir", data]);
+    let proof = if old == 0 || old == size(data) {
+        String::new()
+    } else {
+        ok(&[
+            "proof",
+            "consistency",
+            "--data-dir",
+            data,
+            "--old",
+            &old.to_string(),
+        ])
+    };
+    format!("old {old}\n{proof}\n{checkpoint}").into_bytes()
+}
+
+fn post(base: &str, body: Vec<u8>) -> (u16, String, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/add-checkpoint"))
+            .body(body)
+            .send()
+            .await
+            .expect("the witness answers");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, ct, resp.text().await.unwrap_or_default())
+    })
+}
+
+/// The cosigned checkpoint checked by Go: the log's signature and the witness's cosignature.
+fn go_check(bin: &Path, dir: &Path, data: &str, cosignature: &str, witness_vkey: &str) {
+    let mut note = ok(&["checkpoint", "--data-dir", data]);
+    note.push_str(cosignature);
+    let file = dir.join("cosigned-checkpoint");
+    std::fs::write(&file, &note).unwrap();
+    let ledger_vkey = std::fs::read_to_string(Path::new(data).join("keys/ledger.vkey")).unwrap();
+    let out = Command::new(bin)
+        .args([
+            "-log",
+            ledger_vkey.trim(),
+            "-witness",
+            witness_vkey.trim(),
+            "-quorum",
+            "1",
+        ])
+        .arg(&file)
+        .output()
+        .expect("witnesscheck runs");
+    assert!(
+        out.status.success(),
+        "Go refused the cosigned checkpoint:\n{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cosigned by witness.example.org/clew1"));
+}
+
+fn append_and_sequence(
+    data: &str,
+    stream: &Path,
+    p: &synthetic::Producers,
+    range: std::ops::Range<u64>,
+) {
+    clew::stream::append(stream, &synthetic::events(p, range, 100)).unwrap();
+    ok(&[
+        "sequence",
+        "--data-dir",
+        data,
+        "--input",
+        stream.to_str().unwrap(),
+        "--batch-size",
+        "16",
+    ]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers() {
+    let f = Fixture::new();
+    let data = f.data_str();
+    let check = witness_check(f.tmp.path());
+    let p = f.producers(2);
+    let stream = f.path("events.stream");
+    clew::stream::append(&stream, &p.registrations()).unwrap();
+    f.put_sample_manifests(100);
+    append_and_sequence(data, &stream, &p, 0..40);
+    let n1 = size(data);
+    // A copy of the data directory (and the stream) as it is now: the fork's start.
+    let fork_root = f.path("fork");
+    copy_dir(&f.data(), &fork_root.join("data"));
+    let fork = fork_root.join("data").to_string_lossy().into_owned();
+    let fork_stream = fork_root.join("events.stream");
+    std::fs::copy(&stream, &fork_stream).unwrap();
+
+    let wdir = f.path("witness");
+    let witness_vkey = ok(&[
+        "witness",
+        "init",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--name",
+        "witness.example.org/clew1",
+    ]);
+    assert!(
+        witness_vkey.starts_with("witness.example.org/clew1+"),
+        "{witness_vkey}"
+    );
+    let again = support::run(&[
+        "witness",
+        "init",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--name",
+        "x",
+    ]);
+    assert!(!again.status.success(), "a witness keeps its key");
+    let ledger_vkey = f.data().join("keys/ledger.vkey");
+    let port = free_port();
+    let w = WitnessServer::start(&wdir, port, &[&ledger_vkey]);
+
+    // The first checkpoint of the log: cosigned, and Go agrees.
+    let (status, ct, body) = post(&w.base, request(data, 0));
+    assert_eq!(status, 200, "{body}");
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(body.starts_with("— witness.example.org/clew1 "), "{body}");
+    go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+    // The same again is the same checkpoint: cosigned again.
+    let (status, _, _) = post(&w.base, request(data, n1));
+    assert_eq!(status, 200);
+
+    // The log grows: from the wrong old size a 409 naming the size cosigned…
+    append_and_sequence(data, &stream, &p, 40..80);
+    let n2 = size(data);
+    assert!(n2 > n1);
+    let (status, ct, body) = post(&w.base, request(data, 0));
+    assert_eq!(
+        (status, ct.as_str(), body.as_str()),
+        (409, "text/x.tlog.size", format!("{n1}\n").as_str())
+    );
+    // … a proof that does not verify is 422, and nothing moves …
+    let mut bad = String::from_utf8(request(data, n1)).unwrap();
+    let first_hash_at = bad.find('\n').unwrap() + 1;
+    bad.replace_range(first_hash_at..first_hash_at + 4, "AAAA");
+    let (status, _, body) = post(&w.base, bad.into_bytes());
+    assert_eq!(status, 422, "{body}");
+    // … and the right proof from the size it cosigned is cosigned.
+    let (status, _, body) = post(&w.base, request(data, n1));
+    assert_eq!(status, 200, "{body}");
+    go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+
+    // Restarted, it remembers the size it cosigned.
+    drop(w);
+    let w = WitnessServer::start(&wdir, port, &[&ledger_vkey]);
+    let (status, _, body) = post(&w.base, request(data, n1));
+    assert_eq!((status, body.as_str()), (409, format!("{n2}\n").as_str()));
+
+    // A fork: the restored copy appends other events and reaches past n2.
+    let fork_producers = f.producers(2);
+    clew::stream::append(
+        &fork_stream,
+        &synthetic::events(&fork_producers, 40..100, 100),
+    )
+    .unwrap();
+    ok(&[
+        "sequence",
+        "--data-dir",
+        &fork,
+        "--input",
+        fork_stream.to_str().unwrap(),
+        "--batch-size",
+        "16",
+    ]);
+    let nf = size(&fork);
+    assert!(
+        nf > n2,
+        "the fork ({nf}) is longer than what was cosigned ({n2})"
+    );
+    assert_ne!(
+        ok(&["checkpoint", "--data-dir", &fork]),
+        ok(&["checkpoint", "--data-dir", data])
+    );
+    // Its own proof from n2 (consistent with its own history) is refused.
+    let (status, _, body) = post(&w.base, request(&fork, n2));
+    assert_eq!(status, 422, "the fork is refused: {body}");
+    assert!(body.contains(&format!("from size {n2}")), "{body}");
+    // The genuine log carries on.
+    append_and_sequence(data, &stream, &p, 80..100);
+    let (status, _, body) = post(&w.base, request(data, n2));
+    assert_eq!(status, 200, "{body}");
+    go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+
+    // Another ledger with the same origin but its own key: 403.
+    let stranger = Fixture::new();
+    let (status, _, body) = post(&w.base, request(stranger.data_str(), 0));
+    assert_eq!(status, 403, "{body}");
+    // An origin the witness does not follow: 404.
+    let other = format!(
+        "old 0\n\n{}",
+        ok(&["checkpoint", "--data-dir", data]).replacen(
+            "test.clew.example/ledger",
+            "elsewhere.example/log",
+            1
+        )
+    );
+    let (status, _, body) = post(&w.base, other.into_bytes());
+    assert_eq!(status, 404, "{body}");
+    // Malformed requests: 400; an old size above the checkpoint's: 400; a huge body: 413.
+    for bad in [
+        b"old 1\n".to_vec(),
+        b"old 01\n\nx".to_vec(),
+        format!(
+            "old {}\n\n{}",
+            u64::MAX,
+            ok(&["checkpoint", "--data-dir", data])
+        )
+        .into_bytes(),
+    ] {
+        let (status, _, body) = post(&w.base, bad);
+        assert_eq!(status, 400, "{body}");
+    }
+    let (status, _, _) = post(&w.base, vec![b'a'; 100_000]);
+    assert_eq!(status, 413);
+    // None of that moved it.
+    let n3 = size(data);
+    let (status, _, body) = post(&w.base, request(data, 0));
+    assert_eq!((status, body.as_str()), (409, format!("{n3}\n").as_str()));
+}
