@@ -24,6 +24,10 @@
 #     system's packages orthanc and orthanc-dicomweb), a real PACS for the
 #     DICOMweb ingest tests; each test starts its own (tests/pacs), never the
 #     system service.
+#   - litewitness and witnessctl (filippo.io/torchwood, BSD-3-Clause), a real
+#     C2SP tlog-witness, built with `go install` from the Go module proxy into
+#     target/tools/bin, for the witness tests (its key lives in ssh-agent,
+#     from openssh-client).
 #   - dicomweb-client (PyPI) into target/dicomweb-venv, the well-known client
 #     `clew-bench dicomweb` measures Clew against.
 set -euo pipefail
@@ -106,6 +110,21 @@ if [ ! -x /usr/sbin/Orthanc ] || ! ls /usr/lib/orthanc/libOrthancDicomWeb.so* >/
   fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb
   [ -z "$added_policy" ] || $sudo rm -f "$policy"
+fi
+echo "setup: litewitness and witnessctl (a real witness for the witness tests)"
+lw_version=v0.6.1
+lw_stamp=target/tools/bin/.litewitness-version
+if [ ! -x target/tools/bin/litewitness ] || [ "$(cat "$lw_stamp" 2>/dev/null)" != "$lw_version" ]; then
+  mkdir -p target/tools/bin
+  GOBIN="$PWD/target/tools/bin" go install "filippo.io/torchwood/cmd/litewitness@$lw_version" "filippo.io/torchwood/cmd/witnessctl@$lw_version"
+  echo "$lw_version" > "$lw_stamp"
+fi
+# litewitness keeps its key in an ssh-agent.
+if ! command -v ssh-agent >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client
 fi
 echo "setup: dicomweb-client (the benchmark's peer)"
 dvenv=target/dicomweb-venv

@@ -7,11 +7,11 @@
 //! (golang.org/x/mod/sumdb/note with transparency-dev/formats' cosignature/v1
 //! verifier, tests/witness-check).
 
+use crate::support::witnesses::{ClewWitness, LiteWitness, Witness};
 use crate::support::{self, ok, repo_root, Fixture};
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clew::synthetic;
@@ -38,49 +38,6 @@ fn witness_check(out: &Path) -> PathBuf {
         String::from_utf8_lossy(&built.stderr)
     );
     bin
-}
-
-struct WitnessServer {
-    child: Child,
-    base: String,
-}
-
-impl WitnessServer {
-    fn start(dir: &Path, port: u16, logs: &[&Path]) -> Self {
-        let mut cmd = support::clew();
-        cmd.args(["witness", "serve", "--dir"])
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
-        for l in logs {
-            cmd.arg("--log").arg(l);
-        }
-        let child = cmd
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clew witness serve starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "clew witness did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        WitnessServer { child, base }
-    }
-}
-
-impl Drop for WitnessServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn size(data: &str) -> u64 {
@@ -209,14 +166,9 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     std::fs::copy(&stream, &fork_stream).unwrap();
 
     let wdir = f.path("witness");
-    let witness_vkey = ok(&[
-        "witness",
-        "init",
-        "--dir",
-        wdir.to_str().unwrap(),
-        "--name",
-        "witness.example.org/clew1",
-    ]);
+    let ledger_vkey = f.data().join("keys/ledger.vkey");
+    let mut w = ClewWitness::start(&wdir, "witness.example.org/clew1", &[&ledger_vkey]);
+    let witness_vkey = w.vkey().to_string();
     assert!(
         witness_vkey.starts_with("witness.example.org/clew1+"),
         "{witness_vkey}"
@@ -230,25 +182,23 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
         "x",
     ]);
     assert!(!again.status.success(), "a witness keeps its key");
-    let ledger_vkey = f.data().join("keys/ledger.vkey");
-    let port = free_port();
-    let w = WitnessServer::start(&wdir, port, &[&ledger_vkey]);
+    let base = w.url();
 
     // The first checkpoint of the log: cosigned, and Go agrees.
-    let (status, ct, body) = post(&w.base, request(data, 0));
+    let (status, ct, body) = post(&base, request(data, 0));
     assert_eq!(status, 200, "{body}");
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert!(body.starts_with("— witness.example.org/clew1 "), "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
     // The same again is the same checkpoint: cosigned again.
-    let (status, _, _) = post(&w.base, request(data, n1));
+    let (status, _, _) = post(&base, request(data, n1));
     assert_eq!(status, 200);
 
     // The log grows: from the wrong old size a 409 naming the size cosigned…
     append_and_sequence(data, &stream, &p, 40..80);
     let n2 = size(data);
     assert!(n2 > n1);
-    let (status, ct, body) = post(&w.base, request(data, 0));
+    let (status, ct, body) = post(&base, request(data, 0));
     assert_eq!(
         (status, ct.as_str(), body.as_str()),
         (409, "text/x.tlog.size", format!("{n1}\n").as_str())
@@ -257,17 +207,17 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     let mut bad = String::from_utf8(request(data, n1)).unwrap();
     let first_hash_at = bad.find('\n').unwrap() + 1;
     bad.replace_range(first_hash_at..first_hash_at + 4, "AAAA");
-    let (status, _, body) = post(&w.base, bad.into_bytes());
+    let (status, _, body) = post(&base, bad.into_bytes());
     assert_eq!(status, 422, "{body}");
     // … and the right proof from the size it cosigned is cosigned.
-    let (status, _, body) = post(&w.base, request(data, n1));
+    let (status, _, body) = post(&base, request(data, n1));
     assert_eq!(status, 200, "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
 
     // Restarted, it remembers the size it cosigned.
-    drop(w);
-    let w = WitnessServer::start(&wdir, port, &[&ledger_vkey]);
-    let (status, _, body) = post(&w.base, request(data, n1));
+    w.stop();
+    w.restart();
+    let (status, _, body) = post(&base, request(data, n1));
     assert_eq!((status, body.as_str()), (409, format!("{n2}\n").as_str()));
 
     // A fork: the restored copy appends other events and reaches past n2.
@@ -296,18 +246,18 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
         ok(&["checkpoint", "--data-dir", data])
     );
     // Its own proof from n2 (consistent with its own history) is refused.
-    let (status, _, body) = post(&w.base, request(&fork, n2));
+    let (status, _, body) = post(&base, request(&fork, n2));
     assert_eq!(status, 422, "the fork is refused: {body}");
     assert!(body.contains(&format!("from size {n2}")), "{body}");
     // The genuine log carries on.
     append_and_sequence(data, &stream, &p, 80..100);
-    let (status, _, body) = post(&w.base, request(data, n2));
+    let (status, _, body) = post(&base, request(data, n2));
     assert_eq!(status, 200, "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
 
     // Another ledger with the same origin but its own key: 403.
     let stranger = Fixture::new();
-    let (status, _, body) = post(&w.base, request(stranger.data_str(), 0));
+    let (status, _, body) = post(&base, request(stranger.data_str(), 0));
     assert_eq!(status, 403, "{body}");
     // An origin the witness does not follow: 404.
     let other = format!(
@@ -318,7 +268,7 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
             1
         )
     );
-    let (status, _, body) = post(&w.base, other.into_bytes());
+    let (status, _, body) = post(&base, other.into_bytes());
     assert_eq!(status, 404, "{body}");
     // Malformed requests: 400; an old size above the checkpoint's: 400; a huge body: 413.
     for bad in [
@@ -331,13 +281,244 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
         )
         .into_bytes(),
     ] {
-        let (status, _, body) = post(&w.base, bad);
+        let (status, _, body) = post(&base, bad);
         assert_eq!(status, 400, "{body}");
     }
-    let (status, _, _) = post(&w.base, vec![b'a'; 100_000]);
+    let (status, _, _) = post(&base, vec![b'a'; 100_000]);
     assert_eq!(status, 413);
     // None of that moved it.
     let n3 = size(data);
-    let (status, _, body) = post(&w.base, request(data, 0));
+    let (status, _, body) = post(&base, request(data, 0));
     assert_eq!((status, body.as_str()), (409, format!("{n3}\n").as_str()));
+}
+
+/// The served checkpoint (`GET /checkpoint`) and its size.
+fn served(base: &str, token: &str) -> (u64, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{base}/checkpoint"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .unwrap_or_default()
+    });
+    let size = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    (size, text)
+}
+
+/// Waits until the served checkpoint of at least `min` leaves carries a
+/// cosignature from each of `names`; returns it.
+fn witnessed(base: &str, token: &str, min: u64, names: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (size, text) = served(base, token);
+        if size >= min && names.iter().all(|n| text.contains(&format!("— {n} "))) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint was not witnessed by {names:?} at size ≥ {min}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn go_quorum(
+    bin: &Path,
+    dir: &Path,
+    note: &str,
+    ledger_vkey: &str,
+    witnesses: &[&str],
+    quorum: usize,
+) -> std::process::Output {
+    let file = dir.join("served-checkpoint");
+    std::fs::write(&file, note).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args(["-log", ledger_vkey.trim()]);
+    for w in witnesses {
+        cmd.args(["-witness", w]);
+    }
+    cmd.args(["-quorum", &quorum.to_string()]).arg(&file);
+    cmd.output().expect("witnesscheck runs")
+}
+
+fn register_sites(base: &str, token: &str, from: usize, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let api = support::server::Api::new(base);
+        for i in from..from + n {
+            api.ok(
+                token,
+                "mutation($i: SiteInput!) { registerSite(input: $i) { leafIndex } }",
+                serde_json::json!({"i": {"siteId": format!("witnessed-{i}"), "name": format!("Witnessed Trust {i}"), "kind": "SITE_KIND_HOSPITAL_TRUST"}}),
+            )
+            .await;
+        }
+    });
+}
+
+#[test]
+fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_str = data.to_string_lossy().into_owned();
+    ok(&["demo", "--data-dir", &data_str]);
+    let ledger_vkey_file = data.join("keys/ledger.vkey");
+    let ledger_vkey = std::fs::read_to_string(&ledger_vkey_file).unwrap();
+    let origin = ledger_vkey.split('+').next().unwrap().to_string();
+    let check = witness_check(tmp.path());
+
+    let mut lite = LiteWitness::start(
+        &tmp.path().join("litewitness"),
+        "litewitness.example/w1",
+        &origin,
+        &ledger_vkey,
+    );
+    let mut own = ClewWitness::start(
+        &tmp.path().join("clew-witness"),
+        "witness.example.org/clew1",
+        &[&ledger_vkey_file],
+    );
+    // Clew's witness has already cosigned the current checkpoint (as after a
+    // restart of the ledger that lost nothing): the first request from old
+    // size 0 is answered 409 with that size, which is adopted.
+    let (status, _, body) = post(&own.url(), request(&data_str, 0));
+    assert_eq!(status, 200, "{body}");
+    let start = size(&data_str);
+
+    let server = support::server::Server::start(
+        &data,
+        &["serve", "--witness", &lite.flag(), "--witness", &own.flag()],
+    );
+    let token = server.admin_token();
+    let names = ["litewitness.example/w1", "witness.example.org/clew1"];
+    let note = witnessed(&server.base, &token, start, &names);
+    let out = go_quorum(
+        &check,
+        tmp.path(),
+        &note,
+        &ledger_vkey,
+        &[lite.vkey(), own.vkey()],
+        2,
+    );
+    assert!(
+        out.status.success(),
+        "{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A receipt carries the witnessed checkpoint, and still verifies offline.
+    let receipt = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let api = support::server::Api::new(&server.base);
+            api.get(Some(&token), &format!("/receipt/{}", start - 1))
+                .await
+        })
+    };
+    assert_eq!(receipt.0, 200);
+    let receipt_text = String::from_utf8_lossy(&receipt.1).into_owned();
+    assert!(
+        receipt_text.contains("— witness.example.org/clew1 "),
+        "{receipt_text}"
+    );
+    let receipt_file = tmp.path().join("receipt.tlog-proof");
+    std::fs::write(&receipt_file, &receipt.1).unwrap();
+    ok(&[
+        "verify-receipt",
+        "--vkey",
+        ledger_vkey_file.to_str().unwrap(),
+        receipt_file.to_str().unwrap(),
+    ]);
+
+    // Events keep coming: every new checkpoint is witnessed by both.
+    register_sites(&server.base, &token, 0, 20);
+    let (grown, _) = served(&server.base, &token);
+    assert!(grown >= start + 20);
+    let note = witnessed(&server.base, &token, grown, &names);
+    let out = go_quorum(
+        &check,
+        tmp.path(),
+        &note,
+        &ledger_vkey,
+        &[lite.vkey(), own.vkey()],
+        2,
+    );
+    assert!(
+        out.status.success(),
+        "{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // litewitness stops: sequencing does not wait for it, Clew's witness
+    // keeps cosigning, and the quorum of two is not met meanwhile.
+    lite.stop();
+    let t = Instant::now();
+    register_sites(&server.base, &token, 20, 10);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "recording waited for a dead witness"
+    );
+    let (during, _) = served(&server.base, &token);
+    let note = witnessed(&server.base, &token, during, &names[1..]);
+    assert!(!note.contains("— litewitness.example/w1 "), "{note}");
+    let out = go_quorum(
+        &check,
+        tmp.path(),
+        &note,
+        &ledger_vkey,
+        &[lite.vkey(), own.vkey()],
+        2,
+    );
+    assert!(
+        !out.status.success(),
+        "a quorum of two with one witness down"
+    );
+    // Back, it is sent the latest checkpoint with a proof from the size it
+    // last cosigned, and catches up.
+    lite.restart();
+    let note = witnessed(&server.base, &token, during, &names);
+    let out = go_quorum(
+        &check,
+        tmp.path(),
+        &note,
+        &ledger_vkey,
+        &[lite.vkey(), own.vkey()],
+        2,
+    );
+    assert!(
+        out.status.success(),
+        "{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    own.stop();
+    drop(server);
+    // The operator saw both: the adopted size, and the dead witness by name.
+    let log = std::fs::read_to_string(data.with_extension("server.log")).unwrap();
+    assert!(
+        log.contains("adopting the size the witness last cosigned"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not cosigned") && l.contains("litewitness.example/w1")),
+        "{log}"
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod server;
+pub mod witnesses;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

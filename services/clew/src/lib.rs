@@ -12,7 +12,8 @@
 //! this publishes). Stream files ([`stream`]) are an input source for the
 //! sequencer, [`synthetic`] writes realistic ones (`clew sample-stream`, the
 //! end-to-end tests and the benchmarks use it); [`export`] writes a static
-//! tlog-tiles mirror. [`cli`] parses arguments (one module per command
+//! tlog-tiles mirror; [`witnessing`] sends every new checkpoint to the
+//! configured witnesses (`clew serve --witness`). [`cli`] parses arguments (one module per command
 //! family) and reports with progress bars and a one-line summary; errors
 //! surface through anyhow with the context of what was tried. The
 //! benchmarks are a separate binary, `clew-bench` (`services/bench`).
@@ -28,6 +29,7 @@ pub mod local;
 pub mod server;
 pub mod stream;
 pub mod synthetic;
+pub mod witnessing;
 
 /// The page cache a full projection (`clew reindex`) runs with: a large
 /// cache made reindexing a million events a sixth faster.

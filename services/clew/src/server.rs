@@ -104,8 +104,14 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Serves a prepared node on `listen` until Ctrl-C / SIGTERM.
-pub async fn run(prepared: Prepared, listen: SocketAddr, limits: Limits) -> Result<()> {
+/// Serves a prepared node on `listen` until Ctrl-C / SIGTERM, sending every
+/// new checkpoint to `witnesses` meanwhile.
+pub async fn run(
+    prepared: Prepared,
+    listen: SocketAddr,
+    limits: Limits,
+    witnesses: Vec<clew_witness::WitnessEndpoint>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -125,7 +131,9 @@ pub async fn run(prepared: Prepared, listen: SocketAddr, limits: Limits) -> Resu
     println!("health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
         .with_manifests(prepared.manifests.clone(), prepared.spool.clone());
+    let witnessing = crate::witnessing::start(prepared.node.clone(), witnesses);
     clew_api::serve(listener, state, shutdown_signal()).await?;
+    witnessing.stop().await;
     let size = prepared.node.ledger().size();
     println!("Clew stopped cleanly; ledger size {size}");
     Ok(())

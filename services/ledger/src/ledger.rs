@@ -762,6 +762,57 @@ impl Ledger {
             .collect()
     }
 
+    fn cosignature_tree(&self) -> Result<sled::Tree, LedgerError> {
+        // Apart from the log's own tree: cosignatures are evidence about
+        // checkpoints, not part of what the checkpoints commit to.
+        Ok(self.db.open_tree("cosignatures")?)
+    }
+
+    /// Stores a witness's cosignature line (C2SP tlog-cosignature, already
+    /// verified by the caller) over the checkpoint of `size`.
+    pub fn store_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &[u8],
+    ) -> Result<(), LedgerError> {
+        let t = self.cosignature_tree()?;
+        let mut key = b"c".to_vec();
+        key.extend_from_slice(&size.to_be_bytes());
+        key.extend_from_slice(witness.as_bytes());
+        let mut last = b"l".to_vec();
+        last.extend_from_slice(witness.as_bytes());
+        let mut batch = sled::Batch::default();
+        batch.insert(key, line);
+        batch.insert(last, &size.to_be_bytes());
+        t.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The cosignature lines stored for the checkpoint of `size`, by witness name.
+    pub fn cosignatures(&self, size: u64) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+        let t = self.cosignature_tree()?;
+        let mut prefix = b"c".to_vec();
+        prefix.extend_from_slice(&size.to_be_bytes());
+        t.scan_prefix(&prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((name, v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The largest checkpoint size `witness` has a stored cosignature for.
+    pub fn last_cosigned_by(&self, witness: &str) -> Result<Option<u64>, LedgerError> {
+        let mut last = b"l".to_vec();
+        last.extend_from_slice(witness.as_bytes());
+        self.cosignature_tree()?
+            .get(last)?
+            .map(|v| u64_value(&v))
+            .transpose()
+    }
+
     /// Checkpoints signed for tree sizes above `after`, ascending, at most `limit`.
     pub fn checkpoints_after(
         &self,

@@ -186,12 +186,20 @@ impl Node {
     /// the catalogue (a replica's mirror may briefly hold more leaves than its
     /// catalogue has applied; nothing past the catalogue is shown).
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, NodeError> {
-        if let Applied::Ready(applied) = *self.applied.borrow() {
-            if let Some(cp) = self.ledger.checkpoint_at(applied)? {
-                return Ok(cp);
-            }
+        let applied = match *self.applied.borrow() {
+            Applied::Ready(applied) => Some(applied),
+            _ => None,
+        };
+        let mut cp = match applied.map(|a| self.ledger.checkpoint_at(a)).transpose()? {
+            Some(Some(cp)) => cp,
+            _ => self.ledger.latest_checkpoint()?,
+        };
+        // The witnesses' cosignatures of it, wherever it is served (C2SP
+        // tlog-witness: a client moves the valid signatures to its view).
+        for (_, line) in self.ledger.cosignatures(cp.size)? {
+            cp.note.extend_from_slice(&line);
         }
-        Ok(self.ledger.latest_checkpoint()?)
+        Ok(cp)
     }
 
     /// Whether the start-up catch-up has finished.

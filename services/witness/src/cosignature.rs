@@ -165,6 +165,19 @@ pub struct CosignatureVerifier {
 }
 
 impl CosignatureVerifier {
+    /// The verifier of the Ed25519 public key `key` under `name` (e.g. a
+    /// witness whose key is kept elsewhere, such as in an ssh-agent).
+    pub fn new(name: &str, key: &[u8; 32]) -> Result<Self, WitnessError> {
+        let key = VerifyingKey::from_bytes(key)
+            .map_err(|_| WitnessError::Key("not an Ed25519 public key".into()))?;
+        let name = checked_name(name)?.to_string();
+        Ok(CosignatureVerifier {
+            id: key_id(&name, &key),
+            name,
+            key,
+        })
+    }
+
     /// Parses `<name>+<id>+<base64(0x04 || key)>`.
     pub fn from_vkey(vkey: &str) -> Result<Self, WitnessError> {
         let bad = |why: &str| WitnessError::Key(format!("witness key {vkey:?}: {why}"));

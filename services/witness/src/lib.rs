@@ -11,7 +11,10 @@
 //!   cosigned, in sled; a request is checked (the log's signature, the old
 //!   size, the RFC 6962 consistency proof), the new state compared-and-swapped
 //!   and flushed to disk, and only then cosigned;
-//! - [`http`]: its HTTP interface, served by `clew witness`.
+//! - [`http`]: its HTTP interface, served by `clew witness`;
+//! - [`feeder`]: the log's side — every new checkpoint sent to each
+//!   configured witness, apart from sequencing, each cosignature verified
+//!   and stored ([`feeder::WitnessedLog`] is what the ledger provides).
 //!
 //! Data flow: log → `POST /add-checkpoint` (old size, proof, signed
 //! checkpoint) → [`witness::Witness::add_checkpoint`] → cosignature lines
@@ -19,11 +22,13 @@
 //! 409 with the size last cosigned, 422).
 
 pub mod cosignature;
+pub mod feeder;
 pub mod http;
 pub mod protocol;
 pub mod witness;
 
 pub use cosignature::{CosignatureSigner, CosignatureVerifier};
+pub use feeder::{feed, WitnessEndpoint, WitnessStats, WitnessedLog};
 pub use protocol::AddCheckpoint;
 pub use witness::{Refusal, Witness};
 

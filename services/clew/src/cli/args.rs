@@ -521,9 +521,22 @@ pub(crate) struct ServerArgs {
     /// Longest a query or mutation may run, seconds.
     #[arg(long, default_value_t = 15)]
     pub(crate) timeout_s: u64,
+    /// A witness every new checkpoint is sent to (C2SP tlog-witness), as
+    /// `<witness verifier key>@<url>` (repeatable). Its verified
+    /// cosignatures are stored and appended to the checkpoint wherever it is
+    /// served; a slow or dead witness holds nothing up.
+    #[arg(long = "witness")]
+    pub(crate) witnesses: Vec<String>,
 }
 
 impl ServerArgs {
+    pub(crate) fn witnesses(&self) -> anyhow::Result<Vec<clew_witness::WitnessEndpoint>> {
+        self.witnesses
+            .iter()
+            .map(|w| Ok(clew_witness::WitnessEndpoint::parse(w)?))
+            .collect()
+    }
+
     pub(crate) fn limits(&self) -> clew_api::Limits {
         clew_api::Limits {
             depth: self.max_depth,

@@ -16,7 +16,13 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             if prepared.created {
                 println!("created {}", data.root().display());
             }
-            runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+            let witnesses = args.witnesses()?;
+            runtime()?.block_on(crate::server::run(
+                prepared,
+                args.listen,
+                args.limits(),
+                witnesses,
+            ))?;
         }
         ServeCommand::Demo {
             dir,
@@ -49,7 +55,13 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 crate::demo::examples(&args.listen.to_string(), &prepared.admin_token_file, &data)
             );
             if serve {
-                rt.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+                let witnesses = args.witnesses()?;
+                rt.block_on(crate::server::run(
+                    prepared,
+                    args.listen,
+                    args.limits(),
+                    witnesses,
+                ))?;
             } else {
                 node.shutdown();
             }
@@ -88,7 +100,15 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 &group,
                 tokens_file.as_deref(),
             )?;
-            runtime()?.block_on(crate::server::run(prepared, args.listen, args.limits()))?;
+            if !args.witnesses.is_empty() {
+                anyhow::bail!("a replica signs no checkpoints: give --witness to the sequencer (`clew serve`)");
+            }
+            runtime()?.block_on(crate::server::run(
+                prepared,
+                args.listen,
+                args.limits(),
+                Vec::new(),
+            ))?;
         }
         ServeCommand::Topics { kafka } => {
             let bus = kafka.connect()?;

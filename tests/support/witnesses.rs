@@ -1,0 +1,285 @@
+//! Real witnesses for tests: litewitness (filippo.io/torchwood, built by
+//! tests/setup.sh from the Go module proxy into target/tools/bin, its key in
+//! a dedicated ssh-agent) and Clew's own `clew witness`. Each runs on a free
+//! loopback port with its own directory and is stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use super::{clew, ok, repo_root};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tool(name: &str) -> PathBuf {
+    let path = repo_root().join("target/tools/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/setup.sh (it builds litewitness and witnessctl from the Go module proxy)",
+        path.display()
+    );
+    path
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A witness the tests can stop and start again on the same port and state.
+pub trait Witness {
+    /// `<vkey>@<url>`, as `clew serve --witness` takes it.
+    fn flag(&self) -> String;
+    fn vkey(&self) -> &str;
+    fn url(&self) -> String;
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+/// litewitness with its key in its own ssh-agent.
+pub struct LiteWitness {
+    dir: PathBuf,
+    port: u16,
+    name: String,
+    fingerprint: String,
+    vkey: String,
+    agent: Child,
+    child: Option<Child>,
+}
+
+impl LiteWitness {
+    /// Starts one named `name` that witnesses the log `origin` signed by `log_vkey`.
+    pub fn start(dir: &Path, name: &str, origin: &str, log_vkey: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("witness-key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "litewitness", "-f"])
+                .arg(&key),
+            "ssh-keygen",
+        );
+        let sock = dir.join("agent.sock");
+        let agent = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run_ok(
+            Command::new("ssh-add")
+                .arg(&key)
+                .env("SSH_AUTH_SOCK", &sock),
+            "ssh-add",
+        );
+        let fingerprint = run_ok(
+            Command::new("ssh-keygen")
+                .args(["-l", "-E", "sha256", "-f"])
+                .arg(key.with_extension("pub")),
+            "ssh-keygen -l",
+        )
+        .split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_string();
+        // The ssh public key's last 32 bytes are the Ed25519 key.
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(public.split_whitespace().nth(1).expect("ssh key blob"))
+            .expect("base64 ssh key");
+        let raw: [u8; 32] = blob[blob.len() - 32..].try_into().unwrap();
+        let vkey = clew_witness::CosignatureVerifier::new(name, &raw)
+            .expect("a witness key")
+            .vkey();
+        let mut w = LiteWitness {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            name: name.to_string(),
+            fingerprint,
+            vkey,
+            agent,
+            child: None,
+        };
+        w.restart();
+        let db = w.dir.join("litewitness.db");
+        run_ok(
+            Command::new(tool("witnessctl"))
+                .args(["add-log", "-db"])
+                .arg(&db)
+                .args(["-origin", origin]),
+            "witnessctl add-log",
+        );
+        run_ok(
+            Command::new(tool("witnessctl"))
+                .args(["add-key", "-db"])
+                .arg(&db)
+                .args(["-origin", origin, "-key", log_vkey.trim()]),
+            "witnessctl add-key",
+        );
+        w
+    }
+}
+
+impl Witness for LiteWitness {
+    fn flag(&self) -> String {
+        format!("{}@{}", self.vkey, self.url())
+    }
+    fn vkey(&self) -> &str {
+        &self.vkey
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn restart(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let log = self.dir.join("litewitness.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(tool("litewitness"))
+            .arg("-db")
+            .arg(self.dir.join("litewitness.db"))
+            .args(["-name", &self.name, "-key", &self.fingerprint])
+            .arg("-ssh-agent")
+            .arg(self.dir.join("agent.sock"))
+            .args(["-listen", &format!("127.0.0.1:{}", self.port)])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("litewitness starts");
+        self.child = Some(child);
+        wait_for_port(self.port, "litewitness", &log);
+    }
+}
+
+impl Drop for LiteWitness {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+/// `clew witness serve`.
+pub struct ClewWitness {
+    dir: PathBuf,
+    port: u16,
+    logs: Vec<PathBuf>,
+    vkey: String,
+    child: Option<Child>,
+}
+
+impl ClewWitness {
+    /// `clew witness init` in `dir`, then serving the logs whose keys are in `logs`.
+    pub fn start(dir: &Path, name: &str, logs: &[&Path]) -> Self {
+        let vkey = ok(&[
+            "witness",
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+        ])
+        .trim()
+        .to_string();
+        let mut w = ClewWitness {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            logs: logs.iter().map(|p| p.to_path_buf()).collect(),
+            vkey,
+            child: None,
+        };
+        w.restart();
+        w
+    }
+}
+
+impl Witness for ClewWitness {
+    fn flag(&self) -> String {
+        format!("{}@{}", self.vkey, self.url())
+    }
+    fn vkey(&self) -> &str {
+        &self.vkey
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn restart(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let log = self.dir.join("witness.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = clew();
+        cmd.args(["witness", "serve", "--dir"])
+            .arg(&self.dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+        for l in &self.logs {
+            cmd.arg("--log").arg(l);
+        }
+        self.child = Some(
+            cmd.stdout(Stdio::null())
+                .stderr(out)
+                .spawn()
+                .expect("clew witness starts"),
+        );
+        wait_for_port(self.port, "clew witness", &log);
+    }
+}
+
+impl Drop for ClewWitness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
