@@ -353,6 +353,40 @@ fn go_quorum(
     cmd.output().expect("witnesscheck runs")
 }
 
+fn fetch(base: &str, token: &str, path: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) =
+        rt.block_on(async { support::server::Api::new(base).get(Some(token), path).await });
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    body
+}
+
+/// `clew <verify-receipt|verify-answer> --vkey … --witness … --quorum 2 file`.
+fn verify_witnessed(
+    command: &str,
+    file: &Path,
+    ledger_vkey: &Path,
+    witnesses: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        command.to_string(),
+        "--vkey".into(),
+        ledger_vkey.to_string_lossy().into_owned(),
+    ];
+    for w in witnesses {
+        args.extend(["--witness".to_string(), w.to_string()]);
+    }
+    args.extend([
+        "--quorum".into(),
+        "2".into(),
+        file.to_string_lossy().into_owned(),
+    ]);
+    support::run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn register_sites(base: &str, token: &str, from: usize, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -464,6 +498,39 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
     assert!(
         out.status.success(),
         "{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The receipt verifiers require the quorum: met now…
+    let both = [lite.vkey(), own.vkey()];
+    let receipt = tmp.path().join("witnessed.tlog-proof");
+    std::fs::write(
+        &receipt,
+        fetch(&server.base, &token, &format!("/receipt/{}", grown - 1)),
+    )
+    .unwrap();
+    let out = verify_witnessed("verify-receipt", &receipt, &ledger_vkey_file, &both);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("witnessed: cosigned by litewitness.example/w1"));
+    let answer = tmp.path().join("lineage.json");
+    std::fs::write(
+        &answer,
+        fetch(
+            &server.base,
+            &token,
+            "/proofs/lineage?subject=deployment/riverside-cxr-triage&direction=upstream&depth=10",
+        ),
+    )
+    .unwrap();
+    let out = verify_witnessed("verify-answer", &answer, &ledger_vkey_file, &both);
+    assert!(
+        out.status.success(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 

@@ -12,6 +12,7 @@
 //!   size, the RFC 6962 consistency proof), the new state compared-and-swapped
 //!   and flushed to disk, and only then cosigned;
 //! - [`http`]: its HTTP interface, served by `clew witness`;
+//! - [`policy`]: K of N witnesses, as verifiers require them;
 //! - [`feeder`]: the log's side — every new checkpoint sent to each
 //!   configured witness, apart from sequencing, each cosignature verified
 //!   and stored ([`feeder::WitnessedLog`] is what the ledger provides).
@@ -24,11 +25,13 @@
 pub mod cosignature;
 pub mod feeder;
 pub mod http;
+pub mod policy;
 pub mod protocol;
 pub mod witness;
 
 pub use cosignature::{CosignatureSigner, CosignatureVerifier};
 pub use feeder::{feed, WitnessEndpoint, WitnessStats, WitnessedLog};
+pub use policy::{Cosigned, WitnessPolicy};
 pub use protocol::AddCheckpoint;
 pub use witness::{Refusal, Witness};
 

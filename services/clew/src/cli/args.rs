@@ -285,6 +285,8 @@ pub(crate) enum LedgerCommand {
         /// Ledger verifier key (file or key text).
         #[arg(long)]
         vkey: String,
+        #[command(flatten)]
+        witnesses: WitnessPolicyArgs,
     },
     /// Check a proof-carrying answer offline (the JSON document of
     /// `GET /proofs/lineage`, `/proofs/impact` or `/proofs/access`): the
@@ -299,6 +301,8 @@ pub(crate) enum LedgerCommand {
         /// Ledger verifier key (file or key text).
         #[arg(long)]
         vkey: String,
+        #[command(flatten)]
+        witnesses: WitnessPolicyArgs,
     },
     /// Print a Merkle proof, one base64 hash per line.
     Proof {
@@ -499,6 +503,29 @@ pub(crate) enum IngestCommand {
         #[command(subcommand)]
         kind: IngestKind,
     },
+}
+
+/// The witnesses a verifier requires of a checkpoint.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WitnessPolicyArgs {
+    /// A witness's verifier key (cosignature/v1; file or key text),
+    /// repeatable: the checkpoint must carry cosignatures by --quorum of them.
+    #[arg(long = "witness")]
+    pub(crate) witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned (default: all).
+    #[arg(long)]
+    pub(crate) quorum: Option<usize>,
+}
+
+impl WitnessPolicyArgs {
+    pub(crate) fn policy(&self) -> anyhow::Result<clew_witness::WitnessPolicy> {
+        let keys = self
+            .witnesses
+            .iter()
+            .map(|w| super::key_arg(w))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(clew_witness::WitnessPolicy::new(&keys, self.quorum)?)
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -204,10 +204,21 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
             };
             print!("{}", ledger.receipt(index)?);
         }
-        LedgerCommand::VerifyReceipt { file, vkey } => {
+        LedgerCommand::VerifyReceipt {
+            file,
+            vkey,
+            witnesses,
+        } => {
+            let policy = witnesses.policy()?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            match clew_ledger::verify_receipt(&text, &key_arg(&vkey)?) {
+            let verified = clew_ledger::verify_receipt(&text, &key_arg(&vkey)?)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    witnessed(&policy, &r.checkpoint.note)?;
+                    Ok(r)
+                });
+            match verified {
                 Ok(r) => {
                     let event = clew_events::open(&r.leaf)?;
                     println!(
@@ -224,12 +235,23 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
                 }
             }
         }
-        LedgerCommand::VerifyAnswer { file, vkey } => {
+        LedgerCommand::VerifyAnswer {
+            file,
+            vkey,
+            witnesses,
+        } => {
+            let policy = witnesses.policy()?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let doc: clew_ledger::ProvenAnswer = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a proof-carrying answer", file.display()))?;
-            match clew_ledger::verify_answer(&doc, &key_arg(&vkey)?) {
+            let verified = clew_ledger::verify_answer(&doc, &key_arg(&vkey)?)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    witnessed(&policy, doc.checkpoint.as_bytes())?;
+                    Ok(v)
+                });
+            match verified {
                 Ok(v) if doc.query["kind"] == clew_ledger::ACCESS_AUDIT_KIND => println!(
                     "ok: {} access holdings of dataset/{}, recomputed from {} events proven against the signed checkpoint of {} leaves",
                     doc.holders.len(),
@@ -288,4 +310,16 @@ pub(super) fn run(command: LedgerCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the witness policy on a checkpoint the ledger's key already
+/// verified, printing each counted cosignature.
+fn witnessed(policy: &clew_witness::WitnessPolicy, note: &[u8]) -> Result<(), String> {
+    if policy.is_empty() {
+        return Ok(());
+    }
+    for c in policy.check(note)? {
+        println!("witnessed: cosigned by {} at {}", c.witness, c.time);
+    }
+    Ok(())
 }
