@@ -436,7 +436,15 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
 
     let server = support::server::Server::start(
         &data,
-        &["serve", "--witness", &lite.flag(), "--witness", &own.flag()],
+        &[
+            "serve",
+            "--witness",
+            &lite.flag(),
+            "--witness",
+            &own.flag(),
+            "--witness-quorum",
+            "2",
+        ],
     );
     let token = server.admin_token();
     let names = ["litewitness.example/w1", "witness.example.org/clew1"];
@@ -454,6 +462,18 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         "{note}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // /readyz says how far the witnessed checkpoint lags the signed one.
+    let readyz = |base: &str| -> String {
+        String::from_utf8_lossy(&fetch(base, &token, "/readyz")).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !readyz(&server.base)
+        .contains("(0 leaves behind the latest checkpoint; quorum 2 of 2 witnesses)")
+    {
+        assert!(Instant::now() < deadline, "{}", readyz(&server.base));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A receipt carries the witnessed checkpoint, and still verifies offline.
     let receipt = {
@@ -502,7 +522,8 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
     );
 
     // The receipt verifiers require the quorum: met now…
-    let both = [lite.vkey(), own.vkey()];
+    let (lite_vkey, own_vkey) = (lite.vkey().to_string(), own.vkey().to_string());
+    let both = [lite_vkey.as_str(), own_vkey.as_str()];
     let receipt = tmp.path().join("witnessed.tlog-proof");
     std::fs::write(
         &receipt,
@@ -558,6 +579,34 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         !out.status.success(),
         "a quorum of two with one witness down"
     );
+    let lagging = readyz(&server.base);
+    assert!(!lagging.contains("(0 leaves behind"), "{lagging}");
+    // The verifiers refuse it, naming the witness that is missing.
+    std::fs::write(
+        &receipt,
+        fetch(&server.base, &token, &format!("/receipt/{}", during - 1)),
+    )
+    .unwrap();
+    let out = verify_witnessed("verify-receipt", &receipt, &ledger_vkey_file, &both);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cosigned by 1 of the 2 witnesses required")
+            && err.contains("missing: litewitness.example/w1"),
+        "{err}"
+    );
+    std::fs::write(
+        &answer,
+        fetch(
+            &server.base,
+            &token,
+            "/proofs/lineage?subject=deployment/riverside-cxr-triage&direction=upstream&depth=10",
+        ),
+    )
+    .unwrap();
+    let out = verify_witnessed("verify-answer", &answer, &ledger_vkey_file, &both);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing: litewitness.example/w1"));
     // Back, it is sent the latest checkpoint with a proof from the size it
     // last cosigned, and catches up.
     lite.restart();
@@ -575,6 +624,30 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         "{note}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The metrics count each witness's outcomes.
+    let metrics = String::from_utf8_lossy(&fetch(&server.base, &token, "/metrics")).into_owned();
+    let count = |witness: &str, outcome: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("clew_witness_requests_total{")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+                    && l.contains(&format!("witness=\"{witness}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("witness.example.org/clew1", "conflict") >= 1,
+        "{metrics}"
+    );
+    assert!(count("litewitness.example/w1", "failed") >= 1, "{metrics}");
+    assert!(
+        count("litewitness.example/w1", "cosigned") >= 2,
+        "{metrics}"
+    );
+    assert!(metrics.contains("clew_witness_quorum 2"), "{metrics}");
     own.stop();
     drop(server);
     // The operator saw both: the adopted size, and the dead witness by name.

@@ -110,7 +110,7 @@ pub async fn run(
     prepared: Prepared,
     listen: SocketAddr,
     limits: Limits,
-    witnesses: Vec<clew_witness::WitnessEndpoint>,
+    witnesses: crate::witnessing::Witnesses,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -42,21 +42,30 @@ impl WitnessedLog for LedgerLog {
     }
 }
 
+/// The witnesses of a deployment, and how many make a checkpoint witnessed.
+#[derive(Debug, Clone, Default)]
+pub struct Witnesses {
+    pub endpoints: Vec<WitnessEndpoint>,
+    pub quorum: usize,
+}
+
 /// The running feeders.
 pub struct Witnessing {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Per witness, by name.
-    pub stats: Vec<(String, Arc<WitnessStats>)>,
 }
 
-/// Starts one feeder per witness (none: nothing runs).
-pub fn start(node: Arc<Node>, witnesses: Vec<WitnessEndpoint>) -> Witnessing {
+/// Starts one feeder per witness, and the task keeping the witness metrics
+/// (none configured: nothing runs).
+pub fn start(node: Arc<Node>, witnesses: Witnesses) -> Witnessing {
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let log: Arc<dyn WitnessedLog> = Arc::new(LedgerLog(node));
     let mut tasks = Vec::new();
+    if witnesses.endpoints.is_empty() {
+        return Witnessing { stop, tasks };
+    }
+    let log: Arc<dyn WitnessedLog> = Arc::new(LedgerLog(node.clone()));
     let mut stats = Vec::new();
-    for w in witnesses {
+    for w in witnesses.endpoints {
         let s = Arc::new(WitnessStats::default());
         stats.push((w.name().to_string(), s.clone()));
         tracing::info!(witness = %w.name(), url = %w.url, "sending checkpoints to the witness");
@@ -67,7 +76,78 @@ pub fn start(node: Arc<Node>, witnesses: Vec<WitnessEndpoint>) -> Witnessing {
             rx.clone(),
         )));
     }
-    Witnessing { stop, tasks, stats }
+    tasks.push(tokio::spawn(keep_metrics(
+        node,
+        stats,
+        witnesses.quorum,
+        rx,
+    )));
+    Witnessing { stop, tasks }
+}
+
+/// Mirrors the feeders' counters into the node's metrics and works out the
+/// latest witnessed checkpoint: the largest size a witness last cosigned for
+/// which a quorum of cosignatures is stored.
+async fn keep_metrics(
+    node: Arc<Node>,
+    stats: Vec<(String, Arc<WitnessStats>)>,
+    quorum: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = node.metrics().clone();
+    m.witnesses.set(stats.len() as i64);
+    m.witness_quorum.set(quorum as i64);
+    let mut seen: Vec<[u64; 4]> = vec![[0; 4]; stats.len()];
+    loop {
+        let mut sizes = Vec::new();
+        for ((name, s), last) in stats.iter().zip(seen.iter_mut()) {
+            let size = s.cosigned_size.load(Relaxed);
+            sizes.push(size);
+            m.witness_cosigned_size
+                .with_label_values(&[name.as_str()])
+                .set(size as i64);
+            let now = [
+                s.cosignatures.load(Relaxed),
+                s.conflicts.load(Relaxed),
+                s.failures.load(Relaxed),
+                s.forks.load(Relaxed),
+            ];
+            for (i, outcome) in ["cosigned", "conflict", "failed", "fork"]
+                .iter()
+                .enumerate()
+            {
+                m.witness_requests
+                    .with_label_values(&[name.as_str(), outcome])
+                    .inc_by(now[i].saturating_sub(last[i]));
+            }
+            *last = now;
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        sizes.dedup();
+        let witnessed = sizes
+            .into_iter()
+            .find(|&size| {
+                size > 0
+                    && node
+                        .ledger()
+                        .cosignatures(size)
+                        .is_ok_and(|c| c.len() >= quorum)
+            })
+            .unwrap_or(0);
+        m.witnessed_tree_size.set(witnessed as i64);
+        let latest = node
+            .ledger()
+            .latest_checkpoint()
+            .map(|c| c.size)
+            .unwrap_or(0);
+        m.witness_lag_leaves
+            .set(latest.saturating_sub(witnessed) as i64);
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 impl Witnessing {

@@ -1,8 +1,8 @@
 //! Prometheus metrics of a serving node (`GET /metrics`, text format 0.0.4).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -27,6 +27,19 @@ pub struct Metrics {
     pub graphql_operations: IntCounterVec,
     /// Open subscriptions.
     pub subscriptions: IntGauge,
+    /// Size of the latest checkpoint each witness cosigned, by witness.
+    pub witness_cosigned_size: IntGaugeVec,
+    /// Checkpoints sent to witnesses, by witness and outcome
+    /// (cosigned, conflict, failed, fork).
+    pub witness_requests: IntCounterVec,
+    /// Size of the latest checkpoint cosigned by a quorum of the witnesses
+    /// (0: none yet, or no witnesses configured).
+    pub witnessed_tree_size: IntGauge,
+    /// Leaves between the latest signed checkpoint and the latest witnessed one.
+    pub witness_lag_leaves: IntGauge,
+    /// The quorum, and the number of witnesses configured (0: none).
+    pub witness_quorum: IntGauge,
+    pub witnesses: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +83,33 @@ impl Metrics {
             &["outcome"],
         )?;
         let subscriptions = IntGauge::new("graphql_subscriptions_open", "Open subscriptions")?;
+        let witness_cosigned_size = IntGaugeVec::new(
+            Opts::new(
+                "witness_cosigned_tree_size",
+                "Size of the latest checkpoint each witness cosigned",
+            ),
+            &["witness"],
+        )?;
+        let witness_requests = IntCounterVec::new(
+            Opts::new(
+                "witness_requests_total",
+                "Checkpoints sent to witnesses, by witness and outcome",
+            ),
+            &["witness", "outcome"],
+        )?;
+        let witnessed_tree_size = IntGauge::new(
+            "witnessed_tree_size",
+            "Size of the latest checkpoint cosigned by a quorum of the witnesses",
+        )?;
+        let witness_lag_leaves = IntGauge::new(
+            "witness_lag_leaves",
+            "Leaves between the latest signed checkpoint and the latest witnessed one",
+        )?;
+        let witness_quorum = IntGauge::new(
+            "witness_quorum",
+            "Cosignatures a checkpoint needs to be witnessed",
+        )?;
+        let witnesses = IntGauge::new("witnesses", "Witnesses every checkpoint is sent to")?;
         registry.register(Box::new(sequenced.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(tree_size.clone()))?;
@@ -79,6 +119,12 @@ impl Metrics {
         registry.register(Box::new(http_seconds.clone()))?;
         registry.register(Box::new(graphql_operations.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
+        registry.register(Box::new(witness_cosigned_size.clone()))?;
+        registry.register(Box::new(witness_requests.clone()))?;
+        registry.register(Box::new(witnessed_tree_size.clone()))?;
+        registry.register(Box::new(witness_lag_leaves.clone()))?;
+        registry.register(Box::new(witness_quorum.clone()))?;
+        registry.register(Box::new(witnesses.clone()))?;
         Ok(Self {
             registry,
             sequenced,
@@ -90,6 +136,12 @@ impl Metrics {
             http_seconds,
             graphql_operations,
             subscriptions,
+            witness_cosigned_size,
+            witness_requests,
+            witnessed_tree_size,
+            witness_lag_leaves,
+            witness_quorum,
+            witnesses,
         })
     }
 

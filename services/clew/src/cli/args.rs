@@ -554,14 +554,28 @@ pub(crate) struct ServerArgs {
     /// served; a slow or dead witness holds nothing up.
     #[arg(long = "witness")]
     pub(crate) witnesses: Vec<String>,
+    /// Cosignatures that make a checkpoint witnessed (default: every
+    /// --witness); `/readyz` and the metrics say how far the last witnessed
+    /// checkpoint lags the last signed one.
+    #[arg(long)]
+    pub(crate) witness_quorum: Option<usize>,
 }
 
 impl ServerArgs {
-    pub(crate) fn witnesses(&self) -> anyhow::Result<Vec<clew_witness::WitnessEndpoint>> {
-        self.witnesses
+    pub(crate) fn witnesses(&self) -> anyhow::Result<crate::witnessing::Witnesses> {
+        let endpoints = self
+            .witnesses
             .iter()
             .map(|w| Ok(clew_witness::WitnessEndpoint::parse(w)?))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let quorum = self.witness_quorum.unwrap_or(endpoints.len());
+        if quorum > endpoints.len() {
+            anyhow::bail!(
+                "--witness-quorum {quorum} needs at least {quorum} --witness; {} given",
+                endpoints.len()
+            );
+        }
+        Ok(crate::witnessing::Witnesses { endpoints, quorum })
     }
 
     pub(crate) fn limits(&self) -> clew_api::Limits {

@@ -107,7 +107,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 prepared,
                 args.listen,
                 args.limits(),
-                Vec::new(),
+                Default::default(),
             ))?;
         }
         ServeCommand::Topics { kafka } => {
