@@ -662,3 +662,145 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         "{log}"
     );
 }
+
+fn monitor_once(base: &str, vkey: &Path, token_file: &Path, state: &Path) -> std::process::Output {
+    support::clew()
+        .args(["monitor", "--once", "--url", base, "--vkey"])
+        .arg(vkey)
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .expect("clew monitor runs")
+}
+
+#[test]
+fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoints() {
+    let f = Fixture::new();
+    let data = f.data_str();
+    let p = f.producers(2);
+    let stream = f.path("events.stream");
+    clew::stream::append(&stream, &p.registrations()).unwrap();
+    f.put_sample_manifests(100);
+    append_and_sequence(data, &stream, &p, 0..40);
+    // The copy a fork will start from.
+    let fork_root = f.path("fork");
+    copy_dir(&f.data(), &fork_root.join("data"));
+    let fork_stream = fork_root.join("events.stream");
+    std::fs::copy(&stream, &fork_stream).unwrap();
+    let vkey = f.data().join("keys/ledger.vkey");
+    let state = f.path("monitor.checkpoint");
+
+    let server = support::server::Server::serve(&f.data());
+    let token = server.admin_token();
+    let token_file = f.path("monitor.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let out = monitor_once(&server.base, &vkey, &token_file, &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("first checkpoint: tree size"));
+    register_sites(&server.base, &token, 0, 20);
+    let out = monitor_once(&server.base, &vkey, &token_file, &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.starts_with("consistent: tree size"), "{said}");
+
+    // Its metric, from a monitor left running.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut running = support::clew()
+        .args(["monitor", "--url", &server.base, "--vkey"])
+        .arg(&vkey)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--state")
+        .arg(&state)
+        .args([
+            "--interval-s",
+            "1",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (seen_size, _) = served(&server.base, &token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            });
+        if metrics.contains(&format!("clew_monitor_tree_size {seen_size}"))
+            && metrics.contains("clew_monitor_forks_total 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics: {metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = running.kill();
+    let _ = running.wait();
+    drop(server);
+
+    // The operator restores the earlier copy and appends other events: the
+    // same key, the same origin, another history, longer than the one seen.
+    clew::stream::append(
+        &fork_stream,
+        &synthetic::events(&f.producers(2), 40..100, 100),
+    )
+    .unwrap();
+    let fork = fork_root.join("data");
+    ok(&[
+        "sequence",
+        "--data-dir",
+        &fork.to_string_lossy(),
+        "--input",
+        fork_stream.to_str().unwrap(),
+        "--batch-size",
+        "16",
+    ]);
+    let forked = support::server::Server::serve(&fork);
+    std::fs::write(&token_file, forked.admin_token()).unwrap();
+    let (fork_size, _) = served(&forked.base, &forked.admin_token());
+    assert!(fork_size > seen_size);
+    let out = monitor_once(&forked.base, &vkey, &token_file, &state);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(&format!(
+            "FORK: the tree of {fork_size} leaves does not extend the tree of {seen_size} leaves seen before"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("\n{seen_size}\n")) && err.contains(&format!("\n{fork_size}\n")),
+        "both checkpoints: {err}"
+    );
+    // The checkpoint seen is kept: the fork is reported again, not adopted.
+    let out = monitor_once(&forked.base, &vkey, &token_file, &state);
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -13,7 +13,8 @@
 //! sequencer, [`synthetic`] writes realistic ones (`clew sample-stream`, the
 //! end-to-end tests and the benchmarks use it); [`export`] writes a static
 //! tlog-tiles mirror; [`witnessing`] sends every new checkpoint to the
-//! configured witnesses (`clew serve --witness`). [`cli`] parses arguments (one module per command
+//! configured witnesses (`clew serve --witness`) and [`monitor`] is a
+//! partner's monitor of a remote ledger (`clew monitor`). [`cli`] parses arguments (one module per command
 //! family) and reports with progress bars and a one-line summary; errors
 //! surface through anyhow with the context of what was tried. The
 //! benchmarks are a separate binary, `clew-bench` (`services/bench`).
@@ -26,6 +27,7 @@ pub mod export;
 pub mod ingest;
 pub mod keyfiles;
 pub mod local;
+pub mod monitor;
 pub mod server;
 pub mod stream;
 pub mod synthetic;

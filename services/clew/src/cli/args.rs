@@ -67,6 +67,35 @@ pub(crate) enum WitnessCommand {
         #[command(subcommand)]
         action: WitnessAction,
     },
+    /// A partner's monitor of a remote Clew: fetches its checkpoint every
+    /// --interval-s, checks the ledger's signature and the witness quorum,
+    /// proves it consistent with the last checkpoint seen (kept in --state)
+    /// from the hash tiles, and on a fork prints both checkpoints and exits 3.
+    Monitor {
+        /// The Clew server, e.g. https://clew.example.org.
+        #[arg(long)]
+        url: String,
+        /// The ledger's verifier key (file or key text).
+        #[arg(long)]
+        vkey: String,
+        /// Bearer token file (hash tiles need an authenticated caller).
+        #[arg(long, env = "CLEW_TOKEN_FILE")]
+        token_file: PathBuf,
+        #[command(flatten)]
+        witnesses: WitnessPolicyArgs,
+        /// The last checkpoint seen.
+        #[arg(long, default_value = "clew-monitor.checkpoint")]
+        state: PathBuf,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 10)]
+        interval_s: u64,
+        /// Look once and exit (0 consistent, 3 fork).
+        #[arg(long)]
+        once: bool,
+        /// Serve the monitor's metrics (`GET /metrics`) on this address.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,7 +14,32 @@ const VKEY_FILE: &str = "witness.vkey";
 
 /// Runs one command of this family.
 pub(super) fn run(command: WitnessCommand) -> Result<ExitCode> {
-    let WitnessCommand::Witness { action } = command;
+    let action = match command {
+        WitnessCommand::Witness { action } => action,
+        WitnessCommand::Monitor {
+            url,
+            vkey,
+            token_file,
+            witnesses,
+            state,
+            interval_s,
+            once,
+            metrics_listen,
+        } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("reading {}", token_file.display()))?
+                .trim()
+                .to_string();
+            let monitor = crate::monitor::Monitor::new(crate::monitor::MonitorConfig {
+                url: url.trim_end_matches('/').to_string(),
+                token,
+                vkey: super::key_arg(&vkey)?,
+                witnesses: witnesses.policy()?,
+                state,
+            })?;
+            return monitor_loop(monitor, interval_s, once, metrics_listen);
+        }
+    };
     match action {
         WitnessAction::Init { dir, name } => {
             let key = dir.join(KEY_FILE);
@@ -66,5 +91,64 @@ pub(super) fn run(command: WitnessCommand) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn monitor_loop(
+    monitor: crate::monitor::Monitor,
+    interval_s: u64,
+    once: bool,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
+    use crate::monitor::Observation;
+    if let Some(addr) = metrics_listen {
+        let stats = monitor.stats.clone();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("metrics: {e}"),
+            };
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let stats = stats.clone();
+                        async move { crate::monitor::render_metrics(&stats) }
+                    }),
+                );
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        let _ = axum::serve(l, app).await;
+                    }
+                    Err(e) => tracing::error!("metrics on {addr}: {e}"),
+                }
+            });
+        });
+    }
+    loop {
+        match monitor.check_once() {
+            Ok(Observation::Fork { seen, now, why }) => {
+                eprintln!("FORK: {why}\n--- the checkpoint seen before ---\n{seen}--- the checkpoint served now ---\n{now}");
+                return Ok(ExitCode::from(3));
+            }
+            Ok(Observation::First { size }) => println!("first checkpoint: tree size {size}"),
+            Ok(Observation::Unchanged { size }) => {
+                if once {
+                    println!("unchanged: tree size {size}");
+                }
+            }
+            Ok(Observation::Grown { from, to }) => {
+                println!("consistent: tree size {from} → {to}")
+            }
+            Err(e) if once => return Err(e),
+            Err(e) => tracing::warn!("monitor: {e:#}"),
+        }
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(interval_s.max(1)));
     }
 }
