@@ -7,8 +7,8 @@
 //! (golang.org/x/mod/sumdb/note with transparency-dev/formats' cosignature/v1
 //! verifier, tests/witness-check).
 
-use crate::support::witnesses::{ClewWitness, LiteWitness, Witness};
 use crate::support::{self, ok, repo_root, Fixture};
+use clew_test_witnesses::{ClewWitness, LiteWitness, Witness};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,7 +167,12 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
 
     let wdir = f.path("witness");
     let ledger_vkey = f.data().join("keys/ledger.vkey");
-    let mut w = ClewWitness::start(&wdir, "witness.example.org/clew1", &[&ledger_vkey]);
+    let mut w = ClewWitness::start(
+        Path::new(env!("CARGO_BIN_EXE_clew")),
+        &wdir,
+        "witness.example.org/clew1",
+        &[&ledger_vkey],
+    );
     let witness_vkey = w.vkey().to_string();
     assert!(
         witness_vkey.starts_with("witness.example.org/clew1+"),
@@ -423,6 +428,7 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         &ledger_vkey,
     );
     let mut own = ClewWitness::start(
+        Path::new(env!("CARGO_BIN_EXE_clew")),
         &tmp.path().join("clew-witness"),
         "witness.example.org/clew1",
         &[&ledger_vkey_file],

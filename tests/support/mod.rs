@@ -5,7 +5,6 @@
 
 pub mod kafka;
 pub mod server;
-pub mod witnesses;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -21,6 +21,7 @@ mod dicom;
 mod dicomweb;
 mod kafka;
 mod spine;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,6 +147,23 @@ enum Bench {
         /// The dicomweb-client side of the benchmark.
         #[arg(long, default_value = "tests/dicom/dicomweb_client_scan.py")]
         script: PathBuf,
+    },
+    /// What witnessing costs: events/s recorded through `clew serve` with
+    /// two real witnesses (litewitness, clew witness; quorum 2) against the
+    /// same without witnesses, same run, and the signed → witnessed latency.
+    Witness {
+        /// Events recorded per server per run.
+        #[arg(long, default_value_t = 2_000)]
+        events: usize,
+        /// Concurrent GraphQL clients recording.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Runs (medians reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Latency samples per run (one event at a time).
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
     },
     /// Manifests of 1 MiB and 32 MiB put and read through `clew serve` on a
     /// real S3-compatible store (SeaweedFS, built by tests/setup.sh) against
@@ -372,6 +390,39 @@ fn run(bench: Bench) -> Result<()> {
                 r.orthanc_share_of_its_limit
             );
             println!("ratio: {:.1}x the Python client (goal 3x)", r.ratio);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Witness {
+            events,
+            clients,
+            runs,
+            samples,
+        } => {
+            let exe = clew_binary()?;
+            let r = crate::witness::run(
+                &exe,
+                events.max(1),
+                clients.max(1),
+                runs.max(1),
+                samples.max(1),
+            )?;
+            println!(
+                "witnesses: {} (quorum {}); {} events per server, {} clients, medians of {} runs",
+                r.witnesses.join(", "),
+                r.witnesses.len(),
+                r.events,
+                r.clients,
+                r.runs
+            );
+            println!(
+                "signed → witnessed by both: p50 {:.1} ms, p99 {:.1} ms ({} events one at a time)",
+                r.latency_p50_ms, r.latency_p99_ms, r.latency_samples
+            );
+            println!(
+                "recording: {:.0} events/s with witnesses, {:.0} without",
+                r.events_per_s_on, r.events_per_s_off
+            );
+            println!("ratio: {:.2} (goal 0.95)", r.ratio);
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::Blobs {

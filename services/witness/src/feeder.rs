@@ -17,6 +17,9 @@ use crate::cosignature::CosignatureVerifier;
 use crate::protocol::AddCheckpoint;
 use crate::WitnessError;
 
+/// Shortest time between two checkpoints sent to one witness.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(250);
+
 /// What the feeder needs of the log it feeds (the ledger, in Clew).
 pub trait WitnessedLog: Send + Sync + 'static {
     /// The latest signed checkpoint: its size and note.
@@ -104,6 +107,7 @@ pub async fn feed(
     stats.cosigned_size.store(known, Ordering::Relaxed);
     let mut backoff = Duration::from_millis(250);
     let mut repeated_conflict: Option<u64> = None;
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -118,11 +122,24 @@ pub async fn feed(
         if note.is_empty() || (size == known && repeated_conflict.is_none() && known > 0) {
             // Nothing new: wait for the next checkpoint (or the stop).
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                 _ = stop.changed() => {}
             }
             continue;
         }
+        // At most one checkpoint per MIN_INTERVAL to each witness: under
+        // load the latest one goes (a witness needs no intermediate ones),
+        // and an idle log's next checkpoint goes at once.
+        if let Some(at) = last_sent {
+            if repeated_conflict.is_none() && at.elapsed() < MIN_INTERVAL {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + MIN_INTERVAL) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        }
+        last_sent = Some(tokio::time::Instant::now());
         let old = known.min(size);
         let proof = if old == 0 || old == size {
             Ok(Vec::new())

@@ -1,7 +1,8 @@
-//! Real witnesses for tests: litewitness (filippo.io/torchwood, built by
-//! tests/setup.sh from the Go module proxy into target/tools/bin, its key in
-//! a dedicated ssh-agent) and Clew's own `clew witness`. Each runs on a free
-//! loopback port with its own directory and is stopped when dropped.
+//! Real witnesses for tests and benchmarks (see the README): litewitness
+//! (filippo.io/torchwood, built by tests/setup.sh from the Go module proxy
+//! into target/tools/bin, its key in a dedicated ssh-agent) and Clew's own
+//! `clew witness`. Each runs on a free loopback port with its own directory
+//! and is stopped when dropped.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-
-use super::{clew, ok, repo_root};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -32,7 +31,9 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
 }
 
 fn tool(name: &str) -> PathBuf {
-    let path = repo_root().join("target/tools/bin").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/tools/bin")
+        .join(name);
     assert!(
         path.exists(),
         "{} is missing: run tests/setup.sh (it builds litewitness and witnessctl from the Go module proxy)",
@@ -203,6 +204,7 @@ impl Drop for LiteWitness {
 
 /// `clew witness serve`.
 pub struct ClewWitness {
+    clew: PathBuf,
     dir: PathBuf,
     port: u16,
     logs: Vec<PathBuf>,
@@ -211,19 +213,19 @@ pub struct ClewWitness {
 }
 
 impl ClewWitness {
-    /// `clew witness init` in `dir`, then serving the logs whose keys are in `logs`.
-    pub fn start(dir: &Path, name: &str, logs: &[&Path]) -> Self {
-        let vkey = ok(&[
-            "witness",
-            "init",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--name",
-            name,
-        ])
+    /// `<clew> witness init` in `dir`, then serving the logs whose keys are in `logs`.
+    pub fn start(clew: &Path, dir: &Path, name: &str, logs: &[&Path]) -> Self {
+        let vkey = run_ok(
+            Command::new(clew)
+                .args(["witness", "init", "--dir"])
+                .arg(dir)
+                .args(["--name", name]),
+            "clew witness init",
+        )
         .trim()
         .to_string();
         let mut w = ClewWitness {
+            clew: clew.to_path_buf(),
             dir: dir.to_path_buf(),
             port: free_port(),
             logs: logs.iter().map(|p| p.to_path_buf()).collect(),
@@ -261,7 +263,7 @@ impl Witness for ClewWitness {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut cmd = clew();
+        let mut cmd = Command::new(&self.clew);
         cmd.args(["witness", "serve", "--dir"])
             .arg(&self.dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
