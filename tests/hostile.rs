@@ -742,7 +742,7 @@ fn verify_reports_a_damaged_data_directory_without_panicking() {
     for (i, file) in files.iter().enumerate() {
         for how in ["truncate", "flip"] {
             let copy = tmp.path().join(format!("copy-{i}-{how}"));
-            copy_dir(&data, &copy);
+            support::copy_dir(&data, &copy);
             let target = copy.join(file.strip_prefix(&data).unwrap());
             let bytes = std::fs::read(&target).unwrap();
             let broken = match how {
@@ -796,12 +796,4 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for file in files_under(from) {
-        let target = to.join(file.strip_prefix(from).expect("inside"));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(&file, &target).expect("copy");
-    }
 }

@@ -140,19 +140,6 @@ pub(crate) fn deidentify(src: &Path, dst: &Path, n: usize, declared: Declared) -
     (*file).clone()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 pub(crate) fn ingest(folder: &Path, report: &Path, extra: &[&str]) -> (Output, Json) {
     let mut args = vec![std::ffi::OsString::from("dicom"), folder.into()];
     args.extend(extra.iter().map(Into::into));
@@ -212,7 +199,7 @@ fn files_as_shipped_are_refused_naming_each_file_and_tag_and_nothing_is_publishe
         || std::fs::read_dir(Path::new(&data).join("manifests/sha256")).map_or(0, |d| d.count());
     let manifests_before = manifests();
     let raw = tmp.path().join("raw");
-    copy_dir(&real_files(), &raw);
+    support::copy_dir(&real_files(), &raw);
     let report_path = tmp.path().join("report.json");
     let (out, report) = ingest(
         &raw,

@@ -6,31 +6,11 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{ok, repo_root, Fixture};
+use support::{ok, Fixture};
 
 /// Builds the Go verifier under tests/go-verifier.
 fn go_verifier(out_dir: &Path) -> PathBuf {
-    let src = repo_root().join("tests/go-verifier");
-    let bin = out_dir.join("goverifier");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&src)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the Go toolchain (`go build` in {}): {e}; install Go (see README)",
-                src.display()
-            )
-        });
-    assert!(
-        built.status.success(),
-        "building the Go verifier failed (modules come from the Go module proxy; `go mod download` in {}):\n{}",
-        src.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    bin
+    support::go_build("go-verifier", out_dir, "goverifier")
 }
 
 fn run_go(bin: &Path, vkey: &str, mirror: &Path) -> std::process::Output {

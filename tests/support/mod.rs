@@ -40,6 +40,55 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Copies a directory tree (a data directory restored from a copy, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("target directory");
+    for e in std::fs::read_dir(from).expect("source directory") {
+        let e = e.expect("directory entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Builds the Go program in `tests/<dir>` into `out/<name>`; a missing
+/// toolchain or module is a panic that says so.
+pub fn go_build(dir: &str, out: &Path, name: &str) -> PathBuf {
+    let src = repo_root().join("tests").join(dir);
+    let bin = out.join(name);
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the Go toolchain (`go build` in {}): {e}; install Go (see README)",
+                src.display()
+            )
+        });
+    assert!(
+        built.status.success(),
+        "building {} failed (modules come from the Go module proxy; tests/setup.sh downloads them):\n{}",
+        src.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    bin
+}
+
+/// Runs one future to completion from synchronous test code.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
 /// A fresh ledger created by `clew init` in a temporary directory.
 pub struct Fixture {
     pub tmp: tempfile::TempDir,

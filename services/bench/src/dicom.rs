@@ -79,6 +79,23 @@ fn sources(dir: &Path) -> Result<Vec<(PathBuf, dicom_object::DefaultDicomObject)
     Ok(out)
 }
 
+/// Gives a copy its own Study, Series and SOP Instance UIDs (the file meta too).
+pub(crate) fn set_uids(
+    obj: &mut dicom_object::DefaultDicomObject,
+    study: &str,
+    series: &str,
+    sop: &str,
+) {
+    for (tag, value) in [
+        (tags::STUDY_INSTANCE_UID, study),
+        (tags::SERIES_INSTANCE_UID, series),
+        (tags::SOP_INSTANCE_UID, sop),
+    ] {
+        obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(value)));
+    }
+    obj.update_meta(|m| m.media_storage_sop_instance_uid = sop.to_string());
+}
+
 fn build_tree(
     sources: &[(PathBuf, dicom_object::DefaultDicomObject)],
     n: usize,
@@ -93,23 +110,7 @@ fn build_tree(
             let mut obj = obj.clone();
             let series = i / 200;
             let study = series / 4;
-            obj.put(DataElement::new(
-                tags::STUDY_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(uid(1, study)),
-            ));
-            obj.put(DataElement::new(
-                tags::SERIES_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(uid(2, series)),
-            ));
-            let sop = uid(3, i);
-            obj.put(DataElement::new(
-                tags::SOP_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(sop.as_str()),
-            ));
-            obj.update_meta(|m| m.media_storage_sop_instance_uid = sop.clone());
+            set_uids(&mut obj, &uid(1, study), &uid(2, series), &uid(3, i));
             let dir = out
                 .join(format!("study-{study:04}"))
                 .join(format!("series-{series:05}"));

@@ -158,23 +158,7 @@ fn load(pacs: &Pacs, source: &Path, n: usize) -> Result<(usize, usize)> {
                     VR::LO,
                     PrimitiveValue::from(format!("PSEUDO-{}", series / 2)),
                 ));
-                obj.put(DataElement::new(
-                    tags::STUDY_INSTANCE_UID,
-                    VR::UI,
-                    PrimitiveValue::from(uid(1, series / 2)),
-                ));
-                obj.put(DataElement::new(
-                    tags::SERIES_INSTANCE_UID,
-                    VR::UI,
-                    PrimitiveValue::from(uid(2, series)),
-                ));
-                let sop = uid(3, i);
-                obj.put(DataElement::new(
-                    tags::SOP_INSTANCE_UID,
-                    VR::UI,
-                    PrimitiveValue::from(sop.as_str()),
-                ));
-                obj.update_meta(|m| m.media_storage_sop_instance_uid = sop.clone());
+                crate::dicom::set_uids(&mut obj, &uid(1, series / 2), &uid(2, series), &uid(3, i));
                 let mut bytes = Vec::new();
                 if let Err(e) = obj.write_all(&mut bytes) {
                     *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.into());
