@@ -47,16 +47,41 @@ pub(crate) fn sign(
     Ok(SignedCheckpoint { size, root, note })
 }
 
-/// Verifies a signed checkpoint note with `vkey` and parses its body.
+/// Verifies a signed checkpoint note with `vkey` and parses its body; the
+/// note is returned as given (other signatures, such as witnesses'
+/// cosignatures, included).
 pub fn parse(note: &[u8], vkey: &str) -> Result<SignedCheckpoint, LedgerError> {
+    parse_keeping(note, vkey, true)
+}
+
+/// [`parse`], but the note returned keeps the ledger's own signature only:
+/// what a ledger stores (witnesses' cosignatures, C2SP tlog-cosignature, are
+/// evidence about the checkpoint, kept apart: the ledger holds its
+/// checkpoints byte for byte as it signed them).
+pub fn parse_own(note: &[u8], vkey: &str) -> Result<SignedCheckpoint, LedgerError> {
+    parse_keeping(note, vkey, false)
+}
+
+fn parse_keeping(
+    note: &[u8],
+    vkey: &str,
+    keep_others: bool,
+) -> Result<SignedCheckpoint, LedgerError> {
     let verifier =
         StandardVerifier::new(vkey).map_err(|e| LedgerError::Key(format!("verifier key: {e}")))?;
     let origin = signed_note::Verifier::name(&verifier).to_string();
     let parsed = Note::from_bytes(note)
         .map_err(|e| LedgerError::Corrupt(format!("checkpoint note: {e}")))?;
-    parsed
+    let (own, others) = parsed
         .verify(&VerifierList::new(vec![Box::new(verifier)]))
         .map_err(|e| LedgerError::Corrupt(format!("checkpoint signature: {e}")))?;
+    let note = if keep_others || others.is_empty() {
+        note.to_vec()
+    } else {
+        Note::new(parsed.text(), &own)
+            .map_err(|e| LedgerError::Corrupt(format!("checkpoint note: {e}")))?
+            .to_bytes()
+    };
     let body = Checkpoint::from_bytes(parsed.text())
         .map_err(|e| LedgerError::Corrupt(format!("checkpoint body: {e}")))?;
     if body.origin() != origin {
@@ -69,7 +94,7 @@ pub fn parse(note: &[u8], vkey: &str) -> Result<SignedCheckpoint, LedgerError> {
     Ok(SignedCheckpoint {
         size: body.size(),
         root: *body.hash(),
-        note: note.to_vec(),
+        note,
     })
 }
 

@@ -157,6 +157,14 @@ pub struct Ledger {
     pub(crate) upper_hashes: UpperHashCache,
     /// When the latest checkpoint was signed (unix seconds; 0 before any).
     pub(crate) signed_at: std::sync::atomic::AtomicI64,
+    /// The size of the latest checkpoint, for those who wait for the next.
+    pub(crate) checkpointed: tokio::sync::watch::Sender<u64>,
+    /// The next cosignature sequence number, for those who wait for
+    /// witnesses' cosignatures.
+    cosigned: tokio::sync::watch::Sender<u64>,
+    /// Serialises cosignature writes, so their sequence numbers are stored
+    /// in the order they are allocated (the outbox publishes by them).
+    cosigning: Mutex<()>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -354,7 +362,21 @@ impl Ledger {
             registry: RwLock::new(Arc::new(registry)),
             upper_hashes: UpperHashCache::default(),
             signed_at: std::sync::atomic::AtomicI64::new(signed_at),
+            checkpointed: tokio::sync::watch::Sender::new(size),
+            cosigned: tokio::sync::watch::Sender::new(0),
+            cosigning: Mutex::new(()),
         })
+    }
+
+    /// A receiver that changes whenever a witness cosignature is stored.
+    pub fn watch_cosignatures(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cosigned.subscribe()
+    }
+
+    /// A receiver that changes whenever a new checkpoint is stored (signed by
+    /// this ledger, or verified by a mirror); its value is the tree size.
+    pub fn watch_checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.checkpointed.subscribe()
     }
 
     /// Sequences one batch read from `source`: [`Ledger::precheck`] then
@@ -623,6 +645,7 @@ impl Ledger {
         if let Some(t) = signed_at {
             self.signed_at
                 .store(t, std::sync::atomic::Ordering::Release);
+            self.checkpointed.send_replace(size);
         }
         w.size = size;
         w.rejected = rejections;
@@ -769,7 +792,10 @@ impl Ledger {
     }
 
     /// Stores a witness's cosignature line (C2SP tlog-cosignature, already
-    /// verified by the caller) over the checkpoint of `size`.
+    /// verified by the caller) over the checkpoint of `size`. Each new line
+    /// also gets the next cosignature sequence number, the order in which a
+    /// publisher passes them on ([`Ledger::cosigned_from`]); a line already
+    /// stored is not stored again.
     pub fn store_cosignature(
         &self,
         size: u64,
@@ -780,13 +806,73 @@ impl Ledger {
         let mut key = b"c".to_vec();
         key.extend_from_slice(&size.to_be_bytes());
         key.extend_from_slice(witness.as_bytes());
+        let _serial = self
+            .cosigning
+            .lock()
+            .map_err(|_| LedgerError::Corrupt("cosignature lock poisoned".into()))?;
+        if t.get(&key)?.is_some_and(|held| held.as_ref() == line) {
+            return Ok(());
+        }
+        let seq = self.next_cosigned_seq_in(&t)?;
         let mut last = b"l".to_vec();
         last.extend_from_slice(witness.as_bytes());
+        let mut order = b"s".to_vec();
+        order.extend_from_slice(&seq.to_be_bytes());
+        let mut entry = size.to_be_bytes().to_vec();
+        entry.extend_from_slice(witness.as_bytes());
         let mut batch = sled::Batch::default();
         batch.insert(key, line);
-        batch.insert(last, &size.to_be_bytes());
+        let newer = t
+            .get(&last)?
+            .map(|v| u64_value(&v))
+            .transpose()?
+            .is_none_or(|held| held < size);
+        if newer {
+            batch.insert(last, &size.to_be_bytes());
+        }
+        batch.insert(order, entry);
         t.apply_batch(batch)?;
+        self.cosigned.send_replace(seq + 1);
         Ok(())
+    }
+
+    fn next_cosigned_seq_in(&self, t: &sled::Tree) -> Result<u64, LedgerError> {
+        match t.scan_prefix(b"s").next_back() {
+            Some(item) => Ok(u64_value(&item?.0[1..])? + 1),
+            None => Ok(0),
+        }
+    }
+
+    /// The sequence number the next stored cosignature will get.
+    pub fn next_cosigned_seq(&self) -> Result<u64, LedgerError> {
+        self.next_cosigned_seq_in(&self.cosignature_tree()?)
+    }
+
+    /// Stored cosignatures from sequence number `from`, in order, at most
+    /// `limit`: (sequence number, checkpoint size, witness name).
+    pub fn cosigned_from(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, String)>, LedgerError> {
+        let t = self.cosignature_tree()?;
+        let mut start = b"s".to_vec();
+        start.extend_from_slice(&from.to_be_bytes());
+        t.range(start..)
+            .take_while(|item| matches!(item, Ok((k, _)) if k.starts_with(b"s")))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                if v.len() < 8 {
+                    return Err(LedgerError::Corrupt("cosignature order entry".into()));
+                }
+                Ok((
+                    u64_value(&k[1..])?,
+                    u64_value(&v[..8])?,
+                    String::from_utf8_lossy(&v[8..]).into_owned(),
+                ))
+            })
+            .collect()
     }
 
     /// The cosignature lines stored for the checkpoint of `size`, by witness name.

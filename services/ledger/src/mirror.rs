@@ -108,7 +108,7 @@ impl Ledger {
                 w.size
             )));
         }
-        let signed = checkpoint::parse(note, &self.verifier_key)?;
+        let signed = checkpoint::parse_own(note, &self.verifier_key)?;
         let size = first + leaves.len() as u64;
         if signed.size != size {
             return Err(LedgerError::Inconsistent(format!(
@@ -171,6 +171,7 @@ impl Ledger {
                 .store(t, std::sync::atomic::Ordering::Release);
         }
         w.size = size;
+        self.checkpointed.send_replace(size);
         Ok(MirroredBatch {
             checkpoint: signed,
             appended,
@@ -181,7 +182,7 @@ impl Ledger {
     /// checkpoint re-published after a sequencer restart, or one that arrived
     /// after later leaves) and stores it if new. Returns it when it verified.
     pub fn accept_past_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, LedgerError> {
-        let signed = checkpoint::parse(note, &self.verifier_key)?;
+        let signed = checkpoint::parse_own(note, &self.verifier_key)?;
         let root = self.root_at(signed.size)?;
         if root != signed.root {
             return Err(LedgerError::Inconsistent(format!(

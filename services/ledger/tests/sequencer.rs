@@ -1522,3 +1522,61 @@ fn a_version_is_cited_only_when_its_manifest_is_in_the_store() {
         other => panic!("a missing manifest must be named: {other:?}"),
     }
 }
+
+#[test]
+fn cosignatures_are_kept_apart_in_the_order_stored_and_checkpoints_keep_the_ledgers_signature_only()
+{
+    let mut w = World::new();
+    let size = w.ledger().size();
+    let cp = w.ledger().latest_checkpoint().unwrap();
+    let mut news = w.ledger().watch_checkpoints();
+    assert_eq!(*news.borrow_and_update(), size);
+    // Witnesses' lines (verified by the caller) are stored once each, in order.
+    let line = |name: &str| format!("— {name} AAAAAAE=\n").into_bytes();
+    w.ledger()
+        .store_cosignature(size, "w1.example", &line("w1.example"))
+        .unwrap();
+    w.ledger()
+        .store_cosignature(size, "w1.example", &line("w1.example"))
+        .unwrap();
+    w.ledger()
+        .store_cosignature(size, "w2.example", &line("w2.example"))
+        .unwrap();
+    assert_eq!(w.ledger().next_cosigned_seq().unwrap(), 2);
+    assert_eq!(
+        w.ledger().cosigned_from(0, 10).unwrap(),
+        vec![
+            (0, size, "w1.example".to_string()),
+            (1, size, "w2.example".to_string())
+        ]
+    );
+    assert_eq!(w.ledger().cosigned_from(1, 10).unwrap().len(), 1);
+    assert_eq!(w.ledger().cosignatures(size).unwrap().len(), 2);
+    // An older size cosigned later does not move a witness's last size back.
+    w.ledger()
+        .store_cosignature(size - 1, "w1.example", &line("w1.example"))
+        .unwrap();
+    assert_eq!(
+        w.ledger().last_cosigned_by("w1.example").unwrap(),
+        Some(size)
+    );
+    // The checkpoint itself is untouched, and a note carrying other
+    // signatures parses to the ledger's own note, byte for byte.
+    assert_eq!(w.ledger().latest_checkpoint().unwrap(), cp);
+    let mut cosigned = cp.note.clone();
+    cosigned.extend(line("w1.example"));
+    let vkey = w.ledger().verifier_key().to_string();
+    let parsed = clew_ledger::checkpoint::parse_own(&cosigned, &vkey).unwrap();
+    assert_eq!(parsed, cp);
+    // (a verifier's parse keeps them)
+    let verbatim = clew_ledger::checkpoint::parse(&cosigned, &vkey).unwrap();
+    assert_eq!(verbatim.note, cosigned);
+    // A new checkpoint moves the watch feeders wait on.
+    assert!(!news.has_changed().unwrap());
+    let r = w.submit(vec![w.sealed_ingest(sample::dataset_version(1, 7, vec![]))]);
+    assert!(news.has_changed().unwrap());
+    assert_eq!(*news.borrow_and_update(), r.tree_size);
+    // They survive a restart (and the log still verifies).
+    w.verify();
+    assert_eq!(w.ledger().next_cosigned_seq().unwrap(), 3);
+}
