@@ -264,6 +264,7 @@ fn latency(
                 Arc::new(clew_node::Metrics::new()?),
                 bus.clone(),
                 "bench-replica",
+                None,
             )?;
             // Sites and datasets, then wait until the replica holds them.
             let base = ledger.size();

@@ -142,6 +142,7 @@ fn stop_on_signal(stop: Arc<AtomicBool>) -> Result<()> {
 fn serve_sequencer_health(
     listen: std::net::SocketAddr,
     progress: Arc<clew_sequencer::Progress>,
+    witnesses: Option<clew_node::Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     use axum::http::StatusCode;
@@ -158,19 +159,24 @@ fn serve_sequencer_health(
     );
     let ready = progress.clone();
     let metrics = progress.clone();
+    let ready_witnesses = witnesses.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.reading.load(Ordering::SeqCst);
+                let text = match ready_witnesses.as_ref() {
+                    Some(m) if ready => format!("ready\n{}", witnessed_line(m)),
+                    _ => "ready\n".to_string(),
+                };
                 async move {
                     if ready {
-                        (StatusCode::OK, "ready\n")
+                        (StatusCode::OK, text)
                     } else {
                         (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "opening the inbound stream\n",
+                            "opening the inbound stream\n".to_string(),
                         )
                     }
                 }
@@ -179,7 +185,10 @@ fn serve_sequencer_health(
         .route(
             "/metrics",
             get(move || {
-                let text = sequencer_metrics(&metrics);
+                let mut text = sequencer_metrics(&metrics);
+                if let Some(m) = witnesses.as_ref() {
+                    text.push_str(&witness_metrics(m));
+                }
                 async move {
                     (
                         [(
@@ -209,6 +218,30 @@ fn serve_sequencer_health(
             })
         })?;
     Ok(())
+}
+
+/// `/readyz`'s line on how far the last witnessed checkpoint lags the last
+/// signed one (as `clew serve` gives it).
+fn witnessed_line(m: &clew_node::Metrics) -> String {
+    format!(
+        "witnessed: tree size {} ({} leaves behind the latest checkpoint; quorum {} of {} witnesses)\n",
+        m.witnessed_tree_size.get(),
+        m.witness_lag_leaves.get(),
+        m.witness_quorum.get(),
+        m.witnesses.get()
+    )
+}
+
+/// The witness families of `m` (the same names `clew serve` exports).
+fn witness_metrics(m: &clew_node::Metrics) -> String {
+    m.render()
+        .lines()
+        .filter(|l| l.contains("clew_witness"))
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
 }
 
 /// The sequencer's counters in the Prometheus text format.
@@ -263,6 +296,7 @@ pub fn run_ledger(
     kafka: &KafkaArgs,
     listen: Option<std::net::SocketAddr>,
     keys_from: Option<&Path>,
+    witnesses: crate::witnessing::Witnesses,
 ) -> Result<()> {
     if let Some(from) = keys_from {
         for stem in ["ledger", "admin", "api"] {
@@ -285,8 +319,30 @@ pub fn run_ledger(
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signal(stop.clone())?;
     let progress = Arc::new(clew_sequencer::Progress::default());
+    // Witnesses are fed from a runtime of their own, apart from sequencing;
+    // the cosignatures they return are published on the checkpoint topic.
+    let witnessing = if witnesses.endpoints.is_empty() {
+        None
+    } else {
+        let metrics = clew_node::Metrics::new()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("witnesses")
+            .enable_all()
+            .build()?;
+        let running = {
+            let _in_rt = rt.enter();
+            crate::witnessing::start(ledger.clone(), witnesses, metrics.clone())
+        };
+        Some((rt, running, metrics))
+    };
     if let Some(listen) = listen {
-        serve_sequencer_health(listen, progress.clone(), stop.clone())?;
+        serve_sequencer_health(
+            listen,
+            progress.clone(),
+            witnessing.as_ref().map(|(_, _, m)| m.clone()),
+            stop.clone(),
+        )?;
     }
     let reporter = {
         let progress = progress.clone();
@@ -321,6 +377,9 @@ pub fn run_ledger(
     );
     stop.store(true, Ordering::SeqCst);
     let _ = reporter.join();
+    if let Some((rt, running, _)) = witnessing {
+        rt.block_on(running.stop());
+    }
     ledger.flush()?;
     result?;
     println!(
@@ -349,6 +408,7 @@ pub fn prepare_replica(
     kafka: &KafkaArgs,
     group: &str,
     tokens_file: Option<&Path>,
+    cosignatures: Option<clew_node::CosignatureFilter>,
 ) -> Result<Prepared> {
     let vkey = key_text(ledger_vkey)?;
     let created = !dir.has_ledger();
@@ -382,6 +442,7 @@ pub fn prepare_replica(
         metrics,
         bus,
         group,
+        cosignatures,
     )?;
     Ok(Prepared {
         node,

@@ -105,12 +105,12 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves a prepared node on `listen` until Ctrl-C / SIGTERM, sending every
-/// new checkpoint to `witnesses` meanwhile.
+/// new checkpoint to the witnesses meanwhile (a replica: keeping theirs).
 pub async fn run(
     prepared: Prepared,
     listen: SocketAddr,
     limits: Limits,
-    witnesses: crate::witnessing::Witnesses,
+    witnesses: crate::witnessing::WitnessRole,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -131,7 +131,7 @@ pub async fn run(
     println!("health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
         .with_manifests(prepared.manifests.clone(), prepared.spool.clone());
-    let witnessing = crate::witnessing::start(prepared.node.clone(), witnesses);
+    let witnessing = witnesses.start(&prepared.node);
     clew_api::serve(listener, state, shutdown_signal()).await?;
     witnessing.stop().await;
     let size = prepared.node.ledger().size();

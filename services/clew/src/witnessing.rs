@@ -1,44 +1,57 @@
-//! Witnessing the ledger: every new checkpoint of the node's ledger sent
-//! to the configured witnesses (`clew_witness::feed`, one task each), their
-//! cosignatures stored in the ledger and so appended wherever the node
-//! serves the checkpoint.
+//! Witnessing the ledger: every new checkpoint sent to the configured
+//! witnesses (`clew_witness::feed`, one task each) by whoever signs it — the
+//! embedded node (`clew serve`) or the Kafka sequencer (`clew ledger`) —
+//! their cosignatures stored in the ledger and so appended wherever the
+//! checkpoint is served (and, on Kafka, published on the checkpoint topic
+//! for the replicas). A replica feeds nobody: it keeps the cosignatures of
+//! the witnesses it knows from the published checkpoints
+//! ([`cosignature_filter`]) and reports the quorum like the sequencer.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
-use clew_node::Node;
-use clew_witness::{WitnessEndpoint, WitnessStats, WitnessedLog};
+use clew_ledger::Ledger;
+use clew_node::Metrics;
+use clew_witness::{WitnessEndpoint, WitnessPolicy, WitnessStats, WitnessedLog};
 use tlog_tiles::Hash;
 
-/// The node's ledger as the feeder sees it.
-struct LedgerLog(Arc<Node>);
+/// The ledger as the feeder sees it.
+struct LedgerLog {
+    ledger: Arc<Ledger>,
+    /// The latest checkpoint read, by size (parsed and its signature checked
+    /// once per new checkpoint, however often the feeders ask).
+    cached: Mutex<Option<(u64, Vec<u8>)>>,
+}
 
 impl WitnessedLog for LedgerLog {
     fn latest(&self) -> Result<(u64, Vec<u8>), String> {
+        let size = self.ledger.size();
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, note)) = cached.as_ref().filter(|(at, _)| *at >= size) {
+            return Ok((*at, note.clone()));
+        }
         // The ledger's own note, without cosignatures.
-        let cp = self
-            .0
-            .ledger()
-            .latest_checkpoint()
-            .map_err(|e| e.to_string())?;
+        let cp = self.ledger.latest_checkpoint().map_err(|e| e.to_string())?;
+        *cached = Some((cp.size, cp.note.clone()));
         Ok((cp.size, cp.note))
     }
     fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, String> {
-        self.0
-            .ledger()
+        self.ledger
             .consistency_proof(old, new)
             .map_err(|e| e.to_string())
     }
     fn store_cosignature(&self, size: u64, witness: &str, line: &[u8]) -> Result<(), String> {
-        self.0
-            .ledger()
+        self.ledger
             .store_cosignature(size, witness, line)
             .map_err(|e| e.to_string())
     }
     fn last_cosigned(&self, witness: &str) -> Result<Option<u64>, String> {
-        self.0
-            .ledger()
+        self.ledger
             .last_cosigned_by(witness)
             .map_err(|e| e.to_string())
+    }
+    fn checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ledger.watch_checkpoints()
     }
 }
 
@@ -49,25 +62,49 @@ pub struct Witnesses {
     pub quorum: usize,
 }
 
-/// The running feeders.
+/// What a serving node does about witnesses.
+pub enum WitnessRole {
+    /// It signs checkpoints: it sends them to these witnesses.
+    Feed(Witnesses),
+    /// It mirrors them (a replica): it keeps the cosignatures of these
+    /// witnesses that the published checkpoints carry.
+    Follow(WitnessPolicy),
+}
+
+impl WitnessRole {
+    /// Starts what the role needs for `node`.
+    pub fn start(self, node: &clew_node::Node) -> Witnessing {
+        let metrics = node.metrics().clone();
+        match self {
+            WitnessRole::Feed(w) => start(node.shared_ledger(), w, metrics),
+            WitnessRole::Follow(p) => follow(node.shared_ledger(), &p, metrics),
+        }
+    }
+}
+
+/// The running feeders (or, on a replica, the quorum's bookkeeping).
 pub struct Witnessing {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts one feeder per witness, and the task keeping the witness metrics
-/// (none configured: nothing runs).
-pub fn start(node: Arc<Node>, witnesses: Witnesses) -> Witnessing {
+/// Starts one feeder per witness over `ledger`, and the task keeping the
+/// witness figures in `metrics` (no witnesses: nothing runs). Call inside a
+/// tokio runtime.
+pub fn start(ledger: Arc<Ledger>, witnesses: Witnesses, metrics: Metrics) -> Witnessing {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if witnesses.endpoints.is_empty() {
         return Witnessing { stop, tasks };
     }
-    let log: Arc<dyn WitnessedLog> = Arc::new(LedgerLog(node.clone()));
+    let log: Arc<dyn WitnessedLog> = Arc::new(LedgerLog {
+        ledger: ledger.clone(),
+        cached: Mutex::new(None),
+    });
     let mut stats = Vec::new();
     for w in witnesses.endpoints {
         let s = Arc::new(WitnessStats::default());
-        stats.push((w.name().to_string(), s.clone()));
+        stats.push((w.name().to_string(), Some(s.clone())));
         tracing::info!(witness = %w.name(), url = %w.url, "sending checkpoints to the witness");
         tasks.push(tokio::spawn(clew_witness::feed(
             log.clone(),
@@ -77,7 +114,8 @@ pub fn start(node: Arc<Node>, witnesses: Witnesses) -> Witnessing {
         )));
     }
     tasks.push(tokio::spawn(keep_metrics(
-        node,
+        ledger,
+        metrics,
         stats,
         witnesses.quorum,
         rx,
@@ -85,28 +123,75 @@ pub fn start(node: Arc<Node>, witnesses: Witnesses) -> Witnessing {
     Witnessing { stop, tasks }
 }
 
-/// Mirrors the feeders' counters into the node's metrics and works out the
-/// latest witnessed checkpoint: the largest size a witness last cosigned for
-/// which a quorum of cosignatures is stored.
+/// On a replica: keeps the witness figures in `metrics` from the
+/// cosignatures it stored of the `policy`'s witnesses (none: nothing runs).
+pub fn follow(ledger: Arc<Ledger>, policy: &WitnessPolicy, metrics: Metrics) -> Witnessing {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if policy.witnesses().is_empty() {
+        return Witnessing { stop, tasks };
+    }
+    let names = policy.names().into_iter().map(|n| (n, None)).collect();
+    tasks.push(tokio::spawn(keep_metrics(
+        ledger,
+        metrics,
+        names,
+        policy.quorum(),
+        rx,
+    )));
+    Witnessing { stop, tasks }
+}
+
+/// What a replica keeps of the cosignatures published checkpoints carry:
+/// the lines by `policy`'s witnesses that verify (none configured: none).
+pub fn cosignature_filter(policy: WitnessPolicy) -> Option<clew_node::CosignatureFilter> {
+    if policy.witnesses().is_empty() {
+        return None;
+    }
+    Some(Arc::new(move |note: &[u8]| policy.verified_lines(note)))
+}
+
+/// The latest witnessed checkpoint: the largest size one of `names` last
+/// cosigned for which at least `quorum` cosignatures are stored.
+pub fn witnessed_size(ledger: &Ledger, names: &[String], quorum: usize) -> u64 {
+    let mut sizes: Vec<u64> = names
+        .iter()
+        .filter_map(|n| ledger.last_cosigned_by(n).ok().flatten())
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .find(|&size| {
+            size > 0
+                && ledger
+                    .cosignatures(size)
+                    .is_ok_and(|c| c.iter().filter(|(w, _)| names.contains(w)).count() >= quorum)
+        })
+        .unwrap_or(0)
+}
+
+/// Mirrors the witnesses' figures into `m` every 250 ms: each witness's last
+/// cosigned size, the feeders' request counts (where this process feeds), the
+/// latest witnessed size and how far it lags the latest checkpoint.
 async fn keep_metrics(
-    node: Arc<Node>,
-    stats: Vec<(String, Arc<WitnessStats>)>,
+    ledger: Arc<Ledger>,
+    m: Metrics,
+    stats: Vec<(String, Option<Arc<WitnessStats>>)>,
     quorum: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = node.metrics().clone();
     m.witnesses.set(stats.len() as i64);
     m.witness_quorum.set(quorum as i64);
+    let names: Vec<String> = stats.iter().map(|(n, _)| n.clone()).collect();
     let mut seen: Vec<[u64; 4]> = vec![[0; 4]; stats.len()];
     loop {
-        let mut sizes = Vec::new();
         for ((name, s), last) in stats.iter().zip(seen.iter_mut()) {
-            let size = s.cosigned_size.load(Relaxed);
-            sizes.push(size);
+            let size = ledger.last_cosigned_by(name).ok().flatten().unwrap_or(0);
             m.witness_cosigned_size
                 .with_label_values(&[name.as_str()])
                 .set(size as i64);
+            let Some(s) = s else { continue };
             let now = [
                 s.cosignatures.load(Relaxed),
                 s.conflicts.load(Relaxed),
@@ -123,24 +208,9 @@ async fn keep_metrics(
             }
             *last = now;
         }
-        sizes.sort_unstable_by(|a, b| b.cmp(a));
-        sizes.dedup();
-        let witnessed = sizes
-            .into_iter()
-            .find(|&size| {
-                size > 0
-                    && node
-                        .ledger()
-                        .cosignatures(size)
-                        .is_ok_and(|c| c.len() >= quorum)
-            })
-            .unwrap_or(0);
+        let witnessed = witnessed_size(&ledger, &names, quorum);
         m.witnessed_tree_size.set(witnessed as i64);
-        let latest = node
-            .ledger()
-            .latest_checkpoint()
-            .map(|c| c.size)
-            .unwrap_or(0);
+        let latest = ledger.latest_checkpoint().map(|c| c.size).unwrap_or(0);
         m.witness_lag_leaves
             .set(latest.saturating_sub(witnessed) as i64);
         tokio::select! {

@@ -98,7 +98,9 @@ impl Node {
 
     /// Starts a read replica: `mirror` (see `Ledger::open_mirror`) and the
     /// catalogue follow the bus's outbound streams as consumer group `group`;
-    /// submissions are put on the bus signed by `service_key`.
+    /// submissions are put on the bus signed by `service_key`;
+    /// `cosignatures` picks the witness cosignatures published checkpoints
+    /// carry that the replica keeps and serves (None: it keeps none).
     pub fn start_replica(
         mirror: Arc<Ledger>,
         catalog: Arc<Catalog>,
@@ -106,6 +108,7 @@ impl Node {
         metrics: Arc<Metrics>,
         bus: Arc<dyn Bus>,
         group: &str,
+        cosignatures: Option<crate::replica::CosignatureFilter>,
     ) -> Result<Arc<Self>, NodeError> {
         if !mirror.is_mirror() {
             return Err(NodeError::Internal(
@@ -117,6 +120,7 @@ impl Node {
         let stop = Arc::new(AtomicBool::new(false));
         let follow = crate::replica::Follow {
             ledger: mirror.clone(),
+            cosignatures,
             catalog: catalog.clone(),
             bus: bus.clone(),
             group: group.to_string(),
@@ -148,6 +152,11 @@ impl Node {
     /// The ledger (reads only; the sequencer thread is its single writer).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The ledger, for a task that outlives a borrow of the node.
+    pub fn shared_ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
     }
 
     /// The catalogue.

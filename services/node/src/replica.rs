@@ -84,8 +84,14 @@ fn rejection_of(r: &RejectedSubmission) -> Rejection {
     }
 }
 
+/// Picks the witness cosignatures worth keeping out of a published
+/// checkpoint note: (witness name, cosignature line) for each line by a
+/// witness the replica knows that verifies over the checkpoint.
+pub type CosignatureFilter = Arc<dyn Fn(&[u8]) -> Vec<(String, Vec<u8>)> + Send + Sync>;
+
 pub(crate) struct Follow {
     pub ledger: Arc<Ledger>,
+    pub cosignatures: Option<CosignatureFilter>,
     pub catalog: Arc<Catalog>,
     pub bus: Arc<dyn Bus>,
     pub group: String,
@@ -163,12 +169,13 @@ impl Follow {
                     }
                     Outgoing::Checkpoint(c) => {
                         if c.tree_size <= self.ledger.size() {
-                            if let Err(e) = self.ledger.accept_past_checkpoint(&c.signed_note) {
-                                tracing::error!(
+                            match self.ledger.accept_past_checkpoint(&c.signed_note) {
+                                Ok(cp) => self.keep_cosignatures(cp.size, &c.signed_note),
+                                Err(e) => tracing::error!(
                                     error = %e,
                                     tree_size = c.tree_size,
                                     "REFUSED a published checkpoint"
-                                );
+                                ),
                             }
                             from.checkpoints = from.checkpoints.max(p.offset + 1);
                             let _ = self
@@ -278,10 +285,14 @@ impl Follow {
                 from.sequenced = seq_next;
                 from.checkpoints = cp_next;
                 for (size, c) in &covered[..covered.len() - 1] {
-                    if let Err(e) = self.ledger.accept_past_checkpoint(&c.note) {
-                        tracing::error!(error = %e, tree_size = size, "REFUSED a published checkpoint");
+                    match self.ledger.accept_past_checkpoint(&c.note) {
+                        Ok(_) => self.keep_cosignatures(*size, &c.note),
+                        Err(e) => {
+                            tracing::error!(error = %e, tree_size = size, "REFUSED a published checkpoint")
+                        }
                     }
                 }
+                self.keep_cosignatures(size, &cp.note);
                 Some(batch)
             }
             Err(e) => {
@@ -295,6 +306,20 @@ impl Follow {
                 );
                 pending.clear();
                 None
+            }
+        }
+    }
+
+    /// Stores the cosignatures of the witnesses this replica knows that the
+    /// published note of a verified checkpoint carries, so the replica serves
+    /// the checkpoint witnessed as the sequencer does. Others are dropped.
+    fn keep_cosignatures(&self, size: u64, note: &[u8]) {
+        let Some(filter) = &self.cosignatures else {
+            return;
+        };
+        for (witness, line) in filter(note) {
+            if let Err(e) = self.ledger.store_cosignature(size, &witness, &line) {
+                tracing::error!(error = %e, tree_size = size, %witness, "storing a published cosignature");
             }
         }
     }

@@ -61,6 +61,9 @@ pub const OUTBOX_SEQUENCED: &str = "outbox:sequenced";
 pub const OUTBOX_CHECKPOINTS: &str = "outbox:checkpoints";
 /// Ledger cursor under which the next rejection to publish is stored.
 pub const OUTBOX_REJECTED: &str = "outbox:rejected";
+/// Ledger cursor under which the sequence number of the next witness
+/// cosignature to publish is stored.
+pub const OUTBOX_COSIGNED: &str = "outbox:cosigned";
 
 /// Largest raw submission copied into a published rejection; the rest is cut
 /// (the full bytes, up to 1 MiB, stay in the ledger's rejected log). Keeps
@@ -292,6 +295,30 @@ pub fn sequenced_entry(index: u64, leaf: Vec<u8>) -> SequencedEntry {
     }
 }
 
+/// The checkpoint of `size` as published, with the witness cosignatures
+/// held for it appended to its note.
+fn cosigned_checkpoint(
+    ledger: &Ledger,
+    size: u64,
+) -> Result<Option<CheckpointRecord>, SequencerError> {
+    let Some(cp) = ledger.checkpoint_at(size)? else {
+        return Ok(None);
+    };
+    let mut note = cp.note;
+    for (_, line) in ledger.cosignatures(size)? {
+        note.extend_from_slice(&line);
+    }
+    Ok(Some(CheckpointRecord {
+        tree_size: size,
+        root_hash: cp.root.0.to_vec(),
+        origin: ledger.origin().to_string(),
+        signed_note: note,
+        signed_at: ledger
+            .checkpoint_time_at(size)?
+            .map(|seconds| pbjson_types::Timestamp { seconds, nanos: 0 }),
+    }))
+}
+
 fn publish_loop(
     ledger: &Ledger,
     bus: &dyn Bus,
@@ -303,6 +330,7 @@ fn publish_loop(
     let mut next_leaf = ledger.cursor(OUTBOX_SEQUENCED)?;
     let mut last_cp = ledger.cursor(OUTBOX_CHECKPOINTS)?;
     let mut next_rej = ledger.cursor(OUTBOX_REJECTED)?;
+    let mut next_cosigned = ledger.cursor(OUTBOX_COSIGNED)?;
     progress.published.store(next_leaf, Ordering::Relaxed);
     if next_leaf < ledger.size() {
         tracing::info!(
@@ -317,7 +345,8 @@ fn publish_loop(
         let seen = wake.current();
         let size = ledger.size();
         let rejected = ledger.rejected_count();
-        if next_leaf >= size && next_rej >= rejected {
+        let cosigned = ledger.next_cosigned_seq()?;
+        if next_leaf >= size && next_rej >= rejected && next_cosigned >= cosigned {
             if reading_done.load(Ordering::SeqCst) {
                 return Ok(());
             }
@@ -346,6 +375,26 @@ fn publish_loop(
                 signed_at,
             }));
         }
+        // Witness cosignatures, in the order they were stored, each as its
+        // checkpoint again with every cosignature held for it appended (C2SP
+        // tlog-cosignature lines after the ledger's own); only once the
+        // checkpoint itself went out, so a reader always has it first.
+        let mut cosigned_mark = next_cosigned;
+        let mut cosigned_sizes = Vec::new();
+        for (seq, cp_size, _) in ledger.cosigned_from(next_cosigned, 256)? {
+            if cp_size > cp_mark {
+                break;
+            }
+            cosigned_mark = seq + 1;
+            if !cosigned_sizes.contains(&cp_size) {
+                cosigned_sizes.push(cp_size);
+            }
+        }
+        for cp_size in cosigned_sizes {
+            if let Some(record) = cosigned_checkpoint(ledger, cp_size)? {
+                out.push(Outgoing::Checkpoint(record));
+            }
+        }
         let rejections = ledger.rejected(next_rej, options.publish_batch as usize)?;
         let rej_mark = next_rej + rejections.len() as u64;
         for mut r in rejections {
@@ -370,9 +419,11 @@ fn publish_loop(
                 next_leaf = end;
                 last_cp = cp_mark;
                 next_rej = rej_mark;
+                next_cosigned = cosigned_mark;
                 ledger.set_cursor(OUTBOX_SEQUENCED, next_leaf)?;
                 ledger.set_cursor(OUTBOX_CHECKPOINTS, last_cp)?;
                 ledger.set_cursor(OUTBOX_REJECTED, next_rej)?;
+                ledger.set_cursor(OUTBOX_COSIGNED, next_cosigned)?;
                 progress.published.store(next_leaf, Ordering::Relaxed);
             }
             Err(e) => {

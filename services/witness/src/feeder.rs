@@ -30,6 +30,9 @@ pub trait WitnessedLog: Send + Sync + 'static {
     fn store_cosignature(&self, size: u64, witness: &str, line: &[u8]) -> Result<(), String>;
     /// The largest size `witness` is known to have cosigned (from stored cosignatures).
     fn last_cosigned(&self, witness: &str) -> Result<Option<u64>, String>;
+    /// Changes whenever the log signs a new checkpoint (its value: the
+    /// size), so a feeder waits for news instead of asking again and again.
+    fn checkpoints(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// One witness to feed.
@@ -108,6 +111,7 @@ pub async fn feed(
     let mut backoff = Duration::from_millis(250);
     let mut repeated_conflict: Option<u64> = None;
     let mut last_sent: Option<tokio::time::Instant> = None;
+    let mut news = log.checkpoints();
     loop {
         if *stop.borrow() {
             return;
@@ -120,10 +124,15 @@ pub async fn feed(
             }
         };
         if note.is_empty() || (size == known && repeated_conflict.is_none() && known > 0) {
-            // Nothing new: wait for the next checkpoint (or the stop).
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = stop.changed() => {}
+            // Nothing new: wait for the next checkpoint (or the stop). The
+            // time-out only guards against a notification that never comes.
+            news.mark_unchanged();
+            if log.latest().is_ok_and(|(now, _)| now == size) {
+                tokio::select! {
+                    _ = news.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => {}
+                }
             }
             continue;
         }

@@ -47,6 +47,47 @@ impl WitnessPolicy {
         self.quorum == 0
     }
 
+    /// The witnesses' keys.
+    pub fn witnesses(&self) -> &[CosignatureVerifier] {
+        &self.witnesses
+    }
+
+    /// The witnesses' names.
+    pub fn names(&self) -> Vec<String> {
+        self.witnesses
+            .iter()
+            .map(|w| w.name().to_string())
+            .collect()
+    }
+
+    /// The cosignature lines of `note` (a signed checkpoint) by the policy's
+    /// witnesses that verify over its text: (witness name, line with its
+    /// newline). Lines by anyone else, or that do not verify, are left out.
+    pub fn verified_lines(&self, note: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let Ok(parsed) = Note::from_bytes(note) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, id, sig) in signatures(note) {
+            let Some(w) = self
+                .witnesses
+                .iter()
+                .find(|w| w.name() == name && w.key_id() == id)
+            else {
+                continue;
+            };
+            if w.verified_time(parsed.text(), &sig).is_none()
+                || out.iter().any(|(n, _): &(String, Vec<u8>)| *n == name)
+            {
+                continue;
+            }
+            if let Ok(line) = signed_note::Signature::new(name.clone(), id, sig) {
+                out.push((name, line.to_bytes()));
+            }
+        }
+        out
+    }
+
     /// The cosignatures of `note` (a signed checkpoint) by the policy's
     /// witnesses that verify, or why the quorum is not met, naming the
     /// witnesses whose cosignature is missing or does not verify.
@@ -141,5 +182,35 @@ mod tests {
             "{e}"
         );
         assert!(WitnessPolicy::new(&keys[..1], Some(2)).is_err());
+    }
+
+    #[test]
+    fn only_verifying_lines_by_known_witnesses_are_kept() {
+        let text = b"log.example/a\n3\nAnQxqwFOp6pZYY1lHKfSFhmsUiXIVU5NYNOQL4kkbWM=\n";
+        let (skey, _) = signed_note::generate_key(&mut rand::rngs::OsRng, "log.example/a");
+        let log = signed_note::StandardSigner::new(&skey).unwrap();
+        let mut note = Note::new(text, &[]).unwrap();
+        note.add_sigs(&[&log]).unwrap();
+        let mut bytes = note.to_bytes();
+        let (w1, w2, stranger) = (
+            CosignatureSigner::generate("w1.example").unwrap(),
+            CosignatureSigner::generate("w2.example").unwrap(),
+            CosignatureSigner::generate("stranger.example").unwrap(),
+        );
+        let good = w1.cosign(text).unwrap();
+        bytes.extend(&good);
+        bytes.extend(&good);
+        // w2's line is over another checkpoint; the stranger is not known.
+        bytes.extend(
+            w2.cosign(b"log.example/a\n4\nAnQxqwFOp6pZYY1lHKfSFhmsUiXIVU5NYNOQL4kkbWM=\n")
+                .unwrap(),
+        );
+        bytes.extend(stranger.cosign(text).unwrap());
+        let policy = WitnessPolicy::new(&[w1.vkey(), w2.vkey()], Some(1)).unwrap();
+        assert_eq!(
+            policy.verified_lines(&bytes),
+            vec![("w1.example".to_string(), good)]
+        );
+        assert!(policy.verified_lines(b"not a note").is_empty());
     }
 }

@@ -198,28 +198,43 @@ impl SubscriptionRoot {
         ))
     }
 
-    /// Every new checkpoint, as it is signed.
+    /// Every new checkpoint, as it is signed, and again each time a witness
+    /// cosigns it (its note then carries the cosignatures, C2SP
+    /// tlog-cosignature).
     async fn checkpoints(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Checkpoint>> {
         let (node, _) = parts(ctx)?;
         let node = node.clone();
         let session = ctx.data_opt::<Arc<Session>>().cloned();
         let watch = node.applied();
-        let seen = watch.borrow().size();
+        let mut cosigned = node.ledger().watch_cosignatures();
+        cosigned.mark_unchanged();
+        let seen = node.checkpoint().ok().map(|cp| cp.note);
         let gauge = SubscriptionGauge::new(&node.metrics().subscriptions);
         Ok(futures_util::stream::unfold(
-            (node, watch, seen, (gauge, session)),
-            |(node, mut watch, seen, (gauge, session))| async move {
+            (node, (watch, cosigned), seen, (gauge, session)),
+            |(node, (mut watch, mut cosigned), seen, (gauge, session))| async move {
                 loop {
-                    watch.changed().await.ok()?;
-                    let size = watch.borrow_and_update().size();
-                    if size.is_none() || size == seen {
+                    tokio::select! {
+                        r = watch.changed() => r.ok()?,
+                        r = cosigned.changed() => r.ok()?,
+                    }
+                    if watch.borrow_and_update().size().is_none() {
+                        continue;
+                    }
+                    cosigned.mark_unchanged();
+                    let Ok(cp) = node.checkpoint() else { continue };
+                    if seen.as_ref() == Some(&cp.note) {
                         continue;
                     }
                     if session.as_ref().is_some_and(|s| !s.valid()) {
                         return None;
                     }
-                    let cp = node.checkpoint().ok()?;
-                    let state = (node, watch, Some(cp.size), (gauge, session));
+                    let state = (
+                        node,
+                        (watch, cosigned),
+                        Some(cp.note.clone()),
+                        (gauge, session),
+                    );
                     return Some((Checkpoint::from(&cp), state));
                 }
             },

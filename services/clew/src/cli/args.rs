@@ -465,6 +465,8 @@ pub(crate) enum ServeCommand {
         /// before it is created.
         #[arg(long, env = "CLEW_KEYS_FROM")]
         keys_from: Option<PathBuf>,
+        #[command(flatten)]
+        witness: WitnessArgs,
     },
     /// A read replica on Kafka: a verified mirror of the ledger, its own
     /// catalogue, and the GraphQL API (mutations go onto the inbound topic).
@@ -577,36 +579,67 @@ pub(crate) struct ServerArgs {
     /// Longest a query or mutation may run, seconds.
     #[arg(long, default_value_t = 15)]
     pub(crate) timeout_s: u64,
+    #[command(flatten)]
+    pub(crate) witness: WitnessArgs,
+}
+
+/// The deployment's witnesses, as the process that signs checkpoints (which
+/// sends them) and the replicas (which keep their cosignatures) take them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WitnessArgs {
     /// A witness every new checkpoint is sent to (C2SP tlog-witness), as
-    /// `<witness verifier key>@<url>` (repeatable). Its verified
-    /// cosignatures are stored and appended to the checkpoint wherever it is
-    /// served; a slow or dead witness holds nothing up.
-    #[arg(long = "witness")]
+    /// `<witness verifier key>@<url>` (repeatable; env: one per line). Its
+    /// verified cosignatures are stored and appended to the checkpoint
+    /// wherever it is served; a slow or dead witness holds nothing up. A
+    /// replica sends nothing: it keeps the cosignatures by these keys that
+    /// the published checkpoints carry (the `@<url>` may be left out).
+    #[arg(long = "witness", env = "CLEW_WITNESSES", value_delimiter = '\n')]
     pub(crate) witnesses: Vec<String>,
     /// Cosignatures that make a checkpoint witnessed (default: every
     /// --witness); `/readyz` and the metrics say how far the last witnessed
     /// checkpoint lags the last signed one.
-    #[arg(long)]
+    #[arg(long, env = "CLEW_WITNESS_QUORUM")]
     pub(crate) witness_quorum: Option<usize>,
 }
 
-impl ServerArgs {
-    pub(crate) fn witnesses(&self) -> anyhow::Result<crate::witnessing::Witnesses> {
-        let endpoints = self
-            .witnesses
+impl WitnessArgs {
+    fn given(&self) -> impl Iterator<Item = &str> {
+        self.witnesses
             .iter()
+            .map(|w| w.trim())
+            .filter(|w| !w.is_empty())
+    }
+
+    fn quorum_of(&self, n: usize) -> anyhow::Result<usize> {
+        let quorum = self.witness_quorum.unwrap_or(n);
+        if quorum > n {
+            anyhow::bail!("--witness-quorum {quorum} needs at least {quorum} --witness; {n} given");
+        }
+        Ok(quorum)
+    }
+
+    /// The witnesses to send checkpoints to.
+    pub(crate) fn feed(&self) -> anyhow::Result<crate::witnessing::Witnesses> {
+        let endpoints = self
+            .given()
             .map(|w| Ok(clew_witness::WitnessEndpoint::parse(w)?))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let quorum = self.witness_quorum.unwrap_or(endpoints.len());
-        if quorum > endpoints.len() {
-            anyhow::bail!(
-                "--witness-quorum {quorum} needs at least {quorum} --witness; {} given",
-                endpoints.len()
-            );
-        }
+        let quorum = self.quorum_of(endpoints.len())?;
         Ok(crate::witnessing::Witnesses { endpoints, quorum })
     }
 
+    /// The witnesses whose cosignatures a replica keeps (their keys only).
+    pub(crate) fn keys(&self) -> anyhow::Result<clew_witness::WitnessPolicy> {
+        let keys = self
+            .given()
+            .map(|w| w.split_once('@').map_or(w, |(key, _)| key).to_string())
+            .collect::<Vec<_>>();
+        let quorum = self.quorum_of(keys.len())?;
+        Ok(clew_witness::WitnessPolicy::new(&keys, Some(quorum))?)
+    }
+}
+
+impl ServerArgs {
     pub(crate) fn limits(&self) -> clew_api::Limits {
         clew_api::Limits {
             depth: self.max_depth,

@@ -16,7 +16,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             if prepared.created {
                 println!("created {}", data.root().display());
             }
-            let witnesses = args.witnesses()?;
+            let witnesses = crate::witnessing::WitnessRole::Feed(args.witness.feed()?);
             runtime()?.block_on(crate::server::run(
                 prepared,
                 args.listen,
@@ -55,7 +55,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 crate::demo::examples(&args.listen.to_string(), &prepared.admin_token_file, &data)
             );
             if serve {
-                let witnesses = args.witnesses()?;
+                let witnesses = crate::witnessing::WitnessRole::Feed(args.witness.feed()?);
                 rt.block_on(crate::server::run(
                     prepared,
                     args.listen,
@@ -72,6 +72,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             origin,
             health_listen,
             keys_from,
+            witness,
         } => {
             crate::distributed::run_ledger(
                 &dir.data(),
@@ -79,6 +80,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 &kafka,
                 health_listen,
                 keys_from.as_deref(),
+                witness.feed()?,
             )?;
         }
         ServeCommand::Replica {
@@ -92,6 +94,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
         } => {
             let data = dir.data();
             let group = group.unwrap_or_else(crate::distributed::default_group);
+            let witnesses = args.witness.keys()?;
             let prepared = crate::distributed::prepare_replica(
                 &data,
                 &ledger_vkey,
@@ -99,15 +102,13 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 &kafka,
                 &group,
                 tokens_file.as_deref(),
+                crate::witnessing::cosignature_filter(witnesses.clone()),
             )?;
-            if !args.witnesses.is_empty() {
-                anyhow::bail!("a replica signs no checkpoints: give --witness to the sequencer (`clew serve`)");
-            }
             runtime()?.block_on(crate::server::run(
                 prepared,
                 args.listen,
                 args.limits(),
-                Default::default(),
+                crate::witnessing::WitnessRole::Follow(witnesses),
             ))?;
         }
         ServeCommand::Topics { kafka } => {
