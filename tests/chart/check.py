@@ -94,6 +94,20 @@ def check_network_policies(docs, label, values):
         reached = [port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])]
         check(set(values["networkPolicy"]["blobStore"]["ports"]) <= set(reached),
               f"{label}: the {component} may reach the blob store")
+    # Only the sequencer sends checkpoints to the witnesses.
+    ledger = next(p for p in policies if p["metadata"]["name"].endswith("-ledger"))
+    replica = next(p for p in policies if p["metadata"]["name"].endswith("-replica"))
+    witness_peers = values["networkPolicy"]["witnesses"]["to"]
+    to_witnesses = [r for r in ledger["spec"]["egress"] if r.get("to") == witness_peers]
+    if values["witnesses"]["list"]:
+        check(len(to_witnesses) == 1
+              and {p["port"] for p in to_witnesses[0]["ports"]}
+              == set(values["networkPolicy"]["witnesses"]["ports"]),
+              f"{label}: the sequencer may reach the witnesses")
+    else:
+        check(not to_witnesses, f"{label}: no egress to witnesses when none are listed")
+    check(not any(r.get("to") == witness_peers for r in replica["spec"]["egress"]),
+          f"{label}: the replicas do not reach the witnesses")
     topics = next(p for p in policies if p["metadata"]["name"].endswith("-topics"))
     check(len(topics["spec"]["egress"]) == 2,
           f"{label}: the topics job reaches only DNS and Kafka")
@@ -164,6 +178,16 @@ def check_workloads(docs, label, values):
         check(values["blobStore"]["credentialsSecret"] in mounted,
               f"{name} mounts Secret {values['blobStore']['credentialsSecret']}")
 
+    # The same witnesses for the sequencer (it feeds them) and the replicas
+    # (they keep their cosignatures), with the quorum.
+    listed = [f"--witness={w['verifierKey']}@{w['url']}" for w in values["witnesses"]["list"]]
+    quorum = values["witnesses"]["quorum"]
+    for obj in (sts[0], by_kind["Deployment"][0]):
+        given = [a for a in pod_spec(obj)["containers"][0]["args"] if a.startswith("--witness")]
+        want = listed + ([f"--witness-quorum={quorum}"] if listed and quorum else [])
+        check(given == want, f"{label}: {obj['kind']}/{obj['metadata']['name']} is given the "
+              f"witnesses {want} (it has {given})")
+
     seq = pod_spec(sts[0])
     secrets = {v["name"]: v["secret"]["secretName"] for v in seq["volumes"] if "secret" in v}
     check(secrets.get("keys") == values["secrets"]["keys"],
@@ -231,7 +255,10 @@ def main():
                        ("image.digest=latest", "digest"),
                        ("networkPolicy.kafka.ports={}", "ports"),
                        ("blobStore.url=/var/lib/clew/manifests", "url"),
-                       ("blobStore.credentialsSecret=", "credentialsSecret")):
+                       ("blobStore.credentialsSecret=", "credentialsSecret"),
+                       ("witnesses.list[0].verifierKey=not-a-key,witnesses.list[0].url=https://w.example",
+                        "verifierKey"),
+                       ("witnesses.quorum=2", "witnesses.quorum")):
         p = run([args.helm, "template", "x", str(chart), "--set", bad], ok=False)
         check(p.returncode != 0 and field in p.stderr,
               f"bad value {bad!r} is refused naming {field}")

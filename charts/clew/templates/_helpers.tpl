@@ -134,3 +134,17 @@ app.kubernetes.io/component: {{ .component }}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* The witnesses, for the sequencer (it sends them checkpoints) and the
+replicas (they keep their cosignatures); nothing when none are listed. */}}
+{{- define "clew.witnessArgs" -}}
+{{- if gt (int .Values.witnesses.quorum) (len .Values.witnesses.list) }}
+{{- fail (printf "witnesses.quorum %d needs at least %d witnesses in witnesses.list; %d listed" (int .Values.witnesses.quorum) (int .Values.witnesses.quorum) (len .Values.witnesses.list)) }}
+{{- end }}
+{{- range .Values.witnesses.list }}
+- --witness={{ .verifierKey }}@{{ .url }}
+{{- end }}
+{{- if and .Values.witnesses.list .Values.witnesses.quorum }}
+- --witness-quorum={{ .Values.witnesses.quorum }}
+{{- end }}
+{{- end -}}
