@@ -9,87 +9,20 @@
 use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clew_bus::{Bus, FollowFrom, KafkaBus, Outgoing};
-use clew_events::sample::STREAM_SITES;
 use clew_ledger::{Ledger, LedgerOptions};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::kafka::{broker, bus, kafka_args, prefix, replica, wait_for_size, Sequencer};
+use support::kafka::{
+    broker, bus, kafka_args, phases, prefix, replica, submit_phase, wait_for_size, Sequencer,
+};
 use support::server::Api;
-use support::{clew, ok, Fixture};
-
-/// Record ranges of a stream file (producer registrations, then the
-/// synthetic events) in the order they may be submitted concurrently: each
-/// range only cites entities of earlier ranges, so several producers can
-/// send one range at once in any interleaving.
-fn phases(producers: u64, events: u64) -> Vec<(u64, u64)> {
-    let datasets = (events / 5).clamp(1, 20_000);
-    // Producer registrations and sites (signed by the admin); datasets (cite
-    // sites, signed by the producers just registered); first versions (cite
-    // datasets); everything else (cites first versions only).
-    let a = producers + STREAM_SITES;
-    let b = a + datasets;
-    let c = b + datasets;
-    vec![(0, a), (a, b), (b, c), (c, producers + events)]
-}
-
-/// Runs `clew submit` for one record range from `producers` processes at
-/// once (each a shard of the range) and waits for all; returns the summed
-/// summary.
-fn submit_phase(
-    stream: &Path,
-    kafka: &[String],
-    range: (u64, u64),
-    producers: u64,
-) -> BTreeMap<String, u64> {
-    let children: Vec<Child> = (0..producers)
-        .map(|k| {
-            clew()
-                .arg("submit")
-                .args(kafka)
-                .args([
-                    "--input",
-                    &stream.display().to_string(),
-                    "--records",
-                    &format!("{}..{}", range.0, range.1),
-                    "--shard",
-                    &format!("{k}/{producers}"),
-                    "--wait-s",
-                    "900",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start clew submit")
-        })
-        .collect();
-    let mut total = BTreeMap::new();
-    for c in children {
-        let out = c.wait_with_output().expect("clew submit");
-        assert!(
-            out.status.success(),
-            "clew submit failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: Value = serde_json::from_slice(
-            out.stdout
-                .split(|b| *b == b'\n')
-                .find(|l| l.starts_with(b"{"))
-                .unwrap_or(b"{}"),
-        )
-        .expect("summary JSON");
-        for (k, v) in summary.as_object().expect("object") {
-            *total.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
-        }
-    }
-    total
-}
+use support::{ok, Fixture};
 
 /// Event ids of every record of a stream file.
 fn stream_event_ids(records: &[Vec<u8>]) -> Vec<String> {

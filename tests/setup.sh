@@ -28,6 +28,9 @@
 #     C2SP tlog-witness, built with `go install` from the Go module proxy into
 #     target/tools/bin, for the witness tests (its key lives in ssh-agent,
 #     from openssh-client).
+#   - omniwitness and its generate_keys (github.com/transparency-dev/witness,
+#     Apache-2.0), a second real C2SP tlog-witness, built with `go install`
+#     from the Go module proxy into target/tools/bin.
 #   - dicomweb-client (PyPI) into target/dicomweb-venv, the well-known client
 #     `clew-bench dicomweb` measures Clew against.
 set -euo pipefail
@@ -118,6 +121,16 @@ if [ ! -x target/tools/bin/litewitness ] || [ "$(cat "$lw_stamp" 2>/dev/null)" !
   mkdir -p target/tools/bin
   GOBIN="$PWD/target/tools/bin" go install "filippo.io/torchwood/cmd/litewitness@$lw_version" "filippo.io/torchwood/cmd/witnessctl@$lw_version"
   echo "$lw_version" > "$lw_stamp"
+fi
+echo "setup: omniwitness (a second real witness for the witness tests)"
+ow_version=v0.0.0-20260720115447-2e1c6971d19e
+ow_stamp=target/tools/bin/.omniwitness-version
+if [ ! -x target/tools/bin/omniwitness ] || [ ! -x target/tools/bin/omniwitness-generate-keys ] || [ "$(cat "$ow_stamp" 2>/dev/null)" != "$ow_version" ]; then
+  mkdir -p target/tools/bin target/tools/omniwitness
+  GOBIN="$PWD/target/tools/omniwitness" go install "github.com/transparency-dev/witness/cmd/omniwitness@$ow_version" "github.com/transparency-dev/witness/cmd/generate_keys@$ow_version"
+  mv target/tools/omniwitness/omniwitness target/tools/bin/omniwitness
+  mv target/tools/omniwitness/generate_keys target/tools/bin/omniwitness-generate-keys
+  echo "$ow_version" > "$ow_stamp"
 fi
 # litewitness keeps its key in an ssh-agent.
 if ! command -v ssh-agent >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then

@@ -7,8 +7,8 @@
 //! (golang.org/x/mod/sumdb/note with transparency-dev/formats' cosignature/v1
 //! verifier, tests/witness-check).
 
-use crate::support::{self, ok, repo_root, Fixture};
-use clew_test_witnesses::{ClewWitness, LiteWitness, Witness};
+use crate::support::{self, ok, Fixture};
+use clew_test_witnesses::{ClewWitness, LiteWitness, OmniWitness, Witness};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,26 +18,7 @@ use clew::synthetic;
 
 /// Builds the Go cosignature checker under tests/witness-check.
 fn witness_check(out: &Path) -> PathBuf {
-    let src = repo_root().join("tests/witness-check");
-    let bin = out.join("witnesscheck");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&src)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `go build` in {}: {e}; install Go",
-                src.display()
-            )
-        });
-    assert!(
-        built.status.success(),
-        "building tests/witness-check failed (its modules come from the Go module proxy; tests/setup.sh downloads them):\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    bin
+    support::go_build("witness-check", out, "witnesscheck")
 }
 
 fn size(data: &str) -> u64 {
@@ -67,11 +48,7 @@ fn request(data: &str, old: u64) -> Vec<u8> {
 }
 
 fn post(base: &str, body: Vec<u8>) -> (u16, String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let resp = reqwest::Client::new()
             .post(format!("{base}/add-checkpoint"))
             .body(body)
@@ -113,7 +90,12 @@ fn go_check(bin: &Path, dir: &Path, data: &str, cosignature: &str, witness_vkey:
         "Go refused the cosigned checkpoint:\n{note}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cosigned by witness.example.org/clew1"));
+    let name = witness_vkey.split('+').next().unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("cosigned by {name}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn append_and_sequence(
@@ -134,19 +116,6 @@ fn append_and_sequence(
     ]);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers() {
     let f = Fixture::new();
@@ -160,7 +129,7 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     let n1 = size(data);
     // A copy of the data directory (and the stream) as it is now: the fork's start.
     let fork_root = f.path("fork");
-    copy_dir(&f.data(), &fork_root.join("data"));
+    support::copy_dir(&f.data(), &fork_root.join("data"));
     let fork = fork_root.join("data").to_string_lossy().into_owned();
     let fork_stream = fork_root.join("events.stream");
     std::fs::copy(&stream, &fork_stream).unwrap();
@@ -188,6 +157,31 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     ]);
     assert!(!again.status.success(), "a witness keeps its key");
     let base = w.url();
+    // Two witnesses nobody here wrote follow the same log.
+    let log_vkey = f.vkey();
+    let origin = log_vkey.split('+').next().unwrap().to_string();
+    let others: Vec<Box<dyn Witness>> = vec![
+        Box::new(LiteWitness::start(
+            &f.path("litewitness"),
+            "litewitness.example/w1",
+            &origin,
+            &log_vkey,
+        )),
+        Box::new(OmniWitness::start(
+            &f.path("omniwitness"),
+            "omniwitness.example/w1",
+            &origin,
+            &log_vkey,
+        )),
+    ];
+    // Each cosigns `request`, and Go checks the cosignature.
+    let all_cosign = |data: &str, old: u64| {
+        for o in &others {
+            let (status, _, body) = post(&o.url(), request(data, old));
+            assert_eq!(status, 200, "{}: {body}", o.url());
+            go_check(&check, f.tmp.path(), data, &body, o.vkey());
+        }
+    };
 
     // The first checkpoint of the log: cosigned, and Go agrees.
     let (status, ct, body) = post(&base, request(data, 0));
@@ -195,6 +189,7 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert!(body.starts_with("— witness.example.org/clew1 "), "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+    all_cosign(data, 0);
     // The same again is the same checkpoint: cosigned again.
     let (status, _, _) = post(&base, request(data, n1));
     assert_eq!(status, 200);
@@ -218,6 +213,7 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
     let (status, _, body) = post(&base, request(data, n1));
     assert_eq!(status, 200, "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+    all_cosign(data, n1);
 
     // Restarted, it remembers the size it cosigned.
     w.stop();
@@ -250,15 +246,25 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
         ok(&["checkpoint", "--data-dir", &fork]),
         ok(&["checkpoint", "--data-dir", data])
     );
-    // Its own proof from n2 (consistent with its own history) is refused.
+    // Its own proof from n2 (consistent with its own history) is refused,
+    // by every witness.
     let (status, _, body) = post(&base, request(&fork, n2));
     assert_eq!(status, 422, "the fork is refused: {body}");
     assert!(body.contains(&format!("from size {n2}")), "{body}");
-    // The genuine log carries on.
+    for o in &others {
+        let (status, _, body) = post(&o.url(), request(&fork, n2));
+        assert!(
+            status != 200 && !body.contains("— "),
+            "{} refuses the fork (it answered {status}: {body})",
+            o.url()
+        );
+    }
+    // The genuine log carries on, cosigned by all three.
     append_and_sequence(data, &stream, &p, 80..100);
     let (status, _, body) = post(&base, request(data, n2));
     assert_eq!(status, 200, "{body}");
     go_check(&check, f.tmp.path(), data, &body, &witness_vkey);
+    all_cosign(data, n2);
 
     // Another ledger with the same origin but its own key: 403.
     let stranger = Fixture::new();
@@ -299,11 +305,7 @@ fn clew_witness_cosigns_only_consistent_checkpoints_refuses_a_fork_and_remembers
 
 /// The served checkpoint (`GET /checkpoint`) and its size.
 fn served(base: &str, token: &str) -> (u64, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let text = rt.block_on(async {
+    let text = support::block_on(async {
         reqwest::Client::new()
             .get(format!("{base}/checkpoint"))
             .bearer_auth(token)
@@ -359,12 +361,8 @@ fn go_quorum(
 }
 
 fn fetch(base: &str, token: &str, path: &str) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (status, body) =
-        rt.block_on(async { support::server::Api::new(base).get(Some(token), path).await });
+        support::block_on(async { support::server::Api::new(base).get(Some(token), path).await });
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
     body
 }
@@ -393,11 +391,7 @@ fn verify_witnessed(
 }
 
 fn register_sites(base: &str, token: &str, from: usize, n: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let api = support::server::Api::new(base);
         for i in from..from + n {
             api.ok(
@@ -483,11 +477,7 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
 
     // A receipt carries the witnessed checkpoint, and still verifies offline.
     let receipt = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        support::block_on(async {
             let api = support::server::Api::new(&server.base);
             api.get(Some(&token), &format!("/receipt/{}", start - 1))
                 .await
@@ -696,7 +686,7 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     append_and_sequence(data, &stream, &p, 0..40);
     // The copy a fork will start from.
     let fork_root = f.path("fork");
-    copy_dir(&f.data(), &fork_root.join("data"));
+    support::copy_dir(&f.data(), &fork_root.join("data"));
     let fork_stream = fork_root.join("events.stream");
     std::fs::copy(&stream, &fork_stream).unwrap();
     let vkey = f.data().join("keys/ledger.vkey");
@@ -749,16 +739,12 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     let (seen_size, _) = served(&server.base, &token);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
-                }
-            });
+        let metrics = support::block_on(async {
+            match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        });
         if metrics.contains(&format!("clew_monitor_tree_size {seen_size}"))
             && metrics.contains("clew_monitor_forks_total 0")
         {
@@ -813,4 +799,237 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     // The checkpoint seen is kept: the fork is reported again, not adopted.
     let out = monitor_once(&forked.base, &vkey, &token_file, &state);
     assert_eq!(out.status.code(), Some(3));
+}
+
+/// `GET <addr><path>` without a token (the sequencer's health endpoint).
+fn plain_get(base: &str, path: &str) -> String {
+    support::block_on(async {
+        match reqwest::get(format!("{base}{path}")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The distributed deployment: `clew ledger` on a real Kafka broker sends
+/// every checkpoint of a 100,000-event run to litewitness, omniwitness and
+/// Clew's own witness (quorum 2); omniwitness is stopped for most of the run
+/// and catches up when it returns; the cosignatures go out on the checkpoint
+/// topic, a replica keeps and serves them, Go's note verifier accepts the
+/// replica's checkpoint with all three, and the Python partner — with
+/// nothing of Clew but its proto files — verifies every cosignature it read
+/// and refuses a quorum a witness never met, naming it.
+#[test]
+fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
+    use support::kafka::{
+        broker, kafka_args, phases, prefix, replica_with, submit_phase, Sequencer,
+    };
+    let _serial = clew_kafka_broker::serial();
+    let broker = broker();
+    let fx = Fixture::new();
+    let tmp = fx.tmp.path().to_path_buf();
+    let check = witness_check(&tmp);
+    const PRODUCERS: u64 = 4;
+    const EVENTS: u64 = 100_000;
+    let (stream, records) = fx.write_stream("witnessed.stream", PRODUCERS as usize, EVENTS);
+    let size = 2 + records.len() as u64;
+    let ledger_vkey = fx.vkey();
+    let ledger_vkey_file = fx.data().join("keys/ledger.vkey");
+    let origin = ledger_vkey.split('+').next().unwrap().to_string();
+
+    let lite = LiteWitness::start(
+        &tmp.join("lite"),
+        "litewitness.example/w1",
+        &origin,
+        &ledger_vkey,
+    );
+    let mut omni = OmniWitness::start(
+        &tmp.join("omni"),
+        "omniwitness.example/w1",
+        &origin,
+        &ledger_vkey,
+    );
+    let own = ClewWitness::start(
+        Path::new(env!("CARGO_BIN_EXE_clew")),
+        &tmp.join("own"),
+        "witness.example.org/clew1",
+        &[&ledger_vkey_file],
+    );
+    let names = [
+        "litewitness.example/w1",
+        "omniwitness.example/w1",
+        "witness.example.org/clew1",
+    ];
+    let flags = |with_urls: bool| -> Vec<String> {
+        let mut f = Vec::new();
+        for w in [
+            &lite as &dyn Witness,
+            &omni as &dyn Witness,
+            &own as &dyn Witness,
+        ] {
+            f.push("--witness".to_string());
+            f.push(if with_urls {
+                w.flag()
+            } else {
+                w.vkey().to_string()
+            });
+        }
+        f.extend(["--witness-quorum".to_string(), "2".to_string()]);
+        f
+    };
+    let health = format!("127.0.0.1:{}", free_port());
+    let prefix = prefix("witnessed");
+    let kafka = kafka_args(&broker, &prefix);
+    let mut extra = flags(true);
+    extra.extend(["--health-listen".to_string(), health.clone()]);
+    let mut sequencer = Sequencer::start_with(&fx.data(), &kafka, &extra, &[]);
+    // The replica takes the same list; it uses the keys only.
+    let follower = replica_with(
+        &fx,
+        &fx.path("replica"),
+        &kafka,
+        "witnessed-replica",
+        &flags(false),
+        &[],
+    );
+    let token = follower.admin_token();
+
+    let ph = phases(PRODUCERS, EVENTS);
+    for range in &ph[..3] {
+        submit_phase(&stream, &kafka, *range, PRODUCERS);
+    }
+    // omniwitness goes away for the bulk of the run: nothing waits for it.
+    omni.stop();
+    let t = Instant::now();
+    submit_phase(&stream, &kafka, ph[3], PRODUCERS);
+    let bulk = t.elapsed();
+    let metrics = plain_get(&format!("http://{health}"), "/metrics");
+    assert!(
+        metrics.contains(&format!("clew_sequencer_tree_size {size}")),
+        "every event is sequenced while a witness is down (in {bulk:?}):\n{metrics}"
+    );
+    // The quorum of two is met without it.
+    let during = witnessed(&follower.base, &token, size, &[names[0], names[2]]);
+    assert!(!during.contains("— omniwitness.example/w1 "), "{during}");
+    omni.restart();
+
+    // Every witness catches up with the last checkpoint; the replica serves
+    // it with the three cosignatures, and Go checks them (quorum 3 of 3).
+    let note = witnessed(&follower.base, &token, size, &names);
+    assert!(note.contains(&format!("\n{size}\n")), "{note}");
+    let vkeys = [lite.vkey(), omni.vkey(), own.vkey()];
+    let out = go_quorum(&check, &tmp, &note, &ledger_vkey, &vkeys, 3);
+    assert!(
+        out.status.success(),
+        "{note}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sequencer's and the replica's readiness say the run is witnessed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want = format!("witnessed: tree size {size} (0 leaves behind the latest checkpoint; quorum 2 of 3 witnesses)");
+    while !plain_get(&format!("http://{health}"), "/readyz").contains(&want)
+        || !plain_get(&follower.base, "/readyz").contains(&want)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sequencer: {}\nreplica: {}",
+            plain_get(&format!("http://{health}"), "/readyz"),
+            plain_get(&follower.base, "/readyz")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = plain_get(&format!("http://{health}"), "/metrics");
+    for name in names {
+        assert!(
+            metrics.contains(&format!(
+                "clew_witness_cosigned_tree_size{{witness=\"{name}\"}} {size}"
+            )),
+            "{metrics}"
+        );
+    }
+    sequencer.stop();
+    let log = sequencer.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not cosigned") && l.contains("omniwitness.example/w1")),
+        "the operator sees the witness that was down:\n{log}"
+    );
+
+    // The partner reads the topics with the witnesses' keys: every
+    // cosignature on every checkpoint verifies, and the last is witnessed.
+    let root = support::repo_root();
+    let partner = |witnesses: &[&str], quorum: usize, timeout_s: u64| {
+        let mut cmd = Command::new(root.join("target/partner-venv/bin/python"));
+        cmd.arg(root.join("tests/partner/partner.py")).args([
+            "--bootstrap",
+            broker.bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--ledger-vkey",
+            &ledger_vkey,
+            "--proto-dir",
+            &root.join("proto").display().to_string(),
+            "--expect-leaves",
+            &size.to_string(),
+            "--timeout-s",
+            &timeout_s.to_string(),
+            "--quorum",
+            &quorum.to_string(),
+        ]);
+        for w in witnesses {
+            cmd.args(["--witness", w]);
+        }
+        let out = cmd
+            .output()
+            .expect("the Python partner runs (tests/setup.sh makes its venv)");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "partner report is not JSON ({e}): {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (out.status.success(), report)
+    };
+    let (passed, report) = partner(&vkeys, 3, 120);
+    assert!(passed, "{report}");
+    assert_eq!(report["leaves"], size, "{report}");
+    assert_eq!(report["latest_witnessed_size"], size, "{report}");
+    assert!(
+        report["cosignatures_verified"].as_u64().unwrap_or(0) >= 3,
+        "{report}"
+    );
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    eprintln!(
+        "witnessed run: {} of {} checkpoints carried a quorum on the topic; {} cosignatures verified",
+        report["witnessed_checkpoints"], report["checkpoints_verified"], report["cosignatures_verified"]
+    );
+    // A witness that never saw this log: the quorum is refused, naming it.
+    let stranger = support::run(&[
+        "witness",
+        "init",
+        "--dir",
+        tmp.join("stranger").to_str().unwrap(),
+        "--name",
+        "stranger.example/w9",
+    ]);
+    let stranger_vkey = String::from_utf8_lossy(&stranger.stdout).trim().to_string();
+    let mut four = vkeys.to_vec();
+    four.push(&stranger_vkey);
+    let (passed, report) = partner(&four, 4, 20);
+    assert!(!passed, "{report}");
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains("cosigned by 3 of the 4 witnesses required")
+            && problems.contains("missing: stranger.example/w9"),
+        "{report}"
+    );
 }

@@ -8,6 +8,9 @@ checks each producer's Ed25519 signature over the DSSE pre-authentication
 encoding against the key that the stream itself registered earlier, checks
 each checkpoint's C2SP signed-note signature with the ledger's verifier key,
 and recomputes the RFC 6962 Merkle tree root for every checkpoint size.
+With --witness keys (C2SP tlog-cosignature, cosignature/v1) it also checks
+the witnesses' cosignatures the checkpoints carry, and refuses a latest
+checkpoint cosigned by fewer than --quorum of them, naming those missing.
 
 Prints progress on stderr and one JSON report as its last stdout line; exits
 non-zero when anything fails to verify.
@@ -58,6 +61,63 @@ def parse_vkey(text: str):
     return name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
+def parse_witness_vkey(text: str):
+    """c2sp.org/tlog-cosignature: <name>+<hex key ID>+<base64(0x04 || key)>."""
+    name, keyhash, b64 = text.strip().split("+", 2)
+    raw = base64.b64decode(b64)
+    if raw[0] != 0x04 or len(raw) != 33:
+        raise ValueError(f"not a cosignature/v1 verifier key: {text}")
+    # key ID = SHA-256(name || 0x0A || 0x04 || key)[:4]
+    key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if key_id.hex() != keyhash:
+        raise ValueError(f"witness key hash does not match: {text}")
+    return name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def note_lines(note: bytes):
+    """A signed note's text (with its final newline) and its signature lines."""
+    text, sep, sigs = note.partition(b"\n\n")
+    if not sep:
+        raise ValueError("note has no signature block")
+    return text + b"\n", [l for l in sigs.decode().splitlines() if l.startswith("\u2014 ")]
+
+
+def cosigned_by(note: bytes, witnesses):
+    """c2sp.org/tlog-cosignature: the witnesses whose cosignature/v1 line
+    (key ID || 8-byte big-endian time || Ed25519 signature of
+    "cosignature/v1\ntime <t>\n" + checkpoint text) verifies; and the names of
+    those whose line is there but does not verify."""
+    text, lines = note_lines(note)
+    good, bad = set(), set()
+    for line in lines:
+        signer, _, blob = line[2:].partition(" ")
+        raw = base64.b64decode(blob)
+        for name, key_id, key in witnesses:
+            if signer != name or raw[:4] != key_id:
+                continue
+            if len(raw) != 4 + 8 + 64:
+                bad.add(name)
+                continue
+            t = int.from_bytes(raw[4:12], "big")
+            try:
+                key.verify(raw[12:], b"cosignature/v1\ntime %d\n" % t + text)
+                good.add(name)
+            except InvalidSignature:
+                bad.add(name)
+    return good, bad
+
+
+def merge_notes(a: bytes, b: bytes) -> bytes:
+    """The same checkpoint published twice (again with cosignatures): one
+    note with every signature line either carried."""
+    text_a, lines_a = note_lines(a)
+    text_b, lines_b = note_lines(b)
+    if text_a != text_b:
+        raise ValueError("two different checkpoints for one tree size")
+    lines = lines_a + [l for l in lines_b if l not in lines_a]
+    return text_a + b"\n" + "".join(l + "\n" for l in lines).encode()
+
+
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE protocol.md: PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body."""
     t = payload_type.encode()
@@ -106,7 +166,15 @@ def main():
     ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--expect-leaves", type=int, required=True)
     ap.add_argument("--timeout-s", type=float, default=120)
+    ap.add_argument("--witness", action="append", default=[],
+                    help="a witness's cosignature/v1 verifier key (repeatable)")
+    ap.add_argument("--quorum", type=int, default=None,
+                    help="cosignatures the latest checkpoint needs (default: every --witness)")
     args = ap.parse_args()
+    witnesses = [parse_witness_vkey(w) for w in args.witness]
+    quorum = len(witnesses) if args.quorum is None else args.quorum
+    if quorum > len(witnesses):
+        ap.error(f"a quorum of {quorum} needs at least {quorum} --witness keys")
 
     with tempfile.TemporaryDirectory() as gen:
         envelope_pb2, events_pb2 = compile_protos(Path(args.proto_dir), Path(gen))
@@ -123,7 +191,10 @@ def main():
         problems = []
         deadline = time.time() + args.timeout_s
         while time.time() < deadline:
-            if len(leaves) >= args.expect_leaves and args.expect_leaves in checkpoints:
+            latest = checkpoints.get(args.expect_leaves)
+            witnessed = latest is not None and (
+                not witnesses or len(cosigned_by(latest, witnesses)[0]) >= quorum)
+            if len(leaves) >= args.expect_leaves and witnessed:
                 # Drain what is already there, then stop.
                 batch = consumer.consume(10000, timeout=1.5)
                 if not batch:
@@ -142,7 +213,12 @@ def main():
                         problems.append(f"leaf {e.leaf_index} was published with different bytes")
                 elif stream == "checkpoints":
                     c = envelope_pb2.CheckpointRecord.FromString(m.value())
-                    checkpoints.setdefault(c.tree_size, c.signed_note)
+                    held = checkpoints.get(c.tree_size)
+                    try:
+                        checkpoints[c.tree_size] = (c.signed_note if held is None
+                                                    else merge_notes(held, c.signed_note))
+                    except ValueError as e:
+                        problems.append(f"checkpoint {c.tree_size}: {e}")
                 else:
                     r = envelope_pb2.RejectedSubmission.FromString(m.value())
                     rejected.add(r.rejection_index)
@@ -188,6 +264,8 @@ def main():
         # Checkpoints: ledger signature, then the root over the leaves we hold.
         hashes = [leaf_hash(leaves[i]) for i in range(n)]
         verified = 0
+        cosignatures = 0
+        witnessed_sizes = []
         for size, note in sorted(checkpoints.items()):
             try:
                 text = verify_note(note, ledger_name, ledger_key_id, ledger_key)
@@ -206,9 +284,26 @@ def main():
                 continue
             verified += 1
             print(f"checkpoint {size} verified", file=sys.stderr)
+            if witnesses:
+                good, bad = cosigned_by(note, witnesses)
+                cosignatures += len(good)
+                for name in sorted(bad):
+                    problems.append(f"checkpoint {size}: the cosignature by {name} does not verify")
+                if len(good) >= quorum:
+                    witnessed_sizes.append(size)
 
+        latest_size = max(checkpoints) if checkpoints else 0
+        if witnesses and latest_size and latest_size not in witnessed_sizes:
+            good, _ = cosigned_by(checkpoints[latest_size], witnesses)
+            missing = [name for name, _, _ in witnesses if name not in good]
+            problems.append(
+                f"checkpoint {latest_size} is cosigned by {len(good)} of the {quorum} witnesses "
+                f"required (quorum {quorum} of {len(witnesses)}); missing: {', '.join(missing)}")
         report = {
             "leaves": n,
+            "cosignatures_verified": cosignatures,
+            "witnessed_checkpoints": len(witnessed_sizes),
+            "latest_witnessed_size": max(witnessed_sizes, default=0),
             "signatures_verified": signatures,
             "checkpoints_verified": verified,
             "latest_checkpoint_size": max(checkpoints) if checkpoints else 0,

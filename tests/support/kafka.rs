@@ -2,13 +2,15 @@
 //! test (tests/kafka), `clew ledger` as a child process that can be killed
 //! and started again, and `clew replica` servers.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use clew_bus::{KafkaBus, KafkaConfig, Topics};
+use clew_events::sample::STREAM_SITES;
 use clew_kafka_broker::KafkaBroker;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::server::{Api, Server};
 use super::{clew, Fixture};
@@ -35,6 +37,73 @@ pub fn bus(broker: &KafkaBroker, prefix: &str) -> KafkaBus {
     let mut c = KafkaConfig::new(broker.bootstrap());
     c.topics = Topics::with_prefix(prefix);
     KafkaBus::connect(c).expect("connect to the test broker")
+}
+
+/// Record ranges of a stream file (producer registrations, then the
+/// synthetic events) in the order they may be submitted concurrently: each
+/// range only cites entities of earlier ranges, so several producers can
+/// send one range at once in any interleaving.
+pub fn phases(producers: u64, events: u64) -> Vec<(u64, u64)> {
+    let datasets = (events / 5).clamp(1, 20_000);
+    // Producer registrations and sites (signed by the admin); datasets (cite
+    // sites, signed by the producers just registered); first versions (cite
+    // datasets); everything else (cites first versions only).
+    let a = producers + STREAM_SITES;
+    let b = a + datasets;
+    let c = b + datasets;
+    vec![(0, a), (a, b), (b, c), (c, producers + events)]
+}
+
+/// Runs `clew submit` for one record range from `producers` processes at
+/// once (each a shard of the range) and waits for all; returns the summed
+/// summary.
+pub fn submit_phase(
+    stream: &Path,
+    kafka: &[String],
+    range: (u64, u64),
+    producers: u64,
+) -> BTreeMap<String, u64> {
+    let children: Vec<Child> = (0..producers)
+        .map(|k| {
+            clew()
+                .arg("submit")
+                .args(kafka)
+                .args([
+                    "--input",
+                    &stream.display().to_string(),
+                    "--records",
+                    &format!("{}..{}", range.0, range.1),
+                    "--shard",
+                    &format!("{k}/{producers}"),
+                    "--wait-s",
+                    "900",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start clew submit")
+        })
+        .collect();
+    let mut total = BTreeMap::new();
+    for c in children {
+        let out = c.wait_with_output().expect("clew submit");
+        assert!(
+            out.status.success(),
+            "clew submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .find(|l| l.starts_with(b"{"))
+                .unwrap_or(b"{}"),
+        )
+        .expect("summary JSON");
+        for (k, v) in summary.as_object().expect("object") {
+            *total.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// `clew ledger` as a child process that can be killed and started again.

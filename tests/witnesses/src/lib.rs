@@ -1,6 +1,7 @@
 //! Real witnesses for tests and benchmarks (see the README): litewitness
 //! (filippo.io/torchwood, built by tests/setup.sh from the Go module proxy
-//! into target/tools/bin, its key in a dedicated ssh-agent) and Clew's own
+//! into target/tools/bin, its key in a dedicated ssh-agent), omniwitness
+//! (transparency-dev/witness, built the same way) and Clew's own
 //! `clew witness`. Each runs on a free loopback port with its own directory
 //! and is stopped when dropped.
 
@@ -36,7 +37,7 @@ fn tool(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.exists(),
-        "{} is missing: run tests/setup.sh (it builds litewitness and witnessctl from the Go module proxy)",
+        "{} is missing: run tests/setup.sh (it builds litewitness, witnessctl and omniwitness from the Go module proxy)",
         path.display()
     );
     path
@@ -54,12 +55,45 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 
 /// A witness the tests can stop and start again on the same port and state.
 pub trait Witness {
-    /// `<vkey>@<url>`, as `clew serve --witness` takes it.
-    fn flag(&self) -> String;
+    /// Its cosignature/v1 verifier key.
     fn vkey(&self) -> &str;
-    fn url(&self) -> String;
+    fn port(&self) -> u16;
     fn stop(&mut self);
     fn restart(&mut self);
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+    /// `<vkey>@<url>`, as `clew serve --witness` takes it.
+    fn flag(&self) -> String {
+        format!("{}@{}", self.vkey(), self.url())
+    }
+}
+
+/// Stops a child process (if running) and reaps it.
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Spawns `cmd` with its output appended to `log`, and waits for `port`.
+fn spawn_logged(cmd: &mut Command, log: &Path, port: u16, what: &str) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let err = out
+        .try_clone()
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let child = cmd
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    wait_for_port(port, what, log);
+    child
 }
 
 /// litewitness with its key in its own ssh-agent.
@@ -153,44 +187,28 @@ impl LiteWitness {
 }
 
 impl Witness for LiteWitness {
-    fn flag(&self) -> String {
-        format!("{}@{}", self.vkey, self.url())
-    }
     fn vkey(&self) -> &str {
         &self.vkey
     }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn port(&self) -> u16 {
+        self.port
     }
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
     fn restart(&mut self) {
         if self.child.is_some() {
             return;
         }
-        let log = self.dir.join("litewitness.log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(tool("litewitness"))
-            .arg("-db")
+        let mut cmd = Command::new(tool("litewitness"));
+        cmd.arg("-db")
             .arg(self.dir.join("litewitness.db"))
             .args(["-name", &self.name, "-key", &self.fingerprint])
             .arg("-ssh-agent")
             .arg(self.dir.join("agent.sock"))
-            .args(["-listen", &format!("127.0.0.1:{}", self.port)])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("litewitness starts");
-        self.child = Some(child);
-        wait_for_port(self.port, "litewitness", &log);
+            .args(["-listen", &format!("127.0.0.1:{}", self.port)]);
+        let log = self.dir.join("litewitness.log");
+        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "litewitness"));
     }
 }
 
@@ -238,31 +256,19 @@ impl ClewWitness {
 }
 
 impl Witness for ClewWitness {
-    fn flag(&self) -> String {
-        format!("{}@{}", self.vkey, self.url())
-    }
     fn vkey(&self) -> &str {
         &self.vkey
     }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn port(&self) -> u16 {
+        self.port
     }
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
     fn restart(&mut self) {
         if self.child.is_some() {
             return;
         }
-        let log = self.dir.join("witness.log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
         let mut cmd = Command::new(&self.clew);
         cmd.args(["witness", "serve", "--dir"])
             .arg(&self.dir)
@@ -270,17 +276,93 @@ impl Witness for ClewWitness {
         for l in &self.logs {
             cmd.arg("--log").arg(l);
         }
-        self.child = Some(
-            cmd.stdout(Stdio::null())
-                .stderr(out)
-                .spawn()
-                .expect("clew witness starts"),
-        );
-        wait_for_port(self.port, "clew witness", &log);
+        let log = self.dir.join("witness.log");
+        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "clew witness"));
     }
 }
 
 impl Drop for ClewWitness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// omniwitness (github.com/transparency-dev/witness), accepting checkpoints
+/// pushed to it for one extra log and no others: its built-in logs are all
+/// fed by distributors or a bastion, none of which is configured here, so it
+/// makes no outbound request.
+pub struct OmniWitness {
+    dir: PathBuf,
+    port: u16,
+    vkey: String,
+    child: Option<Child>,
+}
+
+impl OmniWitness {
+    /// Starts one named `name` that witnesses the log `origin` signed by
+    /// `log_vkey`; its key is made by the project's `generate_keys`.
+    pub fn start(dir: &Path, name: &str, origin: &str, log_vkey: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let printed = run_ok(
+            Command::new(tool("omniwitness-generate-keys")).args(["--origin", name, "--print"]),
+            "generate_keys",
+        );
+        let mut lines = printed.lines();
+        let (Some(skey), Some(vkey)) = (lines.next(), lines.next()) else {
+            panic!("generate_keys printed no key pair: {printed}");
+        };
+        std::fs::write(dir.join("witness.key"), skey).unwrap();
+        // The log, as an additional log of the witness's configuration.
+        std::fs::write(
+            dir.join("logs.yaml"),
+            format!(
+                "Logs:\n  - Origin: \"{origin}\"\n    PublicKey: \"{}\"\n    URL: \"http://127.0.0.1/\"\n",
+                log_vkey.trim()
+            ),
+        )
+        .unwrap();
+        let mut w = OmniWitness {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            vkey: vkey.trim().to_string(),
+            child: None,
+        };
+        w.restart();
+        w
+    }
+}
+
+impl Witness for OmniWitness {
+    fn vkey(&self) -> &str {
+        &self.vkey
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+    fn restart(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let mut cmd = Command::new(tool("omniwitness"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            // No metrics listener (its default is every interface).
+            .arg("--metrics_listen=")
+            .arg("--db_file")
+            .arg(self.dir.join("omniwitness.db"))
+            .arg("--private_key_path")
+            .arg(self.dir.join("witness.key"))
+            .arg("--additional_logs")
+            .arg(self.dir.join("logs.yaml"));
+        let log = self.dir.join("omniwitness.log");
+        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "omniwitness"));
+    }
+}
+
+impl Drop for OmniWitness {
     fn drop(&mut self) {
         self.stop();
     }
