@@ -498,11 +498,60 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         receipt_file.to_str().unwrap(),
     ]);
 
-    // Events keep coming: every new checkpoint is witnessed by both.
+    // Events keep coming: every new checkpoint is witnessed by both. A
+    // subscriber to checkpoints is told of each as it is signed, and of the
+    // same checkpoint again once the witnesses cosigned it.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let subscriber = {
+        let (base, token) = (server.base.clone(), token.clone());
+        std::thread::spawn(move || {
+            support::block_on(async move {
+                let mut sub = support::server::Subscription::start(
+                    &base,
+                    &token,
+                    "subscription { checkpoints { size note } }",
+                )
+                .await
+                .expect("subscribe to checkpoints");
+                let _ = ready_tx.send(());
+                let mut seen: Vec<(u64, String)> = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    let Some(v) = sub.next(Duration::from_secs(5)).await else {
+                        continue;
+                    };
+                    let size = v["checkpoints"]["size"].as_u64().unwrap_or(0);
+                    let note = v["checkpoints"]["note"].as_str().unwrap_or("").to_string();
+                    let done = size >= start + 20
+                        && names.iter().all(|n| note.contains(&format!("— {n} ")));
+                    seen.push((size, note));
+                    if done {
+                        break;
+                    }
+                }
+                seen
+            })
+        })
+    };
+    ready.recv().expect("the subscriber is ready");
     register_sites(&server.base, &token, 0, 20);
     let (grown, _) = served(&server.base, &token);
     assert!(grown >= start + 20);
     let note = witnessed(&server.base, &token, grown, &names);
+    let seen = subscriber.join().expect("the subscriber");
+    let cosigned = |note: &str| names.iter().all(|n| note.contains(&format!("— {n} ")));
+    let (last_size, last_note) = seen.last().cloned().unwrap_or_default();
+    assert!(
+        last_size >= start + 20 && cosigned(&last_note),
+        "the subscription carried the witnessed checkpoint: {seen:?}"
+    );
+    assert!(
+        seen.iter().enumerate().any(|(i, (size, note))| !cosigned(note)
+            && seen[i + 1..]
+                .iter()
+                .any(|(again, later)| again == size && cosigned(later))),
+        "a checkpoint came first as signed, then again cosigned: {seen:?}"
+    );
     let out = go_quorum(
         &check,
         tmp.path(),
