@@ -546,10 +546,12 @@ fn clew_serve_gets_every_checkpoint_witnessed_by_litewitness_and_clew_witness() 
         "the subscription carried the witnessed checkpoint: {seen:?}"
     );
     assert!(
-        seen.iter().enumerate().any(|(i, (size, note))| !cosigned(note)
-            && seen[i + 1..]
-                .iter()
-                .any(|(again, later)| again == size && cosigned(later))),
+        seen.iter()
+            .enumerate()
+            .any(|(i, (size, note))| !cosigned(note)
+                && seen[i + 1..]
+                    .iter()
+                    .any(|(again, later)| again == size && cosigned(later))),
         "a checkpoint came first as signed, then again cosigned: {seen:?}"
     );
     let out = go_quorum(

@@ -48,30 +48,27 @@ def compile_protos(proto_dir: Path, out: Path):
             importlib.import_module("clew.v1.events_pb2"))
 
 
-def parse_vkey(text: str):
-    """C2SP signed-note verifier key: <name>+<hex key hash>+<base64(0x01 || key)>."""
+def parse_key(text: str, algorithm: int, what: str):
+    """<name>+<hex key ID>+<base64(algorithm byte || Ed25519 key)>, the key ID
+    being SHA-256(name || 0x0A || algorithm byte || key)[:4]."""
     name, keyhash, b64 = text.strip().split("+", 2)
     raw = base64.b64decode(b64)
-    if raw[0] != 0x01 or len(raw) != 33:
-        raise ValueError(f"not an Ed25519 verifier key: {text}")
-    # c2sp.org/signed-note: key ID = SHA-256(name || 0x0A || 0x01 || key)[:4]
+    if raw[0] != algorithm or len(raw) != 33:
+        raise ValueError(f"not {what}: {text}")
     key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
     if key_id.hex() != keyhash:
-        raise ValueError(f"verifier key hash does not match: {text}")
+        raise ValueError(f"key hash does not match: {text}")
     return name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def parse_vkey(text: str):
+    """c2sp.org/signed-note Ed25519 verifier key (algorithm 0x01)."""
+    return parse_key(text, 0x01, "an Ed25519 verifier key")
 
 
 def parse_witness_vkey(text: str):
-    """c2sp.org/tlog-cosignature: <name>+<hex key ID>+<base64(0x04 || key)>."""
-    name, keyhash, b64 = text.strip().split("+", 2)
-    raw = base64.b64decode(b64)
-    if raw[0] != 0x04 or len(raw) != 33:
-        raise ValueError(f"not a cosignature/v1 verifier key: {text}")
-    # key ID = SHA-256(name || 0x0A || 0x04 || key)[:4]
-    key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
-    if key_id.hex() != keyhash:
-        raise ValueError(f"witness key hash does not match: {text}")
-    return name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:])
+    """c2sp.org/tlog-cosignature cosignature/v1 verifier key (algorithm 0x04)."""
+    return parse_key(text, 0x04, "a cosignature/v1 verifier key")
 
 
 def note_lines(note: bytes):

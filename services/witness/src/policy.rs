@@ -143,13 +143,21 @@ mod tests {
     use super::*;
     use crate::cosignature::CosignatureSigner;
 
-    #[test]
-    fn a_quorum_counts_verified_cosignatures_and_names_the_missing() {
-        let text = b"log.example/a\n3\nAnQxqwFOp6pZYY1lHKfSFhmsUiXIVU5NYNOQL4kkbWM=\n";
+    const TEXT: &[u8] = b"log.example/a\n3\nAnQxqwFOp6pZYY1lHKfSFhmsUiXIVU5NYNOQL4kkbWM=\n";
+
+    /// `TEXT` signed by a fresh log key.
+    fn log_signed() -> Note {
         let (skey, _) = signed_note::generate_key(&mut rand::rngs::OsRng, "log.example/a");
         let log = signed_note::StandardSigner::new(&skey).unwrap();
-        let mut note = Note::new(text, &[]).unwrap();
+        let mut note = Note::new(TEXT, &[]).unwrap();
         note.add_sigs(&[&log]).unwrap();
+        note
+    }
+
+    #[test]
+    fn a_quorum_counts_verified_cosignatures_and_names_the_missing() {
+        let text = TEXT;
+        let note = log_signed();
         let mut bytes = note.to_bytes();
         let (w1, w2, w3) = (
             CosignatureSigner::generate("w1.example").unwrap(),
@@ -186,12 +194,8 @@ mod tests {
 
     #[test]
     fn only_verifying_lines_by_known_witnesses_are_kept() {
-        let text = b"log.example/a\n3\nAnQxqwFOp6pZYY1lHKfSFhmsUiXIVU5NYNOQL4kkbWM=\n";
-        let (skey, _) = signed_note::generate_key(&mut rand::rngs::OsRng, "log.example/a");
-        let log = signed_note::StandardSigner::new(&skey).unwrap();
-        let mut note = Note::new(text, &[]).unwrap();
-        note.add_sigs(&[&log]).unwrap();
-        let mut bytes = note.to_bytes();
+        let text = TEXT;
+        let mut bytes = log_signed().to_bytes();
         let (w1, w2, stranger) = (
             CosignatureSigner::generate("w1.example").unwrap(),
             CosignatureSigner::generate("w2.example").unwrap(),

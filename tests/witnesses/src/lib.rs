@@ -53,13 +53,58 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What every witness process here has: its directory, loopback port,
+/// cosignature/v1 verifier key and, while it runs, its process.
+pub struct Served {
+    dir: PathBuf,
+    port: u16,
+    vkey: String,
+    child: Option<Child>,
+}
+
+impl Served {
+    fn new(dir: &Path, vkey: &str) -> Self {
+        Served {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            vkey: vkey.trim().to_string(),
+            child: None,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
 /// A witness the tests can stop and start again on the same port and state.
 pub trait Witness {
+    fn served(&self) -> &Served;
+    fn served_mut(&mut self) -> &mut Served;
+    /// The command that starts it, what it is called, and its log file's name.
+    fn command(&self) -> (Command, &'static str, &'static str);
     /// Its cosignature/v1 verifier key.
-    fn vkey(&self) -> &str;
-    fn port(&self) -> u16;
-    fn stop(&mut self);
-    fn restart(&mut self);
+    fn vkey(&self) -> &str {
+        &self.served().vkey
+    }
+    fn port(&self) -> u16 {
+        self.served().port
+    }
+    fn stop(&mut self) {
+        kill(&mut self.served_mut().child);
+    }
+    /// Starts it (again) on its port and state, and waits until it listens.
+    fn restart(&mut self) {
+        if self.served().child.is_some() {
+            return;
+        }
+        let (mut cmd, what, log) = self.command();
+        let log = self.served().dir.join(log);
+        let child = spawn_logged(&mut cmd, &log, self.port(), what);
+        self.served_mut().child = Some(child);
+    }
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
     }
@@ -98,13 +143,10 @@ fn spawn_logged(cmd: &mut Command, log: &Path, port: u16, what: &str) -> Child {
 
 /// litewitness with its key in its own ssh-agent.
 pub struct LiteWitness {
-    dir: PathBuf,
-    port: u16,
+    served: Served,
     name: String,
     fingerprint: String,
-    vkey: String,
     agent: Child,
-    child: Option<Child>,
 }
 
 impl LiteWitness {
@@ -158,16 +200,13 @@ impl LiteWitness {
             .expect("a witness key")
             .vkey();
         let mut w = LiteWitness {
-            dir: dir.to_path_buf(),
-            port: free_port(),
+            served: Served::new(dir, &vkey),
             name: name.to_string(),
             fingerprint,
-            vkey,
             agent,
-            child: None,
         };
         w.restart();
-        let db = w.dir.join("litewitness.db");
+        let db = dir.join("litewitness.db");
         run_ok(
             Command::new(tool("witnessctl"))
                 .args(["add-log", "-db"])
@@ -187,28 +226,21 @@ impl LiteWitness {
 }
 
 impl Witness for LiteWitness {
-    fn vkey(&self) -> &str {
-        &self.vkey
+    fn served(&self) -> &Served {
+        &self.served
     }
-    fn port(&self) -> u16 {
-        self.port
+    fn served_mut(&mut self) -> &mut Served {
+        &mut self.served
     }
-    fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-    fn restart(&mut self) {
-        if self.child.is_some() {
-            return;
-        }
+    fn command(&self) -> (Command, &'static str, &'static str) {
         let mut cmd = Command::new(tool("litewitness"));
         cmd.arg("-db")
-            .arg(self.dir.join("litewitness.db"))
+            .arg(self.served.dir.join("litewitness.db"))
             .args(["-name", &self.name, "-key", &self.fingerprint])
             .arg("-ssh-agent")
-            .arg(self.dir.join("agent.sock"))
-            .args(["-listen", &format!("127.0.0.1:{}", self.port)]);
-        let log = self.dir.join("litewitness.log");
-        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "litewitness"));
+            .arg(self.served.dir.join("agent.sock"))
+            .args(["-listen", &format!("127.0.0.1:{}", self.served.port)]);
+        (cmd, "litewitness", "litewitness.log")
     }
 }
 
@@ -222,12 +254,9 @@ impl Drop for LiteWitness {
 
 /// `clew witness serve`.
 pub struct ClewWitness {
+    served: Served,
     clew: PathBuf,
-    dir: PathBuf,
-    port: u16,
     logs: Vec<PathBuf>,
-    vkey: String,
-    child: Option<Child>,
 }
 
 impl ClewWitness {
@@ -243,12 +272,9 @@ impl ClewWitness {
         .trim()
         .to_string();
         let mut w = ClewWitness {
+            served: Served::new(dir, &vkey),
             clew: clew.to_path_buf(),
-            dir: dir.to_path_buf(),
-            port: free_port(),
             logs: logs.iter().map(|p| p.to_path_buf()).collect(),
-            vkey,
-            child: None,
         };
         w.restart();
         w
@@ -256,34 +282,21 @@ impl ClewWitness {
 }
 
 impl Witness for ClewWitness {
-    fn vkey(&self) -> &str {
-        &self.vkey
+    fn served(&self) -> &Served {
+        &self.served
     }
-    fn port(&self) -> u16 {
-        self.port
+    fn served_mut(&mut self) -> &mut Served {
+        &mut self.served
     }
-    fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-    fn restart(&mut self) {
-        if self.child.is_some() {
-            return;
-        }
+    fn command(&self) -> (Command, &'static str, &'static str) {
         let mut cmd = Command::new(&self.clew);
         cmd.args(["witness", "serve", "--dir"])
-            .arg(&self.dir)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+            .arg(&self.served.dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.served.port)]);
         for l in &self.logs {
             cmd.arg("--log").arg(l);
         }
-        let log = self.dir.join("witness.log");
-        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "clew witness"));
-    }
-}
-
-impl Drop for ClewWitness {
-    fn drop(&mut self) {
-        self.stop();
+        (cmd, "clew witness", "witness.log")
     }
 }
 
@@ -292,10 +305,7 @@ impl Drop for ClewWitness {
 /// fed by distributors or a bastion, none of which is configured here, so it
 /// makes no outbound request.
 pub struct OmniWitness {
-    dir: PathBuf,
-    port: u16,
-    vkey: String,
-    child: Option<Child>,
+    served: Served,
 }
 
 impl OmniWitness {
@@ -322,10 +332,7 @@ impl OmniWitness {
         )
         .unwrap();
         let mut w = OmniWitness {
-            dir: dir.to_path_buf(),
-            port: free_port(),
-            vkey: vkey.trim().to_string(),
-            child: None,
+            served: Served::new(dir, vkey),
         };
         w.restart();
         w
@@ -333,37 +340,25 @@ impl OmniWitness {
 }
 
 impl Witness for OmniWitness {
-    fn vkey(&self) -> &str {
-        &self.vkey
+    fn served(&self) -> &Served {
+        &self.served
     }
-    fn port(&self) -> u16 {
-        self.port
+    fn served_mut(&mut self) -> &mut Served {
+        &mut self.served
     }
-    fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-    fn restart(&mut self) {
-        if self.child.is_some() {
-            return;
-        }
+    fn command(&self) -> (Command, &'static str, &'static str) {
+        let dir = &self.served.dir;
         let mut cmd = Command::new(tool("omniwitness"));
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("127.0.0.1:{}", self.served.port))
             // No metrics listener (its default is every interface).
             .arg("--metrics_listen=")
             .arg("--db_file")
-            .arg(self.dir.join("omniwitness.db"))
+            .arg(dir.join("omniwitness.db"))
             .arg("--private_key_path")
-            .arg(self.dir.join("witness.key"))
+            .arg(dir.join("witness.key"))
             .arg("--additional_logs")
-            .arg(self.dir.join("logs.yaml"));
-        let log = self.dir.join("omniwitness.log");
-        self.child = Some(spawn_logged(&mut cmd, &log, self.port, "omniwitness"));
-    }
-}
-
-impl Drop for OmniWitness {
-    fn drop(&mut self) {
-        self.stop();
+            .arg(dir.join("logs.yaml"));
+        (cmd, "omniwitness", "omniwitness.log")
     }
 }
