@@ -9,7 +9,6 @@
 use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,8 @@ use clew_ledger::{Ledger, LedgerOptions};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use support::kafka::{
-    broker, bus, kafka_args, phases, prefix, replica, submit_phase, wait_for_size, Sequencer,
+    broker, bus, kafka_args, partner_python, phases, prefix, replica, submit_phase, wait_for_size,
+    Sequencer,
 };
 use support::server::Api;
 use support::{ok, Fixture};
@@ -501,21 +501,6 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     conn.read_to_string(&mut out).expect("response");
     out
-}
-
-/// The partner's interpreter: the venv tests/setup.sh makes, or
-/// `CLEW_PARTNER_PYTHON`.
-fn partner_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CLEW_PARTNER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = support::repo_root().join("target/partner-venv/bin/python");
-    assert!(
-        p.exists(),
-        "the Python partner needs its virtualenv ({}); run tests/setup.sh",
-        p.display()
-    );
-    p
 }
 
 #[test]

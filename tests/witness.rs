@@ -996,14 +996,20 @@ fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = plain_get(&format!("http://{health}"), "/metrics");
-    for name in names {
-        assert!(
+    // (the witness figures are refreshed every 250 ms)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = plain_get(&format!("http://{health}"), "/metrics");
+        let all = names.iter().all(|name| {
             metrics.contains(&format!(
                 "clew_witness_cosigned_tree_size{{witness=\"{name}\"}} {size}"
-            )),
-            "{metrics}"
-        );
+            ))
+        });
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     sequencer.stop();
     let log = sequencer.log_text();
@@ -1017,7 +1023,7 @@ fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
     // cosignature on every checkpoint verifies, and the last is witnessed.
     let root = support::repo_root();
     let partner = |witnesses: &[&str], quorum: usize, timeout_s: u64| {
-        let mut cmd = Command::new(root.join("target/partner-venv/bin/python"));
+        let mut cmd = Command::new(support::kafka::partner_python());
         cmd.arg(root.join("tests/partner/partner.py")).args([
             "--bootstrap",
             broker.bootstrap(),

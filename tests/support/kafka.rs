@@ -106,6 +106,21 @@ pub fn submit_phase(
     total
 }
 
+/// The partner's interpreter: the venv tests/setup.sh makes, or
+/// `CLEW_PARTNER_PYTHON`.
+pub fn partner_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLEW_PARTNER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = super::repo_root().join("target/partner-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python partner needs its virtualenv ({}); run tests/setup.sh",
+        p.display()
+    );
+    p
+}
+
 /// `clew ledger` as a child process that can be killed and started again.
 pub struct Sequencer {
     child: Option<Child>,
