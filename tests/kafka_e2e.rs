@@ -378,9 +378,7 @@ fn hostile_messages_on_the_inbound_topic_end_up_rejected_with_reasons() {
     let (stream, records) = fx.write_stream("good.stream", 1, 1000);
     let prefix = prefix("hostile");
     let kafka = kafka_args(&broker, &prefix);
-    let health = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let mut with_health = kafka.clone();
     with_health.extend(["--health-listen".to_string(), health.to_string()]);
     let mut sequencer = Sequencer::start(&fx.data(), &with_health);

@@ -765,11 +765,7 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     assert!(said.starts_with("consistent: tree size"), "{said}");
 
     // Its metric, from a monitor left running.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut running = support::clew()
         .args(["monitor", "--url", &server.base, "--vkey"])
         .arg(&vkey)
@@ -790,12 +786,7 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     let (seen_size, _) = served(&server.base, &token);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = support::block_on(async {
-            match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            }
-        });
+        let metrics = support::get_text(&format!("http://127.0.0.1:{port}/metrics"));
         if metrics.contains(&format!("clew_monitor_tree_size {seen_size}"))
             && metrics.contains("clew_monitor_forks_total 0")
         {
@@ -850,23 +841,6 @@ fn clew_monitor_follows_a_remote_ledger_and_exits_on_a_fork_with_both_checkpoint
     // The checkpoint seen is kept: the fork is reported again, not adopted.
     let out = monitor_once(&forked.base, &vkey, &token_file, &state);
     assert_eq!(out.status.code(), Some(3));
-}
-
-/// `GET <addr><path>` without a token (the sequencer's health endpoint).
-fn plain_get(base: &str, path: &str) -> String {
-    support::block_on(async {
-        match reqwest::get(format!("{base}{path}")).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The distributed deployment: `clew ledger` on a real Kafka broker sends
@@ -935,7 +909,7 @@ fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
         f.extend(["--witness-quorum".to_string(), "2".to_string()]);
         f
     };
-    let health = format!("127.0.0.1:{}", free_port());
+    let health = format!("127.0.0.1:{}", support::free_port());
     let prefix = prefix("witnessed");
     let kafka = kafka_args(&broker, &prefix);
     let mut extra = flags(true);
@@ -961,7 +935,7 @@ fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
     let t = Instant::now();
     submit_phase(&stream, &kafka, ph[3], PRODUCERS);
     let bulk = t.elapsed();
-    let metrics = plain_get(&format!("http://{health}"), "/metrics");
+    let metrics = support::get_text(&format!("http://{health}/metrics"));
     assert!(
         metrics.contains(&format!("clew_sequencer_tree_size {size}")),
         "every event is sequenced while a witness is down (in {bulk:?}):\n{metrics}"
@@ -985,21 +959,21 @@ fn a_kafka_run_of_100000_events_is_witnessed_by_three_real_witnesses() {
     // The sequencer's and the replica's readiness say the run is witnessed.
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = format!("witnessed: tree size {size} (0 leaves behind the latest checkpoint; quorum 2 of 3 witnesses)");
-    while !plain_get(&format!("http://{health}"), "/readyz").contains(&want)
-        || !plain_get(&follower.base, "/readyz").contains(&want)
+    while !support::get_text(&format!("http://{health}/readyz")).contains(&want)
+        || !support::get_text(&format!("{}/readyz", follower.base)).contains(&want)
     {
         assert!(
             Instant::now() < deadline,
             "sequencer: {}\nreplica: {}",
-            plain_get(&format!("http://{health}"), "/readyz"),
-            plain_get(&follower.base, "/readyz")
+            support::get_text(&format!("http://{health}/readyz")),
+            support::get_text(&format!("{}/readyz", follower.base))
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     // (the witness figures are refreshed every 250 ms)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = plain_get(&format!("http://{health}"), "/metrics");
+        let metrics = support::get_text(&format!("http://{health}/metrics"));
         let all = names.iter().all(|name| {
             metrics.contains(&format!(
                 "clew_witness_cosigned_tree_size{{witness=\"{name}\"}} {size}"

@@ -80,6 +80,25 @@ pub fn go_build(dir: &str, out: &Path, name: &str) -> PathBuf {
     bin
 }
 
+/// A free loopback port (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The body of `GET <url>` without a token (health and metrics endpoints);
+/// empty when nothing answers.
+pub fn get_text(url: &str) -> String {
+    block_on(async {
+        match reqwest::get(url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    })
+}
+
 /// Runs one future to completion from synchronous test code.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

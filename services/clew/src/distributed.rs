@@ -166,10 +166,8 @@ fn serve_sequencer_health(
             "/readyz",
             get(move || {
                 let ready = ready.reading.load(Ordering::SeqCst);
-                let text = match ready_witnesses.as_ref() {
-                    Some(m) if ready => format!("ready\n{}", witnessed_line(m)),
-                    _ => "ready\n".to_string(),
-                };
+                let line = ready_witnesses.as_ref().and_then(|m| m.witnessed_line());
+                let text = format!("ready\n{}", line.unwrap_or_default());
                 async move {
                     if ready {
                         (StatusCode::OK, text)
@@ -187,7 +185,7 @@ fn serve_sequencer_health(
             get(move || {
                 let mut text = sequencer_metrics(&metrics);
                 if let Some(m) = witnesses.as_ref() {
-                    text.push_str(&witness_metrics(m));
+                    text.push_str(&m.render_witnesses());
                 }
                 async move {
                     (
@@ -218,30 +216,6 @@ fn serve_sequencer_health(
             })
         })?;
     Ok(())
-}
-
-/// `/readyz`'s line on how far the last witnessed checkpoint lags the last
-/// signed one (as `clew serve` gives it).
-fn witnessed_line(m: &clew_node::Metrics) -> String {
-    format!(
-        "witnessed: tree size {} ({} leaves behind the latest checkpoint; quorum {} of {} witnesses)\n",
-        m.witnessed_tree_size.get(),
-        m.witness_lag_leaves.get(),
-        m.witness_quorum.get(),
-        m.witnesses.get()
-    )
-}
-
-/// The witness families of `m` (the same names `clew serve` exports).
-fn witness_metrics(m: &clew_node::Metrics) -> String {
-    m.render()
-        .lines()
-        .filter(|l| l.contains("clew_witness"))
-        .fold(String::new(), |mut out, l| {
-            out.push_str(l);
-            out.push('\n');
-            out
-        })
 }
 
 /// The sequencer's counters in the Prometheus text format.

@@ -128,10 +128,11 @@ pub fn start(ledger: Arc<Ledger>, witnesses: Witnesses, metrics: Metrics) -> Wit
 pub fn follow(ledger: Arc<Ledger>, policy: &WitnessPolicy, metrics: Metrics) -> Witnessing {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    if policy.witnesses().is_empty() {
+    let names = policy.names();
+    if names.is_empty() {
         return Witnessing { stop, tasks };
     }
-    let names = policy.names().into_iter().map(|n| (n, None)).collect();
+    let names = names.into_iter().map(|n| (n, None)).collect();
     tasks.push(tokio::spawn(keep_metrics(
         ledger,
         metrics,
@@ -145,19 +146,17 @@ pub fn follow(ledger: Arc<Ledger>, policy: &WitnessPolicy, metrics: Metrics) -> 
 /// What a replica keeps of the cosignatures published checkpoints carry:
 /// the lines by `policy`'s witnesses that verify (none configured: none).
 pub fn cosignature_filter(policy: WitnessPolicy) -> Option<clew_node::CosignatureFilter> {
-    if policy.witnesses().is_empty() {
+    if policy.names().is_empty() {
         return None;
     }
     Some(Arc::new(move |note: &[u8]| policy.verified_lines(note)))
 }
 
-/// The latest witnessed checkpoint: the largest size one of `names` last
-/// cosigned for which at least `quorum` cosignatures are stored.
-pub fn witnessed_size(ledger: &Ledger, names: &[String], quorum: usize) -> u64 {
-    let mut sizes: Vec<u64> = names
-        .iter()
-        .filter_map(|n| ledger.last_cosigned_by(n).ok().flatten())
-        .collect();
+/// The latest witnessed checkpoint: the largest of `last_cosigned` (each of
+/// `names`' last cosigned size) for which at least `quorum` of their
+/// cosignatures are stored.
+fn witnessed_size(ledger: &Ledger, names: &[String], last_cosigned: &[u64], quorum: usize) -> u64 {
+    let mut sizes = last_cosigned.to_vec();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     sizes.dedup();
     sizes
@@ -185,9 +184,12 @@ async fn keep_metrics(
     m.witness_quorum.set(quorum as i64);
     let names: Vec<String> = stats.iter().map(|(n, _)| n.clone()).collect();
     let mut seen: Vec<[u64; 4]> = vec![[0; 4]; stats.len()];
+    let checkpoints = ledger.watch_checkpoints();
     loop {
+        let mut last_cosigned = Vec::with_capacity(stats.len());
         for ((name, s), last) in stats.iter().zip(seen.iter_mut()) {
             let size = ledger.last_cosigned_by(name).ok().flatten().unwrap_or(0);
+            last_cosigned.push(size);
             m.witness_cosigned_size
                 .with_label_values(&[name.as_str()])
                 .set(size as i64);
@@ -208,9 +210,9 @@ async fn keep_metrics(
             }
             *last = now;
         }
-        let witnessed = witnessed_size(&ledger, &names, quorum);
+        let witnessed = witnessed_size(&ledger, &names, &last_cosigned, quorum);
         m.witnessed_tree_size.set(witnessed as i64);
-        let latest = ledger.latest_checkpoint().map(|c| c.size).unwrap_or(0);
+        let latest = *checkpoints.borrow();
         m.witness_lag_leaves
             .set(latest.saturating_sub(witnessed) as i64);
         tokio::select! {

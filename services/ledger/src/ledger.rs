@@ -140,6 +140,11 @@ impl PrecheckedBatch {
     }
 }
 
+/// The sled tree of witnesses' cosignatures: apart from the log's own tree,
+/// since they are evidence about checkpoints, not part of what the
+/// checkpoints commit to.
+const COSIGNATURES: &str = "cosignatures";
+
 /// The append-only, verifiable provenance ledger.
 ///
 /// One `Ledger` is the single writer of its database: [`Ledger::sequence`] is
@@ -159,7 +164,8 @@ pub struct Ledger {
     pub(crate) signed_at: std::sync::atomic::AtomicI64,
     /// The size of the latest checkpoint, for those who wait for the next.
     pub(crate) checkpointed: tokio::sync::watch::Sender<u64>,
-    /// The next cosignature sequence number, for those who wait for
+    /// The next cosignature sequence number (read from the cosignature tree
+    /// at open, moved by each one stored), for those who wait for
     /// witnesses' cosignatures.
     cosigned: tokio::sync::watch::Sender<u64>,
     /// Serialises cosignature writes, so their sequence numbers are stored
@@ -347,6 +353,10 @@ impl Ledger {
                 registry.principals.insert(id, record.roles);
             }
         }
+        let next_cosigned = match db.open_tree(COSIGNATURES)?.scan_prefix(b"s").next_back() {
+            Some(item) => u64_value(&item?.0[1..])? + 1,
+            None => 0,
+        };
         let signed_at = match tree.scan_prefix(keys::CHECKPOINT_TIMES).next_back() {
             Some(item) => time_value(&item?.1)?,
             None => 0,
@@ -363,7 +373,7 @@ impl Ledger {
             upper_hashes: UpperHashCache::default(),
             signed_at: std::sync::atomic::AtomicI64::new(signed_at),
             checkpointed: tokio::sync::watch::Sender::new(size),
-            cosigned: tokio::sync::watch::Sender::new(0),
+            cosigned: tokio::sync::watch::Sender::new(next_cosigned),
             cosigning: Mutex::new(()),
         })
     }
@@ -786,9 +796,7 @@ impl Ledger {
     }
 
     fn cosignature_tree(&self) -> Result<sled::Tree, LedgerError> {
-        // Apart from the log's own tree: cosignatures are evidence about
-        // checkpoints, not part of what the checkpoints commit to.
-        Ok(self.db.open_tree("cosignatures")?)
+        Ok(self.db.open_tree(COSIGNATURES)?)
     }
 
     /// Stores a witness's cosignature line (C2SP tlog-cosignature, already
@@ -813,7 +821,7 @@ impl Ledger {
         if t.get(&key)?.is_some_and(|held| held.as_ref() == line) {
             return Ok(());
         }
-        let seq = self.next_cosigned_seq_in(&t)?;
+        let seq = *self.cosigned.borrow();
         let mut last = b"l".to_vec();
         last.extend_from_slice(witness.as_bytes());
         let mut order = b"s".to_vec();
@@ -836,16 +844,9 @@ impl Ledger {
         Ok(())
     }
 
-    fn next_cosigned_seq_in(&self, t: &sled::Tree) -> Result<u64, LedgerError> {
-        match t.scan_prefix(b"s").next_back() {
-            Some(item) => Ok(u64_value(&item?.0[1..])? + 1),
-            None => Ok(0),
-        }
-    }
-
     /// The sequence number the next stored cosignature will get.
-    pub fn next_cosigned_seq(&self) -> Result<u64, LedgerError> {
-        self.next_cosigned_seq_in(&self.cosignature_tree()?)
+    pub fn next_cosigned_seq(&self) -> u64 {
+        *self.cosigned.borrow()
     }
 
     /// Stored cosignatures from sequence number `from`, in order, at most

@@ -147,8 +147,38 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        encode(&self.registry.gather())
     }
+
+    /// The text exposition of the witness families only (what a process
+    /// that feeds witnesses but serves no catalogue exports).
+    pub fn render_witnesses(&self) -> String {
+        let families: Vec<_> = self
+            .registry
+            .gather()
+            .into_iter()
+            .filter(|f| f.name().starts_with("clew_witness"))
+            .collect();
+        encode(&families)
+    }
+
+    /// `/readyz`'s line on how far the last witnessed checkpoint lags the
+    /// last signed one; None when no witnesses are configured.
+    pub fn witnessed_line(&self) -> Option<String> {
+        (self.witnesses.get() > 0).then(|| {
+            format!(
+                "witnessed: tree size {} ({} leaves behind the latest checkpoint; quorum {} of {} witnesses)\n",
+                self.witnessed_tree_size.get(),
+                self.witness_lag_leaves.get(),
+                self.witness_quorum.get(),
+                self.witnesses.get()
+            )
+        })
+    }
+}
+
+fn encode(families: &[prometheus::proto::MetricFamily]) -> String {
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(families, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

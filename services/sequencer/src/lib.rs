@@ -345,7 +345,7 @@ fn publish_loop(
         let seen = wake.current();
         let size = ledger.size();
         let rejected = ledger.rejected_count();
-        let cosigned = ledger.next_cosigned_seq()?;
+        let cosigned = ledger.next_cosigned_seq();
         if next_leaf >= size && next_rej >= rejected && next_cosigned >= cosigned {
             if reading_done.load(Ordering::SeqCst) {
                 return Ok(());

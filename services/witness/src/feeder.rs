@@ -116,6 +116,9 @@ pub async fn feed(
         if *stop.borrow() {
             return;
         }
+        // Read after marking: a checkpoint signed from here on wakes the
+        // wait below, so none is missed between the read and the wait.
+        news.mark_unchanged();
         let (size, note) = match log.latest() {
             Ok(l) => l,
             Err(e) => {
@@ -126,13 +129,10 @@ pub async fn feed(
         if note.is_empty() || (size == known && repeated_conflict.is_none() && known > 0) {
             // Nothing new: wait for the next checkpoint (or the stop). The
             // time-out only guards against a notification that never comes.
-            news.mark_unchanged();
-            if log.latest().is_ok_and(|(now, _)| now == size) {
-                tokio::select! {
-                    _ = news.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = stop.changed() => {}
-                }
+            tokio::select! {
+                _ = news.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.changed() => {}
             }
             continue;
         }

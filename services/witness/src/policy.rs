@@ -47,11 +47,6 @@ impl WitnessPolicy {
         self.quorum == 0
     }
 
-    /// The witnesses' keys.
-    pub fn witnesses(&self) -> &[CosignatureVerifier] {
-        &self.witnesses
-    }
-
     /// The witnesses' names.
     pub fn names(&self) -> Vec<String> {
         self.witnesses
@@ -67,25 +62,16 @@ impl WitnessPolicy {
         let Ok(parsed) = Note::from_bytes(note) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (name, id, sig) in signatures(note) {
-            let Some(w) = self
-                .witnesses
-                .iter()
-                .find(|w| w.name() == name && w.key_id() == id)
-            else {
-                continue;
-            };
-            if w.verified_time(parsed.text(), &sig).is_none()
-                || out.iter().any(|(n, _): &(String, Vec<u8>)| *n == name)
-            {
-                continue;
-            }
-            if let Ok(line) = signed_note::Signature::new(name.clone(), id, sig) {
-                out.push((name, line.to_bytes()));
-            }
-        }
-        out
+        let sigs = signatures(note);
+        self.witnesses
+            .iter()
+            .filter_map(|w| {
+                let (name, id, sig) = by(w, &sigs)?;
+                w.verified_time(parsed.text(), sig)?;
+                let line = signed_note::Signature::new(name.clone(), *id, sig.clone()).ok()?;
+                Some((name.clone(), line.to_bytes()))
+            })
+            .collect()
     }
 
     /// The cosignatures of `note` (a signed checkpoint) by the policy's
@@ -98,9 +84,7 @@ impl WitnessPolicy {
         let mut cosigned = Vec::new();
         let mut missing = Vec::new();
         for w in &self.witnesses {
-            let found = sigs
-                .iter()
-                .find(|(name, id, _)| name == w.name() && *id == w.key_id());
+            let found = by(w, &sigs);
             match found.and_then(|(_, _, sig)| w.verified_time(parsed.text(), sig)) {
                 Some(time) => cosigned.push(Cosigned {
                     witness: w.name().to_string(),
@@ -124,6 +108,15 @@ impl WitnessPolicy {
         }
         Ok(cosigned)
     }
+}
+
+/// The signature among `sigs` by `w`'s key, if any.
+fn by<'a>(
+    w: &CosignatureVerifier,
+    sigs: &'a [(String, u32, Vec<u8>)],
+) -> Option<&'a (String, u32, Vec<u8>)> {
+    sigs.iter()
+        .find(|(name, id, _)| name == w.name() && *id == w.key_id())
 }
 
 /// (name, key ID, signature bytes) of every signature line of a note.

@@ -21,17 +21,10 @@ pub(crate) async fn metrics(State(state): State<AppState>, Caller(viewer): Calle
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.node.ready() {
-        let m = state.node.metrics();
         let mut text = String::from("ready\n");
-        if m.witnesses.get() > 0 {
-            // How far the last witnessed checkpoint lags the last signed one.
-            text.push_str(&format!(
-                "witnessed: tree size {} ({} leaves behind the latest checkpoint; quorum {} of {} witnesses)\n",
-                m.witnessed_tree_size.get(),
-                m.witness_lag_leaves.get(),
-                m.witness_quorum.get(),
-                m.witnesses.get()
-            ));
+        // How far the last witnessed checkpoint lags the last signed one.
+        if let Some(line) = state.node.metrics().witnessed_line() {
+            text.push_str(&line);
         }
         (StatusCode::OK, text).into_response()
     } else {
