@@ -21,4 +21,5 @@ mod ledger_cli;
 mod outside_verifier;
 mod proven_answers;
 mod standards;
+mod web;
 mod witness;

@@ -33,6 +33,9 @@
 #     from the Go module proxy into target/tools/bin.
 #   - dicomweb-client (PyPI) into target/dicomweb-venv, the well-known client
 #     `clew-bench dicomweb` measures Clew against.
+#   - Chromium and its WebDriver (the operating system's packages chromium and
+#     chromium-driver, BSD-3-Clause), a real browser for the web catalogue's
+#     tests; each test starts its own headless session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -145,5 +148,12 @@ if ! cmp -s tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements" 2>/dev/
   python3 -m venv --clear "$dvenv"
   "$dvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/dicom/dicomweb-requirements.txt
   cp tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements"
+fi
+echo "setup: Chromium and chromedriver (a real browser for the web tests)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi
 echo "setup: done"

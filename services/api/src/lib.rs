@@ -36,7 +36,7 @@ use thiserror::Error;
 
 pub use access::{TokenStore, Viewer};
 pub use clew_node::{Metrics, Node, Outcome, Sequenced};
-pub use http::{app, serve};
+pub use http::{app, serve, serve_router};
 pub use read::access::{
     access_audit, access_requests, data_use_register, proven_access_audit, AccessAudit,
     AccessRequest, DataUse, RequestScope,
@@ -107,6 +107,19 @@ impl From<clew_blobs::BlobError> for ApiError {
 }
 
 impl ApiError {
+    /// The error a GraphQL error `code` stands for (the inverse of
+    /// [`ApiError::code`]; limits and validation failures are bad input).
+    pub fn from_code(code: &str, message: String) -> Self {
+        match code {
+            "UNAUTHENTICATED" => ApiError::Unauthenticated(message),
+            "FORBIDDEN" => ApiError::Forbidden(message),
+            "NOT_FOUND" => ApiError::NotFound(message),
+            "UNAVAILABLE" | "TIMEOUT" => ApiError::Unavailable(message),
+            "INTERNAL" => ApiError::Internal(message),
+            _ => ApiError::BadInput(message),
+        }
+    }
+
     /// The HTTP status every route answers this error with (GraphQL answers
     /// 200 with the code in `extensions.code`, as the GraphQL-over-HTTP
     /// convention for `application/json` responses has it).

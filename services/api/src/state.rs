@@ -120,3 +120,47 @@ pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Vi
         state.node.access_time(),
     )?))
 }
+
+impl AppState {
+    /// The viewer behind a bearer token: what `Authorization: Bearer` on
+    /// any route resolves to.
+    pub fn viewer(&self, token: &str) -> Result<Arc<Viewer>, ApiError> {
+        viewer_for(self, Some(token))
+    }
+
+    /// Runs one GraphQL operation for `viewer` in this process, on the
+    /// served schema with its limits and timeout: what `POST /graphql`
+    /// answers, as `data`, or its first error. The web pages are built from
+    /// these answers, so a page shows exactly what the API would.
+    pub async fn execute(
+        &self,
+        viewer: Arc<Viewer>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(viewer);
+        let response = tokio::time::timeout(self.limits.timeout, self.schema.execute(request))
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable(format!(
+                    "the request ran longer than the {} s limit",
+                    self.limits.timeout.as_secs()
+                ))
+            })?;
+        if let Some(e) = response.errors.first() {
+            let code = e
+                .extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .map(|c| c.to_string().trim_matches('"').to_string())
+                .unwrap_or_default();
+            return Err(ApiError::from_code(&code, e.message.clone()));
+        }
+        response
+            .data
+            .into_json()
+            .map_err(|e| ApiError::Internal(format!("an answer is not JSON: {e}")))
+    }
+}

@@ -365,7 +365,7 @@ async fn drive(
             let mut i = c as u64 * 7_919;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let search = i % 2 == 0;
+                let search = i.is_multiple_of(2);
                 let t = Instant::now();
                 let r = if search {
                     let k = i as usize;

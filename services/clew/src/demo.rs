@@ -262,6 +262,38 @@ fn demo_manifest(v: &proto::DatasetVersionPublished) -> clew_ingest::Manifest {
     }
 }
 
+/// The demo's people with their tokens (`demo-tokens/<principal>.token`),
+/// for the web pages' one-click sign-in.
+pub fn principals(dir: &DataDir) -> Result<Vec<clew_web::DemoPrincipal>> {
+    let token_dir = dir.root().join("demo-tokens");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&token_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| token_dir.display().to_string()),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Some(principal) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".token"))
+        else {
+            continue;
+        };
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| path.display().to_string())?
+            .trim()
+            .to_string();
+        out.push(clew_web::DemoPrincipal {
+            principal: principal.to_string(),
+            token,
+        });
+    }
+    out.sort_by(|a, b| a.principal.cmp(&b.principal));
+    Ok(out)
+}
+
 /// Example queries to try, with the token files to use.
 pub fn examples(addr: &str, admin_token: &std::path::Path, dir: &DataDir) -> String {
     let tok = |who: &str| dir.root().join("demo-tokens").join(format!("{who}.token"));
@@ -297,8 +329,9 @@ pub fn examples(addr: &str, admin_token: &std::path::Path, dir: &DataDir) -> Str
   # Prove it: the latest checkpoint, and an inclusion proof of the withdrawal
   curl -s http://{addr}/checkpoint -H "Authorization: Bearer $(cat {admin})"
 
-Or open http://{addr}/graphql in a browser (GraphiQL) and set the header
-  {{"Authorization": "Bearer <token>"}}
+Or open http://{addr}/ in a browser: the web catalogue, where the demo's
+people sign in with one click. GraphiQL is at http://{addr}/graphql (set the
+header {{"Authorization": "Bearer <token>"}}).
 "#,
         tokens = dir.root().join("demo-tokens").display(),
         researcher = tok("ada-researcher").display(),

@@ -425,6 +425,7 @@ pub fn prepare_replica(
         created,
         manifests: dir.manifest_store()?,
         spool: dir.spool_dir(),
+        web: clew_web::WebConfig::default(),
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Prepared {
     pub manifests: clew_blobs::BlobStore,
     /// Where uploads are spooled while they are hashed.
     pub spool: PathBuf,
+    /// How the web pages are offered (the demo's one-click principals).
+    pub web: clew_web::WebConfig,
 }
 
 /// Where the service key and the token file live.
@@ -78,6 +80,7 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         created,
         manifests,
         spool: dir.spool_dir(),
+        web: clew_web::WebConfig::default(),
     })
 }
 
@@ -116,7 +119,10 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    println!("Clew is serving http://{addr}/graphql (GraphiQL in a browser; POST queries with a bearer token)");
+    println!("Clew is serving http://{addr}/ (the web catalogue; sign in with a bearer token)");
+    println!(
+        "GraphQL: http://{addr}/graphql (GraphiQL in a browser; POST queries with a bearer token)"
+    );
     if prepared.admin_token_file.ends_with("admin.token") {
         println!(
             "admin token: {} (send it as `Authorization: Bearer <token>`)",
@@ -132,7 +138,9 @@ pub async fn run(
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
         .with_manifests(prepared.manifests.clone(), prepared.spool.clone());
     let witnessing = witnesses.start(&prepared.node);
-    clew_api::serve(listener, state, shutdown_signal()).await?;
+    let router =
+        clew_web::router(state.clone(), prepared.web.clone()).merge(clew_api::app(state.clone()));
+    clew_api::serve_router(listener, state, router, shutdown_signal()).await?;
     witnessing.stop().await;
     let size = prepared.node.ledger().size();
     println!("Clew stopped cleanly; ledger size {size}");

@@ -127,7 +127,7 @@ impl NationalCatalogue {
             let round = 2 + i / (2 * n);
             let d = (i % (2 * n)) / 2;
             let prev = sample::dataset_version_id(d, round - 1);
-            return if i % 2 == 0 {
+            return if i.is_multiple_of(2) {
                 (sample::dataset_version(d, round, vec![prev]), false)
             } else {
                 let id = format!("tf-{d}-{round}");

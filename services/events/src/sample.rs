@@ -90,7 +90,7 @@ pub fn dataset(i: u64, site: u64) -> Body {
         ),
         custodian_site_id: site_id(site),
         access_level: access as i32,
-        licence: if i % 3 == 0 {
+        licence: if i.is_multiple_of(3) {
             "CC-BY-4.0".into()
         } else {
             "NCCID Data Access Agreement".into()

@@ -106,10 +106,22 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = app(state.clone());
+    serve_router(listener, state, router, shutdown).await
+}
+
+/// [`serve`] with a router built from `app(state)` and more (the web pages
+/// merged in front of the API).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let node = state.node.clone();
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let signal_node = node.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         // Ends subscription streams and refuses new mutations.
         signal_node.begin_shutdown();

@@ -30,7 +30,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
             serve,
         } => {
             let data = dir.data();
-            let prepared = crate::server::prepare(&data, &args.origin)?;
+            let mut prepared = crate::server::prepare(&data, &args.origin)?;
             let rt = runtime()?;
             let node = prepared.node.clone();
             let tokens = prepared.tokens.clone();
@@ -55,6 +55,7 @@ pub(super) fn run(command: ServeCommand) -> Result<ExitCode> {
                 crate::demo::examples(&args.listen.to_string(), &prepared.admin_token_file, &data)
             );
             if serve {
+                prepared.web.demo_principals = crate::demo::principals(&data)?;
                 let witnesses = crate::witnessing::WitnessRole::Feed(args.witness.feed()?);
                 rt.block_on(crate::server::run(
                     prepared,

@@ -1,0 +1,276 @@
+//! The withdrawal impact report (`/impact`): a list first — live
+//! deployments first, every affected entity with how far downstream it is
+//! and its status, counts per hop — as of the latest or a past checkpoint,
+//! with CSV and JSON exports of exactly the list shown.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::lineage::tree_size;
+use super::{html, Chrome};
+use crate::answers::{Checkpoint, CheckpointAtAnswer, Impact, ImpactAnswer, CHECKPOINT_AT, IMPACT};
+use crate::session::SignedIn;
+use crate::text;
+use crate::{Web, WebError};
+
+struct Asked {
+    version: String,
+    as_of: String,
+}
+
+fn asked(raw: Option<&str>) -> Asked {
+    let mut a = Asked {
+        version: String::new(),
+        as_of: String::new(),
+    };
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            // A version id, or its subject.
+            "version" => a.version = v.trim().trim_start_matches("dataset-version/").to_string(),
+            "as_of" => a.as_of = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    a
+}
+
+async fn impact(web: &Web, who: &SignedIn, a: &Asked) -> Result<(Impact, Checkpoint), WebError> {
+    if a.version.is_empty() {
+        return Err(WebError::BadRequest(
+            "name the dataset version whose withdrawal to assess".into(),
+        ));
+    }
+    let answer: ImpactAnswer = web
+        .ask(
+            &who.viewer,
+            IMPACT,
+            json!({ "version": a.version, "asOf": tree_size(&a.as_of)? }),
+        )
+        .await?;
+    let cp: CheckpointAtAnswer = web
+        .ask(
+            &who.viewer,
+            CHECKPOINT_AT,
+            json!({ "size": answer.impact.as_of }),
+        )
+        .await?;
+    Ok((answer.impact, cp.checkpoint_at))
+}
+
+struct Row {
+    link: String,
+    kind: &'static str,
+    label: String,
+    id: String,
+    status: String,
+    live: bool,
+    hops: u32,
+}
+
+#[derive(Template)]
+#[template(path = "impact.html")]
+struct ImpactPage {
+    chrome: Chrome,
+    version: String,
+    as_of: String,
+    report: Option<Report>,
+}
+
+struct Report {
+    start_link: String,
+    start_label: String,
+    withdrawn: bool,
+    affected: String,
+    live: u64,
+    per_hop: Vec<(u32, String)>,
+    rows: Vec<Row>,
+    checkpoint: Checkpoint,
+    csv: String,
+    json: String,
+    proofs: String,
+    graph: String,
+}
+
+/// `GET /impact?version=…&as_of=…`.
+pub(crate) async fn page(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let a = asked(raw.as_deref());
+    let report = if a.version.is_empty() {
+        None
+    } else {
+        let (i, checkpoint) = impact(&web, &who, &a).await?;
+        let mut per_hop: BTreeMap<u32, u64> = BTreeMap::new();
+        for n in &i.affected {
+            *per_hop.entry(n.depth).or_default() += 1;
+        }
+        let params = [("version", a.version.as_str()), ("as_of", a.as_of.as_str())];
+        let subject = format!("dataset-version/{}", a.version);
+        Some(Report {
+            start_link: text::entity_link(&i.dataset_version.subject),
+            start_label: i.dataset_version.label.clone(),
+            withdrawn: i.dataset_version.ended_leaf.is_some(),
+            affected: text::count(i.affected.len() as u64),
+            live: i.live_deployments,
+            per_hop: per_hop
+                .into_iter()
+                .map(|(d, n)| (d, text::count(n)))
+                .collect(),
+            rows: i
+                .affected
+                .iter()
+                .map(|n| Row {
+                    link: text::entity_link(&n.subject),
+                    kind: text::kind_label(&n.kind),
+                    label: n.label.clone(),
+                    id: n
+                        .subject
+                        .split_once('/')
+                        .map_or("", |(_, id)| id)
+                        .to_string(),
+                    status: n.status.clone().unwrap_or_default(),
+                    live: n.kind == "deployment" && n.status.as_deref() == Some("LIVE"),
+                    hops: n.depth,
+                })
+                .collect(),
+            checkpoint,
+            csv: text::link("/impact.csv", &params),
+            json: text::link("/impact.json", &params),
+            proofs: text::link("/session/proofs/impact", &[("datasetVersion", &a.version)]),
+            graph: text::link(
+                "/lineage",
+                &[
+                    ("subject", subject.as_str()),
+                    ("direction", "downstream"),
+                    ("depth", "10"),
+                    ("as_of", a.as_of.as_str()),
+                ],
+            ),
+        })
+    };
+    html(&ImpactPage {
+        chrome: Chrome::of(&who, "impact"),
+        version: a.version,
+        as_of: a.as_of,
+        report,
+    })
+}
+
+/// One CSV field (RFC 4180 §2), with a leading formula character made
+/// text so a spreadsheet never runs a cell (OWASP CSV injection).
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+fn attachment(name: &str, kind: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A file name from a version id: letters, digits, `-`, `.`, `_` only.
+fn file_stem(version: &str) -> String {
+    let stem: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("impact-{stem}")
+}
+
+/// `GET /impact.csv`: the report's list, one row per affected entity.
+pub(crate) async fn csv(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let a = asked(raw.as_deref());
+    let (i, cp) = impact(&web, &who, &a).await?;
+    let mut out =
+        String::from("subject,type,label,status,hops,live_deployment,as_of_tree_size\r\n");
+    for n in &i.affected {
+        let live = n.kind == "deployment" && n.status.as_deref() == Some("LIVE");
+        let fields = [
+            csv_field(&n.subject),
+            csv_field(&n.kind),
+            csv_field(&n.label),
+            csv_field(n.status.as_deref().unwrap_or("")),
+            n.depth.to_string(),
+            live.to_string(),
+            cp.size.to_string(),
+        ];
+        out.push_str(&fields.join(","));
+        out.push_str("\r\n");
+    }
+    Ok(attachment(
+        &format!("{}.csv", file_stem(&a.version)),
+        "text/csv; charset=utf-8",
+        out,
+    ))
+}
+
+/// `GET /impact.json`: the API's impact answer and the checkpoint it is for.
+pub(crate) async fn json(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let a = asked(raw.as_deref());
+    let (i, cp) = impact(&web, &who, &a).await?;
+    let body = serde_json::to_string_pretty(&json!({ "impact": i, "checkpoint": cp }))
+        .map_err(|e| WebError::Api(clew_api::ApiError::Internal(e.to_string())))?;
+    Ok(attachment(
+        &format!("{}.json", file_stem(&a.version)),
+        "application/json",
+        body,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_field_is_quoted_and_never_a_formula() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-1"), "'-1");
+    }
+
+    #[test]
+    fn an_export_file_name_carries_no_path_or_quote() {
+        assert_eq!(file_stem("northgate-cxr@1.0"), "impact-northgate-cxr_1.0");
+        assert_eq!(file_stem("../\"x"), "impact-..__x");
+    }
+}

@@ -1,0 +1,329 @@
+//! The lineage explorer (`/lineage`): upstream or downstream from an entity,
+//! to a chosen depth, as of the latest or any past signed checkpoint. The
+//! answer is shown hop by hop, each hop grouped by kind with its count; a
+//! hop or group wider than [`OPEN_UP_TO`] starts collapsed, so graphs of
+//! thousands of nodes stay readable. The page names the signed checkpoint
+//! (tree size and root hash) it shows.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use serde_json::json;
+
+use super::{html, Chrome};
+use crate::answers::{
+    Checkpoint, CheckpointAtAnswer, Lineage, LineageAnswer, LineageEdge, LineageNode,
+    CHECKPOINT_AT, LINEAGE,
+};
+use crate::session::SignedIn;
+use crate::text;
+use crate::{Web, WebError};
+
+/// Groups this small start open.
+pub(crate) const OPEN_UP_TO: usize = 25;
+
+/// Deepest walk the API answers.
+const MAX_DEPTH: u32 = 50;
+
+pub(crate) struct NodeRow {
+    pub link: String,
+    pub label: String,
+    pub id: String,
+    pub status: String,
+    pub affected: bool,
+    pub ended: bool,
+    /// How it is reached from the hop before: relation and entity id.
+    pub via: String,
+}
+
+pub(crate) struct KindGroup {
+    pub label: &'static str,
+    pub count: String,
+    pub open: bool,
+    pub nodes: Vec<NodeRow>,
+}
+
+pub(crate) struct HopGroup {
+    pub depth: u32,
+    pub count: String,
+    pub open: bool,
+    pub kinds: Vec<KindGroup>,
+}
+
+/// How each node is reached from the hop before it: "relation id", the
+/// first few of them.
+fn reached_by(
+    nodes: &[LineageNode],
+    edges: &[LineageEdge],
+    upstream: bool,
+) -> BTreeMap<String, String> {
+    let depth: BTreeMap<&str, u32> = nodes
+        .iter()
+        .map(|n| (n.subject.as_str(), n.depth))
+        .collect();
+    let mut via: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in edges {
+        let (near, far) = if upstream {
+            (&e.from, &e.to)
+        } else {
+            (&e.to, &e.from)
+        };
+        if let (Some(dn), Some(df)) = (depth.get(near.as_str()), depth.get(far.as_str())) {
+            if df == &(dn + 1) {
+                let id = near.split_once('/').map_or(near.as_str(), |(_, id)| id);
+                let role = e
+                    .role
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                via.entry(far.clone())
+                    .or_default()
+                    .push(format!("{}{role} {id}", e.relation));
+            }
+        }
+    }
+    via.into_iter()
+        .map(|(k, mut v)| {
+            let more = v.len().saturating_sub(3);
+            v.truncate(3);
+            let mut s = v.join("; ");
+            if more > 0 {
+                s.push_str(&format!("; and {more} more"));
+            }
+            (k, s)
+        })
+        .collect()
+}
+
+/// A lineage answer as hops of kind groups (the start, hop 0, left out).
+pub(crate) fn hop_groups(lineage: &Lineage, upstream: bool) -> Vec<HopGroup> {
+    let via = reached_by(&lineage.nodes, &lineage.edges, upstream);
+    let mut by_hop: BTreeMap<u32, BTreeMap<&str, Vec<&LineageNode>>> = BTreeMap::new();
+    for n in lineage.nodes.iter().filter(|n| n.depth > 0) {
+        by_hop
+            .entry(n.depth)
+            .or_default()
+            .entry(n.kind.as_str())
+            .or_default()
+            .push(n);
+    }
+    by_hop
+        .into_iter()
+        .map(|(depth, kinds)| {
+            let count: usize = kinds.values().map(Vec::len).sum();
+            HopGroup {
+                depth,
+                count: text::count(count as u64),
+                open: count <= OPEN_UP_TO,
+                kinds: kinds
+                    .into_iter()
+                    .map(|(kind, nodes)| KindGroup {
+                        label: text::kind_label(kind),
+                        count: text::count(nodes.len() as u64),
+                        open: nodes.len() <= OPEN_UP_TO,
+                        nodes: nodes
+                            .into_iter()
+                            .map(|n| NodeRow {
+                                link: text::entity_link(&n.subject),
+                                label: n.label.clone(),
+                                id: n
+                                    .subject
+                                    .split_once('/')
+                                    .map_or("", |(_, id)| id)
+                                    .to_string(),
+                                status: n.status.clone().unwrap_or_default(),
+                                affected: n.affected,
+                                ended: n.ended_leaf.is_some(),
+                                via: via.get(&n.subject).cloned().unwrap_or_default(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "lineage.html")]
+struct LineagePage {
+    chrome: Chrome,
+    subject: String,
+    upstream: bool,
+    depth: u32,
+    as_of: String,
+    answer: Option<Shown>,
+}
+
+struct Shown {
+    start_link: String,
+    start_label: String,
+    total: String,
+    checkpoint: Checkpoint,
+    latest: bool,
+    hops: Vec<HopGroup>,
+    prov: String,
+    proofs: String,
+}
+
+/// Reads `as_of` from a form: empty is the latest.
+pub(crate) fn tree_size(value: &str) -> Result<Option<u64>, WebError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<u64>()
+        .map(Some)
+        .map_err(|_| WebError::BadRequest(format!("the tree size {v:?} is not a whole number")))
+}
+
+/// `GET /lineage?subject=…&direction=upstream|downstream&depth=…&as_of=…`.
+pub(crate) async fn page(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let mut subject = String::new();
+    let mut upstream = true;
+    let mut depth = 3u32;
+    let mut as_of = String::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "subject" => subject = v.trim().to_string(),
+            "direction" => upstream = v != "downstream",
+            "depth" => {
+                depth = v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=MAX_DEPTH).contains(d))
+                    .ok_or_else(|| {
+                        WebError::BadRequest(format!(
+                            "the depth {v:?} is not a number of hops from 1 to {MAX_DEPTH}"
+                        ))
+                    })?
+            }
+            "as_of" => as_of = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    let size = tree_size(&as_of)?;
+    let answer = if subject.is_empty() {
+        None
+    } else {
+        let lineage: LineageAnswer = web
+            .ask(
+                &who.viewer,
+                LINEAGE,
+                json!({
+                    "subject": subject,
+                    "direction": if upstream { "UPSTREAM" } else { "DOWNSTREAM" },
+                    "depth": depth,
+                    "asOf": size,
+                }),
+            )
+            .await?;
+        let l = lineage.lineage;
+        let cp: CheckpointAtAnswer = web
+            .ask(&who.viewer, CHECKPOINT_AT, json!({ "size": l.as_of }))
+            .await?;
+        let start = l.nodes.iter().find(|n| n.depth == 0);
+        let direction = if upstream { "upstream" } else { "downstream" };
+        let depth_s = depth.to_string();
+        Some(Shown {
+            start_link: text::entity_link(&subject),
+            start_label: start.map_or(subject.clone(), |n| n.label.clone()),
+            total: text::count(l.nodes.len().saturating_sub(1) as u64),
+            latest: size.is_none(),
+            hops: hop_groups(&l, upstream),
+            checkpoint: cp.checkpoint_at,
+            prov: text::link(
+                "/session/prov/lineage",
+                &[
+                    ("subject", &subject),
+                    ("direction", direction),
+                    ("depth", &depth_s),
+                ],
+            ),
+            proofs: text::link(
+                "/session/proofs/lineage",
+                &[
+                    ("subject", &subject),
+                    ("direction", direction),
+                    ("depth", &depth_s),
+                ],
+            ),
+        })
+    };
+    html(&LineagePage {
+        chrome: Chrome::of(&who, "lineage"),
+        subject,
+        upstream,
+        depth,
+        as_of,
+        answer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(subject: &str, depth: u32) -> LineageNode {
+        LineageNode {
+            subject: subject.into(),
+            kind: text::kind_of(subject).into(),
+            label: subject.into(),
+            depth,
+            status: None,
+            affected: false,
+            ended_leaf: None,
+        }
+    }
+
+    #[test]
+    fn a_wide_hop_starts_collapsed_with_its_counts() {
+        let mut nodes = vec![node("model-version/m", 0), node("training-run/t", 1)];
+        let mut edges = vec![LineageEdge {
+            from: "model-version/m".into(),
+            to: "training-run/t".into(),
+            relation: "wasGeneratedBy".into(),
+            role: None,
+        }];
+        for i in 0..1000 {
+            let v = format!("dataset-version/d{i}@1");
+            nodes.push(node(&v, 2));
+            edges.push(LineageEdge {
+                from: "training-run/t".into(),
+                to: v,
+                relation: "used".into(),
+                role: Some("train".into()),
+            });
+        }
+        let l = Lineage {
+            as_of: 9,
+            nodes,
+            edges,
+        };
+        let hops = hop_groups(&l, true);
+        assert_eq!(hops.len(), 2);
+        assert!(hops[0].open && hops[0].count == "1");
+        assert_eq!(hops[0].kinds[0].nodes[0].via, "wasGeneratedBy m");
+        assert!(!hops[1].open && hops[1].count == "1,000");
+        assert_eq!(hops[1].kinds[0].label, "Dataset version");
+        assert!(!hops[1].kinds[0].open);
+        assert_eq!(hops[1].kinds[0].nodes[0].via, "used (train) t");
+    }
+
+    #[test]
+    fn a_tree_size_is_a_whole_number_or_nothing() {
+        assert_eq!(tree_size(" ").unwrap(), None);
+        assert_eq!(tree_size("42").unwrap(), Some(42));
+        assert!(tree_size("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("\"yesterday\""));
+    }
+}

@@ -1,0 +1,178 @@
+//! The page handlers, one module per family, and what every page shares:
+//! the header ([`Chrome`]), the error page, redirects, the static assets
+//! and the `/session/…` bridge to the API's own routes.
+
+pub(crate) mod access;
+pub(crate) mod entity;
+pub(crate) mod history;
+pub(crate) mod impact;
+pub(crate) mod ledger;
+pub(crate) mod lineage;
+pub(crate) mod search;
+pub(crate) mod sign_in;
+
+use askama::Template;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use tower::ServiceExt;
+
+use crate::session::SignedIn;
+use crate::text;
+use crate::{Web, WebError};
+
+/// The header of every signed-in page: who is signed in, with which roles,
+/// and the sign-out form's anti-forgery token.
+pub(crate) struct Chrome {
+    pub principal: String,
+    pub roles: String,
+    pub csrf: String,
+    /// The navigation entry of this page.
+    pub here: &'static str,
+}
+
+impl Chrome {
+    pub fn of(who: &SignedIn, here: &'static str) -> Self {
+        let mut roles: Vec<String> = who
+            .viewer
+            .roles
+            .iter()
+            .map(|r| text::role_label(r.as_str_name()))
+            .collect();
+        roles.sort();
+        Self {
+            principal: who.viewer.principal.clone(),
+            roles: roles.join(", "),
+            csrf: who.csrf.clone(),
+            here,
+        }
+    }
+
+    /// The navigation: (path, label, whether it is this page).
+    pub fn nav(&self) -> Vec<(&'static str, &'static str, bool)> {
+        [
+            ("/", "Search", "search"),
+            ("/lineage", "Lineage", "lineage"),
+            ("/impact", "Impact", "impact"),
+            ("/access", "Access requests", "access"),
+            ("/rejected", "Rejected", "rejected"),
+            ("/ledger", "Ledger", "ledger"),
+        ]
+        .into_iter()
+        .map(|(path, label, key)| (path, label, key == self.here))
+        .collect()
+    }
+}
+
+/// A rendered page.
+pub(crate) fn html(t: &impl Template) -> Result<Response, WebError> {
+    Ok(Html(t.render()?).into_response())
+}
+
+/// `303 See Other` to `to` (a path of this site).
+pub(crate) fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: String,
+}
+
+/// The page of an error: its status and the message that names the problem
+/// (the API's messages already say nothing of what the viewer may not see).
+pub(crate) fn error_page(e: &WebError) -> Response {
+    let status = e.status();
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message: e.to_string(),
+    };
+    let body = page
+        .render()
+        .unwrap_or_else(|_| format!("{} {}", status.as_u16(), page.reason));
+    (status, Html(body)).into_response()
+}
+
+/// API routes a page may reach with its session (`GET /session/<route>`):
+/// downloads and proof-carrying answers, never a state change.
+const BRIDGED: &[&str] = &[
+    "checkpoint",
+    "catalog.jsonld",
+    "datasets/",
+    "dataset-versions/",
+    "prov/lineage",
+    "proofs/lineage",
+    "proofs/impact",
+    "receipt/",
+];
+
+/// `GET /session/<route>`: the API's answer to `GET /<route>` with the
+/// session's bearer token, so a link or a page's script can fetch what the
+/// API serves without the token ever reaching the browser.
+pub(crate) async fn bridge(
+    State(web): State<Web>,
+    who: SignedIn,
+    Path(route): Path<String>,
+    req: Request,
+) -> Result<Response, WebError> {
+    if !BRIDGED.iter().any(|p| route.starts_with(p)) || route.contains("..") {
+        return Err(WebError::Api(clew_api::ApiError::NotFound(
+            "no such route".into(),
+        )));
+    }
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let forwarded = Request::builder()
+        .method("GET")
+        .uri(format!("/{route}{query}"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
+        .body(Body::empty())
+        .map_err(|e| WebError::BadRequest(format!("that address cannot be asked for: {e}")))?;
+    let response = web
+        .api_routes
+        .clone()
+        .oneshot(forwarded)
+        .await
+        .unwrap_or_else(|never| match never {});
+    Ok(response)
+}
+
+/// The static assets, compiled into the binary.
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind): (&'static str, &'static str) = match file.as_str() {
+        "clew.css" => (
+            include_str!("../../assets/clew.css"),
+            "text/css; charset=utf-8",
+        ),
+        "clew.js" => (
+            include_str!("../../assets/clew.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => {
+            return error_page(&WebError::Api(clew_api::ApiError::NotFound(format!(
+                "no asset {file}"
+            ))))
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            // Static, the same for everyone.
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
