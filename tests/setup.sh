@@ -33,6 +33,11 @@
 #     from the Go module proxy into target/tools/bin.
 #   - dicomweb-client (PyPI) into target/dicomweb-venv, the well-known client
 #     `clew-bench dicomweb` measures Clew against.
+#   - the web pages' npm packages (services/web/package-lock.json: @noble/ed25519,
+#     @noble/hashes, @bufbuild/protobuf, and axe-core for the accessibility
+#     checks) into target/web-npm, so the tests can check the copies vendored
+#     in services/web/assets/vendor against them; nothing is fetched at build
+#     or run time.
 #   - Chromium and its WebDriver (the operating system's packages chromium and
 #     chromium-driver, BSD-3-Clause), a real browser for the web catalogue's
 #     tests; each test starts its own headless session.
@@ -47,6 +52,7 @@ need go "install Go 1.22 or newer (the outside-verifier test builds a Go program
 need java "install a Java 17+ runtime (the Kafka tests run a real broker)"
 need mvn "install Maven (it resolves the Kafka broker jars)"
 need python3 "install Python 3.9+ (the partner test is a Python program)"
+need npm "install Node.js with npm (the web tests check the vendored front-end packages and run axe-core)"
 
 echo "setup: Go modules for tests/go-verifier and tests/witness-check"
 (cd tests/go-verifier && go mod download && go build -o /dev/null .)
@@ -148,6 +154,13 @@ if ! cmp -s tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements" 2>/dev/
   python3 -m venv --clear "$dvenv"
   "$dvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/dicom/dicomweb-requirements.txt
   cp tests/dicom/dicomweb-requirements.txt "$dvenv/.requirements"
+fi
+echo "setup: the web pages' npm packages (target/web-npm)"
+wnpm=target/web-npm
+if ! cmp -s services/web/package-lock.json "$wnpm/package-lock.json" 2>/dev/null || [ ! -d "$wnpm/node_modules" ]; then
+  rm -rf "$wnpm" && mkdir -p "$wnpm"
+  cp services/web/package.json services/web/package-lock.json services/web/.npmrc "$wnpm/"
+  (cd "$wnpm" && npm ci --silent)
 fi
 echo "setup: Chromium and chromedriver (a real browser for the web tests)"
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -24,7 +24,7 @@ const HIDDEN_FROM_ADA: &[&str] = &[
 /// Signs in with the demo's one-click choice for `principal`.
 async fn sign_in_as(b: &Browser, base: &str, principal: &str) {
     b.goto(&format!("{base}/sign-in")).await;
-    b.click(&format!("button[name=demo][value={principal}]"))
+    b.follow(&format!("button[name=demo][value={principal}]"))
         .await;
     b.find("#q").await;
     assert!(
@@ -58,6 +58,53 @@ async fn check_page(b: &Browser, base: &str, hidden: &[&str], page: &str) {
         !b.url().await.to_lowercase().contains("token"),
         "{page}: a token is in the address"
     );
+    let violations = b.axe_violations().await;
+    assert!(
+        violations.is_empty(),
+        "{page}: axe-core finds serious or critical accessibility violations:\n{}",
+        violations.join("\n")
+    );
+    let missed = b.controls_keyboard_misses().await;
+    assert!(
+        missed.is_empty(),
+        "{page}: Tab never reaches these controls:\n{}",
+        missed.join("\n")
+    );
+}
+
+/// Pins the ledger's key (read from the data directory, as an operator
+/// would hand it over) on the ledger page.
+async fn pin_ledger_key(b: &Browser, base: &str, server: &Server) {
+    let vkey = std::fs::read_to_string(server.data.join("keys/ledger.vkey")).unwrap();
+    b.goto(&format!("{base}/ledger")).await;
+    b.fill("#given-key", vkey.trim()).await;
+    b.click("[data-pin-given]").await;
+    let status = b.text("[data-pin-status]").await;
+    assert!(
+        status.contains(&format!("Pinned in this browser: {}", vkey.trim())),
+        "{status}"
+    );
+}
+
+/// Presses the evidence panel's button and waits for its outcome; the
+/// outcome and the status line.
+async fn verify_evidence(b: &Browser) -> (String, String) {
+    b.click("[data-verify]").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let outcome = b
+            .script("return document.querySelector('[data-evidence]').dataset.outcome || ''")
+            .await;
+        let outcome = outcome.as_str().unwrap_or_default().to_string();
+        if !outcome.is_empty() {
+            return (outcome, b.text("[data-evidence-status]").await);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the evidence panel gave no outcome within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +128,7 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
 
     // Search, with a typo the index forgives.
     b.fill("#q", "chset").await;
-    b.click(".box button").await;
+    b.follow(".box button").await;
     let heading = b.text("#results-heading").await;
     let total: u64 = heading
         .split_whitespace()
@@ -94,8 +141,10 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
 
     // A facet narrows the results, and its counts are the viewer's own.
     b.click("input[name=f][value=\"modality=CT\"]").await;
-    b.click(".facets button[type=submit]").await;
-    assert!(b.url().await.contains("f=modality%3DCT"));
+    b.follow(".facets button[type=submit]").await;
+    b.wait_text("#results-heading", "results").await;
+    let url = b.url().await;
+    assert!(url.contains("f=modality%3DCT"), "{url}");
     let titles = b.texts(".hit-title").await;
     assert!(!titles.is_empty(), "the CT filter leaves results");
     for t in &titles {
@@ -116,12 +165,12 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     check_page(&b, &base, HIDDEN_FROM_ADA, "search with a facet").await;
 
     // A result's page: the version, then its dataset, then back to a version.
-    b.click(".hit-title").await;
+    b.follow(".hit-title").await;
     assert!(b.text("h1").await.contains("CT"));
     assert!(b.text(".facts").await.contains("Manifest digest"));
     check_page(&b, &base, HIDDEN_FROM_ADA, "dataset version").await;
     b.screenshot("dataset-version").await;
-    b.click("main p a[href^=\"/entity/dataset/\"]").await;
+    b.follow("main p a[href^=\"/entity/dataset/\"]").await;
     let access = b.text(".access").await;
     assert!(
         access.contains("You hold a live access grant"),
@@ -130,7 +179,8 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     assert!(b.text("table").await.contains("Instances"));
     check_page(&b, &base, HIDDEN_FROM_ADA, "dataset").await;
     b.screenshot("dataset").await;
-    b.click("table a[href^=\"/entity/dataset-version/\"]").await;
+    b.follow("table a[href^=\"/entity/dataset-version/\"]")
+        .await;
     assert!(b.url().await.contains("/entity/dataset-version/"));
 
     // The model card, and lineage upstream of it: the held-back test split
@@ -142,21 +192,21 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     assert!(b.text(".card").await.contains("Intended use"));
     assert!(b.dom().await.contains("a dataset version you may not see"));
     check_page(&b, &base, HIDDEN_FROM_ADA, "model card").await;
-    b.click("a[href^=\"/lineage?\"]").await;
+    b.follow("a[href^=\"/lineage?\"]").await;
     b.fill("#depth", "10").await;
-    b.click("form.inline button").await;
-    assert!(b.text(".checkpoint").await.contains("tree size"));
+    b.follow("form.inline button").await;
+    b.wait_text(".checkpoint", "tree size").await;
     check_page(&b, &base, HIDDEN_FROM_ADA, "lineage").await;
 
     // Asking for access to a dataset by its id.
-    b.click("nav a[href=\"/access\"]").await;
+    b.follow("nav a[href=\"/access\"]").await;
     b.fill("#datasets", "moorland-ct").await;
     b.fill("#purpose", "Scanner-shift robustness study").await;
     b.fill("#days", "90").await;
     b.fill("#agreement_id", "nccid-data-access-agreement").await;
     b.fill("#agreement_version", "4.0").await;
     b.click("#accept").await;
-    b.click("form.request button").await;
+    b.follow("form.request button").await;
     assert!(b.url().await.ends_with("/access"));
     let mine = b.text(".request-card").await;
     assert!(
@@ -212,6 +262,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     }
     check_page(&b, &base, &[], "model card").await;
     b.screenshot("model-card").await;
+    pin_ledger_key(&b, &base, &server).await;
 
     // Downstream of the withdrawn source, now and as of the checkpoint
     // before the deployment was recorded.
@@ -230,16 +281,31 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
         .await;
     b.click("#direction option[value=downstream]").await;
     b.fill("#depth", "10").await;
-    b.click("form.inline button").await;
+    b.follow("form.inline button").await;
     let now = b.text("main").await;
     assert!(
         now.contains("riverside-cxr-triage"),
         "the live deployment is downstream"
     );
     check_page(&b, &base, &[], "lineage").await;
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(outcome, "verified", "{status}");
+    assert!(status.starts_with("Verified in this browser"), "{status}");
+    let facts = b
+        .contents("[data-evidence-facts] li[data-fact=verified]")
+        .await;
+    assert!(
+        facts.iter().any(|f| f.contains("checkpoint of tree size"))
+            && facts
+                .iter()
+                .any(|f| f.contains("is in the ledger (inclusion proof)"))
+            && facts.iter().any(|f| f.contains("signed by"))
+            && facts.iter().any(|f| f.contains("edge ")),
+        "each kind of fact is marked verified: {facts:?}"
+    );
     b.screenshot("lineage").await;
     b.fill("#as_of", &deployed_at.to_string()).await;
-    b.click("form.inline button").await;
+    b.follow("form.inline button").await;
     let then = b.text("main").await;
     assert!(
         then.contains(&format!("tree size {deployed_at}")),
@@ -252,15 +318,20 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     );
 
     // The impact report: a list, live deployments first, with exports.
-    b.click("nav a[href=\"/impact\"]").await;
+    b.follow("nav a[href=\"/impact\"]").await;
     b.fill("#version", "northgate-cxr@1.0").await;
-    b.click("form.inline button").await;
+    b.follow("form.inline button").await;
     let first_row = b.text("table.impact tbody tr").await;
     assert!(
         first_row.contains("riverside-cxr-triage") && first_row.contains("LIVE"),
         "the live deployment comes first: {first_row}"
     );
     let rows = b.texts("table.impact tbody tr").await.len();
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(
+        outcome, "verified",
+        "the impact answer verifies too: {status}"
+    );
     b.screenshot("impact").await;
     check_page(&b, &base, &[], "impact").await;
     // The exports, fetched by the page itself with its session.
@@ -296,7 +367,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     let timeline = b.texts(".timeline li").await;
     assert!(!timeline.is_empty() && timeline[0].contains("leaf"));
     b.screenshot("history").await;
-    b.click("nav a[href=\"/ledger\"]").await;
+    b.follow("nav a[href=\"/ledger\"]").await;
     let ledger = b.text("main").await;
     assert!(ledger.contains("signed events") && ledger.contains("C2SP"));
     b.screenshot("ledger").await;
@@ -337,6 +408,25 @@ async fn user_supplied_text_stays_text_and_state_changes_come_only_from_clew_pag
         format!("{title} — Clew")
     );
     b.screenshot("user-text-stays-text").await;
+
+    // The accessibility and keyboard checks every page passes can fail: an
+    // unlabelled field and a link Tab skips are found.
+    b.script(
+        "const i = document.createElement('input'); document.querySelector('main').append(i); \
+         const a = document.createElement('a'); a.href = '/'; a.tabIndex = -1; a.textContent = 'skipped'; \
+         document.querySelector('main').append(a); return true",
+    )
+    .await;
+    let violations = b.axe_violations().await;
+    assert!(
+        violations.iter().any(|v| v.contains("label")),
+        "axe-core finds the unlabelled field: {violations:?}"
+    );
+    let missed = b.controls_keyboard_misses().await;
+    assert!(
+        missed.len() == 1 && missed[0].contains("skipped"),
+        "the keyboard check finds the skipped link: {missed:?}"
+    );
 
     // Every page carries the policy; nothing is cached.
     let client = reqwest::Client::builder()
@@ -408,4 +498,120 @@ async fn forged_has_no_cookie(client: &reqwest::Client, base: &str) -> bool {
         .await
         .unwrap();
     r.headers().get("set-cookie").is_none()
+}
+
+/// A hostile server in front of Clew: every request passes through
+/// unchanged, except that each proof-carrying answer it hands on has the
+/// envelope of the event its first edge cites altered by one bit.
+async fn tampering_proxy(upstream: String) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move { forward_tampered(&client, &upstream, req).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn forward_tampered(
+    client: &reqwest::Client,
+    upstream: &str,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use base64::{engine::general_purpose::STANDARD as B64, Engine};
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let mut forwarded = client.request(parts.method.clone(), format!("{upstream}{path}"));
+    for (name, value) in &parts.headers {
+        forwarded = forwarded.header(name, value);
+    }
+    let answer = forwarded.body(bytes).send().await.unwrap();
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let mut body = answer.bytes().await.unwrap().to_vec();
+    if path.starts_with("/session/proofs/") && status == 200 {
+        let mut doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let leaf = doc["edges"][0]["leafIndex"].clone();
+        let event = doc["events"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|e| e["leafIndex"] == leaf)
+            .unwrap();
+        let mut envelope = B64.decode(event["envelope"].as_str().unwrap()).unwrap();
+        let middle = envelope.len() / 2;
+        envelope[middle] ^= 0x01;
+        event["envelope"] = B64.encode(envelope).into();
+        body = serde_json::to_vec(&doc).unwrap();
+    }
+    let mut response = axum::response::Response::builder().status(status.as_u16());
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    response.body(axum::body::Body::from(body)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evidence_panel_names_the_fact_a_tampering_server_broke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::demo_async(&tmp.path().join("data")).await;
+    let hostile = tampering_proxy(server.base.clone()).await;
+    let b = Browser::start().await;
+    sign_in_as(&b, &hostile, "governance-board").await;
+    let lineage = format!(
+        "{hostile}/lineage?subject=deployment%2Friverside-cxr-triage&direction=upstream&depth=10"
+    );
+
+    // Nothing pinned: the panel verifies nothing and says why.
+    b.goto(&lineage).await;
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(outcome, "no-key", "{status}");
+    assert!(status.contains("No ledger key is pinned"), "{status}");
+
+    // With the real key pinned, the altered event is named.
+    pin_ledger_key(&b, &hostile, &server).await;
+    b.goto(&lineage).await;
+    let (outcome, status) = verify_evidence(&b).await;
+    let api = Api::new(&server.base);
+    let (_, genuine) = api
+        .get(
+            Some(&server.demo_token("governance-board")),
+            "/proofs/lineage?subject=deployment/riverside-cxr-triage&direction=upstream&depth=10",
+        )
+        .await;
+    let genuine: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    let altered = genuine["edges"][0]["leafIndex"].as_u64().unwrap();
+    assert_eq!(outcome, "failed", "{status}");
+    assert!(
+        status.contains(&format!("leaf {altered} inclusion"))
+            && status.contains("does not lead to the checkpoint's root"),
+        "the panel names the altered leaf: {status}"
+    );
+    let failed = b
+        .contents("[data-evidence-facts] li[data-fact=failed]")
+        .await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    b.script("document.querySelector('[data-evidence]').scrollIntoView(); return true")
+        .await;
+    b.screenshot("evidence-tampered").await;
+
+    // The same page straight from Clew verifies.
+    sign_in_as(&b, &server.base, "governance-board").await;
+    pin_ledger_key(&b, &server.base, &server).await;
+    b.goto(&lineage.replace(&hostile, &server.base)).await;
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(outcome, "verified", "{status}");
+    b.quit().await;
 }

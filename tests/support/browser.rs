@@ -119,6 +119,34 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
     }
 
+    /// Clicks the first element matching `css`, which leads to another
+    /// page, and waits until that page has loaded.
+    pub async fn follow(&self, css: &str) {
+        self.script("window.clewLeaving = true; return true").await;
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let arrived = self
+                .client
+                .execute(
+                    "return !window.clewLeaving && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if arrived {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} led to no new page within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Types `text` into the field matching `css` (after clearing it).
     pub async fn fill(&self, css: &str, text: &str) {
         let field = self.find(css).await;
@@ -135,6 +163,30 @@ impl Browser {
     /// The text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap_or_default()
+    }
+
+    /// Waits (up to 10 s, while a navigation completes) for the first
+    /// element matching `css` to contain `needle`; its text.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let url = self.url().await;
+                let main = match self.client.find(Locator::Css("main")).await {
+                    Ok(e) => e.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!("{css} never said {needle:?} on {url}; it says {text:?}; the page:\n{main}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The texts of every element matching `css`.
@@ -186,6 +238,102 @@ impl Browser {
             .map(|a| {
                 a.iter()
                     .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The serious and critical accessibility violations axe-core (from
+    /// the npm registry, installed by `tests/setup.sh`) finds on the page,
+    /// one line each: rule, help, and the elements.
+    pub async fn axe_violations(&self) -> Vec<String> {
+        let path = super::repo_root().join("target/web-npm/node_modules/axe-core/axe.min.js");
+        let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; tests/setup.sh installs axe-core from services/web/package-lock.json",
+                path.display()
+            )
+        });
+        // Injected by the driver, not by the page: the page's CSP allows
+        // no script but its own.
+        self.client
+            .execute(&format!("{axe}\n;return true;"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("axe-core did not load: {e}"));
+        let found = self
+            .script(
+                "return axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations\
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .map(v => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))",
+            )
+            .await;
+        found
+            .as_array()
+            .unwrap_or_else(|| panic!("axe-core gave no list of violations: {found}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Presses Tab from the top of the page until focus has visited every
+    /// visible control (links, buttons, fields, disclosure summaries) or
+    /// comes round again; the controls never reached, described.
+    pub async fn controls_keyboard_misses(&self) -> Vec<String> {
+        let total = self
+            .script(
+                "const all = [...document.querySelectorAll('a[href], button, input, select, textarea, summary')]\
+                 .filter(e => e.getClientRects().length > 0 && !e.disabled && e.type !== 'hidden');\
+                 all.forEach((e, i) => e.dataset.kb = i);\
+                 window.kbSeen = new Set();\
+                 document.addEventListener('focusin', ev => { if (ev.target.dataset.kb) kbSeen.add(ev.target.dataset.kb); });\
+                 document.activeElement && document.activeElement.blur();\
+                 return all.length",
+            )
+            .await
+            .as_u64()
+            .unwrap_or(0);
+        assert!(total > 0, "the page has no control to reach");
+        for _ in 0..(total + 3) {
+            let focused = self
+                .client
+                .active_element()
+                .await
+                .unwrap_or_else(|e| panic!("no active element: {e}"));
+            focused
+                .send_keys("\u{E004}")
+                .await
+                .unwrap_or_else(|e| panic!("cannot press Tab: {e}"));
+        }
+        let missed = self
+            .script(
+                "return [...document.querySelectorAll('[data-kb]')].filter(e => !kbSeen.has(e.dataset.kb))\
+                 .map(e => e.outerHTML.slice(0, 120))",
+            )
+            .await;
+        missed
+            .as_array()
+            .unwrap_or_else(|| panic!("no list of missed controls: {missed}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The text content of every element matching `css`, shown or not
+    /// (a closed `<details>` hides its contents from [`Browser::texts`]).
+    pub async fn contents(&self, css: &str) -> Vec<String> {
+        let found = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)",
+                vec![serde_json::Value::from(css)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot read {css}: {e}"));
+        found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
                     .collect()
             })
             .unwrap_or_default()

@@ -32,6 +32,8 @@ mod answers;
 mod pages;
 mod session;
 mod text;
+#[cfg(test)]
+mod vendored;
 
 use std::sync::Arc;
 
@@ -43,6 +45,7 @@ use axum::Router;
 use clew_api::{ApiError, AppState};
 use thiserror::Error;
 
+pub use pages::asset_paths;
 pub use session::DemoPrincipal;
 
 /// How the pages are offered.
@@ -144,7 +147,7 @@ pub fn router(api: AppState, config: WebConfig) -> Router {
         .route("/access", get(pages::access::page))
         .route("/access-requests", post(pages::access::submit))
         .route("/session/{*route}", get(pages::bridge))
-        .route("/assets/{file}", get(pages::asset))
+        .route("/assets/{*file}", get(pages::asset))
         .layer(middleware::map_response(protect))
         .with_state(web)
 }

@@ -82,6 +82,8 @@ struct ImpactPage {
 }
 
 struct Report {
+    /// Whether this is the latest answer (the evidence panel checks those).
+    latest: bool,
     start_link: String,
     start_label: String,
     withdrawn: bool,
@@ -114,6 +116,7 @@ pub(crate) async fn page(
         let params = [("version", a.version.as_str()), ("as_of", a.as_of.as_str())];
         let subject = format!("dataset-version/{}", a.version);
         Some(Report {
+            latest: a.as_of.is_empty(),
             start_link: text::entity_link(&i.dataset_version.subject),
             start_label: i.dataset_version.label.clone(),
             withdrawn: i.dataset_version.ended_leaf.is_some(),

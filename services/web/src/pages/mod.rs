@@ -149,22 +149,67 @@ pub(crate) async fn bridge(
     Ok(response)
 }
 
-/// The static assets, compiled into the binary.
+/// The static assets, compiled into the binary: Clew's own script and
+/// style, and the vendored npm code the evidence panel imports
+/// (`assets/vendor/LICENSES.md`).
+const ASSETS: &[(&str, &str)] = &[
+    ("clew.css", include_str!("../../assets/clew.css")),
+    ("clew.js", include_str!("../../assets/clew.js")),
+    ("evidence.js", include_str!("../../assets/evidence.js")),
+    (
+        "vendor/@noble/ed25519/index.js",
+        include_str!("../../assets/vendor/@noble/ed25519/index.js"),
+    ),
+    (
+        "vendor/@noble/hashes/sha2.js",
+        include_str!("../../assets/vendor/@noble/hashes/sha2.js"),
+    ),
+    (
+        "vendor/@noble/hashes/_md.js",
+        include_str!("../../assets/vendor/@noble/hashes/_md.js"),
+    ),
+    (
+        "vendor/@noble/hashes/_u64.js",
+        include_str!("../../assets/vendor/@noble/hashes/_u64.js"),
+    ),
+    (
+        "vendor/@noble/hashes/utils.js",
+        include_str!("../../assets/vendor/@noble/hashes/utils.js"),
+    ),
+    (
+        "vendor/@bufbuild/protobuf/dist/esm/wire/binary-encoding.js",
+        include_str!("../../assets/vendor/@bufbuild/protobuf/dist/esm/wire/binary-encoding.js"),
+    ),
+    (
+        "vendor/@bufbuild/protobuf/dist/esm/wire/varint.js",
+        include_str!("../../assets/vendor/@bufbuild/protobuf/dist/esm/wire/varint.js"),
+    ),
+    (
+        "vendor/@bufbuild/protobuf/dist/esm/wire/text-encoding.js",
+        include_str!("../../assets/vendor/@bufbuild/protobuf/dist/esm/wire/text-encoding.js"),
+    ),
+    (
+        "vendor/@bufbuild/protobuf/dist/esm/proto-int64.js",
+        include_str!("../../assets/vendor/@bufbuild/protobuf/dist/esm/proto-int64.js"),
+    ),
+];
+
+/// The assets' paths under `/assets/` (what the vendored-code test checks).
+pub fn asset_paths() -> impl Iterator<Item = &'static str> {
+    ASSETS.iter().map(|(p, _)| *p)
+}
+
+/// `GET /assets/<path>`.
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
-    let (body, kind): (&'static str, &'static str) = match file.as_str() {
-        "clew.css" => (
-            include_str!("../../assets/clew.css"),
-            "text/css; charset=utf-8",
-        ),
-        "clew.js" => (
-            include_str!("../../assets/clew.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        _ => {
-            return error_page(&WebError::Api(clew_api::ApiError::NotFound(format!(
-                "no asset {file}"
-            ))))
-        }
+    let Some((_, body)) = ASSETS.iter().find(|(p, _)| *p == file) else {
+        return error_page(&WebError::Api(clew_api::ApiError::NotFound(format!(
+            "no asset {file}"
+        ))));
+    };
+    let kind = if file.ends_with(".css") {
+        "text/css; charset=utf-8"
+    } else {
+        "text/javascript; charset=utf-8"
     };
     (
         [
@@ -172,7 +217,7 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
             // Static, the same for everyone.
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        body,
+        *body,
     )
         .into_response()
 }
