@@ -9,8 +9,8 @@
 
 use serde_json::json;
 
-use crate::support::browser::Browser;
 use crate::support::server::{Api, Server};
+use clew_test_browser::Browser;
 
 /// What a researcher without grants for them may never see anywhere: the
 /// ids and titles of source datasets and of the held-back test split.
@@ -112,7 +112,7 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::demo_async(&tmp.path().join("data")).await;
     let base = server.base.clone();
-    let b = Browser::start().await;
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
 
     // Every page needs a session: the first visit lands on the sign-in page.
     b.goto(&format!("{base}/")).await;
@@ -241,7 +241,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     let base = server.base.clone();
     let api = Api::new(&base);
     let admin = server.admin_token();
-    let b = Browser::start().await;
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     sign_in_as(&b, &base, "governance-board").await;
 
     // The model card: intended use, training data, validations with
@@ -371,6 +371,22 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     let ledger = b.text("main").await;
     assert!(ledger.contains("signed events") && ledger.contains("C2SP"));
     b.screenshot("ledger").await;
+
+    // GraphiQL, offline: its Docs pane reads the schema by introspection,
+    // and a query runs as the signed-in person.
+    b.follow("nav a[href=\"/graphql\"]").await;
+    b.find(".graphiql-container").await;
+    b.click("button[aria-label=\"Show Documentation Explorer\"]")
+        .await;
+    b.wait_text(".graphiql-doc-explorer", "QueryRoot").await;
+    b.click(".graphiql-execute-button").await;
+    b.wait_text(".graphiql-response", "governance-board").await;
+    b.screenshot("graphiql").await;
+    let requests = b.requests().await;
+    assert!(
+        requests.iter().all(|r| r.starts_with(&base)),
+        "GraphiQL loaded something from elsewhere: {requests:?}"
+    );
     b.quit().await;
 }
 
@@ -392,7 +408,7 @@ async fn user_supplied_text_stays_text_and_state_changes_come_only_from_clew_pag
     )
     .await;
 
-    let b = Browser::start().await;
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     sign_in_as(&b, &base, "ada-researcher").await;
     b.goto(&format!("{base}/entity/dataset/xss-probe")).await;
     assert_eq!(b.text("h1").await, title, "the title is shown as text");
@@ -568,7 +584,7 @@ async fn the_evidence_panel_names_the_fact_a_tampering_server_broke() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::demo_async(&tmp.path().join("data")).await;
     let hostile = tampering_proxy(server.base.clone()).await;
-    let b = Browser::start().await;
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     sign_in_as(&b, &hostile, "governance-board").await;
     let lineage = format!(
         "{hostile}/lineage?subject=deployment%2Friverside-cxr-triage&direction=upstream&depth=10"

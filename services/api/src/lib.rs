@@ -3,7 +3,6 @@
 //!
 //! ```text
 //!   HTTP ──▶ app(state): Router
-//!             ├─ GET  /graphql          GraphiQL (static page, no token)
 //!             ├─ POST /graphql          queries and mutations      ┐ bearer token
 //!             ├─ GET  /graphql/ws       graphql-transport-ws       │ → Viewer
 //!             ├─ GET  /checkpoint, /tile/…  C2SP tlog-tiles mirror  │ (roles, grants)

@@ -149,7 +149,7 @@ pub(crate) fn start_serve(
 
 /// Sequences the synthetic national catalogue into a fresh data directory
 /// and projects it, so the server starts on a complete catalogue.
-fn build(data: &DataDir, datasets: u64) -> Result<u64> {
+pub(crate) fn build(data: &DataDir, datasets: u64) -> Result<u64> {
     let ledger = data.init(
         "bench.clew.example/ledger",
         clew_ledger::LedgerOptions::default(),

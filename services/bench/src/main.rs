@@ -21,6 +21,7 @@ mod dicom;
 mod dicomweb;
 mod kafka;
 mod spine;
+mod web;
 mod witness;
 
 use std::path::PathBuf;
@@ -78,6 +79,24 @@ enum Bench {
         record_rate: u64,
         /// Build the catalogue in (or reuse it from) this directory instead
         /// of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The web catalogue's pages against the API calls they are built from
+    /// (server time, p50/p99, same run), and each page's navigation timing
+    /// in a real headless Chromium, over the national catalogue.
+    Web {
+        /// Number of datasets (20,000 make about a million nodes; the hub
+        /// version's impact then reaches about 10,000).
+        #[arg(long, default_value_t = 20_000)]
+        datasets: u64,
+        /// Requests per page (and per API side), interleaved.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Browser visits per page.
+        #[arg(long, default_value_t = 20)]
+        visits: usize,
+        /// Build the catalogue in (or reuse it from) this directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -221,6 +240,34 @@ fn main() -> ExitCode {
 
 fn run(bench: Bench) -> Result<()> {
     match bench {
+        Bench::Web {
+            datasets,
+            requests,
+            visits,
+            data_dir,
+        } => {
+            let exe = clew_binary()?;
+            let r = crate::web::web(
+                datasets.max(10),
+                requests.max(1),
+                visits.max(1),
+                data_dir.as_deref(),
+                &exe,
+            )?;
+            println!("catalogue events:  {}", r.events);
+            for p in &r.pages {
+                println!(
+                    "{:<15} page p50 {:>7.2} ms p99 {:>7.2} ms | API p50 {:>7.2} ms p99 {:>7.2} ms | ratio {:.2} | browser p50 {:>7.1} ms p99 {:>7.1} ms",
+                    p.page, p.page_p50_ms, p.page_p99_ms, p.api_p50_ms, p.api_p99_ms, p.ratio,
+                    p.browser_p50_ms, p.browser_p99_ms
+                );
+            }
+            println!(
+                "impact report:   {} nodes, usable (loaded, scrolled to the last row, painted) p50 {:.0} ms (goal < 1000 ms)",
+                r.impact_nodes, r.impact_usable_p50_ms
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Bench::Api {
             datasets,
             clients,

@@ -330,8 +330,8 @@ pub fn examples(addr: &str, admin_token: &std::path::Path, dir: &DataDir) -> Str
   curl -s http://{addr}/checkpoint -H "Authorization: Bearer $(cat {admin})"
 
 Or open http://{addr}/ in a browser: the web catalogue, where the demo's
-people sign in with one click. GraphiQL is at http://{addr}/graphql (set the
-header {{"Authorization": "Bearer <token>"}}).
+people sign in with one click; GraphiQL is at http://{addr}/graphql once
+signed in (queries run as you).
 "#,
         tokens = dir.root().join("demo-tokens").display(),
         researcher = tok("ada-researcher").display(),

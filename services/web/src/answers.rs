@@ -32,7 +32,7 @@ impl Web {
     }
 }
 
-pub(crate) const SEARCH: &str = "query Search($input: SearchInput!) {
+pub const SEARCH: &str = "query Search($input: SearchInput!) {
   search(input: $input) {
     total nextCursor
     hits { subject title snippet titleSnippet }
@@ -76,7 +76,7 @@ pub(crate) struct FacetValue {
 }
 
 /// What every entity page asks about its entity.
-pub(crate) const ENTITY: &str = "query Entity($subject: String!) {
+pub const ENTITY: &str = "query Entity($subject: String!) {
   entity(subject: $subject) {
     subject type id label status endedLeaf endedDetail attributes
     affectedBy { withdrawn }
@@ -176,7 +176,7 @@ pub(crate) struct Edge {
 
 /// Several entities by subject in one operation (`e0`, `e1`, …): a model
 /// card's training run, validations and deployments.
-pub(crate) fn entities_document(n: usize) -> String {
+pub fn entities_document(n: usize) -> String {
     let params: Vec<String> = (0..n).map(|i| format!("$s{i}: String!")).collect();
     let fields: Vec<String> = (0..n)
         .map(|i| {
@@ -205,7 +205,7 @@ pub(crate) struct LinkedEntity {
     pub upstream: Vec<Edge>,
 }
 
-pub(crate) const LINEAGE: &str =
+pub const LINEAGE: &str =
     "query Lineage($subject: String!, $direction: LineageDirection!, $depth: Int!, $asOf: Int) {
   lineage(subject: $subject, direction: $direction, depth: $depth, asOf: $asOf) {
     asOf
@@ -248,7 +248,7 @@ pub(crate) struct LineageEdge {
     pub role: Option<String>,
 }
 
-pub(crate) const CHECKPOINT_AT: &str = "query CheckpointAt($size: Int!) {
+pub const CHECKPOINT_AT: &str = "query CheckpointAt($size: Int!) {
   checkpointAt(size: $size) { size rootHash note }
 }";
 
@@ -273,7 +273,7 @@ pub(crate) struct Checkpoint {
     pub note: String,
 }
 
-pub(crate) const IMPACT: &str = "query Impact($version: String!, $asOf: Int) {
+pub const IMPACT: &str = "query Impact($version: String!, $asOf: Int) {
   impact(datasetVersion: $version, asOf: $asOf) {
     asOf liveDeployments
     datasetVersion { subject type label depth status affected endedLeaf }

@@ -46,6 +46,12 @@ use clew_api::{ApiError, AppState};
 use thiserror::Error;
 
 pub use pages::asset_paths;
+
+/// The GraphQL documents pages are built from (for measuring a page against
+/// the API calls it makes).
+pub mod documents {
+    pub use crate::answers::{entities_document, CHECKPOINT_AT, ENTITY, IMPACT, LINEAGE, SEARCH};
+}
 pub use session::DemoPrincipal;
 
 /// How the pages are offered.
@@ -147,6 +153,8 @@ pub fn router(api: AppState, config: WebConfig) -> Router {
         .route("/access", get(pages::access::page))
         .route("/access-requests", post(pages::access::submit))
         .route("/session/{*route}", get(pages::bridge))
+        .route("/graphql", get(pages::graphiql::page))
+        .route("/session/graphql", post(pages::graphiql::query))
         .route("/assets/{*file}", get(pages::asset))
         .layer(middleware::map_response(protect))
         .with_state(web)

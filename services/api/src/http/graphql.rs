@@ -1,27 +1,17 @@
-//! GraphQL over HTTP (`POST /graphql`), GraphiQL, and the WebSocket upgrade
+//! GraphQL over HTTP (`POST /graphql`) and the WebSocket upgrade
 //! for graphql-transport-ws (`GET /graphql/ws`).
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::respond::*;
 use crate::schema::is_introspection;
 use crate::state::bearer;
 use crate::state::AppState;
 use crate::ApiError;
-
-pub(crate) async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Clew — GraphiQL (set the Authorization: Bearer header)")
-            .finish(),
-    )
-}
 
 /// Gives errors async-graphql raised itself (limits, parsing, validation)
 /// a code, as ours have.

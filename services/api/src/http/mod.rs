@@ -27,7 +27,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::state::AppState;
 use crate::ApiError;
 use access::{data_uses, proven_access};
-use graphql::{graphiql, graphql, graphql_ws};
+use graphql::{graphql, graphql_ws};
 use lineage_in::openlineage_in;
 use linked::{dcat_catalog, dcat_dataset, prov_lineage};
 pub use manifests::MAX_MANIFEST_BYTES;
@@ -40,7 +40,7 @@ use tlog::{checkpoint, proven_impact, proven_lineage, receipt, tile};
 pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.body_bytes;
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", axum::routing::post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/checkpoint", get(checkpoint))
         .route("/tile/{*path}", get(tile))

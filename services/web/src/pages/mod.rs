@@ -4,6 +4,7 @@
 
 pub(crate) mod access;
 pub(crate) mod entity;
+pub(crate) mod graphiql;
 pub(crate) mod history;
 pub(crate) mod impact;
 pub(crate) mod ledger;
@@ -156,6 +157,26 @@ const ASSETS: &[(&str, &str)] = &[
     ("clew.css", include_str!("../../assets/clew.css")),
     ("clew.js", include_str!("../../assets/clew.js")),
     ("evidence.js", include_str!("../../assets/evidence.js")),
+    (
+        "graphiql-start.js",
+        include_str!("../../assets/graphiql-start.js"),
+    ),
+    (
+        "vendor/graphiql/graphiql.min.js",
+        include_str!("../../assets/vendor/graphiql/graphiql.min.js"),
+    ),
+    (
+        "vendor/graphiql/graphiql.min.css",
+        include_str!("../../assets/vendor/graphiql/graphiql.min.css"),
+    ),
+    (
+        "vendor/react/umd/react.production.min.js",
+        include_str!("../../assets/vendor/react/umd/react.production.min.js"),
+    ),
+    (
+        "vendor/react-dom/umd/react-dom.production.min.js",
+        include_str!("../../assets/vendor/react-dom/umd/react-dom.production.min.js"),
+    ),
     (
         "vendor/@noble/ed25519/index.js",
         include_str!("../../assets/vendor/@noble/ed25519/index.js"),

@@ -1,7 +1,9 @@
-//! A real Chromium, driven through its WebDriver (chromedriver), both from
-//! the operating system's packages (`tests/setup.sh` installs `chromium`
-//! and `chromium-driver`). Each browser gets its own profile directory and
-//! its own chromedriver on a free port; dropping it ends both.
+//! Test harness: a real Chromium, driven through its WebDriver
+//! (chromedriver), both from the operating system's packages
+//! (`tests/setup.sh` installs `chromium` and `chromium-driver`). Each
+//! browser gets its own profile directory and its own chromedriver on a free
+//! port; dropping it ends both. Starting fails with a message that says what
+//! is missing; the helpers panic with what they could not do, for tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,39 +25,54 @@ pub struct Browser {
     shots: PathBuf,
 }
 
-fn installed(var: &str, default: &str) -> String {
+fn installed(var: &str, default: &str) -> Result<String, String> {
     let path = std::env::var(var).unwrap_or_else(|_| default.to_string());
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is not installed: the web tests drive a real Chromium; \
-         tests/setup.sh installs the packages chromium and chromium-driver (or set {var})"
-    );
-    path
+    if Path::new(&path).exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{path} is not installed: the web tests drive a real Chromium; \
+             tests/setup.sh installs the packages chromium and chromium-driver (or set {var})"
+        ))
+    }
+}
+
+/// The top of the repository (screenshots and npm packages live in target/).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free loopback port.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session; screenshots go
     /// to `target/web-screenshots/`.
-    pub async fn start() -> Self {
-        let chromium = installed("CLEW_CHROMIUM", CHROMIUM);
-        let chromedriver = installed("CLEW_CHROMEDRIVER", CHROMEDRIVER);
-        let port = super::free_port();
-        let driver = Command::new(&chromedriver)
+    pub async fn start() -> Result<Self, String> {
+        let chromium = installed("CLEW_CHROMIUM", CHROMIUM)?;
+        let chromedriver = installed("CLEW_CHROMEDRIVER", CHROMEDRIVER)?;
+        let port = free_port()?;
+        let mut driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e}"));
+            .map_err(|e| format!("cannot start {chromedriver}: {e}"))?;
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while reqwest::get(format!("{url}/status")).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not answer on {url} within 30 s"
-            );
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                return Err(format!("chromedriver did not answer on {url} within 30 s"));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::tempdir().expect("a profile directory");
+        let profile = tempfile::tempdir().map_err(|e| format!("no profile directory: {e}"))?;
         // Chromium's own calls home are off: this machine's network is closed,
         // and no request may leave the page's origin anyway.
         let args = vec![
@@ -77,19 +94,25 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": chromium, "args": args }),
         );
-        let client = ClientBuilder::native()
+        let client = match ClientBuilder::native()
             .capabilities(caps)
             .connect(&url)
             .await
-            .unwrap_or_else(|e| panic!("no Chromium session through {chromedriver}: {e}"));
-        let shots = super::repo_root().join("target/web-screenshots");
-        std::fs::create_dir_all(&shots).expect("screenshot directory");
-        Browser {
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = driver.kill();
+                return Err(format!("no Chromium session through {chromedriver}: {e}"));
+            }
+        };
+        let shots = repo_root().join("target/web-screenshots");
+        std::fs::create_dir_all(&shots).map_err(|e| format!("screenshot directory: {e}"))?;
+        Ok(Browser {
             client,
             driver,
             _profile: profile,
             shots,
-        }
+        })
     }
 
     /// Goes to `url` and waits for the page to load.
@@ -230,24 +253,28 @@ impl Browser {
     }
 
     /// Every address the page loaded (navigation and resources), from the
-    /// browser's Resource Timing.
+    /// browser's Resource Timing; `data:` URLs (inline content, fetched
+    /// from nowhere) left out.
     pub async fn requests(&self) -> Vec<String> {
-        self.script("return performance.getEntries().map(e => e.name).filter(n => n.includes(':'))")
-            .await
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.script(
+            "return performance.getEntries().map(e => e.name)\
+             .filter(n => n.includes(':') && !n.startsWith('data:'))",
+        )
+        .await
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// The serious and critical accessibility violations axe-core (from
     /// the npm registry, installed by `tests/setup.sh`) finds on the page,
     /// one line each: rule, help, and the elements.
     pub async fn axe_violations(&self) -> Vec<String> {
-        let path = super::repo_root().join("target/web-npm/node_modules/axe-core/axe.min.js");
+        let path = repo_root().join("target/web-npm/node_modules/axe-core/axe.min.js");
         let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
                 "{}: {e}; tests/setup.sh installs axe-core from services/web/package-lock.json",
