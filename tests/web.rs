@@ -631,3 +631,107 @@ async fn the_evidence_panel_names_the_fact_a_tampering_server_broke() {
     assert_eq!(outcome, "verified", "{status}");
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evidence_panel_checks_the_cosignatures_of_the_witnesses_the_person_pinned() {
+    use clew_test_witnesses::{ClewWitness, Witness};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_str = data.to_string_lossy().into_owned();
+    let clew = std::path::PathBuf::from(env!("CARGO_BIN_EXE_clew"));
+    // The demo recorded first, so the witnesses can be told the ledger's key.
+    let (witness, absent) = tokio::task::spawn_blocking({
+        let (tmp, clew) = (tmp.path().to_path_buf(), clew.clone());
+        move || {
+            crate::support::ok(&["demo", "--data-dir", &data_str]);
+            let vkey = tmp.join("data/keys/ledger.vkey");
+            let witness =
+                ClewWitness::start(&clew, &tmp.join("w1"), "witness.example.org/w1", &[&vkey]);
+            // A witness this ledger never feeds: it cosigns nothing.
+            let absent =
+                ClewWitness::start(&clew, &tmp.join("w2"), "witness.example.org/w2", &[&vkey]);
+            (witness, absent)
+        }
+    })
+    .await
+    .unwrap();
+    let server = tokio::task::spawn_blocking({
+        let (data, flag) = (data.clone(), witness.flag());
+        move || {
+            Server::start(
+                &data,
+                &[
+                    "demo",
+                    "--serve",
+                    "--witness",
+                    &flag,
+                    "--witness-quorum",
+                    "1",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let base = server.base.clone();
+    let api = Api::new(&base);
+    let admin = server.admin_token();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, note) = api.get(Some(&admin), "/checkpoint").await;
+        if String::from_utf8_lossy(&note).contains("\u{2014} witness.example.org/w1 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the witness never cosigned the checkpoint"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    sign_in_as(&b, &base, "governance-board").await;
+    pin_ledger_key(&b, &base, &server).await;
+    let pin_witnesses = |keys: String, quorum: &'static str| {
+        let b = &b;
+        async move {
+            b.fill("#witness-keys", &keys).await;
+            b.fill("#witness-quorum", quorum).await;
+            b.click("[data-pin-witnesses]").await;
+            b.wait_text("[data-witness-status]", "Pinned:").await
+        }
+    };
+    let said = pin_witnesses(witness.vkey().to_string(), "1").await;
+    assert!(said.contains("1 witnesses, quorum 1"), "{said}");
+    let lineage = format!(
+        "{base}/lineage?subject=deployment%2Friverside-cxr-triage&direction=upstream&depth=10"
+    );
+    b.goto(&lineage).await;
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(outcome, "verified", "{status}");
+    assert!(status.contains("its witnesses' cosignatures"), "{status}");
+    let facts = b
+        .contents("[data-evidence-facts] li[data-fact=verified]")
+        .await;
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("cosigned by the witness witness.example.org/w1")),
+        "{facts:?}"
+    );
+
+    // A quorum that needs the witness that never saw this log fails, naming it.
+    b.goto(&format!("{base}/ledger")).await;
+    pin_witnesses(format!("{}\n{}", witness.vkey(), absent.vkey()), "2").await;
+    b.goto(&lineage).await;
+    let (outcome, status) = verify_evidence(&b).await;
+    assert_eq!(outcome, "failed", "{status}");
+    assert!(
+        status.contains("witness quorum")
+            && status.contains("cosigned by 1 of the pinned witnesses, and the quorum is 2")
+            && status.contains("witness.example.org/w2"),
+        "{status}"
+    );
+    b.quit().await;
+    drop(server);
+}

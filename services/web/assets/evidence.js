@@ -18,6 +18,7 @@ import { BinaryReader, WireType } from "./vendor/@bufbuild/protobuf/dist/esm/wir
 ed.hashes.sha512 = sha512;
 
 export const PINNED = "clew.pinned-ledger-key";
+export const PINNED_WITNESSES = "clew.pinned-witnesses";
 const FORMAT = "clew.proven-answer/1";
 // DSSE payload type of Clew's events (services/events: PAYLOAD_TYPE).
 const PAYLOAD_TYPE = "application/vnd.clew.event+protobuf";
@@ -57,8 +58,10 @@ const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
 // C2SP signed-note key id: the first 4 bytes of SHA-256(name || "\n" || 0x01 || key).
 const keyHash = (name, raw) => sha256(concat(utf8.encode(name + "\n"), raw)).slice(0, 4);
 
-/** A C2SP verifier key `<name>+<hex id>+<base64(0x01 || Ed25519 key)>`. */
-export function parseVerifierKey(text) {
+/** A C2SP verifier key `<name>+<hex id>+<base64(alg || Ed25519 key)>`:
+ * alg 0x01 for signed-note Ed25519, 0x04 for a witness's cosignature/v1
+ * key (C2SP tlog-cosignature). */
+export function parseVerifierKey(text, alg = 1) {
   const t = text.trim();
   const a = t.indexOf("+");
   const b = t.indexOf("+", a + 1);
@@ -66,7 +69,9 @@ export function parseVerifierKey(text) {
   const name = t.slice(0, a);
   const id = t.slice(a + 1, b).toLowerCase();
   const raw = b64(t.slice(b + 1), "the key material");
-  if (raw.length !== 33 || raw[0] !== 1) throw new Error(`key ${name} is not an Ed25519 key`);
+  if (raw.length !== 33 || raw[0] !== alg) {
+    throw new Error(alg === 4 ? `key ${name} is not a cosignature/v1 key` : `key ${name} is not an Ed25519 key`);
+  }
   const hash = keyHash(name, raw);
   if (hex(hash) !== id) throw new Error(`key ${name}: its id ${id} does not match the key`);
   return { name, id: `${name}+${id}`, hash, pub: raw.slice(1) };
@@ -95,7 +100,37 @@ export function verifyCheckpoint(note, key) {
   if (!ours.some((s) => ed25519Verify(s.slice(4), utf8.encode(body), key.pub))) {
     throw new Error("the checkpoint's signature does not verify with the pinned key");
   }
-  return { origin, size: Number(sizeLine), root };
+  return { origin, size: Number(sizeLine), root, body, signatures: note.slice(split + 2).split("\n") };
+}
+
+/**
+ * The pinned witnesses whose cosignature of the checkpoint verifies
+ * (C2SP tlog-cosignature: a line `— <name> base64(key id || 8-byte
+ * big-endian time || Ed25519 signature of "cosignature/v1\ntime <t>\n" ||
+ * checkpoint body)`); and those without one.
+ */
+export function cosignedBy(cp, witnesses) {
+  const good = [];
+  const missing = [];
+  for (const w of witnesses) {
+    const ok = cp.signatures
+      .filter((l) => l.startsWith("\u2014 " + w.name + " "))
+      .map((l) => {
+        try {
+          return b64(l.slice(w.name.length + 3), "a cosignature");
+        } catch {
+          return new Uint8Array();
+        }
+      })
+      .filter((raw) => raw.length === 76 && equal(raw.slice(0, 4), w.hash))
+      .some((raw) => {
+        const time = new DataView(raw.buffer, raw.byteOffset + 4, 8).getBigUint64(0);
+        const signed = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), utf8.encode(cp.body));
+        return ed25519Verify(raw.slice(12), signed, w.pub);
+      });
+    (ok ? good : missing).push(w.name);
+  }
+  return { good, missing };
 }
 
 const leafHash = (leaf) => sha256(concat(Uint8Array.of(0), leaf));
@@ -204,7 +239,7 @@ function contains(haystack, needle) {
  * order, each `{ fact, ok, why }`; the first failure ends the check, as in
  * `clew verify-answer`.
  */
-export function verifyAnswer(doc, pinnedKeyText) {
+export function verifyAnswer(doc, pinnedKeyText, pinnedWitnesses = { keys: [], quorum: 0 }) {
   const facts = [];
   const pass = (fact) => facts.push({ fact, ok: true });
   const fail = (fact, why) => {
@@ -225,6 +260,23 @@ export function verifyAnswer(doc, pinnedKeyText) {
     return fail("checkpoint signature", e.message);
   }
   pass(`checkpoint of tree size ${cp.size} signed by ${key.name}`);
+  if (pinnedWitnesses.keys.length > 0) {
+    let witnesses;
+    try {
+      witnesses = pinnedWitnesses.keys.map((k) => parseVerifierKey(k, 4));
+    } catch (e) {
+      return fail("pinned witnesses", e.message);
+    }
+    const { good, missing } = cosignedBy(cp, witnesses);
+    for (const name of good) pass(`checkpoint cosigned by the witness ${name}`);
+    const quorum = pinnedWitnesses.quorum || witnesses.length;
+    if (good.length < quorum) {
+      return fail(
+        "witness quorum",
+        `the checkpoint is cosigned by ${good.length} of the pinned witnesses, and the quorum is ${quorum} (no valid cosignature from ${missing.join(", ")})`,
+      );
+    }
+  }
 
   const events = new Map();
   for (const e of doc.events) {
@@ -343,7 +395,13 @@ async function runPanel(panel) {
     panel.dataset.outcome = "unavailable";
     return;
   }
-  const facts = verifyAnswer(doc, pinned);
+  let witnesses = { keys: [], quorum: 0 };
+  try {
+    witnesses = JSON.parse(localStorage.getItem(PINNED_WITNESSES) || "null") ?? witnesses;
+  } catch {
+    // Nothing usable pinned: no witness check.
+  }
+  const facts = verifyAnswer(doc, pinned, witnesses);
   const failed = facts.find((f) => !f.ok);
   for (const f of facts) list.append(factItem(f));
   if (failed) {
@@ -352,7 +410,8 @@ async function runPanel(panel) {
     panel.dataset.outcome = "failed";
   } else {
     const verified = facts.length;
-    status.textContent = `Verified in this browser: ${verified} facts \u2014 the checkpoint's signature, every event's inclusion and signature, every node and edge.`;
+    const cosigned = witnesses.keys.length > 0 ? ", its witnesses' cosignatures" : "";
+    status.textContent = `Verified in this browser: ${verified} facts \u2014 the checkpoint's signature${cosigned}, every event's inclusion and signature, every node and edge.`;
     panel.dataset.outcome = "verified";
   }
 }
@@ -387,5 +446,32 @@ for (const pin of pageDocument?.querySelectorAll("[data-pin]") ?? []) {
     localStorage.removeItem(PINNED);
     say();
   });
+  const witnessStatus = pin.querySelector("[data-witness-status]");
+  const sayWitnesses = () => {
+    const w = JSON.parse(localStorage.getItem(PINNED_WITNESSES) || "null");
+    witnessStatus.textContent = w
+      ? `Pinned: ${w.keys.length} witnesses, quorum ${w.quorum}.`
+      : "No witness is pinned: the panels check the ledger's signature only.";
+  };
+  pin.querySelector("[data-pin-witnesses]")?.addEventListener("click", () => {
+    const keys = pin
+      .querySelector("#witness-keys")
+      .value.split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l);
+    const quorum = Number(pin.querySelector("#witness-quorum").value || keys.length);
+    try {
+      keys.forEach((k) => parseVerifierKey(k, 4));
+      if (!Number.isInteger(quorum) || quorum < 1 || quorum > keys.length) {
+        throw new Error(`the quorum must be a whole number from 1 to ${keys.length}`);
+      }
+      if (keys.length === 0) localStorage.removeItem(PINNED_WITNESSES);
+      else localStorage.setItem(PINNED_WITNESSES, JSON.stringify({ keys, quorum }));
+      sayWitnesses();
+    } catch (e) {
+      witnessStatus.textContent = `Not pinned: ${e.message}`;
+    }
+  });
   say();
+  sayWitnesses();
 }
