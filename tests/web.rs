@@ -316,6 +316,25 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
         !then.contains("riverside-cxr-triage"),
         "before its deployment was recorded, the model was deployed nowhere"
     );
+    // As of a date: before the ledger existed there is no checkpoint, and
+    // the end of a day to come is as of the latest one signed.
+    b.fill("#as_of", "").await;
+    b.fill("#when", "2000-01-01").await;
+    b.follow("form.inline button").await;
+    let none = b.text("main").await;
+    assert!(
+        none.contains("no checkpoint was signed at or before 2000-01-01T23:59:59Z"),
+        "{none}"
+    );
+    b.goto(&format!(
+        "{base}/lineage?subject=dataset-version%2Fnorthgate-cxr%401.0&direction=downstream&depth=10&when=2999-12-31"
+    ))
+    .await;
+    let dated = b.text("main").await;
+    assert!(
+        dated.contains("riverside-cxr-triage") && dated.contains("the last signed by 2999-12-31"),
+        "{dated}"
+    );
 
     // The impact report: a list, live deployments first, with exports.
     b.follow("nav a[href=\"/impact\"]").await;

@@ -766,6 +766,20 @@ impl Ledger {
             .transpose()
     }
 
+    /// The tree size of the last checkpoint signed at or before `time`
+    /// (unix seconds), by the ledger's clock; None when none was (or the
+    /// checkpoints of that time were kept before times were).
+    pub fn checkpoint_size_at_time(&self, time: i64) -> Result<Option<u64>, LedgerError> {
+        // Checkpoint times never go back as the tree grows: the newest first.
+        for item in self.tree.scan_prefix(keys::CHECKPOINT_TIMES).rev() {
+            let (k, v) = item?;
+            if time_value(&v)? <= time {
+                return Ok(Some(u64_value(&k[1..])?));
+            }
+        }
+        Ok(None)
+    }
+
     /// The latest signed checkpoint.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
         let (_, note) = self

@@ -258,6 +258,16 @@ pub(crate) struct CheckpointAtAnswer {
     pub checkpoint_at: Checkpoint,
 }
 
+pub const CHECKPOINT_AS_OF: &str = "query CheckpointAsOf($time: String!) {
+  checkpointAsOf(time: $time) { size rootHash note }
+}";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CheckpointAsOfAnswer {
+    pub checkpoint_as_of: Checkpoint,
+}
+
 pub(crate) const CHECKPOINT: &str = "query { checkpoint { size rootHash note } }";
 
 #[derive(Deserialize)]

@@ -311,6 +311,25 @@ impl CatalogueQuery {
         Ok(Checkpoint::from(&checkpoint_of(node, Some(size)).coded()?))
     }
 
+    /// The last checkpoint signed at or before `time` (RFC 3339), by the
+    /// ledger's clock: what an answer "as of" that moment is as of.
+    async fn checkpoint_as_of(&self, ctx: &Context<'_>, time: String) -> Result<Checkpoint> {
+        let (node, _) = parts(ctx)?;
+        let secs = clew_ledger::audit::unix_seconds(&time)
+            .ok_or_else(|| ApiError::BadInput(format!("time {time:?} is not an RFC 3339 time")))
+            .coded()?;
+        let size = node
+            .ledger()
+            .checkpoint_size_at_time(secs)
+            .map_err(ApiError::from)
+            .coded()?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no checkpoint was signed at or before {time}"))
+            })
+            .coded()?;
+        Ok(Checkpoint::from(&checkpoint_of(node, Some(size)).coded()?))
+    }
+
     /// An inclusion proof of an event (by event id or leaf index) against a
     /// checkpoint (default: the latest).
     async fn inclusion_proof(

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::lineage::tree_size;
+use super::lineage::as_of;
 use super::{html, Chrome};
 use crate::answers::{Checkpoint, CheckpointAtAnswer, Impact, ImpactAnswer, CHECKPOINT_AT, IMPACT};
 use crate::session::SignedIn;
@@ -21,18 +21,21 @@ use crate::{Web, WebError};
 struct Asked {
     version: String,
     as_of: String,
+    when: String,
 }
 
 fn asked(raw: Option<&str>) -> Asked {
     let mut a = Asked {
         version: String::new(),
         as_of: String::new(),
+        when: String::new(),
     };
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             // A version id, or its subject.
             "version" => a.version = v.trim().trim_start_matches("dataset-version/").to_string(),
             "as_of" => a.as_of = v.trim().to_string(),
+            "when" => a.when = v.trim().to_string(),
             _ => {}
         }
     }
@@ -49,7 +52,7 @@ async fn impact(web: &Web, who: &SignedIn, a: &Asked) -> Result<(Impact, Checkpo
         .ask(
             &who.viewer,
             IMPACT,
-            json!({ "version": a.version, "asOf": tree_size(&a.as_of)? }),
+            json!({ "version": a.version, "asOf": as_of(web, who, &a.as_of, &a.when).await? }),
         )
         .await?;
     let cp: CheckpointAtAnswer = web
@@ -78,6 +81,7 @@ struct ImpactPage {
     chrome: Chrome,
     version: String,
     as_of: String,
+    when: String,
     report: Option<Report>,
 }
 
@@ -113,10 +117,14 @@ pub(crate) async fn page(
         for n in &i.affected {
             *per_hop.entry(n.depth).or_default() += 1;
         }
-        let params = [("version", a.version.as_str()), ("as_of", a.as_of.as_str())];
+        let params = [
+            ("version", a.version.as_str()),
+            ("as_of", a.as_of.as_str()),
+            ("when", a.when.as_str()),
+        ];
         let subject = format!("dataset-version/{}", a.version);
         Some(Report {
-            latest: a.as_of.is_empty(),
+            latest: a.as_of.is_empty() && a.when.is_empty(),
             start_link: text::entity_link(&i.dataset_version.subject),
             start_label: i.dataset_version.label.clone(),
             withdrawn: i.dataset_version.ended_leaf.is_some(),
@@ -154,6 +162,7 @@ pub(crate) async fn page(
                     ("direction", "downstream"),
                     ("depth", "10"),
                     ("as_of", a.as_of.as_str()),
+                    ("when", a.when.as_str()),
                 ],
             ),
         })
@@ -162,6 +171,7 @@ pub(crate) async fn page(
         chrome: Chrome::of(&who, "impact"),
         version: a.version,
         as_of: a.as_of,
+        when: a.when,
         report,
     })
 }

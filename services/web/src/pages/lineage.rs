@@ -154,6 +154,7 @@ struct LineagePage {
     upstream: bool,
     depth: u32,
     as_of: String,
+    when: String,
     answer: Option<Shown>,
 }
 
@@ -179,6 +180,58 @@ pub(crate) fn tree_size(value: &str) -> Result<Option<u64>, WebError> {
         .map_err(|_| WebError::BadRequest(format!("the tree size {v:?} is not a whole number")))
 }
 
+/// A moment as a person writes it — `2026-12-03` (the end of that day),
+/// `2026-12-03 20:15` (the end of that minute), or RFC 3339 — as RFC 3339 in
+/// UTC.
+pub(crate) fn moment(value: &str) -> Option<String> {
+    let v = value.trim();
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let date = |d: &str| {
+        d.len() == 10
+            && d.as_bytes()[4] == b'-'
+            && d.as_bytes()[7] == b'-'
+            && digits(&d[..4])
+            && digits(&d[5..7])
+            && digits(&d[8..])
+    };
+    if v.is_empty() {
+        None
+    } else if date(v) {
+        Some(format!("{v}T23:59:59Z"))
+    } else if v.len() == 16 && date(&v[..10]) && matches!(v.as_bytes()[10], b' ' | b'T') {
+        Some(format!("{}T{}:59Z", &v[..10], &v[11..]))
+    } else {
+        Some(v.to_string())
+    }
+}
+
+/// The tree size an answer is asked as of: a size given, else the last
+/// checkpoint signed by a moment given (the API's `checkpointAsOf`), else
+/// the latest (None).
+pub(crate) async fn as_of(
+    web: &Web,
+    who: &SignedIn,
+    size: &str,
+    when: &str,
+) -> Result<Option<u64>, WebError> {
+    if let Some(size) = tree_size(size)? {
+        return Ok(Some(size));
+    }
+    match moment(when) {
+        None => Ok(None),
+        Some(time) => {
+            let cp: crate::answers::CheckpointAsOfAnswer = web
+                .ask(
+                    &who.viewer,
+                    crate::answers::CHECKPOINT_AS_OF,
+                    json!({ "time": time }),
+                )
+                .await?;
+            Ok(Some(cp.checkpoint_as_of.size))
+        }
+    }
+}
+
 /// `GET /lineage?subject=…&direction=upstream|downstream&depth=…&as_of=…`.
 pub(crate) async fn page(
     State(web): State<Web>,
@@ -189,6 +242,7 @@ pub(crate) async fn page(
     let mut upstream = true;
     let mut depth = 3u32;
     let mut as_of = String::new();
+    let mut when = String::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "subject" => subject = v.trim().to_string(),
@@ -206,10 +260,11 @@ pub(crate) async fn page(
                     })?
             }
             "as_of" => as_of = v.trim().to_string(),
+            "when" => when = v.trim().to_string(),
             _ => {}
         }
     }
-    let size = tree_size(&as_of)?;
+    let size = self::as_of(&web, &who, &as_of, &when).await?;
     let answer = if subject.is_empty() {
         None
     } else {
@@ -263,6 +318,7 @@ pub(crate) async fn page(
         upstream,
         depth,
         as_of,
+        when,
         answer,
     })
 }
@@ -325,5 +381,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"yesterday\""));
+    }
+
+    #[test]
+    fn a_moment_a_person_writes_is_rfc_3339() {
+        assert_eq!(moment(" "), None);
+        assert_eq!(
+            moment("2026-12-03").as_deref(),
+            Some("2026-12-03T23:59:59Z")
+        );
+        assert_eq!(
+            moment("2026-12-03 20:15").as_deref(),
+            Some("2026-12-03T20:15:59Z")
+        );
+        assert_eq!(
+            moment("2026-12-03T20:15").as_deref(),
+            Some("2026-12-03T20:15:59Z")
+        );
+        assert_eq!(
+            moment("2026-12-03T20:15:00+01:00").as_deref(),
+            Some("2026-12-03T20:15:00+01:00")
+        );
     }
 }
