@@ -345,6 +345,12 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
         first_row.contains("riverside-cxr-triage") && first_row.contains("LIVE"),
         "the live deployment comes first: {first_row}"
     );
+    assert!(
+        first_row.contains("riverside")
+            && first_row.contains("northgate-cxr@1.0 → ")
+            && first_row.contains("→ riverside-cxr-triage (used)"),
+        "each affected entity names its site and how it is reached: {first_row}"
+    );
     let rows = b.texts("table.impact tbody tr").await.len();
     let (outcome, status) = verify_evidence(&b).await;
     assert_eq!(

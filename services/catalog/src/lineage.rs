@@ -59,6 +59,19 @@ pub struct NodeView {
     pub affected_by: Vec<Affect>,
     /// Hops from the start node.
     pub depth: u32,
+    /// Impact answers: the site it belongs to (its own, or its dataset's
+    /// custodian for a dataset or version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Impact answers: who recorded it (the creating event's actor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Impact answers: the node one hop nearer the start it was reached from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_from: Option<String>,
+    /// Impact answers: the PROV relation of that hop (e.g. `used`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_by: Option<String>,
 }
 
 /// Nodes and edges of a lineage answer.
@@ -100,6 +113,10 @@ fn view(node: &NodeRecord, as_of: u64, depth: u32) -> NodeView {
             || (node.node_type == "dataset-version" && ended.is_some()),
         affected_by,
         depth,
+        site: None,
+        owner: None,
+        reached_from: None,
+        reached_by: None,
     }
 }
 
@@ -305,14 +322,47 @@ impl Catalog {
         admit: Admit<'_>,
     ) -> Result<ImpactAnswer, CatalogError> {
         let as_of = self.as_of(as_of)?;
-        let (nodes, _, _) = self.walk(
+        let (nodes, _, parent) = self.walk(
             dataset_version,
             Direction::Downstream,
             u32::MAX,
             as_of,
             admit,
         )?;
-        let mut views: Vec<NodeView> = nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect();
+        // Each dataset's custodian, read once however many versions cite it.
+        let mut custodians: HashMap<String, Option<String>> = HashMap::new();
+        let mut views: Vec<NodeView> = Vec::with_capacity(nodes.len());
+        for (n, d) in &nodes {
+            let mut v = view(n, as_of, *d);
+            v.owner = Some(n.created_by.actor.clone());
+            let attributes = n.attributes();
+            let own = |key: &str| attributes[key].as_str().map(str::to_string);
+            v.site = match n.node_type.as_str() {
+                "dataset" => own("custodianSiteId"),
+                "dataset-version" => {
+                    let dataset = own("datasetId").unwrap_or_default();
+                    match custodians.get(&dataset) {
+                        Some(site) => site.clone(),
+                        None => {
+                            let site = self.node(&format!("dataset/{dataset}"))?.and_then(|d| {
+                                d.attributes()["custodianSiteId"]
+                                    .as_str()
+                                    .map(str::to_string)
+                            });
+                            custodians.insert(dataset, site.clone());
+                            site
+                        }
+                    }
+                }
+                "site" => Some(n.id.clone()),
+                _ => own("siteId"),
+            };
+            if let Some((from, edge)) = parent.get(&v.subject) {
+                v.reached_from = Some(from.clone());
+                v.reached_by = Some(edge.relation.as_str().to_string());
+            }
+            views.push(v);
+        }
         let start = views.remove(0);
         if start.node_type != "dataset-version" {
             return Err(CatalogError::BadRequest(format!(

@@ -238,6 +238,15 @@ pub(crate) struct LineageNode {
     pub status: Option<String>,
     pub affected: bool,
     pub ended_leaf: Option<u64>,
+    /// Impact answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_by: Option<String>,
 }
 
 #[derive(Deserialize, serde::Serialize, Clone)]
@@ -287,7 +296,7 @@ pub const IMPACT: &str = "query Impact($version: String!, $asOf: Int) {
   impact(datasetVersion: $version, asOf: $asOf) {
     asOf liveDeployments
     datasetVersion { subject type label depth status affected endedLeaf }
-    affected { subject type label depth status affected endedLeaf }
+    affected { subject type label depth status affected endedLeaf site owner reachedFrom reachedBy }
   }
 }";
 

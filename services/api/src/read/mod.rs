@@ -415,6 +415,16 @@ pub struct LineageNode {
     pub(crate) affected_by: Vec<Withdrawal>,
     /// Hops from the start.
     pub(crate) depth: u32,
+    /// Impact answers only: the site it belongs to (its own, or its
+    /// dataset's custodian).
+    pub(crate) site: Option<String>,
+    /// Impact answers only: who recorded it.
+    pub(crate) owner: Option<String>,
+    /// Impact answers only: the entity one hop nearer the withdrawn version
+    /// it is reached from (follow these back to the start for the path).
+    pub(crate) reached_from: Option<String>,
+    /// Impact answers only: the PROV relation of that hop.
+    pub(crate) reached_by: Option<String>,
 }
 
 pub(crate) fn lineage_node(v: &NodeView, viewer: &Viewer, node: &Node) -> LineageNode {
@@ -435,6 +445,10 @@ pub(crate) fn lineage_node(v: &NodeView, viewer: &Viewer, node: &Node) -> Lineag
             })
             .collect(),
         depth: v.depth,
+        site: v.site.clone(),
+        owner: v.owner.clone(),
+        reached_from: v.reached_from.clone(),
+        reached_by: v.reached_by.clone(),
     }
 }
 

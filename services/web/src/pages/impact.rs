@@ -3,7 +3,7 @@
 //! and its status, counts per hop — as of the latest or a past checkpoint,
 //! with CSV and JSON exports of exactly the list shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -73,6 +73,61 @@ struct Row {
     status: String,
     live: bool,
     hops: u32,
+    site: String,
+    owner: String,
+    path: String,
+}
+
+/// How each affected entity is reached from the withdrawn version: the ids
+/// along the way, by following each node's `reachedFrom` back to the start
+/// (long paths shortened in the middle).
+fn paths(i: &Impact) -> HashMap<String, String> {
+    let from: HashMap<&str, (&str, &str)> = i
+        .affected
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.subject.as_str(),
+                (
+                    n.reached_from.as_deref()?,
+                    n.reached_by.as_deref().unwrap_or(""),
+                ),
+            ))
+        })
+        .collect();
+    let id = |s: &str| s.split_once('/').map_or(s, |(_, id)| id).to_string();
+    i.affected
+        .iter()
+        .map(|n| {
+            // Each step is an entity and (after the start) how it relates
+            // to the one before: `nccid-cxr-deid@1.0 (wasDerivedFrom)`.
+            let mut steps = Vec::new();
+            let mut at = n.subject.as_str();
+            loop {
+                match from.get(at) {
+                    Some((parent, relation)) => {
+                        steps.push(format!("{} ({relation})", id(at)));
+                        at = parent;
+                    }
+                    None => {
+                        steps.push(id(at));
+                        break;
+                    }
+                }
+                if steps.len() > i.affected.len() + 1 {
+                    break;
+                }
+            }
+            steps.reverse();
+            if steps.len() > 6 {
+                let tail = steps.split_off(steps.len() - 3);
+                steps.truncate(2);
+                steps.push("…".into());
+                steps.extend(tail);
+            }
+            (n.subject.clone(), steps.join(" → "))
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -123,6 +178,7 @@ pub(crate) async fn page(
             ("when", a.when.as_str()),
         ];
         let subject = format!("dataset-version/{}", a.version);
+        let path = paths(&i);
         Some(Report {
             latest: a.as_of.is_empty() && a.when.is_empty(),
             start_link: text::entity_link(&i.dataset_version.subject),
@@ -149,6 +205,9 @@ pub(crate) async fn page(
                     status: n.status.clone().unwrap_or_default(),
                     live: n.kind == "deployment" && n.status.as_deref() == Some("LIVE"),
                     hops: n.depth,
+                    site: n.site.clone().unwrap_or_default(),
+                    owner: n.owner.clone().unwrap_or_default(),
+                    path: path.get(&n.subject).cloned().unwrap_or_default(),
                 })
                 .collect(),
             checkpoint,
@@ -228,8 +287,10 @@ pub(crate) async fn csv(
 ) -> Result<Response, WebError> {
     let a = asked(raw.as_deref());
     let (i, cp) = impact(&web, &who, &a).await?;
-    let mut out =
-        String::from("subject,type,label,status,hops,live_deployment,as_of_tree_size\r\n");
+    let path = paths(&i);
+    let mut out = String::from(
+        "subject,type,label,status,hops,live_deployment,site,owner,reached_from,relation,path,as_of_tree_size\r\n",
+    );
     for n in &i.affected {
         let live = n.kind == "deployment" && n.status.as_deref() == Some("LIVE");
         let fields = [
@@ -239,6 +300,11 @@ pub(crate) async fn csv(
             csv_field(n.status.as_deref().unwrap_or("")),
             n.depth.to_string(),
             live.to_string(),
+            csv_field(n.site.as_deref().unwrap_or("")),
+            csv_field(n.owner.as_deref().unwrap_or("")),
+            csv_field(n.reached_from.as_deref().unwrap_or("")),
+            csv_field(n.reached_by.as_deref().unwrap_or("")),
+            csv_field(path.get(&n.subject).map_or("", String::as_str)),
             cp.size.to_string(),
         ];
         out.push_str(&fields.join(","));
@@ -271,6 +337,7 @@ pub(crate) async fn json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answers::LineageNode;
 
     #[test]
     fn a_csv_field_is_quoted_and_never_a_formula() {
@@ -279,6 +346,46 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("-1"), "'-1");
+    }
+
+    fn affected(subject: &str, from: Option<&str>, by: &str, depth: u32) -> LineageNode {
+        LineageNode {
+            subject: subject.into(),
+            kind: subject.split('/').next().unwrap().into(),
+            label: subject.into(),
+            depth,
+            status: None,
+            affected: true,
+            ended_leaf: None,
+            site: None,
+            owner: None,
+            reached_from: from.map(str::to_string),
+            reached_by: Some(by.into()),
+        }
+    }
+
+    #[test]
+    fn a_path_runs_from_the_withdrawn_version_and_shortens_in_the_middle() {
+        let start = "dataset-version/v0@1";
+        let mut nodes = Vec::new();
+        let mut parent = start.to_string();
+        for k in 1..=8 {
+            let s = format!("dataset-version/v{k}@1");
+            nodes.push(affected(&s, Some(&parent), "wasDerivedFrom", k));
+            parent = s;
+        }
+        let i = Impact {
+            as_of: 9,
+            live_deployments: 0,
+            dataset_version: affected(start, None, "", 0),
+            affected: nodes,
+        };
+        let p = paths(&i);
+        assert_eq!(p["dataset-version/v1@1"], "v0@1 → v1@1 (wasDerivedFrom)");
+        assert_eq!(
+            p["dataset-version/v8@1"],
+            "v0@1 → v1@1 (wasDerivedFrom) → … → v6@1 (wasDerivedFrom) → v7@1 (wasDerivedFrom) → v8@1 (wasDerivedFrom)"
+        );
     }
 
     #[test]

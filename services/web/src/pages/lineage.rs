@@ -336,6 +336,10 @@ mod tests {
             status: None,
             affected: false,
             ended_leaf: None,
+            site: None,
+            owner: None,
+            reached_from: None,
+            reached_by: None,
         }
     }
 
