@@ -340,7 +340,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     b.follow("nav a[href=\"/impact\"]").await;
     b.fill("#version", "northgate-cxr@1.0").await;
     b.follow("form.inline button").await;
-    let first_row = b.text("table.impact tbody tr").await;
+    let first_row = b.text("ol.impact > li").await;
     assert!(
         first_row.contains("riverside-cxr-triage") && first_row.contains("LIVE"),
         "the live deployment comes first: {first_row}"
@@ -351,7 +351,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
             && first_row.contains("→ riverside-cxr-triage (used)"),
         "each affected entity names its site and how it is reached: {first_row}"
     );
-    let rows = b.texts("table.impact tbody tr").await.len();
+    let rows = b.texts("ol.impact > li").await.len();
     let (outcome, status) = verify_evidence(&b).await;
     assert_eq!(
         outcome, "verified",

@@ -322,7 +322,7 @@ async fn browse(
                 let scroll = c
                     .execute(
                         "return new Promise(done => { const t0 = performance.now(); \
-                           const rows = document.querySelectorAll('table.impact tbody tr'); \
+                           const rows = document.querySelectorAll('ol.impact > li'); \
                            rows[rows.length - 1].scrollIntoView(); \
                            requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0))); })",
                         vec![],

@@ -65,6 +65,16 @@ async fn impact(web: &Web, who: &SignedIn, a: &Asked) -> Result<(Impact, Checkpo
     Ok((answer.impact, cp.checkpoint_at))
 }
 
+/// Rows rendered together; the browser skips laying out chunks off screen.
+struct Chunk {
+    /// The list number of its first row.
+    start: usize,
+    rows: Vec<Row>,
+}
+
+/// Rows per chunk.
+const CHUNK: usize = 200;
+
 struct Row {
     link: String,
     kind: &'static str,
@@ -149,7 +159,7 @@ struct Report {
     affected: String,
     live: u64,
     per_hop: Vec<(u32, String)>,
-    rows: Vec<Row>,
+    chunks: Vec<Chunk>,
     checkpoint: Checkpoint,
     csv: String,
     json: String,
@@ -190,24 +200,31 @@ pub(crate) async fn page(
                 .into_iter()
                 .map(|(d, n)| (d, text::count(n)))
                 .collect(),
-            rows: i
+            chunks: i
                 .affected
-                .iter()
-                .map(|n| Row {
-                    link: text::entity_link(&n.subject),
-                    kind: text::kind_label(&n.kind),
-                    label: n.label.clone(),
-                    id: n
-                        .subject
-                        .split_once('/')
-                        .map_or("", |(_, id)| id)
-                        .to_string(),
-                    status: n.status.clone().unwrap_or_default(),
-                    live: n.kind == "deployment" && n.status.as_deref() == Some("LIVE"),
-                    hops: n.depth,
-                    site: n.site.clone().unwrap_or_default(),
-                    owner: n.owner.clone().unwrap_or_default(),
-                    path: path.get(&n.subject).cloned().unwrap_or_default(),
+                .chunks(CHUNK)
+                .enumerate()
+                .map(|(k, part)| Chunk {
+                    start: k * CHUNK + 1,
+                    rows: part
+                        .iter()
+                        .map(|n| Row {
+                            link: text::entity_link(&n.subject),
+                            kind: text::kind_label(&n.kind),
+                            label: n.label.clone(),
+                            id: n
+                                .subject
+                                .split_once('/')
+                                .map_or("", |(_, id)| id)
+                                .to_string(),
+                            status: n.status.clone().unwrap_or_default(),
+                            live: n.kind == "deployment" && n.status.as_deref() == Some("LIVE"),
+                            hops: n.depth,
+                            site: n.site.clone().unwrap_or_default(),
+                            owner: n.owner.clone().unwrap_or_default(),
+                            path: path.get(&n.subject).cloned().unwrap_or_default(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             checkpoint,
