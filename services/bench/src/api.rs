@@ -61,15 +61,7 @@ pub fn api(
     keep: Option<&std::path::Path>,
     exe: &std::path::Path,
 ) -> Result<ApiBench> {
-    let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(keep.map_or_else(|| tmp.path().join("data"), |k| k.to_path_buf()));
-    let events = if data.has_ledger() {
-        // A catalogue kept from an earlier run (--data-dir): reuse it.
-        data.open(None, clew_ledger::LedgerOptions::default())?
-            .size()
-    } else {
-        build(&data, datasets)?
-    };
+    let (_tmp, data, events) = catalogue(datasets, keep)?;
     // The manifest the write load's versions cite, stored before they are
     // published (as a producer uploads it first).
     let manifest = clew_events::sample::manifest(1);
@@ -99,6 +91,25 @@ pub fn api(
     let mut r = result?;
     r.events = events;
     Ok(r)
+}
+
+/// The national catalogue of `datasets` datasets in a fresh temporary data
+/// directory, or the one kept in `keep` from an earlier run (--data-dir),
+/// built there first if it has none; the directory (kept alive while the
+/// temporary one is in use) and the number of events.
+pub(crate) fn catalogue(
+    datasets: u64,
+    keep: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, DataDir, u64)> {
+    let tmp = tempfile::tempdir()?;
+    let data = DataDir::new(keep.map_or_else(|| tmp.path().join("data"), |k| k.to_path_buf()));
+    let events = if data.has_ledger() {
+        data.open(None, clew_ledger::LedgerOptions::default())?
+            .size()
+    } else {
+        build(&data, datasets)?
+    };
+    Ok((tmp, data, events))
 }
 
 /// Starts `clew serve` (the `exe` binary) over `data` on a free loopback
@@ -149,7 +160,7 @@ pub(crate) fn start_serve(
 
 /// Sequences the synthetic national catalogue into a fresh data directory
 /// and projects it, so the server starts on a complete catalogue.
-pub(crate) fn build(data: &DataDir, datasets: u64) -> Result<u64> {
+fn build(data: &DataDir, datasets: u64) -> Result<u64> {
     let ledger = data.init(
         "bench.clew.example/ledger",
         clew_ledger::LedgerOptions::default(),

@@ -18,8 +18,6 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use clew::datadir::DataDir;
-
 /// One page's figures.
 #[derive(Debug, Default, Serialize)]
 pub struct PageFigures {
@@ -179,14 +177,7 @@ pub fn web(
     keep: Option<&std::path::Path>,
     exe: &std::path::Path,
 ) -> Result<WebBench> {
-    let tmp = tempfile::tempdir()?;
-    let data = DataDir::new(keep.map_or_else(|| tmp.path().join("data"), |k| k.to_path_buf()));
-    let events = if data.has_ledger() {
-        data.open(None, clew_ledger::LedgerOptions::default())?
-            .size()
-    } else {
-        crate::api::build(&data, datasets)?
-    };
+    let (_tmp, data, events) = crate::api::catalogue(datasets, keep)?;
     let (mut child, base) = crate::api::start_serve(exe, data.root(), &[], &[])?;
     let token = std::fs::read_to_string(data.root().join("admin.token"))?
         .trim()

@@ -72,6 +72,11 @@ pub(crate) fn kind_label(kind: &str) -> &'static str {
     }
 }
 
+/// The id part of a subject (`<type>/<id>`); the whole text if it has no type.
+pub(crate) fn id_of(subject: &str) -> &str {
+    subject.split_once('/').map_or(subject, |(_, id)| id)
+}
+
 /// The type part of a subject (`<type>/<id>`).
 pub(crate) fn kind_of(subject: &str) -> &str {
     subject.split_once('/').map_or("", |(k, _)| k)

@@ -52,10 +52,7 @@ fn hops(edges: &[Edge], upstream: bool) -> Vec<Hop> {
             Hop {
                 link: text::entity_link(other),
                 kind: text::kind_label(text::kind_of(other)),
-                id: other
-                    .split_once('/')
-                    .map_or(other.as_str(), |(_, id)| id)
-                    .to_string(),
+                id: text::id_of(other).to_string(),
                 relation,
             }
         })

@@ -105,7 +105,7 @@ fn paths(i: &Impact) -> HashMap<String, String> {
             ))
         })
         .collect();
-    let id = |s: &str| s.split_once('/').map_or(s, |(_, id)| id).to_string();
+    let id = |s: &str| text::id_of(s).to_string();
     i.affected
         .iter()
         .map(|n| {
@@ -212,11 +212,7 @@ pub(crate) async fn page(
                             link: text::entity_link(&n.subject),
                             kind: text::kind_label(&n.kind),
                             label: n.label.clone(),
-                            id: n
-                                .subject
-                                .split_once('/')
-                                .map_or("", |(_, id)| id)
-                                .to_string(),
+                            id: text::id_of(&n.subject).to_string(),
                             status: n.status.clone().unwrap_or_default(),
                             live: n.kind == "deployment" && n.status.as_deref() == Some("LIVE"),
                             hops: n.depth,

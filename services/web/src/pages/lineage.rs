@@ -72,7 +72,7 @@ fn reached_by(
         };
         if let (Some(dn), Some(df)) = (depth.get(near.as_str()), depth.get(far.as_str())) {
             if df == &(dn + 1) {
-                let id = near.split_once('/').map_or(near.as_str(), |(_, id)| id);
+                let id = text::id_of(near);
                 let role = e
                     .role
                     .as_deref()
@@ -128,11 +128,7 @@ pub(crate) fn hop_groups(lineage: &Lineage, upstream: bool) -> Vec<HopGroup> {
                             .map(|n| NodeRow {
                                 link: text::entity_link(&n.subject),
                                 label: n.label.clone(),
-                                id: n
-                                    .subject
-                                    .split_once('/')
-                                    .map_or("", |(_, id)| id)
-                                    .to_string(),
+                                id: text::id_of(&n.subject).to_string(),
                                 status: n.status.clone().unwrap_or_default(),
                                 affected: n.affected,
                                 ended: n.ended_leaf.is_some(),
