@@ -82,7 +82,8 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
         .trim()
         .to_string();
 
-    // No token: 401 everywhere but health and GraphiQL's page.
+    // No token: 401 everywhere but health; the web pages (GraphiQL among
+    // them) send a browser to sign in.
     let (status, body) = api.post(None, "{ me { principal } }", json!({})).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
@@ -91,9 +92,19 @@ async fn serve_records_searches_streams_proves_and_survives_a_restart() {
     }
     assert_eq!(api.get(None, "/healthz").await.0, 200);
     assert_eq!(api.get(None, "/readyz").await.0, 200);
-    let (status, page) = api.get(None, "/graphql").await;
-    assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&page).contains("graphiql"));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for page in ["/graphql", "/"] {
+        let r = no_redirects
+            .get(format!("{}{page}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{page}");
+        assert_eq!(r.headers()["location"], "/sign-in", "{page}");
+    }
     let refusal = subscription_refusal_without_token(&server.base).await;
     assert!(
         refusal

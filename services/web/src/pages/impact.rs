@@ -164,7 +164,7 @@ struct Report {
     csv: String,
     json: String,
     proofs: String,
-    graph: String,
+    explorer: String,
 }
 
 /// `GET /impact?version=…&as_of=…`.
@@ -227,7 +227,7 @@ pub(crate) async fn page(
             csv: text::link("/impact.csv", &params),
             json: text::link("/impact.json", &params),
             proofs: text::link("/session/proofs/impact", &[("datasetVersion", &a.version)]),
-            graph: text::link(
+            explorer: text::link(
                 "/lineage",
                 &[
                     ("subject", subject.as_str()),
