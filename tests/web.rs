@@ -214,22 +214,39 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
         "the new request is listed first, submitted: {mine}"
     );
     b.screenshot("access-requests").await;
-    // Governance sees it in the ledger-backed queue.
-    let api = Api::new(&base);
-    let queue = api
-        .ok(
-            &server.demo_token("governance-board"),
-            "{ accessReviewQueue { requester datasetIds purpose } }",
-            json!({}),
-        )
-        .await;
+    let id = b.text(".request-card h3 code").await;
+
+    // Governance finds it in the review queue and approves it with a
+    // condition; Ada sees the decision and the condition.
+    sign_in_as(&b, &base, "governance-board").await;
+    b.goto(&format!("{base}/access/review")).await;
+    let queue = b.text("main").await;
     assert!(
-        queue["accessReviewQueue"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["requester"] == "ada-researcher" && r["datasetIds"][0] == "moorland-ct"),
-        "{queue}"
+        queue.contains(&id) && queue.contains("Asked by ada-researcher"),
+        "the request waits in the queue: {queue}"
+    );
+    check_page(&b, &base, &[], "access review").await;
+    let form = format!("form[aria-label=\"Decide on {id}\"]");
+    b.click(&format!("{form} option[value=APPROVED_WITH_CONDITIONS]"))
+        .await;
+    b.fill(
+        &format!("{form} textarea[name=conditions]"),
+        "No linkage to other data",
+    )
+    .await;
+    b.follow(&format!("{form} button")).await;
+    assert!(
+        !b.text("main").await.contains(&id),
+        "a decided request leaves the queue"
+    );
+    sign_in_as(&b, &base, "ada-researcher").await;
+    b.goto(&format!("{base}/access")).await;
+    let decided = b.text(".request-card").await;
+    assert!(
+        decided.contains("approved with conditions")
+            && decided.contains("by governance-board")
+            && decided.contains("condition: No linkage to other data"),
+        "{decided}"
     );
     b.quit().await;
 }

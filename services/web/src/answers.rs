@@ -401,6 +401,8 @@ pub(crate) struct MyProjects {
 pub(crate) struct FullRequest {
     pub id: String,
     pub state: String,
+    #[serde(default)]
+    pub requester: String,
     pub project_id: Option<String>,
     pub dataset_ids: Vec<String>,
     pub dataset_version_ids: Vec<String>,
@@ -421,6 +423,24 @@ pub(crate) struct RequestStep {
     pub response: Option<String>,
     pub conditions: Vec<String>,
 }
+
+pub(crate) const REVIEW_QUEUE: &str = "query {
+  accessReviewQueue {
+    id state requester projectId datasetIds datasetVersionIds purpose requestedDays submittedAt
+    agreementId agreementVersion
+    transitions { state actor time reason response conditions }
+  }
+}";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReviewQueueAnswer {
+    pub access_review_queue: Vec<FullRequest>,
+}
+
+pub(crate) const REVIEW_ACCESS: &str = "mutation ReviewAccess($input: AccessReviewInput!) {
+  reviewAccessRequest(input: $input) { leafIndex }
+}";
 
 pub(crate) const REQUEST_ACCESS: &str = "mutation RequestAccess($input: AccessRequestInput!) {
   submitAccessRequest(input: $input) { leafIndex }

@@ -152,6 +152,8 @@ pub fn router(api: AppState, config: WebConfig) -> Router {
         .route("/ledger", get(pages::ledger::page))
         .route("/access", get(pages::access::page))
         .route("/access-requests", post(pages::access::submit))
+        .route("/access/review", get(pages::access::review_page))
+        .route("/access-reviews", post(pages::access::review))
         .route("/session/{*route}", get(pages::bridge))
         .route("/graphql", get(pages::graphiql::page))
         .route("/session/graphql", post(pages::graphiql::query))

@@ -3,7 +3,10 @@
 //! form to ask for datasets. A dataset the person may not see yet is asked
 //! for by its id (from the public data-use register, a colleague, a data
 //! custodian); the request is a signed event with the person as its actor,
-//! and the ledger's policy decides, as for the API.
+//! and the ledger's policy decides, as for the API. Governance reviews the
+//! queue at `/access/review`: take up, ask for changes, approve (with
+//! conditions) or deny — each decision a signed event, separation of duties
+//! enforced by the ledger.
 
 use askama::Template;
 use axum::extract::{Form, RawQuery, State};
@@ -13,7 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{html, redirect, Chrome};
-use crate::answers::{MyRequestsAnswer, MY_REQUESTS, REQUEST_ACCESS};
+use crate::answers::{
+    FullRequest, MyRequestsAnswer, ReviewQueueAnswer, MY_REQUESTS, REQUEST_ACCESS, REVIEW_ACCESS,
+    REVIEW_QUEUE,
+};
 use crate::session::{same_origin, SignedIn};
 use crate::text;
 use crate::{Web, WebError};
@@ -27,6 +33,7 @@ struct Step {
 
 struct Request {
     id: String,
+    requester: String,
     state: String,
     settled: bool,
     what: String,
@@ -58,13 +65,25 @@ pub(crate) async fn page(
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
     let answer: MyRequestsAnswer = web.ask(&who.viewer, MY_REQUESTS, json!({})).await?;
-    let mut requests: Vec<Request> = answer
-        .my_access_requests
-        .into_iter()
-        .map(|r| {
+    let mut requests: Vec<Request> = answer.my_access_requests.into_iter().map(shown).collect();
+    // Newest first.
+    requests.reverse();
+    html(&AccessPage {
+        chrome: Chrome::of(&who, "access"),
+        dataset,
+        projects: answer.me.projects,
+        requests,
+    })
+}
+
+/// A request as the pages show it.
+fn shown(r: FullRequest) -> Request {
+    {
+        {
             let mut what = r.dataset_ids.clone();
             what.extend(r.dataset_version_ids.iter().cloned());
             Request {
+                requester: r.requester,
                 settled: matches!(
                     r.state.as_str(),
                     "APPROVED" | "APPROVED_WITH_CONDITIONS" | "DENIED" | "WITHDRAWN"
@@ -94,16 +113,80 @@ pub(crate) async fn page(
                     })
                     .collect(),
             }
-        })
-        .collect();
-    // Newest first.
-    requests.reverse();
-    html(&AccessPage {
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "review.html")]
+struct ReviewPage {
+    chrome: Chrome,
+    requests: Vec<Request>,
+}
+
+/// `GET /access/review`: governance's queue (the API refuses anyone else).
+pub(crate) async fn review_page(
+    State(web): State<Web>,
+    who: SignedIn,
+) -> Result<Response, WebError> {
+    let answer: ReviewQueueAnswer = web.ask(&who.viewer, REVIEW_QUEUE, json!({})).await?;
+    html(&ReviewPage {
         chrome: Chrome::of(&who, "access"),
-        dataset,
-        projects: answer.me.projects,
-        requests,
+        requests: answer.access_review_queue.into_iter().map(shown).collect(),
     })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ReviewForm {
+    #[serde(default)]
+    csrf: String,
+    request: String,
+    decision: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    conditions: String,
+}
+
+/// `POST /access-reviews`: a governance decision on one request.
+pub(crate) async fn review(
+    State(web): State<Web>,
+    who: SignedIn,
+    headers: HeaderMap,
+    Form(form): Form<ReviewForm>,
+) -> Result<Response, WebError> {
+    same_origin(&headers)?;
+    who.check_form(&form.csrf)?;
+    const DECISIONS: &[&str] = &[
+        "UNDER_REVIEW",
+        "CHANGES_REQUESTED",
+        "APPROVED",
+        "APPROVED_WITH_CONDITIONS",
+        "DENIED",
+    ];
+    if !DECISIONS.contains(&form.decision.as_str()) {
+        return Err(WebError::BadRequest(format!(
+            "{:?} is not a decision (one of {})",
+            form.decision,
+            DECISIONS.join(", ")
+        )));
+    }
+    let conditions: Vec<&str> = form
+        .conditions
+        .lines()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let input = json!({
+        "requestId": form.request,
+        "decision": form.decision,
+        "reason": form.reason.trim(),
+        "conditions": conditions,
+    });
+    let _: Value = web
+        .ask(&who.viewer, REVIEW_ACCESS, json!({ "input": input }))
+        .await?;
+    Ok(redirect("/access/review"))
 }
 
 #[derive(Deserialize)]
