@@ -77,7 +77,8 @@ fn manifest(seed: usize, bytes: usize) -> Bytes {
     )
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of samples sorted ascending (0 when there are none).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

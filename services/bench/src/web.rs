@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -57,15 +57,13 @@ struct Case {
     calls: Vec<(String, Value)>,
 }
 
+/// The `q` quantile of `samples` (sorted here).
 fn quantile(samples: &mut [f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
     samples.sort_by(|a, b| a.total_cmp(b));
-    let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-    samples[i]
+    crate::blobs::percentile(samples, q)
 }
 
+/// One GraphQL document's `data` (its `errors` are an error).
 async fn graphql(
     client: &reqwest::Client,
     base: &str,
@@ -73,18 +71,7 @@ async fn graphql(
     doc: &str,
     vars: &Value,
 ) -> Result<Value> {
-    let body: Value = client
-        .post(format!("{base}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": doc, "variables": vars }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    if let Some(e) = body.get("errors") {
-        bail!("GraphQL refused the page's document: {e}");
-    }
-    Ok(body["data"].clone())
+    Ok(crate::api::post(client, base, token, doc, vars.clone()).await?["data"].take())
 }
 
 /// The pages measured, with the documents each runs (the model card's

@@ -108,7 +108,7 @@ impl Sessions {
 }
 
 /// The session id a request's cookies carry (RFC 6265 §5.4).
-fn session_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -194,11 +194,6 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> Result<(), WebError> {
             "the browser did not say where it came from",
         )),
     }
-}
-
-/// The session id of a request, if any (sign-out needs no live session).
-pub(crate) fn current(headers: &HeaderMap) -> Option<String> {
-    session_id(headers)
 }
 
 #[cfg(test)]

@@ -355,7 +355,9 @@ fn dataset_page(who: &SignedIn, e: &Entity, answer: &EntityAnswer) -> DatasetPag
                 .unwrap_or_default();
             VersionRow {
                 link: text::entity_link(&v.subject),
-                version: s(&v.attributes["version"]).if_empty(&v.id),
+                version: Some(s(&v.attributes["version"]))
+                    .filter(|x| !x.is_empty())
+                    .unwrap_or_else(|| v.id.clone()),
                 published: text::when(&v.created_by.time),
                 studies: n("numberOfStudies"),
                 series: n("numberOfSeries"),
@@ -378,20 +380,6 @@ fn dataset_page(who: &SignedIn, e: &Entity, answer: &EntityAnswer) -> DatasetPag
             "/session/datasets/{}/dcat.jsonld",
             text::encode_segment(&e.id)
         ),
-    }
-}
-
-trait IfEmpty {
-    fn if_empty(self, other: &str) -> String;
-}
-
-impl IfEmpty for String {
-    fn if_empty(self, other: &str) -> String {
-        if self.is_empty() {
-            other.to_string()
-        } else {
-            self
-        }
     }
 }
 

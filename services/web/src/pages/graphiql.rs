@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
-use tower::ServiceExt;
 
 use super::{html, Chrome};
 use crate::session::{same_origin, SignedIn};
@@ -44,20 +43,12 @@ pub(crate) async fn query(
         .to_string();
     who.check_form(&sent)?;
     let (parts, body) = req.into_parts();
-    let mut forwarded = Request::builder()
-        .method("POST")
-        .uri("/graphql")
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token));
-    if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
-        forwarded = forwarded.header(header::CONTENT_TYPE, kind);
-    }
-    let forwarded = forwarded
-        .body(Body::new(body))
-        .map_err(|e| WebError::BadRequest(format!("the query cannot be forwarded: {e}")))?;
-    Ok(web
-        .api_routes
-        .clone()
-        .oneshot(forwarded)
-        .await
-        .unwrap_or_else(|never| match never {}))
+    web.forward(
+        &who,
+        "POST",
+        "/graphql",
+        parts.headers.get(header::CONTENT_TYPE),
+        Body::new(body),
+    )
+    .await
 }

@@ -59,6 +59,7 @@ impl Chrome {
             ("/access", "Access requests", "access"),
             ("/rejected", "Rejected", "rejected"),
             ("/ledger", "Ledger", "ledger"),
+            ("/graphql", "GraphiQL", "graphiql"),
         ]
         .into_iter()
         .map(|(path, label, key)| (path, label, key == self.here))
@@ -135,19 +136,44 @@ pub(crate) async fn bridge(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let forwarded = Request::builder()
-        .method("GET")
-        .uri(format!("/{route}{query}"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
-        .body(Body::empty())
-        .map_err(|e| WebError::BadRequest(format!("that address cannot be asked for: {e}")))?;
-    let response = web
-        .api_routes
-        .clone()
-        .oneshot(forwarded)
-        .await
-        .unwrap_or_else(|never| match never {});
-    Ok(response)
+    web.forward(
+        &who,
+        "GET",
+        &format!("/{route}{query}"),
+        None,
+        Body::empty(),
+    )
+    .await
+}
+
+impl Web {
+    /// The API's own answer to `method uri` with the signed-in person's
+    /// bearer token, run in this process (`tower::oneshot` on its router).
+    pub(crate) async fn forward(
+        &self,
+        who: &SignedIn,
+        method: &str,
+        uri: &str,
+        content_type: Option<&HeaderValue>,
+        body: Body,
+    ) -> Result<Response, WebError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", who.token));
+        if let Some(kind) = content_type {
+            request = request.header(header::CONTENT_TYPE, kind);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| WebError::BadRequest(format!("{uri} cannot be asked for: {e}")))?;
+        Ok(self
+            .api_routes
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {}))
+    }
 }
 
 /// The static assets, compiled into the binary: Clew's own script and

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{html, redirect};
 use crate::answers::{MeAnswer, ME};
-use crate::session::{current, same_origin};
+use crate::session::{same_origin, session_id};
 use crate::text;
 use crate::{Web, WebError};
 
@@ -113,7 +113,7 @@ pub(crate) async fn sign_out(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     same_origin(&headers)?;
-    let cleared = web.sessions.end(&current(&headers).unwrap_or_default());
+    let cleared = web.sessions.end(&session_id(&headers).unwrap_or_default());
     let mut r = redirect("/sign-in");
     if let Ok(v) = HeaderValue::from_str(&cleared) {
         r.headers_mut().insert(header::SET_COOKIE, v);
