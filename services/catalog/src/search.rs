@@ -33,6 +33,7 @@ pub const FACETS: &[&str] = &[
     "modality",
     "body_part",
     "manufacturer",
+    "manufacturer_model",
     "site",
     "access_level",
     "deidentification",
@@ -234,7 +235,23 @@ impl SearchIndex {
         std::fs::create_dir_all(dir)
             .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
         let (schema, fields) = schema();
-        let mmap = tantivy::directory::MmapDirectory::open(dir)?;
+        let mut mmap = tantivy::directory::MmapDirectory::open(dir)?;
+        // The index is derived state: one made with another schema (an
+        // earlier Clew's) is emptied here, and the catalogue rebuilds its
+        // documents on open (`indexed_up_to` is then 0).
+        if Index::exists(&mmap).map_err(tantivy::TantivyError::from)?
+            && Index::open(mmap.clone())?.schema() != schema
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the search index was made with another schema; rebuilding it"
+            );
+            drop(mmap);
+            std::fs::remove_dir_all(dir)
+                .and_then(|()| std::fs::create_dir_all(dir))
+                .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
+            mmap = tantivy::directory::MmapDirectory::open(dir)?;
+        }
         let index = Index::open_or_create(mmap, schema)?;
         let writer = index.writer_with_num_threads(1, writer_bytes)?;
         let reader = index
@@ -353,6 +370,17 @@ impl SearchIndex {
                 );
                 if let Some(ms) = summary["manufacturers"].as_array() {
                     facets.extend(ms.iter().map(|m| ("manufacturer", s(&m["manufacturer"]))));
+                    // A scanner is its maker and model together (DICOM
+                    // (0008,0070) and (0008,1090)): a model name alone is
+                    // not unique across makers.
+                    facets.extend(ms.iter().map(|m| {
+                        let (maker, model) =
+                            (s(&m["manufacturer"]), s(&m["manufacturerModelName"]));
+                        (
+                            "manufacturer_model",
+                            format!("{maker} {model}").trim().to_string(),
+                        )
+                    }));
                 }
                 if let Some(codes) = summary["deidentificationMethods"].as_array() {
                     facets.extend(
@@ -399,6 +427,17 @@ impl SearchIndex {
                     f.description,
                     format!("{} {}", s(&ds["description"]), s(&a["releaseNotes"])),
                 );
+                // Who is behind it: whoever registered the dataset and this
+                // version, found by their name as a governance officer knows it.
+                for person in [
+                    dataset.map(|d| &d.created_by.actor),
+                    Some(&node.created_by.actor),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    d.add_text(f.tags, person);
+                }
                 if let Some(v) = summary["sliceThicknessMinMm"].as_f64() {
                     d.add_f64(f.slice_min, v);
                 }
@@ -426,6 +465,8 @@ impl SearchIndex {
                 d.add_text(f.access, "open");
                 add_facet(&mut d, f, "access_level", "open");
                 d.add_text(f.title, &node.label);
+                // Its owner (who registered it), by name.
+                d.add_text(f.tags, &node.created_by.actor);
                 let card = &a["modelCard"];
                 d.add_text(
                     f.description,
@@ -865,4 +906,44 @@ fn searcher_max_leaf(searcher: &tantivy::Searcher) -> Option<u64> {
         .ok()?
         .first()
         .map(|(l, _)| *l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_made_with_another_schema_is_emptied_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("search");
+        std::fs::create_dir_all(&path).unwrap();
+        // An earlier Clew's index: a schema without today's fields, one
+        // document, committed at leaf 7.
+        let mut b = Schema::builder();
+        let subject = b.add_text_field("subject", STRING | STORED);
+        let old = Index::create_in_dir(&path, b.build()).unwrap();
+        let mut w: IndexWriter = old.writer_with_num_threads(1, 15 << 20).unwrap();
+        w.add_document(tantivy::doc!(subject => "dataset-version/d@1"))
+            .unwrap();
+        let mut commit = w.prepare_commit().unwrap();
+        commit.set_payload("7");
+        commit.commit().unwrap();
+        drop(w);
+        drop(old);
+
+        let index = SearchIndex::open(&path, 15 << 20).unwrap();
+        assert_eq!(index.indexed_up_to().unwrap(), 0, "rebuilt from nothing");
+        assert_eq!(index.index.schema(), schema().0);
+        assert_eq!(index.reader.searcher().num_docs(), 0);
+        // Opened again with the same schema, it is kept as it is.
+        index.upsert(Vec::new(), 9).unwrap();
+        drop(index);
+        assert_eq!(
+            SearchIndex::open(&path, 15 << 20)
+                .unwrap()
+                .indexed_up_to()
+                .unwrap(),
+            9
+        );
+    }
 }

@@ -942,3 +942,54 @@ fn a_restart_in_the_middle_of_projection_ends_in_the_same_state() {
     let (a, b) = (fixed_answers(&straight), fixed_answers(&resumed));
     assert!(a == b, "answers differ after a restart");
 }
+
+#[test]
+fn a_person_is_found_by_name_and_a_scanner_by_maker_and_model() {
+    let mut w = search_world();
+    let okafor = ProducerKey::generate("okafor").unwrap();
+    w.admin_submit(vec![sample::principal(
+        "dr-okafor",
+        &okafor,
+        &[Role::Ingest],
+    )]);
+    let r = w.submit_as(
+        &okafor,
+        "dr-okafor",
+        vec![
+            dataset(
+                "ds-9",
+                "site-a",
+                "Knee MRI",
+                "Knee cartilage.",
+                proto::AccessLevel::Open,
+                &[],
+            ),
+            version(
+                "ds-9",
+                "1",
+                &[],
+                "MR",
+                "SIEMENS",
+                (3.0, 3.0),
+                ("20230101", "20231231"),
+                40,
+            ),
+        ],
+    );
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let c = w.catalog("catalog");
+    assert_eq!(hits(&c, text("okafor")), vec!["dataset-version/ds-9@1"]);
+    let r = c.search(&text("")).unwrap();
+    assert_eq!(
+        r.facets["manufacturer_model"],
+        vec![
+            ("SIEMENS X".to_string(), 3),
+            ("GE MEDICAL SYSTEMS X".to_string(), 1),
+            ("Philips X".to_string(), 1)
+        ]
+    );
+    let mut req = text("");
+    req.filters
+        .insert("manufacturer_model".into(), vec!["philips x".into()]);
+    assert_eq!(hits(&c, req), vec!["dataset-version/ds-3@1"]);
+}
