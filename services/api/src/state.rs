@@ -128,6 +128,42 @@ impl AppState {
         viewer_for(self, Some(token))
     }
 
+    /// Someone without a token: what the public routes (`GET /data-uses`)
+    /// answer anyone.
+    pub fn anonymous_viewer(&self) -> Arc<Viewer> {
+        Arc::new(Viewer::anonymous(
+            self.access.clone(),
+            self.node.access_time(),
+        ))
+    }
+
+    /// Runs one GraphQL subscription for the holder of `token` in this
+    /// process: what `/graphql/ws` streams them, each item the `data` of one
+    /// delivery or the error that ends the stream. The caller is resolved
+    /// again for every batch, as on the WebSocket: a revoked token ends the
+    /// stream, a revoked grant hides what it granted from then on.
+    pub fn subscribe(
+        &self,
+        token: &str,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<impl futures_util::Stream<Item = Result<serde_json::Value, ApiError>>, ApiError>
+    {
+        let viewer = self.viewer(token)?;
+        let session = Arc::new(crate::access::Session::new(
+            token.to_string(),
+            self.tokens.clone(),
+        ));
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(viewer)
+            .data(session);
+        Ok(futures_util::StreamExt::map(
+            self.schema.execute_stream(request),
+            data_of,
+        ))
+    }
+
     /// Runs one GraphQL operation for `viewer` in this process, on the
     /// served schema with its limits and timeout: what `POST /graphql`
     /// answers, as `data`, or its first error. The web pages are built from
@@ -149,18 +185,23 @@ impl AppState {
                     self.limits.timeout.as_secs()
                 ))
             })?;
-        if let Some(e) = response.errors.first() {
-            let code = e
-                .extensions
-                .as_ref()
-                .and_then(|x| x.get("code"))
-                .map(|c| c.to_string().trim_matches('"').to_string())
-                .unwrap_or_default();
-            return Err(ApiError::from_code(&code, e.message.clone()));
-        }
-        response
-            .data
-            .into_json()
-            .map_err(|e| ApiError::Internal(format!("an answer is not JSON: {e}")))
+        data_of(response)
     }
+}
+
+/// A GraphQL response's `data`, or its first error as the API's error.
+fn data_of(response: async_graphql::Response) -> Result<serde_json::Value, ApiError> {
+    if let Some(e) = response.errors.first() {
+        let code = e
+            .extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .map(|c| c.to_string().trim_matches('"').to_string())
+            .unwrap_or_default();
+        return Err(ApiError::from_code(&code, e.message.clone()));
+    }
+    response
+        .data
+        .into_json()
+        .map_err(|e| ApiError::Internal(format!("an answer is not JSON: {e}")))
 }

@@ -6,7 +6,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use super::respond::{authenticate, error_response, internal, Caller, Params};
-use crate::access::Viewer;
 use crate::state::AppState;
 use crate::ApiError;
 
@@ -48,10 +47,7 @@ pub(crate) async fn data_uses(State(state): State<AppState>, headers: HeaderMap)
             Err(r) => return *r,
         }
     } else {
-        std::sync::Arc::new(Viewer::anonymous(
-            state.access.clone(),
-            state.node.access_time(),
-        ))
+        state.anonymous_viewer()
     };
     let node = state.node.clone();
     let answer =

@@ -532,6 +532,9 @@ pub struct HistoryEvent {
     /// Leaf index, event id, kind, actor and time.
     #[graphql(flatten)]
     pub(crate) event: EventRef,
+    /// Key id (`<name>+<8 hex digits>`) of the producer key that signed the
+    /// event's envelope (DSSE `keyid`).
+    pub(crate) signer: String,
     /// The event body (proto3 JSON), references the caller may not see redacted.
     pub(crate) payload: Json<serde_json::Value>,
 }
@@ -557,6 +560,7 @@ pub(crate) fn history_of(
         viewer.redact(node.catalog(), &mut payload);
         out.push(HistoryEvent {
             event: EventRef::from(&h),
+            signer: opened.key_id().to_string(),
             payload: Json(payload),
         });
     }

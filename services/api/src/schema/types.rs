@@ -211,7 +211,7 @@ pub struct FacetValue {
 /// Counts of one facet.
 #[derive(SimpleObject)]
 pub struct Facet {
-    /// Facet name (`modality`, `body_part`, `manufacturer`, `site`, …).
+    /// Facet name (`modality`, `body_part`, `manufacturer`, `manufacturer_model`, `site`, …).
     pub(crate) name: String,
     /// Values, most frequent first.
     pub(crate) values: Vec<FacetValue>,
