@@ -138,6 +138,19 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     assert!(total > 0, "a typo still finds chest datasets: {heading}");
     check_page(&b, &base, HIDDEN_FROM_ADA, "search").await;
     b.screenshot("search").await;
+    // The navigation offers only what a researcher may open.
+    let nav = b.texts("nav[aria-label=Main] a").await;
+    assert!(
+        nav.contains(&"Data uses".to_string())
+            && !nav.contains(&"Rejected".to_string())
+            && !nav.contains(&"Review queue".to_string()),
+        "{nav:?}"
+    );
+    let facets = b.texts(".facets legend").await.join(" | ");
+    assert!(
+        facets.contains("Scanner (manufacturer and model)"),
+        "a facet for maker and model together: {facets}"
+    );
 
     // A facet narrows the results, and its counts are the viewer's own.
     b.click("input[name=f][value=\"modality=CT\"]").await;
@@ -196,6 +209,8 @@ async fn a_researcher_searches_filters_opens_a_dataset_and_asks_for_access() {
     b.fill("#depth", "10").await;
     b.follow("form.inline button").await;
     b.wait_text(".checkpoint", "tree size").await;
+    // The drawn graph too: what it fetched and drew is checked with the page.
+    b.wait_text("[data-graph-status]", "Drawn:").await;
     check_page(&b, &base, HIDDEN_FROM_ADA, "lineage").await;
 
     // Asking for access to a dataset by its id.
@@ -260,6 +275,19 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     let admin = server.admin_token();
     let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     sign_in_as(&b, &base, "governance-board").await;
+    let nav = b.texts("nav[aria-label=Main] a").await;
+    assert!(
+        nav.contains(&"Rejected".to_string()) && nav.contains(&"Review queue".to_string()),
+        "governance is offered its own pages: {nav:?}"
+    );
+    // A person is found by name: what the Riverside gateway registered.
+    b.fill("#q", "riverside-gateway").await;
+    b.follow(".box button").await;
+    let found = b.texts(".hit-title").await;
+    assert!(
+        !found.is_empty(),
+        "a search by a person's name finds what they recorded"
+    );
 
     // The model card: intended use, training data, validations with
     // subgroup metrics, the held-back set marked, the live deployment.
@@ -304,6 +332,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
         now.contains("riverside-cxr-triage"),
         "the live deployment is downstream"
     );
+    b.wait_text("[data-graph-status]", "Drawn:").await;
     check_page(&b, &base, &[], "lineage").await;
     let (outcome, status) = verify_evidence(&b).await;
     assert_eq!(outcome, "verified", "{status}");
@@ -375,6 +404,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
         "the impact answer verifies too: {status}"
     );
     b.screenshot("impact").await;
+    b.wait_text("[data-graph-status]", "Drawn:").await;
     check_page(&b, &base, &[], "impact").await;
     // The exports, fetched by the page itself with its session.
     let csv = b
@@ -408,6 +438,22 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     .await;
     let timeline = b.texts(".timeline li").await;
     assert!(!timeline.is_empty() && timeline[0].contains("leaf"));
+    let signers = b.texts(".timeline .signer").await;
+    assert_eq!(
+        signers.len(),
+        timeline.len(),
+        "each event names its signing key"
+    );
+    for k in &signers {
+        let (name, id) = k
+            .rsplit_once('+')
+            .unwrap_or_else(|| panic!("a key id: {k}"));
+        assert!(
+            !name.is_empty() && id.len() == 8 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+            "a key id is <name>+<8 hex digits>: {k}"
+        );
+    }
+    check_page(&b, &base, &[], "history").await;
     b.screenshot("history").await;
     b.follow("nav a[href=\"/ledger\"]").await;
     let ledger = b.text("main").await;
@@ -424,6 +470,7 @@ async fn governance_traces_a_model_as_of_a_checkpoint_and_exports_the_impact() {
     b.click(".graphiql-execute-button").await;
     b.wait_text(".graphiql-response", "governance-board").await;
     b.screenshot("graphiql").await;
+    check_page(&b, &base, &[], "GraphiQL").await;
     let requests = b.requests().await;
     assert!(
         requests.iter().all(|r| r.starts_with(&base)),
@@ -776,4 +823,143 @@ async fn the_evidence_panel_checks_the_cosignatures_of_the_witnesses_the_person_
     );
     b.quit().await;
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_opens_a_wide_fan_out_the_feed_is_live_and_the_register_is_public() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::demo_async(&tmp.path().join("data")).await;
+    let base = server.base.clone();
+    let api = Api::new(&base);
+    let team = server.demo_token("model-team");
+    let b = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    sign_in_as(&b, &base, "governance-board").await;
+
+    // The ledger page's feed opens with the recent past, then shows each
+    // event as it is sequenced.
+    b.goto(&format!("{base}/ledger")).await;
+    b.wait_text("[data-feed-status]", "Live").await;
+    let recent = b.texts(".feed-events li").await;
+    assert!(!recent.is_empty(), "the feed opens with recent events");
+    const RUNS: usize = 14;
+    for i in 0..RUNS {
+        api.ok(
+            &team,
+            "mutation($i: TrainingRunInput!) { recordTrainingRun(input: $i) { leafIndex } }",
+            json!({"i": {"trainingRunId": format!("fan-run-{i:02}"), "modelName": "fan",
+                   "used": [{"datasetVersionId": "nccid-cxr-train@1.0", "role": "DATASET_ROLE_TRAIN"}],
+                   "codeDigest": "git:4f2a9c1e7b3d"}}),
+        )
+        .await;
+    }
+    let top = b
+        .wait_text(
+            ".feed-events li",
+            &format!("training-run/fan-run-{:02}", RUNS - 1),
+        )
+        .await;
+    assert!(
+        top.contains("Training run recorded") && top.contains("by model-team"),
+        "{top}"
+    );
+    check_page(&b, &base, &[], "ledger with its feed").await;
+    b.script("document.querySelector('.feed-events').scrollTop = 0; document.querySelector('.feed').scrollIntoView(); return true")
+        .await;
+    b.screenshot("ledger-feed").await;
+
+    // Downstream of the training set, the runs are one box with their
+    // count; a press on the keyboard opens it, and its close button closes it.
+    b.goto(&format!(
+        "{base}/lineage?subject=dataset-version%2Fnccid-cxr-train%401.0&direction=downstream&depth=2"
+    ))
+    .await;
+    b.wait_text("[data-graph-status]", "Drawn:").await;
+    let group = "svg .graph-node.group[data-group=\"1|Training run\"]";
+    let label = b.text(&format!("{group} .graph-label")).await;
+    let runs: usize = label
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("a count in {label:?}"));
+    assert!(runs >= RUNS, "{label}");
+    assert!(b
+        .text(&format!("{group} .graph-kind"))
+        .await
+        .ends_with("hop 1"));
+    let boxes_closed = b.texts("svg .graph-node").await.len();
+    check_page(&b, &base, &[], "lineage with its graph").await;
+    b.script("document.querySelector('.graph').scrollIntoView(); return true")
+        .await;
+    b.screenshot("lineage-graph").await;
+    b.press(group, "\u{E007}").await;
+    let status = b.wait_text("[data-graph-status]", "Drawn:").await;
+    let opened = b.texts("svg a.graph-node").await.join(" | ");
+    assert!(
+        opened.contains("fan-run-00") && opened.contains(&format!("fan-run-{:02}", RUNS - 1)),
+        "each run is a box of its own once opened: {opened} ({status})"
+    );
+    assert!(b.texts("svg .graph-node").await.len() >= boxes_closed + RUNS - 1);
+    let focused = b.script("return document.activeElement.textContent").await;
+    assert!(
+        focused
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Close Training run at hop 1"),
+        "focus moves to the button that closes it again: {focused}"
+    );
+    check_page(&b, &base, &[], "lineage with a group opened").await;
+    b.script("document.querySelector('.graph').scrollIntoView(); return true")
+        .await;
+    b.screenshot("lineage-graph-opened").await;
+    b.click(".graph-closers button").await;
+    b.find(group).await;
+    assert_eq!(b.texts("svg .graph-node").await.len(), boxes_closed);
+
+    // The impact report's graph comes after its list.
+    b.goto(&format!("{base}/impact?version=nccid-cxr-train%401.0"))
+        .await;
+    b.wait_text("[data-graph-status]", "Drawn:").await;
+    assert!(b.script("return document.querySelector('ol.impact').compareDocumentPosition(document.querySelector('.graph')) & Node.DOCUMENT_POSITION_FOLLOWING").await.as_u64().unwrap_or(0) > 0, "the list comes first");
+    assert!(!b.texts("svg .graph-node").await.is_empty());
+    check_page(&b, &base, &[], "impact with its graph").await;
+    b.script("document.querySelector('.graph').scrollIntoView(); return true")
+        .await;
+    b.screenshot("impact-graph").await;
+
+    // A path nothing serves: a page to a browser, JSON to anything else.
+    b.goto(&format!("{base}/no-such-page")).await;
+    assert_eq!(b.text("h1").await, "Not Found");
+    assert!(b
+        .text("main")
+        .await
+        .contains("there is no page at /no-such-page"));
+    let plain = reqwest::get(format!("{base}/no-such-page")).await.unwrap();
+    assert_eq!(plain.status(), 404);
+    assert!(plain.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+
+    // The data-use register is public: signed out, datasets that are not
+    // open show as "a dataset you may not see".
+    b.goto(&format!("{base}/ledger")).await;
+    b.follow("form.who button").await;
+    b.goto(&format!("{base}/data-use-register")).await;
+    assert!(b.text("h1").await.contains("Data-use register"));
+    let register = b.text("main").await;
+    assert!(
+        register.contains("This is the public register"),
+        "{register}"
+    );
+    assert_eq!(
+        b.texts("nav[aria-label=Main] a").await,
+        vec!["Data uses".to_string()],
+        "signed out, only the public page is offered"
+    );
+    assert!(b.text("header .who").await.contains("Sign in"));
+    let rows = b.texts("table.register tbody tr").await;
+    assert!(!rows.is_empty(), "the demo's approved uses are listed");
+    check_page(&b, &base, HIDDEN_FROM_ADA, "public data-use register").await;
+    b.screenshot("data-use-register").await;
+    b.quit().await;
 }

@@ -138,8 +138,7 @@ pub async fn run(
     let state = AppState::new(prepared.node.clone(), prepared.tokens.clone(), limits)
         .with_manifests(prepared.manifests.clone(), prepared.spool.clone());
     let witnessing = witnesses.start(&prepared.node);
-    let router =
-        clew_web::router(state.clone(), prepared.web.clone()).merge(clew_api::app(state.clone()));
+    let router = clew_web::site(state.clone(), prepared.web.clone());
     clew_api::serve_router(listener, state, router, shutdown_signal()).await?;
     witnessing.stop().await;
     let size = prepared.node.ledger().size();

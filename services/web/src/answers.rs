@@ -316,7 +316,7 @@ pub(crate) struct Impact {
 
 pub(crate) const HISTORY: &str = "query History($subject: String!) {
   entity(subject: $subject) { subject type label }
-  history(subject: $subject) { leafIndex eventId kind actor time }
+  history(subject: $subject) { leafIndex eventId kind actor time signer }
 }";
 
 #[derive(Deserialize)]
@@ -341,6 +341,7 @@ pub(crate) struct HistoryEvent {
     pub kind: String,
     pub actor: String,
     pub time: String,
+    pub signer: String,
 }
 
 pub(crate) const REJECTED: &str = "query Rejected($from: Int!, $limit: Int!) {
@@ -445,3 +446,31 @@ pub(crate) const REVIEW_ACCESS: &str = "mutation ReviewAccess($input: AccessRevi
 pub(crate) const REQUEST_ACCESS: &str = "mutation RequestAccess($input: AccessRequestInput!) {
   submitAccessRequest(input: $input) { leafIndex }
 }";
+
+pub(crate) const DATA_USE_REGISTER: &str = "query DataUses {
+  dataUseRegister {
+    requestId project organisation purpose datasets datasetTitles
+    approvedAt expiresAt status conditions
+  }
+}";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DataUseAnswer {
+    pub data_use_register: Vec<DataUse>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DataUse {
+    pub request_id: Option<String>,
+    pub project: Option<String>,
+    pub organisation: String,
+    pub purpose: String,
+    pub datasets: Vec<String>,
+    pub dataset_titles: Vec<String>,
+    pub approved_at: String,
+    pub expires_at: Option<String>,
+    pub status: String,
+    pub conditions: Vec<String>,
+}

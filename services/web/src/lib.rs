@@ -4,7 +4,8 @@
 //! its exports, per-entity history, the rejected log and the ledger page.
 //!
 //! ```text
-//!   browser ── GET /, /entity/…, /lineage, /impact, /history, /access, /rejected, /ledger
+//!   browser ── GET /, /entity/…, /lineage, /impact, /history, /access,
+//!              /data-use-register, /rejected, /ledger
 //!      │  cookie `clew_session` (HttpOnly, SameSite=Strict): a random id
 //!      ▼
 //!   Sessions: session id ─▶ bearer token (kept here, never in the browser
@@ -18,7 +19,14 @@
 //!
 //!   GET /session/<API route> ─▶ that API route with the session's token
 //!      (DCAT-AP and manifest downloads, proof-carrying answers for scripts)
+//!   GET /lineage/graph.json, /impact/graph.json ─▶ the same answers shaped
+//!      for the drawn graph (`drawing`), laid out in the browser
+//!   GET /ledger/feed ─▶ the API's `events` subscription for the session's
+//!      token, as Server-Sent Events (the ledger page's live feed)
 //! ```
+//!
+//! [`site`] puts the pages and the API on one router; a path neither
+//! serves is a "not found" page to a browser and the API's JSON to others.
 //!
 //! The technique is server-rendered templates compiled into the binary
 //! (askama), with a little script of our own: nothing is built with Node,
@@ -29,6 +37,7 @@
 //! session's anti-forgery token.
 
 mod answers;
+mod drawing;
 mod pages;
 mod session;
 mod text;
@@ -126,8 +135,19 @@ pub(crate) struct Web {
     pub demo: Arc<Vec<DemoPrincipal>>,
 }
 
+/// Everything one listener serves: the pages, the API (`clew_api::app`),
+/// and for a path that is neither an HTML "not found" page to a browser
+/// (`Accept: text/html`) and the API's JSON 404 to anything else.
+pub fn site(api: AppState, config: WebConfig) -> Router {
+    let api_routes = clew_api::app(api.clone());
+    let unknown = api_routes.clone();
+    router(api, config)
+        .merge(api_routes)
+        .fallback(move |req: axum::extract::Request| pages::not_found(unknown.clone(), req))
+}
+
 /// The pages, to be merged with the API's router (`clew_api::app`) on the
-/// same listener.
+/// same listener ([`site`] does).
 pub fn router(api: AppState, config: WebConfig) -> Router {
     let web = Web {
         api_routes: clew_api::app(api.clone()),
@@ -144,16 +164,20 @@ pub fn router(api: AppState, config: WebConfig) -> Router {
         .route("/sign-out", post(pages::sign_in::sign_out))
         .route("/entity/{kind}/{id}", get(pages::entity::page))
         .route("/lineage", get(pages::lineage::page))
+        .route("/lineage/graph.json", get(pages::lineage::graph))
         .route("/impact", get(pages::impact::page))
         .route("/impact.csv", get(pages::impact::csv))
         .route("/impact.json", get(pages::impact::json))
+        .route("/impact/graph.json", get(pages::impact::graph))
         .route("/history", get(pages::history::page))
         .route("/rejected", get(pages::ledger::rejected))
         .route("/ledger", get(pages::ledger::page))
+        .route("/ledger/feed", get(pages::ledger::feed))
         .route("/access", get(pages::access::page))
         .route("/access-requests", post(pages::access::submit))
         .route("/access/review", get(pages::access::review_page))
         .route("/access-reviews", post(pages::access::review))
+        .route("/data-use-register", get(pages::register::page))
         .route("/session/{*route}", get(pages::bridge))
         .route("/graphql", get(pages::graphiql::page))
         .route("/session/graphql", post(pages::graphiql::query))
@@ -169,7 +193,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      frame-ancestors 'none'; base-uri 'none'";
 
 /// The headers every answer of the pages carries.
-async fn protect(mut r: Response) -> Response {
+pub(crate) async fn protect(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

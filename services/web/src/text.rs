@@ -88,6 +88,7 @@ pub(crate) fn facet_label(facet: &str) -> &'static str {
         "modality" => "Modality",
         "body_part" => "Body part",
         "manufacturer" => "Manufacturer",
+        "manufacturer_model" => "Scanner (manufacturer and model)",
         "site" => "Site",
         "access_level" => "Access level",
         "deidentification" => "De-identification",

@@ -58,7 +58,14 @@ fn every_served_asset_is_clews_own_or_a_vendored_package_file() {
     for path in asset_paths() {
         if !path.starts_with("vendor/") {
             assert!(
-                ["clew.css", "clew.js", "evidence.js", "graphiql-start.js"].contains(&path),
+                [
+                    "clew.css",
+                    "clew.js",
+                    "evidence.js",
+                    "graph.js",
+                    "graphiql-start.js"
+                ]
+                .contains(&path),
                 "{path} is neither Clew's own nor vendored"
             );
             continue;

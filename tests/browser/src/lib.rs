@@ -142,6 +142,27 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
     }
 
+    /// Moves focus to the first element matching `css` and presses `key`
+    /// there, as someone using only the keyboard would (`\u{E007}` is
+    /// Enter in WebDriver's key codes).
+    pub async fn press(&self, css: &str, key: &str) {
+        self.find(css).await;
+        self.client
+            .execute(
+                "document.querySelector(arguments[0]).focus(); return true",
+                vec![Value::String(css.to_string())],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot focus {css}: {e}"));
+        self.client
+            .active_element()
+            .await
+            .unwrap_or_else(|e| panic!("no active element: {e}"))
+            .send_keys(key)
+            .await
+            .unwrap_or_else(|e| panic!("cannot press a key on {css}: {e}"));
+    }
+
     /// Clicks the first element matching `css`, which leads to another
     /// page, and waits until that page has loaded.
     pub async fn follow(&self, css: &str) {
@@ -303,13 +324,14 @@ impl Browser {
     }
 
     /// Presses Tab from the top of the page until focus has visited every
-    /// visible control (links, buttons, fields, disclosure summaries) or
+    /// visible control (links, buttons, fields, disclosure summaries, any
+    /// element made focusable, such as a drawn graph's boxes) or
     /// comes round again; the controls never reached, described.
     pub async fn controls_keyboard_misses(&self) -> Vec<String> {
         let total = self
             .script(
-                "const all = [...document.querySelectorAll('a[href], button, input, select, textarea, summary')]\
-                 .filter(e => e.getClientRects().length > 0 && !e.disabled && e.type !== 'hidden');\
+                "const all = [...document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex=\"-1\"])')]\
+                 .filter(e => e.getClientRects().length > 0 && e.checkVisibility({ checkVisibilityCSS: true }) && !e.disabled && e.type !== 'hidden');\
                  all.forEach((e, i) => e.dataset.kb = i);\
                  window.kbSeen = new Set();\
                  document.addEventListener('focusin', ev => { if (ev.target.dataset.kb) kbSeen.add(ev.target.dataset.kb); });\

@@ -131,7 +131,7 @@ pub(crate) async fn review_page(
 ) -> Result<Response, WebError> {
     let answer: ReviewQueueAnswer = web.ask(&who.viewer, REVIEW_QUEUE, json!({})).await?;
     html(&ReviewPage {
-        chrome: Chrome::of(&who, "access"),
+        chrome: Chrome::of(&who, "review"),
         requests: answer.access_review_queue.into_iter().map(shown).collect(),
     })
 }

@@ -1,6 +1,6 @@
 //! An entity's history (`/history?subject=…`): every event about it as a
-//! timeline, oldest first, each with its leaf, kind, actor and time, and a
-//! link to the leaf's inclusion receipt.
+//! timeline, oldest first, each with its leaf, kind, actor, signing key and
+//! time, and a link to the leaf's inclusion receipt.
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -17,6 +17,7 @@ struct Moment {
     leaf: u64,
     what: String,
     actor: String,
+    signer: String,
     when: String,
     time: String,
     event_id: String,
@@ -64,6 +65,7 @@ pub(crate) async fn page(
                 leaf: h.leaf_index,
                 what: text::event_label(&h.kind),
                 actor: h.actor,
+                signer: h.signer,
                 when: text::when(&h.time),
                 time: h.time,
                 event_id: h.event_id,

@@ -165,6 +165,7 @@ struct Report {
     json: String,
     proofs: String,
     explorer: String,
+    graph: String,
 }
 
 /// `GET /impact?version=…&as_of=…`.
@@ -226,6 +227,7 @@ pub(crate) async fn page(
             checkpoint,
             csv: text::link("/impact.csv", &params),
             json: text::link("/impact.json", &params),
+            graph: text::link("/impact/graph.json", &params),
             proofs: text::link("/session/proofs/impact", &[("datasetVersion", &a.version)]),
             explorer: text::link(
                 "/lineage",
@@ -345,6 +347,17 @@ pub(crate) async fn json(
         "application/json",
         body,
     ))
+}
+
+/// `GET /impact/graph.json?…` (the page's parameters): the report, as the
+/// drawn graph is given it.
+pub(crate) async fn graph(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let (i, _) = impact(&web, &who, &asked(raw.as_deref())).await?;
+    Ok(axum::Json(crate::drawing::of_impact(&i)).into_response())
 }
 
 #[cfg(test)]

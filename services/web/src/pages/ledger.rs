@@ -1,5 +1,7 @@
-//! The ledger page (`/ledger`): its size and latest signed checkpoint, and
-//! how a partner mirrors and checks it; and the rejected log
+//! The ledger page (`/ledger`): its size and latest signed checkpoint, how
+//! a partner mirrors and checks it, and a live feed of the events the viewer
+//! may see (`/ledger/feed`: the API's `events` subscription for the
+//! session's token, as Server-Sent Events); and the rejected log
 //! (`/rejected`), every refused submission with the reason that names the
 //! problem.
 
@@ -22,6 +24,7 @@ struct LedgerPage {
     checkpoint: Checkpoint,
     origin: String,
     vkey: String,
+    feed_back: u64,
 }
 
 /// `GET /ledger`.
@@ -34,7 +37,67 @@ pub(crate) async fn page(State(web): State<Web>, who: SignedIn) -> Result<Respon
         origin: cp.note.lines().next().unwrap_or_default().to_string(),
         checkpoint: cp,
         vkey: web.api.node.ledger().verifier_key().to_string(),
+        feed_back: FEED_BACK,
     })
+}
+
+/// How many leaves back the live feed starts, so it opens with the recent
+/// past rather than empty.
+const FEED_BACK: u64 = 50;
+
+const FEED: &str = "subscription Feed($fromLeaf: Int) {
+  events(fromLeaf: $fromLeaf) { leafIndex kind actor time subject }
+}";
+
+/// `GET /ledger/feed`: the events the signed-in person may see, from a
+/// little before the latest leaf and then as they are sequenced, as
+/// Server-Sent Events (HTML Living Standard §9.2) named `ledger-event`, each
+/// a JSON object (leaf, what, subject, link, actor, time). A stream the API
+/// ends (a revoked token) ends with an `ledger-error` event naming why.
+pub(crate) async fn feed(
+    State(web): State<Web>,
+    who: SignedIn,
+    headers: axum::http::HeaderMap,
+) -> Result<impl axum::response::IntoResponse, WebError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    // A browser reconnecting sends the id of the last event it had (HTML
+    // §9.2.4 "Last-Event-ID"): it continues from the leaf after it.
+    let from = match headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(last) => last + 1,
+        None => web.api.node.ledger().size().saturating_sub(FEED_BACK),
+    };
+    let events = web
+        .api
+        .subscribe(&who.token, FEED, json!({ "fromLeaf": from }))?
+        .map(|delivery| {
+            let event = match delivery {
+                Ok(data) => {
+                    let e = &data["events"];
+                    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    let subject = s("subject");
+                    let leaf = e["leafIndex"].as_u64().unwrap_or_default();
+                    Event::default()
+                        .event("ledger-event")
+                        .id(leaf.to_string())
+                        .json_data(json!({
+                            "leaf": e["leafIndex"],
+                            "what": text::event_label(&s("kind")),
+                            "link": text::entity_link(&subject),
+                            "subject": subject,
+                            "actor": s("actor"),
+                            "time": text::when(&s("time")),
+                        }))
+                }
+                Err(e) => Ok(Event::default().event("ledger-error").data(e.to_string())),
+            };
+            event.map_err(|e| WebError::BadRequest(format!("an event could not be sent: {e}")))
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// Rejections per page.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{html, Chrome};
@@ -17,6 +17,7 @@ use crate::answers::{
     Checkpoint, CheckpointAtAnswer, Lineage, LineageAnswer, LineageEdge, LineageNode,
     CHECKPOINT_AT, LINEAGE,
 };
+use crate::drawing;
 use crate::session::SignedIn;
 use crate::text;
 use crate::{Web, WebError};
@@ -163,6 +164,8 @@ struct Shown {
     hops: Vec<HopGroup>,
     prov: String,
     proofs: String,
+    /// Where the drawn graph's data is.
+    graph: String,
 }
 
 /// Reads `as_of` from a form: empty is the latest.
@@ -228,23 +231,29 @@ pub(crate) async fn as_of(
     }
 }
 
-/// `GET /lineage?subject=…&direction=upstream|downstream&depth=…&as_of=…`.
-pub(crate) async fn page(
-    State(web): State<Web>,
-    who: SignedIn,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, WebError> {
-    let mut subject = String::new();
-    let mut upstream = true;
-    let mut depth = 3u32;
-    let mut as_of = String::new();
-    let mut when = String::new();
+/// What a lineage page or drawing asks for.
+struct Asked {
+    subject: String,
+    upstream: bool,
+    depth: u32,
+    as_of: String,
+    when: String,
+}
+
+fn asked(raw: Option<&str>) -> Result<Asked, WebError> {
+    let mut a = Asked {
+        subject: String::new(),
+        upstream: true,
+        depth: 3,
+        as_of: String::new(),
+        when: String::new(),
+    };
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "subject" => subject = v.trim().to_string(),
-            "direction" => upstream = v != "downstream",
+            "subject" => a.subject = v.trim().to_string(),
+            "direction" => a.upstream = v != "downstream",
             "depth" => {
-                depth = v
+                a.depth = v
                     .trim()
                     .parse::<u32>()
                     .ok()
@@ -255,68 +264,117 @@ pub(crate) async fn page(
                         ))
                     })?
             }
-            "as_of" => as_of = v.trim().to_string(),
-            "when" => when = v.trim().to_string(),
+            "as_of" => a.as_of = v.trim().to_string(),
+            "when" => a.when = v.trim().to_string(),
             _ => {}
         }
     }
-    let size = self::as_of(&web, &who, &as_of, &when).await?;
-    let answer = if subject.is_empty() {
+    Ok(a)
+}
+
+impl Asked {
+    fn direction(&self) -> &'static str {
+        if self.upstream {
+            "upstream"
+        } else {
+            "downstream"
+        }
+    }
+
+    /// This lineage's query string, for the links that fetch it again.
+    fn link(&self, path: &str) -> String {
+        let depth = self.depth.to_string();
+        text::link(
+            path,
+            &[
+                ("subject", &self.subject),
+                ("direction", self.direction()),
+                ("depth", &depth),
+                ("as_of", &self.as_of),
+                ("when", &self.when),
+            ],
+        )
+    }
+}
+
+/// The API's lineage answer for what was asked, and the tree size asked
+/// as of (None: the latest).
+async fn lineage(web: &Web, who: &SignedIn, a: &Asked) -> Result<(Lineage, Option<u64>), WebError> {
+    let size = self::as_of(web, who, &a.as_of, &a.when).await?;
+    let answer: LineageAnswer = web
+        .ask(
+            &who.viewer,
+            LINEAGE,
+            json!({
+                "subject": a.subject,
+                "direction": if a.upstream { "UPSTREAM" } else { "DOWNSTREAM" },
+                "depth": a.depth,
+                "asOf": size,
+            }),
+        )
+        .await?;
+    Ok((answer.lineage, size))
+}
+
+/// `GET /lineage?subject=…&direction=upstream|downstream&depth=…&as_of=…`.
+pub(crate) async fn page(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let a = asked(raw.as_deref())?;
+    let answer = if a.subject.is_empty() {
         None
     } else {
-        let lineage: LineageAnswer = web
-            .ask(
-                &who.viewer,
-                LINEAGE,
-                json!({
-                    "subject": subject,
-                    "direction": if upstream { "UPSTREAM" } else { "DOWNSTREAM" },
-                    "depth": depth,
-                    "asOf": size,
-                }),
-            )
-            .await?;
-        let l = lineage.lineage;
+        let (l, size) = lineage(&web, &who, &a).await?;
         let cp: CheckpointAtAnswer = web
             .ask(&who.viewer, CHECKPOINT_AT, json!({ "size": l.as_of }))
             .await?;
         let start = l.nodes.iter().find(|n| n.depth == 0);
-        let direction = if upstream { "upstream" } else { "downstream" };
-        let depth_s = depth.to_string();
+        let depth_s = a.depth.to_string();
+        let only = [
+            ("subject", a.subject.as_str()),
+            ("direction", a.direction()),
+            ("depth", depth_s.as_str()),
+        ];
         Some(Shown {
-            start_link: text::entity_link(&subject),
-            start_label: start.map_or(subject.clone(), |n| n.label.clone()),
+            start_link: text::entity_link(&a.subject),
+            start_label: start.map_or(a.subject.clone(), |n| n.label.clone()),
             total: text::count(l.nodes.len().saturating_sub(1) as u64),
             latest: size.is_none(),
-            hops: hop_groups(&l, upstream),
+            hops: hop_groups(&l, a.upstream),
             checkpoint: cp.checkpoint_at,
-            prov: text::link(
-                "/session/prov/lineage",
-                &[
-                    ("subject", &subject),
-                    ("direction", direction),
-                    ("depth", &depth_s),
-                ],
-            ),
-            proofs: text::link(
-                "/session/proofs/lineage",
-                &[
-                    ("subject", &subject),
-                    ("direction", direction),
-                    ("depth", &depth_s),
-                ],
-            ),
+            prov: text::link("/session/prov/lineage", &only),
+            proofs: text::link("/session/proofs/lineage", &only),
+            graph: a.link("/lineage/graph.json"),
         })
     };
     html(&LineagePage {
         chrome: Chrome::of(&who, "lineage"),
-        subject,
-        upstream,
-        depth,
-        as_of,
-        when,
+        subject: a.subject,
+        upstream: a.upstream,
+        depth: a.depth,
+        as_of: a.as_of,
+        when: a.when,
         answer,
     })
+}
+
+/// `GET /lineage/graph.json?…` (the page's parameters): the answer the
+/// page shows, as the drawn graph is given it.
+pub(crate) async fn graph(
+    State(web): State<Web>,
+    who: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let a = asked(raw.as_deref())?;
+    if a.subject.is_empty() {
+        return Err(WebError::BadRequest(
+            "name the entity whose lineage to draw".into(),
+        ));
+    }
+    let (l, _) = lineage(&web, &who, &a).await?;
+    Ok(axum::Json(drawing::of_lineage(&a.subject, &l)).into_response())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub(crate) mod history;
 pub(crate) mod impact;
 pub(crate) mod ledger;
 pub(crate) mod lineage;
+pub(crate) mod register;
 pub(crate) mod search;
 pub(crate) mod sign_in;
 
@@ -18,6 +19,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use tower::ServiceExt;
+
+use clew_events::proto::Role;
 
 use crate::session::SignedIn;
 use crate::text;
@@ -31,6 +34,12 @@ pub(crate) struct Chrome {
     pub csrf: String,
     /// The navigation entry of this page.
     pub here: &'static str,
+    /// Governance: reviews access requests.
+    pub reviews: bool,
+    /// Governance or admin: reads the rejected log.
+    pub reads_rejected: bool,
+    /// Whether anyone is signed in (the public pages are open to all).
+    pub signed_in: bool,
 }
 
 impl Chrome {
@@ -42,27 +51,49 @@ impl Chrome {
             .map(|r| text::role_label(r.as_str_name()))
             .collect();
         roles.sort();
+        // The same rules the API enforces on what these pages ask for; a
+        // link the role cannot open is not offered.
         Self {
             principal: who.viewer.principal.clone(),
             roles: roles.join(", "),
             csrf: who.csrf.clone(),
             here,
+            reviews: who.viewer.has(Role::Governance),
+            reads_rejected: who.viewer.has_any(&[Role::Governance, Role::Admin]),
+            signed_in: true,
         }
     }
 
-    /// The navigation: (path, label, whether it is this page).
+    /// The header of a public page seen by someone not signed in.
+    pub fn signed_out(here: &'static str) -> Self {
+        Self {
+            principal: String::new(),
+            roles: String::new(),
+            csrf: String::new(),
+            here,
+            reviews: false,
+            reads_rejected: false,
+            signed_in: false,
+        }
+    }
+
+    /// The navigation: (path, label, whether it is this page), only what
+    /// the signed-in person may open.
     pub fn nav(&self) -> Vec<(&'static str, &'static str, bool)> {
         [
-            ("/", "Search", "search"),
-            ("/lineage", "Lineage", "lineage"),
-            ("/impact", "Impact", "impact"),
-            ("/access", "Access requests", "access"),
-            ("/rejected", "Rejected", "rejected"),
-            ("/ledger", "Ledger", "ledger"),
-            ("/graphql", "GraphiQL", "graphiql"),
+            ("/", "Search", "search", self.signed_in),
+            ("/lineage", "Lineage", "lineage", self.signed_in),
+            ("/impact", "Impact", "impact", self.signed_in),
+            ("/access", "Access requests", "access", self.signed_in),
+            ("/access/review", "Review queue", "review", self.reviews),
+            ("/data-use-register", "Data uses", "data-uses", true),
+            ("/rejected", "Rejected", "rejected", self.reads_rejected),
+            ("/ledger", "Ledger", "ledger", self.signed_in),
+            ("/graphql", "GraphiQL", "graphiql", self.signed_in),
         ]
         .into_iter()
-        .map(|(path, label, key)| (path, label, key == self.here))
+        .filter(|(.., shown)| *shown)
+        .map(|(path, label, key, _)| (path, label, key == self.here))
         .collect()
     }
 }
@@ -102,6 +133,27 @@ pub(crate) fn error_page(e: &WebError) -> Response {
         .render()
         .unwrap_or_else(|_| format!("{} {}", status.as_u16(), page.reason));
     (status, Html(body)).into_response()
+}
+
+/// A path nothing answers: a page saying so to a browser, the API's own
+/// JSON 404 to any other client.
+pub(crate) async fn not_found(api_routes: axum::Router, req: Request) -> Response {
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if !browser {
+        return api_routes
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|never| match never {});
+    }
+    let e = WebError::Api(clew_api::ApiError::NotFound(format!(
+        "there is no page at {}; search the catalogue from the first page",
+        req.uri().path()
+    )));
+    crate::protect(error_page(&e)).await
 }
 
 /// API routes a page may reach with its session (`GET /session/<route>`):
@@ -177,12 +229,14 @@ impl Web {
 }
 
 /// The static assets, compiled into the binary: Clew's own script and
-/// style, and the vendored npm code the evidence panel imports
+/// style, and the vendored npm code the evidence panel, the drawn graphs
+/// and GraphiQL import
 /// (`assets/vendor/LICENSES.md`).
 const ASSETS: &[(&str, &str)] = &[
     ("clew.css", include_str!("../../assets/clew.css")),
     ("clew.js", include_str!("../../assets/clew.js")),
     ("evidence.js", include_str!("../../assets/evidence.js")),
+    ("graph.js", include_str!("../../assets/graph.js")),
     (
         "graphiql-start.js",
         include_str!("../../assets/graphiql-start.js"),
@@ -202,6 +256,10 @@ const ASSETS: &[(&str, &str)] = &[
     (
         "vendor/react-dom/umd/react-dom.production.min.js",
         include_str!("../../assets/vendor/react-dom/umd/react-dom.production.min.js"),
+    ),
+    (
+        "vendor/@dagrejs/dagre/dist/dagre.esm.js",
+        include_str!("../../assets/vendor/@dagrejs/dagre/dist/dagre.esm.js"),
     ),
     (
         "vendor/@noble/ed25519/index.js",
