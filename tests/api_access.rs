@@ -38,7 +38,7 @@ const EVERYONE: [Who; 6] = [
 const TRUSTS: [(&str, &str); 5] = [
     ("northgate", "Northgate"),
     ("riverside", "Riverside"),
-    ("st-aldhelm", "St"),
+    ("st-aldhelm", "St Aldhelm's"),
     ("moorland", "Moorland"),
     ("harbourside", "Harbourside"),
 ];

@@ -52,8 +52,10 @@ const FEED: &str = "subscription Feed($fromLeaf: Int) {
 /// `GET /ledger/feed`: the events the signed-in person may see, from a
 /// little before the latest leaf and then as they are sequenced, as
 /// Server-Sent Events (HTML Living Standard §9.2) named `ledger-event`, each
-/// a JSON object (leaf, what, subject, link, actor, time). A stream the API
-/// ends (a revoked token) ends with an `ledger-error` event naming why.
+/// a JSON object (leaf, what, subject, link, actor, time); an error the API
+/// reports is sent as a `ledger-error` event naming it. Once the token is
+/// revoked (or the session ends) the stream ends and the browser's
+/// reconnection is refused like any page, so the feed closes.
 pub(crate) async fn feed(
     State(web): State<Web>,
     who: SignedIn,
