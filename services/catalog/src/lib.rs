@@ -164,7 +164,12 @@ impl Catalog {
                 applied,
                 "search index is not at the projected state; rebuilding its documents"
             );
+            let started = std::time::Instant::now();
             catalog.reindex_documents()?;
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "search index rebuilt from the catalogue"
+            );
         }
         Ok(catalog)
     }
@@ -467,5 +472,17 @@ impl Catalog {
     /// Searches dataset versions and model versions.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, CatalogError> {
         self.search.search(request)
+    }
+
+    /// The peer a benchmark holds [`Catalog::search`] against: the same
+    /// query with tantivy's fast-field terms aggregations
+    /// ([`SearchIndex::search_by_aggregation`]): total, top documents' count
+    /// and facet counts.
+    pub fn search_by_aggregation(
+        &self,
+        request: &SearchRequest,
+    ) -> Result<(usize, usize, FacetCounts), CatalogError> {
+        let (total, top, facets) = self.search.search_by_aggregation(request)?;
+        Ok((total, top.len(), facets))
     }
 }

@@ -399,6 +399,10 @@ impl SearchIndex {
                         facets.push(("year", y.to_string()));
                     }
                 }
+                // Each value once per document (a version scanned on two
+                // models of one maker is one SIEMENS result, not two).
+                facets.sort();
+                facets.dedup();
                 for (name, value) in &facets {
                     add_facet(&mut d, f, name, value);
                 }
@@ -484,25 +488,17 @@ impl SearchIndex {
         Some(d)
     }
 
-    /// Runs a search.
-    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse, CatalogError> {
+    /// The query of a search: its text, the caller's visibility, facet
+    /// filters, ranges and the cursor's pinned view; and whether it has text.
+    fn query(
+        &self,
+        req: &SearchRequest,
+        searcher: &tantivy::Searcher,
+        cursor: &Cursor,
+    ) -> Result<(Box<dyn Query>, bool), CatalogError> {
         let f = &self.fields;
-        let searcher = self.reader.searcher();
-        let limit = if req.limit == 0 {
-            20
-        } else {
-            req.limit.min(MAX_LIMIT)
-        };
-        let cursor: Cursor = match &req.cursor {
-            Some(c) => Cursor::decode(c)?,
-            None => Cursor {
-                before_leaf: u64::MAX,
-                offset: 0,
-            },
-        };
-
         let mut must: Vec<Box<dyn Query>> = Vec::new();
-        let text = self.text_query(&req.text, &searcher)?;
+        let text = self.text_query(&req.text, searcher)?;
         let has_text = text.is_some();
         must.push(text.unwrap_or_else(|| Box::new(AllQuery)));
         // Visibility first: nothing below can count what the caller may not see.
@@ -524,17 +520,16 @@ impl SearchIndex {
                     values.len()
                 )));
             }
-            let any: Vec<(Occur, Box<dyn Query>)> =
-                facet_values_matching(&searcher, field, values)?
-                    .into_iter()
-                    .map(|facet| {
-                        let q: Box<dyn Query> = Box::new(TermQuery::new(
-                            Term::from_facet(field, &facet),
-                            IndexRecordOption::Basic,
-                        ));
-                        (Occur::Should, q)
-                    })
-                    .collect();
+            let any: Vec<(Occur, Box<dyn Query>)> = facet_values_matching(searcher, field, values)?
+                .into_iter()
+                .map(|facet| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_facet(field, &facet),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Should, q)
+                })
+                .collect();
             if !any.is_empty() {
                 must.push(Box::new(BooleanQuery::new(any)));
             }
@@ -580,6 +575,90 @@ impl SearchIndex {
         let query: Box<dyn Query> = Box::new(BooleanQuery::new(
             must.into_iter().map(|q| (Occur::Must, q)).collect(),
         ));
+        Ok((query, has_text))
+    }
+
+    /// The same search done the way tantivy recommends for faceted search:
+    /// one pass over the matches with a fast-field terms aggregation per
+    /// facet beside the top documents and the count — no facet collectors,
+    /// no snippets, no stored fields read. Not served: it is the peer
+    /// `clew-bench catalog` holds [`SearchIndex::search`] against, and a
+    /// test checks both count the same.
+    pub fn search_by_aggregation(
+        &self,
+        req: &SearchRequest,
+    ) -> Result<(usize, Vec<DocAddress>, FacetCounts), CatalogError> {
+        use tantivy::aggregation::agg_req::Aggregations;
+        use tantivy::aggregation::agg_result::{AggregationResult, BucketResult};
+        use tantivy::aggregation::{AggregationCollector, Key};
+        let searcher = self.reader.searcher();
+        let cursor = Cursor {
+            before_leaf: u64::MAX,
+            offset: 0,
+        };
+        let (query, _) = self.query(req, &searcher, &cursor)?;
+        let limit = if req.limit == 0 {
+            20
+        } else {
+            req.limit.min(MAX_LIMIT)
+        };
+        let aggs: Aggregations = serde_json::from_value(serde_json::Value::Object(
+            FACETS
+                .iter()
+                .map(|name| {
+                    (
+                        name.to_string(),
+                        serde_json::json!({ "terms": { "field": name, "size": 10_000 } }),
+                    )
+                })
+                .collect(),
+        ))
+        .map_err(|e| CatalogError::Corrupt(format!("facet aggregations: {e}")))?;
+        let collector = AggregationCollector::from_aggs(aggs, Default::default());
+        let (top, total, results) =
+            searcher.search(&*query, &(TopDocs::with_limit(limit), Count, collector))?;
+        let mut facets = FacetCounts::new();
+        for (name, result) in results.0 {
+            let AggregationResult::BucketResult(BucketResult::Terms { buckets, .. }) = result
+            else {
+                continue;
+            };
+            let mut values: Vec<(String, u64)> = buckets
+                .into_iter()
+                .filter_map(|b| match b.key {
+                    // A facet's column holds its encoded path: one level here.
+                    Key::Str(s) => Some((s.replace('\0', "/"), b.doc_count)),
+                    _ => None,
+                })
+                .collect();
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            facets.insert(name, values);
+        }
+        // Every facet is named, counted or not, as `search` names them.
+        for name in FACETS {
+            facets.entry(name.to_string()).or_default();
+        }
+        Ok((total, top.into_iter().map(|(_, a)| a).collect(), facets))
+    }
+
+    /// Runs a search.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse, CatalogError> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let limit = if req.limit == 0 {
+            20
+        } else {
+            req.limit.min(MAX_LIMIT)
+        };
+        let cursor: Cursor = match &req.cursor {
+            Some(c) => Cursor::decode(c)?,
+            None => Cursor {
+                before_leaf: u64::MAX,
+                offset: 0,
+            },
+        };
+
+        let (query, has_text) = self.query(req, &searcher, &cursor)?;
 
         let mut multi = MultiCollector::new();
         let count = multi.add_collector(Count);

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use clew_catalog::{Catalog, Direction, Range, Relation, SearchRequest, SortOrder, Visibility};
+use clew_catalog::{
+    Catalog, Direction, Range, Relation, SearchRequest, SortOrder, Visibility, FACETS,
+};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{sample, seal, ProducerKey};
 use clew_ledger::{BatchReceipt, Ledger, LedgerOptions, Submission};
@@ -992,4 +994,60 @@ fn a_person_is_found_by_name_and_a_scanner_by_maker_and_model() {
     req.filters
         .insert("manufacturer_model".into(), vec!["philips x".into()]);
     assert_eq!(hits(&c, req), vec!["dataset-version/ds-3@1"]);
+}
+
+#[test]
+fn facet_counts_equal_tantivys_terms_aggregations_over_the_same_query() {
+    let mut w = search_world();
+    // A version scanned on two models of one maker counts once for it.
+    let Body::DatasetVersionPublished(mut two) = version(
+        "ds-1",
+        "2",
+        &["ds-1@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20220101", "20221231"),
+        10,
+    ) else {
+        unreachable!()
+    };
+    if let Some(summary) = two.imaging_summary.as_mut() {
+        summary.manufacturers.push(proto::ManufacturerModel {
+            manufacturer: "SIEMENS".into(),
+            manufacturer_model_name: "Y".into(),
+        });
+    }
+    w.submit(vec![Body::DatasetVersionPublished(two)]);
+    let c = w.catalog("catalog");
+    let mut filtered = text("");
+    filtered
+        .filters
+        .insert("modality".into(), vec!["CT".into()]);
+    let mut granted = text("chest");
+    granted.visibility = Visibility {
+        all: false,
+        granted_datasets: vec!["ds-2".into()],
+    };
+    for req in [
+        text(""),
+        text("chest"),
+        filtered,
+        granted,
+        text("nothing-matches-this"),
+    ] {
+        let ours = c.search(&req).unwrap();
+        let (total, top, facets) = c.search_by_aggregation(&req).unwrap();
+        assert_eq!(ours.total, total, "{:?}", req.text);
+        assert_eq!(ours.hits.len(), top);
+        assert_eq!(ours.facets, facets, "{:?}", req.text);
+        assert_eq!(facets.len(), FACETS.len());
+    }
+    let all = c.search(&text("")).unwrap();
+    assert_eq!(
+        all.facets["manufacturer"][0],
+        ("SIEMENS".to_string(), 3),
+        "each result once: {:?}",
+        all.facets["manufacturer"]
+    );
 }
