@@ -249,6 +249,27 @@ pub(crate) struct LineageNode {
     pub reached_by: Option<String>,
 }
 
+impl LineageNode {
+    /// A node of `subject` at `depth`, labelled with its subject, nothing
+    /// else set (for the pages' unit tests).
+    #[cfg(test)]
+    pub(crate) fn plain(subject: &str, depth: u32) -> Self {
+        Self {
+            subject: subject.into(),
+            kind: crate::text::kind_of(subject).into(),
+            label: subject.into(),
+            depth,
+            status: None,
+            affected: false,
+            ended_leaf: None,
+            site: None,
+            owner: None,
+            reached_from: None,
+            reached_by: None,
+        }
+    }
+}
+
 #[derive(Deserialize, serde::Serialize, Clone)]
 pub(crate) struct LineageEdge {
     pub from: String,

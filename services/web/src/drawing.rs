@@ -132,17 +132,8 @@ mod tests {
 
     fn node(subject: &str, depth: u32) -> LineageNode {
         LineageNode {
-            subject: subject.into(),
-            kind: text::kind_of(subject).into(),
             label: format!("<b>{subject}</b>"),
-            depth,
-            status: None,
-            affected: false,
-            ended_leaf: None,
-            site: None,
-            owner: None,
-            reached_from: None,
-            reached_by: None,
+            ..LineageNode::plain(subject, depth)
         }
     }
 

@@ -376,17 +376,10 @@ mod tests {
 
     fn affected(subject: &str, from: Option<&str>, by: &str, depth: u32) -> LineageNode {
         LineageNode {
-            subject: subject.into(),
-            kind: subject.split('/').next().unwrap().into(),
-            label: subject.into(),
-            depth,
-            status: None,
             affected: true,
-            ended_leaf: None,
-            site: None,
-            owner: None,
             reached_from: from.map(str::to_string),
             reached_by: Some(by.into()),
+            ..LineageNode::plain(subject, depth)
         }
     }
 

@@ -382,19 +382,7 @@ mod tests {
     use super::*;
 
     fn node(subject: &str, depth: u32) -> LineageNode {
-        LineageNode {
-            subject: subject.into(),
-            kind: text::kind_of(subject).into(),
-            label: subject.into(),
-            depth,
-            status: None,
-            affected: false,
-            ended_leaf: None,
-            site: None,
-            owner: None,
-            reached_from: None,
-            reached_by: None,
-        }
+        LineageNode::plain(subject, depth)
     }
 
     #[test]
