@@ -156,8 +156,9 @@ pub struct CatalogBench {
     pub impact_nodes: u64,
     /// Peak resident memory of the serving process (catalogue open, queries run), MiB.
     pub serving_peak_rss_mib: f64,
-    /// The same searches done the way tantivy recommends (fast-field terms
-    /// aggregations in one pass, no snippets), median ms.
+    /// The same searches with their facets counted the way tantivy
+    /// recommends (fast-field terms aggregations in the same one pass, not a
+    /// collector per facet), median ms.
     pub search_by_aggregation_p50_ms: f64,
     /// The same 10-hop lineage subgraphs walked over an adjacency list in
     /// memory (interned ids), median ms.
@@ -326,19 +327,13 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
         let peer = catalog.search_by_aggregation(&req)?;
         by_aggregation.push(ms(t.elapsed()));
         ensure!(
-            peer.0 == r.total,
-            "the aggregations' total {} is not the search's {}",
-            peer.0,
-            r.total
+            peer == r,
+            "counted by aggregations, the search answered otherwise: {} / {} results, facets {:?} / {:?}",
+            peer.total,
+            r.total,
+            peer.facets,
+            r.facets
         );
-        for (name, values) in &r.facets {
-            ensure!(
-                peer.2.get(name) == Some(values),
-                "facet {name}: the aggregations counted {:?}, the search {:?}",
-                peer.2.get(name),
-                values
-            );
-        }
         std::hint::black_box((r, peer));
     }
 

@@ -475,14 +475,12 @@ impl Catalog {
     }
 
     /// The peer a benchmark holds [`Catalog::search`] against: the same
-    /// query with tantivy's fast-field terms aggregations
-    /// ([`SearchIndex::search_by_aggregation`]): total, top documents' count
-    /// and facet counts.
+    /// search with its facets counted by tantivy's fast-field terms
+    /// aggregations ([`SearchIndex::search_by_aggregation`]).
     pub fn search_by_aggregation(
         &self,
         request: &SearchRequest,
-    ) -> Result<(usize, usize, FacetCounts), CatalogError> {
-        let (total, top, facets) = self.search.search_by_aggregation(request)?;
-        Ok((total, top.len(), facets))
+    ) -> Result<SearchResponse, CatalogError> {
+        self.search.search_by_aggregation(request)
     }
 }

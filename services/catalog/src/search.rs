@@ -578,71 +578,29 @@ impl SearchIndex {
         Ok((query, has_text))
     }
 
-    /// The same search done the way tantivy recommends for faceted search:
-    /// one pass over the matches with a fast-field terms aggregation per
-    /// facet beside the top documents and the count — no facet collectors,
-    /// no snippets, no stored fields read. Not served: it is the peer
-    /// `clew-bench catalog` holds [`SearchIndex::search`] against, and a
-    /// test checks both count the same.
+    /// The same search with its facets counted the way tantivy recommends:
+    /// fast-field terms aggregations, one per facet, in the same single pass
+    /// as the top documents and the count, instead of one `FacetCollector`
+    /// per facet; the same query, hits, snippets and cursor. Not served: it
+    /// is the peer `clew-bench catalog` holds [`SearchIndex::search`]
+    /// against, and a test checks both answer the same.
     pub fn search_by_aggregation(
         &self,
         req: &SearchRequest,
-    ) -> Result<(usize, Vec<DocAddress>, FacetCounts), CatalogError> {
-        use tantivy::aggregation::agg_req::Aggregations;
-        use tantivy::aggregation::agg_result::{AggregationResult, BucketResult};
-        use tantivy::aggregation::{AggregationCollector, Key};
-        let searcher = self.reader.searcher();
-        let cursor = Cursor {
-            before_leaf: u64::MAX,
-            offset: 0,
-        };
-        let (query, _) = self.query(req, &searcher, &cursor)?;
-        let limit = if req.limit == 0 {
-            20
-        } else {
-            req.limit.min(MAX_LIMIT)
-        };
-        let aggs: Aggregations = serde_json::from_value(serde_json::Value::Object(
-            FACETS
-                .iter()
-                .map(|name| {
-                    (
-                        name.to_string(),
-                        serde_json::json!({ "terms": { "field": name, "size": 10_000 } }),
-                    )
-                })
-                .collect(),
-        ))
-        .map_err(|e| CatalogError::Corrupt(format!("facet aggregations: {e}")))?;
-        let collector = AggregationCollector::from_aggs(aggs, Default::default());
-        let (top, total, results) =
-            searcher.search(&*query, &(TopDocs::with_limit(limit), Count, collector))?;
-        let mut facets = FacetCounts::new();
-        for (name, result) in results.0 {
-            let AggregationResult::BucketResult(BucketResult::Terms { buckets, .. }) = result
-            else {
-                continue;
-            };
-            let mut values: Vec<(String, u64)> = buckets
-                .into_iter()
-                .filter_map(|b| match b.key {
-                    // A facet's column holds its encoded path: one level here.
-                    Key::Str(s) => Some((s.replace('\0', "/"), b.doc_count)),
-                    _ => None,
-                })
-                .collect();
-            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            facets.insert(name, values);
-        }
-        // Every facet is named, counted or not, as `search` names them.
-        for name in FACETS {
-            facets.entry(name.to_string()).or_default();
-        }
-        Ok((total, top.into_iter().map(|(_, a)| a).collect(), facets))
+    ) -> Result<SearchResponse, CatalogError> {
+        self.search_counting(req, Counting::Aggregations)
     }
 
     /// Runs a search.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse, CatalogError> {
+        self.search_counting(req, Counting::Collectors)
+    }
+
+    fn search_counting(
+        &self,
+        req: &SearchRequest,
+        counting: Counting,
+    ) -> Result<SearchResponse, CatalogError> {
         let f = &self.fields;
         let searcher = self.reader.searcher();
         let limit = if req.limit == 0 {
@@ -662,14 +620,7 @@ impl SearchIndex {
 
         let mut multi = MultiCollector::new();
         let count = multi.add_collector(Count);
-        let facet_handles: Vec<_> = FACETS
-            .iter()
-            .map(|name| {
-                let mut c = FacetCollector::for_field(*name);
-                c.add_facet("/");
-                (*name, multi.add_collector(c))
-            })
-            .collect();
+        let facet_handles = FacetHandles::add(counting, &mut multi)?;
         let top = TopDocs::with_limit(limit + 1).and_offset(cursor.offset);
         let (hits, total, facets): (Vec<(f32, DocAddress)>, usize, FacetCounts) = match req.sort {
             SortOrder::Relevance => {
@@ -688,7 +639,7 @@ impl SearchIndex {
                     .map(|((score, _), a)| (score, a))
                     .collect();
                 let total = count.extract(&mut fruits);
-                let facets = extract_facets(facet_handles, &mut fruits);
+                let facets = facet_handles.extract(&mut fruits);
                 (hits, total, facets)
             }
             SortOrder::Recency => {
@@ -700,7 +651,7 @@ impl SearchIndex {
                     .map(|(_, a)| (0.0f32, a))
                     .collect();
                 let total = count.extract(&mut fruits);
-                let facets = extract_facets(facet_handles, &mut fruits);
+                let facets = facet_handles.extract(&mut fruits);
                 (hits, total, facets)
             }
         };
@@ -946,6 +897,98 @@ fn range_f64(field: Field, min: Option<f64>, max: Option<f64>) -> Box<dyn Query>
         bound(min, |v| Term::from_field_f64(field, v)),
         bound(max, |v| Term::from_field_f64(field, v)),
     ))
+}
+
+/// How a search counts its facets.
+#[derive(Clone, Copy)]
+enum Counting {
+    /// One `FacetCollector` per facet (what Clew serves).
+    Collectors,
+    /// Fast-field terms aggregations, one per facet (tantivy's
+    /// recommendation; the benchmark's peer).
+    Aggregations,
+}
+
+enum FacetHandles {
+    Collectors(
+        Vec<(
+            &'static str,
+            tantivy::collector::FruitHandle<tantivy::collector::FacetCounts>,
+        )>,
+    ),
+    Aggregations(
+        tantivy::collector::FruitHandle<tantivy::aggregation::agg_result::AggregationResults>,
+    ),
+}
+
+impl FacetHandles {
+    /// Adds the collectors of `counting` to `multi`.
+    fn add(counting: Counting, multi: &mut MultiCollector<'_>) -> Result<Self, CatalogError> {
+        Ok(match counting {
+            Counting::Collectors => Self::Collectors(
+                FACETS
+                    .iter()
+                    .map(|name| {
+                        let mut c = FacetCollector::for_field(*name);
+                        c.add_facet("/");
+                        (*name, multi.add_collector(c))
+                    })
+                    .collect(),
+            ),
+            Counting::Aggregations => {
+                let aggs: tantivy::aggregation::agg_req::Aggregations =
+                    serde_json::from_value(serde_json::Value::Object(
+                        FACETS
+                            .iter()
+                            .map(|name| {
+                                (
+                                    name.to_string(),
+                                    serde_json::json!({ "terms": { "field": name, "size": 10_000 } }),
+                                )
+                            })
+                            .collect(),
+                    ))
+                    .map_err(|e| CatalogError::Corrupt(format!("facet aggregations: {e}")))?;
+                Self::Aggregations(multi.add_collector(
+                    tantivy::aggregation::AggregationCollector::from_aggs(aggs, Default::default()),
+                ))
+            }
+        })
+    }
+
+    /// The counts, every facet named (counted or not), each facet's values
+    /// by count, then name.
+    fn extract(self, fruits: &mut tantivy::collector::MultiFruit) -> FacetCounts {
+        use tantivy::aggregation::agg_result::{AggregationResult, BucketResult};
+        use tantivy::aggregation::Key;
+        match self {
+            Self::Collectors(handles) => extract_facets(handles, fruits),
+            Self::Aggregations(handle) => {
+                let mut facets = FacetCounts::new();
+                for (name, result) in handle.extract(fruits).0 {
+                    let AggregationResult::BucketResult(BucketResult::Terms { buckets, .. }) =
+                        result
+                    else {
+                        continue;
+                    };
+                    let mut values: Vec<(String, u64)> = buckets
+                        .into_iter()
+                        .filter_map(|b| match b.key {
+                            // A facet's column holds its encoded path: one level here.
+                            Key::Str(s) => Some((s, b.doc_count)),
+                            _ => None,
+                        })
+                        .collect();
+                    values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                    facets.insert(name, values);
+                }
+                for name in FACETS {
+                    facets.entry(name.to_string()).or_default();
+                }
+                facets
+            }
+        }
+    }
 }
 
 fn extract_facets(
