@@ -67,7 +67,7 @@ pub fn api(
     let manifest = clew_events::sample::manifest(1);
     let manifest_digest = data.manifest_store()?.put_blocking(manifest.into())?.digest;
 
-    let (mut child, base) = start_serve(exe, data.root(), &[], &[])?;
+    let (child, base) = start_serve(exe, data.root(), &[], &[])?;
     let admin = std::fs::read_to_string(data.root().join("admin.token"))?
         .trim()
         .to_string();
@@ -84,10 +84,7 @@ pub fn api(
         record_rate,
         manifest_digest,
     ));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    stop_serve(child);
     let mut r = result?;
     r.events = events;
     Ok(r)
@@ -156,6 +153,15 @@ pub(crate) fn start_serve(
             bail!("clew serve did not start")
         }
     }
+}
+
+/// Stops a server [`start_serve`] started (SIGTERM: a clean shutdown) and
+/// waits for it.
+pub(crate) fn stop_serve(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 /// Sequences the synthetic national catalogue into a fresh data directory

@@ -113,7 +113,7 @@ pub fn run(exe: &Path, runs_small: usize, runs_large: usize) -> Result<BlobBench
     let s3 = S3Server::start(&tmp.path().join("s3"));
     let env = s3.client_env();
     let data = tmp.path().join("data");
-    let (mut child, base) = crate::api::start_serve(
+    let (child, base) = crate::api::start_serve(
         exe,
         &data,
         &["--blob-store", "s3://clew/through-clew"],
@@ -222,10 +222,7 @@ pub fn run(exe: &Path, runs_small: usize, runs_large: usize) -> Result<BlobBench
         }
         anyhow::Ok(sizes)
     });
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    crate::api::stop_serve(child);
     let sizes = result?;
     let worst_ratio = sizes
         .iter()

@@ -165,7 +165,7 @@ pub fn web(
     exe: &std::path::Path,
 ) -> Result<WebBench> {
     let (_tmp, data, events) = crate::api::catalogue(datasets, keep)?;
-    let (mut child, base) = crate::api::start_serve(exe, data.root(), &[], &[])?;
+    let (child, base) = crate::api::start_serve(exe, data.root(), &[], &[])?;
     let token = std::fs::read_to_string(data.root().join("admin.token"))?
         .trim()
         .to_string();
@@ -173,10 +173,7 @@ pub fn web(
         .enable_all()
         .build()?;
     let result = rt.block_on(measure(&base, &token, requests, visits));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    crate::api::stop_serve(child);
     let mut r = result?;
     r.events = events;
     Ok(r)

@@ -971,7 +971,7 @@ impl FacetHandles {
                     else {
                         continue;
                     };
-                    let mut values: Vec<(String, u64)> = buckets
+                    let values: Vec<(String, u64)> = buckets
                         .into_iter()
                         .filter_map(|b| match b.key {
                             // A facet's column holds its encoded path: one level here.
@@ -979,8 +979,7 @@ impl FacetHandles {
                             _ => None,
                         })
                         .collect();
-                    values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                    facets.insert(name, values);
+                    facets.insert(name, by_count(values));
                 }
                 for name in FACETS {
                     facets.entry(name.to_string()).or_default();
@@ -989,6 +988,12 @@ impl FacetHandles {
             }
         }
     }
+}
+
+/// A facet's values by count, then name: the order answers list them in.
+fn by_count(mut values: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    values
 }
 
 fn extract_facets(
@@ -1001,7 +1006,7 @@ fn extract_facets(
     let mut out = FacetCounts::new();
     for (name, h) in handles {
         let counts = h.extract(fruits);
-        let mut values: Vec<(String, u64)> = counts
+        let values: Vec<(String, u64)> = counts
             .get("/")
             .map(|(facet, n)| {
                 (
@@ -1015,8 +1020,7 @@ fn extract_facets(
             })
             .filter(|(_, n)| *n > 0)
             .collect();
-        values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        out.insert(name.to_string(), values);
+        out.insert(name.to_string(), by_count(values));
     }
     out
 }

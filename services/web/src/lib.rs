@@ -139,18 +139,19 @@ pub(crate) struct Web {
 /// and for a path that is neither an HTML "not found" page to a browser
 /// (`Accept: text/html`) and the API's JSON 404 to anything else.
 pub fn site(api: AppState, config: WebConfig) -> Router {
+    // One API router: the pages' `/session/…` bridge, the merged routes and
+    // the JSON 404 all run it.
     let api_routes = clew_api::app(api.clone());
     let unknown = api_routes.clone();
-    router(api, config)
+    page_routes(api, config, api_routes.clone())
         .merge(api_routes)
         .fallback(move |req: axum::extract::Request| pages::not_found(unknown.clone(), req))
 }
 
-/// The pages, to be merged with the API's router (`clew_api::app`) on the
-/// same listener ([`site`] does).
-pub fn router(api: AppState, config: WebConfig) -> Router {
+/// The pages alone; `api_routes` is the API's router they reach in process.
+fn page_routes(api: AppState, config: WebConfig, api_routes: Router) -> Router {
     let web = Web {
-        api_routes: clew_api::app(api.clone()),
+        api_routes,
         api,
         sessions: Arc::new(session::Sessions::new(config.secure_cookies)),
         demo: Arc::new(config.demo_principals),
