@@ -165,6 +165,37 @@ pub struct CatalogBench {
     pub lineage_in_memory_p50_ms: f64,
     /// The impact subgraph (every downstream edge) walked in memory, median ms.
     pub impact_in_memory_ms: f64,
+    /// The catalogue's own walk for the 10-hop lineage (its resident graph,
+    /// before any node record is read), median ms.
+    pub lineage_walk_p50_ms: f64,
+    /// The catalogue's own walk for the impact answer, median ms.
+    pub impact_walk_ms: f64,
+    /// The 10-hop lineage walked over the whole graph held as adjacency
+    /// lists in memory, median ms.
+    pub lineage_whole_graph_p50_ms: f64,
+    /// The impact walked over the whole graph in memory, median ms.
+    pub impact_whole_graph_ms: f64,
+    /// Signed envelope bytes per event (what the stores are held against).
+    pub envelope_bytes_per_event: f64,
+    /// Ledger directory bytes on disk per event.
+    pub ledger_bytes_per_event: f64,
+    /// Catalogue state (sled) bytes on disk per event.
+    pub catalog_state_bytes_per_event: f64,
+    /// Search index bytes on disk per event.
+    pub search_bytes_per_event: f64,
+}
+
+/// Bytes a directory takes on disk (allocated blocks, so a sparse or
+/// preallocated file counts what it really holds).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 /// An adjacency list in memory over interned ids: the limit a walk over the
@@ -193,27 +224,84 @@ impl Adjacency {
 
     /// Breadth-first from `start`, at most `depth` hops: the nodes reached.
     fn walk(&self, start: u32, depth: u32) -> usize {
-        let mut seen = vec![false; self.next.len()];
-        seen[start as usize] = true;
-        let mut frontier = vec![start];
-        let mut reached = 1;
-        for _ in 0..depth {
-            let mut after = Vec::new();
-            for n in frontier {
-                for &m in &self.next[n as usize] {
-                    if !seen[m as usize] {
-                        seen[m as usize] = true;
-                        reached += 1;
-                        after.push(m);
-                    }
+        breadth_first(&self.next, start, depth, &mut vec![false; self.next.len()])
+    }
+}
+
+/// Breadth-first over `next` from `start`, at most `depth` hops, marking
+/// `seen` (all false on entry, as long as `next`): the nodes reached.
+fn breadth_first(next: &[Vec<u32>], start: u32, depth: u32, seen: &mut [bool]) -> usize {
+    seen[start as usize] = true;
+    let mut frontier = vec![start];
+    let mut reached = 1;
+    for _ in 0..depth {
+        let mut after = Vec::new();
+        for n in frontier {
+            for &m in &next[n as usize] {
+                if !seen[m as usize] {
+                    seen[m as usize] = true;
+                    reached += 1;
+                    after.push(m);
                 }
             }
-            if after.is_empty() {
-                break;
-            }
-            frontier = after;
         }
-        reached
+        if after.is_empty() {
+            break;
+        }
+        frontier = after;
+    }
+    reached
+}
+
+/// The whole lineage graph as adjacency lists in memory (interned ids, both
+/// ways): a walk over it costs what a walk over any resident graph of this
+/// size costs in memory latency, with nothing else in the way.
+struct WholeGraph {
+    ids: std::collections::HashMap<String, u32>,
+    up: Vec<Vec<u32>>,
+    down: Vec<Vec<u32>>,
+}
+
+impl WholeGraph {
+    fn id(&mut self, subject: &str) -> u32 {
+        if let Some(id) = self.ids.get(subject) {
+            return *id;
+        }
+        let id = self.up.len() as u32;
+        self.ids.insert(subject.to_string(), id);
+        self.up.push(Vec::new());
+        self.down.push(Vec::new());
+        id
+    }
+
+    /// Every node record of the catalogue, read once (untimed).
+    fn of(catalog: &clew_catalog::Catalog) -> Result<Self> {
+        let mut g = WholeGraph {
+            ids: Default::default(),
+            up: Vec::new(),
+            down: Vec::new(),
+        };
+        for node_type in [
+            "site",
+            "principal",
+            "dataset",
+            "dataset-version",
+            "transform",
+            "training-run",
+            "model-version",
+            "validation",
+            "deployment",
+        ] {
+            for n in catalog.nodes_of_type(node_type)? {
+                let from = g.id(&n.subject());
+                for e in &n.out {
+                    let to = g.id(&e.to);
+                    g.up[from as usize].push(to);
+                    g.down[to as usize].push(from);
+                }
+            }
+        }
+        Ok(g)
     }
 }
 
@@ -236,9 +324,12 @@ pub fn catalog(
     let total = scale.events();
     let pb = clew::progress_bar(total, "sequencing");
     let mut at = 0;
+    let mut envelope_bytes = 0u64;
     while at < total {
         let end = (at + 50_000).min(total);
-        sequence_all(&ledger, scale.envelopes(&p, at..end), at, 2048, &pb)?;
+        let envelopes = scale.envelopes(&p, at..end);
+        envelope_bytes += envelopes.iter().map(|e| e.len() as u64).sum::<u64>();
+        sequence_all(&ledger, envelopes, at, 2048, &pb)?;
         at = end;
     }
     pb.finish_and_clear();
@@ -257,6 +348,13 @@ pub fn catalog(
     let events = ledger.size();
     drop(catalog);
     drop(ledger);
+    let per_event = |bytes: u64| bytes as f64 / events as f64;
+    let stores = (
+        per_event(envelope_bytes),
+        per_event(disk_bytes(&dir.path().join("ledger"))),
+        per_event(disk_bytes(&catalog_dir.join("catalog.db"))),
+        per_event(disk_bytes(&catalog_dir.join("search"))),
+    );
 
     let out = std::process::Command::new(exe)
         .args(["catalog-serve", "--dir"])
@@ -279,6 +377,12 @@ pub fn catalog(
     r.nodes = 200 + 50 * datasets;
     r.reindex_s = reindex_s;
     r.projection_events_per_s = events as f64 / reindex_s;
+    (
+        r.envelope_bytes_per_event,
+        r.ledger_bytes_per_event,
+        r.catalog_state_bytes_per_event,
+        r.search_bytes_per_event,
+    ) = stores;
     Ok(r)
 }
 
@@ -338,9 +442,19 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     }
 
     let mut lineage = Vec::new();
+    let mut lineage_walk = Vec::new();
     let mut lineage_in_memory = Vec::new();
     for i in 0..1000u64 {
         let k = (i * 7_919) % runs;
+        let t = Instant::now();
+        let reach = catalog.reach(
+            &format!("deployment/dep-{k}"),
+            Direction::Upstream,
+            10,
+            None,
+            clew_catalog::Admit::All,
+        )?;
+        lineage_walk.push(ms(t.elapsed()));
         let t = Instant::now();
         let a = catalog.lineage(
             &format!("deployment/dep-{k}"),
@@ -360,16 +474,28 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
         let reached = adjacency.walk(start, 10);
         lineage_in_memory.push(ms(t.elapsed()));
         ensure!(
-            reached == a.nodes.len(),
-            "the in-memory walk reached {reached} nodes, the catalogue {}",
+            reached == a.nodes.len() && reach.len() == a.nodes.len(),
+            "the in-memory walk reached {reached} nodes, the catalogue's walk {}, its answer {}",
+            reach.len(),
             a.nodes.len()
         );
     }
 
     let mut impact = Vec::new();
+    let mut impact_walk = Vec::new();
     let mut impact_nodes = 0;
     let mut answer = None;
     for _ in 0..5 {
+        let t = Instant::now();
+        let reach = catalog.reach(
+            clew::synthetic::HUB,
+            Direction::Downstream,
+            u32::MAX,
+            None,
+            clew_catalog::Admit::All,
+        )?;
+        impact_walk.push(ms(t.elapsed()));
+        std::hint::black_box(&reach);
         let t = Instant::now();
         let a = catalog.impact(clew::synthetic::HUB, None)?;
         impact.push(ms(t.elapsed()));
@@ -407,6 +533,7 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
         }
     }
 
+    // Peak memory before the whole-graph peer below is built.
     let rss_kib = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -415,6 +542,40 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .unwrap_or(0.0);
+
+    // The same walks over the whole graph in memory: the latency floor of
+    // a walk over a resident graph this large.
+    let whole = WholeGraph::of(&catalog)?;
+    let mut seen = vec![false; whole.up.len()];
+    let mut lineage_whole = Vec::new();
+    for i in 0..1000u64 {
+        let k = (i * 7_919) % runs;
+        let start = *whole
+            .ids
+            .get(&format!("deployment/dep-{k}"))
+            .context("a deployment the catalogue has is not in the whole graph")?;
+        seen.iter_mut().for_each(|s| *s = false);
+        let t = Instant::now();
+        let reached = breadth_first(&whole.up, start, 10, &mut seen);
+        lineage_whole.push(ms(t.elapsed()));
+        std::hint::black_box(reached);
+    }
+    let mut impact_whole = Vec::new();
+    let hub = *whole
+        .ids
+        .get(clew::synthetic::HUB)
+        .context("the hub is not in the whole graph")?;
+    for _ in 0..5 {
+        seen.iter_mut().for_each(|s| *s = false);
+        let t = Instant::now();
+        let reached = breadth_first(&whole.down, hub, u32::MAX, &mut seen);
+        impact_whole.push(ms(t.elapsed()));
+        ensure!(
+            reached == impact_nodes as usize + 1,
+            "the whole-graph walk reached {reached} nodes, the catalogue {}",
+            impact_nodes + 1
+        );
+    }
     Ok(CatalogBench {
         search_p50_ms: pct(&mut search, 0.5),
         search_p99_ms: pct(&mut search, 0.99),
@@ -430,6 +591,10 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
         } else {
             pct(&mut impact_in_memory, 0.5)
         },
+        lineage_walk_p50_ms: pct(&mut lineage_walk, 0.5),
+        impact_walk_ms: pct(&mut impact_walk, 0.5),
+        lineage_whole_graph_p50_ms: pct(&mut lineage_whole, 0.5),
+        impact_whole_graph_ms: pct(&mut impact_whole, 0.5),
         ..Default::default()
     })
 }

@@ -1,10 +1,11 @@
 //! The lineage graph's records and their sled keys.
 //!
 //! Nodes are keyed by subject (`dataset-version/ds-1@2.0`). Every edge is
-//! stored twice — inside its source node for upstream walks and as a key
-//! under its target (`i`) for downstream walks — and every node, edge, withdrawal and
-//! status change carries the leaf index that made it, so "as of tree size N"
-//! is a filter over the same records.
+//! stored inside its source node, and the graph's shape (subjects, created
+//! leaves, edges) once more as a compact walk record from which the resident
+//! [`crate::adjacency::LineageIndex`] is built. Every node, edge, withdrawal
+//! and status change carries the leaf index that made it, so "as of tree
+//! size N" is a filter over the same records.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +44,11 @@ impl Relation {
         }
     }
 
-    fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         *self as u8
     }
 
-    fn from_code(c: u8) -> Option<Self> {
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
         use Relation::*;
         [
             Used,
@@ -179,16 +180,6 @@ impl NodeRecord {
     }
 }
 
-/// An edge as stored (the endpoints are in the key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeRecord {
-    /// Leaf that created it.
-    pub created_leaf: u64,
-    /// Role of a training input (`train` / `validation` / `test`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-}
-
 /// An edge with its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct Edge {
@@ -206,12 +197,13 @@ pub struct Edge {
 
 /// Storage keys.
 pub(crate) mod keys {
-    use super::Relation;
-
     pub const APPLIED: &[u8] = b"mapplied";
     /// The applied size at which the search documents last changed: the
     /// search index is current when its commit payload equals this.
     pub const SEARCH_AT: &[u8] = b"msearch-at";
+    /// The storage format of the state (absent: format 1, before walk
+    /// records).
+    pub const FORMAT: &[u8] = b"mformat";
 
     pub fn node(subject: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(subject.len() + 1);
@@ -220,38 +212,13 @@ pub(crate) mod keys {
         k
     }
 
-    fn edge(prefix: u8, a: &str, relation: Relation, b: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(a.len() + b.len() + 4);
-        k.push(prefix);
-        k.extend_from_slice(a.as_bytes());
-        k.push(0);
-        k.push(relation.code());
-        k.extend_from_slice(b.as_bytes());
-        k
-    }
+    /// Where format 1 kept each edge a second time, under its target
+    /// (`i` to 0 relation from); format 2 keeps none, and the upgrade
+    /// deletes them.
+    pub const FORMAT_1_IN_EDGES: &[u8] = b"i";
 
-    /// Edge under its target: `i` to 0 rel from.
-    pub fn in_edge(to: &str, relation: Relation, from: &str) -> Vec<u8> {
-        edge(b'i', to, relation, from)
-    }
-
-    /// Prefix of all in-edges of a node.
-    pub fn in_edges_of(subject: &str) -> Vec<u8> {
-        let mut k = vec![b'i'];
-        k.extend_from_slice(subject.as_bytes());
-        k.push(0);
-        k
-    }
-
-    /// Splits an edge key into (relation, other end), given its prefix length.
-    pub fn split_edge(key: &[u8], prefix_len: usize) -> Option<(Relation, String)> {
-        let rest = key.get(prefix_len..)?;
-        let (&code, other) = rest.split_first()?;
-        Some((
-            Relation::from_code(code)?,
-            String::from_utf8(other.to_vec()).ok()?,
-        ))
-    }
+    /// Prefix of the walk records ([`crate::adjacency::WalkRecord`]).
+    pub const WALKS: &[u8] = b"w";
 
     /// History entry of a subject at a leaf.
     pub fn history(subject: &str, leaf: u64) -> Vec<u8> {

@@ -3,10 +3,14 @@
 //! The catalogue holds nothing the ledger does not. It reads sequenced leaves
 //! in order and turns each event into:
 //!
-//! - **entity state and the lineage graph** (sled): a node per entity, W3C PROV
-//!   edges stored under both endpoints, per-entity history, access grants;
-//!   every node and edge records the leaf that created it (and the leaf that
-//!   withdrew or retired it), so "as of tree size N" is a filter;
+//! - **entity state and the lineage graph** (sled): a node per entity with
+//!   its W3C PROV edges, per-entity history, access grants; every node and
+//!   edge records the leaf that created it (and the leaf that withdrew or
+//!   retired it), so "as of tree size N" is a filter;
+//! - **the graph's shape in memory** ([`adjacency`]): subjects interned to
+//!   numbers with their edges both ways, built at open from compact walk
+//!   records and grown as leaves are applied; walks run over it and read
+//!   node records only for the nodes they reached;
 //! - **a search index** (tantivy) over dataset versions and model versions,
 //!   with facets, ranges, typo tolerance, phrases and snippets.
 //!
@@ -30,11 +34,13 @@
 //! one of its inputs.
 
 mod access;
+mod adjacency;
 mod graph;
 mod lineage;
 mod project;
 mod search;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clew_ledger::Ledger;
@@ -43,14 +49,19 @@ use thiserror::Error;
 
 pub use access::Spell;
 pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
-pub use lineage::{admit_all, Admit, Direction, ImpactAnswer, LineageAnswer, NodeView};
+pub use lineage::{Admit, Direction, ImpactAnswer, LineageAnswer, NodeView, Reach};
 pub use search::{
     FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,
     Visibility, FACETS,
 };
 
+use adjacency::{LineageIndex, WalkRecord};
 use graph::keys;
 use project::Pending;
+
+/// The state's storage format: 2 adds walk records and drops the in-edge
+/// keys of format 1.
+const FORMAT: u8 = 2;
 
 /// Default sled page cache of a catalogue.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -107,6 +118,7 @@ pub struct Catalog {
     db: sled::Db,
     tree: sled::Tree,
     search: SearchIndex,
+    graph: std::sync::RwLock<LineageIndex>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -150,8 +162,11 @@ impl Catalog {
             db,
             tree,
             search,
+            graph: Default::default(),
         };
         let applied = catalog.applied()?;
+        catalog.upgrade_format()?;
+        catalog.load_graph(applied)?;
         // Batches that touch no search document commit nothing to the index,
         // so the index is current when it is at the last batch that did.
         let search_at = catalog
@@ -200,10 +215,6 @@ impl Catalog {
         let catalog = Self::open_with_cache(dir, cache_bytes)?;
         catalog.catch_up(ledger, progress)?;
         Ok(catalog)
-    }
-
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
     }
 
     /// Number of ledger leaves applied (the next leaf to apply).
@@ -292,7 +303,6 @@ impl Catalog {
         if skip >= leaves.len() {
             return Ok(());
         }
-        let mut pending = Pending::new(&self.tree);
         // Decoding is independent per leaf: do it on every core.
         let opened: Vec<_> = leaves[skip..]
             .par_iter()
@@ -304,16 +314,29 @@ impl Catalog {
                 })
             })
             .collect::<Result<_, _>>()?;
+        // Only this method writes the graph, and it is not run twice at
+        // once (the catalogue has one projector), so the graph read here is
+        // still current when the chunk's walks are added below.
+        let graph = self.graph_read();
+        let mut pending = Pending::projecting(&self.tree, &graph);
         for (leaf, o) in &opened {
             project::apply(&mut pending, *leaf, o)?;
         }
+        let walks = std::mem::take(&mut pending.walks);
+        for (key, walk) in &walks {
+            pending.writes.insert(key.clone(), walk.value());
+        }
+        let writes = std::mem::take(&mut pending.writes);
+        let touched = std::mem::take(&mut pending.touched);
+        drop(pending);
+        drop(graph);
         let new_applied = first + leaves.len() as u64;
         let mut batch = sled::Batch::default();
-        for (k, v) in std::mem::take(&mut pending.writes) {
+        for (k, v) in writes {
             batch.insert(k, v);
         }
         batch.insert(keys::APPLIED, &new_applied.to_be_bytes());
-        let touches_search = !pending.touched.is_empty();
+        let touches_search = !touched.is_empty();
         if touches_search {
             // The index is current only once it has caught up to here.
             batch.insert(keys::SEARCH_AT, &new_applied.to_be_bytes());
@@ -321,8 +344,127 @@ impl Catalog {
         self.tree.apply_batch(batch)?;
         // Durable state first: the index never claims more than it.
         self.db.flush()?;
+        // Durable: walks may now see the chunk.
+        let mut graph = self.graph_write();
+        for walk in walks.values() {
+            graph.add(walk);
+        }
+        graph.applied = new_applied;
+        drop(graph);
         search.applied = new_applied;
-        search.subjects.extend(pending.touched.iter().cloned());
+        search.subjects.extend(touched);
+        Ok(())
+    }
+
+    fn graph_read(&self) -> std::sync::RwLockReadGuard<'_, LineageIndex> {
+        // A panic while adding walks leaves at worst a node without all its
+        // edges; nothing is gained by refusing every later walk.
+        self.graph.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn graph_write(&self) -> std::sync::RwLockWriteGuard<'_, LineageIndex> {
+        self.graph.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Upgrades state of an older format in place (see the crate docs).
+    fn upgrade_format(&self) -> Result<(), CatalogError> {
+        let format = self.tree.get(keys::FORMAT)?.map(|v| v.first().copied());
+        match format {
+            Some(Some(FORMAT)) => return Ok(()),
+            Some(other) => {
+                return Err(CatalogError::Corrupt(format!(
+                    "catalogue storage format {other:?} is not one this build reads (it reads {FORMAT}); run `clew reindex`"
+                )))
+            }
+            None if self.applied()? == 0 => {
+                self.tree.insert(keys::FORMAT, &[FORMAT])?;
+                return Ok(());
+            }
+            None => {}
+        }
+        let started = std::time::Instant::now();
+        tracing::warn!("catalogue storage is format 1; upgrading to format {FORMAT} in place");
+        /// The fields of a format-1 node record a walk needs.
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            node_type: String,
+            id: String,
+            created_leaf: u64,
+            #[serde(default)]
+            out: Vec<OutEdge>,
+        }
+        let mut batch = sled::Batch::default();
+        let mut nodes = 0u64;
+        for item in self.tree.scan_prefix(keys::node("")) {
+            let (k, v) = item?;
+            let shape: Shape = serde_json::from_slice(&v).map_err(|e| {
+                CatalogError::Corrupt(format!("node {}: {e}", String::from_utf8_lossy(&k[1..])))
+            })?;
+            // Its creation, then each later leaf that added edges to it.
+            let subject = format!("{}/{}", shape.node_type, shape.id);
+            let mut walks: BTreeMap<u64, WalkRecord> = BTreeMap::new();
+            walks.insert(
+                shape.created_leaf,
+                WalkRecord {
+                    subject: subject.clone(),
+                    leaf: shape.created_leaf,
+                    created: true,
+                    out: Vec::new(),
+                },
+            );
+            for e in shape.out {
+                walks
+                    .entry(e.created_leaf)
+                    .or_insert_with(|| WalkRecord {
+                        subject: subject.clone(),
+                        leaf: e.created_leaf,
+                        created: false,
+                        out: Vec::new(),
+                    })
+                    .out
+                    .push((e.relation, e.to, e.role));
+            }
+            for walk in walks.values() {
+                batch.insert(walk.key(), walk.value());
+            }
+            nodes += 1;
+        }
+        let mut edges = 0u64;
+        for item in self.tree.scan_prefix(keys::FORMAT_1_IN_EDGES) {
+            let (k, _) = item?;
+            batch.remove(k);
+            edges += 1;
+        }
+        batch.insert(keys::FORMAT, &[FORMAT]);
+        // One batch: a crash leaves format 1 whole, and the next open upgrades again.
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        tracing::info!(
+            nodes,
+            in_edge_keys_removed = edges,
+            seconds = started.elapsed().as_secs_f64(),
+            "catalogue storage upgraded to format {FORMAT}"
+        );
+        Ok(())
+    }
+
+    /// Builds the resident graph from the walk records.
+    fn load_graph(&self, applied: u64) -> Result<(), CatalogError> {
+        let started = std::time::Instant::now();
+        let mut graph = LineageIndex::default();
+        for item in self.tree.scan_prefix(keys::WALKS) {
+            let (k, v) = item?;
+            graph.add(&WalkRecord::decode(&k, &v)?);
+        }
+        graph.applied = applied;
+        graph.shrink_to_fit();
+        tracing::info!(
+            nodes = graph.len(),
+            mib = graph.approximate_bytes() >> 20,
+            seconds = started.elapsed().as_secs_f64(),
+            "lineage graph loaded"
+        );
+        *self.graph_write() = graph;
         Ok(())
     }
 

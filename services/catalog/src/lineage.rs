@@ -1,14 +1,14 @@
 //! Lineage queries: upstream / downstream to a depth, shortest path, and
 //! withdrawal impact — each optionally "as of" a tree size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{keys, Affect, Edge, NodeRecord};
-use crate::project::{in_edge_from, out_edge};
+use crate::adjacency::{LineageIndex, NodeId};
+use crate::graph::{Affect, Edge, NodeRecord};
 use crate::{Catalog, CatalogError};
 
 /// Which way to walk.
@@ -20,14 +20,62 @@ pub enum Direction {
     Downstream,
 }
 
-/// Which nodes a walk may enter: the viewer's visibility. A node it refuses
-/// is treated as absent — not shown, not crossed (a hidden entity is not a
-/// bridge), and as a start it answers exactly as a node that never existed.
-pub type Admit<'a> = &'a (dyn Fn(&NodeRecord) -> bool + Sync);
+/// Which nodes a walk may enter: the viewer's visibility. A node it
+/// refuses is treated as absent — not shown, not crossed (a hidden entity is
+/// not a bridge), and as a start it answers exactly as a node that never
+/// existed.
+#[derive(Clone, Copy)]
+pub enum Admit<'a> {
+    /// Every node (the ledger's own view, or a viewer who sees everything):
+    /// the walk asks nothing per node.
+    All,
+    /// The nodes whose subject (`<type>/<id>`) this admits.
+    Only(&'a (dyn Fn(&str) -> bool + Sync)),
+}
 
-/// Admits every node (the ledger's own view).
-pub fn admit_all(_: &NodeRecord) -> bool {
-    true
+impl Admit<'_> {
+    /// Whether the node is admitted; its subject is looked up only when
+    /// asked for.
+    fn admits<'s>(&self, subject: impl FnOnce() -> &'s str) -> bool {
+        match self {
+            Admit::All => true,
+            Admit::Only(f) => f(subject()),
+        }
+    }
+}
+
+/// Where a walk over the resident graph got to: the nodes reached (start
+/// first, then hop by hop in the order reached), the node and edge each was
+/// first reached through, and the edges between reached nodes. Node records
+/// are read only when an answer is made of it.
+#[derive(Debug)]
+pub struct Reach {
+    as_of: u64,
+    nodes: Vec<(NodeId, u32)>,
+    parents: Vec<Option<(NodeId, u32)>>,
+    edges: Vec<u32>,
+}
+
+impl Reach {
+    /// Nodes reached, the start included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true: a walk reaches at least its start.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Edges between the nodes reached.
+    pub fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// The tree size the walk was made over.
+    pub fn as_of(&self) -> u64 {
+        self.as_of
+    }
 }
 
 /// Nodes reached (with their depth), edges crossed, and for each node the
@@ -121,8 +169,11 @@ fn view(node: &NodeRecord, as_of: u64, depth: u32) -> NodeView {
 }
 
 impl Catalog {
+    /// The tree size an answer is for: `as_of` if given, at most what the
+    /// resident graph has absorbed (it is added to after sled, so it is
+    /// never ahead of the node records).
     fn as_of(&self, as_of: Option<u64>) -> Result<u64, CatalogError> {
-        let applied = self.applied()?;
+        let applied = self.graph_read().applied;
         Ok(as_of.map(|a| a.min(applied)).unwrap_or(applied))
     }
 
@@ -130,33 +181,67 @@ impl Catalog {
         Ok(self.node(subject)?.filter(|n| n.exists_at(as_of)))
     }
 
-    /// Edges of a node that existed in the tree of `as_of` leaves: what it
-    /// depends on (`out`, kept in the node) or what depends on it.
-    fn edges_at(
+    /// Walks the resident graph up or down from `start`, at most `max_depth`
+    /// hops, over the first `as_of` leaves (default: everything applied),
+    /// through the nodes `admit` lets in. This is the walk every lineage,
+    /// path and impact answer is made from, before any node record is read.
+    pub fn reach(
         &self,
-        node: &NodeRecord,
-        out: bool,
-        as_of: u64,
-    ) -> Result<Vec<Edge>, CatalogError> {
-        if out {
-            return Ok(node
-                .out
+        start: &str,
+        direction: Direction,
+        max_depth: u32,
+        as_of: Option<u64>,
+        admit: Admit<'_>,
+    ) -> Result<Reach, CatalogError> {
+        // One read of the lock (a second read while a writer waits would
+        // deadlock): the graph's own applied size bounds the answer.
+        let graph = self.graph_read();
+        let as_of = as_of.map_or(graph.applied, |a| a.min(graph.applied));
+        walk(&graph, start, direction, max_depth, as_of, admit)
+    }
+
+    /// Reads the node records of what a walk reached (in parallel: the
+    /// graph's lock is not held while sled is read).
+    fn answer_parts(&self, reach: &Reach) -> Result<Walk, CatalogError> {
+        let (subjects, edges, parents) = {
+            let graph = self.graph_read();
+            let subjects: Vec<String> = reach
+                .nodes
                 .iter()
-                .filter(|e| e.created_leaf < as_of)
-                .map(|e| out_edge(node, e))
-                .collect());
-        }
-        let subject = node.subject();
-        let prefix = keys::in_edges_of(&subject);
-        let mut edges = Vec::new();
-        for item in self.tree().scan_prefix(&prefix) {
-            let (k, v) = item?;
-            let e = in_edge_from(&k, &v, &subject, prefix.len())?;
-            if e.created_leaf < as_of {
-                edges.push(e);
-            }
-        }
-        Ok(edges)
+                .map(|(id, _)| graph.subject(*id).to_string())
+                .collect();
+            let edges: Vec<Edge> = reach.edges.iter().map(|&e| graph.edge(e)).collect();
+            let parents: HashMap<String, (String, Edge)> = reach
+                .nodes
+                .iter()
+                .zip(&reach.parents)
+                .filter_map(|((id, _), p)| {
+                    p.map(|(from, e)| {
+                        (
+                            graph.subject(*id).to_string(),
+                            (graph.subject(from).to_string(), graph.edge(e)),
+                        )
+                    })
+                })
+                .collect();
+            (subjects, edges, parents)
+        };
+        let records: Vec<NodeRecord> = subjects
+            .par_iter()
+            .map(|subject| {
+                self.node(subject)?.ok_or_else(|| {
+                    CatalogError::Corrupt(format!(
+                        "{subject} is in the lineage graph but has no node record"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let nodes = records
+            .into_iter()
+            .zip(&reach.nodes)
+            .map(|(n, (_, depth))| (n, *depth))
+            .collect();
+        Ok((nodes, edges, parents))
     }
 
     fn walk(
@@ -167,53 +252,8 @@ impl Catalog {
         as_of: u64,
         admit: Admit<'_>,
     ) -> Result<Walk, CatalogError> {
-        let first = self
-            .node_at(start, as_of)?
-            .filter(|n| admit(n))
-            .ok_or_else(|| CatalogError::NotFound(format!("no entity {start}")))?;
-        let out = direction == Direction::Upstream;
-        let mut nodes = vec![(first, 0)];
-        let mut edges = Vec::new();
-        let mut parent: HashMap<String, (String, Edge)> = HashMap::new();
-        let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
-        // Level by level; each level's edge scans and node reads run in
-        // parallel (order is kept, so answers are deterministic).
-        let mut frontier: Vec<usize> = vec![0];
-        let mut depth = 0;
-        while !frontier.is_empty() && depth < max_depth {
-            let expanded: Vec<Vec<Edge>> = frontier
-                .par_iter()
-                .map(|&i| self.edges_at(&nodes[i].0, out, as_of))
-                .collect::<Result<_, _>>()?;
-            let mut discovered: Vec<(String, String, Edge)> = Vec::new();
-            for (&i, level_edges) in frontier.iter().zip(expanded) {
-                let from = nodes[i].0.subject();
-                for e in level_edges {
-                    let next = if out { e.to.clone() } else { e.from.clone() };
-                    edges.push(e.clone());
-                    if seen.insert(next.clone()) {
-                        discovered.push((next, from.clone(), e));
-                    }
-                }
-            }
-            let fetched: Vec<Option<NodeRecord>> = discovered
-                .par_iter()
-                .map(|(next, _, _)| Ok(self.node_at(next, as_of)?.filter(|n| admit(n))))
-                .collect::<Result<_, CatalogError>>()?;
-            frontier.clear();
-            depth += 1;
-            for ((next, from, e), node) in discovered.into_iter().zip(fetched) {
-                if let Some(node) = node {
-                    parent.insert(next, (from, e));
-                    nodes.push((node, depth));
-                    frontier.push(nodes.len() - 1);
-                }
-            }
-        }
-        // Only edges between nodes reached: none leads to a refused node.
-        let reached: HashSet<String> = nodes.iter().map(|(n, _)| n.subject()).collect();
-        edges.retain(|e| reached.contains(&e.from) && reached.contains(&e.to));
-        Ok((nodes, edges, parent))
+        let reach = self.reach(start, direction, max_depth, Some(as_of), admit)?;
+        self.answer_parts(&reach)
     }
 
     /// Nodes and edges up or down from `start`, at most `depth` hops, over
@@ -225,7 +265,7 @@ impl Catalog {
         depth: u32,
         as_of: Option<u64>,
     ) -> Result<LineageAnswer, CatalogError> {
-        self.lineage_within(start, direction, depth, as_of, &admit_all)
+        self.lineage_within(start, direction, depth, as_of, Admit::All)
     }
 
     /// [`Catalog::lineage`] over the nodes `admit` lets in.
@@ -255,7 +295,7 @@ impl Catalog {
         to: &str,
         as_of: Option<u64>,
     ) -> Result<Option<LineageAnswer>, CatalogError> {
-        self.path_within(from, to, as_of, &admit_all)
+        self.path_within(from, to, as_of, Admit::All)
     }
 
     /// [`Catalog::path`] over the nodes `admit` lets in.
@@ -269,7 +309,7 @@ impl Catalog {
         let as_of = self.as_of(as_of)?;
         // No chain joins an entity that is absent (or refused): null, not an error.
         for end in [from, to] {
-            if self.node_at(end, as_of)?.filter(|n| admit(n)).is_none() {
+            if self.node_at(end, as_of)?.is_none() || !admit.admits(|| end) {
                 return Ok(None);
             }
         }
@@ -310,7 +350,7 @@ impl Catalog {
         dataset_version: &str,
         as_of: Option<u64>,
     ) -> Result<ImpactAnswer, CatalogError> {
-        self.impact_within(dataset_version, as_of, &admit_all)
+        self.impact_within(dataset_version, as_of, Admit::All)
     }
 
     /// [`Catalog::impact`] over the nodes `admit` lets in: what is reachable
@@ -392,5 +432,144 @@ impl Catalog {
             affected: views,
             live_deployments,
         })
+    }
+}
+
+/// Breadth-first over `graph` (see [`Catalog::reach`]). An edge counts when
+/// it was created within the first `as_of` leaves; the node at its other end
+/// is then there too (lineage only references what already exists), and a
+/// node is entered once, when first met, if it exists and is admitted.
+fn walk(
+    graph: &LineageIndex,
+    start: &str,
+    direction: Direction,
+    max_depth: u32,
+    as_of: u64,
+    admit: Admit<'_>,
+) -> Result<Reach, CatalogError> {
+    let first = graph
+        .id(start)
+        .filter(|&id| graph.exists_at(id, as_of) && admit.admits(|| start))
+        .ok_or_else(|| CatalogError::NotFound(format!("no entity {start}")))?;
+    let upstream = direction == Direction::Upstream;
+    // As of everything absorbed, every edge counts and every created node
+    // is there: the walk reads neither leaf.
+    let latest = as_of >= graph.applied;
+    let mut nodes = vec![(first, 0u32)];
+    let mut parents = vec![None];
+    let mut edges = Vec::new();
+    let mut seen = Visited::new(graph.len());
+    seen.insert(first);
+    // Whether a node met was not entered (absent or refused).
+    let mut refused = false;
+    let mut level = 0..1;
+    let mut depth = 0;
+    while !level.is_empty() && depth < max_depth {
+        depth += 1;
+        let end = nodes.len();
+        for i in level {
+            let at = nodes[i].0;
+            let mut cross = |next: NodeId, e: u32| {
+                if !latest && graph.slot(e).leaf >= as_of {
+                    return;
+                }
+                edges.push((e, next));
+                let there = if latest {
+                    graph.is_created(next)
+                } else {
+                    graph.exists_at(next, as_of)
+                };
+                if seen.insert(next) {
+                    if there && admit.admits(|| graph.subject(next)) {
+                        nodes.push((next, depth));
+                        parents.push(Some((at, e)));
+                    } else {
+                        refused = true;
+                    }
+                }
+            };
+            if upstream {
+                for e in graph.out_edges(at) {
+                    cross(graph.slot(e).to, e);
+                }
+            } else {
+                for &(from, e) in graph.in_edges(at) {
+                    cross(from, e);
+                }
+            }
+        }
+        level = end..nodes.len();
+    }
+    // Only edges between nodes reached: none leads to a node not entered
+    // (an edge is crossed only from a node entered).
+    if refused {
+        let reached: hashbrown::HashSet<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
+        edges.retain(|(_, next)| reached.contains(next));
+    }
+    let edges = edges.into_iter().map(|(e, _)| e).collect();
+    Ok(Reach {
+        as_of,
+        nodes,
+        parents,
+        edges,
+    })
+}
+
+/// The nodes a walk has met: a hash set while the walk is small, one bit per
+/// node of the graph once it is not (a big walk then costs no rehashing,
+/// and a small one never pays for a bitmap of the whole graph).
+enum Visited {
+    Few(hashbrown::HashSet<NodeId>, usize),
+    Many(Vec<u64>),
+}
+
+impl Visited {
+    /// Past this many nodes a walk switches to the bitmap.
+    const FEW: usize = 2048;
+
+    fn new(graph_len: usize) -> Self {
+        Visited::Few(hashbrown::HashSet::new(), graph_len)
+    }
+
+    /// Marks `id`; whether it was not marked before.
+    fn insert(&mut self, id: NodeId) -> bool {
+        match self {
+            Visited::Few(set, graph_len) => {
+                let new = set.insert(id);
+                if set.len() > Self::FEW {
+                    let mut bits = vec![0u64; graph_len.div_ceil(64)];
+                    for &n in set.iter() {
+                        bits[n as usize / 64] |= 1 << (n % 64);
+                    }
+                    *self = Visited::Many(bits);
+                }
+                new
+            }
+            Visited::Many(bits) => {
+                let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+                let new = bits[word] & bit == 0;
+                bits[word] |= bit;
+                new
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Visited;
+
+    #[test]
+    fn visited_answers_the_same_before_and_after_it_becomes_a_bitmap() {
+        let mut v = Visited::new(100_000);
+        for id in (0..10_000u32).map(|i| i * 7) {
+            assert!(v.insert(id), "{id} first time");
+            assert!(!v.insert(id), "{id} second time");
+        }
+        assert!(matches!(v, Visited::Many(_)));
+        for id in (0..10_000u32).map(|i| i * 7) {
+            assert!(!v.insert(id), "{id} after the switch");
+        }
+        assert!(v.insert(1) && v.insert(99_999) && !v.insert(99_999));
     }
 }

@@ -2,14 +2,15 @@
 //! graph and per-entity history. Writes go to a [`Pending`] overlay that the
 //! caller turns into one sled batch together with the applied-leaf marker.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use clew_events::proto::{self, event::Body};
 use clew_events::{subject_of, OpenedEnvelope};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::graph::{keys, Affect, Edge, EdgeRecord, HistoryEntry, NodeRecord, OutEdge, Relation};
+use crate::adjacency::{LineageIndex, WalkRecord};
+use crate::graph::{keys, Affect, HistoryEntry, NodeRecord, OutEdge, Relation};
 use crate::{access, CatalogError};
 
 /// Writes of a chunk of leaves, read through before sled.
@@ -18,14 +19,37 @@ pub(crate) struct Pending<'a> {
     pub writes: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Search documents to rebuild (subjects of dataset and model versions).
     pub touched: BTreeSet<String>,
+    /// The resident graph as of the chunk's start (projection only).
+    graph: Option<&'a LineageIndex>,
+    /// What this chunk does to the graph's shape, by walk key: written
+    /// with the chunk and added to the resident graph once it is durable.
+    pub walks: BTreeMap<Vec<u8>, WalkRecord>,
+    /// Per subject: whether this chunk created it and how many out-edges it
+    /// added to it.
+    staged: HashMap<String, (bool, usize)>,
+    /// What depends on each subject through edges this chunk adds.
+    staged_dependents: HashMap<String, Vec<String>>,
 }
 
 impl<'a> Pending<'a> {
+    /// An overlay for reading state.
     pub fn new(tree: &'a sled::Tree) -> Self {
         Self {
             tree,
             writes: BTreeMap::new(),
             touched: BTreeSet::new(),
+            graph: None,
+            walks: BTreeMap::new(),
+            staged: HashMap::new(),
+            staged_dependents: HashMap::new(),
+        }
+    }
+
+    /// An overlay for projecting a chunk onto `tree` and `graph`.
+    pub fn projecting(tree: &'a sled::Tree, graph: &'a LineageIndex) -> Self {
+        Self {
+            graph: Some(graph),
+            ..Self::new(tree)
         }
     }
 
@@ -41,10 +65,37 @@ impl<'a> Pending<'a> {
         }
     }
 
+    /// Stores a node, and in walk records what the graph does not know of
+    /// it yet: its creation and any out-edges added since.
     pub(crate) fn put_node(&mut self, node: &NodeRecord) {
         let subject = node.subject();
         if matches!(node.node_type.as_str(), "dataset-version" | "model-version") {
             self.touched.insert(subject.clone());
+        }
+        if let Some(graph) = self.graph {
+            let (mut created, mut out) = graph
+                .id(&subject)
+                .map(|id| (graph.created_leaf(id).is_some(), graph.out_count(id)))
+                .unwrap_or((false, 0));
+            if let Some((c, o)) = self.staged.get(&subject) {
+                created |= *c;
+                out += *o;
+            }
+            if !created {
+                self.walk(node.created_leaf, &subject).created = true;
+            }
+            for e in node.out.iter().skip(out) {
+                let to = (e.relation, e.to.clone(), e.role.clone());
+                self.walk(e.created_leaf, &subject).out.push(to);
+                self.staged_dependents
+                    .entry(e.to.clone())
+                    .or_default()
+                    .push(subject.clone());
+            }
+            let added = node.out.len().saturating_sub(out);
+            let staged = self.staged.entry(subject.clone()).or_default();
+            staged.0 = true;
+            staged.1 += added;
         }
         // Serialising a NodeRecord cannot fail.
         self.writes.insert(
@@ -53,8 +104,20 @@ impl<'a> Pending<'a> {
         );
     }
 
-    /// Records an edge `from -> to`: inside `from` (which the caller then
-    /// stores) and as an in-edge key under `to`.
+    /// The staged walk record of `subject` at `leaf`.
+    fn walk(&mut self, leaf: u64, subject: &str) -> &mut WalkRecord {
+        self.walks
+            .entry(WalkRecord::key_of(leaf, subject))
+            .or_insert_with(|| WalkRecord {
+                subject: subject.to_string(),
+                leaf,
+                created: false,
+                out: Vec::new(),
+            })
+    }
+
+    /// Records an edge `from -> to` inside `from` (which the caller then
+    /// stores, and with it the walk record that carries the edge).
     fn add_edge(
         &mut self,
         from: &mut NodeRecord,
@@ -63,14 +126,6 @@ impl<'a> Pending<'a> {
         role: Option<String>,
         leaf: u64,
     ) {
-        let record = EdgeRecord {
-            created_leaf: leaf,
-            role: role.clone(),
-        };
-        self.writes.insert(
-            keys::in_edge(to, relation, &from.subject()),
-            serde_json::to_vec(&record).unwrap_or_default(),
-        );
         from.out.push(OutEdge {
             relation,
             to: to.to_string(),
@@ -79,56 +134,21 @@ impl<'a> Pending<'a> {
         });
     }
 
-    /// Edges into `subject` (what depends on it), merging this chunk's writes
-    /// with the stored ones.
-    pub fn in_edges(&self, subject: &str) -> Result<Vec<Edge>, CatalogError> {
-        let prefix = keys::in_edges_of(subject);
-        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (k, v) = item?;
-            found.insert(k.to_vec(), v.to_vec());
+    /// Subjects that depend on `subject` through one edge: the resident
+    /// graph's and this chunk's.
+    pub fn dependents(&self, subject: &str) -> Vec<String> {
+        let mut out: Vec<String> = match self.graph.and_then(|g| Some((g, g.id(subject)?))) {
+            Some((g, id)) => g
+                .in_edges(id)
+                .iter()
+                .map(|&(from, _)| g.subject(from).to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(staged) = self.staged_dependents.get(subject) {
+            out.extend(staged.iter().cloned());
         }
-        for (k, v) in self.writes.range(prefix.clone()..) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            found.insert(k.clone(), v.clone());
-        }
-        found
-            .into_iter()
-            .map(|(k, v)| in_edge_from(&k, &v, subject, prefix.len()))
-            .collect()
-    }
-}
-
-/// Decodes an in-edge key (`i` to 0 relation from).
-pub(crate) fn in_edge_from(
-    key: &[u8],
-    value: &[u8],
-    subject: &str,
-    prefix_len: usize,
-) -> Result<Edge, CatalogError> {
-    let (relation, from) = keys::split_edge(key, prefix_len)
-        .ok_or_else(|| CatalogError::Corrupt("edge key".into()))?;
-    let record: EdgeRecord =
-        serde_json::from_slice(value).map_err(|e| CatalogError::Corrupt(format!("edge: {e}")))?;
-    Ok(Edge {
-        from,
-        to: subject.to_string(),
-        relation,
-        role: record.role,
-        created_leaf: record.created_leaf,
-    })
-}
-
-/// An out-edge of `node` as an answer edge.
-pub(crate) fn out_edge(node: &NodeRecord, e: &OutEdge) -> Edge {
-    Edge {
-        from: node.subject(),
-        to: e.to.clone(),
-        relation: e.relation,
-        role: e.role.clone(),
-        created_leaf: e.created_leaf,
+        out
     }
 }
 
@@ -514,15 +534,15 @@ fn mark_downstream_affected(
     let mut seen: HashSet<String> = HashSet::from([withdrawn.to_string()]);
     let mut queue: VecDeque<String> = VecDeque::from([withdrawn.to_string()]);
     while let Some(subject) = queue.pop_front() {
-        for edge in p.in_edges(&subject)? {
-            if seen.insert(edge.from.clone()) {
-                if let Some(mut node) = p.node(&edge.from)? {
+        for from in p.dependents(&subject) {
+            if seen.insert(from.clone()) {
+                if let Some(mut node) = p.node(&from)? {
                     if !node.affected_by.contains(&affect) {
                         node.affected_by.push(affect.clone());
                         p.put_node(&node);
                     }
                 }
-                queue.push_back(edge.from);
+                queue.push_back(from);
             }
         }
     }

@@ -1049,3 +1049,167 @@ fn a_search_answers_the_same_with_its_facets_counted_by_tantivys_terms_aggregati
         all.facets["manufacturer"]
     );
 }
+
+/// Rewrites a catalogue's state into format 1, the layout of every
+/// catalogue made before walk records: each edge kept a second time under
+/// its target (`i` to 0 relation-code from → `{"created_leaf":…,"role":…}`),
+/// no walk records (`w…`), no format marker.
+fn rewrite_as_format_1(dir: &std::path::Path) {
+    let db = sled::open(dir.join("catalog.db")).unwrap();
+    let tree = db.open_tree("catalog").unwrap();
+    let mut batch = sled::Batch::default();
+    let mut edges = 0;
+    for item in tree.scan_prefix(b"n") {
+        let (_, v) = item.unwrap();
+        let node: clew_catalog::NodeRecord = serde_json::from_slice(&v).unwrap();
+        for e in &node.out {
+            let mut k = vec![b'i'];
+            k.extend_from_slice(e.to.as_bytes());
+            k.push(0);
+            k.push(e.relation as u8);
+            k.extend_from_slice(node.subject().as_bytes());
+            let mut record = serde_json::json!({ "created_leaf": e.created_leaf });
+            if let Some(role) = &e.role {
+                record["role"] = role.clone().into();
+            }
+            batch.insert(k, serde_json::to_vec(&record).unwrap());
+            edges += 1;
+        }
+    }
+    let mut walks = 0;
+    for item in tree.scan_prefix(b"w") {
+        batch.remove(item.unwrap().0);
+        walks += 1;
+    }
+    batch.remove(&b"mformat"[..]);
+    tree.apply_batch(batch).unwrap();
+    db.flush().unwrap();
+    assert!(
+        edges > 3000 && walks > 3000,
+        "{edges} edges, {walks} walk records"
+    );
+}
+
+#[test]
+fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
+    let mut w = big_world();
+    let fresh = w.catalog("fresh");
+    let expected = fixed_answers(&fresh);
+    drop(fresh);
+    let dir = w.dir.path().join("fresh");
+    rewrite_as_format_1(&dir);
+
+    let upgraded = Catalog::open(&dir).unwrap();
+    assert_eq!(fixed_answers(&upgraded), expected);
+    drop(upgraded);
+    {
+        let db = sled::open(dir.join("catalog.db")).unwrap();
+        let tree = db.open_tree("catalog").unwrap();
+        assert_eq!(
+            tree.scan_prefix(b"i").count(),
+            0,
+            "format 1's in-edge keys remain"
+        );
+        assert!(tree.scan_prefix(b"w").count() > 3000);
+        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[2u8][..]));
+    }
+
+    // It goes on projecting after the upgrade, and walks see the new edges.
+    w.submit(vec![version(
+        "ds-a",
+        "9",
+        &["ds-a@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20200101", "20201231"),
+        5,
+    )]);
+    let reopened = w.catalog("fresh");
+    let down = reopened
+        .lineage("dataset-version/ds-a@1", Direction::Downstream, 1, None)
+        .unwrap();
+    assert!(subjects(&down).contains("dataset-version/ds-a@9"));
+    assert_eq!(
+        fixed_answers(&reopened),
+        fixed_answers(
+            &Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap()
+        )
+    );
+}
+
+#[test]
+fn a_catalogue_of_an_unknown_format_is_refused_with_what_to_do() {
+    let w = lineage_world();
+    drop(w.catalog("c"));
+    let dir = w.dir.path().join("c");
+    {
+        let db = sled::open(dir.join("catalog.db")).unwrap();
+        db.open_tree("catalog")
+            .unwrap()
+            .insert(b"mformat", &[9u8])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Catalog::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("format") && err.contains("clew reindex"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_node_the_gate_refuses_is_neither_shown_nor_crossed() {
+    let w = lineage_world();
+    let c = w.catalog("c");
+    let hide = |s: &str| s != "dataset-version/ds-a@2";
+    let gate = clew_catalog::Admit::Only(&hide);
+    let all = c
+        .lineage("dataset-version/ds-a@1", Direction::Downstream, 10, None)
+        .unwrap();
+    assert!(subjects(&all).contains("dataset-version/ds-a@3"));
+    let gated = c
+        .lineage_within(
+            "dataset-version/ds-a@1",
+            Direction::Downstream,
+            10,
+            None,
+            gate,
+        )
+        .unwrap();
+    // ds-a@3 and everything after it is reached only through ds-a@2.
+    assert_eq!(
+        subjects(&gated),
+        set(&["dataset-version/ds-a@1", "transform/tf-deid"])
+    );
+    assert!(gated
+        .edges
+        .iter()
+        .all(|e| e.from != "dataset-version/ds-a@2" && e.to != "dataset-version/ds-a@2"));
+    let reach = c
+        .reach(
+            "dataset-version/ds-a@1",
+            Direction::Downstream,
+            10,
+            None,
+            gate,
+        )
+        .unwrap();
+    assert_eq!((reach.len(), reach.edge_count()), (2, 1));
+    // Refused as a start: exactly as if it did not exist.
+    let hidden = c
+        .lineage_within("dataset-version/ds-a@2", Direction::Upstream, 1, None, gate)
+        .unwrap_err()
+        .to_string();
+    let absent = c
+        .lineage("dataset-version/ds-a@99", Direction::Upstream, 1, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        hidden.replace("ds-a@2", "X"),
+        absent.replace("ds-a@99", "X")
+    );
+    assert!(c
+        .impact_within("dataset-version/ds-a@2", None, gate)
+        .is_err());
+}

@@ -8,7 +8,7 @@
 pub(crate) mod access;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use clew_catalog::{Direction, HistoryEntry, NodeRecord};
+use clew_catalog::{Admit, Direction, HistoryEntry, NodeRecord};
 use clew_events::proto::{self, event::Body};
 use clew_ledger::SignedCheckpoint;
 use clew_node::Node;
@@ -71,17 +71,33 @@ pub(crate) fn one_hop(
     direction: Direction,
     as_of: u64,
 ) -> std::result::Result<clew_catalog::LineageAnswer, ApiError> {
-    Ok(node
-        .catalog()
-        .lineage_within(subject, direction, 1, Some(as_of), &admit(viewer, node))?)
+    let visible = admit(viewer, node);
+    Ok(node.catalog().lineage_within(
+        subject,
+        direction,
+        1,
+        Some(as_of),
+        walk_gate(viewer, &visible),
+    )?)
 }
 
-/// The lineage walk's gate: only what the viewer may see is entered.
-pub(crate) fn admit<'a>(
-    viewer: &'a Viewer,
-    node: &'a Node,
-) -> impl Fn(&NodeRecord) -> bool + Sync + 'a {
-    move |n| viewer.node_visible(node.catalog(), n)
+/// Whether the viewer may see an entity, by subject: the lineage walk's
+/// gate.
+pub(crate) fn admit<'a>(viewer: &'a Viewer, node: &'a Node) -> impl Fn(&str) -> bool + Sync + 'a {
+    move |subject| viewer.subject_visible(node.catalog(), subject)
+}
+
+/// The walk's gate for `viewer`: only what `visible` admits is entered; a
+/// viewer who sees everything lets the walk ask nothing per node.
+pub(crate) fn walk_gate<'a>(
+    viewer: &Viewer,
+    visible: &'a (dyn Fn(&str) -> bool + Sync),
+) -> Admit<'a> {
+    if viewer.sees_all() {
+        Admit::All
+    } else {
+        Admit::Only(visible)
+    }
 }
 
 /// The body of an event as proto3 JSON, without the oneof wrapper.
@@ -582,9 +598,14 @@ pub(crate) fn lineage(
             "depth {depth} is over the limit of 50"
         )));
     }
-    let a =
-        node.catalog()
-            .lineage_within(subject, direction, depth, as_of, &admit(viewer, node))?;
+    let visible = admit(viewer, node);
+    let a = node.catalog().lineage_within(
+        subject,
+        direction,
+        depth,
+        as_of,
+        walk_gate(viewer, &visible),
+    )?;
     Ok(lineage_out(a, viewer, node))
 }
 
@@ -597,9 +618,10 @@ pub(crate) fn path(
     to: &str,
     as_of: Option<u64>,
 ) -> std::result::Result<Option<Lineage>, ApiError> {
+    let visible = admit(viewer, node);
     Ok(node
         .catalog()
-        .path_within(from, to, as_of, &admit(viewer, node))?
+        .path_within(from, to, as_of, walk_gate(viewer, &visible))?
         .map(|a| lineage_out(a, viewer, node)))
 }
 
@@ -616,9 +638,10 @@ pub(crate) fn impact(
     } else {
         format!("dataset-version/{dataset_version}")
     };
+    let visible = admit(viewer, node);
     let a = node
         .catalog()
-        .impact_within(&subject, as_of, &admit(viewer, node))?;
+        .impact_within(&subject, as_of, walk_gate(viewer, &visible))?;
     let affected: Vec<LineageNode> = a
         .affected
         .iter()

@@ -1,0 +1,497 @@
+//! The lineage graph's shape, resident in memory: every entity's subject
+//! interned to a [`NodeId`], the leaf that created it, and its edges both
+//! ways. Walks (lineage, impact, paths, withdrawal marks) run over this and
+//! read node records only for what they reached.
+//!
+//! On disk the shape is a compact [`WalkRecord`] per entity and leaf that
+//! created it or gave it edges, keyed `w <leaf, 8 bytes big-endian>
+//! <subject>`, written in the same sled batch as the node record. Scanning
+//! the `w` prefix therefore visits changes in ledger order, so an index
+//! built from disk at open has exactly the order of one grown leaf by leaf:
+//! in-edges of a node are listed oldest first, out-edges in the order they
+//! were added. Edges are never removed; most arrive with the entity that
+//! depends (lineage only references what already exists), a few later (a
+//! transform's outputs, a deployment's new validations), each with the
+//! leaf that added it.
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::graph::{Edge, Relation};
+use crate::CatalogError;
+
+/// An entity's number in the index, stable for the life of the process.
+pub type NodeId = u32;
+
+/// A created leaf not known: an entity referenced but never created.
+const UNKNOWN: u64 = u64::MAX;
+
+/// One edge: `from` depends on `to`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EdgeSlot {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub relation: Relation,
+    /// Index into the role names, 0 for none.
+    role: u16,
+    /// The leaf that added it.
+    pub leaf: u64,
+}
+
+/// What one leaf did to one entity's shape, as stored under its `w` key:
+/// created it, gave it edges, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WalkRecord {
+    pub subject: String,
+    /// The leaf.
+    pub leaf: u64,
+    /// Whether this leaf created the entity.
+    pub created: bool,
+    /// Edges this leaf added, `(relation, target subject, role)` in order.
+    pub out: Vec<(Relation, String, Option<String>)>,
+}
+
+impl WalkRecord {
+    /// The sled key of the record of `subject` at `leaf`.
+    pub fn key_of(leaf: u64, subject: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(9 + subject.len());
+        k.push(b'w');
+        k.extend_from_slice(&leaf.to_be_bytes());
+        k.extend_from_slice(subject.as_bytes());
+        k
+    }
+
+    /// The record's sled key: `w`, leaf, subject.
+    pub fn key(&self) -> Vec<u8> {
+        Self::key_of(self.leaf, &self.subject)
+    }
+
+    /// The value: 1 if created here (else 0), then per edge its relation
+    /// code, its role and its target, each a LEB128 length and UTF-8 bytes
+    /// (an empty role is none).
+    pub fn value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + self.out.len() * 48);
+        v.push(u8::from(self.created));
+        for (relation, to, role) in &self.out {
+            v.push(relation.code());
+            for text in [role.as_deref().unwrap_or(""), to.as_str()] {
+                put_length(&mut v, text.len());
+                v.extend_from_slice(text.as_bytes());
+            }
+        }
+        v
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, CatalogError> {
+        let corrupt = || CatalogError::Corrupt("walk record".into());
+        let leaf = key
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(corrupt)?;
+        let subject = std::str::from_utf8(&key[9..]).map_err(|_| corrupt())?;
+        let (&created, mut rest) = value.split_first().ok_or_else(corrupt)?;
+        if created > 1 {
+            return Err(corrupt());
+        }
+        let mut out = Vec::new();
+        while let Some((&code, after)) = rest.split_first() {
+            let relation = Relation::from_code(code).ok_or_else(corrupt)?;
+            let (role, after) = take_text(after).ok_or_else(corrupt)?;
+            let (to, after) = take_text(after).ok_or_else(corrupt)?;
+            out.push((
+                relation,
+                to.to_string(),
+                (!role.is_empty()).then(|| role.to_string()),
+            ));
+            rest = after;
+        }
+        Ok(Self {
+            subject: subject.to_string(),
+            leaf,
+            created: created == 1,
+            out,
+        })
+    }
+}
+
+/// Appends `n` as unsigned LEB128.
+fn put_length(v: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            v.push(byte);
+            return;
+        }
+        v.push(byte | 0x80);
+    }
+}
+
+/// A LEB128 length and that many bytes of UTF-8 from the front of `b`.
+fn take_text(b: &[u8]) -> Option<(&str, &[u8])> {
+    let mut n = 0usize;
+    let mut at = 0;
+    loop {
+        let byte = *b.get(at)?;
+        n |= usize::from(byte & 0x7f).checked_shl(7 * at as u32)?;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    let (text, rest) = split(&b[at..], n)?;
+    Some((std::str::from_utf8(text).ok()?, rest))
+}
+
+fn split(b: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    (b.len() >= n).then(|| b.split_at(n))
+}
+
+/// The resident lineage graph.
+#[derive(Default)]
+pub(crate) struct LineageIndex {
+    hasher: DefaultHashBuilder,
+    /// Subject → id.
+    table: HashTable<NodeId>,
+    /// Every subject, one after another; `ends[i]` is where node `i`'s ends.
+    text: String,
+    ends: Vec<usize>,
+    /// Leaf that created each node, [`UNKNOWN`] for one only referenced.
+    created: Vec<u64>,
+    /// Each node's out-edges from its creation: a run of `edges`.
+    out_start: Vec<u32>,
+    out_len: Vec<u32>,
+    /// Out-edges added after a node's creation (few nodes have any).
+    late_out: hashbrown::HashMap<NodeId, Vec<u32>>,
+    /// Each node's in-edges, oldest first: the node at the other end and
+    /// the edge's number (a walk down reads no edge it does not keep).
+    inbound: Vec<Vec<(NodeId, u32)>>,
+    /// One bit per node: created (so present in every answer as of the
+    /// latest size) — small enough to stay in cache.
+    created_bits: Vec<u64>,
+    edges: Vec<EdgeSlot>,
+    /// Role names; index 0 is "no role".
+    roles: Vec<String>,
+    /// Ledger leaves absorbed: walks answer as of at most this.
+    pub applied: u64,
+}
+
+impl LineageIndex {
+    /// The id of `subject`, if the index has seen it.
+    pub fn id(&self, subject: &str) -> Option<NodeId> {
+        let hash = self.hasher.hash_one(subject);
+        self.table
+            .find(hash, |&id| self.subject(id) == subject)
+            .copied()
+    }
+
+    /// The subject of node `id`.
+    pub fn subject(&self, id: NodeId) -> &str {
+        let i = id as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn intern(&mut self, subject: &str) -> NodeId {
+        if let Some(id) = self.id(subject) {
+            return id;
+        }
+        let id = self.ends.len() as NodeId;
+        self.text.push_str(subject);
+        self.ends.push(self.text.len());
+        self.created.push(UNKNOWN);
+        self.out_start.push(0);
+        self.out_len.push(0);
+        self.inbound.push(Vec::new());
+        if self.created_bits.len() * 64 < self.ends.len() {
+            self.created_bits.push(0);
+        }
+        let hash = self.hasher.hash_one(subject);
+        let Self {
+            table,
+            hasher,
+            text,
+            ends,
+            ..
+        } = self;
+        table.insert_unique(hash, id, |&other| {
+            let i = other as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            hasher.hash_one(&text[start..ends[i]])
+        });
+        id
+    }
+
+    fn role(&mut self, role: Option<&str>) -> u16 {
+        let Some(role) = role else { return 0 };
+        if self.roles.is_empty() {
+            self.roles.push(String::new());
+        }
+        match self.roles.iter().position(|r| r == role) {
+            Some(i) => i as u16,
+            None => {
+                self.roles.push(role.to_string());
+                (self.roles.len() - 1) as u16
+            }
+        }
+    }
+
+    /// Adds what one leaf did to one entity. A creation the index already
+    /// has is ignored whole (its record was added before).
+    pub fn add(&mut self, record: &WalkRecord) {
+        let id = self.intern(&record.subject);
+        let i = id as usize;
+        if record.created {
+            if self.created[i] != UNKNOWN {
+                return;
+            }
+            self.created[i] = record.leaf;
+            self.created_bits[i / 64] |= 1 << (i % 64);
+            self.out_start[i] = self.edges.len() as u32;
+            self.out_len[i] = record.out.len() as u32;
+        }
+        for (relation, to, role) in &record.out {
+            let to = self.intern(to);
+            let role = self.role(role.as_deref());
+            let e = self.edges.len() as u32;
+            self.edges.push(EdgeSlot {
+                from: id,
+                to,
+                relation: *relation,
+                role,
+                leaf: record.leaf,
+            });
+            self.inbound[to as usize].push((id, e));
+            if !record.created {
+                self.late_out.entry(id).or_default().push(e);
+            }
+        }
+    }
+
+    /// How many out-edges node `id` has (all leaves).
+    pub fn out_count(&self, id: NodeId) -> usize {
+        self.out_len[id as usize] as usize + self.late_out.get(&id).map_or(0, Vec::len)
+    }
+
+    /// Whether node `id` existed in the tree of `as_of` leaves.
+    pub fn exists_at(&self, id: NodeId, as_of: u64) -> bool {
+        self.created[id as usize] < as_of
+    }
+
+    /// Whether node `id` was created (at any size the graph has absorbed).
+    pub fn is_created(&self, id: NodeId) -> bool {
+        let i = id as usize;
+        self.created_bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The leaf that created `id`, if the index knows it.
+    pub fn created_leaf(&self, id: NodeId) -> Option<u64> {
+        Some(self.created[id as usize]).filter(|l| *l != UNKNOWN)
+    }
+
+    /// Numbers of the edges from `id` to what it depends on, in the order
+    /// they were added.
+    pub fn out_edges(&self, id: NodeId) -> impl Iterator<Item = u32> + '_ {
+        let start = self.out_start[id as usize];
+        let late: &[u32] = self.late_out.get(&id).map_or(&[], Vec::as_slice);
+        (start..start + self.out_len[id as usize]).chain(late.iter().copied())
+    }
+
+    /// The edges into `id` (what depends on it), oldest first: the node at
+    /// the other end and the edge's number.
+    pub fn in_edges(&self, id: NodeId) -> &[(NodeId, u32)] {
+        &self.inbound[id as usize]
+    }
+
+    /// Edge number `e`.
+    pub fn slot(&self, e: u32) -> &EdgeSlot {
+        &self.edges[e as usize]
+    }
+
+    /// Edge number `e` as an answer edge.
+    pub fn edge(&self, e: u32) -> Edge {
+        let s = self.slot(e);
+        Edge {
+            from: self.subject(s.from).to_string(),
+            to: self.subject(s.to).to_string(),
+            relation: s.relation,
+            role: (s.role != 0).then(|| self.roles[usize::from(s.role)].clone()),
+            created_leaf: s.leaf,
+        }
+    }
+
+    /// Gives back what growing left spare (after a load from disk).
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.created.shrink_to_fit();
+        self.out_start.shrink_to_fit();
+        self.out_len.shrink_to_fit();
+        self.inbound.shrink_to_fit();
+        self.inbound.iter_mut().for_each(Vec::shrink_to_fit);
+        self.edges.shrink_to_fit();
+        self.created_bits.shrink_to_fit();
+        let Self {
+            table,
+            hasher,
+            text,
+            ends,
+            ..
+        } = self;
+        table.shrink_to_fit(|&id| {
+            let i = id as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            hasher.hash_one(&text[start..ends[i]])
+        });
+    }
+
+    /// Nodes interned (created or only referenced).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes the index holds, roughly: for the operator's log.
+    pub fn approximate_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.ends.capacity() * 8
+            + self.created.capacity() * 8
+            + self.out_start.capacity() * 4
+            + self.out_len.capacity() * 4
+            + self.inbound.capacity() * 24
+            + self.inbound.iter().map(|v| v.capacity() * 8).sum::<usize>()
+            + self.created_bits.capacity() * 8
+            + self.edges.capacity() * std::mem::size_of::<EdgeSlot>()
+            + self.late_out.capacity() * 40
+            + self.table.capacity() * 5
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(subject: &str, leaf: u64, out: &[(Relation, &str, Option<&str>)]) -> WalkRecord {
+        WalkRecord {
+            subject: subject.into(),
+            leaf,
+            created: true,
+            out: out
+                .iter()
+                .map(|(r, t, role)| (*r, t.to_string(), role.map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_walk_record_reads_back_as_written() {
+        let r = record(
+            "training-run/r-1",
+            4_000_000_000,
+            &[
+                (Relation::Used, "dataset-version/ds@1.0", Some("train")),
+                (Relation::WasAssociatedWith, "site/s-é", None),
+            ],
+        );
+        assert_eq!(WalkRecord::decode(&r.key(), &r.value()).unwrap(), r);
+        let mut later = r.clone();
+        later.created = false;
+        assert_eq!(
+            WalkRecord::decode(&later.key(), &later.value()).unwrap(),
+            later
+        );
+        let long = "x".repeat(70_000);
+        let big = record("site/s", 1, &[(Relation::Used, &long, Some("é"))]);
+        assert_eq!(WalkRecord::decode(&big.key(), &big.value()).unwrap(), big);
+        let empty = record("site/s", 0, &[]);
+        assert_eq!(
+            WalkRecord::decode(&empty.key(), &empty.value()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn a_truncated_walk_record_is_corrupt_not_a_panic() {
+        let r = record(
+            "model-version/m",
+            7,
+            &[(Relation::WasGeneratedBy, "x/y", None)],
+        );
+        let v = r.value();
+        // Cut after the first byte it is a record of no edges, which is whole.
+        for cut in (0..v.len()).filter(|c| *c != 1) {
+            assert!(
+                WalkRecord::decode(&r.key(), &v[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(WalkRecord::decode(b"w123", &v).is_err());
+    }
+
+    #[test]
+    fn edges_are_kept_both_ways_in_creation_order() {
+        let mut g = LineageIndex::default();
+        g.add(&record("dataset-version/d@1", 1, &[]));
+        g.add(&record(
+            "training-run/a",
+            2,
+            &[(Relation::Used, "dataset-version/d@1", Some("train"))],
+        ));
+        g.add(&record(
+            "training-run/b",
+            3,
+            &[(Relation::Used, "dataset-version/d@1", Some("test"))],
+        ));
+        // A creation added again changes nothing.
+        g.add(&record(
+            "training-run/a",
+            2,
+            &[(Relation::Used, "dataset-version/d@1", Some("train"))],
+        ));
+        // An edge added later (a transform's output generated by it).
+        let mut late = record(
+            "dataset-version/d@1",
+            4,
+            &[(Relation::WasGeneratedBy, "transform/t", None)],
+        );
+        late.created = false;
+        g.add(&late);
+        let d = g.id("dataset-version/d@1").unwrap();
+        assert_eq!(g.out_count(d), 1);
+        assert_eq!(g.created_leaf(d), Some(1));
+        let t: Vec<Edge> = g.out_edges(d).map(|e| g.edge(e)).collect();
+        assert_eq!((t[0].to.as_str(), t[0].created_leaf), ("transform/t", 4));
+        let from: Vec<String> = g.in_edges(d).iter().map(|&(_, e)| g.edge(e).from).collect();
+        assert_eq!(from, ["training-run/a", "training-run/b"]);
+        let a = g.id("training-run/a").unwrap();
+        let out: Vec<Edge> = g.out_edges(a).map(|e| g.edge(e)).collect();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].role.as_deref(), Some("train"));
+        assert_eq!(out[0].created_leaf, 2);
+        assert!(g.exists_at(a, 3) && !g.exists_at(a, 2) && g.is_created(a));
+        // Referenced but never created: not there at any size.
+        g.add(&record("x/y", 9, &[(Relation::Used, "ghost/g", None)]));
+        let ghost = g.id("ghost/g").unwrap();
+        assert!(!g.exists_at(ghost, u64::MAX) && !g.is_created(ghost));
+        assert_eq!(g.created_leaf(ghost), None);
+    }
+
+    #[test]
+    fn ids_survive_the_table_growing() {
+        let mut g = LineageIndex::default();
+        for i in 0..10_000 {
+            g.add(&record(&format!("site/s-{i}"), i, &[]));
+        }
+        for i in (0..10_000).step_by(97) {
+            let id = g.id(&format!("site/s-{i}")).unwrap();
+            assert_eq!(g.subject(id), format!("site/s-{i}"));
+        }
+        assert_eq!(g.id("site/none"), None);
+        assert_eq!(g.len(), 10_000);
+    }
+}
