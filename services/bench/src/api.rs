@@ -50,6 +50,24 @@ pub struct ApiBench {
     pub record_p99_ms: f64,
     /// Queries or mutations that failed.
     pub errors: u64,
+    /// The server's resident memory (MiB) when measuring began (after the
+    /// warm-up), half-way, and at the end.
+    pub server_rss_mib: [f64; 3],
+    /// Of which anonymous (heap) memory, MiB, at the same three moments.
+    pub server_rss_anon_mib: [f64; 3],
+}
+
+/// `VmRSS` and `RssAnon` of process `pid`, MiB.
+fn resident_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
 }
 
 /// Builds the catalogue, starts `clew serve` on it, and measures.
@@ -83,6 +101,7 @@ pub fn api(
         Duration::from_secs(seconds),
         record_rate,
         manifest_digest,
+        child.id(),
     ));
     stop_serve(child);
     let mut r = result?;
@@ -233,6 +252,7 @@ const REGISTER: &str = "mutation($i: DatasetInput!) { registerDataset(input: $i)
 const PUBLISH: &str =
     "mutation($i: DatasetVersionInput!) { publishDatasetVersion(input: $i) { leafIndex } }";
 
+#[allow(clippy::too_many_arguments)] // one run's settings, passed once
 async fn drive(
     base: String,
     admin: String,
@@ -241,6 +261,7 @@ async fn drive(
     duration: Duration,
     record_rate: u64,
     manifest_digest: String,
+    server_pid: u32,
 ) -> Result<ApiBench> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients + 64)
@@ -420,12 +441,17 @@ async fn drive(
     tokio::time::sleep(Duration::from_secs(5)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let mut rss = vec![resident_mib(server_pid)];
     let pb = clew::progress_bar(duration.as_secs(), "measuring");
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         pb.set_position(started.elapsed().as_secs());
+        if rss.len() == 1 && started.elapsed() >= duration / 2 {
+            rss.push(resident_mib(server_pid));
+        }
     }
     measuring.store(false, Ordering::Relaxed);
+    rss.push(resident_mib(server_pid));
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     pb.finish_and_clear();
@@ -464,5 +490,7 @@ async fn drive(
         recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
         record_p99_ms: ms(&w, 0.99),
         errors: errors.load(Ordering::Relaxed),
+        server_rss_mib: [rss[0].0, rss[rss.len() / 2].0, rss[rss.len() - 1].0],
+        server_rss_anon_mib: [rss[0].1, rss[rss.len() / 2].1, rss[rss.len() - 1].1],
     })
 }

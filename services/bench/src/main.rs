@@ -71,7 +71,9 @@ enum Bench {
         /// Concurrent query clients.
         #[arg(long, default_value_t = 16)]
         clients: usize,
-        /// Measured seconds (after a 5 s warm-up).
+        /// Measured seconds (after a 5 s warm-up); the server's RSS is
+        /// printed at the start, half-way and the end, so a long run (1,800)
+        /// is the soak test.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
         /// Events recorded per second through GraphQL mutations meanwhile.
@@ -300,6 +302,12 @@ fn run(bench: Bench) -> Result<()> {
             println!(
                 "recording:         {:.0} events/s of {} targeted (p99 {:.1} ms to receipt); {} errors",
                 r.recorded_per_s, r.record_target_per_s, r.record_p99_ms, r.errors
+            );
+            let [start, middle, end] = r.server_rss_mib;
+            let [anon_start, anon_middle, anon_end] = r.server_rss_anon_mib;
+            println!(
+                "server RSS:        start {start:.0} MiB, middle {middle:.0} MiB, end {end:.0} MiB ({:+.1}%); anonymous {anon_start:.0} / {anon_middle:.0} / {anon_end:.0} MiB",
+                (end / start - 1.0) * 100.0
             );
             println!("{}", serde_json::to_string(&r)?);
         }

@@ -85,7 +85,12 @@ impl WalkRecord {
 
     /// Decodes a stored record.
     pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, CatalogError> {
-        let corrupt = || CatalogError::Corrupt("walk record".into());
+        let corrupt = || {
+            CatalogError::Corrupt(format!(
+                "walk record {} does not decode; `clew reindex` rebuilds the catalogue from the ledger",
+                String::from_utf8_lossy(key.get(9..).unwrap_or_default())
+            ))
+        };
         let leaf = key
             .get(1..9)
             .and_then(|b| b.try_into().ok())
@@ -153,6 +158,22 @@ fn split(b: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
     (b.len() >= n).then(|| b.split_at(n))
 }
 
+/// Node `id`'s subject in the text of all subjects.
+fn subject_in<'a>(text: &'a str, ends: &[usize], id: NodeId) -> &'a str {
+    let i = id as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &text[start..ends[i]]
+}
+
+/// The hash of an id's subject, for the table to move its entries.
+fn rehash<'a>(
+    hasher: &'a DefaultHashBuilder,
+    text: &'a str,
+    ends: &'a [usize],
+) -> impl Fn(&NodeId) -> u64 + 'a {
+    move |&id| hasher.hash_one(subject_in(text, ends, id))
+}
+
 /// The resident lineage graph.
 #[derive(Default)]
 pub(crate) struct LineageIndex {
@@ -193,9 +214,7 @@ impl LineageIndex {
 
     /// The subject of node `id`.
     pub fn subject(&self, id: NodeId) -> &str {
-        let i = id as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        subject_in(&self.text, &self.ends, id)
     }
 
     fn intern(&mut self, subject: &str) -> NodeId {
@@ -213,18 +232,8 @@ impl LineageIndex {
             self.created_bits.push(0);
         }
         let hash = self.hasher.hash_one(subject);
-        let Self {
-            table,
-            hasher,
-            text,
-            ends,
-            ..
-        } = self;
-        table.insert_unique(hash, id, |&other| {
-            let i = other as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            hasher.hash_one(&text[start..ends[i]])
-        });
+        self.table
+            .insert_unique(hash, id, rehash(&self.hasher, &self.text, &self.ends));
         id
     }
 
@@ -337,18 +346,8 @@ impl LineageIndex {
         self.inbound.iter_mut().for_each(Vec::shrink_to_fit);
         self.edges.shrink_to_fit();
         self.created_bits.shrink_to_fit();
-        let Self {
-            table,
-            hasher,
-            text,
-            ends,
-            ..
-        } = self;
-        table.shrink_to_fit(|&id| {
-            let i = id as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            hasher.hash_one(&text[start..ends[i]])
-        });
+        self.table
+            .shrink_to_fit(rehash(&self.hasher, &self.text, &self.ends));
     }
 
     /// Nodes interned (created or only referenced).
@@ -431,6 +430,13 @@ mod tests {
             );
         }
         assert!(WalkRecord::decode(b"w123", &v).is_err());
+        let err = WalkRecord::decode(&r.key(), &v[..3])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model-version/m") && err.contains("clew reindex"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1050,12 +1050,18 @@ fn a_search_answers_the_same_with_its_facets_counted_by_tantivys_terms_aggregati
     );
 }
 
+/// The catalogue's sled database in `dir`, opened as the catalogue does
+/// (waiting for a just-closed handle's lock).
+fn open_sled(dir: &std::path::Path) -> sled::Db {
+    clew_ledger::store::open_sled(&sled::Config::new().path(dir.join("catalog.db"))).unwrap()
+}
+
 /// Rewrites a catalogue's state into format 1, the layout of every
 /// catalogue made before walk records: each edge kept a second time under
 /// its target (`i` to 0 relation-code from → `{"created_leaf":…,"role":…}`),
 /// no walk records (`w…`), no format marker.
 fn rewrite_as_format_1(dir: &std::path::Path) {
-    let db = sled::open(dir.join("catalog.db")).unwrap();
+    let db = open_sled(dir);
     let tree = db.open_tree("catalog").unwrap();
     let mut batch = sled::Batch::default();
     let mut edges = 0;
@@ -1103,7 +1109,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
     assert_eq!(fixed_answers(&upgraded), expected);
     drop(upgraded);
     {
-        let db = sled::open(dir.join("catalog.db")).unwrap();
+        let db = open_sled(&dir);
         let tree = db.open_tree("catalog").unwrap();
         assert_eq!(
             tree.scan_prefix(b"i").count(),
@@ -1144,7 +1150,7 @@ fn a_catalogue_of_an_unknown_format_is_refused_with_what_to_do() {
     drop(w.catalog("c"));
     let dir = w.dir.path().join("c");
     {
-        let db = sled::open(dir.join("catalog.db")).unwrap();
+        let db = open_sled(&dir);
         db.open_tree("catalog")
             .unwrap()
             .insert(b"mformat", &[9u8])
