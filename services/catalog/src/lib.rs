@@ -294,6 +294,16 @@ impl Catalog {
         search: &mut SearchBacklog,
     ) -> Result<(), CatalogError> {
         let applied = self.applied()?;
+        // A chunk made durable but not added to the graph (its flush
+        // failed after the batch was written) would be skipped from here
+        // on: the graph is then loaded again from the walk records.
+        if self.graph_read().applied != applied {
+            tracing::warn!(
+                applied,
+                "lineage graph behind the catalogue; loading it again"
+            );
+            self.load_graph(applied)?;
+        }
         if first > applied {
             return Err(CatalogError::BadRequest(format!(
                 "leaf {first} given but the catalogue has applied only {applied}"
@@ -624,5 +634,78 @@ impl Catalog {
         request: &SearchRequest,
     ) -> Result<SearchResponse, CatalogError> {
         self.search.search_by_aggregation(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clew_events::{sample, seal, ProducerKey};
+    use clew_ledger::{LedgerOptions, Submission};
+    use prost::Message;
+
+    #[test]
+    fn a_graph_left_behind_the_durable_state_is_loaded_again_before_the_next_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ProducerKey::generate("test.clew.example/ledger")
+            .unwrap()
+            .to_signer_text();
+        let admin = ProducerKey::generate("admin").unwrap();
+        let ledger = Ledger::create(
+            &dir.path().join("ledger"),
+            &key,
+            &admin,
+            "admin",
+            LedgerOptions::default(),
+        )
+        .unwrap();
+        let ingest = ProducerKey::generate("ingest").unwrap();
+        let mut offset = 0;
+        let mut submit =
+            |key: &ProducerKey, actor: &str, bodies: Vec<clew_events::proto::event::Body>| {
+                let subs = bodies
+                    .into_iter()
+                    .map(|b| {
+                        offset += 1;
+                        Submission {
+                            offset,
+                            bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                        }
+                    })
+                    .collect();
+                let r = ledger.sequence("test", subs).unwrap();
+                assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+            };
+        let total = 600;
+        let ingest_role = [clew_events::proto::Role::Ingest];
+        let mut first = vec![sample::principal("ingest", &ingest, &ingest_role)];
+        // The stream's first 200 events are the sites, which an admin records.
+        first.extend((0..200).map(|i| sample::stream_body(i, total)));
+        submit(&admin, "admin", first);
+        submit(
+            &ingest,
+            "ingest",
+            (200..total)
+                .map(|i| sample::stream_body(i, total))
+                .collect(),
+        );
+        let c = Catalog::open(&dir.path().join("catalog")).unwrap();
+        let half = ledger.size() / 2;
+        let leaves: Vec<Vec<u8>> = (0..ledger.size())
+            .map(|i| ledger.leaf(i).unwrap())
+            .collect();
+        c.apply(0, &leaves[..half as usize]).unwrap();
+        // As after a flush that failed once the batch was written: the
+        // state has the chunk, the graph does not.
+        *c.graph_write() = LineageIndex::default();
+        c.apply(half, &leaves[half as usize..]).unwrap();
+        let live = c.graph_read().len();
+        let reopened = {
+            drop(c);
+            Catalog::open(&dir.path().join("catalog")).unwrap()
+        };
+        assert!(live > 200, "{live} nodes");
+        assert_eq!(reopened.graph_read().len(), live);
+        assert_eq!(reopened.graph_read().applied, ledger.size());
     }
 }
