@@ -257,30 +257,16 @@ fn breadth_first(next: &[Vec<u32>], start: u32, depth: u32, seen: &mut [bool]) -
 /// ways): a walk over it costs what a walk over any resident graph of this
 /// size costs in memory latency, with nothing else in the way.
 struct WholeGraph {
-    ids: std::collections::HashMap<String, u32>,
-    up: Vec<Vec<u32>>,
+    /// Upstream: each node to what it depends on.
+    up: Adjacency,
+    /// Downstream: the same edges turned round.
     down: Vec<Vec<u32>>,
 }
 
 impl WholeGraph {
-    fn id(&mut self, subject: &str) -> u32 {
-        if let Some(id) = self.ids.get(subject) {
-            return *id;
-        }
-        let id = self.up.len() as u32;
-        self.ids.insert(subject.to_string(), id);
-        self.up.push(Vec::new());
-        self.down.push(Vec::new());
-        id
-    }
-
     /// Every node record of the catalogue, read once (untimed).
     fn of(catalog: &clew_catalog::Catalog) -> Result<Self> {
-        let mut g = WholeGraph {
-            ids: Default::default(),
-            up: Vec::new(),
-            down: Vec::new(),
-        };
+        let mut up = Adjacency::default();
         for node_type in [
             "site",
             "principal",
@@ -293,15 +279,24 @@ impl WholeGraph {
             "deployment",
         ] {
             for n in catalog.nodes_of_type(node_type)? {
-                let from = g.id(&n.subject());
+                let from = n.subject();
+                up.id(&from);
                 for e in &n.out {
-                    let to = g.id(&e.to);
-                    g.up[from as usize].push(to);
-                    g.down[to as usize].push(from);
+                    up.add(&from, &e.to);
                 }
             }
         }
-        Ok(g)
+        let mut down = vec![Vec::new(); up.next.len()];
+        for (from, targets) in up.next.iter().enumerate() {
+            for &to in targets {
+                down[to as usize].push(from as u32);
+            }
+        }
+        Ok(WholeGraph { up, down })
+    }
+
+    fn id(&self, subject: &str) -> Option<u32> {
+        self.up.ids.get(subject).copied()
     }
 }
 
@@ -546,24 +541,22 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     // The same walks over the whole graph in memory: the latency floor of
     // a walk over a resident graph this large.
     let whole = WholeGraph::of(&catalog)?;
-    let mut seen = vec![false; whole.up.len()];
+    let mut seen = vec![false; whole.down.len()];
     let mut lineage_whole = Vec::new();
     for i in 0..1000u64 {
         let k = (i * 7_919) % runs;
-        let start = *whole
-            .ids
-            .get(&format!("deployment/dep-{k}"))
+        let start = whole
+            .id(&format!("deployment/dep-{k}"))
             .context("a deployment the catalogue has is not in the whole graph")?;
         seen.iter_mut().for_each(|s| *s = false);
         let t = Instant::now();
-        let reached = breadth_first(&whole.up, start, 10, &mut seen);
+        let reached = breadth_first(&whole.up.next, start, 10, &mut seen);
         lineage_whole.push(ms(t.elapsed()));
         std::hint::black_box(reached);
     }
     let mut impact_whole = Vec::new();
-    let hub = *whole
-        .ids
-        .get(clew::synthetic::HUB)
+    let hub = whole
+        .id(clew::synthetic::HUB)
         .context("the hub is not in the whole graph")?;
     for _ in 0..5 {
         seen.iter_mut().for_each(|s| *s = false);

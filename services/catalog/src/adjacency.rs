@@ -18,7 +18,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::graph::{Edge, Relation};
+use crate::graph::{Edge, NodeRecord, Relation};
 use crate::CatalogError;
 
 /// An entity's number in the index, stable for the life of the process.
@@ -53,6 +53,29 @@ pub(crate) struct WalkRecord {
 }
 
 impl WalkRecord {
+    /// What `node` holds that a graph does not know yet, one record per
+    /// leaf: its creation (unless `created_known`), then the out-edges past
+    /// the first `known_out`, each under the leaf that added it.
+    pub fn of_node(node: &NodeRecord, created_known: bool, known_out: usize) -> Vec<Self> {
+        let added = || node.out.iter().skip(known_out);
+        let mut leaves: std::collections::BTreeSet<u64> = added().map(|e| e.created_leaf).collect();
+        if !created_known {
+            leaves.insert(node.created_leaf);
+        }
+        leaves
+            .into_iter()
+            .map(|leaf| Self {
+                subject: node.subject(),
+                leaf,
+                created: !created_known && leaf == node.created_leaf,
+                out: added()
+                    .filter(|e| e.created_leaf == leaf)
+                    .map(|e| (e.relation, e.to.clone(), e.role.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// The sled key of the record of `subject` at `leaf`.
     pub fn key_of(leaf: u64, subject: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(9 + subject.len());

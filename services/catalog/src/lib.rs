@@ -40,7 +40,6 @@ mod lineage;
 mod project;
 mod search;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clew_ledger::Ledger;
@@ -394,47 +393,14 @@ impl Catalog {
         }
         let started = std::time::Instant::now();
         tracing::warn!("catalogue storage is format 1; upgrading to format {FORMAT} in place");
-        /// The fields of a format-1 node record a walk needs.
-        #[derive(serde::Deserialize)]
-        struct Shape {
-            node_type: String,
-            id: String,
-            created_leaf: u64,
-            #[serde(default)]
-            out: Vec<OutEdge>,
-        }
         let mut batch = sled::Batch::default();
         let mut nodes = 0u64;
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
-            let shape: Shape = serde_json::from_slice(&v).map_err(|e| {
+            let node: NodeRecord = serde_json::from_slice(&v).map_err(|e| {
                 CatalogError::Corrupt(format!("node {}: {e}", String::from_utf8_lossy(&k[1..])))
             })?;
-            // Its creation, then each later leaf that added edges to it.
-            let subject = format!("{}/{}", shape.node_type, shape.id);
-            let mut walks: BTreeMap<u64, WalkRecord> = BTreeMap::new();
-            walks.insert(
-                shape.created_leaf,
-                WalkRecord {
-                    subject: subject.clone(),
-                    leaf: shape.created_leaf,
-                    created: true,
-                    out: Vec::new(),
-                },
-            );
-            for e in shape.out {
-                walks
-                    .entry(e.created_leaf)
-                    .or_insert_with(|| WalkRecord {
-                        subject: subject.clone(),
-                        leaf: e.created_leaf,
-                        created: false,
-                        out: Vec::new(),
-                    })
-                    .out
-                    .push((e.relation, e.to, e.role));
-            }
-            for walk in walks.values() {
+            for walk in WalkRecord::of_node(&node, false, 0) {
                 batch.insert(walk.key(), walk.value());
             }
             nodes += 1;

@@ -81,39 +81,33 @@ impl<'a> Pending<'a> {
                 created |= *c;
                 out += *o;
             }
-            if !created {
-                self.walk(node.created_leaf, &subject).created = true;
+            for walk in WalkRecord::of_node(node, created, out) {
+                for (_, to, _) in &walk.out {
+                    self.staged_dependents
+                        .entry(to.clone())
+                        .or_default()
+                        .push(subject.clone());
+                }
+                let staged = self.staged.entry(subject.clone()).or_default();
+                staged.0 = true;
+                staged.1 += walk.out.len();
+                let key = walk.key();
+                match self.walks.get_mut(&key) {
+                    Some(known) => {
+                        known.created |= walk.created;
+                        known.out.extend(walk.out);
+                    }
+                    None => {
+                        self.walks.insert(key, walk);
+                    }
+                }
             }
-            for e in node.out.iter().skip(out) {
-                let to = (e.relation, e.to.clone(), e.role.clone());
-                self.walk(e.created_leaf, &subject).out.push(to);
-                self.staged_dependents
-                    .entry(e.to.clone())
-                    .or_default()
-                    .push(subject.clone());
-            }
-            let added = node.out.len().saturating_sub(out);
-            let staged = self.staged.entry(subject.clone()).or_default();
-            staged.0 = true;
-            staged.1 += added;
         }
         // Serialising a NodeRecord cannot fail.
         self.writes.insert(
             keys::node(&subject),
             serde_json::to_vec(node).unwrap_or_default(),
         );
-    }
-
-    /// The staged walk record of `subject` at `leaf`.
-    fn walk(&mut self, leaf: u64, subject: &str) -> &mut WalkRecord {
-        self.walks
-            .entry(WalkRecord::key_of(leaf, subject))
-            .or_insert_with(|| WalkRecord {
-                subject: subject.to_string(),
-                leaf,
-                created: false,
-                out: Vec::new(),
-            })
     }
 
     /// Records an edge `from -> to` inside `from` (which the caller then
