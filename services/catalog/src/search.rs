@@ -1025,13 +1025,19 @@ fn extract_facets(
     out
 }
 
+/// The highest leaf any document of `searcher` was applied at, read off each
+/// segment's column statistics (no document is visited: scanning every
+/// document for it once cost a quarter of a loaded server's CPU). A deleted
+/// document counts too; it was applied before anything added after it, so
+/// the bound still leaves every later document out.
 fn searcher_max_leaf(searcher: &tantivy::Searcher) -> Option<u64> {
-    let top = TopDocs::with_limit(1).order_by_fast_field::<u64>("leaf", Order::Desc);
     searcher
-        .search(&AllQuery, &top)
-        .ok()?
-        .first()
-        .map(|(l, _)| *l)
+        .segment_readers()
+        .iter()
+        .filter(|segment| segment.num_docs() > 0)
+        .filter_map(|segment| segment.fast_fields().u64("leaf").ok())
+        .map(|leaf| leaf.max_value())
+        .max()
 }
 
 #[cfg(test)]
