@@ -178,6 +178,15 @@ async fn a_missing_or_unknown_token_is_401_with_a_challenge_and_a_role_refusal_i
             .contains("clew_ledger_tree_size 3"),
         "{body}"
     );
+    // The lineage graph's size is read off the catalogue when the metrics
+    // are asked for: never zero once anything is projected.
+    let graph_bytes = body
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("clew_catalog_lineage_graph_bytes "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(graph_bytes.is_some_and(|b| b > 0), "{body}");
     w.node.shutdown();
 }
 

@@ -147,10 +147,11 @@ impl Catalog {
             .flush_every_ms(None);
         let db = clew_ledger::store::open_sled(&config)?;
         let tree = db.open_tree("catalog")?;
-        // Bulk projection (a large page cache) indexes big chunks; a serving
-        // catalogue commits small batches often, and tantivy zeroes a fresh
-        // arena sized by this budget at every commit, so it gets the minimum.
-        let writer_bytes = if cache_bytes > DEFAULT_CACHE_BYTES {
+        // Bulk projection (a page cache of a GiB or more) indexes big chunks;
+        // a serving catalogue (whose cache an operator sets well below that)
+        // commits small batches often, and tantivy zeroes a fresh arena sized
+        // by this budget at every commit, so it gets the minimum.
+        let writer_bytes = if cache_bytes >= 1 << 30 {
             64 << 20
         } else {
             15 << 20
@@ -363,6 +364,12 @@ impl Catalog {
         search.applied = new_applied;
         search.subjects.extend(touched);
         Ok(())
+    }
+
+    /// Bytes the resident lineage graph holds (approximate: its tables'
+    /// capacities).
+    pub fn lineage_graph_bytes(&self) -> usize {
+        self.graph_read().approximate_bytes()
     }
 
     fn graph_read(&self) -> std::sync::RwLockReadGuard<'_, LineageIndex> {

@@ -28,7 +28,17 @@ pub struct DataDir {
     /// and the sequencer) and the CA file its TLS is checked with; None:
     /// `<data-dir>/manifests`.
     blob_store: Option<(String, Option<PathBuf>)>,
+    /// Page cache of the ledger's and the catalogue's stores together.
+    page_cache_bytes: u64,
+    /// Whether this process opens no catalogue (the Kafka sequencer): the
+    /// ledger then has the whole page cache.
+    ledger_only: bool,
 }
+
+/// The page cache a serving process gives its stores unless told otherwise:
+/// what it holds beyond it grows with the data (the resident lineage graph),
+/// not with time, so a memory limit is this plus a per-event budget.
+pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 128 << 20;
 
 impl DataDir {
     /// Wraps a data directory path (content kept inside it).
@@ -36,7 +46,38 @@ impl DataDir {
         Self {
             root: root.into(),
             blob_store: None,
+            page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
+            ledger_only: false,
         }
+    }
+
+    /// Gives the ledger's and the catalogue's stores `bytes` of page cache
+    /// together (a quarter to the ledger, whose serving reads are the
+    /// recent leaves and duplicate checks; the rest to the catalogue).
+    pub fn with_page_cache(mut self, bytes: u64) -> Self {
+        self.page_cache_bytes = bytes.max(16 << 20);
+        self
+    }
+
+    /// Gives the whole page cache to the ledger (a process that opens no
+    /// catalogue).
+    pub fn ledger_only(mut self) -> Self {
+        self.ledger_only = true;
+        self
+    }
+
+    /// The ledger's share of the page cache.
+    pub fn ledger_cache_bytes(&self) -> u64 {
+        if self.ledger_only {
+            self.page_cache_bytes
+        } else {
+            self.page_cache_bytes / 4
+        }
+    }
+
+    /// The catalogue's share of the page cache.
+    pub fn catalog_cache_bytes(&self) -> u64 {
+        self.page_cache_bytes - self.ledger_cache_bytes()
     }
 
     /// Keeps content in the blob store at `url` (`s3://bucket[/prefix]`,
@@ -123,7 +164,10 @@ impl DataDir {
 
     /// Opens the catalogue and brings it up to date with `ledger`.
     pub fn catalog(&self, ledger: &Ledger) -> Result<clew_catalog::Catalog> {
-        let catalog = clew_catalog::Catalog::open(&self.catalog_dir())?;
+        let catalog = clew_catalog::Catalog::open_with_cache(
+            &self.catalog_dir(),
+            self.catalog_cache_bytes(),
+        )?;
         catalog.catch_up(ledger, &|_, _| {})?;
         Ok(catalog)
     }
@@ -199,6 +243,26 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_cache_is_shared_a_quarter_to_the_ledger_unless_it_is_alone() {
+        let dir = DataDir::new("d").with_page_cache(400 << 20);
+        assert_eq!(dir.ledger_cache_bytes(), 100 << 20);
+        assert_eq!(dir.catalog_cache_bytes(), 300 << 20);
+        assert_eq!(dir.clone().ledger_only().ledger_cache_bytes(), 400 << 20);
+        let default = DataDir::new("d");
+        assert_eq!(
+            default.ledger_cache_bytes() + default.catalog_cache_bytes(),
+            DEFAULT_PAGE_CACHE_BYTES
+        );
+        // A cache too small to hold a page's working set is raised to 16 MiB.
+        assert_eq!(
+            DataDir::new("d")
+                .with_page_cache(1)
+                .catalog_cache_bytes(),
+            12 << 20
+        );
+    }
 
     #[test]
     fn manifests_kept_in_the_earlier_layout_stay_readable() {

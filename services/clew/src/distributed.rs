@@ -279,6 +279,8 @@ pub fn run_ledger(
             }
         }
     }
+    // The sequencer opens no catalogue: its ledger has the whole page cache.
+    let dir = &dir.clone().ledger_only();
     let (ledger, _, created) = crate::local::open_primary(dir, origin, &dir.manifest_store()?)?;
     if created {
         println!("created {}", dir.root().display());
@@ -388,7 +390,11 @@ pub fn prepare_replica(
     let created = !dir.has_ledger();
     // Flushed at every append: the catalogue (flushed after each chunk it
     // applies) must never hold leaves the mirror lost in a crash.
-    let mirror = Ledger::open_mirror(dir.root(), &vkey, LedgerOptions::default())
+    let options = LedgerOptions {
+        cache_bytes: dir.ledger_cache_bytes(),
+        ..LedgerOptions::default()
+    };
+    let mirror = Ledger::open_mirror(dir.root(), &vkey, options)
         .with_context(|| format!("opening the mirror in {}", dir.root().display()))?;
     let service_key = keyfiles::read_producer(service_key).with_context(|| {
         format!(
@@ -397,7 +403,8 @@ pub fn prepare_replica(
         )
     })?;
     let (tokens, admin_token_file) = crate::server::open_tokens_at(dir, tokens_file)?;
-    let mut catalog = clew_catalog::Catalog::open(&dir.catalog_dir())?;
+    let mut catalog =
+        clew_catalog::Catalog::open_with_cache(&dir.catalog_dir(), dir.catalog_cache_bytes())?;
     if catalog.applied()? > mirror.size() {
         tracing::warn!(
             applied = catalog.applied()?,

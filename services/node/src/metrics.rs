@@ -40,6 +40,9 @@ pub struct Metrics {
     /// The quorum, and the number of witnesses configured (0: none).
     pub witness_quorum: IntGauge,
     pub witnesses: IntGauge,
+    /// Bytes the catalogue's resident lineage graph holds (it grows with
+    /// the data: what a memory limit must allow per event).
+    pub lineage_graph_bytes: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +113,10 @@ impl Metrics {
             "Cosignatures a checkpoint needs to be witnessed",
         )?;
         let witnesses = IntGauge::new("witnesses", "Witnesses every checkpoint is sent to")?;
+        let lineage_graph_bytes = IntGauge::new(
+            "catalog_lineage_graph_bytes",
+            "Bytes held by the catalogue's resident lineage graph",
+        )?;
         registry.register(Box::new(sequenced.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(tree_size.clone()))?;
@@ -125,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(witness_lag_leaves.clone()))?;
         registry.register(Box::new(witness_quorum.clone()))?;
         registry.register(Box::new(witnesses.clone()))?;
+        registry.register(Box::new(lineage_graph_bytes.clone()))?;
         Ok(Self {
             registry,
             sequenced,
@@ -142,6 +150,7 @@ impl Metrics {
             witness_lag_leaves,
             witness_quorum,
             witnesses,
+            lineage_graph_bytes,
         })
     }
 

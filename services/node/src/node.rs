@@ -169,6 +169,15 @@ impl Node {
         &self.metrics
     }
 
+    /// The Prometheus text of this node's metrics, with the gauges read off
+    /// the stores (the lineage graph's size) brought up to date first.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .lineage_graph_bytes
+            .set(self.catalog.lineage_graph_bytes() as i64);
+        self.metrics.render()
+    }
+
     /// The principal id of the service key the API signs with.
     pub fn service_key_id(&self) -> &str {
         self.service_key.key_id()

@@ -14,7 +14,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, Caller(viewer): Calle
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.node.metrics().render(),
+        state.node.render_metrics(),
     )
         .into_response()
 }

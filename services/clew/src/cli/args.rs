@@ -28,13 +28,24 @@ pub(crate) struct DataDirArg {
     /// PEM file of the CA the blob store's TLS certificate is checked with.
     #[arg(long, env = "CLEW_BLOB_STORE_CA")]
     pub(crate) blob_store_ca: Option<PathBuf>,
+    /// Page cache of the ledger's and the catalogue's stores together, MiB
+    /// (default 128; a quarter to the ledger, all of it when there is no
+    /// catalogue). A server's memory is this, the search index's mapped
+    /// files, and the lineage graph, which grows with the catalogue (about
+    /// 300 bytes a node: `clew_catalog_lineage_graph_bytes` in the metrics).
+    #[arg(long, env = "CLEW_CACHE_MIB")]
+    pub(crate) cache_mib: Option<u64>,
 }
 
 impl DataDirArg {
     /// The data directory, with its content where the options say.
     pub(crate) fn data(&self) -> crate::datadir::DataDir {
-        crate::datadir::DataDir::new(&self.data_dir)
-            .with_blob_store(self.blob_store.clone(), self.blob_store_ca.clone())
+        let dir = crate::datadir::DataDir::new(&self.data_dir)
+            .with_blob_store(self.blob_store.clone(), self.blob_store_ca.clone());
+        match self.cache_mib {
+            Some(mib) => dir.with_page_cache(mib << 20),
+            None => dir,
+        }
     }
 }
 
