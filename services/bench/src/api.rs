@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,19 @@ pub struct ApiBench {
     pub events: u64,
     /// Concurrent query clients.
     pub clients: usize,
-    /// Measured seconds.
+    /// Measured seconds (the phase with recording).
     pub seconds: f64,
-    /// Queries answered per second (all clients).
+    /// Queries answered per second (all clients) while events are recorded.
     pub queries_per_s: f64,
+    /// Queries answered per second with nothing recorded, measured first in
+    /// the same run on the same catalogue (0 when not measured).
+    pub queries_alone_per_s: f64,
+    /// queries_per_s / queries_alone_per_s (goal ≥ 0.8).
+    pub reads_under_writes_ratio: f64,
+    /// All queries with nothing recorded: median and 99th percentile, ms.
+    pub alone_p50_ms: f64,
+    /// See alone_p50_ms.
+    pub alone_p99_ms: f64,
     /// Search queries: median latency, ms.
     pub search_p50_ms: f64,
     /// Search queries: 99th percentile, ms.
@@ -55,6 +64,12 @@ pub struct ApiBench {
     pub server_rss_mib: [f64; 3],
     /// Of which anonymous (heap) memory, MiB, at the same three moments.
     pub server_rss_anon_mib: [f64; 3],
+    /// The resident lineage graph (the server's own gauge), MiB, at the
+    /// same three moments: memory that grows with the data, not with time.
+    pub lineage_graph_mib: [f64; 3],
+    /// RSS growth from start to end less the graph's growth, as a share of
+    /// the starting RSS (goal ≤ 0.10 over 30 minutes).
+    pub rss_growth_beyond_data: f64,
 }
 
 /// `VmRSS` and `RssAnon` of process `pid`, MiB.
@@ -71,10 +86,13 @@ fn resident_mib(pid: u32) -> (f64, f64) {
 }
 
 /// Builds the catalogue, starts `clew serve` on it, and measures.
+#[allow(clippy::too_many_arguments)] // one run's settings, passed once from the command line
 pub fn api(
     datasets: u64,
     clients: usize,
     seconds: u64,
+    alone_seconds: u64,
+    warm_up_seconds: u64,
     record_rate: u64,
     keep: Option<&std::path::Path>,
     exe: &std::path::Path,
@@ -99,6 +117,8 @@ pub fn api(
         runs,
         clients,
         Duration::from_secs(seconds),
+        Duration::from_secs(alone_seconds),
+        Duration::from_secs(warm_up_seconds),
         record_rate,
         manifest_digest,
         child.id(),
@@ -259,6 +279,8 @@ async fn drive(
     runs: u64,
     clients: usize,
     duration: Duration,
+    alone: Duration,
+    warm_up: Duration,
     record_rate: u64,
     manifest_digest: String,
     server_pid: u32,
@@ -303,23 +325,27 @@ async fn drive(
     let recorder = Arc::new(token("bench-recorder").await?);
 
     let hist = || hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    let search_h = Arc::new(Mutex::new(hist()));
-    let lineage_h = Arc::new(Mutex::new(hist()));
+    // Index 0: the phase with nothing recorded; 1: the phase with recording.
+    let search_h = Arc::new(Mutex::new([hist(), hist()]));
+    let lineage_h = Arc::new(Mutex::new([hist(), hist()]));
     let record_h = Arc::new(Mutex::new(hist()));
     let errors = Arc::new(AtomicU64::new(0));
     let recorded = Arc::new(AtomicU64::new(0));
-    let measuring = Arc::new(AtomicBool::new(false));
+    // 0: warming up (nothing counted); 1: reads alone; 2: reads while recording.
+    let phase = Arc::new(AtomicU8::new(0));
+    let recording = Arc::new(AtomicBool::new(alone.is_zero()));
     let stop = Arc::new(AtomicBool::new(false));
 
     // Recorder: every 2/rate s a task registers a dataset, then publishes
     // its first version (a search document), each answered with its receipt.
     let rec = {
         let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
-        let (record_h, errors, recorded, measuring, stop) = (
+        let (record_h, errors, recorded, phase, recording, stop) = (
             record_h.clone(),
             errors.clone(),
             recorded.clone(),
-            measuring.clone(),
+            phase.clone(),
+            recording.clone(),
             stop.clone(),
         );
         tokio::spawn(async move {
@@ -333,17 +359,20 @@ async fn drive(
             let run = clew_events::now_timestamp().seconds;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
+                if !recording.load(Ordering::Relaxed) {
+                    continue;
+                }
                 n += 1;
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
                 let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
                 let manifest_digest = manifest_digest.clone();
-                let (record_h, errors, recorded, measuring) = (
+                let (record_h, errors, recorded, phase) = (
                     record_h.clone(),
                     errors.clone(),
                     recorded.clone(),
-                    measuring.clone(),
+                    phase.clone(),
                 );
                 tokio::spawn(async move {
                     let id = format!("bench-ds-{run}-{n}");
@@ -365,7 +394,7 @@ async fn drive(
                     for (q, vars) in steps {
                         let t = Instant::now();
                         let r = post(&client, &base, &recorder, q, vars).await;
-                        if measuring.load(Ordering::Relaxed) {
+                        if phase.load(Ordering::Relaxed) == 2 {
                             match r {
                                 Ok(_) => {
                                     recorded.fetch_add(1, Ordering::Relaxed);
@@ -389,11 +418,11 @@ async fn drive(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, base, reader) = (client.clone(), base.clone(), reader.clone());
-        let (search_h, lineage_h, errors, measuring, stop) = (
+        let (search_h, lineage_h, errors, phase, stop) = (
             search_h.clone(),
             lineage_h.clone(),
             errors.clone(),
-            measuring.clone(),
+            phase.clone(),
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -419,14 +448,18 @@ async fn drive(
                     let k = (i * 7_919) % runs.max(1);
                     post(&client, &base, &reader, LINEAGE, json!({"s": format!("deployment/dep-{k}")})).await
                 };
-                if !measuring.load(Ordering::Relaxed) {
-                    continue;
-                }
+                // The phase the query ended in (one straddling a change
+                // counts in the later phase).
+                let slot = match phase.load(Ordering::Relaxed) {
+                    1 => 0,
+                    2 => 1,
+                    _ => continue,
+                };
                 match r {
                     Ok(_) => {
                         let h = if search { &search_h } else { &lineage_h };
                         if let Ok(mut h) = h.lock() {
-                            let _ = h.record(t.elapsed().as_micros() as u64);
+                            let _ = h[slot].record(t.elapsed().as_micros() as u64);
                         }
                     }
                     Err(_) => {
@@ -437,21 +470,50 @@ async fn drive(
         }));
     }
 
-    // Warm up, then measure.
+    // Warm up; reads alone (when asked); recording warms up; then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    measuring.store(true, Ordering::Relaxed);
+    let mut alone_elapsed = 0.0;
+    if !alone.is_zero() {
+        phase.store(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let pb = clew::progress_bar(alone.as_secs(), "reads alone");
+        while started.elapsed() < alone {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pb.set_position(started.elapsed().as_secs());
+        }
+        alone_elapsed = started.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        phase.store(0, Ordering::Relaxed);
+        recording.store(true, Ordering::Relaxed);
+    }
+    // The recording warms up (a soak's caches fill) before it is measured.
+    if !alone.is_zero() || !warm_up.is_zero() {
+        let pb = clew::progress_bar(warm_up.as_secs().max(5), "warming up");
+        let started = Instant::now();
+        while started.elapsed() < warm_up.max(Duration::from_secs(5)) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pb.set_position(started.elapsed().as_secs());
+        }
+        pb.finish_and_clear();
+    }
+    phase.store(2, Ordering::Relaxed);
     let started = Instant::now();
-    let mut rss = vec![resident_mib(server_pid)];
+    let sample = || async {
+        let (rss, anon) = resident_mib(server_pid);
+        let graph = lineage_graph_mib(&client, &base, &admin).await;
+        graph.map(|g| (rss, anon, g))
+    };
+    let mut memory = vec![sample().await?];
     let pb = clew::progress_bar(duration.as_secs(), "measuring");
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         pb.set_position(started.elapsed().as_secs());
-        if rss.len() == 1 && started.elapsed() >= duration / 2 {
-            rss.push(resident_mib(server_pid));
+        if memory.len() == 1 && started.elapsed() >= duration / 2 {
+            memory.push(sample().await?);
         }
     }
-    measuring.store(false, Ordering::Relaxed);
-    rss.push(resident_mib(server_pid));
+    phase.store(0, Ordering::Relaxed);
+    memory.push(sample().await?);
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     pb.finish_and_clear();
@@ -460,11 +522,11 @@ async fn drive(
     }
     let _ = rec.await;
 
-    let s = search_h
+    let [s0, s] = search_h
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    let l = lineage_h
+    let [l0, l] = lineage_h
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
@@ -474,12 +536,30 @@ async fn drive(
         .clone();
     let mut all = s.clone();
     all.add(&l)?;
+    let mut all_alone = s0.clone();
+    all_alone.add(&l0)?;
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let queries_per_s = all.len() as f64 / elapsed;
+    let queries_alone_per_s = if alone_elapsed > 0.0 {
+        all_alone.len() as f64 / alone_elapsed
+    } else {
+        0.0
+    };
+    let at = |k: usize| memory[k.min(memory.len() - 1)];
+    let (first, middle, last) = (at(0), at(1), at(2));
     Ok(ApiBench {
         events: 0,
         clients,
         seconds: elapsed,
-        queries_per_s: all.len() as f64 / elapsed,
+        queries_per_s,
+        queries_alone_per_s,
+        reads_under_writes_ratio: if queries_alone_per_s > 0.0 {
+            queries_per_s / queries_alone_per_s
+        } else {
+            0.0
+        },
+        alone_p50_ms: ms(&all_alone, 0.5),
+        alone_p99_ms: ms(&all_alone, 0.99),
         search_p50_ms: ms(&s, 0.5),
         search_p99_ms: ms(&s, 0.99),
         lineage_p50_ms: ms(&l, 0.5),
@@ -490,7 +570,26 @@ async fn drive(
         recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
         record_p99_ms: ms(&w, 0.99),
         errors: errors.load(Ordering::Relaxed),
-        server_rss_mib: [rss[0].0, rss[rss.len() / 2].0, rss[rss.len() - 1].0],
-        server_rss_anon_mib: [rss[0].1, rss[rss.len() / 2].1, rss[rss.len() - 1].1],
+        server_rss_mib: [first.0, middle.0, last.0],
+        server_rss_anon_mib: [first.1, middle.1, last.1],
+        lineage_graph_mib: [first.2, middle.2, last.2],
+        rss_growth_beyond_data: ((last.0 - first.0) - (last.2 - first.2)) / first.0,
     })
+}
+
+/// The server's own gauge of its resident lineage graph, MiB.
+async fn lineage_graph_mib(client: &reqwest::Client, base: &str, admin: &str) -> Result<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("clew_catalog_lineage_graph_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|b| b / (1024.0 * 1024.0))
+        .context("the server's metrics have no clew_catalog_lineage_graph_bytes")
 }

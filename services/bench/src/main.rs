@@ -8,7 +8,8 @@
 //! [`kafka`] measures the distributed path on a real broker against the
 //! embedded log; [`dicom`] times the DICOM header scan against pydicom;
 //! [`blobs`] puts and gets manifests through Clew against the S3 store's
-//! own client.
+//! own client; [`growth`] runs the catalogue and API benchmarks at several
+//! sizes and prints how each figure grows.
 
 /// The same allocator as the `clew` binary, so the in-process benchmarks
 /// (ledger, catalogue, Kafka) measure what the product runs.
@@ -19,6 +20,7 @@ mod api;
 mod blobs;
 mod dicom;
 mod dicomweb;
+mod growth;
 mod kafka;
 mod spine;
 mod web;
@@ -76,6 +78,14 @@ enum Bench {
         /// is the soak test.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Seconds of queries with nothing recorded, measured first in the
+        /// same run (the peer of the run with recording; 0: skip).
+        #[arg(long, default_value_t = 30)]
+        alone_seconds: u64,
+        /// Seconds of recording before it is measured (5 at least; a soak
+        /// gives its caches time to fill: 300).
+        #[arg(long, default_value_t = 5)]
+        warm_up_seconds: u64,
         /// Events recorded per second through GraphQL mutations meanwhile.
         #[arg(long, default_value_t = 1000)]
         record_rate: u64,
@@ -197,6 +207,18 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         runs_large: usize,
     },
+    /// How cost grows with the catalogue: `catalog` and `api` at each size
+    /// (each in its own process), every figure with its growth from one
+    /// size to the next beside the catalogue's own growth.
+    Growth {
+        /// Sizes in datasets, smallest first (50 events each: 2,000 make
+        /// about 100k events, 20,000 a million, 100,000 five million).
+        #[arg(long, value_delimiter = ',', default_values_t = [2_000u64, 20_000])]
+        datasets: Vec<u64>,
+        /// Seconds of each API phase (reads alone, then while recording).
+        #[arg(long, default_value_t = 30)]
+        api_seconds: u64,
+    },
     /// Sequencing throughput with signature checks vs the raw Ed25519 verify rate.
     Ledger {
         /// Number of events to sequence.
@@ -274,6 +296,8 @@ fn run(bench: Bench) -> Result<()> {
             datasets,
             clients,
             seconds,
+            alone_seconds,
+            warm_up_seconds,
             record_rate,
             data_dir,
         } => {
@@ -282,15 +306,33 @@ fn run(bench: Bench) -> Result<()> {
                 datasets.max(10),
                 clients.max(1),
                 seconds.max(1),
+                alone_seconds,
+                warm_up_seconds,
                 record_rate,
                 data_dir.as_deref(),
                 &exe,
             )?;
             println!("catalogue events:  {}", r.events);
+            if r.queries_alone_per_s > 0.0 {
+                println!(
+                    "queries alone:     {:.0}/s from {} clients (p50 {:.2} ms, p99 {:.2} ms)",
+                    r.queries_alone_per_s, r.clients, r.alone_p50_ms, r.alone_p99_ms
+                );
+            }
             println!(
-                "queries:           {:.0}/s from {} clients (p50 {:.2} ms, p99 {:.2} ms)",
-                r.queries_per_s, r.clients, r.p50_ms, r.p99_ms
+                "queries recording: {:.0}/s from {} clients (p50 {:.2} ms, p99 {:.2} ms, p99/p50 {:.1})",
+                r.queries_per_s,
+                r.clients,
+                r.p50_ms,
+                r.p99_ms,
+                r.p99_ms / r.p50_ms
             );
+            if r.queries_alone_per_s > 0.0 {
+                println!(
+                    "reads under writes: {:.2} of the queries/s alone (goal ≥ 0.8)",
+                    r.reads_under_writes_ratio
+                );
+            }
             println!(
                 "  search:          p50 {:.2} ms, p99 {:.2} ms",
                 r.search_p50_ms, r.search_p99_ms
@@ -309,6 +351,11 @@ fn run(bench: Bench) -> Result<()> {
                 "server RSS:        start {start:.0} MiB, middle {middle:.0} MiB, end {end:.0} MiB ({:+.1}%); anonymous {anon_start:.0} / {anon_middle:.0} / {anon_end:.0} MiB",
                 (end / start - 1.0) * 100.0
             );
+            let [g_start, g_middle, g_end] = r.lineage_graph_mib;
+            println!(
+                "lineage graph:     {g_start:.0} / {g_middle:.0} / {g_end:.0} MiB; RSS growth beyond the graph's {:+.1}% (goal ≤ 10% over 30 minutes)",
+                r.rss_growth_beyond_data * 100.0
+            );
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::Catalog {
@@ -325,8 +372,16 @@ fn run(bench: Bench) -> Result<()> {
             )?;
             println!("lineage nodes / events:  {} / {}", r.nodes, r.events);
             println!(
-                "projection:              {:.0} events/s (reindex {:.1} s)",
-                r.projection_events_per_s, r.reindex_s
+                "sequencing:              {:.0} events/s | raw Ed25519 verify on all cores {:.0}/s | ratio {:.2} (goal ≥ 0.8)",
+                r.sequencing_events_per_s,
+                r.raw_verify_per_s,
+                r.sequencing_events_per_s / r.raw_verify_per_s
+            );
+            println!(
+                "projection:              {:.0} events/s (reindex {:.1} s) | ratio to sequencing {:.2} (goal ≥ 2)",
+                r.projection_events_per_s,
+                r.reindex_s,
+                r.projection_events_per_s / r.sequencing_events_per_s
             );
             println!(
                 "search + 3 facets:       p50 {:.2} ms, p99 {:.2} ms | facets by tantivy terms aggregations p50 {:.2} ms | ratio {:.2}",
@@ -368,6 +423,45 @@ fn run(bench: Bench) -> Result<()> {
                 stores / r.envelope_bytes_per_event
             );
             println!("serving peak RSS:        {:.0} MiB", r.serving_peak_rss_mib);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Bench::Growth {
+            datasets,
+            api_seconds,
+        } => {
+            clew_binary()?;
+            let exe = std::env::current_exe().context("locating the clew-bench binary")?;
+            let r = growth::growth(&datasets, api_seconds.max(1), &exe)?;
+            let events = &r.figures[0];
+            print!("{:<38}", "figure");
+            for e in &r.events {
+                print!(" {:>12}", format!("{e} ev"));
+            }
+            println!(" | growth from one size to the next");
+            for f in &r.figures {
+                print!("{:<38}", f.name);
+                for v in &f.values {
+                    print!(" {v:>12.3}");
+                }
+                let steps: Vec<String> = f
+                    .growth
+                    .iter()
+                    .zip(&events.growth)
+                    .map(|(g, size)| {
+                        if f.latency {
+                            let shape = if g < size {
+                                "sub-linear"
+                            } else {
+                                "NOT sub-linear"
+                            };
+                            format!("×{g:.2} ({shape})")
+                        } else {
+                            format!("×{g:.2}")
+                        }
+                    })
+                    .collect();
+                println!(" | {}", steps.join(", "));
+            }
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::CatalogServe {
