@@ -257,9 +257,7 @@ mod tests {
         );
         // A cache too small to hold a page's working set is raised to 16 MiB.
         assert_eq!(
-            DataDir::new("d")
-                .with_page_cache(1)
-                .catalog_cache_bytes(),
+            DataDir::new("d").with_page_cache(1).catalog_cache_bytes(),
             12 << 20
         );
     }
