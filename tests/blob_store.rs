@@ -422,7 +422,15 @@ async fn replicas_share_the_bucket_and_the_kafka_sequencer_cites_only_what_it_ho
         let r = start(name);
         let (api, t) = (Api::new(&r.base), r.admin_token());
         wait_for_size(&api, &t, size).await;
-        let (status, got) = download(&r.base, &t, "bucket-ct@1.0").await;
+        // The mirror holds the size before the catalogue has applied it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (status, got) = loop {
+            let answer = download(&r.base, &t, "bucket-ct@1.0").await;
+            if answer.0 != 404 || std::time::Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
         assert_eq!((status, got.as_deref()), (200, Some(&body[..])), "{name}");
         assert!(!Path::new(&fx.path(name)).join("manifests/sha256").exists());
     }
