@@ -72,17 +72,23 @@ pub struct ApiBench {
     pub rss_growth_beyond_data: f64,
 }
 
-/// `VmRSS` and `RssAnon` of process `pid`, MiB.
-fn resident_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
+/// Memory fields (`VmRSS:`, `VmHWM:`, …) of `process` (a pid or `self`)
+/// from `/proc/<process>/status`, MiB; 0 for a field it does not have.
+pub(crate) fn status_mib<const N: usize>(process: &str, fields: [&str; N]) -> [f64; N] {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
+    fields.map(|name| {
         status
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("RssAnon:"))
+    })
+}
+
+/// `VmRSS` and `RssAnon` of process `pid`, MiB.
+fn resident_mib(pid: u32) -> (f64, f64) {
+    let [rss, anon] = status_mib(&pid.to_string(), ["VmRSS:", "RssAnon:"]);
+    (rss, anon)
 }
 
 /// Builds the catalogue, starts `clew serve` on it, and measures.

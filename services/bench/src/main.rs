@@ -432,7 +432,11 @@ fn run(bench: Bench) -> Result<()> {
             clew_binary()?;
             let exe = std::env::current_exe().context("locating the clew-bench binary")?;
             let r = growth::growth(&datasets, api_seconds.max(1), &exe)?;
-            let events = &r.figures[0];
+            let size_growth: Vec<f64> = r
+                .events
+                .windows(2)
+                .map(|w| w[1] as f64 / w[0] as f64)
+                .collect();
             print!("{:<38}", "figure");
             for e in &r.events {
                 print!(" {:>12}", format!("{e} ev"));
@@ -446,7 +450,7 @@ fn run(bench: Bench) -> Result<()> {
                 let steps: Vec<String> = f
                     .growth
                     .iter()
-                    .zip(&events.growth)
+                    .zip(&size_growth)
                     .map(|(g, size)| {
                         if f.latency {
                             let shape = if g < size {

@@ -555,14 +555,7 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     }
 
     // Peak memory before the whole-graph peer below is built.
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
+    let [peak_rss_mib] = crate::api::status_mib("self", ["VmHWM:"]);
 
     // The same walks over the whole graph in memory: the latency floor of
     // a walk over a resident graph this large.
@@ -602,7 +595,7 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
         lineage_10_hop_p99_ms: pct(&mut lineage, 0.99),
         impact_ms: pct(&mut impact, 0.5),
         impact_nodes,
-        serving_peak_rss_mib: rss_kib / 1024.0,
+        serving_peak_rss_mib: peak_rss_mib,
         search_by_aggregation_p50_ms: pct(&mut by_aggregation, 0.5),
         lineage_in_memory_p50_ms: pct(&mut lineage_in_memory, 0.5),
         impact_in_memory_ms: if impact_in_memory.is_empty() {

@@ -137,6 +137,18 @@ impl Catalog {
     /// [`Catalog::open`] with a page cache of `cache_bytes` (projection of a
     /// large ledger runs faster with a cache the size of the state).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, CatalogError> {
+        // A serving catalogue commits small batches often, and tantivy
+        // zeroes a fresh arena sized by this budget at every commit, so it
+        // gets the minimum.
+        Self::open_indexing_with(dir, cache_bytes, 15 << 20)
+    }
+
+    /// Opens the catalogue with `writer_bytes` for tantivy's indexing arena.
+    fn open_indexing_with(
+        dir: &Path,
+        cache_bytes: u64,
+        writer_bytes: usize,
+    ) -> Result<Self, CatalogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
         let config = sled::Config::new()
@@ -147,15 +159,6 @@ impl Catalog {
             .flush_every_ms(None);
         let db = clew_ledger::store::open_sled(&config)?;
         let tree = db.open_tree("catalog")?;
-        // Bulk projection (a page cache of a GiB or more) indexes big chunks;
-        // a serving catalogue (whose cache an operator sets well below that)
-        // commits small batches often, and tantivy zeroes a fresh arena sized
-        // by this budget at every commit, so it gets the minimum.
-        let writer_bytes = if cache_bytes >= 1 << 30 {
-            64 << 20
-        } else {
-            15 << 20
-        };
         let search = SearchIndex::open(&dir.join("search"), writer_bytes)?;
         let catalog = Self {
             dir: dir.to_path_buf(),
@@ -212,7 +215,8 @@ impl Catalog {
                     .map_err(|e| CatalogError::Setup(format!("{}: {e}", p.display())))?;
             }
         }
-        let catalog = Self::open_with_cache(dir, cache_bytes)?;
+        // A rebuild indexes the whole ledger in big chunks: a larger arena.
+        let catalog = Self::open_indexing_with(dir, cache_bytes, 64 << 20)?;
         catalog.catch_up(ledger, progress)?;
         Ok(catalog)
     }

@@ -91,14 +91,13 @@ impl<'a> Pending<'a> {
                 let staged = self.staged.entry(subject.clone()).or_default();
                 staged.0 = true;
                 staged.1 += walk.out.len();
-                let key = walk.key();
-                match self.walks.get_mut(&key) {
-                    Some(known) => {
-                        known.created |= walk.created;
-                        known.out.extend(walk.out);
+                match self.walks.entry(walk.key()) {
+                    std::collections::btree_map::Entry::Occupied(mut known) => {
+                        known.get_mut().created |= walk.created;
+                        known.get_mut().out.extend(walk.out);
                     }
-                    None => {
-                        self.walks.insert(key, walk);
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(walk);
                     }
                 }
             }

@@ -162,14 +162,27 @@ impl DataDir {
         self.root.join("catalog")
     }
 
-    /// Opens the catalogue and brings it up to date with `ledger`.
-    pub fn catalog(&self, ledger: &Ledger) -> Result<clew_catalog::Catalog> {
-        let catalog = clew_catalog::Catalog::open_with_cache(
+    /// Opens the catalogue with its share of the page cache, as it is.
+    pub fn open_catalog(&self) -> Result<clew_catalog::Catalog> {
+        Ok(clew_catalog::Catalog::open_with_cache(
             &self.catalog_dir(),
             self.catalog_cache_bytes(),
-        )?;
+        )?)
+    }
+
+    /// Opens the catalogue and brings it up to date with `ledger`.
+    pub fn catalog(&self, ledger: &Ledger) -> Result<clew_catalog::Catalog> {
+        let catalog = self.open_catalog()?;
         catalog.catch_up(ledger, &|_, _| {})?;
         Ok(catalog)
+    }
+
+    /// `options` with the ledger's share of the page cache.
+    pub fn ledger_options(&self, options: LedgerOptions) -> LedgerOptions {
+        LedgerOptions {
+            cache_bytes: self.ledger_cache_bytes(),
+            ..options
+        }
     }
 
     /// Whether a ledger exists here.

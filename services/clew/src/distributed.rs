@@ -390,12 +390,12 @@ pub fn prepare_replica(
     let created = !dir.has_ledger();
     // Flushed at every append: the catalogue (flushed after each chunk it
     // applies) must never hold leaves the mirror lost in a crash.
-    let options = LedgerOptions {
-        cache_bytes: dir.ledger_cache_bytes(),
-        ..LedgerOptions::default()
-    };
-    let mirror = Ledger::open_mirror(dir.root(), &vkey, options)
-        .with_context(|| format!("opening the mirror in {}", dir.root().display()))?;
+    let mirror = Ledger::open_mirror(
+        dir.root(),
+        &vkey,
+        dir.ledger_options(LedgerOptions::default()),
+    )
+    .with_context(|| format!("opening the mirror in {}", dir.root().display()))?;
     let service_key = keyfiles::read_producer(service_key).with_context(|| {
         format!(
             "the replica signs with the ledger's API service key ({}), copied from the ledger's keys/api.key",
@@ -403,8 +403,7 @@ pub fn prepare_replica(
         )
     })?;
     let (tokens, admin_token_file) = crate::server::open_tokens_at(dir, tokens_file)?;
-    let mut catalog =
-        clew_catalog::Catalog::open_with_cache(&dir.catalog_dir(), dir.catalog_cache_bytes())?;
+    let mut catalog = dir.open_catalog()?;
     if catalog.applied()? > mirror.size() {
         tracing::warn!(
             applied = catalog.applied()?,

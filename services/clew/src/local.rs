@@ -33,10 +33,7 @@ pub fn open_primary(
     content: &clew_blobs::BlobStore,
 ) -> Result<(Ledger, ProducerKey, bool)> {
     let created = !dir.has_ledger();
-    let options = LedgerOptions {
-        cache_bytes: dir.ledger_cache_bytes(),
-        ..LedgerOptions::citing(content.clone())
-    };
+    let options = dir.ledger_options(LedgerOptions::citing(content.clone()));
     let ledger = if created {
         tracing::info!(dir = %dir.root().display(), "creating a new data directory");
         dir.init(origin, options)?
@@ -101,8 +98,7 @@ pub fn start(
     content: &clew_blobs::BlobStore,
 ) -> Result<(Arc<Node>, bool)> {
     let (ledger, service_key, created) = open_primary(dir, origin, content)?;
-    let catalog =
-        clew_catalog::Catalog::open_with_cache(&dir.catalog_dir(), dir.catalog_cache_bytes())?;
+    let catalog = dir.open_catalog()?;
     let metrics = Arc::new(Metrics::new()?);
     let node = Node::start(Arc::new(ledger), Arc::new(catalog), service_key, metrics)?;
     Ok((node, created))
