@@ -18,12 +18,14 @@
 //! restricted version) shows the reference as [`REDACTED`].
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
 use clew_catalog::{Catalog, NodeRecord, Visibility};
 use clew_events::proto::Role;
+use lru::LruCache;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -188,21 +190,52 @@ impl Session {
 
 /// Whether each dataset is open, shared by every request. A dataset's
 /// access level is fixed when it is registered (re-registration is refused),
-/// so an entry never goes stale; unknown datasets are never cached.
-#[derive(Debug, Default)]
+/// so an entry never goes stale; unknown datasets are never cached. The
+/// cache keeps the [`DatasetAccess::CAPACITY`] datasets asked about most
+/// recently: a catalogue of millions of datasets must not hold one entry
+/// each for as long as the server runs.
+#[derive(Debug)]
 pub struct DatasetAccess {
-    open: RwLock<HashMap<String, bool>>,
+    open: Mutex<LruCache<String, bool>>,
+}
+
+impl Default for DatasetAccess {
+    fn default() -> Self {
+        Self::with_capacity(Self::CAPACITY)
+    }
 }
 
 impl DatasetAccess {
+    /// Datasets remembered by default (~100 bytes each).
+    pub const CAPACITY: usize = 65_536;
+
+    /// A cache remembering at most `capacity` datasets (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            open: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// How many datasets are remembered.
+    pub fn len(&self) -> usize {
+        self.open.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether no dataset is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn is_open(&self, catalog: &Catalog, id: &str) -> Option<bool> {
-        if let Some(v) = self.open.read().ok().and_then(|m| m.get(id).copied()) {
+        if let Some(v) = self.open.lock().ok().and_then(|mut m| m.get(id).copied()) {
             return Some(v);
         }
         let node = catalog.node(&format!("dataset/{id}")).ok()??;
         let open = node.attributes()["accessLevel"].as_str() == Some("ACCESS_LEVEL_OPEN");
-        if let Ok(mut m) = self.open.write() {
-            m.insert(id.to_string(), open);
+        if let Ok(mut m) = self.open.lock() {
+            m.put(id.to_string(), open);
         }
         Some(open)
     }
@@ -612,5 +645,24 @@ mod tests {
         assert_eq!(again.principal_of(&t).as_deref(), Some("alice"));
         assert_eq!(again.revoke_all("alice").unwrap(), 1);
         assert_eq!(again.principal_of(&t), None);
+    }
+
+    #[test]
+    fn the_dataset_access_cache_forgets_the_least_recently_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let access = DatasetAccess::with_capacity(2);
+        // Unregistered datasets are answered but never remembered.
+        assert_eq!(access.is_open(&catalog, "ds-unknown"), None);
+        assert!(access.is_empty());
+        for (id, open) in [("ds-a", true), ("ds-b", false), ("ds-c", true)] {
+            access.open.lock().unwrap().put(id.to_string(), open);
+        }
+        assert_eq!(access.len(), 2, "the cache holds at most its capacity");
+        // The oldest entry is gone: asked again, it is looked up (and, being
+        // absent from this empty catalogue, not remembered).
+        assert_eq!(access.is_open(&catalog, "ds-a"), None);
+        assert_eq!(access.is_open(&catalog, "ds-b"), Some(false));
+        assert_eq!(access.is_open(&catalog, "ds-c"), Some(true));
     }
 }
