@@ -4,7 +4,8 @@
 //! in order and turns each event into:
 //!
 //! - **entity state and the lineage graph** (sled): a node per entity with
-//!   its W3C PROV edges, per-entity history, access grants; every node and
+//!   its W3C PROV edges, per-entity history, access grants (node records
+//!   and history entries in the binary form of `stored`); every node and
 //!   edge records the leaf that created it (and the leaf that withdrew or
 //!   retired it), so "as of tree size N" is a filter;
 //! - **the graph's shape in memory** ([`adjacency`]): subjects interned to
@@ -39,6 +40,7 @@ mod graph;
 mod lineage;
 mod project;
 mod search;
+mod stored;
 
 use std::path::{Path, PathBuf};
 
@@ -59,8 +61,9 @@ use graph::keys;
 use project::Pending;
 
 /// The state's storage format: 2 adds walk records and drops the in-edge
-/// keys of format 1.
-const FORMAT: u8 = 2;
+/// keys of format 1; 3 stores node records and history entries in binary
+/// (`stored`), and still reads the JSON ones of format 2.
+const FORMAT: u8 = 3;
 
 /// Default sled page cache of a catalogue.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -391,6 +394,17 @@ impl Catalog {
         let format = self.tree.get(keys::FORMAT)?.map(|v| v.first().copied());
         match format {
             Some(Some(FORMAT)) => return Ok(()),
+            Some(Some(2)) => {
+                // Format 3 reads format 2's records as they are: each is
+                // rewritten when it next changes, and `clew reindex`
+                // rewrites them all.
+                self.tree.insert(keys::FORMAT, &[FORMAT])?;
+                self.db.flush()?;
+                tracing::info!(
+                    "catalogue storage is format 2; its JSON records are read as they are and rewritten in binary as they change (`clew reindex` rewrites them all)"
+                );
+                return Ok(());
+            }
             Some(other) => {
                 return Err(CatalogError::Corrupt(format!(
                     "catalogue storage format {other:?} is not one this build reads (it reads {FORMAT}); run `clew reindex`"
@@ -408,9 +422,7 @@ impl Catalog {
         let mut nodes = 0u64;
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
-            let node: NodeRecord = serde_json::from_slice(&v).map_err(|e| {
-                CatalogError::Corrupt(format!("node {}: {e}", String::from_utf8_lossy(&k[1..])))
-            })?;
+            let node = stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v)?;
             for walk in WalkRecord::of_node(&node, false, 0) {
                 batch.insert(walk.key(), walk.value());
             }
@@ -535,11 +547,9 @@ impl Catalog {
     pub fn nodes_of_type(&self, node_type: &str) -> Result<Vec<NodeRecord>, CatalogError> {
         self.tree
             .scan_prefix(keys::node(&format!("{node_type}/")))
-            .values()
-            .map(|v| {
-                let v = v?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| CatalogError::Corrupt(format!("node of type {node_type}: {e}")))
+            .map(|item| {
+                let (k, v) = item?;
+                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v)
             })
             .collect()
     }
@@ -554,10 +564,7 @@ impl Catalog {
             .collect();
         for item in self.tree.scan_prefix(keys::history_of(subject)) {
             let (_, v) = item?;
-            out.push(
-                serde_json::from_slice(&v)
-                    .map_err(|e| CatalogError::Corrupt(format!("history: {e}")))?,
-            );
+            out.push(stored::decode_history(&v)?);
         }
         Ok(out)
     }

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::adjacency::{LineageIndex, WalkRecord};
 use crate::graph::{keys, Affect, HistoryEntry, NodeRecord, OutEdge, Relation};
-use crate::{access, CatalogError};
+use crate::{access, stored, CatalogError};
 
 /// Writes of a chunk of leaves, read through before sled.
 pub(crate) struct Pending<'a> {
@@ -55,10 +55,7 @@ impl<'a> Pending<'a> {
 
     pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
         let key = keys::node(subject);
-        let parse = |b: &[u8]| {
-            serde_json::from_slice(b)
-                .map_err(|e| CatalogError::Corrupt(format!("node {subject}: {e}")))
-        };
+        let parse = |b: &[u8]| stored::decode_node(subject, b);
         match self.writes.get(&key) {
             Some(v) => parse(v).map(Some),
             None => self.tree.get(&key)?.map(|v| parse(&v)).transpose(),
@@ -102,11 +99,8 @@ impl<'a> Pending<'a> {
                 }
             }
         }
-        // Serialising a NodeRecord cannot fail.
-        self.writes.insert(
-            keys::node(&subject),
-            serde_json::to_vec(node).unwrap_or_default(),
-        );
+        self.writes
+            .insert(keys::node(&subject), stored::encode_node(node));
     }
 
     /// Records an edge `from -> to` inside `from` (which the caller then
@@ -498,7 +492,7 @@ pub(crate) fn apply(
         None if history || !creates_itself(body) => {
             p.writes.insert(
                 keys::history(&subject_key, leaf),
-                serde_json::to_vec(&entry).unwrap_or_default(),
+                stored::encode_history(&entry),
             );
         }
         None => {}

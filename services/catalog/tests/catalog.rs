@@ -1056,11 +1056,86 @@ fn open_sled(dir: &std::path::Path) -> sled::Db {
     clew_ledger::store::open_sled(&sled::Config::new().path(dir.join("catalog.db"))).unwrap()
 }
 
+/// Rewrites a catalogue's node records (`n` subject) and history entries
+/// (`h` subject 0 leaf) as the JSON objects formats 1 and 2 stored, and
+/// sets its format marker to `marker` (format 1 had none).
+fn rewrite_records_as_json(dir: &std::path::Path, marker: Option<u8>) {
+    let (nodes, entries): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
+        let db = open_sled(dir);
+        let tree = db.open_tree("catalog").unwrap();
+        let keys = |prefix: &[u8]| -> Vec<Vec<u8>> {
+            tree.scan_prefix(prefix)
+                .keys()
+                .map(|k| k.unwrap().to_vec())
+                .collect()
+        };
+        (keys(b"n"), keys(b"h"))
+    };
+    let mut batch = sled::Batch::default();
+    {
+        let c = Catalog::open(dir).unwrap();
+        for k in &nodes {
+            let node = c
+                .node(std::str::from_utf8(&k[1..]).unwrap())
+                .unwrap()
+                .unwrap();
+            batch.insert(k.clone(), serde_json::to_vec(&node).unwrap());
+        }
+        for k in &entries {
+            let (subject, leaf) = k[1..].split_at(k.len() - 10);
+            let leaf = u64::from_be_bytes(leaf[1..].try_into().unwrap());
+            let entry = c
+                .history(std::str::from_utf8(subject).unwrap())
+                .unwrap()
+                .into_iter()
+                .find(|e| e.leaf == leaf)
+                .unwrap();
+            batch.insert(k.clone(), serde_json::to_vec(&entry).unwrap());
+        }
+    }
+    match marker {
+        Some(m) => batch.insert(&b"mformat"[..], &[m]),
+        None => batch.remove(&b"mformat"[..]),
+    }
+    let db = open_sled(dir);
+    db.open_tree("catalog").unwrap().apply_batch(batch).unwrap();
+    db.flush().unwrap();
+    assert!(
+        nodes.len() > 3000 && !entries.is_empty(),
+        "{} nodes, {} history entries",
+        nodes.len(),
+        entries.len()
+    );
+}
+
+/// Every node of the catalogue, as JSON, by type.
+fn every_node(c: &Catalog) -> String {
+    [
+        "site",
+        "dataset",
+        "dataset-version",
+        "transform",
+        "training-run",
+        "model-version",
+        "validation",
+        "deployment",
+        "principal",
+        "access-grant",
+        "project",
+        "access-request",
+    ]
+    .iter()
+    .map(|t| serde_json::to_string(&c.nodes_of_type(t).unwrap()).unwrap())
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 /// Rewrites a catalogue's state into format 1, the layout of every
-/// catalogue made before walk records: each edge kept a second time under
-/// its target (`i` to 0 relation-code from → `{"created_leaf":…,"role":…}`),
-/// no walk records (`w…`), no format marker.
+/// catalogue made before walk records: records as JSON, each edge kept a
+/// second time under its target (`i` to 0 relation-code from →
+/// `{"created_leaf":…,"role":…}`), no walk records (`w…`), no format marker.
 fn rewrite_as_format_1(dir: &std::path::Path) {
+    rewrite_records_as_json(dir, None);
     let db = open_sled(dir);
     let tree = db.open_tree("catalog").unwrap();
     let mut batch = sled::Batch::default();
@@ -1117,7 +1192,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
             "format 1's in-edge keys remain"
         );
         assert!(tree.scan_prefix(b"w").count() > 3000);
-        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[2u8][..]));
+        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[3u8][..]));
     }
 
     // It goes on projecting after the upgrade, and walks see the new edges.
@@ -1142,6 +1217,74 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
             &Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap()
         )
     );
+}
+
+#[test]
+fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_change() {
+    let mut w = big_world();
+    let fresh = w.catalog("fresh");
+    let expected = (fixed_answers(&fresh), every_node(&fresh));
+    drop(fresh);
+    let dir = w.dir.path().join("fresh");
+    rewrite_records_as_json(&dir, Some(2));
+
+    let json_records = || {
+        let db = open_sled(&dir);
+        let tree = db.open_tree("catalog").unwrap();
+        let n = tree
+            .scan_prefix(b"n")
+            .values()
+            .filter(|v| v.as_ref().unwrap().first() == Some(&b'{'))
+            .count();
+        (n, tree.get(b"mformat").unwrap().map(|v| v.to_vec()))
+    };
+    let before = json_records().0;
+    let opened = Catalog::open(&dir).unwrap();
+    assert_eq!((fixed_answers(&opened), every_node(&opened)), expected);
+    drop(opened);
+    let (after_open, marker) = json_records();
+    assert_eq!(after_open, before, "opening rewrites nothing");
+    assert_eq!(marker, Some(vec![3u8]));
+
+    // A new version (a new record) and a withdrawal of ds-a@1, which
+    // changes ds-a@1 and marks what depends on it: those are stored anew.
+    w.submit(vec![version(
+        "ds-a",
+        "9",
+        &["ds-a@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20200101", "20201231"),
+        5,
+    )]);
+    w.submit(vec![Body::DatasetVersionWithdrawn(
+        proto::DatasetVersionWithdrawn {
+            dataset_version_id: "ds-a@1".into(),
+            reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
+            detail: String::new(),
+        },
+    )]);
+    let reopened = w.catalog("fresh");
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(
+        (fixed_answers(&reopened), every_node(&reopened)),
+        (fixed_answers(&rebuilt), every_node(&rebuilt))
+    );
+    drop(reopened);
+    let (after_change, _) = json_records();
+    assert!(
+        after_change < before,
+        "{after_change} JSON node records of {before} after a change"
+    );
+    let db = open_sled(&dir);
+    let ds_a_1 = db
+        .open_tree("catalog")
+        .unwrap()
+        .get(b"ndataset-version/ds-a@1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ds_a_1[0], 3, "a changed record is stored in format 3");
 }
 
 #[test]

@@ -30,9 +30,11 @@ pub(crate) struct DataDirArg {
     pub(crate) blob_store_ca: Option<PathBuf>,
     /// Page cache of the ledger's and the catalogue's stores together, MiB
     /// (default 128; a quarter to the ledger, all of it when there is no
-    /// catalogue). A server's memory is this, the search index's mapped
-    /// files, and the lineage graph, which grows with the catalogue (about
-    /// 300 bytes a node: `clew_catalog_lineage_graph_bytes` in the metrics).
+    /// catalogue). Two parts of a server's memory grow with its data
+    /// instead: the lineage graph (about 300 bytes a node:
+    /// `clew_catalog_lineage_graph_bytes` in the metrics) and the stores'
+    /// own bookkeeping of every page on disk (about an eighth of their size
+    /// on disk, from the moment they are opened).
     #[arg(long, env = "CLEW_CACHE_MIB")]
     pub(crate) cache_mib: Option<u64>,
 }
