@@ -282,17 +282,7 @@ impl WholeGraph {
     /// Every node record of the catalogue, read once (untimed).
     fn of(catalog: &clew_catalog::Catalog) -> Result<Self> {
         let mut up = Adjacency::default();
-        for node_type in [
-            "site",
-            "principal",
-            "dataset",
-            "dataset-version",
-            "transform",
-            "training-run",
-            "model-version",
-            "validation",
-            "deployment",
-        ] {
+        for node_type in clew_catalog::NODE_TYPES {
             for n in catalog.nodes_of_type(node_type)? {
                 let from = n.subject();
                 up.id(&from);

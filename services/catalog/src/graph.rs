@@ -102,6 +102,22 @@ pub struct OutEdge {
     pub created_leaf: u64,
 }
 
+/// Every type of node the catalogue holds (the `<type>` of a subject).
+pub const NODE_TYPES: &[&str] = &[
+    "site",
+    "principal",
+    "dataset",
+    "dataset-version",
+    "transform",
+    "training-run",
+    "model-version",
+    "validation",
+    "deployment",
+    "access-grant",
+    "project",
+    "access-request",
+];
+
 /// A node of the lineage graph (an entity of the catalogue). Its outgoing
 /// edges live inside it (they are known when it is created); incoming edges
 /// are separate keys, since popular nodes gather many.

@@ -49,7 +49,7 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 pub use access::Spell;
-pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation};
+pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation, NODE_TYPES};
 pub use lineage::{Admit, Direction, ImpactAnswer, LineageAnswer, NodeView, Reach};
 pub use search::{
     FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,

@@ -1110,24 +1110,11 @@ fn rewrite_records_as_json(dir: &std::path::Path, marker: Option<u8>) {
 
 /// Every node of the catalogue, as JSON, by type.
 fn every_node(c: &Catalog) -> String {
-    [
-        "site",
-        "dataset",
-        "dataset-version",
-        "transform",
-        "training-run",
-        "model-version",
-        "validation",
-        "deployment",
-        "principal",
-        "access-grant",
-        "project",
-        "access-request",
-    ]
-    .iter()
-    .map(|t| serde_json::to_string(&c.nodes_of_type(t).unwrap()).unwrap())
-    .collect::<Vec<_>>()
-    .join("\n")
+    clew_catalog::NODE_TYPES
+        .iter()
+        .map(|t| serde_json::to_string(&c.nodes_of_type(t).unwrap()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Rewrites a catalogue's state into format 1, the layout of every
@@ -1171,6 +1158,20 @@ fn rewrite_as_format_1(dir: &std::path::Path) {
     );
 }
 
+/// Records version 9 of ds-a, derived from ds-a@1.
+fn add_ds_a_9(w: &mut World) {
+    w.submit(vec![version(
+        "ds-a",
+        "9",
+        &["ds-a@1"],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20200101", "20201231"),
+        5,
+    )]);
+}
+
 #[test]
 fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
     let mut w = big_world();
@@ -1196,16 +1197,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
     }
 
     // It goes on projecting after the upgrade, and walks see the new edges.
-    w.submit(vec![version(
-        "ds-a",
-        "9",
-        &["ds-a@1"],
-        "CT",
-        "SIEMENS",
-        (1.0, 1.0),
-        ("20200101", "20201231"),
-        5,
-    )]);
+    add_ds_a_9(&mut w);
     let reopened = w.catalog("fresh");
     let down = reopened
         .lineage("dataset-version/ds-a@1", Direction::Downstream, 1, None)
@@ -1248,16 +1240,7 @@ fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_ch
 
     // A new version (a new record) and a withdrawal of ds-a@1, which
     // changes ds-a@1 and marks what depends on it: those are stored anew.
-    w.submit(vec![version(
-        "ds-a",
-        "9",
-        &["ds-a@1"],
-        "CT",
-        "SIEMENS",
-        (1.0, 1.0),
-        ("20200101", "20201231"),
-        5,
-    )]);
+    add_ds_a_9(&mut w);
     w.submit(vec![Body::DatasetVersionWithdrawn(
         proto::DatasetVersionWithdrawn {
             dataset_version_id: "ds-a@1".into(),

@@ -33,8 +33,8 @@ pub(crate) struct DataDirArg {
     /// catalogue). Two parts of a server's memory grow with its data
     /// instead: the lineage graph (about 300 bytes a node:
     /// `clew_catalog_lineage_graph_bytes` in the metrics) and the stores'
-    /// own bookkeeping of every page on disk (about an eighth of their size
-    /// on disk, from the moment they are opened).
+    /// own bookkeeping of every page on disk (roughly a tenth to an eighth
+    /// of their size on disk, from the moment they are opened).
     #[arg(long, env = "CLEW_CACHE_MIB")]
     pub(crate) cache_mib: Option<u64>,
 }
