@@ -123,8 +123,7 @@ pub const NODE_TYPES: &[&str] = &[
 /// are separate keys, since popular nodes gather many.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeRecord {
-    /// `site`, `dataset`, `dataset-version`, `transform`, `training-run`,
-    /// `model-version`, `validation`, `deployment`, `principal`, `access-grant`.
+    /// One of [`NODE_TYPES`].
     pub node_type: String,
     /// Entity id.
     pub id: String,
