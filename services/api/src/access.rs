@@ -218,16 +218,6 @@ impl DatasetAccess {
         }
     }
 
-    /// How many datasets are remembered.
-    pub fn len(&self) -> usize {
-        self.open.lock().map_or(0, |m| m.len())
-    }
-
-    /// Whether no dataset is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn is_open(&self, catalog: &Catalog, id: &str) -> Option<bool> {
         if let Some(v) = self.open.lock().ok().and_then(|mut m| m.get(id).copied()) {
             return Some(v);
@@ -654,11 +644,15 @@ mod tests {
         let access = DatasetAccess::with_capacity(2);
         // Unregistered datasets are answered but never remembered.
         assert_eq!(access.is_open(&catalog, "ds-unknown"), None);
-        assert!(access.is_empty());
+        assert!(access.open.lock().unwrap().is_empty());
         for (id, open) in [("ds-a", true), ("ds-b", false), ("ds-c", true)] {
             access.open.lock().unwrap().put(id.to_string(), open);
         }
-        assert_eq!(access.len(), 2, "the cache holds at most its capacity");
+        assert_eq!(
+            access.open.lock().unwrap().len(),
+            2,
+            "the cache holds at most its capacity"
+        );
         // The oldest entry is gone: asked again, it is looked up (and, being
         // absent from this empty catalogue, not remembered).
         assert_eq!(access.is_open(&catalog, "ds-a"), None);

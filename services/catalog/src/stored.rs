@@ -169,70 +169,75 @@ pub(crate) fn encode_node(node: &NodeRecord) -> Vec<u8> {
     })
 }
 
+/// Reads a stored record of format 3 (`binary` decodes its message) or of
+/// format 2 (JSON); `what` names it in the error.
+fn read<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+    binary: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, CatalogError> {
+    match bytes.split_first() {
+        Some((&VERSION, message)) => binary(message),
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        _ => Err("unknown record format".into()),
+    }
+    .map_err(|e| {
+        CatalogError::Corrupt(format!(
+            "{what} does not decode ({e}); `clew reindex` rebuilds the catalogue from the ledger"
+        ))
+    })
+}
+
 /// Reads the stored node of `subject` (`<type>/<id>`), of format 3 or 2.
 pub(crate) fn decode_node(subject: &str, bytes: &[u8]) -> Result<NodeRecord, CatalogError> {
-    let corrupt = |e: String| {
-        CatalogError::Corrupt(format!(
-            "node {subject} does not decode ({e}); `clew reindex` rebuilds the catalogue from the ledger"
-        ))
-    };
-    match bytes.split_first() {
-        Some((&VERSION, message)) => {
-            let s = StoredNode::decode(message).map_err(|e| corrupt(e.to_string()))?;
-            let (node_type, id) = subject
-                .split_once('/')
-                .ok_or_else(|| corrupt("the key is not <type>/<id>".into()))?;
-            let created_by = history_of(
-                s.created_by
-                    .ok_or_else(|| corrupt("no creating event".into()))?,
-            )
-            .map_err(corrupt)?;
-            let out = s
-                .out
-                .into_iter()
-                .map(|e| {
-                    let relation = u8::try_from(e.relation)
-                        .ok()
-                        .and_then(Relation::from_code)
-                        .ok_or_else(|| corrupt(format!("relation {} is unknown", e.relation)))?;
-                    Ok(OutEdge {
-                        relation,
-                        to: e.to,
-                        role: e.role,
-                        created_leaf: e.created_leaf,
-                    })
+    read(&format!("node {subject}"), bytes, |message| {
+        let s = StoredNode::decode(message).map_err(|e| e.to_string())?;
+        let (node_type, id) = subject
+            .split_once('/')
+            .ok_or("the key is not <type>/<id>")?;
+        let created_by = history_of(s.created_by.ok_or("no creating event")?)?;
+        let out = s
+            .out
+            .into_iter()
+            .map(|e| {
+                let relation = u8::try_from(e.relation)
+                    .ok()
+                    .and_then(Relation::from_code)
+                    .ok_or_else(|| format!("relation {} is unknown", e.relation))?;
+                Ok(OutEdge {
+                    relation,
+                    to: e.to,
+                    role: e.role,
+                    created_leaf: e.created_leaf,
                 })
-                .collect::<Result<_, CatalogError>>()?;
-            let ended_detail = s
-                .ended_detail
-                .map(|d| serde_json::from_str(&d))
-                .transpose()
-                .map_err(|e| corrupt(e.to_string()))?;
-            Ok(NodeRecord {
-                node_type: node_type.to_string(),
-                id: id.to_string(),
-                label: s.label,
-                created_leaf: s.created_leaf,
-                created_by,
-                ended_leaf: s.ended_leaf,
-                statuses: s.statuses.into_iter().map(|x| (x.leaf, x.status)).collect(),
-                affected_by: s
-                    .affected_by
-                    .into_iter()
-                    .map(|a| Affect {
-                        withdrawn: a.withdrawn,
-                        leaf: a.leaf,
-                    })
-                    .collect(),
-                out,
-                ended_detail,
-                attributes: RawValue::from_string(s.attributes)
-                    .map_err(|e| corrupt(e.to_string()))?,
             })
-        }
-        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
-        _ => Err(corrupt("unknown record format".into())),
-    }
+            .collect::<Result<_, String>>()?;
+        let ended_detail = s
+            .ended_detail
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(NodeRecord {
+            node_type: node_type.to_string(),
+            id: id.to_string(),
+            label: s.label,
+            created_leaf: s.created_leaf,
+            created_by,
+            ended_leaf: s.ended_leaf,
+            statuses: s.statuses.into_iter().map(|x| (x.leaf, x.status)).collect(),
+            affected_by: s
+                .affected_by
+                .into_iter()
+                .map(|a| Affect {
+                    withdrawn: a.withdrawn,
+                    leaf: a.leaf,
+                })
+                .collect(),
+            out,
+            ended_detail,
+            attributes: RawValue::from_string(s.attributes).map_err(|e| e.to_string())?,
+        })
+    })
 }
 
 /// The stored form of a history entry.
@@ -242,19 +247,9 @@ pub(crate) fn encode_history(entry: &HistoryEntry) -> Vec<u8> {
 
 /// Reads a stored history entry, of format 3 or 2.
 pub(crate) fn decode_history(bytes: &[u8]) -> Result<HistoryEntry, CatalogError> {
-    let corrupt = |e: String| {
-        CatalogError::Corrupt(format!(
-            "history entry does not decode ({e}); `clew reindex` rebuilds the catalogue from the ledger"
-        ))
-    };
-    match bytes.split_first() {
-        Some((&VERSION, message)) => {
-            history_of(StoredHistory::decode(message).map_err(|e| corrupt(e.to_string()))?)
-                .map_err(corrupt)
-        }
-        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
-        _ => Err(corrupt("unknown record format".into())),
-    }
+    read("history entry", bytes, |message| {
+        history_of(StoredHistory::decode(message).map_err(|e| e.to_string())?)
+    })
 }
 
 #[cfg(test)]
