@@ -4,7 +4,7 @@
 use crate::support;
 
 use clew_events::proto::RejectionReason;
-use clew_ledger::store::keys;
+use clew_ledger::store::{self, keys};
 use support::{ok, run, Fixture};
 
 #[test]
@@ -115,8 +115,15 @@ fn a_sequenced_stream_verifies_and_yields_checkable_receipts() {
 
 /// Flips one byte of the value stored under `key`, bypassing the ledger.
 fn flip_stored_byte(f: &Fixture, key: &[u8], at: usize) {
+    flip_stored_byte_where(f, |_| (key.to_vec(), at));
+}
+
+/// Flips the byte `locate` finds in the ledger's tree, bypassing the ledger.
+fn flip_stored_byte_where(f: &Fixture, locate: impl FnOnce(&sled::Tree) -> (Vec<u8>, usize)) {
     let db = sled::open(f.data().join(clew_ledger::LEDGER_DB_DIR)).unwrap();
     let tree = db.open_tree("ledger").unwrap();
+    let (key, at) = locate(&tree);
+    let key = &key[..];
     let mut value = tree.get(key).unwrap().expect("key exists").to_vec();
     let at = at.min(value.len() - 1);
     value[at] ^= 0x01;
@@ -146,15 +153,28 @@ fn verify_fails_naming(f: &Fixture, needle: &str) {
 #[test]
 fn verify_reports_a_flipped_leaf_byte() {
     let f = tampered_fixture();
-    flip_stored_byte(&f, &keys::leaf(137), 200);
+    // Leaf 137's byte 200, wherever its leaf group stores it.
+    flip_stored_byte_where(&f, |tree| {
+        let (key, bytes) = store::locate_leaf(tree, 137)
+            .unwrap()
+            .expect("leaf 137 is stored");
+        (key.to_vec(), bytes.start + 200)
+    });
     verify_fails_naming(&f, "leaf 137:");
 }
 
 #[test]
 fn verify_reports_a_flipped_stored_hash_byte() {
     let f = tampered_fixture();
-    // Leaf 255 created hashes at levels 0..=8; flip one in the level-3 hash.
-    flip_stored_byte(&f, &keys::hashes_of_leaf(255), 3 * 32 + 7);
+    // Leaf 255 created hashes at levels 0..=8; flip one in the level-3 hash
+    // (node 31), wherever its hash group stores it.
+    flip_stored_byte_where(&f, |tree| {
+        let index = tlog_tiles::stored_hash_index(3, 31);
+        let at = store::locate_stored_hash(tree, index)
+            .unwrap()
+            .expect("the hash is stored");
+        (at.key.to_vec(), at.bytes.start + 7)
+    });
     verify_fails_naming(&f, "stored hash");
     verify_fails_naming(&f, "level 3, node 31");
 }

@@ -258,9 +258,7 @@ impl Catalog {
         let mut at = start;
         while at < size {
             let end = (at + CHUNK).min(size);
-            let leaves = (at..end)
-                .map(|i| ledger.leaf(i))
-                .collect::<Result<Vec<_>, _>>()?;
+            let leaves = ledger.leaves(at..end)?;
             apply(at, &leaves)?;
             at = end;
         }

@@ -572,7 +572,7 @@ impl Ledger {
                     let leaf_hash = record_hash(&opened.canonical);
                     let hashes = stored_hashes_for_record_hash(size, leaf_hash, &ov)?;
                     ov.put_leaf_hashes(size, hashes);
-                    ov.put(keys::leaf(size).to_vec(), opened.canonical);
+                    ov.put_leaf(size, opened.canonical);
                     ov.put(
                         keys::event(&opened.event.event_id),
                         size.to_be_bytes().to_vec(),
@@ -717,10 +717,25 @@ impl Ledger {
 
     /// Canonical envelope bytes of leaf `index`.
     pub fn leaf(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
-        self.tree
-            .get(keys::leaf(index))?
-            .map(|v| v.to_vec())
+        crate::store::read_leaf(&self.tree, index)?
             .ok_or_else(|| LedgerError::NotFound(format!("leaf {index}")))
+    }
+
+    /// Canonical envelope bytes of leaves `range`, in order (one range scan
+    /// over their groups: what a reader of many leaves should use).
+    pub fn leaves(&self, range: std::ops::Range<u64>) -> Result<Vec<Vec<u8>>, LedgerError> {
+        crate::store::read_leaves(&self.tree, range.start, range.end).map_err(|(at, e)| {
+            // The writer's lock is taken only to tell "not yet" from "lost".
+            let size = self.size();
+            if at >= size {
+                LedgerError::NotFound(format!(
+                    "leaves {}..{} (the tree holds {size})",
+                    range.start, range.end
+                ))
+            } else {
+                e
+            }
+        })
     }
 
     /// Leaf index holding `event_id`, if sequenced.

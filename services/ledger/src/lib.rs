@@ -15,7 +15,8 @@
 //!    │               ── in order: key registry, roles, dedupe, references (rules)
 //!    │               ── append leaves, stored hashes, entity state, rejections
 //!    ▼
-//!  ONE sled batch: leaves + hashes + dedupe index + entity state + rejected
+//!  ONE sled batch: leaf groups + hash groups (a few leaves to a key, see
+//!                  [`store`]) + dedupe index + entity state + rejected
 //!                  log + input cursor + signed checkpoint   ── then fsync
 //!    ▼
 //!  BatchReceipt (accepted leaf indexes, rejections, checkpoint)

@@ -130,7 +130,7 @@ impl Ledger {
             }
             let hashes = stored_hashes_for_record_hash(index, record_hash(&leaf), &ov)?;
             ov.put_leaf_hashes(index, hashes);
-            ov.put(keys::leaf(index).to_vec(), leaf);
+            ov.put_leaf(index, leaf);
             ov.put(
                 keys::event(&opened.event.event_id),
                 index.to_be_bytes().to_vec(),

@@ -723,8 +723,14 @@ pub(crate) fn backfill_facts(tree: &sled::Tree, size: u64) -> Result<u64, Ledger
     let mut ov = Overlay::new(tree);
     // Roles at each principal's latest registration so far, as the sequencer had them.
     let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
+    let mut leaves = Vec::new().into_iter();
     for i in 0..size {
-        let Some(leaf) = tree.get(keys::leaf(i))? else {
+        if i % 4096 == 0 {
+            leaves = crate::store::read_leaves(tree, i, (i + 4096).min(size))
+                .map_err(|(_, e)| e)?
+                .into_iter();
+        }
+        let Some(leaf) = leaves.next() else {
             return Err(LedgerError::Corrupt(format!("leaf {i} is missing")));
         };
         let opened =

@@ -9,17 +9,39 @@
 //! |-------------------------|-----------------------------------------------|
 //! | `m` + name              | metadata (origin, ledger verifier key, size)  |
 //! | `u` + source            | next input offset to consume from `source`    |
-//! | `l` + u64 leaf index    | canonical envelope bytes (the Merkle leaf)    |
-//! | `h` + u64 leaf index    | the stored hashes appending that leaf created |
+//! | `l` + u64 first leaf    | a [leaf group]: consecutive Merkle leaves     |
+//! | `h` + u64 first leaf    | the stored hashes appending those leaves made |
 //! | `e` + event id          | u64 leaf index holding that event             |
 //! | `k` + key id            | [`KeyRecord`] JSON                            |
 //! | `n` + subject           | [`EntityRecord`] JSON                         |
 //! | `c` + u64 tree size     | signed checkpoint note for that size          |
 //! | `r` + u64 rejection idx | `RejectedSubmission` protobuf                 |
+//!
+//! # Leaf and hash groups
+//!
+//! A batch's leaves are stored a few to a value rather than one per key:
+//! sled's cost is per key written (each insert links a delta to a page, and
+//! sequential keys split a page every eight), so grouping takes most of the
+//! ledger's inserts away. A leaf group under `l` + its first leaf index holds
+//! consecutive leaves as a C2SP tlog-tiles entry bundle (each entry a
+//! big-endian uint16 length, then the entry) after one zero byte; a group of
+//! hashes under `h` + its first leaf holds the stored hashes those leaves
+//! created, in stored-hash order. A group never crosses a 256-leaf tile and
+//! never spans two batches, so a group is written once and never rewritten.
+//! A reader finds the group holding leaf `n` as the last key at or before
+//! `l` + `n`.
+//!
+//! Ledgers written before groups hold one leaf per `l` key (its bytes, which
+//! never start with a zero byte: an envelope opens with protobuf field 1) and
+//! one leaf's hashes per `h` key: each is a group of one, read the same way,
+//! so those ledgers need no upgrade and go on growing in groups.
+//!
+//! [leaf group]: LeafGroup
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use sled::IVec;
 use tlog_tiles::{Hash, HashReader, HASH_SIZE};
 
 use crate::LedgerError;
@@ -38,7 +60,7 @@ pub mod keys {
     /// verified copy of a ledger another process sequences).
     pub const MIRROR: &[u8] = b"mmirror";
 
-    fn indexed(prefix: u8, i: u64) -> [u8; 9] {
+    pub(super) fn indexed(prefix: u8, i: u64) -> [u8; 9] {
         let mut k = [0u8; 9];
         k[0] = prefix;
         k[1..].copy_from_slice(&i.to_be_bytes());
@@ -52,14 +74,18 @@ pub mod keys {
         k
     }
 
-    /// Leaf `i`.
+    /// The leaf group whose first leaf is `i`.
     pub fn leaf(i: u64) -> [u8; 9] {
         indexed(b'l', i)
     }
-    /// The stored hashes created by appending leaf `n` (see [`super::hash_location`]).
+    /// The hash group whose first leaf is `n` (see [`super::hash_location`]).
     pub fn hashes_of_leaf(n: u64) -> [u8; 9] {
         indexed(b'h', n)
     }
+    /// Prefix of all leaf groups.
+    pub const LEAVES: u8 = b'l';
+    /// Prefix of all hash groups.
+    pub const HASHES: u8 = b'h';
     /// Checkpoint for tree size `n`.
     pub fn checkpoint(n: u64) -> [u8; 9] {
         indexed(b'c', n)
@@ -170,29 +196,240 @@ fn is_zero(v: &i32) -> bool {
 }
 
 /// Where a stored hash lives: the leaf whose append created it and its position
-/// in that leaf's group. Appending leaf n stores, from stored-hash index
+/// among that leaf's hashes. Appending leaf n stores, from stored-hash index
 /// `stored_hash_index(0, n)` on, the hashes of levels 0..=trailing_ones(n)
 /// (tlog `stored_hashes`), so the hash of (level L, node k) was created by leaf
-/// `(k + 1) * 2^L - 1` at position L. One sled value per leaf instead of one
-/// per hash halves the writes per appended event.
+/// `(k + 1) * 2^L - 1` at position L.
 pub fn hash_location(stored_index: u64) -> (u64, usize) {
     let (level, node) = tlog_tiles::split_stored_hash_index(stored_index);
     (((node + 1) << level) - 1, usize::from(level))
 }
 
-/// Reads one stored hash from its leaf group.
+/// Leaves a tile holds (C2SP tlog-tiles: tiles are 256 wide); no group
+/// crosses a tile's edge.
+const TILE_WIDTH: u64 = 256;
+
+/// A leaf group is closed before it would pass this many bytes (a leaf larger
+/// than that is a group of its own). It keeps a sled page of sixteen groups
+/// well under the size sled writes as a separate blob file.
+pub const LEAF_GROUP_BYTES: usize = 6 * 1024;
+
+/// Leaves per hash group at most (about 4 KiB of hashes).
+pub const HASH_GROUP_LEAVES: usize = 64;
+
+/// The group, among the keys of `prefix`, holding leaf `n`: the last key at
+/// or before `prefix` + `n`, as (its first leaf, its value).
+fn group_at(tree: &sled::Tree, prefix: u8, n: u64) -> Result<Option<(u64, IVec)>, sled::Error> {
+    let Some((k, v)) = tree
+        .range(..=keys::indexed(prefix, n))
+        .next_back()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    match (
+        k.first(),
+        <[u8; 8]>::try_from(k.get(1..).unwrap_or_default()),
+    ) {
+        (Some(&p), Ok(first)) if p == prefix => Ok(Some((u64::from_be_bytes(first), v))),
+        _ => Ok(None),
+    }
+}
+
+/// Reads one stored hash from the hash group holding its leaf.
 pub(crate) fn read_stored_hash(
     tree: &sled::Tree,
     stored_index: u64,
 ) -> Result<Hash, tlog_tiles::Error> {
-    let (leaf, pos) = hash_location(stored_index);
-    match tree.get(keys::hashes_of_leaf(leaf)) {
-        Ok(Some(v)) => v
-            .get(pos * HASH_SIZE..(pos + 1) * HASH_SIZE)
-            .ok_or(tlog_tiles::Error::IndexesNotInTree)
-            .and_then(hash_value),
+    let (leaf, _) = hash_location(stored_index);
+    match group_at(tree, keys::HASHES, leaf) {
+        Ok(Some((first, v))) => {
+            // Hashes of consecutive leaves are consecutive stored indexes.
+            let at = (stored_index - tlog_tiles::stored_hash_index(0, first)) as usize;
+            v.get(at * HASH_SIZE..(at + 1) * HASH_SIZE)
+                .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                .and_then(hash_value)
+        }
         _ => Err(tlog_tiles::Error::IndexesNotInTree),
     }
+}
+
+/// Consecutive leaves stored under one key (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeafGroup<'a> {
+    /// Index of the group's first leaf.
+    pub first: u64,
+    value: &'a [u8],
+}
+
+impl<'a> LeafGroup<'a> {
+    /// The stored value of a group starting at leaf `first`.
+    pub fn new(first: u64, value: &'a [u8]) -> Self {
+        Self { first, value }
+    }
+
+    /// Encodes leaves as one group value: a zero byte, then a C2SP
+    /// tlog-tiles entry bundle ("Log entries": big-endian uint16 length,
+    /// then the entry). Leaves are at most `clew_events::MAX_LEAF_BYTES`.
+    pub fn encode<'l>(leaves: impl IntoIterator<Item = &'l [u8]>) -> Vec<u8> {
+        let mut out = vec![0u8];
+        for leaf in leaves {
+            out.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            out.extend_from_slice(leaf);
+        }
+        out
+    }
+
+    /// The group's leaves in order, each with its index and its byte range
+    /// within the stored value; a group that does not parse is named.
+    pub fn entries(&self) -> Result<Vec<(u64, std::ops::Range<usize>)>, LedgerError> {
+        let damaged = |what: &str| {
+            LedgerError::Corrupt(format!("the leaf group at leaf {}: {what}", self.first))
+        };
+        match self.value.first() {
+            None => Err(damaged("empty")),
+            // A group of one, as ledgers before groups stored every leaf.
+            Some(&b) if b != 0 => Ok(vec![(self.first, 0..self.value.len())]),
+            Some(_) => {
+                let mut out = Vec::new();
+                let mut at = 1;
+                while at < self.value.len() {
+                    let len = self
+                        .value
+                        .get(at..at + 2)
+                        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                        .ok_or_else(|| damaged("a length is cut short"))?;
+                    let range = at + 2..at + 2 + len;
+                    if range.end > self.value.len() || len == 0 {
+                        return Err(damaged("an entry is cut short or empty"));
+                    }
+                    out.push((self.first + out.len() as u64, range.clone()));
+                    at = range.end;
+                }
+                if out.is_empty() {
+                    return Err(damaged("holds no leaf"));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Leaf `n`'s bytes, if this group holds it.
+    pub fn leaf(&self, n: u64) -> Result<Option<&'a [u8]>, LedgerError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .find(|(i, _)| *i == n)
+            .map(|(_, r)| &self.value[r]))
+    }
+}
+
+/// Where a leaf or a stored hash is kept: the key of its group and its bytes
+/// within the group's value (for tools and tests that inspect the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAt {
+    /// The group's key.
+    pub key: [u8; 9],
+    /// The byte range within the group's value.
+    pub bytes: std::ops::Range<usize>,
+}
+
+/// Where leaf `n`'s bytes are stored.
+pub fn locate_leaf(tree: &sled::Tree, n: u64) -> Result<Option<StoredAt>, LedgerError> {
+    let Some((first, v)) = group_at(tree, keys::LEAVES, n)? else {
+        return Ok(None);
+    };
+    let at = LeafGroup::new(first, &v)
+        .entries()?
+        .into_iter()
+        .find(|(i, _)| *i == n)
+        .map(|(_, bytes)| StoredAt {
+            key: keys::leaf(first),
+            bytes,
+        });
+    Ok(at)
+}
+
+/// Where the stored hash `stored_index` is stored.
+pub fn locate_stored_hash(
+    tree: &sled::Tree,
+    stored_index: u64,
+) -> Result<Option<StoredAt>, LedgerError> {
+    let (leaf, _) = hash_location(stored_index);
+    Ok(group_at(tree, keys::HASHES, leaf)?.map(|(first, _)| {
+        let at = (stored_index - tlog_tiles::stored_hash_index(0, first)) as usize * HASH_SIZE;
+        StoredAt {
+            key: keys::hashes_of_leaf(first),
+            bytes: at..at + HASH_SIZE,
+        }
+    }))
+}
+
+/// Leaf `n`'s bytes, or None when no group holds it.
+pub(crate) fn read_leaf(tree: &sled::Tree, n: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+    match group_at(tree, keys::LEAVES, n)? {
+        Some((first, v)) => Ok(LeafGroup::new(first, &v).leaf(n)?.map(<[u8]>::to_vec)),
+        None => Ok(None),
+    }
+}
+
+/// Leaves `start..end` in order, read by one range scan over their groups.
+/// A leaf that no group holds, or held by two, is named as the error's index.
+pub(crate) fn read_leaves(
+    tree: &sled::Tree,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Vec<u8>>, (u64, LedgerError)> {
+    let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+    if start >= end {
+        return Ok(out);
+    }
+    let first = match group_at(tree, keys::LEAVES, start) {
+        Ok(Some((first, _))) => first,
+        Ok(None) => {
+            return Err((
+                start,
+                LedgerError::Corrupt(format!("leaf {start} is missing")),
+            ))
+        }
+        Err(e) => return Err((start, e.into())),
+    };
+    let mut next = start;
+    for item in tree.range(keys::leaf(first)..keys::leaf(end)) {
+        let (k, v) = item.map_err(|e| (next, e.into()))?;
+        let group_first = match <[u8; 8]>::try_from(&k[1..]) {
+            Ok(b) => u64::from_be_bytes(b),
+            Err(_) => return Err((next, LedgerError::Corrupt("a leaf group key".into()))),
+        };
+        if group_first > next {
+            return Err((
+                next,
+                LedgerError::Corrupt(format!("leaf {next} is missing")),
+            ));
+        }
+        let group = LeafGroup::new(group_first, &v);
+        for (i, range) in group.entries().map_err(|e| (next, e))? {
+            if i < next {
+                // Only the group the range starts in may hold leaves before `start`.
+                if next > start {
+                    return Err((i, LedgerError::Corrupt(format!("leaf {i} is stored twice"))));
+                }
+                continue;
+            }
+            if i >= end {
+                break;
+            }
+            out.push(v[range].to_vec());
+            next = i + 1;
+        }
+    }
+    if next < end {
+        return Err((
+            next,
+            LedgerError::Corrupt(format!("leaf {next} is missing")),
+        ));
+    }
+    Ok(out)
 }
 
 pub(crate) fn u64_value(v: &[u8]) -> Result<u64, LedgerError> {
@@ -276,8 +513,10 @@ pub(crate) struct Overlay<'a> {
     pub writes: HashMap<Vec<u8>, Vec<u8>>,
     /// Hashes appended in this batch, by stored-hash index.
     pub hashes: HashMap<u64, Hash>,
-    /// The same hashes grouped by the leaf that created them.
+    /// The same hashes by the leaf that created them, in leaf order.
     leaf_hashes: Vec<(u64, Vec<Hash>)>,
+    /// Leaves appended in this batch, in order.
+    leaves: Vec<(u64, Vec<u8>)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -287,6 +526,7 @@ impl<'a> Overlay<'a> {
             writes: HashMap::new(),
             hashes: HashMap::new(),
             leaf_hashes: Vec::new(),
+            leaves: Vec::new(),
         }
     }
 
@@ -328,15 +568,58 @@ impl<'a> Overlay<'a> {
         self.leaf_hashes.push((leaf, hashes));
     }
 
-    /// Turns the overlay into one atomic sled batch.
+    /// Appends leaf `index` (the next after the last one put).
+    pub fn put_leaf(&mut self, index: u64, canonical: Vec<u8>) {
+        self.leaves.push((index, canonical));
+    }
+
+    /// Turns the overlay into one atomic sled batch, the leaves and their
+    /// hashes in groups (see the module docs).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
             batch.insert(k, v);
         }
-        for (leaf, hashes) in self.leaf_hashes {
-            let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-            batch.insert(&keys::hashes_of_leaf(leaf)[..], bytes);
+        let mut group: Vec<&[u8]> = Vec::new();
+        let mut group_first = 0;
+        let mut group_bytes = 0;
+        for (i, leaf) in &self.leaves {
+            let new_tile = i % TILE_WIDTH == 0;
+            if !group.is_empty() && (new_tile || group_bytes + 2 + leaf.len() > LEAF_GROUP_BYTES) {
+                batch.insert(
+                    &keys::leaf(group_first)[..],
+                    LeafGroup::encode(group.drain(..)),
+                );
+                group_bytes = 0;
+            }
+            if group.is_empty() {
+                group_first = *i;
+            }
+            group.push(leaf);
+            group_bytes += 2 + leaf.len();
+        }
+        if !group.is_empty() {
+            batch.insert(&keys::leaf(group_first)[..], LeafGroup::encode(group));
+        }
+        let mut hashes: Vec<u8> = Vec::new();
+        let mut group_first = None;
+        let mut group_leaves = 0;
+        for (leaf, created) in &self.leaf_hashes {
+            let close = *leaf % TILE_WIDTH == 0 || group_leaves == HASH_GROUP_LEAVES;
+            if let (Some(first), true) = (group_first, close) {
+                batch.insert(
+                    &keys::hashes_of_leaf(first)[..],
+                    std::mem::take(&mut hashes),
+                );
+                group_first = None;
+                group_leaves = 0;
+            }
+            group_first.get_or_insert(*leaf);
+            hashes.extend(created.iter().flat_map(|h| h.0));
+            group_leaves += 1;
+        }
+        if let Some(first) = group_first {
+            batch.insert(&keys::hashes_of_leaf(first)[..], hashes);
         }
         batch
     }
@@ -376,6 +659,170 @@ impl HashReader for MemoryHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tlog_tiles::{record_hash, stored_hashes_for_record_hash};
+
+    fn temporary_tree() -> sled::Tree {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.open_tree("ledger").unwrap()
+    }
+
+    /// Leaf `i` of the tests: 1 to 1,000 bytes, every 97th 7,000 (a group of
+    /// its own); never opening with a zero byte, as no envelope does.
+    fn test_leaf(i: u64) -> Vec<u8> {
+        let len = if i % 97 == 96 {
+            7000
+        } else {
+            1 + (i * 997 % 1000) as usize
+        };
+        (0..len)
+            .map(|j| 1 + ((i as usize + j) % 250) as u8)
+            .collect()
+    }
+
+    /// Appends leaves `range` as one batch, hashes and all, like the sequencer.
+    fn append(tree: &sled::Tree, range: std::ops::Range<u64>) -> Vec<Hash> {
+        let mut ov = Overlay::new(tree);
+        let mut all = Vec::new();
+        for i in range {
+            let leaf = test_leaf(i);
+            let hashes = stored_hashes_for_record_hash(i, record_hash(&leaf), &ov).unwrap();
+            all.extend(hashes.iter().copied());
+            ov.put_leaf_hashes(i, hashes);
+            ov.put_leaf(i, leaf);
+        }
+        tree.apply_batch(ov.into_batch()).unwrap();
+        all
+    }
+
+    fn group_starts(tree: &sled::Tree, prefix: u8) -> Vec<u64> {
+        tree.scan_prefix([prefix])
+            .map(|kv| u64::from_be_bytes(kv.unwrap().0[1..].try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn leaves_and_hashes_are_read_back_from_their_groups() {
+        let tree = temporary_tree();
+        let mut expected = Vec::new();
+        // Batches of 1, of 300 (crossing a tile), of 7 and of 700.
+        for range in [0..1, 1..301, 301..308, 308..1008] {
+            expected.extend(append(&tree, range));
+        }
+        for i in 0..1008 {
+            assert_eq!(read_leaf(&tree, i).unwrap(), Some(test_leaf(i)), "leaf {i}");
+        }
+        assert_eq!(read_leaf(&tree, 1008).unwrap(), None);
+        for (start, end) in [(0, 1008), (5, 6), (255, 257), (300, 309), (1000, 1008)] {
+            let want: Vec<_> = (start..end).map(test_leaf).collect();
+            assert_eq!(
+                read_leaves(&tree, start, end).unwrap(),
+                want,
+                "{start}..{end}"
+            );
+        }
+        assert_eq!(read_leaves(&tree, 1000, 1009).unwrap_err().0, 1008);
+        for (i, h) in expected.iter().enumerate() {
+            assert_eq!(read_stored_hash(&tree, i as u64).unwrap(), *h, "hash {i}");
+        }
+
+        // Groups start with each batch and each tile, and stay small.
+        let leaf_groups = group_starts(&tree, keys::LEAVES);
+        let hash_groups = group_starts(&tree, keys::HASHES);
+        for start in [0, 1, 256, 301, 308, 512, 768] {
+            assert!(
+                leaf_groups.contains(&start),
+                "a leaf group starts at {start}"
+            );
+            assert!(
+                hash_groups.contains(&start),
+                "a hash group starts at {start}"
+            );
+        }
+        for pair in leaf_groups.windows(2) {
+            assert_eq!(
+                pair[0] / 256,
+                (pair[1] - 1) / 256,
+                "groups {pair:?} cross a tile"
+            );
+            let bytes = tree.get(keys::leaf(pair[0])).unwrap().unwrap().len();
+            assert!(
+                bytes <= LEAF_GROUP_BYTES + 1 || pair[1] - pair[0] == 1,
+                "group {} holds {bytes} bytes",
+                pair[0]
+            );
+        }
+        assert!(
+            leaf_groups.len() < 1008 / 5,
+            "{} leaf groups",
+            leaf_groups.len()
+        );
+        assert!(hash_groups
+            .windows(2)
+            .all(|p| p[1] - p[0] <= HASH_GROUP_LEAVES as u64));
+        assert!(
+            hash_groups.len() <= 1008 / 32,
+            "{} hash groups",
+            hash_groups.len()
+        );
+    }
+
+    #[test]
+    fn a_ledger_stored_a_leaf_per_key_is_read_as_groups_of_one_and_grows_in_groups() {
+        let tree = temporary_tree();
+        // As ledgers before groups stored them: each leaf and its hashes under its own key.
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let leaf = test_leaf(i);
+            let hashes =
+                stored_hashes_for_record_hash(i, record_hash(&leaf), &StoredHashes(&tree)).unwrap();
+            expected.extend(hashes.iter().copied());
+            let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+            tree.insert(keys::leaf(i), leaf).unwrap();
+            tree.insert(keys::hashes_of_leaf(i), bytes).unwrap();
+        }
+        expected.extend(append(&tree, 40..100));
+        assert_eq!(
+            read_leaves(&tree, 0, 100).unwrap(),
+            (0..100).map(test_leaf).collect::<Vec<_>>()
+        );
+        assert_eq!(read_leaf(&tree, 39).unwrap(), Some(test_leaf(39)));
+        for (i, h) in expected.iter().enumerate() {
+            assert_eq!(read_stored_hash(&tree, i as u64).unwrap(), *h, "hash {i}");
+        }
+        assert!(group_starts(&tree, keys::LEAVES).len() < 40 + 60 / 5);
+    }
+
+    #[test]
+    fn a_damaged_or_doubled_leaf_group_is_named() {
+        let tree = temporary_tree();
+        append(&tree, 0..20);
+        let StoredAt { key, bytes } = locate_leaf(&tree, 3).unwrap().unwrap();
+        assert_eq!(&tree.get(key).unwrap().unwrap()[bytes], &test_leaf(3)[..]);
+
+        // A leaf written again under its own key, inside a group that holds it.
+        let inside = (1..20)
+            .find(|&i| locate_leaf(&tree, i).unwrap().unwrap().key != keys::leaf(i))
+            .unwrap();
+        tree.insert(keys::leaf(inside), test_leaf(inside)).unwrap();
+        let (at, e) = read_leaves(&tree, 0, 20).unwrap_err();
+        assert!(e.to_string().contains("stored twice"), "{e}");
+        assert_eq!(at, inside);
+        tree.remove(keys::leaf(inside)).unwrap();
+        assert_eq!(read_leaves(&tree, 0, 20).unwrap().len(), 20);
+
+        // A group cut short.
+        let first = u64::from_be_bytes(key[1..].try_into().unwrap());
+        let mut value = tree.get(key).unwrap().unwrap().to_vec();
+        value.truncate(value.len() - 1);
+        tree.insert(key, value).unwrap();
+        let e = read_leaf(&tree, 3).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("the leaf group at leaf {first}")),
+            "{e}"
+        );
+        let (at, _) = read_leaves(&tree, 0, 20).unwrap_err();
+        assert!(at <= 3, "{at}");
+    }
 
     #[test]
     fn every_stored_hash_maps_back_to_the_leaf_that_created_it() {

@@ -154,8 +154,8 @@ impl Ledger {
                     )));
                 }
                 let mut out = Vec::new();
-                for i in start..start + u64::from(width) {
-                    let leaf = self.leaf(i)?;
+                let leaves = self.leaves(start..start + u64::from(width))?;
+                for (leaf, i) in leaves.into_iter().zip(start..) {
                     // tlog-tiles entry bundle: big-endian uint16 length, then the entry.
                     let len = u16::try_from(leaf.len()).map_err(|_| {
                         LedgerError::Corrupt(format!("leaf {i} exceeds 65,535 bytes"))

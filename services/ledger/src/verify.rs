@@ -284,15 +284,15 @@ pub fn verify_ledger(
     let mut start = 0;
     while start < size {
         let end = (start + CHUNK).min(size);
-        let leaves: Vec<(u64, Vec<u8>)> = (start..end)
-            .map(|i| match get(&keys::leaf(i))? {
-                Some(v) => Ok((i, v.to_vec())),
-                None => Err(VerifyFailure::Leaf {
-                    index: i,
-                    problem: "missing".into(),
-                }),
-            })
-            .collect::<Result<_, _>>()?;
+        let leaves: Vec<(u64, Vec<u8>)> = crate::store::read_leaves(&tree, start, end)
+            .map_err(|(index, e)| VerifyFailure::Leaf {
+                index,
+                problem: e.to_string(),
+            })?
+            .into_iter()
+            .zip(start..)
+            .map(|(v, i)| (i, v))
+            .collect();
         let opened: Vec<_> = leaves
             .par_iter()
             .map(|(i, bytes)| {

@@ -355,8 +355,8 @@ fn publish_loop(
         }
         let end = size.min(next_leaf + options.publish_batch);
         let mut out = Vec::new();
-        for i in next_leaf..end {
-            out.push(Outgoing::Sequenced(sequenced_entry(i, ledger.leaf(i)?)));
+        for (leaf, i) in ledger.leaves(next_leaf..end)?.into_iter().zip(next_leaf..) {
+            out.push(Outgoing::Sequenced(sequenced_entry(i, leaf)));
         }
         let mut cp_mark = last_cp;
         for cp in ledger.checkpoints_after(last_cp, usize::MAX)? {
