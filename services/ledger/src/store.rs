@@ -24,7 +24,9 @@
 //! sequential keys split a page every eight), so grouping takes most of the
 //! ledger's inserts away. A leaf group under `l` + its first leaf index holds
 //! consecutive leaves as a C2SP tlog-tiles entry bundle (each entry a
-//! big-endian uint16 length, then the entry) after one zero byte; a group of
+//! big-endian uint16 length, then the entry), after a byte saying how it is
+//! kept: 1 compressed with zstd (RFC 8878, with its content checksum), 0 as
+//! it is (when compressing would not make it smaller); a group of
 //! hashes under `h` + its first leaf holds the stored hashes those leaves
 //! created, in stored-hash order. A group never crosses a 256-leaf tile and
 //! never spans two batches, so a group is written once and never rewritten.
@@ -32,7 +34,7 @@
 //! `l` + `n`.
 //!
 //! Ledgers written before groups hold one leaf per `l` key (its bytes, which
-//! never start with a zero byte: an envelope opens with protobuf field 1) and
+//! open with a protobuf field tag, 8 or more, never 0 or 1) and
 //! one leaf's hashes per `h` key: each is a group of one, read the same way,
 //! so those ledgers need no upgrade and go on growing in groups.
 //!
@@ -209,10 +211,19 @@ pub fn hash_location(stored_index: u64) -> (u64, usize) {
 /// crosses a tile's edge.
 const TILE_WIDTH: u64 = 256;
 
-/// A leaf group is closed before it would pass this many bytes (a leaf larger
-/// than that is a group of its own). It keeps a sled page of sixteen groups
-/// well under the size sled writes as a separate blob file.
-pub const LEAF_GROUP_BYTES: usize = 6 * 1024;
+/// A leaf group is closed before its entry bundle would pass this many bytes
+/// (a leaf larger than that is a group of its own). Compressed, a group of
+/// envelopes keeps about a third of that, so a sled page of sixteen groups
+/// stays well under the size sled writes as a separate blob file.
+pub const LEAF_GROUP_BYTES: usize = 16 * 1024;
+
+/// The zstd level leaf groups are compressed at (on groups of envelopes,
+/// levels 1 and 3 both keep 36% of the bytes; 3 is no slower).
+const LEAF_GROUP_ZSTD_LEVEL: i32 = 3;
+
+/// How a leaf group's entry bundle is kept (its value's first byte).
+const KEPT_AS_IS: u8 = 0;
+const KEPT_COMPRESSED: u8 = 1;
 
 /// Leaves per hash group at most (about 4 KiB of hashes).
 pub const HASH_GROUP_LEAVES: usize = 64;
@@ -254,77 +265,100 @@ pub(crate) fn read_stored_hash(
     }
 }
 
-/// Consecutive leaves stored under one key (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LeafGroup<'a> {
+/// Consecutive leaves stored under one key (see the module docs), decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafGroup {
     /// Index of the group's first leaf.
     pub first: u64,
-    value: &'a [u8],
+    /// The leaves, each its canonical envelope bytes.
+    pub leaves: Vec<Vec<u8>>,
 }
 
-impl<'a> LeafGroup<'a> {
-    /// The stored value of a group starting at leaf `first`.
-    pub fn new(first: u64, value: &'a [u8]) -> Self {
-        Self { first, value }
-    }
-
-    /// Encodes leaves as one group value: a zero byte, then a C2SP
-    /// tlog-tiles entry bundle ("Log entries": big-endian uint16 length,
-    /// then the entry). Leaves are at most `clew_events::MAX_LEAF_BYTES`.
+impl LeafGroup {
+    /// Encodes leaves as one group value: the C2SP tlog-tiles entry bundle
+    /// ("Log entries": big-endian uint16 length, then the entry) of the
+    /// leaves, compressed unless that would not make it smaller. Leaves are
+    /// at most `clew_events::MAX_LEAF_BYTES`.
     pub fn encode<'l>(leaves: impl IntoIterator<Item = &'l [u8]>) -> Vec<u8> {
-        let mut out = vec![0u8];
+        let mut bundle = Vec::new();
         for leaf in leaves {
-            out.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
-            out.extend_from_slice(leaf);
+            bundle.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            bundle.extend_from_slice(leaf);
         }
+        let compressed = zstd::bulk::Compressor::new(LEAF_GROUP_ZSTD_LEVEL)
+            .and_then(|mut c| {
+                c.include_checksum(true)?;
+                c.compress(&bundle)
+            })
+            .ok()
+            .filter(|c| c.len() < bundle.len());
+        let (kept, body) = match &compressed {
+            Some(c) => (KEPT_COMPRESSED, &c[..]),
+            None => (KEPT_AS_IS, &bundle[..]),
+        };
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(kept);
+        out.extend_from_slice(body);
         out
     }
 
-    /// The group's leaves in order, each with its index and its byte range
-    /// within the stored value; a group that does not parse is named.
-    pub fn entries(&self) -> Result<Vec<(u64, std::ops::Range<usize>)>, LedgerError> {
-        let damaged = |what: &str| {
-            LedgerError::Corrupt(format!("the leaf group at leaf {}: {what}", self.first))
-        };
-        match self.value.first() {
-            None => Err(damaged("empty")),
-            // A group of one, as ledgers before groups stored every leaf.
-            Some(&b) if b != 0 => Ok(vec![(self.first, 0..self.value.len())]),
-            Some(_) => {
-                let mut out = Vec::new();
-                let mut at = 1;
-                while at < self.value.len() {
-                    let len = self
-                        .value
-                        .get(at..at + 2)
-                        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                        .ok_or_else(|| damaged("a length is cut short"))?;
-                    let range = at + 2..at + 2 + len;
-                    if range.end > self.value.len() || len == 0 {
-                        return Err(damaged("an entry is cut short or empty"));
-                    }
-                    out.push((self.first + out.len() as u64, range.clone()));
-                    at = range.end;
-                }
-                if out.is_empty() {
-                    return Err(damaged("holds no leaf"));
-                }
-                Ok(out)
+    /// Decodes the group stored under `l` + `first`; a value that does not
+    /// decode is named.
+    pub fn decode(first: u64, value: &[u8]) -> Result<Self, LedgerError> {
+        let damaged =
+            |what: String| LedgerError::Corrupt(format!("the leaf group at leaf {first}: {what}"));
+        let bundle = match value.split_first() {
+            None => return Err(damaged("empty".into())),
+            Some((&KEPT_AS_IS, rest)) => std::borrow::Cow::Borrowed(rest),
+            Some((&KEPT_COMPRESSED, rest)) => {
+                let bound = LEAF_GROUP_BYTES.max(2 + clew_events::MAX_LEAF_BYTES);
+                std::borrow::Cow::Owned(
+                    zstd::bulk::decompress(rest, bound)
+                        .map_err(|e| damaged(format!("does not decompress: {e}")))?,
+                )
             }
+            // A group of one, as ledgers before groups stored every leaf (an
+            // envelope's protobuf encoding opens with a field tag, 8 or more).
+            Some(_) => {
+                return Ok(Self {
+                    first,
+                    leaves: vec![value.to_vec()],
+                })
+            }
+        };
+        let mut leaves = Vec::new();
+        let mut at = 0;
+        while at < bundle.len() {
+            let len = bundle
+                .get(at..at + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                .ok_or_else(|| damaged("a length is cut short".into()))?;
+            let entry = bundle
+                .get(at + 2..at + 2 + len)
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| damaged("an entry is cut short or empty".into()))?;
+            leaves.push(entry.to_vec());
+            at += 2 + len;
         }
+        if leaves.is_empty() {
+            return Err(damaged("holds no leaf".into()));
+        }
+        Ok(Self { first, leaves })
     }
 
-    /// Leaf `n`'s bytes, if this group holds it.
-    pub fn leaf(&self, n: u64) -> Result<Option<&'a [u8]>, LedgerError> {
-        Ok(self
-            .entries()?
-            .into_iter()
-            .find(|(i, _)| *i == n)
-            .map(|(_, r)| &self.value[r]))
+    /// One past the group's last leaf.
+    pub fn end(&self) -> u64 {
+        self.first + self.leaves.len() as u64
+    }
+
+    /// Leaf `n`, if this group holds it.
+    pub fn into_leaf(self, n: u64) -> Option<Vec<u8>> {
+        let at = usize::try_from(n.checked_sub(self.first)?).ok()?;
+        self.leaves.into_iter().nth(at)
     }
 }
 
-/// Where a leaf or a stored hash is kept: the key of its group and its bytes
+/// Where a stored hash is kept: the key of its hash group and its bytes
 /// within the group's value (for tools and tests that inspect the store).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAt {
@@ -334,20 +368,12 @@ pub struct StoredAt {
     pub bytes: std::ops::Range<usize>,
 }
 
-/// Where leaf `n`'s bytes are stored.
-pub fn locate_leaf(tree: &sled::Tree, n: u64) -> Result<Option<StoredAt>, LedgerError> {
-    let Some((first, v)) = group_at(tree, keys::LEAVES, n)? else {
-        return Ok(None);
-    };
-    let at = LeafGroup::new(first, &v)
-        .entries()?
-        .into_iter()
-        .find(|(i, _)| *i == n)
-        .map(|(_, bytes)| StoredAt {
-            key: keys::leaf(first),
-            bytes,
-        });
-    Ok(at)
+/// The key of the leaf group holding leaf `n`, if one does.
+pub fn locate_leaf(tree: &sled::Tree, n: u64) -> Result<Option<[u8; 9]>, LedgerError> {
+    Ok(match group_at(tree, keys::LEAVES, n)? {
+        Some((first, v)) if LeafGroup::decode(first, &v)?.end() > n => Some(keys::leaf(first)),
+        _ => None,
+    })
 }
 
 /// Where the stored hash `stored_index` is stored.
@@ -368,7 +394,7 @@ pub fn locate_stored_hash(
 /// Leaf `n`'s bytes, or None when no group holds it.
 pub(crate) fn read_leaf(tree: &sled::Tree, n: u64) -> Result<Option<Vec<u8>>, LedgerError> {
     match group_at(tree, keys::LEAVES, n)? {
-        Some((first, v)) => Ok(LeafGroup::new(first, &v).leaf(n)?.map(<[u8]>::to_vec)),
+        Some((first, v)) => Ok(LeafGroup::decode(first, &v)?.into_leaf(n)),
         None => Ok(None),
     }
 }
@@ -407,8 +433,8 @@ pub(crate) fn read_leaves(
                 LedgerError::Corrupt(format!("leaf {next} is missing")),
             ));
         }
-        let group = LeafGroup::new(group_first, &v);
-        for (i, range) in group.entries().map_err(|e| (next, e))? {
+        let group = LeafGroup::decode(group_first, &v).map_err(|e| (next, e))?;
+        for (i, leaf) in (group_first..).zip(group.leaves) {
             if i < next {
                 // Only the group the range starts in may hold leaves before `start`.
                 if next > start {
@@ -419,7 +445,7 @@ pub(crate) fn read_leaves(
             if i >= end {
                 break;
             }
-            out.push(v[range].to_vec());
+            out.push(leaf);
             next = i + 1;
         }
     }
@@ -666,16 +692,17 @@ mod tests {
         db.open_tree("ledger").unwrap()
     }
 
-    /// Leaf `i` of the tests: 1 to 1,000 bytes, every 97th 7,000 (a group of
-    /// its own); never opening with a zero byte, as no envelope does.
+    /// Leaf `i` of the tests: 1 to 1,000 bytes, every 97th 20,000 (a group of
+    /// its own); opening, as an envelope's protobuf encoding does, with a byte
+    /// of 8 or more.
     fn test_leaf(i: u64) -> Vec<u8> {
         let len = if i % 97 == 96 {
-            7000
+            20_000
         } else {
             1 + (i * 997 % 1000) as usize
         };
         (0..len)
-            .map(|j| 1 + ((i as usize + j) % 250) as u8)
+            .map(|j| 8 + ((i as usize + j) % 240) as u8)
             .collect()
     }
 
@@ -796,12 +823,14 @@ mod tests {
     fn a_damaged_or_doubled_leaf_group_is_named() {
         let tree = temporary_tree();
         append(&tree, 0..20);
-        let StoredAt { key, bytes } = locate_leaf(&tree, 3).unwrap().unwrap();
-        assert_eq!(&tree.get(key).unwrap().unwrap()[bytes], &test_leaf(3)[..]);
+        let key = locate_leaf(&tree, 3).unwrap().unwrap();
+        let first = u64::from_be_bytes(key[1..].try_into().unwrap());
+        let group = LeafGroup::decode(first, &tree.get(key).unwrap().unwrap()).unwrap();
+        assert_eq!(group.into_leaf(3), Some(test_leaf(3)));
 
         // A leaf written again under its own key, inside a group that holds it.
         let inside = (1..20)
-            .find(|&i| locate_leaf(&tree, i).unwrap().unwrap().key != keys::leaf(i))
+            .find(|&i| locate_leaf(&tree, i).unwrap().unwrap() != keys::leaf(i))
             .unwrap();
         tree.insert(keys::leaf(inside), test_leaf(inside)).unwrap();
         let (at, e) = read_leaves(&tree, 0, 20).unwrap_err();
@@ -810,18 +839,41 @@ mod tests {
         tree.remove(keys::leaf(inside)).unwrap();
         assert_eq!(read_leaves(&tree, 0, 20).unwrap().len(), 20);
 
-        // A group cut short.
-        let first = u64::from_be_bytes(key[1..].try_into().unwrap());
-        let mut value = tree.get(key).unwrap().unwrap().to_vec();
-        value.truncate(value.len() - 1);
-        tree.insert(key, value).unwrap();
-        let e = read_leaf(&tree, 3).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!("the leaf group at leaf {first}")),
-            "{e}"
-        );
-        let (at, _) = read_leaves(&tree, 0, 20).unwrap_err();
-        assert!(at <= 3, "{at}");
+        // A compressed group with one byte changed, and one cut short.
+        let good = tree.get(key).unwrap().unwrap().to_vec();
+        assert_eq!(good[0], KEPT_COMPRESSED);
+        for cut in [false, true] {
+            let mut value = good.clone();
+            if cut {
+                value.truncate(value.len() - 1);
+            } else {
+                let middle = value.len() / 2;
+                value[middle] ^= 0x01;
+            }
+            tree.insert(key, value).unwrap();
+            let e = read_leaf(&tree, 3).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("the leaf group at leaf {first}")),
+                "{e}"
+            );
+            let (at, _) = read_leaves(&tree, 0, 20).unwrap_err();
+            assert!(at <= 3, "{at}");
+        }
+    }
+
+    #[test]
+    fn a_group_is_kept_as_it_is_when_compressing_would_not_shrink_it() {
+        // Bytes that do not compress (hashes).
+        let leaves: Vec<Vec<u8>> = (0..8u8)
+            .map(|i| (0..64u8).flat_map(|j| record_hash(&[i, j]).0).collect())
+            .collect();
+        let value = LeafGroup::encode(leaves.iter().map(Vec::as_slice));
+        assert_eq!(value[0], KEPT_AS_IS);
+        assert_eq!(LeafGroup::decode(9, &value).unwrap().leaves, leaves);
+        let text: Vec<Vec<u8>> = (0..8).map(test_leaf).collect();
+        let value = LeafGroup::encode(text.iter().map(Vec::as_slice));
+        assert_eq!(value[0], KEPT_COMPRESSED);
+        assert_eq!(LeafGroup::decode(9, &value).unwrap().leaves, text);
     }
 
     #[test]
