@@ -1580,3 +1580,113 @@ fn cosignatures_are_kept_apart_in_the_order_stored_and_checkpoints_keep_the_ledg
     w.verify();
     assert_eq!(w.ledger().next_cosigned_seq(), 3);
 }
+
+/// Rewrites a ledger's leaf and hash groups the way ledgers stored them before
+/// groups: each leaf's bytes under its own `l` key, the hashes appending it
+/// created under its own `h` key. Returns the number of leaves.
+fn rewrite_as_a_leaf_per_key(dir: &std::path::Path) -> u64 {
+    use clew_ledger::store::{keys, LeafGroup};
+    let db = open_when_released(|| sled::open(dir.join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    let group_first = |k: &[u8]| u64::from_be_bytes(k[1..].try_into().unwrap());
+    let mut leaves = 0;
+    for kv in tree.scan_prefix([keys::LEAVES]).collect::<Vec<_>>() {
+        let (k, v) = kv.unwrap();
+        let group = LeafGroup::decode(group_first(&k), &v).unwrap();
+        tree.remove(&k).unwrap();
+        for (i, leaf) in (group.first..).zip(group.leaves) {
+            tree.insert(keys::leaf(i), leaf).unwrap();
+            leaves += 1;
+        }
+    }
+    for kv in tree.scan_prefix([keys::HASHES]).collect::<Vec<_>>() {
+        let (k, v) = kv.unwrap();
+        tree.remove(&k).unwrap();
+        let mut at = 0;
+        let mut n = group_first(&k);
+        while at < v.len() {
+            let created = (tlog_tiles::stored_hash_index(0, n + 1)
+                - tlog_tiles::stored_hash_index(0, n)) as usize
+                * 32;
+            tree.insert(keys::hashes_of_leaf(n), &v[at..at + created])
+                .unwrap();
+            at += created;
+            n += 1;
+        }
+    }
+    db.flush().unwrap();
+    leaves
+}
+
+#[test]
+fn a_ledger_stored_a_leaf_per_key_reads_verifies_and_grows_in_groups() {
+    use clew_ledger::TileRef;
+    let mut w = World::new();
+    // 600 versions in batches of 100: groups start with each batch and tile.
+    for batch in 0..6u64 {
+        let items = (0..100)
+            .map(|i| w.sealed_ingest(sample::dataset_version(1, 1000 + batch * 100 + i, vec![])))
+            .collect();
+        let r = w.submit(items);
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    }
+    let size = w.ledger().size();
+    let leaves = w.ledger().leaves(0..size).unwrap();
+    let tile = TileRef::Entries {
+        index: 1,
+        width: 256,
+    };
+    let entries = w.ledger().read_tile(tile).unwrap();
+    let hash_tile = TileRef::Hashes {
+        level: 0,
+        index: 1,
+        width: 256,
+    };
+    let hashes = w.ledger().read_tile(hash_tile).unwrap();
+    let proofs: Vec<_> = [0, 3, 255, 256, 400, size - 1]
+        .iter()
+        .map(|&i| w.ledger().inclusion_proof(i, size).unwrap())
+        .collect();
+    let receipt = w.ledger().receipt(300).unwrap();
+
+    // The same ledger as the code before groups would have left it.
+    w.ledger = None;
+    assert_eq!(rewrite_as_a_leaf_per_key(w.dir.path()), size);
+    w.reopen();
+    let l = w.ledger();
+    assert_eq!(l.size(), size);
+    assert_eq!(l.leaves(0..size).unwrap(), leaves);
+    assert_eq!(l.leaf(137).unwrap(), leaves[137]);
+    assert_eq!(l.read_tile(tile).unwrap(), entries);
+    assert_eq!(l.read_tile(hash_tile).unwrap(), hashes);
+    for (&i, proof) in [0, 3, 255, 256, 400, size - 1].iter().zip(&proofs) {
+        assert_eq!(&l.inclusion_proof(i, size).unwrap(), proof, "leaf {i}");
+    }
+    assert_eq!(l.receipt(300).unwrap(), receipt);
+    w.verify();
+
+    // It goes on growing, in groups, and verifies as a whole.
+    let items = (0..300)
+        .map(|i| w.sealed_ingest(sample::dataset_version(1, 2000 + i, vec![])))
+        .collect();
+    let r = w.submit(items);
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    w.verify();
+    let grown = w.ledger().size();
+    assert_eq!(grown, size + 300);
+    let all = w.ledger().leaves(0..grown).unwrap();
+    assert_eq!(&all[..size as usize], &leaves[..]);
+    for (i, leaf) in all.iter().enumerate().skip(size as usize) {
+        assert_eq!(&w.ledger().leaf(i as u64).unwrap(), leaf);
+    }
+    let p = w.ledger().inclusion_proof(size + 10, grown).unwrap();
+    assert!(!p.is_empty());
+    w.ledger = None;
+    let db = open_when_released(|| sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    let keys_after = tree.scan_prefix([clew_ledger::store::keys::LEAVES]).count() as u64;
+    assert!(
+        keys_after < size + 300 / 4,
+        "{keys_after} leaf keys: the 300 new leaves were not grouped"
+    );
+}
