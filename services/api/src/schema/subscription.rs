@@ -186,8 +186,8 @@ impl SubscriptionRoot {
                         )?);
                     }
                     let end = applied.min(next + 256);
-                    for i in next..end {
-                        let leaf = node.ledger().leaf(i).ok()?;
+                    let leaves = node.ledger().leaves(next..end).ok()?;
+                    for (i, leaf) in (next..end).zip(leaves) {
                         if let Some(ev) = deliver(&node, &viewer, &filter, i, &leaf) {
                             buffer.push_back(ev);
                         }
