@@ -723,28 +723,23 @@ pub(crate) fn backfill_facts(tree: &sled::Tree, size: u64) -> Result<u64, Ledger
     let mut ov = Overlay::new(tree);
     // Roles at each principal's latest registration so far, as the sequencer had them.
     let mut roles: HashMap<String, Vec<i32>> = HashMap::new();
-    let mut leaves = Vec::new().into_iter();
-    for i in 0..size {
-        if i % 4096 == 0 {
-            leaves = crate::store::read_leaves(tree, i, (i + 4096).min(size))
-                .map_err(|(_, e)| e)?
-                .into_iter();
-        }
-        let Some(leaf) = leaves.next() else {
-            return Err(LedgerError::Corrupt(format!("leaf {i} is missing")));
-        };
-        let opened =
-            clew_events::open(&leaf).map_err(|e| LedgerError::Corrupt(format!("leaf {i}: {e}")))?;
-        if let Body::PrincipalRegistered(p) = opened.body() {
-            roles.insert(p.principal_id.clone(), p.roles.clone());
-        }
-        let actor = Party {
-            id: &opened.event.actor,
-            roles: roles.get(&opened.event.actor).map_or(&[], |r| &r[..]),
-        };
-        if let Ok(facts) = policy::duties(&opened.event, actor, &Facts(&ov))? {
-            for (subject, fact) in facts {
-                ov.put_json(keys::fact(&subject), &fact);
+    for start in (0..size).step_by(4096) {
+        let leaves =
+            crate::store::read_leaves(tree, start, (start + 4096).min(size)).map_err(|(_, e)| e)?;
+        for (i, leaf) in (start..).zip(leaves) {
+            let opened = clew_events::open(&leaf)
+                .map_err(|e| LedgerError::Corrupt(format!("leaf {i}: {e}")))?;
+            if let Body::PrincipalRegistered(p) = opened.body() {
+                roles.insert(p.principal_id.clone(), p.roles.clone());
+            }
+            let actor = Party {
+                id: &opened.event.actor,
+                roles: roles.get(&opened.event.actor).map_or(&[], |r| &r[..]),
+            };
+            if let Ok(facts) = policy::duties(&opened.event, actor, &Facts(&ov))? {
+                for (subject, fact) in facts {
+                    ov.put_json(keys::fact(&subject), &fact);
+                }
             }
         }
     }

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 use tlog_tiles::{Hash, HashReader, HASH_SIZE};
 
+use crate::tiles::TILE_WIDTH;
 use crate::LedgerError;
 
 /// Storage key layout.
@@ -207,10 +208,6 @@ pub fn hash_location(stored_index: u64) -> (u64, usize) {
     (((node + 1) << level) - 1, usize::from(level))
 }
 
-/// Leaves a tile holds (C2SP tlog-tiles: tiles are 256 wide); no group
-/// crosses a tile's edge.
-const TILE_WIDTH: u64 = 256;
-
 /// A leaf group is closed before its entry bundle would pass this many bytes
 /// (a leaf larger than that is a group of its own). Compressed, a group of
 /// envelopes keeps about a third of that, so a sled page of sixteen groups
@@ -238,12 +235,14 @@ fn group_at(tree: &sled::Tree, prefix: u8, n: u64) -> Result<Option<(u64, IVec)>
     else {
         return Ok(None);
     };
-    match (
-        k.first(),
-        <[u8; 8]>::try_from(k.get(1..).unwrap_or_default()),
-    ) {
-        (Some(&p), Ok(first)) if p == prefix => Ok(Some((u64::from_be_bytes(first), v))),
-        _ => Ok(None),
+    Ok(group_first(&k, prefix).map(|first| (first, v)))
+}
+
+/// The first leaf of the group stored under `key`, if it is a key of `prefix`.
+fn group_first(key: &[u8], prefix: u8) -> Option<u64> {
+    match key.split_first() {
+        Some((&p, index)) if p == prefix => index.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
     }
 }
 
@@ -406,32 +405,23 @@ pub(crate) fn read_leaves(
     start: u64,
     end: u64,
 ) -> Result<Vec<Vec<u8>>, (u64, LedgerError)> {
+    let missing = |i: u64| (i, LedgerError::Corrupt(format!("leaf {i} is missing")));
     let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
     if start >= end {
         return Ok(out);
     }
     let first = match group_at(tree, keys::LEAVES, start) {
         Ok(Some((first, _))) => first,
-        Ok(None) => {
-            return Err((
-                start,
-                LedgerError::Corrupt(format!("leaf {start} is missing")),
-            ))
-        }
+        Ok(None) => return Err(missing(start)),
         Err(e) => return Err((start, e.into())),
     };
     let mut next = start;
     for item in tree.range(keys::leaf(first)..keys::leaf(end)) {
         let (k, v) = item.map_err(|e| (next, e.into()))?;
-        let group_first = match <[u8; 8]>::try_from(&k[1..]) {
-            Ok(b) => u64::from_be_bytes(b),
-            Err(_) => return Err((next, LedgerError::Corrupt("a leaf group key".into()))),
-        };
+        let group_first = group_first(&k, keys::LEAVES)
+            .ok_or_else(|| (next, LedgerError::Corrupt("a leaf group key".into())))?;
         if group_first > next {
-            return Err((
-                next,
-                LedgerError::Corrupt(format!("leaf {next} is missing")),
-            ));
+            return Err(missing(next));
         }
         let group = LeafGroup::decode(group_first, &v).map_err(|e| (next, e))?;
         for (i, leaf) in (group_first..).zip(group.leaves) {
@@ -450,10 +440,7 @@ pub(crate) fn read_leaves(
         }
     }
     if next < end {
-        return Err((
-            next,
-            LedgerError::Corrupt(format!("leaf {next} is missing")),
-        ));
+        return Err(missing(next));
     }
     Ok(out)
 }
@@ -601,6 +588,7 @@ impl<'a> Overlay<'a> {
 
     /// Turns the overlay into one atomic sled batch, the leaves and their
     /// hashes in groups (see the module docs).
+    /// No group crosses a tile's edge (C2SP tlog-tiles: 256 leaves).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {

@@ -10,7 +10,8 @@ use tlog_tiles::HashReader;
 
 /// Tile height: c2sp.org/tlog-tiles fixes tiles at 2^8 = 256 hashes or entries.
 pub const TILE_HEIGHT: u8 = 8;
-const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Hashes in a full tile, entries in a full bundle (also a leaf group's bound).
+pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 
 /// First line of a C2SP tlog-proof.
 pub const TLOG_PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";

@@ -81,6 +81,16 @@ impl World {
         self.sealed(&self.ingest, "ingest", body)
     }
 
+    /// Submits versions `versions` of dataset 1 in one batch; all are accepted.
+    fn submit_versions(&mut self, versions: std::ops::Range<u64>) {
+        let count = versions.end - versions.start;
+        let items = versions
+            .map(|v| self.sealed_ingest(sample::dataset_version(1, v, vec![])))
+            .collect();
+        let r = self.submit(items);
+        assert_eq!(r.accepted.len() as u64, count, "{:?}", r.rejected.first());
+    }
+
     fn submit(&mut self, items: Vec<Vec<u8>>) -> BatchReceipt {
         let subs = items
             .into_iter()
@@ -399,11 +409,7 @@ fn proofs_receipts_and_tiles_check_out_against_signed_checkpoints() {
     let mut w = World::new();
     // Enough leaves for a full tile plus a partial one.
     for chunk in 0..3u64 {
-        let envs = (0..100)
-            .map(|v| w.sealed_ingest(sample::dataset_version(1, 1000 + chunk * 100 + v, vec![])))
-            .collect();
-        let r = w.submit(envs);
-        assert_eq!(r.accepted.len(), 100, "{:?}", r.rejected.first());
+        w.submit_versions(1000 + chunk * 100..1100 + chunk * 100);
     }
     let ledger = w.ledger();
     let size = ledger.size();
@@ -1624,11 +1630,7 @@ fn a_ledger_stored_a_leaf_per_key_reads_verifies_and_grows_in_groups() {
     let mut w = World::new();
     // 600 versions in batches of 100: groups start with each batch and tile.
     for batch in 0..6u64 {
-        let items = (0..100)
-            .map(|i| w.sealed_ingest(sample::dataset_version(1, 1000 + batch * 100 + i, vec![])))
-            .collect();
-        let r = w.submit(items);
-        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        w.submit_versions(1000 + batch * 100..1100 + batch * 100);
     }
     let size = w.ledger().size();
     let leaves = w.ledger().leaves(0..size).unwrap();
@@ -1666,11 +1668,7 @@ fn a_ledger_stored_a_leaf_per_key_reads_verifies_and_grows_in_groups() {
     w.verify();
 
     // It goes on growing, in groups, and verifies as a whole.
-    let items = (0..300)
-        .map(|i| w.sealed_ingest(sample::dataset_version(1, 2000 + i, vec![])))
-        .collect();
-    let r = w.submit(items);
-    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    w.submit_versions(2000..2300);
     w.verify();
     let grown = w.ledger().size();
     assert_eq!(grown, size + 300);
