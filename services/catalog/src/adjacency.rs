@@ -13,6 +13,13 @@
 //! depends (lineage only references what already exists), a few later (a
 //! transform's outputs, a deployment's new validations), each with the
 //! leaf that added it.
+//!
+//! A walk record also says when its entity became *ended or affected*:
+//! ended (a dataset version withdrawn, a grant revoked, a deployment
+//! retired) or downstream of a withdrawal. The index keeps that as one bit
+//! per node, so the projection reads an upstream node's record (to carry
+//! its withdrawals down to a new dependent) only when the bit is set, not
+//! for every edge of every new entity.
 
 use std::hash::BuildHasher;
 
@@ -23,6 +30,14 @@ use crate::CatalogError;
 
 /// An entity's number in the index, stable for the life of the process.
 pub type NodeId = u32;
+
+/// The flag of a walk record (in its first byte) that its entity was
+/// created at its leaf.
+const CREATED: u8 = 1;
+
+/// The flag of a walk record that its entity was ended or affected by a
+/// withdrawal at its leaf.
+pub(crate) const ENDED_OR_AFFECTED: u8 = 2;
 
 /// A created leaf not known: an entity referenced but never created.
 const UNKNOWN: u64 = u64::MAX;
@@ -48,26 +63,44 @@ pub(crate) struct WalkRecord {
     pub leaf: u64,
     /// Whether this leaf created the entity.
     pub created: bool,
+    /// Whether the entity was ended or affected by a withdrawal by this
+    /// leaf (and the index did not know).
+    pub ended_or_affected: bool,
     /// Edges this leaf added, `(relation, target subject, role)` in order.
     pub out: Vec<(Relation, String, Option<String>)>,
 }
 
 impl WalkRecord {
     /// What `node` holds that a graph does not know yet, one record per
-    /// leaf: its creation (unless `created_known`), then the out-edges past
-    /// the first `known_out`, each under the leaf that added it.
-    pub fn of_node(node: &NodeRecord, created_known: bool, known_out: usize) -> Vec<Self> {
+    /// leaf: its creation (unless `created_known`), the out-edges past the
+    /// first `known_out`, each under the leaf that added it, and that it is
+    /// ended or affected (unless `marked_known`), under the leaf of its
+    /// latest end or withdrawal (or of its creation, if that came after).
+    pub fn of_node(
+        node: &NodeRecord,
+        created_known: bool,
+        known_out: usize,
+        marked_known: bool,
+    ) -> Vec<Self> {
         let added = || node.out.iter().skip(known_out);
         let mut leaves: std::collections::BTreeSet<u64> = added().map(|e| e.created_leaf).collect();
         if !created_known {
             leaves.insert(node.created_leaf);
         }
+        // An entity created affected (it depends on a withdrawn version) is
+        // marked by its creation.
+        let marked_at = node
+            .ended_or_affected_at()
+            .map(|leaf| leaf.max(node.created_leaf))
+            .filter(|_| !marked_known);
+        leaves.extend(marked_at);
         leaves
             .into_iter()
             .map(|leaf| Self {
                 subject: node.subject(),
                 leaf,
                 created: !created_known && leaf == node.created_leaf,
+                ended_or_affected: marked_at == Some(leaf),
                 out: added()
                     .filter(|e| e.created_leaf == leaf)
                     .map(|e| (e.relation, e.to.clone(), e.role.clone()))
@@ -90,12 +123,13 @@ impl WalkRecord {
         Self::key_of(self.leaf, &self.subject)
     }
 
-    /// The value: 1 if created here (else 0), then per edge its relation
-    /// code, its role and its target, each a LEB128 length and UTF-8 bytes
-    /// (an empty role is none).
+    /// The value: a byte of flags (1: created here, 2: ended or affected
+    /// here), then per edge its relation code, its role and its target, each
+    /// a LEB128 length and UTF-8 bytes (an empty role is none).
     pub fn value(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(1 + self.out.len() * 48);
-        v.push(u8::from(self.created));
+        let flag = |on: bool, flag: u8| if on { flag } else { 0 };
+        v.push(flag(self.created, CREATED) | flag(self.ended_or_affected, ENDED_OR_AFFECTED));
         for (relation, to, role) in &self.out {
             v.push(relation.code());
             for text in [role.as_deref().unwrap_or(""), to.as_str()] {
@@ -120,8 +154,8 @@ impl WalkRecord {
             .map(u64::from_be_bytes)
             .ok_or_else(corrupt)?;
         let subject = std::str::from_utf8(&key[9..]).map_err(|_| corrupt())?;
-        let (&created, mut rest) = value.split_first().ok_or_else(corrupt)?;
-        if created > 1 {
+        let (&flags, mut rest) = value.split_first().ok_or_else(corrupt)?;
+        if flags & !(CREATED | ENDED_OR_AFFECTED) != 0 {
             return Err(corrupt());
         }
         let mut out = Vec::new();
@@ -139,7 +173,8 @@ impl WalkRecord {
         Ok(Self {
             subject: subject.to_string(),
             leaf,
-            created: created == 1,
+            created: flags & CREATED != 0,
+            ended_or_affected: flags & ENDED_OR_AFFECTED != 0,
             out,
         })
     }
@@ -219,6 +254,8 @@ pub(crate) struct LineageIndex {
     /// One bit per node: created (so present in every answer as of the
     /// latest size) — small enough to stay in cache.
     created_bits: Vec<u64>,
+    /// One bit per node: ended or affected by a withdrawal.
+    marked_bits: Vec<u64>,
     edges: Vec<EdgeSlot>,
     /// Role names; index 0 is "no role".
     roles: Vec<String>,
@@ -253,6 +290,7 @@ impl LineageIndex {
         self.inbound.push(Vec::new());
         if self.created_bits.len() * 64 < self.ends.len() {
             self.created_bits.push(0);
+            self.marked_bits.push(0);
         }
         let hash = self.hasher.hash_one(subject);
         self.table
@@ -279,6 +317,9 @@ impl LineageIndex {
     pub fn add(&mut self, record: &WalkRecord) {
         let id = self.intern(&record.subject);
         let i = id as usize;
+        if record.ended_or_affected {
+            self.marked_bits[i / 64] |= 1 << (i % 64);
+        }
         if record.created {
             if self.created[i] != UNKNOWN {
                 return;
@@ -320,6 +361,13 @@ impl LineageIndex {
     pub fn is_created(&self, id: NodeId) -> bool {
         let i = id as usize;
         self.created_bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Whether node `id` is ended or affected by a withdrawal (as of
+    /// everything absorbed).
+    pub fn is_ended_or_affected(&self, id: NodeId) -> bool {
+        let i = id as usize;
+        self.marked_bits[i / 64] & (1 << (i % 64)) != 0
     }
 
     /// The leaf that created `id`, if the index knows it.
@@ -369,6 +417,7 @@ impl LineageIndex {
         self.inbound.iter_mut().for_each(Vec::shrink_to_fit);
         self.edges.shrink_to_fit();
         self.created_bits.shrink_to_fit();
+        self.marked_bits.shrink_to_fit();
         self.table
             .shrink_to_fit(rehash(&self.hasher, &self.text, &self.ends));
     }
@@ -388,6 +437,7 @@ impl LineageIndex {
             + self.inbound.capacity() * 24
             + self.inbound.iter().map(|v| v.capacity() * 8).sum::<usize>()
             + self.created_bits.capacity() * 8
+            + self.marked_bits.capacity() * 8
             + self.edges.capacity() * std::mem::size_of::<EdgeSlot>()
             + self.late_out.capacity() * 40
             + self.table.capacity() * 5
@@ -403,6 +453,7 @@ mod tests {
             subject: subject.into(),
             leaf,
             created: true,
+            ended_or_affected: false,
             out: out
                 .iter()
                 .map(|(r, t, role)| (*r, t.to_string(), role.map(str::to_string)))
@@ -435,6 +486,80 @@ mod tests {
             WalkRecord::decode(&empty.key(), &empty.value()).unwrap(),
             empty
         );
+    }
+
+    #[test]
+    fn a_mark_reads_back_and_sets_the_nodes_bit_even_on_a_known_creation() {
+        let mut marked = record("dataset-version/d@1", 1, &[]);
+        marked.ended_or_affected = true;
+        assert_eq!(marked.value(), [3]);
+        assert_eq!(
+            WalkRecord::decode(&marked.key(), &marked.value()).unwrap(),
+            marked
+        );
+        assert!(WalkRecord::decode(&marked.key(), &[4]).is_err());
+
+        let mut g = LineageIndex::default();
+        g.add(&record("dataset-version/d@1", 1, &[]));
+        g.add(&record("dataset-version/d@2", 2, &[]));
+        let d1 = g.id("dataset-version/d@1").unwrap();
+        let d2 = g.id("dataset-version/d@2").unwrap();
+        assert!(!g.is_ended_or_affected(d1));
+        // A mark only (a withdrawal at a later leaf) ...
+        let mut withdrawn = record("dataset-version/d@1", 5, &[]);
+        withdrawn.created = false;
+        withdrawn.ended_or_affected = true;
+        g.add(&withdrawn);
+        // ... and a creation the index has, marked, both set the bit.
+        let mut again = record("dataset-version/d@2", 2, &[]);
+        again.ended_or_affected = true;
+        g.add(&again);
+        assert!(g.is_ended_or_affected(d1) && g.is_ended_or_affected(d2));
+        assert_eq!(g.created_leaf(d1), Some(1));
+    }
+
+    #[test]
+    fn a_node_ended_or_affected_gets_a_mark_under_its_latest_such_leaf() {
+        use crate::graph::{Affect, HistoryEntry};
+        let mut node = NodeRecord {
+            node_type: "model-version".into(),
+            id: "m".into(),
+            label: String::new(),
+            created_leaf: 3,
+            created_by: HistoryEntry {
+                leaf: 3,
+                event_id: "e".into(),
+                kind: "k".into(),
+                actor: "a".into(),
+                time: String::new(),
+            },
+            ended_leaf: None,
+            statuses: vec![],
+            affected_by: vec![],
+            out: vec![],
+            ended_detail: None,
+            attributes: Default::default(),
+        };
+        let walks = WalkRecord::of_node(&node, false, 0, false);
+        assert_eq!(walks.len(), 1);
+        assert!(walks[0].created && !walks[0].ended_or_affected);
+        // Created affected (it depends on a withdrawn version): one record.
+        node.affected_by = vec![Affect {
+            withdrawn: "dataset-version/d@1".into(),
+            leaf: 2,
+        }];
+        let walks = WalkRecord::of_node(&node, false, 0, false);
+        assert_eq!(walks.len(), 1, "{walks:?}");
+        assert!(walks[0].created && walks[0].ended_or_affected && walks[0].leaf == 3);
+        // Affected later, at leaf 9: a mark only, unless the graph knows.
+        node.affected_by.push(Affect {
+            withdrawn: "dataset-version/d@7".into(),
+            leaf: 9,
+        });
+        let walks = WalkRecord::of_node(&node, true, 0, false);
+        assert_eq!(walks.len(), 1);
+        assert!(walks[0].ended_or_affected && !walks[0].created && walks[0].leaf == 9);
+        assert!(WalkRecord::of_node(&node, true, 0, true).is_empty());
     }
 
     #[test]

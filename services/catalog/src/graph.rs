@@ -189,6 +189,15 @@ impl NodeRecord {
             .map(|(_, s)| s.as_str())
     }
 
+    /// The leaf of its latest end or upstream withdrawal, if it is ended
+    /// or affected: what a node created on top of it must read it for.
+    pub fn ended_or_affected_at(&self) -> Option<u64> {
+        self.ended_leaf
+            .into_iter()
+            .chain(self.affected_by.iter().map(|a| a.leaf))
+            .max()
+    }
+
     /// Upstream withdrawals sequenced within the first `as_of` leaves.
     pub fn affected_at(&self, as_of: u64) -> Vec<&Affect> {
         self.affected_by.iter().filter(|a| a.leaf < as_of).collect()
@@ -220,9 +229,12 @@ pub(crate) mod keys {
     /// records).
     pub const FORMAT: &[u8] = b"mformat";
 
+    /// The first byte of a node record's key.
+    pub const NODE: u8 = b'n';
+
     pub fn node(subject: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(subject.len() + 1);
-        k.push(b'n');
+        k.push(NODE);
         k.extend_from_slice(subject.as_bytes());
         k
     }

@@ -62,8 +62,9 @@ use project::Pending;
 
 /// The state's storage format: 2 adds walk records and drops the in-edge
 /// keys of format 1; 3 stores node records and history entries in binary
-/// (`stored`), and still reads the JSON ones of format 2.
-const FORMAT: u8 = 3;
+/// (`stored`), and still reads the JSON ones of format 2; 4 keeps node
+/// records compressed, and still reads those of formats 2 and 3.
+const FORMAT: u8 = 4;
 
 /// Default sled page cache of a catalogue.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -346,6 +347,15 @@ impl Catalog {
         drop(pending);
         drop(graph);
         let new_applied = first + leaves.len() as u64;
+        // Node records are compressed here, once per chunk and on every
+        // core, however often the chunk changed them.
+        let writes: Vec<(Vec<u8>, Vec<u8>)> = writes
+            .into_par_iter()
+            .map(|(k, v)| match k.first() {
+                Some(&keys::NODE) => (k, stored::kept_node(v)),
+                _ => (k, v),
+            })
+            .collect();
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             batch.insert(k, v);
@@ -392,14 +402,19 @@ impl Catalog {
         let format = self.tree.get(keys::FORMAT)?.map(|v| v.first().copied());
         match format {
             Some(Some(FORMAT)) => return Ok(()),
-            Some(Some(2)) => {
-                // Format 3 reads format 2's records as they are: each is
-                // rewritten when it next changes, and `clew reindex`
-                // rewrites them all.
-                self.tree.insert(keys::FORMAT, &[FORMAT])?;
+            Some(Some(old @ (2 | 3))) => {
+                // Format 4 reads the records of formats 2 (JSON) and 3
+                // (binary, uncompressed) as they are: each is rewritten
+                // when it next changes, and `clew reindex` rewrites them all.
+                // Its walk records also mark what is ended or affected: one
+                // pass over the node records adds those marks.
+                let started = std::time::Instant::now();
+                let marked = self.mark_ended_or_affected()?;
                 self.db.flush()?;
                 tracing::info!(
-                    "catalogue storage is format 2; its JSON records are read as they are and rewritten in binary as they change (`clew reindex` rewrites them all)"
+                    marked,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "catalogue storage is format {old}; its records are read as they are and rewritten in format {FORMAT} as they change (`clew reindex` rewrites them all)"
                 );
                 return Ok(());
             }
@@ -421,7 +436,7 @@ impl Catalog {
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
             let node = stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v)?;
-            for walk in WalkRecord::of_node(&node, false, 0) {
+            for walk in WalkRecord::of_node(&node, false, 0, false) {
                 batch.insert(walk.key(), walk.value());
             }
             nodes += 1;
@@ -443,6 +458,30 @@ impl Catalog {
             "catalogue storage upgraded to format {FORMAT}"
         );
         Ok(())
+    }
+
+    /// Adds to the walk records a mark for every node ended or affected (in
+    /// one sled batch with the format marker, so a crash leaves the old
+    /// format whole); how many it marked.
+    fn mark_ended_or_affected(&self) -> Result<u64, CatalogError> {
+        let mut batch = sled::Batch::default();
+        let mut marked = 0u64;
+        for item in self.tree.scan_prefix(keys::node("")) {
+            let (k, v) = item?;
+            let subject = String::from_utf8_lossy(&k[1..]);
+            let node = stored::decode_node(&subject, &v)?;
+            let Some(at) = node.ended_or_affected_at() else {
+                continue;
+            };
+            let key = WalkRecord::key_of(at.max(node.created_leaf), &subject);
+            let mut value = self.tree.get(&key)?.map_or_else(|| vec![0], |v| v.to_vec());
+            value[0] |= adjacency::ENDED_OR_AFFECTED;
+            batch.insert(key, value);
+            marked += 1;
+        }
+        batch.insert(keys::FORMAT, &[FORMAT]);
+        self.tree.apply_batch(batch)?;
+        Ok(marked)
     }
 
     /// Builds the resident graph from the walk records.

@@ -24,9 +24,9 @@ pub(crate) struct Pending<'a> {
     /// What this chunk does to the graph's shape, by walk key: written
     /// with the chunk and added to the resident graph once it is durable.
     pub walks: BTreeMap<Vec<u8>, WalkRecord>,
-    /// Per subject: whether this chunk created it and how many out-edges it
-    /// added to it.
-    staged: HashMap<String, (bool, usize)>,
+    /// Per subject: whether this chunk created it, how many out-edges it
+    /// added to it, and whether it marked it ended or affected.
+    staged: HashMap<String, (bool, usize, bool)>,
     /// What depends on each subject through edges this chunk adds.
     staged_dependents: HashMap<String, Vec<String>>,
 }
@@ -62,23 +62,45 @@ impl<'a> Pending<'a> {
         }
     }
 
+    /// Whether `subject` may be ended or affected by a withdrawal, so that
+    /// a node created on top of it must read its record: when this chunk
+    /// wrote it, when the graph marks it, or when the graph does not know it
+    /// (the read then finds nothing).
+    pub fn may_be_ended_or_affected(&self, subject: &str) -> bool {
+        let Some(graph) = self.graph else {
+            return true;
+        };
+        self.writes.contains_key(&keys::node(subject))
+            || graph
+                .id(subject)
+                .is_none_or(|id| graph.is_ended_or_affected(id))
+    }
+
     /// Stores a node, and in walk records what the graph does not know of
-    /// it yet: its creation and any out-edges added since.
+    /// it yet: its creation, any out-edges added since, and that it is
+    /// ended or affected.
     pub(crate) fn put_node(&mut self, node: &NodeRecord) {
         let subject = node.subject();
         if matches!(node.node_type.as_str(), "dataset-version" | "model-version") {
             self.touched.insert(subject.clone());
         }
         if let Some(graph) = self.graph {
-            let (mut created, mut out) = graph
+            let (mut created, mut out, mut marked) = graph
                 .id(&subject)
-                .map(|id| (graph.created_leaf(id).is_some(), graph.out_count(id)))
-                .unwrap_or((false, 0));
-            if let Some((c, o)) = self.staged.get(&subject) {
+                .map(|id| {
+                    (
+                        graph.created_leaf(id).is_some(),
+                        graph.out_count(id),
+                        graph.is_ended_or_affected(id),
+                    )
+                })
+                .unwrap_or((false, 0, false));
+            if let Some((c, o, m)) = self.staged.get(&subject) {
                 created |= *c;
                 out += *o;
+                marked |= *m;
             }
-            for walk in WalkRecord::of_node(node, created, out) {
+            for walk in WalkRecord::of_node(node, created, out, marked) {
                 for (_, to, _) in &walk.out {
                     self.staged_dependents
                         .entry(to.clone())
@@ -88,9 +110,11 @@ impl<'a> Pending<'a> {
                 let staged = self.staged.entry(subject.clone()).or_default();
                 staged.0 = true;
                 staged.1 += walk.out.len();
+                staged.2 |= walk.ended_or_affected;
                 match self.walks.entry(walk.key()) {
                     std::collections::btree_map::Entry::Occupied(mut known) => {
                         known.get_mut().created |= walk.created;
+                        known.get_mut().ended_or_affected |= walk.ended_or_affected;
                         known.get_mut().out.extend(walk.out);
                     }
                     std::collections::btree_map::Entry::Vacant(slot) => {
@@ -473,6 +497,12 @@ pub(crate) fn apply(
         Some((mut node, upstream)) => {
             let mut affected: BTreeSet<Affect> = BTreeSet::new();
             for (relation, to, role) in upstream {
+                // Only an upstream node ended or affected passes anything
+                // down: the graph says which are, so most are not read.
+                if !p.may_be_ended_or_affected(&to) {
+                    p.add_edge(&mut node, relation, &to, role, leaf);
+                    continue;
+                }
                 if let Some(up) = p.node(&to)? {
                     affected.extend(up.affected_by.iter().cloned());
                     if let (true, Some(at)) = (up.node_type == "dataset-version", up.ended_leaf) {

@@ -1,13 +1,23 @@
 //! The stored form of node records and history entries.
 //!
-//! Format 3 writes each as one version byte (3) followed by a protobuf
-//! message (prost): leaves and edges as varints, event kinds as their
-//! `EventKind` numbers, and a node's type and id left out (they are its
-//! key). The attributes stay the JSON text they are served as, in a field
-//! of their own. Format 2 wrote the same records as JSON objects; a value
-//! that opens with `{` is read as one, so a catalogue of format 2 is read
-//! as it is, its records rewritten as they change, and `clew reindex`
-//! rewrites them all.
+//! Each is a protobuf message (prost): leaves and edges as varints, event
+//! kinds as their `EventKind` numbers, and a node's type and id left out
+//! (they are its key). The attributes stay the JSON text they are served
+//! as, in a field of their own. The value's first byte says how the message
+//! is kept:
+//!
+//! - 3: as it is (history entries, and node records compression would not
+//!   make smaller);
+//! - 4: a node record compressed as one zstd frame (RFC 8878) with its
+//!   content size; a node record keeps about 70% of its bytes so;
+//! - `{`: a JSON object, as format 2 wrote every record.
+//!
+//! Every form is read, so a catalogue of format 2 or 3 is read as it is, its
+//! records rewritten as they change, and `clew reindex` rewrites them all.
+//! The projection's overlay holds node records uncompressed and compresses
+//! each once, when its chunk is written ([`kept_node`]). Compression
+//! contexts are kept per thread: a fresh one costs more than compressing a
+//! record.
 
 use clew_events::proto::EventKind;
 use prost::Message;
@@ -16,8 +26,71 @@ use serde_json::value::RawValue;
 use crate::graph::{Affect, HistoryEntry, NodeRecord, OutEdge, Relation};
 use crate::CatalogError;
 
-/// The first byte of a record of format 3 (a JSON record opens with `{`).
+/// The first byte of a message kept as it is (a JSON record opens with `{`).
 const VERSION: u8 = 3;
+
+/// The first byte of a node record kept compressed.
+const COMPRESSED: u8 = 4;
+
+/// The zstd level node records are compressed at (levels 1 and 3 keep the
+/// same share of a node record; 1 is the faster).
+const ZSTD_LEVEL: i32 = 1;
+
+/// Messages shorter than this are kept as they are: a zstd frame's own
+/// header and block header would eat what compressing them saves.
+const COMPRESS_FROM: usize = 128;
+
+/// The largest node record a compressed frame may claim to hold: a node's
+/// attributes are one event body (or an access request's few transitions),
+/// far below this; a frame claiming more is damaged.
+const MAX_NODE_BYTES: u64 = 64 * 1024 * 1024;
+
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `message` compressed with this thread's context, when that makes it
+/// smaller.
+fn compressed(message: &[u8]) -> Option<Vec<u8>> {
+    if message.len() < COMPRESS_FROM {
+        return None;
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        let frame = slot.as_mut()?.compress(message).ok()?;
+        (frame.len() < message.len()).then_some(frame)
+    })
+}
+
+/// The message a compressed frame holds.
+fn decompressed(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .map_err(|_| "its zstd frame is damaged".to_string())?
+        .ok_or("its zstd frame does not say its size")?;
+    if size > MAX_NODE_BYTES {
+        return Err(format!("its zstd frame claims {size} bytes"));
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let d = slot.as_mut().ok_or("no zstd context")?;
+        let message = d
+            .decompress(frame, size as usize)
+            .map_err(|e| format!("it does not decompress: {e}"))?;
+        if message.len() as u64 != size {
+            return Err("its zstd frame holds less than it says".into());
+        }
+        Ok(message)
+    })
+}
 
 #[derive(Clone, PartialEq, Message)]
 struct StoredHistory {
@@ -131,9 +204,33 @@ fn with_version(message: &impl Message) -> Vec<u8> {
     v
 }
 
-/// The stored form of `node` (its key holds its type and id).
+/// The stored form of `node` (its key holds its type and id), uncompressed:
+/// what a chunk's overlay holds until [`kept_node`] makes it the form kept.
 pub(crate) fn encode_node(node: &NodeRecord) -> Vec<u8> {
-    with_version(&StoredNode {
+    with_version(&stored_node(node))
+}
+
+/// The form a node record's `value` is kept in: compressed when it is
+/// uncompressed and compressing makes it smaller; any other as it is.
+/// The projection calls it once per node and chunk, when the chunk's sled
+/// batch is built (on every core), not each time a node changes.
+pub(crate) fn kept_node(value: Vec<u8>) -> Vec<u8> {
+    let Some((&VERSION, message)) = value.split_first() else {
+        return value;
+    };
+    match compressed(message) {
+        Some(frame) => {
+            let mut v = Vec::with_capacity(1 + frame.len());
+            v.push(COMPRESSED);
+            v.extend_from_slice(&frame);
+            v
+        }
+        None => value,
+    }
+}
+
+fn stored_node(node: &NodeRecord) -> StoredNode {
+    StoredNode {
         label: node.label.clone(),
         created_leaf: node.created_leaf,
         created_by: Some(stored_history(&node.created_by)),
@@ -166,11 +263,11 @@ pub(crate) fn encode_node(node: &NodeRecord) -> Vec<u8> {
             .collect(),
         ended_detail: node.ended_detail.as_ref().map(|d| d.to_string()),
         attributes: node.attributes.get().to_string(),
-    })
+    }
 }
 
-/// Reads a stored record of format 3 (`binary` decodes its message) or of
-/// format 2 (JSON); `what` names it in the error.
+/// Reads a stored record kept as it is or compressed (`binary` decodes its
+/// message) or of format 2 (JSON); `what` names it in the error.
 fn read<T: serde::de::DeserializeOwned>(
     what: &str,
     bytes: &[u8],
@@ -178,6 +275,7 @@ fn read<T: serde::de::DeserializeOwned>(
 ) -> Result<T, CatalogError> {
     match bytes.split_first() {
         Some((&VERSION, message)) => binary(message),
+        Some((&COMPRESSED, frame)) => decompressed(frame).and_then(|m| binary(&m)),
         Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
         _ => Err("unknown record format".into()),
     }
@@ -188,7 +286,7 @@ fn read<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Reads the stored node of `subject` (`<type>/<id>`), of format 3 or 2.
+/// Reads the stored node of `subject` (`<type>/<id>`), in any form.
 pub(crate) fn decode_node(subject: &str, bytes: &[u8]) -> Result<NodeRecord, CatalogError> {
     read(&format!("node {subject}"), bytes, |message| {
         let s = StoredNode::decode(message).map_err(|e| e.to_string())?;
@@ -298,8 +396,8 @@ mod tests {
     #[test]
     fn a_node_reads_back_as_it_was_stored_in_two_thirds_of_its_json() {
         let n = node();
-        let bytes = encode_node(&n);
-        assert_eq!(bytes[0], VERSION);
+        let bytes = kept_node(encode_node(&n));
+        assert!([VERSION, COMPRESSED].contains(&bytes[0]), "{}", bytes[0]);
         assert_eq!(decode_node(&n.subject(), &bytes).unwrap(), n);
         let json = serde_json::to_vec(&n).unwrap();
         assert!(
@@ -333,5 +431,91 @@ mod tests {
         );
         let err = decode_node("dataset/ds-1", b"\x07").unwrap_err();
         assert!(err.to_string().contains("unknown record format"), "{err}");
+    }
+
+    fn with_attributes(json: String) -> NodeRecord {
+        NodeRecord {
+            attributes: RawValue::from_string(json).unwrap(),
+            ..node()
+        }
+    }
+
+    #[test]
+    fn a_large_node_record_is_kept_compressed_and_reads_back() {
+        let manufacturers: Vec<String> = (0..20)
+            .map(|i| format!(r#"{{"manufacturer":"GE MEDICAL SYSTEMS","model":"Revolution {i}"}}"#))
+            .collect();
+        let n = with_attributes(format!(
+            r#"{{"datasetId":"ds-1","manufacturers":[{}]}}"#,
+            manufacturers.join(",")
+        ));
+        let bytes = kept_node(encode_node(&n));
+        assert_eq!(bytes[0], COMPRESSED);
+        let plain = encode_node(&n);
+        assert_eq!(plain[0], VERSION);
+        assert_eq!(decode_node(&n.subject(), &plain).unwrap(), n);
+        assert!(
+            bytes.len() * 2 < plain.len(),
+            "{} bytes kept for a message of {}",
+            bytes.len(),
+            plain.len()
+        );
+        assert_eq!(decode_node(&n.subject(), &bytes).unwrap(), n);
+        // Many records through the same thread's contexts.
+        for i in 0..100 {
+            let n = with_attributes(format!(r#"{{"i":{i},"m":[{}]}}"#, manufacturers.join(",")));
+            assert_eq!(
+                decode_node(&n.subject(), &kept_node(encode_node(&n))).unwrap(),
+                n
+            );
+        }
+    }
+
+    #[test]
+    fn a_small_node_record_is_kept_as_it_is() {
+        let n = NodeRecord {
+            label: "x".into(),
+            statuses: vec![],
+            affected_by: vec![],
+            out: vec![],
+            ended_detail: None,
+            created_by: HistoryEntry {
+                event_id: "e".into(),
+                time: String::new(),
+                ..node().created_by
+            },
+            ..with_attributes("{}".into())
+        };
+        let bytes = kept_node(encode_node(&n));
+        assert!(bytes.len() < 1 + COMPRESS_FROM, "{} bytes", bytes.len());
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(decode_node(&n.subject(), &bytes).unwrap(), n);
+    }
+
+    #[test]
+    fn a_damaged_or_overlong_compressed_record_is_named() {
+        let n = with_attributes(format!(
+            r#"{{"notes":"{}"}}"#,
+            "same words again ".repeat(50)
+        ));
+        let bytes = kept_node(encode_node(&n));
+        assert_eq!(bytes[0], COMPRESSED);
+        let truncated = &bytes[..bytes.len() - 3];
+        let err = decode_node("dataset/ds-1", truncated)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node dataset/ds-1 does not decode") && err.contains("decompress"),
+            "{err}"
+        );
+        // A frame that claims more than any node record holds is refused
+        // before it is decompressed.
+        let zeros = vec![0u8; MAX_NODE_BYTES as usize + 1];
+        let mut overlong = vec![COMPRESSED];
+        overlong.extend(zstd::bulk::compress(&zeros, 1).unwrap());
+        let err = decode_node("dataset/ds-1", &overlong)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("claims 67108865 bytes"), "{err}");
     }
 }

@@ -891,6 +891,24 @@ fn fixed_answers(c: &Catalog) -> String {
 }
 
 /// Lineage world plus a few thousand synthetic events and a withdrawal.
+/// A withdrawal of `dataset_version` for consent withdrawn.
+fn withdrawal(dataset_version: &str) -> Body {
+    Body::DatasetVersionWithdrawn(proto::DatasetVersionWithdrawn {
+        dataset_version_id: dataset_version.into(),
+        reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
+        detail: String::new(),
+    })
+}
+
+/// A catalogue of `w` made in `fresh` and closed: its directory, and its
+/// fixed answers and every node, to compare against once it is reopened.
+fn closed_fresh_catalogue(w: &World) -> (std::path::PathBuf, (String, String)) {
+    let fresh = w.catalog("fresh");
+    let expected = (fixed_answers(&fresh), every_node(&fresh));
+    drop(fresh);
+    (w.dir.path().join("fresh"), expected)
+}
+
 fn big_world() -> World {
     let mut w = lineage_world();
     let admin = w.admin.clone();
@@ -904,13 +922,7 @@ fn big_world() -> World {
     for chunk in rest.chunks(500) {
         w.submit(chunk.iter().map(|(_, b)| b.clone()).collect());
     }
-    w.submit(vec![Body::DatasetVersionWithdrawn(
-        proto::DatasetVersionWithdrawn {
-            dataset_version_id: "ds-a@2".into(),
-            reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
-            detail: String::new(),
-        },
-    )]);
+    w.submit(vec![withdrawal("ds-a@2")]);
     w
 }
 
@@ -1193,7 +1205,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
             "format 1's in-edge keys remain"
         );
         assert!(tree.scan_prefix(b"w").count() > 3000);
-        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[3u8][..]));
+        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[4u8][..]));
     }
 
     // It goes on projecting after the upgrade, and walks see the new edges.
@@ -1214,10 +1226,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
 #[test]
 fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_change() {
     let mut w = big_world();
-    let fresh = w.catalog("fresh");
-    let expected = (fixed_answers(&fresh), every_node(&fresh));
-    drop(fresh);
-    let dir = w.dir.path().join("fresh");
+    let (dir, expected) = closed_fresh_catalogue(&w);
     rewrite_records_as_json(&dir, Some(2));
 
     let json_records = || {
@@ -1236,18 +1245,12 @@ fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_ch
     drop(opened);
     let (after_open, marker) = json_records();
     assert_eq!(after_open, before, "opening rewrites nothing");
-    assert_eq!(marker, Some(vec![3u8]));
+    assert_eq!(marker, Some(vec![4u8]));
 
     // A new version (a new record) and a withdrawal of ds-a@1, which
     // changes ds-a@1 and marks what depends on it: those are stored anew.
     add_ds_a_9(&mut w);
-    w.submit(vec![Body::DatasetVersionWithdrawn(
-        proto::DatasetVersionWithdrawn {
-            dataset_version_id: "ds-a@1".into(),
-            reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
-            detail: String::new(),
-        },
-    )]);
+    w.submit(vec![withdrawal("ds-a@1")]);
     let reopened = w.catalog("fresh");
     let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
     assert_eq!(
@@ -1260,14 +1263,170 @@ fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_ch
         after_change < before,
         "{after_change} JSON node records of {before} after a change"
     );
-    let db = open_sled(&dir);
-    let ds_a_1 = db
-        .open_tree("catalog")
+    assert_eq!(
+        stored_node(&dir, "dataset-version/ds-a@1")[0],
+        4,
+        "a changed record is stored compressed"
+    );
+}
+
+/// The stored value of `subject`'s node record.
+fn stored_node(dir: &std::path::Path, subject: &str) -> Vec<u8> {
+    let key = [b"n", subject.as_bytes()].concat();
+    let db = open_sled(dir);
+    let value = db.open_tree("catalog").unwrap().get(key).unwrap();
+    value.expect("a node record").to_vec()
+}
+
+/// Subjects whose walk records mark them ended or affected (flag 2 of the
+/// first byte).
+fn marked_subjects(dir: &std::path::Path) -> BTreeSet<String> {
+    let db = open_sled(dir);
+    let tree = db.open_tree("catalog").unwrap();
+    tree.scan_prefix(b"w")
+        .map(|kv| kv.unwrap())
+        .filter(|(_, v)| v[0] & 2 != 0)
+        .map(|(k, _)| String::from_utf8(k[9..].to_vec()).unwrap())
+        .collect()
+}
+
+/// Rewrites a catalogue as format 3 kept it: every compressed node record
+/// (first byte 4: a zstd frame) uncompressed (first byte 3, then the
+/// message), no walk record marking what is ended or affected, the marker
+/// 3; returns how many node records it rewrote.
+fn rewrite_records_as_format_3(dir: &std::path::Path) -> usize {
+    let db = open_sled(dir);
+    let tree = db.open_tree("catalog").unwrap();
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix(b"w") {
+        let (k, v) = item.unwrap();
+        if v[0] & 2 != 0 {
+            if v[0] == 2 && v.len() == 1 {
+                batch.remove(k);
+            } else {
+                let mut unmarked = v.to_vec();
+                unmarked[0] &= !2;
+                batch.insert(k, unmarked);
+            }
+        }
+    }
+    let mut rewritten = 0;
+    for item in tree.scan_prefix(b"n") {
+        let (k, v) = item.unwrap();
+        if v[0] == 4 {
+            let mut plain = vec![3u8];
+            plain.extend(zstd::stream::decode_all(&v[1..]).unwrap());
+            batch.insert(k, plain);
+            rewritten += 1;
+        }
+    }
+    batch.insert(&b"mformat"[..], &[3u8]);
+    tree.apply_batch(batch).unwrap();
+    db.flush().unwrap();
+    rewritten
+}
+
+#[test]
+fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_change() {
+    let mut w = big_world();
+    let (dir, expected) = closed_fresh_catalogue(&w);
+    let node_bytes = || -> (usize, usize, usize) {
+        let db = open_sled(&dir);
+        let tree = db.open_tree("catalog").unwrap();
+        let values: Vec<_> = tree
+            .scan_prefix(b"n")
+            .values()
+            .map(|v| v.unwrap())
+            .collect();
+        (
+            values.iter().map(|v| v.len()).sum(),
+            values.iter().filter(|v| v[0] == 3).count(),
+            values.iter().filter(|v| v[0] == 4).count(),
+        )
+    };
+    let (compressed_bytes, _, compressed) = node_bytes();
+    assert!(compressed > 1000, "{compressed} node records compressed");
+    let marked = marked_subjects(&dir);
+    assert!(
+        marked.contains("dataset-version/ds-a@2") && marked.len() > 1,
+        "{marked:?}"
+    );
+    let rewritten = rewrite_records_as_format_3(&dir);
+    assert_eq!(rewritten, compressed);
+    assert!(marked_subjects(&dir).is_empty());
+    let (plain_bytes, plain, none) = node_bytes();
+    assert_eq!(none, 0);
+    assert!(
+        compressed_bytes * 10 < plain_bytes * 9,
+        "compressed node records take {compressed_bytes} bytes, uncompressed {plain_bytes}"
+    );
+
+    let opened = Catalog::open(&dir).unwrap();
+    assert_eq!((fixed_answers(&opened), every_node(&opened)), expected);
+    // An affected version, to derive a new one from below.
+    let affected = opened
+        .nodes_of_type("dataset-version")
         .unwrap()
-        .get(b"ndataset-version/ds-a@1")
+        .into_iter()
+        .find(|n| !n.affected_by.is_empty() && n.ended_leaf.is_none())
+        .expect("a dataset version downstream of ds-a@2");
+    drop(opened);
+    assert_eq!(node_bytes().1, plain, "opening rewrites no node record");
+    assert_eq!(
+        marked_subjects(&dir),
+        marked,
+        "opening marks what is ended or affected"
+    );
+    assert_eq!(
+        open_sled(&dir)
+            .open_tree("catalog")
+            .unwrap()
+            .get(b"mformat")
+            .unwrap()
+            .as_deref(),
+        Some(&[4u8][..])
+    );
+
+    // A withdrawal changes ds-a@1 and what depends on it: those are stored
+    // compressed, and the catalogue answers as one rebuilt from the ledger.
+    // A version derived from the affected one, in a batch of its own, is
+    // affected too: the mark made on open is what has it read.
+    w.submit(vec![withdrawal("ds-a@1")]);
+    let (ds, _) = affected.id.split_once('@').unwrap();
+    w.submit(vec![version(
+        ds,
+        "77",
+        &[affected.id.as_str()],
+        "CT",
+        "SIEMENS",
+        (1.0, 1.0),
+        ("20200101", "20201231"),
+        5,
+    )]);
+    let reopened = w.catalog("fresh");
+    let derived = reopened
+        .node(&format!("dataset-version/{ds}@77"))
         .unwrap()
-        .unwrap();
-    assert_eq!(ds_a_1[0], 3, "a changed record is stored in format 3");
+        .expect("the derived version");
+    let upstream = reopened.node(&affected.subject()).unwrap().unwrap();
+    assert!(upstream.affected_by.len() >= affected.affected_by.len());
+    let set = |a: &[clew_catalog::Affect]| a.iter().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(set(&derived.affected_by), set(&upstream.affected_by));
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(
+        (fixed_answers(&reopened), every_node(&reopened)),
+        (fixed_answers(&rebuilt), every_node(&rebuilt))
+    );
+    drop(reopened);
+    assert_eq!(
+        stored_node(&dir, "dataset-version/ds-a@1")[0],
+        4,
+        "a changed record is stored compressed"
+    );
+    assert!(
+        node_bytes().1 < plain,
+        "changed records are still uncompressed"
+    );
 }
 
 #[test]
