@@ -5,13 +5,16 @@
 //!
 //! - **entity state and the lineage graph** (sled): a node per entity with
 //!   its W3C PROV edges, per-entity history, access grants (node records
-//!   and history entries in the binary form of `stored`); every node and
+//!   and history entries in the binary form of `stored`, node records
+//!   zstd-compressed); every node and
 //!   edge records the leaf that created it (and the leaf that withdrew or
 //!   retired it), so "as of tree size N" is a filter;
 //! - **the graph's shape in memory** ([`adjacency`]): subjects interned to
-//!   numbers with their edges both ways, built at open from compact walk
-//!   records and grown as leaves are applied; walks run over it and read
-//!   node records only for the nodes they reached;
+//!   numbers with their edges both ways and a bit for what is ended or
+//!   affected by a withdrawal, built at open from compact walk records and
+//!   grown as leaves are applied; walks run over it and read node records
+//!   only for the nodes they reached, and projection reads an upstream
+//!   node only when its bit says it has withdrawals to pass down;
 //! - **a search index** (tantivy) over dataset versions and model versions,
 //!   with facets, ranges, typo tolerance, phrases and snippets.
 //!
