@@ -37,7 +37,7 @@ const CREATED: u8 = 1;
 
 /// The flag of a walk record that its entity was ended or affected by a
 /// withdrawal at its leaf.
-pub(crate) const ENDED_OR_AFFECTED: u8 = 2;
+const ENDED_OR_AFFECTED: u8 = 2;
 
 /// A created leaf not known: an entity referenced but never created.
 const UNKNOWN: u64 = u64::MAX;
@@ -107,6 +107,18 @@ impl WalkRecord {
                     .collect(),
             })
             .collect()
+    }
+
+    /// A record of `subject` at `leaf` saying only that it was ended or
+    /// affected then.
+    pub fn mark(subject: &str, leaf: u64) -> Self {
+        Self {
+            subject: subject.to_string(),
+            leaf,
+            created: false,
+            ended_or_affected: true,
+            out: Vec::new(),
+        }
     }
 
     /// The sled key of the record of `subject` at `leaf`.

@@ -476,10 +476,14 @@ impl Catalog {
             let Some(at) = node.ended_or_affected_at() else {
                 continue;
             };
-            let key = WalkRecord::key_of(at.max(node.created_leaf), &subject);
-            let mut value = self.tree.get(&key)?.map_or_else(|| vec![0], |v| v.to_vec());
-            value[0] |= adjacency::ENDED_OR_AFFECTED;
-            batch.insert(key, value);
+            let leaf = at.max(node.created_leaf);
+            let key = WalkRecord::key_of(leaf, &subject);
+            let mut walk = match self.tree.get(&key)? {
+                Some(known) => WalkRecord::decode(&key, &known)?,
+                None => WalkRecord::mark(&subject, leaf),
+            };
+            walk.ended_or_affected = true;
+            batch.insert(key, walk.value());
             marked += 1;
         }
         batch.insert(keys::FORMAT, &[FORMAT]);

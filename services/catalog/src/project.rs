@@ -13,6 +13,17 @@ use crate::adjacency::{LineageIndex, WalkRecord};
 use crate::graph::{keys, Affect, HistoryEntry, NodeRecord, OutEdge, Relation};
 use crate::{access, stored, CatalogError};
 
+/// What a chunk's walk records say of one subject.
+#[derive(Debug, Default)]
+struct Staged {
+    /// The chunk created it (or found it created).
+    created: bool,
+    /// Out-edges the chunk added to it.
+    out: usize,
+    /// The chunk marked it ended or affected.
+    ended_or_affected: bool,
+}
+
 /// Writes of a chunk of leaves, read through before sled.
 pub(crate) struct Pending<'a> {
     pub tree: &'a sled::Tree,
@@ -24,9 +35,8 @@ pub(crate) struct Pending<'a> {
     /// What this chunk does to the graph's shape, by walk key: written
     /// with the chunk and added to the resident graph once it is durable.
     pub walks: BTreeMap<Vec<u8>, WalkRecord>,
-    /// Per subject: whether this chunk created it, how many out-edges it
-    /// added to it, and whether it marked it ended or affected.
-    staged: HashMap<String, (bool, usize, bool)>,
+    /// Per subject: what this chunk's walk records say of it.
+    staged: HashMap<String, Staged>,
     /// What depends on each subject through edges this chunk adds.
     staged_dependents: HashMap<String, Vec<String>>,
 }
@@ -95,10 +105,10 @@ impl<'a> Pending<'a> {
                     )
                 })
                 .unwrap_or((false, 0, false));
-            if let Some((c, o, m)) = self.staged.get(&subject) {
-                created |= *c;
-                out += *o;
-                marked |= *m;
+            if let Some(staged) = self.staged.get(&subject) {
+                created |= staged.created;
+                out += staged.out;
+                marked |= staged.ended_or_affected;
             }
             for walk in WalkRecord::of_node(node, created, out, marked) {
                 for (_, to, _) in &walk.out {
@@ -108,9 +118,9 @@ impl<'a> Pending<'a> {
                         .push(subject.clone());
                 }
                 let staged = self.staged.entry(subject.clone()).or_default();
-                staged.0 = true;
-                staged.1 += walk.out.len();
-                staged.2 |= walk.ended_or_affected;
+                staged.created = true;
+                staged.out += walk.out.len();
+                staged.ended_or_affected |= walk.ended_or_affected;
                 match self.walks.entry(walk.key()) {
                     std::collections::btree_map::Entry::Occupied(mut known) => {
                         known.get_mut().created |= walk.created;
