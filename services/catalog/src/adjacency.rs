@@ -14,6 +14,15 @@
 //! transform's outputs, a deployment's new validations), each with the
 //! leaf that added it.
 //!
+//! In memory each direction's edges are kept as runs of one array, a run
+//! per node (compressed sparse rows): a walk finds a node's edges in one
+//! place, and looks up the runs of a whole level before reading any, so
+//! those memory reads overlap instead of waiting on one another. Edges
+//! added after the runs were built are kept apart by node (one bit per
+//! node says whether it has any) until they outnumber a quarter of those
+//! in the runs; the runs are then built again, under the graph's write
+//! lock, in two passes over the edges.
+//!
 //! A walk record also says when its entity became *ended or affected*:
 //! ended (a dataset version withdrawn, a grant revoked, a deployment
 //! retired) or downstream of a withdrawal. The index keeps that as one bit
@@ -244,6 +253,133 @@ fn rehash<'a>(
     move |&id| hasher.hash_one(subject_in(text, ends, id))
 }
 
+/// One direction of the edges: each node's edges as a run of one array
+/// (compressed sparse rows, so a walk reads a node's edges from one place,
+/// and the runs of nodes made one after another lie one after another),
+/// built over the edges known when it was last built; edges added since
+/// are kept apart by node until the next build.
+#[derive(Default)]
+struct Runs {
+    /// Node `i`'s run is `items[start[i]..start[i + 1]]` (a node past the
+    /// end has none).
+    start: Vec<u32>,
+    /// Each edge: the node at the other end and the edge's number.
+    items: Vec<(NodeId, u32)>,
+    /// Edges added since the runs were built, by node, oldest first.
+    recent: hashbrown::HashMap<NodeId, Vec<(NodeId, u32)>>,
+    /// One bit per node: whether `recent` holds an edge of it (for nearly
+    /// every node a walk looks at this bit, which stays in cache, not at
+    /// the map).
+    has_recent: Vec<u64>,
+    /// Edges in `recent`.
+    recent_len: usize,
+}
+
+impl Runs {
+    /// The runs of `edges` over `nodes` nodes, each edge filed under the
+    /// first of `ends(edge)` with the second as its other end; each run in
+    /// the edges' order (a counting sort: two passes over the edges).
+    fn build(
+        nodes: usize,
+        edges: &[EdgeSlot],
+        ends: impl Fn(&EdgeSlot) -> (NodeId, NodeId),
+    ) -> Self {
+        let mut start = vec![0u32; nodes + 1];
+        for slot in edges {
+            start[ends(slot).0 as usize + 1] += 1;
+        }
+        for i in 0..nodes {
+            start[i + 1] += start[i];
+        }
+        let mut next = start.clone();
+        let mut items = vec![(0, 0); edges.len()];
+        for (e, slot) in edges.iter().enumerate() {
+            let (at, other) = ends(slot);
+            let at = &mut next[at as usize];
+            items[*at as usize] = (other, e as u32);
+            *at += 1;
+        }
+        Self {
+            start,
+            items,
+            ..Default::default()
+        }
+    }
+
+    /// Node `id`'s edges, oldest first.
+    fn of(&self, id: NodeId) -> EdgeRun<'_> {
+        let i = id as usize;
+        let built: &[(NodeId, u32)] = match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.items[a as usize..b as usize],
+            _ => &[],
+        };
+        let recent: &[(NodeId, u32)] = if bit(&self.has_recent, i) {
+            self.recent.get(&id).map_or(&[], Vec::as_slice)
+        } else {
+            &[]
+        };
+        EdgeRun { built, recent }
+    }
+
+    /// How many edges node `id` has.
+    fn count(&self, id: NodeId) -> usize {
+        let i = id as usize;
+        let built = match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&a), Some(&b)) => (b - a) as usize,
+            _ => 0,
+        };
+        built
+            + if bit(&self.has_recent, i) {
+                self.recent.get(&id).map_or(0, Vec::len)
+            } else {
+                0
+            }
+    }
+
+    /// Adds edge `e` of node `at` (the newest edge of all).
+    fn push(&mut self, at: NodeId, other: NodeId, e: u32) {
+        let i = at as usize;
+        if self.has_recent.len() <= i / 64 {
+            self.has_recent.resize(i / 64 + 1, 0);
+        }
+        self.has_recent[i / 64] |= 1 << (i % 64);
+        self.recent.entry(at).or_default().push((other, e));
+        self.recent_len += 1;
+    }
+
+    fn approximate_bytes(&self) -> usize {
+        self.start.capacity() * 4
+            + self.items.capacity() * 8
+            + self.recent.capacity() * 32
+            + self
+                .recent
+                .values()
+                .map(|v| v.capacity() * 8)
+                .sum::<usize>()
+            + self.has_recent.capacity() * 8
+    }
+}
+
+/// One node's edges in one direction, oldest first: where they are, so a
+/// walk can find the runs of a whole level before it reads any.
+#[derive(Clone, Copy)]
+pub(crate) struct EdgeRun<'a> {
+    built: &'a [(NodeId, u32)],
+    recent: &'a [(NodeId, u32)],
+}
+
+impl<'a> EdgeRun<'a> {
+    /// The node at the other end and the edge's number, of each edge.
+    pub fn iter(self) -> impl Iterator<Item = (NodeId, u32)> + 'a {
+        self.built.iter().chain(self.recent).copied()
+    }
+}
+
+/// Bit `i` of `bits` (false past the end).
+fn bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
 /// The resident lineage graph.
 #[derive(Default)]
 pub(crate) struct LineageIndex {
@@ -255,14 +391,14 @@ pub(crate) struct LineageIndex {
     ends: Vec<usize>,
     /// Leaf that created each node, [`UNKNOWN`] for one only referenced.
     created: Vec<u64>,
-    /// Each node's out-edges from its creation: a run of `edges`.
-    out_start: Vec<u32>,
-    out_len: Vec<u32>,
-    /// Out-edges added after a node's creation (few nodes have any).
-    late_out: hashbrown::HashMap<NodeId, Vec<u32>>,
-    /// Each node's in-edges, oldest first: the node at the other end and
-    /// the edge's number (a walk down reads no edge it does not keep).
-    inbound: Vec<Vec<(NodeId, u32)>>,
+    /// Each node's out-edges (to what it depends on), in the order they
+    /// were added.
+    out: Runs,
+    /// Each node's in-edges (what depends on it), oldest first.
+    inward: Runs,
+    /// While loading from disk, edges go only to `edges`; the runs are
+    /// built once at the end ([`LineageIndex::loaded`]).
+    loading: bool,
     /// One bit per node: created (so present in every answer as of the
     /// latest size) — small enough to stay in cache.
     created_bits: Vec<u64>,
@@ -297,9 +433,6 @@ impl LineageIndex {
         self.text.push_str(subject);
         self.ends.push(self.text.len());
         self.created.push(UNKNOWN);
-        self.out_start.push(0);
-        self.out_len.push(0);
-        self.inbound.push(Vec::new());
         if self.created_bits.len() * 64 < self.ends.len() {
             self.created_bits.push(0);
             self.marked_bits.push(0);
@@ -324,6 +457,38 @@ impl LineageIndex {
         }
     }
 
+    /// An index to be filled from disk with [`LineageIndex::add`], which
+    /// builds its edge runs once, at [`LineageIndex::loaded`], instead of
+    /// as it grows.
+    pub fn loading() -> Self {
+        Self {
+            loading: true,
+            ..Default::default()
+        }
+    }
+
+    /// Builds the edge runs of an index filled from disk and gives back
+    /// what growing left spare.
+    pub fn loaded(&mut self) {
+        self.loading = false;
+        self.build_runs();
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.created.shrink_to_fit();
+        self.edges.shrink_to_fit();
+        self.created_bits.shrink_to_fit();
+        self.marked_bits.shrink_to_fit();
+        self.table
+            .shrink_to_fit(rehash(&self.hasher, &self.text, &self.ends));
+    }
+
+    /// Files every edge into the runs of both directions afresh.
+    fn build_runs(&mut self) {
+        let nodes = self.len();
+        self.out = Runs::build(nodes, &self.edges, |s| (s.from, s.to));
+        self.inward = Runs::build(nodes, &self.edges, |s| (s.to, s.from));
+    }
+
     /// Adds what one leaf did to one entity. A creation the index already
     /// has is ignored whole (its record was added before).
     pub fn add(&mut self, record: &WalkRecord) {
@@ -338,8 +503,6 @@ impl LineageIndex {
             }
             self.created[i] = record.leaf;
             self.created_bits[i / 64] |= 1 << (i % 64);
-            self.out_start[i] = self.edges.len() as u32;
-            self.out_len[i] = record.out.len() as u32;
         }
         for (relation, to, role) in &record.out {
             let to = self.intern(to);
@@ -352,16 +515,23 @@ impl LineageIndex {
                 role,
                 leaf: record.leaf,
             });
-            self.inbound[to as usize].push((id, e));
-            if !record.created {
-                self.late_out.entry(id).or_default().push(e);
+            if !self.loading {
+                self.out.push(id, to, e);
+                self.inward.push(to, id, e);
             }
+        }
+        // The runs are built again once the edges added since outnumber a
+        // quarter of those in them: each edge is filed a bounded number of
+        // times however the graph grows, and a walk nearly always finds a
+        // node's edges in one run.
+        if !self.loading && self.out.recent_len > (self.out.items.len() / 4).max(4096) {
+            self.build_runs();
         }
     }
 
     /// How many out-edges node `id` has (all leaves).
     pub fn out_count(&self, id: NodeId) -> usize {
-        self.out_len[id as usize] as usize + self.late_out.get(&id).map_or(0, Vec::len)
+        self.out.count(id)
     }
 
     /// Whether node `id` existed in the tree of `as_of` leaves.
@@ -387,18 +557,16 @@ impl LineageIndex {
         Some(self.created[id as usize]).filter(|l| *l != UNKNOWN)
     }
 
-    /// Numbers of the edges from `id` to what it depends on, in the order
-    /// they were added.
-    pub fn out_edges(&self, id: NodeId) -> impl Iterator<Item = u32> + '_ {
-        let start = self.out_start[id as usize];
-        let late: &[u32] = self.late_out.get(&id).map_or(&[], Vec::as_slice);
-        (start..start + self.out_len[id as usize]).chain(late.iter().copied())
+    /// The edges from `id` to what it depends on, in the order they were
+    /// added: the node depended on and the edge's number.
+    pub fn out_edges(&self, id: NodeId) -> EdgeRun<'_> {
+        self.out.of(id)
     }
 
     /// The edges into `id` (what depends on it), oldest first: the node at
     /// the other end and the edge's number.
-    pub fn in_edges(&self, id: NodeId) -> &[(NodeId, u32)] {
-        &self.inbound[id as usize]
+    pub fn in_edges(&self, id: NodeId) -> EdgeRun<'_> {
+        self.inward.of(id)
     }
 
     /// Edge number `e`.
@@ -418,22 +586,6 @@ impl LineageIndex {
         }
     }
 
-    /// Gives back what growing left spare (after a load from disk).
-    pub fn shrink_to_fit(&mut self) {
-        self.text.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.created.shrink_to_fit();
-        self.out_start.shrink_to_fit();
-        self.out_len.shrink_to_fit();
-        self.inbound.shrink_to_fit();
-        self.inbound.iter_mut().for_each(Vec::shrink_to_fit);
-        self.edges.shrink_to_fit();
-        self.created_bits.shrink_to_fit();
-        self.marked_bits.shrink_to_fit();
-        self.table
-            .shrink_to_fit(rehash(&self.hasher, &self.text, &self.ends));
-    }
-
     /// Nodes interned (created or only referenced).
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -444,14 +596,11 @@ impl LineageIndex {
         self.text.capacity()
             + self.ends.capacity() * 8
             + self.created.capacity() * 8
-            + self.out_start.capacity() * 4
-            + self.out_len.capacity() * 4
-            + self.inbound.capacity() * 24
-            + self.inbound.iter().map(|v| v.capacity() * 8).sum::<usize>()
+            + self.out.approximate_bytes()
+            + self.inward.approximate_bytes()
             + self.created_bits.capacity() * 8
             + self.marked_bits.capacity() * 8
             + self.edges.capacity() * std::mem::size_of::<EdgeSlot>()
-            + self.late_out.capacity() * 40
             + self.table.capacity() * 5
     }
 }
@@ -630,12 +779,12 @@ mod tests {
         let d = g.id("dataset-version/d@1").unwrap();
         assert_eq!(g.out_count(d), 1);
         assert_eq!(g.created_leaf(d), Some(1));
-        let t: Vec<Edge> = g.out_edges(d).map(|e| g.edge(e)).collect();
+        let t: Vec<Edge> = g.out_edges(d).iter().map(|(_, e)| g.edge(e)).collect();
         assert_eq!((t[0].to.as_str(), t[0].created_leaf), ("transform/t", 4));
-        let from: Vec<String> = g.in_edges(d).iter().map(|&(_, e)| g.edge(e).from).collect();
+        let from: Vec<String> = g.in_edges(d).iter().map(|(_, e)| g.edge(e).from).collect();
         assert_eq!(from, ["training-run/a", "training-run/b"]);
         let a = g.id("training-run/a").unwrap();
-        let out: Vec<Edge> = g.out_edges(a).map(|e| g.edge(e)).collect();
+        let out: Vec<Edge> = g.out_edges(a).iter().map(|(_, e)| g.edge(e)).collect();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].role.as_deref(), Some("train"));
         assert_eq!(out[0].created_leaf, 2);
@@ -645,6 +794,94 @@ mod tests {
         let ghost = g.id("ghost/g").unwrap();
         assert!(!g.exists_at(ghost, u64::MAX) && !g.is_created(ghost));
         assert_eq!(g.created_leaf(ghost), None);
+    }
+
+    #[test]
+    fn edges_read_the_same_grown_leaf_by_leaf_as_loaded_at_once() {
+        // Enough edges that the grown index builds its runs several times
+        // and still holds recent edges apart; some edges come late.
+        let mut records = Vec::new();
+        let mut expected_out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        let mut expected_in: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for i in 0..6_000u64 {
+            let subject = format!("dataset-version/d@{i}");
+            let mut out = Vec::new();
+            for back in [1, 7, 500] {
+                if i >= back {
+                    out.push((
+                        Relation::WasDerivedFrom,
+                        format!("dataset-version/d@{}", i - back),
+                        None,
+                    ));
+                }
+            }
+            records.push(WalkRecord {
+                subject: subject.clone(),
+                leaf: i,
+                created: true,
+                ended_or_affected: false,
+                out,
+            });
+            if i % 10 == 9 {
+                // A late edge of an earlier node.
+                records.push(WalkRecord {
+                    subject: format!("dataset-version/d@{}", i / 2),
+                    leaf: i,
+                    created: false,
+                    ended_or_affected: false,
+                    out: vec![(Relation::WasGeneratedBy, format!("transform/t{i}"), None)],
+                });
+            }
+        }
+        for r in &records {
+            for (_, to, _) in &r.out {
+                expected_out
+                    .entry(r.subject.clone())
+                    .or_default()
+                    .push(to.clone());
+                expected_in
+                    .entry(to.clone())
+                    .or_default()
+                    .push(r.subject.clone());
+            }
+        }
+        let mut grown = LineageIndex::default();
+        let mut loaded = LineageIndex::loading();
+        for r in &records {
+            grown.add(r);
+            loaded.add(r);
+        }
+        loaded.loaded();
+        assert!(
+            !grown.out.items.is_empty() && grown.out.recent_len > 0,
+            "the grown index holds built runs and recent edges both"
+        );
+        assert_eq!(loaded.out.recent_len, 0);
+        for g in [&grown, &loaded] {
+            assert_eq!(g.len(), loaded.len());
+            for id in 0..g.len() as NodeId {
+                let subject = g.subject(id);
+                let out: Vec<&str> = g
+                    .out_edges(id)
+                    .iter()
+                    .map(|(to, _)| g.subject(to))
+                    .collect();
+                let inward: Vec<&str> = g
+                    .in_edges(id)
+                    .iter()
+                    .map(|(from, _)| g.subject(from))
+                    .collect();
+                let want_out = expected_out.get(subject).cloned().unwrap_or_default();
+                let want_in = expected_in.get(subject).cloned().unwrap_or_default();
+                assert_eq!(out, want_out, "out-edges of {subject}");
+                assert_eq!(inward, want_in, "in-edges of {subject}");
+                assert_eq!(g.out_count(id), want_out.len());
+                // Each edge's number names the same edge.
+                for (to, e) in g.out_edges(id).iter() {
+                    assert_eq!((g.slot(e).from, g.slot(e).to), (id, to));
+                }
+            }
+        }
     }
 
     #[test]

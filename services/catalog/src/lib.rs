@@ -494,13 +494,13 @@ impl Catalog {
     /// Builds the resident graph from the walk records.
     fn load_graph(&self, applied: u64) -> Result<(), CatalogError> {
         let started = std::time::Instant::now();
-        let mut graph = LineageIndex::default();
+        let mut graph = LineageIndex::loading();
         for item in self.tree.scan_prefix(keys::WALKS) {
             let (k, v) = item?;
             graph.add(&WalkRecord::decode(&k, &v)?);
         }
         graph.applied = applied;
-        graph.shrink_to_fit();
+        graph.loaded();
         tracing::info!(
             nodes = graph.len(),
             mib = graph.approximate_bytes() >> 20,

@@ -478,37 +478,39 @@ fn walk(
     let mut refused = false;
     let mut level = 0..1;
     let mut depth = 0;
+    // Each level's edge runs are found before any is read: finding one
+    // does not wait on reading another, so the memory reads overlap.
+    let mut runs = Vec::new();
     while !level.is_empty() && depth < max_depth {
         depth += 1;
         let end = nodes.len();
-        for i in level {
-            let at = nodes[i].0;
-            let mut cross = |next: NodeId, e: u32| {
+        runs.clear();
+        runs.extend(nodes[level].iter().map(|&(at, _)| {
+            let run = if upstream {
+                graph.out_edges(at)
+            } else {
+                graph.in_edges(at)
+            };
+            (at, run)
+        }));
+        for &(at, run) in &runs {
+            for (next, e) in run.iter() {
                 if !latest && graph.slot(e).leaf >= as_of {
-                    return;
+                    continue;
                 }
                 edges.push((e, next));
-                let there = if latest {
-                    graph.is_created(next)
-                } else {
-                    graph.exists_at(next, as_of)
-                };
                 if seen.insert(next) {
+                    let there = if latest {
+                        graph.is_created(next)
+                    } else {
+                        graph.exists_at(next, as_of)
+                    };
                     if there && admit.admits(|| graph.subject(next)) {
                         nodes.push((next, depth));
                         parents.push(Some((at, e)));
                     } else {
                         refused = true;
                     }
-                }
-            };
-            if upstream {
-                for e in graph.out_edges(at) {
-                    cross(graph.slot(e).to, e);
-                }
-            } else {
-                for &(from, e) in graph.in_edges(at) {
-                    cross(from, e);
                 }
             }
         }
@@ -546,6 +548,7 @@ impl Visited {
     }
 
     /// Marks `id`; whether it was not marked before.
+    #[inline]
     fn insert(&mut self, id: NodeId) -> bool {
         match self {
             Visited::Few(set, graph_len) => {

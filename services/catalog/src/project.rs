@@ -162,7 +162,7 @@ impl<'a> Pending<'a> {
             Some((g, id)) => g
                 .in_edges(id)
                 .iter()
-                .map(|&(from, _)| g.subject(from).to_string())
+                .map(|(from, _)| g.subject(from).to_string())
                 .collect(),
             None => Vec::new(),
         };
