@@ -321,21 +321,6 @@ impl Runs {
         EdgeRun { built, recent }
     }
 
-    /// How many edges node `id` has.
-    fn count(&self, id: NodeId) -> usize {
-        let i = id as usize;
-        let built = match (self.start.get(i), self.start.get(i + 1)) {
-            (Some(&a), Some(&b)) => (b - a) as usize,
-            _ => 0,
-        };
-        built
-            + if bit(&self.has_recent, i) {
-                self.recent.get(&id).map_or(0, Vec::len)
-            } else {
-                0
-            }
-    }
-
     /// Adds edge `e` of node `at` (the newest edge of all).
     fn push(&mut self, at: NodeId, other: NodeId, e: u32) {
         let i = at as usize;
@@ -369,6 +354,11 @@ pub(crate) struct EdgeRun<'a> {
 }
 
 impl<'a> EdgeRun<'a> {
+    /// How many edges.
+    pub fn len(self) -> usize {
+        self.built.len() + self.recent.len()
+    }
+
     /// The node at the other end and the edge's number, of each edge.
     pub fn iter(self) -> impl Iterator<Item = (NodeId, u32)> + 'a {
         self.built.iter().chain(self.recent).copied()
@@ -396,9 +386,6 @@ pub(crate) struct LineageIndex {
     out: Runs,
     /// Each node's in-edges (what depends on it), oldest first.
     inward: Runs,
-    /// While loading from disk, edges go only to `edges`; the runs are
-    /// built once at the end ([`LineageIndex::loaded`]).
-    loading: bool,
     /// One bit per node: created (so present in every answer as of the
     /// latest size) — small enough to stay in cache.
     created_bits: Vec<u64>,
@@ -457,29 +444,28 @@ impl LineageIndex {
         }
     }
 
-    /// An index to be filled from disk with [`LineageIndex::add`], which
-    /// builds its edge runs once, at [`LineageIndex::loaded`], instead of
-    /// as it grows.
-    pub fn loading() -> Self {
-        Self {
-            loading: true,
-            ..Default::default()
+    /// The index of `records` (walk records in ledger order, as read from
+    /// disk at open): edges go only to the edge table as they are read, and
+    /// the runs are built once at the end.
+    pub fn load(
+        records: impl IntoIterator<Item = Result<WalkRecord, CatalogError>>,
+    ) -> Result<Self, CatalogError> {
+        let mut graph = Self::default();
+        for record in records {
+            graph.add_shape(&record?);
         }
-    }
-
-    /// Builds the edge runs of an index filled from disk and gives back
-    /// what growing left spare.
-    pub fn loaded(&mut self) {
-        self.loading = false;
-        self.build_runs();
-        self.text.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.created.shrink_to_fit();
-        self.edges.shrink_to_fit();
-        self.created_bits.shrink_to_fit();
-        self.marked_bits.shrink_to_fit();
-        self.table
-            .shrink_to_fit(rehash(&self.hasher, &self.text, &self.ends));
+        graph.build_runs();
+        // Give back what growing left spare.
+        graph.text.shrink_to_fit();
+        graph.ends.shrink_to_fit();
+        graph.created.shrink_to_fit();
+        graph.edges.shrink_to_fit();
+        graph.created_bits.shrink_to_fit();
+        graph.marked_bits.shrink_to_fit();
+        graph
+            .table
+            .shrink_to_fit(rehash(&graph.hasher, &graph.text, &graph.ends));
+        Ok(graph)
     }
 
     /// Files every edge into the runs of both directions afresh.
@@ -489,9 +475,29 @@ impl LineageIndex {
         self.inward = Runs::build(nodes, &self.edges, |s| (s.to, s.from));
     }
 
-    /// Adds what one leaf did to one entity. A creation the index already
-    /// has is ignored whole (its record was added before).
+    /// Adds what one leaf did to one entity, its edges filed with the
+    /// recent ones. A creation the index already has is ignored whole (its
+    /// record was added before).
     pub fn add(&mut self, record: &WalkRecord) {
+        let first = self.edges.len();
+        self.add_shape(record);
+        for e in first..self.edges.len() {
+            let slot = self.edges[e];
+            self.out.push(slot.from, slot.to, e as u32);
+            self.inward.push(slot.to, slot.from, e as u32);
+        }
+        // The runs are built again once the edges added since outnumber a
+        // quarter of those in them: each edge is filed a bounded number of
+        // times however the graph grows, and a walk nearly always finds a
+        // node's edges in one run.
+        if self.out.recent_len > (self.out.items.len() / 4).max(4096) {
+            self.build_runs();
+        }
+    }
+
+    /// Adds a record's node, marks and edges to the tables, not to the
+    /// runs. A creation the index already has is ignored whole.
+    fn add_shape(&mut self, record: &WalkRecord) {
         let id = self.intern(&record.subject);
         let i = id as usize;
         if record.ended_or_affected {
@@ -507,7 +513,6 @@ impl LineageIndex {
         for (relation, to, role) in &record.out {
             let to = self.intern(to);
             let role = self.role(role.as_deref());
-            let e = self.edges.len() as u32;
             self.edges.push(EdgeSlot {
                 from: id,
                 to,
@@ -515,23 +520,12 @@ impl LineageIndex {
                 role,
                 leaf: record.leaf,
             });
-            if !self.loading {
-                self.out.push(id, to, e);
-                self.inward.push(to, id, e);
-            }
-        }
-        // The runs are built again once the edges added since outnumber a
-        // quarter of those in them: each edge is filed a bounded number of
-        // times however the graph grows, and a walk nearly always finds a
-        // node's edges in one run.
-        if !self.loading && self.out.recent_len > (self.out.items.len() / 4).max(4096) {
-            self.build_runs();
         }
     }
 
     /// How many out-edges node `id` has (all leaves).
     pub fn out_count(&self, id: NodeId) -> usize {
-        self.out.count(id)
+        self.out.of(id).len()
     }
 
     /// Whether node `id` existed in the tree of `as_of` leaves.
@@ -846,12 +840,10 @@ mod tests {
             }
         }
         let mut grown = LineageIndex::default();
-        let mut loaded = LineageIndex::loading();
         for r in &records {
             grown.add(r);
-            loaded.add(r);
         }
-        loaded.loaded();
+        let loaded = LineageIndex::load(records.iter().cloned().map(Ok)).unwrap();
         assert!(
             !grown.out.items.is_empty() && grown.out.recent_len > 0,
             "the grown index holds built runs and recent edges both"

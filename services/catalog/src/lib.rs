@@ -494,13 +494,11 @@ impl Catalog {
     /// Builds the resident graph from the walk records.
     fn load_graph(&self, applied: u64) -> Result<(), CatalogError> {
         let started = std::time::Instant::now();
-        let mut graph = LineageIndex::loading();
-        for item in self.tree.scan_prefix(keys::WALKS) {
+        let mut graph = LineageIndex::load(self.tree.scan_prefix(keys::WALKS).map(|item| {
             let (k, v) = item?;
-            graph.add(&WalkRecord::decode(&k, &v)?);
-        }
+            WalkRecord::decode(&k, &v)
+        }))?;
         graph.applied = applied;
-        graph.loaded();
         tracing::info!(
             nodes = graph.len(),
             mib = graph.approximate_bytes() >> 20,

@@ -509,11 +509,11 @@ pub(crate) fn apply(
             for (relation, to, role) in upstream {
                 // Only an upstream node ended or affected passes anything
                 // down: the graph says which are, so most are not read.
-                if !p.may_be_ended_or_affected(&to) {
-                    p.add_edge(&mut node, relation, &to, role, leaf);
-                    continue;
-                }
-                if let Some(up) = p.node(&to)? {
+                let up = match p.may_be_ended_or_affected(&to) {
+                    true => p.node(&to)?,
+                    false => None,
+                };
+                if let Some(up) = up {
                     affected.extend(up.affected_by.iter().cloned());
                     if let (true, Some(at)) = (up.node_type == "dataset-version", up.ended_leaf) {
                         affected.insert(Affect {

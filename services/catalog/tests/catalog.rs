@@ -890,7 +890,6 @@ fn fixed_answers(c: &Catalog) -> String {
     out.join("\n")
 }
 
-/// Lineage world plus a few thousand synthetic events and a withdrawal.
 /// A withdrawal of `dataset_version` for consent withdrawn.
 fn withdrawal(dataset_version: &str) -> Body {
     Body::DatasetVersionWithdrawn(proto::DatasetVersionWithdrawn {
@@ -909,6 +908,7 @@ fn closed_fresh_catalogue(w: &World) -> (std::path::PathBuf, (String, String)) {
     (w.dir.path().join("fresh"), expected)
 }
 
+/// Lineage world plus a few thousand synthetic events and a withdrawal.
 fn big_world() -> World {
     let mut w = lineage_world();
     let admin = w.admin.clone();
