@@ -522,34 +522,52 @@ impl Catalog {
         Ok(())
     }
 
+    /// The search documents of `subjects` (None for a subject with no
+    /// document), each made with its dataset's and custodian site's records.
+    /// Those are read once per call: the versions of one dataset, and the
+    /// datasets of one site, share them.
     fn documents<'s>(
         &self,
         p: &Pending<'_>,
         subjects: impl Iterator<Item = &'s String>,
     ) -> Result<Vec<(String, Option<tantivy::TantivyDocument>)>, CatalogError> {
+        let mut context: std::collections::HashMap<String, Option<NodeRecord>> =
+            std::collections::HashMap::new();
+        // Reads `subject` into `context` unless it is there; its key.
+        let read = |context: &mut std::collections::HashMap<_, _>, subject: String| {
+            if !context.contains_key(&subject) {
+                let node = p.node(&subject)?;
+                context.insert(subject.clone(), node);
+            }
+            Ok::<_, CatalogError>(subject)
+        };
         let mut out = Vec::new();
         for subject in subjects {
             let Some(node) = p.node(subject)? else {
                 continue;
             };
-            let attributes = node.attributes();
-            let dataset = match attributes["datasetId"].as_str() {
+            let dataset = match node.attributes()["datasetId"].as_str() {
                 Some(d) if node.node_type == "dataset-version" => {
-                    p.node(&format!("dataset/{d}"))?
+                    Some(read(&mut context, format!("dataset/{d}"))?)
                 }
                 _ => None,
             };
-            let site = match dataset
+            let site = dataset
                 .as_ref()
-                .map(|d| d.attributes())
-                .and_then(|a| a["custodianSiteId"].as_str().map(str::to_string))
-            {
-                Some(s) => p.node(&format!("site/{s}"))?,
+                .and_then(|d| context.get(d)?.as_ref())
+                .and_then(|d| {
+                    d.attributes()["custodianSiteId"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            let site = match site {
+                Some(s) => Some(read(&mut context, format!("site/{s}"))?),
                 None => None,
             };
+            let record = |key: &Option<String>| key.as_ref().and_then(|k| context.get(k)?.as_ref());
             out.push((
                 subject.clone(),
-                self.search.document(&node, dataset.as_ref(), site.as_ref()),
+                self.search.document(&node, record(&dataset), record(&site)),
             ));
         }
         Ok(out)
