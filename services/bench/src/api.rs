@@ -59,6 +59,22 @@ pub struct ApiBench {
     pub record_p99_ms: f64,
     /// Queries or mutations that failed.
     pub errors: u64,
+    /// Events recorded per second with no query running (the write-cost
+    /// phase, measured last; 0 when not measured).
+    pub recorded_alone_per_s: f64,
+    /// The server's CPU time (user + system) per event recorded in that
+    /// phase, µs: what the write path costs, whatever the machine's load.
+    pub server_cpu_us_per_event: f64,
+    /// Of server_cpu_us_per_event, what each of the server's threads took
+    /// (by name: `sequencer`, `tokio-rt-worker`, tantivy's `thrd-tantivy-in`
+    /// and `merge_thread`, …), µs per event, largest first.
+    pub server_cpu_us_per_event_by_thread: Vec<(String, f64)>,
+    /// The server's CPU time per query answered with nothing recorded, µs.
+    pub server_cpu_us_per_query: f64,
+    /// The cores the write path takes at the target rate
+    /// (server_cpu_us_per_event × record_target_per_s), as a share of the
+    /// machine's: what is left of them bounds reads under writes.
+    pub write_share_of_cores: f64,
     /// The server's resident memory (MiB) when measuring began (after the
     /// warm-up), half-way, and at the end.
     pub server_rss_mib: [f64; 3],
@@ -91,6 +107,68 @@ fn resident_mib(pid: u32) -> (f64, f64) {
     (rss, anon)
 }
 
+/// CPU time process `pid` has used (user + system), seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// Each of process `pid`'s threads now: its id, its name with any
+/// trailing number dropped (`sled-io-3` is `sled-io`), and its CPU time, s.
+fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, (String, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches(['-', '_'])
+            .to_string();
+        let cpu = stat_cpu_seconds(&path.join("stat").to_string_lossy());
+        out.insert(task.file_name().to_string_lossy().into_owned(), (name, cpu));
+    }
+    out
+}
+
+/// CPU time by thread name between two [`cpu_seconds_by_thread`] samples,
+/// with what the process used in all (`total`) beyond the threads still
+/// running at the end: the threads that ended meanwhile (tantivy starts
+/// indexing threads afresh at each commit; blocking-task threads retire).
+fn cpu_between(
+    before: &std::collections::BTreeMap<String, (String, f64)>,
+    after: std::collections::BTreeMap<String, (String, f64)>,
+    total: f64,
+) -> Vec<(String, f64)> {
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    for (tid, (name, cpu)) in after {
+        let took = cpu - before.get(&tid).map_or(0.0, |(_, c)| *c);
+        *by.entry(name).or_default() += took;
+    }
+    let ended = total - by.values().sum::<f64>();
+    by.insert("threads that ended meanwhile".into(), ended.max(0.0));
+    by.into_iter().filter(|(_, s)| *s > 0.0).collect()
+}
+
+/// User + system CPU time in a `stat` file of /proc (fields 14 and 15,
+/// proc(5)), seconds.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / per_second.max(1) as f64
+}
+
 /// Builds the catalogue, starts `clew serve` on it, and measures.
 #[allow(clippy::too_many_arguments)] // one run's settings, passed once from the command line
 pub fn api(
@@ -99,6 +177,7 @@ pub fn api(
     seconds: u64,
     alone_seconds: u64,
     warm_up_seconds: u64,
+    write_cost_seconds: u64,
     record_rate: u64,
     keep: Option<&std::path::Path>,
     exe: &std::path::Path,
@@ -125,6 +204,7 @@ pub fn api(
         Duration::from_secs(seconds),
         Duration::from_secs(alone_seconds),
         Duration::from_secs(warm_up_seconds),
+        Duration::from_secs(write_cost_seconds),
         record_rate,
         manifest_digest,
         child.id(),
@@ -287,6 +367,7 @@ async fn drive(
     duration: Duration,
     alone: Duration,
     warm_up: Duration,
+    write_cost: Duration,
     record_rate: u64,
     manifest_digest: String,
     server_pid: u32,
@@ -337,8 +418,11 @@ async fn drive(
     let record_h = Arc::new(Mutex::new(hist()));
     let errors = Arc::new(AtomicU64::new(0));
     let recorded = Arc::new(AtomicU64::new(0));
-    // 0: warming up (nothing counted); 1: reads alone; 2: reads while recording.
+    let recorded_alone = Arc::new(AtomicU64::new(0));
+    // 0: warming up (nothing counted); 1: reads alone; 2: reads while
+    // recording; 3: recording alone (the write path's cost).
     let phase = Arc::new(AtomicU8::new(0));
+    let querying = Arc::new(AtomicBool::new(true));
     let recording = Arc::new(AtomicBool::new(alone.is_zero()));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -346,10 +430,11 @@ async fn drive(
     // its first version (a search document), each answered with its receipt.
     let rec = {
         let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
-        let (record_h, errors, recorded, phase, recording, stop) = (
+        let (record_h, errors, recorded, recorded_alone, phase, recording, stop) = (
             record_h.clone(),
             errors.clone(),
             recorded.clone(),
+            recorded_alone.clone(),
             phase.clone(),
             recording.clone(),
             stop.clone(),
@@ -374,10 +459,11 @@ async fn drive(
                 };
                 let (client, base, recorder) = (client.clone(), base.clone(), recorder.clone());
                 let manifest_digest = manifest_digest.clone();
-                let (record_h, errors, recorded, phase) = (
+                let (record_h, errors, recorded, recorded_alone, phase) = (
                     record_h.clone(),
                     errors.clone(),
                     recorded.clone(),
+                    recorded_alone.clone(),
                     phase.clone(),
                 );
                 tokio::spawn(async move {
@@ -400,7 +486,13 @@ async fn drive(
                     for (q, vars) in steps {
                         let t = Instant::now();
                         let r = post(&client, &base, &recorder, q, vars).await;
-                        if phase.load(Ordering::Relaxed) == 2 {
+                        let phase = phase.load(Ordering::Relaxed);
+                        if phase == 3 {
+                            match r {
+                                Ok(_) => recorded_alone.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                            };
+                        } else if phase == 2 {
                             match r {
                                 Ok(_) => {
                                     recorded.fetch_add(1, Ordering::Relaxed);
@@ -424,11 +516,12 @@ async fn drive(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, base, reader) = (client.clone(), base.clone(), reader.clone());
-        let (search_h, lineage_h, errors, phase, stop) = (
+        let (search_h, lineage_h, errors, phase, querying, stop) = (
             search_h.clone(),
             lineage_h.clone(),
             errors.clone(),
             phase.clone(),
+            querying.clone(),
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -437,6 +530,10 @@ async fn drive(
             let parts = ["CHEST", "ABDOMEN", "HEAD", "PELVIS", "SPINE"];
             let mut i = c as u64 * 7_919;
             while !stop.load(Ordering::Relaxed) {
+                if !querying.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 i += 1;
                 let search = i.is_multiple_of(2);
                 let t = Instant::now();
@@ -479,15 +576,18 @@ async fn drive(
     // Warm up; reads alone (when asked); recording warms up; then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut alone_elapsed = 0.0;
+    let mut alone_cpu = 0.0;
     if !alone.is_zero() {
         phase.store(1, Ordering::Relaxed);
         let started = Instant::now();
+        let cpu = cpu_seconds(server_pid);
         let pb = clew::progress_bar(alone.as_secs(), "reads alone");
         while started.elapsed() < alone {
             tokio::time::sleep(Duration::from_secs(1)).await;
             pb.set_position(started.elapsed().as_secs());
         }
         alone_elapsed = started.elapsed().as_secs_f64();
+        alone_cpu = cpu_seconds(server_pid) - cpu;
         pb.finish_and_clear();
         phase.store(0, Ordering::Relaxed);
         recording.store(true, Ordering::Relaxed);
@@ -521,8 +621,32 @@ async fn drive(
     phase.store(0, Ordering::Relaxed);
     memory.push(sample().await?);
     let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
     pb.finish_and_clear();
+    // Recording alone: the queries stop (those under way finish first), and
+    // the server's CPU time per event recorded is the write path's cost.
+    let mut write_cost_cpu = 0.0;
+    let mut write_cost_elapsed = 0.0;
+    let mut write_cost_threads: Vec<(String, f64)> = Vec::new();
+    if !write_cost.is_zero() && record_rate >= 2 {
+        querying.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pb = clew::progress_bar(write_cost.as_secs(), "recording alone");
+        phase.store(3, Ordering::Relaxed);
+        let cpu = cpu_seconds(server_pid);
+        let threads = cpu_seconds_by_thread(server_pid);
+        let started = Instant::now();
+        while started.elapsed() < write_cost {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pb.set_position(started.elapsed().as_secs());
+        }
+        phase.store(0, Ordering::Relaxed);
+        let threads_after = cpu_seconds_by_thread(server_pid);
+        write_cost_cpu = cpu_seconds(server_pid) - cpu;
+        write_cost_threads = cpu_between(&threads, threads_after, write_cost_cpu);
+        write_cost_elapsed = started.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+    }
+    stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
@@ -551,6 +675,13 @@ async fn drive(
     } else {
         0.0
     };
+    let alone_recorded = recorded_alone.load(Ordering::Relaxed);
+    let server_cpu_us_per_event = if alone_recorded > 0 {
+        write_cost_cpu * 1e6 / alone_recorded as f64
+    } else {
+        0.0
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let at = |k: usize| memory[k.min(memory.len() - 1)];
     let (first, middle, last) = (at(0), at(1), at(2));
     Ok(ApiBench {
@@ -575,6 +706,30 @@ async fn drive(
         record_target_per_s: record_rate,
         recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
         record_p99_ms: ms(&w, 0.99),
+        recorded_alone_per_s: if write_cost_elapsed > 0.0 {
+            alone_recorded as f64 / write_cost_elapsed
+        } else {
+            0.0
+        },
+        server_cpu_us_per_event,
+        server_cpu_us_per_event_by_thread: {
+            let per_event = |s: f64| match alone_recorded {
+                0 => 0.0,
+                n => s * 1e6 / n as f64,
+            };
+            let mut by: Vec<(String, f64)> = write_cost_threads
+                .into_iter()
+                .map(|(name, s)| (name, per_event(s)))
+                .collect();
+            by.sort_by(|a, b| b.1.total_cmp(&a.1));
+            by
+        },
+        server_cpu_us_per_query: if all_alone.is_empty() {
+            0.0
+        } else {
+            alone_cpu * 1e6 / all_alone.len() as f64
+        },
+        write_share_of_cores: server_cpu_us_per_event * record_rate as f64 / 1e6 / cores,
         errors: errors.load(Ordering::Relaxed),
         server_rss_mib: [first.0, middle.0, last.0],
         server_rss_anon_mib: [first.1, middle.1, last.1],
@@ -598,4 +753,54 @@ async fn lineage_graph_mib(client: &reqwest::Client, base: &str, admin: &str) ->
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|b| b / (1024.0 * 1024.0))
         .context("the server's metrics have no clew_catalog_lineage_graph_bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(threads: &[(&str, &str, f64)]) -> std::collections::BTreeMap<String, (String, f64)> {
+        threads
+            .iter()
+            .map(|(tid, name, cpu)| (tid.to_string(), (name.to_string(), *cpu)))
+            .collect()
+    }
+
+    #[test]
+    fn cpu_between_counts_threads_by_name_and_puts_ended_ones_apart() {
+        let before = sample(&[
+            ("1", "sequencer", 10.0),
+            ("2", "sled-io", 1.0),
+            ("3", "thrd", 5.0),
+        ]);
+        // Thread 3 ended (its time stays in the process's total); thread 4
+        // began and carries the same name as 2 once its number is dropped.
+        let after = sample(&[
+            ("1", "sequencer", 12.0),
+            ("2", "sled-io", 1.5),
+            ("4", "sled-io", 0.25),
+        ]);
+        let by = cpu_between(&before, after, 3.25);
+        let get = |n: &str| by.iter().find(|(name, _)| name == n).map(|(_, s)| *s);
+        assert_eq!(get("sequencer"), Some(2.0));
+        assert_eq!(get("sled-io"), Some(0.75));
+        assert_eq!(get("threads that ended meanwhile"), Some(0.5));
+        assert_eq!(get("thrd"), None);
+    }
+
+    #[test]
+    fn stat_cpu_seconds_reads_user_and_system_time_past_a_name_with_spaces() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("stat");
+        // Fields 14 and 15 (utime, stime) are 300 and 200 ticks.
+        std::fs::write(
+            &path,
+            "42 (a name) with) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0 20 0 1 0 100",
+        )
+        .expect("write");
+        // SAFETY: sysconf reads a constant of the running system.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let got = stat_cpu_seconds(&path.to_string_lossy());
+        assert!((got - 500.0 / ticks).abs() < 1e-9, "{got}");
+    }
 }

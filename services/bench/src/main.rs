@@ -86,6 +86,10 @@ enum Bench {
         /// gives its caches time to fill: 300).
         #[arg(long, default_value_t = 5)]
         warm_up_seconds: u64,
+        /// Seconds of recording with no query running, measured last: the
+        /// server's CPU time per event recorded (0: skip).
+        #[arg(long, default_value_t = 10)]
+        write_cost_seconds: u64,
         /// Events recorded per second through GraphQL mutations meanwhile.
         #[arg(long, default_value_t = 1000)]
         record_rate: u64,
@@ -298,6 +302,7 @@ fn run(bench: Bench) -> Result<()> {
             seconds,
             alone_seconds,
             warm_up_seconds,
+            write_cost_seconds,
             record_rate,
             data_dir,
         } => {
@@ -308,6 +313,7 @@ fn run(bench: Bench) -> Result<()> {
                 seconds.max(1),
                 alone_seconds,
                 warm_up_seconds,
+                write_cost_seconds,
                 record_rate,
                 data_dir.as_deref(),
                 &exe,
@@ -345,6 +351,23 @@ fn run(bench: Bench) -> Result<()> {
                 "recording:         {:.0} events/s of {} targeted (p99 {:.1} ms to receipt); {} errors",
                 r.recorded_per_s, r.record_target_per_s, r.record_p99_ms, r.errors
             );
+            if r.server_cpu_us_per_event > 0.0 {
+                println!(
+                    "write path:        {:.0} µs of server CPU per event ({:.0} events/s recorded with no query; a query alone takes {:.0} µs): {:.0}% of the cores at {}/s",
+                    r.server_cpu_us_per_event,
+                    r.recorded_alone_per_s,
+                    r.server_cpu_us_per_query,
+                    r.write_share_of_cores * 100.0,
+                    r.record_target_per_s
+                );
+                let by: Vec<String> = r
+                    .server_cpu_us_per_event_by_thread
+                    .iter()
+                    .filter(|(_, us)| *us >= 1.0)
+                    .map(|(name, us)| format!("{name} {us:.0}"))
+                    .collect();
+                println!("  by thread (µs):  {}", by.join(", "));
+            }
             let [start, middle, end] = r.server_rss_mib;
             let [anon_start, anon_middle, anon_end] = r.server_rss_anon_mib;
             println!(
