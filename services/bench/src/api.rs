@@ -486,13 +486,13 @@ async fn drive(
                     for (q, vars) in steps {
                         let t = Instant::now();
                         let r = post(&client, &base, &recorder, q, vars).await;
-                        let phase = phase.load(Ordering::Relaxed);
-                        if phase == 3 {
+                        let now = phase.load(Ordering::Relaxed);
+                        if now == 3 {
                             match r {
                                 Ok(_) => recorded_alone.fetch_add(1, Ordering::Relaxed),
                                 Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                             };
-                        } else if phase == 2 {
+                        } else if now == 2 {
                             match r {
                                 Ok(_) => {
                                     recorded.fetch_add(1, Ordering::Relaxed);

@@ -509,9 +509,10 @@ pub(crate) fn apply(
             for (relation, to, role) in upstream {
                 // Only an upstream node ended or affected passes anything
                 // down: the graph says which are, so most are not read.
-                let up = match p.may_be_ended_or_affected(&to) {
-                    true => p.node(&to)?,
-                    false => None,
+                let up = if p.may_be_ended_or_affected(&to) {
+                    p.node(&to)?
+                } else {
+                    None
                 };
                 if let Some(up) = up {
                     affected.extend(up.affected_by.iter().cloned());
