@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  Node::submit ──▶ queue ──▶ sequencer thread
-//!                            │ drain up to BATCH jobs
+//!                            │ gather jobs until search is due
+//!                            │ (or GATHER wait; at most BATCH)
 //!                            ▼
 //!       Ledger::sequence("api", batch)   (ONE durable sled batch)
 //!                            ▼
@@ -30,6 +31,10 @@ use crate::{Applied, Metrics, NodeError, Outcome, Sequenced, API_SOURCE};
 
 /// Most submissions sequenced in one batch (one fsync, one checkpoint).
 const BATCH: usize = 1024;
+
+/// Submissions gathered while a search commit is not yet due before they
+/// are sequenced anyway (see [`run`]).
+const GATHER: usize = 128;
 
 /// One submission waiting for the sequencer.
 pub(crate) struct Job {
@@ -99,8 +104,23 @@ pub(crate) fn run(
             },
         };
         let mut jobs = vec![first];
-        while jobs.len() < BATCH {
-            match rx.try_recv() {
+        // Until the next search commit is due no reply can be sent (each
+        // waits for the commit that covers it), so jobs arriving meanwhile
+        // join one ledger batch — one fsync, one signed checkpoint — rather
+        // than each taking a batch of its own; a batch goes early once
+        // GATHER jobs wait, so that little is left to do when the commit
+        // is due.
+        loop {
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            if jobs.len() >= GATHER || pacer.due() {
+                break;
+            }
+            match rx.recv_timeout(pacer.wait()) {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
