@@ -25,6 +25,7 @@
 pub mod access;
 mod http;
 pub mod openlineage;
+mod parsed;
 mod read;
 mod schema;
 pub mod standards;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clew_node::Node;
 
 use crate::access::{DatasetAccess, TokenStore, Viewer};
+use crate::parsed::ParsedDocuments;
 use crate::schema::{build_introspection_schema, build_schema, ClewSchema, QueryLimits};
 use crate::ApiError;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub manifests: Option<clew_blobs::BlobStore>,
     /// Where manifest uploads are spooled while they are hashed and checked.
     pub spool_dir: std::path::PathBuf,
+    /// GraphQL documents already parsed, by their text.
+    pub(crate) parsed: Arc<ParsedDocuments>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             limits,
             manifests: None,
             spool_dir: std::env::temp_dir(),
+            parsed: Arc::new(ParsedDocuments::default()),
         }
     }
 
@@ -174,7 +178,9 @@ impl AppState {
         query: &str,
         variables: serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
-        let request = async_graphql::Request::new(query)
+        let request = self
+            .parsed
+            .prepare(async_graphql::Request::new(query))
             .variables(async_graphql::Variables::from_json(variables))
             .data(viewer);
         let response = tokio::time::timeout(self.limits.timeout, self.schema.execute(request))

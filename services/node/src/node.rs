@@ -331,6 +331,19 @@ impl Node {
         body: Body,
         event_id: Option<String>,
     ) -> Result<Outcome, NodeError> {
+        Ok(self.record_leaf(actor, body, event_id).await?.0)
+    }
+
+    /// [`Node::record`], answering with the leaf too: the canonical envelope
+    /// bytes the ledger keeps (and hashes) if the event is accepted —
+    /// `seal_opened` makes exactly what `open` makes of its bytes — so a
+    /// receipt need not read them back from the ledger.
+    pub async fn record_leaf(
+        &self,
+        actor: &str,
+        body: Body,
+        event_id: Option<String>,
+    ) -> Result<(Outcome, Vec<u8>), NodeError> {
         // Every check that needs no ledger state, made on the event as built
         // (no encode-then-decode): the caller hears exactly what is wrong
         // with its input before anything is queued.
@@ -345,8 +358,8 @@ impl Node {
                 return Err(NodeError::BadInput(e.to_string()));
             }
         };
-        let bytes = opened.canonical;
-        self.submit(bytes).await
+        let leaf = opened.canonical.clone();
+        Ok((self.submit(opened.canonical).await?, leaf))
     }
 
     /// Stops taking submissions; the sequencer finishes what it holds and

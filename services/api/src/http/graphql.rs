@@ -62,7 +62,7 @@ pub(crate) async fn graphql(
     } else {
         &state.schema
     };
-    let request = request.data(viewer);
+    let request = state.parsed.prepare(request).data(viewer);
     let executed = tokio::time::timeout(state.limits.timeout, schema.execute(request)).await;
     let mut response = match executed {
         Ok(r) => r,

@@ -16,24 +16,32 @@ use crate::read::{checkpoint_of, hashes_b64};
 use crate::{ApiError, TokenStore};
 use clew_node::{Node, Outcome};
 
+/// What a call that just recorded an event knows of it, which saves reading
+/// its leaf back and decoding it.
+pub(crate) struct Recorded {
+    pub event_id: String,
+    pub subject: String,
+    /// The canonical envelope bytes: the leaf itself.
+    pub leaf: Vec<u8>,
+}
+
 /// The receipt of the event at leaf `index` against checkpoint `cp`: read
-/// back from the ledger, so it is exactly what an outside verifier sees.
-/// `known` is the (event id, subject) of an event this call just recorded,
-/// which saves decoding the leaf again.
+/// back from the ledger unless the caller just recorded it (`known`); either
+/// way exactly the bytes an outside verifier hashes.
 pub(crate) fn receipt_for(
     node: &Node,
     index: u64,
     cp: &SignedCheckpoint,
-    known: Option<(String, String)>,
+    known: Option<Recorded>,
 ) -> std::result::Result<Receipt, ApiError> {
     let proof = node.ledger().inclusion_proof(index, cp.size)?;
-    let leaf = node.ledger().leaf(index)?;
-    let (event_id, subject) = match known {
-        Some(k) => k,
+    let (event_id, subject, leaf) = match known {
+        Some(k) => (k.event_id, k.subject, k.leaf),
         None => {
+            let leaf = node.ledger().leaf(index)?;
             let opened = clew_events::open(&leaf)
                 .map_err(|e| ApiError::Internal(format!("leaf {index}: {e}")))?;
-            (opened.event.event_id, opened.event.subject)
+            (opened.event.event_id, opened.event.subject, leaf)
         }
     };
     Ok(Receipt {
@@ -46,16 +54,20 @@ pub(crate) fn receipt_for(
     })
 }
 
-/// The receipt of a submission's outcome; `subject` is the recorded event's,
-/// when the caller built it.
+/// The receipt of a submission's outcome; `recorded` is the subject and
+/// leaf of the event, when the caller built it.
 pub(crate) async fn answer(
     node: &Node,
     outcome: Outcome,
-    subject: Option<String>,
+    recorded: Option<(String, Vec<u8>)>,
 ) -> Result<Receipt> {
     match outcome {
         Outcome::Accepted(s) => {
-            let known = subject.map(|subject| (s.event_id.clone(), subject));
+            let known = recorded.map(|(subject, leaf)| Recorded {
+                event_id: s.event_id.clone(),
+                subject,
+                leaf,
+            });
             receipt_for(node, s.leaf_index, &s.checkpoint, known).coded()
         }
         // A retry of an event already in the ledger: the first receipt.
@@ -89,11 +101,11 @@ pub(crate) async fn record(
     viewer.may_record(&body, key_owner.as_deref()).coded()?;
     viewer.may_cite(node.catalog(), &body).coded()?;
     let subject = clew_events::subject_of(&body).ok().map(|s| s.subject());
-    let outcome = node
-        .record(&viewer.principal, body, event_id)
+    let (outcome, leaf) = node
+        .record_leaf(&viewer.principal, body, event_id)
         .await
         .coded()?;
-    answer(node, outcome, subject)
+    answer(node, outcome, subject.map(|s| (s, leaf)))
         .await
         .map_err(|e| viewer.redact_error(node.catalog(), e))
 }
