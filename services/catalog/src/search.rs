@@ -17,8 +17,7 @@ use tantivy::query::{
     TermQuery,
 };
 use tantivy::schema::{
-    Facet, FacetOptions, Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING,
-    TEXT,
+    Facet, FacetOptions, Field, IndexRecordOption, Schema, Value, FAST, STORED, STRING, TEXT,
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
@@ -73,13 +72,16 @@ fn schema() -> (Schema, Fields) {
         title: b.add_text_field("title", TEXT | STORED),
         tags: b.add_text_field("tags", TEXT | STORED),
         description: b.add_text_field("description", TEXT | STORED),
-        leaf: b.add_u64_field("leaf", INDEXED | FAST | STORED),
-        slice_min: b.add_f64_field("slice_min", INDEXED | FAST),
-        slice_max: b.add_f64_field("slice_max", INDEXED | FAST),
-        date_from: b.add_u64_field("date_from", INDEXED | FAST),
-        date_to: b.add_u64_field("date_to", INDEXED | FAST),
-        studies: b.add_u64_field("studies", INDEXED | FAST | STORED),
-        series: b.add_u64_field("series", INDEXED | FAST),
+        // Numbers are only ever filtered by range, which tantivy answers
+        // from a fast field (`RangeQuery` on a fast field): no term
+        // dictionary of their own, which every commit and merge would build.
+        leaf: b.add_u64_field("leaf", FAST | STORED),
+        slice_min: b.add_f64_field("slice_min", FAST),
+        slice_max: b.add_f64_field("slice_max", FAST),
+        date_from: b.add_u64_field("date_from", FAST),
+        date_to: b.add_u64_field("date_to", FAST),
+        studies: b.add_u64_field("studies", FAST | STORED),
+        series: b.add_u64_field("series", FAST),
         facets: BTreeMap::new(),
     };
     for name in FACETS {
