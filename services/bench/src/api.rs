@@ -59,6 +59,9 @@ pub struct ApiBench {
     pub record_p99_ms: f64,
     /// Queries or mutations that failed.
     pub errors: u64,
+    /// Events per ledger batch (one fsync, one checkpoint) in the write-cost
+    /// phase, from the server's own count of its batches.
+    pub events_per_batch_alone: f64,
     /// Events recorded per second with no query running (the write-cost
     /// phase, measured last; 0 when not measured).
     pub recorded_alone_per_s: f64,
@@ -75,6 +78,16 @@ pub struct ApiBench {
     /// (server_cpu_us_per_event × record_target_per_s), as a share of the
     /// machine's: what is left of them bounds reads under writes.
     pub write_share_of_cores: f64,
+    /// The server's CPU time while queries ran alone, as a share of the
+    /// machine's cores.
+    pub server_busy_alone: f64,
+    /// The server's CPU time while queries ran and events were recorded, as
+    /// a share of the machine's cores.
+    pub server_busy_recording: f64,
+    /// Of that time, what is left per query answered once the events'
+    /// share (server_cpu_us_per_event each) is taken out, µs: beside
+    /// server_cpu_us_per_query, what recording makes a query cost.
+    pub server_cpu_us_per_query_recording: f64,
     /// The server's resident memory (MiB) when measuring began (after the
     /// warm-up), half-way, and at the end.
     pub server_rss_mib: [f64; 3],
@@ -352,6 +365,9 @@ pub(crate) async fn post(
     Ok(body)
 }
 
+/// The server's count of ledger batches sequenced (a Prometheus histogram's
+/// count).
+const BATCHES: &str = "clew_sequencer_batch_seconds_count";
 const SEARCH: &str = "query($t: String!, $m: String!, $b: String!) { search(input: {text: $t, filters: [{facet: \"modality\", values: [$m]}, {facet: \"body_part\", values: [$b]}]}) { total hits { subject title snippet } facets { name values { value count } } } }";
 const LINEAGE: &str = "query($s: String!) { lineage(subject: $s, direction: UPSTREAM, depth: 10) { nodes { subject label status affected } edges { from to relation } } }";
 const REGISTER: &str = "mutation($i: DatasetInput!) { registerDataset(input: $i) { leafIndex } }";
@@ -603,6 +619,7 @@ async fn drive(
         pb.finish_and_clear();
     }
     phase.store(2, Ordering::Relaxed);
+    let recording_cpu = cpu_seconds(server_pid);
     let started = Instant::now();
     let sample = || async {
         let (rss, anon) = resident_mib(server_pid);
@@ -619,6 +636,7 @@ async fn drive(
         }
     }
     phase.store(0, Ordering::Relaxed);
+    let recording_cpu = cpu_seconds(server_pid) - recording_cpu;
     memory.push(sample().await?);
     let elapsed = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
@@ -627,11 +645,13 @@ async fn drive(
     let mut write_cost_cpu = 0.0;
     let mut write_cost_elapsed = 0.0;
     let mut write_cost_threads: Vec<(String, f64)> = Vec::new();
+    let mut write_cost_batches = 0.0;
     if !write_cost.is_zero() && record_rate >= 2 {
         querying.store(false, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let pb = clew::progress_bar(write_cost.as_secs(), "recording alone");
         phase.store(3, Ordering::Relaxed);
+        let batches = server_metric(&client, &base, &admin, BATCHES).await?;
         let cpu = cpu_seconds(server_pid);
         let threads = cpu_seconds_by_thread(server_pid);
         let started = Instant::now();
@@ -642,6 +662,7 @@ async fn drive(
         phase.store(0, Ordering::Relaxed);
         let threads_after = cpu_seconds_by_thread(server_pid);
         write_cost_cpu = cpu_seconds(server_pid) - cpu;
+        write_cost_batches = server_metric(&client, &base, &admin, BATCHES).await? - batches;
         write_cost_threads = cpu_between(&threads, threads_after, write_cost_cpu);
         write_cost_elapsed = started.elapsed().as_secs_f64();
         pb.finish_and_clear();
@@ -706,6 +727,11 @@ async fn drive(
         record_target_per_s: record_rate,
         recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
         record_p99_ms: ms(&w, 0.99),
+        events_per_batch_alone: if write_cost_batches > 0.0 {
+            recorded_alone.load(Ordering::Relaxed) as f64 / write_cost_batches
+        } else {
+            0.0
+        },
         recorded_alone_per_s: if write_cost_elapsed > 0.0 {
             alone_recorded as f64 / write_cost_elapsed
         } else {
@@ -730,6 +756,18 @@ async fn drive(
             alone_cpu * 1e6 / all_alone.len() as f64
         },
         write_share_of_cores: server_cpu_us_per_event * record_rate as f64 / 1e6 / cores,
+        server_busy_alone: if alone_elapsed > 0.0 {
+            alone_cpu / alone_elapsed / cores
+        } else {
+            0.0
+        },
+        server_busy_recording: recording_cpu / elapsed / cores,
+        server_cpu_us_per_query_recording: if all.is_empty() || server_cpu_us_per_event == 0.0 {
+            0.0
+        } else {
+            let writes = server_cpu_us_per_event * recorded.load(Ordering::Relaxed) as f64;
+            (recording_cpu * 1e6 - writes).max(0.0) / all.len() as f64
+        },
         errors: errors.load(Ordering::Relaxed),
         server_rss_mib: [first.0, middle.0, last.0],
         server_rss_anon_mib: [first.1, middle.1, last.1],
@@ -740,6 +778,19 @@ async fn drive(
 
 /// The server's own gauge of its resident lineage graph, MiB.
 async fn lineage_graph_mib(client: &reqwest::Client, base: &str, admin: &str) -> Result<f64> {
+    Ok(
+        server_metric(client, base, admin, "clew_catalog_lineage_graph_bytes").await?
+            / (1024.0 * 1024.0),
+    )
+}
+
+/// One unlabelled figure of the server's metrics (Prometheus text format).
+async fn server_metric(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    name: &str,
+) -> Result<f64> {
     let text = client
         .get(format!("{base}/metrics"))
         .bearer_auth(admin)
@@ -749,10 +800,9 @@ async fn lineage_graph_mib(client: &reqwest::Client, base: &str, admin: &str) ->
         .text()
         .await?;
     text.lines()
-        .find_map(|l| l.strip_prefix("clew_catalog_lineage_graph_bytes "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|b| b / (1024.0 * 1024.0))
-        .context("the server's metrics have no clew_catalog_lineage_graph_bytes")
+        .with_context(|| format!("the server's metrics have no {name}"))
 }
 
 #[cfg(test)]

@@ -353,9 +353,10 @@ fn run(bench: Bench) -> Result<()> {
             );
             if r.server_cpu_us_per_event > 0.0 {
                 println!(
-                    "write path:        {:.0} µs of server CPU per event ({:.0} events/s recorded with no query; a query alone takes {:.0} µs): {:.0}% of the cores at {}/s",
+                    "write path:        {:.0} µs of server CPU per event ({:.0} events/s recorded with no query, {:.1} to a ledger batch; a query alone takes {:.0} µs): {:.0}% of the cores at {}/s",
                     r.server_cpu_us_per_event,
                     r.recorded_alone_per_s,
+                    r.events_per_batch_alone,
                     r.server_cpu_us_per_query,
                     r.write_share_of_cores * 100.0,
                     r.record_target_per_s
@@ -367,6 +368,13 @@ fn run(bench: Bench) -> Result<()> {
                     .map(|(name, us)| format!("{name} {us:.0}"))
                     .collect();
                 println!("  by thread (µs):  {}", by.join(", "));
+                println!(
+                    "  while recording: the server busy {:.0}% of the cores (alone {:.0}%); a query took ~{:.0} µs of CPU besides the events' share (alone {:.0} µs)",
+                    r.server_busy_recording * 100.0,
+                    r.server_busy_alone * 100.0,
+                    r.server_cpu_us_per_query_recording,
+                    r.server_cpu_us_per_query
+                );
             }
             let [start, middle, end] = r.server_rss_mib;
             let [anon_start, anon_middle, anon_end] = r.server_rss_anon_mib;
