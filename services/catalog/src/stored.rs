@@ -45,51 +45,17 @@ const COMPRESS_FROM: usize = 128;
 /// far below this; a frame claiming more is damaged.
 const MAX_NODE_BYTES: u64 = 64 * 1024 * 1024;
 
-thread_local! {
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// `message` compressed with this thread's context, when that makes it
-/// smaller.
+/// `message` compressed, when that makes it smaller.
 fn compressed(message: &[u8]) -> Option<Vec<u8>> {
     if message.len() < COMPRESS_FROM {
         return None;
     }
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-        }
-        let frame = slot.as_mut()?.compress(message).ok()?;
-        (frame.len() < message.len()).then_some(frame)
-    })
+    clew_ledger::frames::compressed(message, ZSTD_LEVEL, false)
 }
 
 /// The message a compressed frame holds.
 fn decompressed(frame: &[u8]) -> Result<Vec<u8>, String> {
-    let size = zstd::zstd_safe::get_frame_content_size(frame)
-        .map_err(|_| "its zstd frame is damaged".to_string())?
-        .ok_or("its zstd frame does not say its size")?;
-    if size > MAX_NODE_BYTES {
-        return Err(format!("its zstd frame claims {size} bytes"));
-    }
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
-        }
-        let d = slot.as_mut().ok_or("no zstd context")?;
-        let message = d
-            .decompress(frame, size as usize)
-            .map_err(|e| format!("it does not decompress: {e}"))?;
-        if message.len() as u64 != size {
-            return Err("its zstd frame holds less than it says".into());
-        }
-        Ok(message)
-    })
+    clew_ledger::frames::decompressed(frame, MAX_NODE_BYTES as usize)
 }
 
 #[derive(Clone, PartialEq, Message)]

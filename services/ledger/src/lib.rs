@@ -47,6 +47,7 @@ pub mod answer;
 pub mod audit;
 pub mod checkpoint;
 mod error;
+pub mod frames;
 mod ledger;
 mod mirror;
 mod rules;

@@ -218,15 +218,6 @@ pub const LEAF_GROUP_BYTES: usize = 16 * 1024;
 /// levels 1 and 3 both keep 36% of the bytes; 3 is no slower).
 const LEAF_GROUP_ZSTD_LEVEL: i32 = 3;
 
-thread_local! {
-    // Each thread keeps its zstd contexts: making one allocates and zeroes
-    // its tables, which costs more than compressing or reading a small group.
-    static GROUP_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static GROUP_DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
 /// How a leaf group's entry bundle is kept (its value's first byte).
 const KEPT_AS_IS: u8 = 0;
 const KEPT_COMPRESSED: u8 = 1;
@@ -293,16 +284,7 @@ impl LeafGroup {
             bundle.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
             bundle.extend_from_slice(leaf);
         }
-        let compressed = GROUP_COMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = zstd::bulk::Compressor::new(LEAF_GROUP_ZSTD_LEVEL)
-                    .and_then(|mut c| c.include_checksum(true).map(|()| c))
-                    .ok();
-            }
-            let frame = slot.as_mut()?.compress(&bundle).ok()?;
-            (frame.len() < bundle.len()).then_some(frame)
-        });
+        let compressed = crate::frames::compressed(&bundle, LEAF_GROUP_ZSTD_LEVEL, true);
         let (kept, body) = match &compressed {
             Some(c) => (KEPT_COMPRESSED, &c[..]),
             None => (KEPT_AS_IS, &bundle[..]),
@@ -322,28 +304,9 @@ impl LeafGroup {
             None => return Err(damaged("empty".into())),
             Some((&KEPT_AS_IS, rest)) => std::borrow::Cow::Borrowed(rest),
             Some((&KEPT_COMPRESSED, rest)) => {
-                // A group's frame says its size (RFC 8878 §3.1.1.1.4,
-                // Frame_Content_Size); no group is larger than the bound,
-                // whatever a frame claims.
+                // No group is larger than this, whatever its frame claims.
                 let bound = LEAF_GROUP_BYTES.max(2 + clew_events::MAX_LEAF_BYTES);
-                let bound = match zstd::zstd_safe::get_frame_content_size(rest) {
-                    Ok(Some(size)) if size <= bound as u64 => size as usize,
-                    _ => bound,
-                };
-                std::borrow::Cow::Owned(
-                    GROUP_DECOMPRESSOR
-                        .with(|cell| {
-                            let mut slot = cell.borrow_mut();
-                            if slot.is_none() {
-                                *slot = Some(zstd::bulk::Decompressor::new()?);
-                            }
-                            match slot.as_mut() {
-                                Some(d) => d.decompress(rest, bound),
-                                None => Err(std::io::Error::other("no zstd context")),
-                            }
-                        })
-                        .map_err(|e| damaged(format!("does not decompress: {e}")))?,
-                )
+                std::borrow::Cow::Owned(crate::frames::decompressed(rest, bound).map_err(damaged)?)
             }
             // A group of one, as ledgers before groups stored every leaf (an
             // envelope's protobuf encoding opens with a field tag, 8 or more).
