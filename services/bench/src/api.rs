@@ -691,17 +691,11 @@ async fn drive(
     all_alone.add(&l0)?;
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let queries_per_s = all.len() as f64 / elapsed;
-    let queries_alone_per_s = if alone_elapsed > 0.0 {
-        all_alone.len() as f64 / alone_elapsed
-    } else {
-        0.0
-    };
-    let alone_recorded = recorded_alone.load(Ordering::Relaxed);
-    let server_cpu_us_per_event = if alone_recorded > 0 {
-        write_cost_cpu * 1e6 / alone_recorded as f64
-    } else {
-        0.0
-    };
+    let queries_alone_per_s = ratio(all_alone.len() as f64, alone_elapsed);
+    let alone_recorded = recorded_alone.load(Ordering::Relaxed) as f64;
+    // Seconds of CPU in the write-cost phase as µs per event recorded there.
+    let per_event = |s: f64| ratio(s * 1e6, alone_recorded);
+    let server_cpu_us_per_event = per_event(write_cost_cpu);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let at = |k: usize| memory[k.min(memory.len() - 1)];
     let (first, middle, last) = (at(0), at(1), at(2));
@@ -711,11 +705,7 @@ async fn drive(
         seconds: elapsed,
         queries_per_s,
         queries_alone_per_s,
-        reads_under_writes_ratio: if queries_alone_per_s > 0.0 {
-            queries_per_s / queries_alone_per_s
-        } else {
-            0.0
-        },
+        reads_under_writes_ratio: ratio(queries_per_s, queries_alone_per_s),
         alone_p50_ms: ms(&all_alone, 0.5),
         alone_p99_ms: ms(&all_alone, 0.99),
         search_p50_ms: ms(&s, 0.5),
@@ -727,22 +717,10 @@ async fn drive(
         record_target_per_s: record_rate,
         recorded_per_s: recorded.load(Ordering::Relaxed) as f64 / elapsed,
         record_p99_ms: ms(&w, 0.99),
-        events_per_batch_alone: if write_cost_batches > 0.0 {
-            recorded_alone.load(Ordering::Relaxed) as f64 / write_cost_batches
-        } else {
-            0.0
-        },
-        recorded_alone_per_s: if write_cost_elapsed > 0.0 {
-            alone_recorded as f64 / write_cost_elapsed
-        } else {
-            0.0
-        },
+        events_per_batch_alone: ratio(alone_recorded, write_cost_batches),
+        recorded_alone_per_s: ratio(alone_recorded, write_cost_elapsed),
         server_cpu_us_per_event,
         server_cpu_us_per_event_by_thread: {
-            let per_event = |s: f64| match alone_recorded {
-                0 => 0.0,
-                n => s * 1e6 / n as f64,
-            };
             let mut by: Vec<(String, f64)> = write_cost_threads
                 .into_iter()
                 .map(|(name, s)| (name, per_event(s)))
@@ -750,17 +728,9 @@ async fn drive(
             by.sort_by(|a, b| b.1.total_cmp(&a.1));
             by
         },
-        server_cpu_us_per_query: if all_alone.is_empty() {
-            0.0
-        } else {
-            alone_cpu * 1e6 / all_alone.len() as f64
-        },
+        server_cpu_us_per_query: ratio(alone_cpu * 1e6, all_alone.len() as f64),
         write_share_of_cores: server_cpu_us_per_event * record_rate as f64 / 1e6 / cores,
-        server_busy_alone: if alone_elapsed > 0.0 {
-            alone_cpu / alone_elapsed / cores
-        } else {
-            0.0
-        },
+        server_busy_alone: ratio(alone_cpu, alone_elapsed) / cores,
         server_busy_recording: recording_cpu / elapsed / cores,
         server_cpu_us_per_query_recording: if all.is_empty() || server_cpu_us_per_event == 0.0 {
             0.0
@@ -774,6 +744,15 @@ async fn drive(
         lineage_graph_mib: [first.2, middle.2, last.2],
         rss_growth_beyond_data: ((last.0 - first.0) - (last.2 - first.2)) / first.0,
     })
+}
+
+/// `n / d`, or 0 when nothing was measured (`d` is 0).
+fn ratio(n: f64, d: f64) -> f64 {
+    if d > 0.0 {
+        n / d
+    } else {
+        0.0
+    }
 }
 
 /// The server's own gauge of its resident lineage graph, MiB.

@@ -531,43 +531,41 @@ impl Catalog {
         p: &Pending<'_>,
         subjects: impl Iterator<Item = &'s String>,
     ) -> Result<Vec<(String, Option<tantivy::TantivyDocument>)>, CatalogError> {
-        let mut context: std::collections::HashMap<String, Option<NodeRecord>> =
+        // Records read so far, by subject (None: not there), shared by the
+        // documents that need them.
+        let mut read: std::collections::HashMap<String, Option<std::rc::Rc<NodeRecord>>> =
             std::collections::HashMap::new();
-        // Reads `subject` into `context` unless it is there; its key.
-        let read = |context: &mut std::collections::HashMap<_, _>, subject: String| {
-            if !context.contains_key(&subject) {
-                let node = p.node(&subject)?;
-                context.insert(subject.clone(), node);
-            }
-            Ok::<_, CatalogError>(subject)
-        };
+        let mut shared =
+            |subject: String| -> Result<Option<std::rc::Rc<NodeRecord>>, CatalogError> {
+                if let Some(node) = read.get(&subject) {
+                    return Ok(node.clone());
+                }
+                let node = p.node(&subject)?.map(std::rc::Rc::new);
+                read.insert(subject, node.clone());
+                Ok(node)
+            };
         let mut out = Vec::new();
         for subject in subjects {
             let Some(node) = p.node(subject)? else {
                 continue;
             };
             let dataset = match node.attributes()["datasetId"].as_str() {
-                Some(d) if node.node_type == "dataset-version" => {
-                    Some(read(&mut context, format!("dataset/{d}"))?)
-                }
+                Some(d) if node.node_type == "dataset-version" => shared(format!("dataset/{d}"))?,
                 _ => None,
             };
-            let site = dataset
-                .as_ref()
-                .and_then(|d| context.get(d)?.as_ref())
-                .and_then(|d| {
-                    d.attributes()["custodianSiteId"]
-                        .as_str()
-                        .map(str::to_string)
-                });
-            let site = match site {
-                Some(s) => Some(read(&mut context, format!("site/{s}"))?),
+            let custodian = dataset.as_ref().and_then(|d| {
+                d.attributes()["custodianSiteId"]
+                    .as_str()
+                    .map(|s| format!("site/{s}"))
+            });
+            let site = match custodian {
+                Some(s) => shared(s)?,
                 None => None,
             };
-            let record = |key: &Option<String>| key.as_ref().and_then(|k| context.get(k)?.as_ref());
             out.push((
                 subject.clone(),
-                self.search.document(&node, record(&dataset), record(&site)),
+                self.search
+                    .document(&node, dataset.as_deref(), site.as_deref()),
             ));
         }
         Ok(out)
