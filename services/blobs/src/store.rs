@@ -366,6 +366,26 @@ impl BlobStore {
         Ok(self.size_of(digest).await?.is_some())
     }
 
+    /// [`BlobStore::contains`] for code that is not async (the sequencer
+    /// asks it of every dataset version it admits). A local store answers
+    /// with one `stat` on the calling thread, where the async path would
+    /// hand the question to the store's runtime and on to a blocking thread;
+    /// the object's file exists only once it is whole (the store writes a
+    /// staged file and renames it).
+    pub fn contains_blocking(&self, digest: &str) -> Result<bool, BlobError> {
+        let hex = hex_of(digest)?;
+        let Some(root) = &self.local_root else {
+            let (store, digest) = (self.clone(), digest.to_string());
+            return block_on(async move { store.contains(&digest).await });
+        };
+        let path = root.join("sha256").join(hex);
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(BlobError::io(path.display(), e)),
+        }
+    }
+
     /// [`BlobStore::put`] for code that is not async (see [`block_on`]).
     pub fn put_blocking(&self, bytes: Bytes) -> Result<Stored, BlobError> {
         let store = self.clone();

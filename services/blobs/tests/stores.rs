@@ -61,6 +61,8 @@ async fn behaves_as_a_content_store(store: BlobStore, scratch: PathBuf) {
         "a second writer of the same digest is a no-op"
     );
     assert!(store.contains(&first.digest).await.unwrap());
+    // The blocking face (the sequencer's check) answers alike.
+    assert!(store.contains_blocking(&first.digest).unwrap());
     assert_eq!(
         store.get(&first.digest, 1 << 20).await.unwrap().unwrap(),
         body
@@ -77,6 +79,11 @@ async fn behaves_as_a_content_store(store: BlobStore, scratch: PathBuf) {
     assert_eq!(store.check(&absent).await.unwrap(), Presence::Absent);
     assert!(matches!(
         store.contains("sha256:XYZ").await,
+        Err(BlobError::BadDigest(_))
+    ));
+    assert!(!store.contains_blocking(&absent).unwrap());
+    assert!(matches!(
+        store.contains_blocking("sha256:XYZ"),
         Err(BlobError::BadDigest(_))
     ));
     assert!(matches!(

@@ -1052,15 +1052,12 @@ fn precheck(
     }
 }
 
-/// Asks `store` whether it holds `digest` (a HEAD, not a read: whether the
-/// bytes still hash to it is `clew verify --content`'s question).
+/// Asks `store` whether it holds `digest` (whether the object is there, not
+/// a read: whether the bytes still hash to it is `clew verify --content`'s
+/// question).
 fn cited_content(store: &clew_blobs::BlobStore, digest: &str) -> CitedContent {
     use clew_blobs::BlobError;
-    let asked = clew_blobs::block_on({
-        let (store, digest) = (store.clone(), digest.to_string());
-        async move { store.contains(&digest).await }
-    });
-    match asked {
+    match store.contains_blocking(digest) {
         Ok(true) => CitedContent::Present,
         Ok(false) => CitedContent::Absent {
             digest: digest.to_string(),
