@@ -646,6 +646,10 @@ async fn nothing_hidden_leaks_through_exports_impact_facets_or_open_subscription
         json!({"i": {"grantId": "grant-ada-ct-2026", "reason": "project ended"}}),
     )
     .await;
+    // The caller's very next request sees it, however recently the caller
+    // was resolved (the server keeps callers by principal).
+    let after = api.ok(&ada, "{ me { grantedDatasets } }", json!({})).await;
+    assert_eq!(after["me"]["grantedDatasets"], json!([]), "{after}");
     let digest = api.upload_manifest(&governance, "ct 7.0").await;
     api.ok(
         &governance,

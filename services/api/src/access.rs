@@ -231,6 +231,59 @@ impl DatasetAccess {
     }
 }
 
+/// Callers resolved recently, by principal, shared by every request: a
+/// client sends many requests a second with one token, and resolving one
+/// reads the principal's record, its projects and every grant it holds. A
+/// kept viewer answers only for the same access time (seconds) and the same
+/// [`Catalog::access_epoch`], so a role, membership, grant or revocation
+/// applied since is seen at once; the token itself is still checked on
+/// every request, before this, so a revoked token is refused at once too.
+#[derive(Debug)]
+pub struct ResolvedViewers {
+    viewers: Mutex<LruCache<String, (u64, std::sync::Arc<Viewer>)>>,
+}
+
+impl Default for ResolvedViewers {
+    fn default() -> Self {
+        Self {
+            viewers: Mutex::new(LruCache::new(
+                NonZeroUsize::new(Self::CAPACITY).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+}
+
+impl ResolvedViewers {
+    /// Principals kept (those asking most recently).
+    pub const CAPACITY: usize = 1024;
+
+    /// `principal` as of `now`: the viewer kept for it if nothing it is
+    /// made of can have changed since, else resolved afresh and kept.
+    pub fn viewer(
+        &self,
+        catalog: &Catalog,
+        access: std::sync::Arc<DatasetAccess>,
+        principal: &str,
+        now: i64,
+    ) -> Result<std::sync::Arc<Viewer>, ApiError> {
+        // Read before resolving (see `Catalog::access_epoch`).
+        let epoch = catalog.access_epoch();
+        let kept = self.viewers.lock().ok().and_then(|mut kept| {
+            kept.get(principal)
+                .filter(|(at, v)| *at == epoch && v.now == now)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(viewer) = kept {
+            return Ok(viewer);
+        }
+        let viewer = std::sync::Arc::new(Viewer::resolve(catalog, access, principal, now)?);
+        if let Ok(mut kept) = self.viewers.lock() {
+            kept.put(principal.to_string(), (epoch, viewer.clone()));
+        }
+        Ok(viewer)
+    }
+}
+
 /// The authenticated caller: principal, roles and what it may see.
 #[derive(Debug)]
 pub struct Viewer {
@@ -635,6 +688,31 @@ mod tests {
         assert_eq!(again.principal_of(&t).as_deref(), Some("alice"));
         assert_eq!(again.revoke_all("alice").unwrap(), 1);
         assert_eq!(again.principal_of(&t), None);
+    }
+
+    #[test]
+    fn a_kept_viewer_answers_only_for_its_principal_and_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let access = std::sync::Arc::new(DatasetAccess::default());
+        let viewers = ResolvedViewers::default();
+        let ask = |who: &str, now| viewers.viewer(&catalog, access.clone(), who, now).unwrap();
+        let first = ask("alice", 100);
+        assert!(std::sync::Arc::ptr_eq(&first, &ask("alice", 100)));
+        let later = ask("alice", 101);
+        assert!(!std::sync::Arc::ptr_eq(&first, &later));
+        assert_eq!(later.now, 101);
+        assert_eq!(ask("bob", 101).principal, "bob");
+        assert!(std::sync::Arc::ptr_eq(&later, &ask("alice", 101)));
+        for i in 0..ResolvedViewers::CAPACITY + 10 {
+            ask(&format!("p-{i}"), 101);
+        }
+        assert_eq!(
+            viewers.viewers.lock().unwrap().len(),
+            ResolvedViewers::CAPACITY,
+            "at most its capacity is kept"
+        );
+        assert!(!std::sync::Arc::ptr_eq(&later, &ask("alice", 101)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clew_node::Node;
 
-use crate::access::{DatasetAccess, TokenStore, Viewer};
+use crate::access::{DatasetAccess, ResolvedViewers, TokenStore, Viewer};
 use crate::parsed::ParsedDocuments;
 use crate::schema::{build_introspection_schema, build_schema, ClewSchema, QueryLimits};
 use crate::ApiError;
@@ -58,6 +58,8 @@ pub struct AppState {
     pub spool_dir: std::path::PathBuf,
     /// GraphQL documents already parsed, by their text.
     pub(crate) parsed: Arc<ParsedDocuments>,
+    /// Callers resolved recently, by principal.
+    pub(crate) viewers: Arc<ResolvedViewers>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             manifests: None,
             spool_dir: std::env::temp_dir(),
             parsed: Arc::new(ParsedDocuments::default()),
+            viewers: Arc::new(ResolvedViewers::default()),
         }
     }
 
@@ -117,12 +120,12 @@ pub(crate) fn viewer_for(state: &AppState, token: Option<&str>) -> Result<Arc<Vi
         .tokens
         .principal_of(token)
         .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into()))?;
-    Ok(Arc::new(Viewer::resolve(
+    state.viewers.viewer(
         state.node.catalog(),
         state.access.clone(),
         &principal,
         state.node.access_time(),
-    )?))
+    )
 }
 
 impl AppState {

@@ -23,6 +23,25 @@ use crate::graph::{HistoryEntry, NodeRecord};
 use crate::project::{grant_key, grantee_key, grantee_of, Pending};
 use crate::{Catalog, CatalogError};
 
+/// Whether applying `body` may change a principal's roles, projects or
+/// grants ([`Catalog::access_epoch`]). Only the kinds named here leave them
+/// alone; any other kind — one added later included — counts as a change.
+pub(crate) fn may_change_viewers(body: &proto::event::Body) -> bool {
+    use proto::event::Body;
+    !matches!(
+        body,
+        Body::SiteRegistered(_)
+            | Body::DatasetRegistered(_)
+            | Body::DatasetVersionPublished(_)
+            | Body::DatasetVersionWithdrawn(_)
+            | Body::TransformRecorded(_)
+            | Body::TrainingRunRecorded(_)
+            | Body::ModelVersionRegistered(_)
+            | Body::ValidationRecorded(_)
+            | Body::DeploymentRecorded(_)
+    )
+}
+
 /// One stretch of a principal's membership of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

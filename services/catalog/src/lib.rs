@@ -125,6 +125,8 @@ pub struct Catalog {
     tree: sled::Tree,
     search: SearchIndex,
     graph: std::sync::RwLock<LineageIndex>,
+    /// See [`Catalog::access_epoch`].
+    access_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -173,6 +175,7 @@ impl Catalog {
             tree,
             search,
             graph: Default::default(),
+            access_epoch: Default::default(),
         };
         let applied = catalog.applied()?;
         catalog.upgrade_format()?;
@@ -369,7 +372,15 @@ impl Catalog {
             // The index is current only once it has caught up to here.
             batch.insert(keys::SEARCH_AT, &new_applied.to_be_bytes());
         }
+        let changes_access = opened
+            .iter()
+            .any(|(_, o)| access::may_change_viewers(o.body()));
         self.tree.apply_batch(batch)?;
+        if changes_access {
+            // After the state is readable: see `access_epoch`.
+            self.access_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         // Durable state first: the index never claims more than it.
         self.db.flush()?;
         // Durable: walks may now see the chunk.
@@ -382,6 +393,19 @@ impl Catalog {
         search.applied = new_applied;
         search.subjects.extend(touched);
         Ok(())
+    }
+
+    /// A number that changes each time applied events may have changed
+    /// what a principal is to the API — its roles, its projects, the grants
+    /// it holds (a registration, a grant or revocation, a membership, a
+    /// review: every kind but those that only add lineage). It changes only
+    /// after their state is readable, so whoever reads it and then resolves
+    /// a principal from the catalogue holds an answer at least as new as
+    /// that value: kept against it, the answer is stale exactly when the
+    /// value has moved on. Time still counts apart (grants and projects
+    /// end at a time).
+    pub fn access_epoch(&self) -> u64 {
+        self.access_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes the resident lineage graph holds (approximate: its tables'

@@ -1504,3 +1504,45 @@ fn a_node_the_gate_refuses_is_neither_shown_nor_crossed() {
         .impact_within("dataset-version/ds-a@2", None, gate)
         .is_err());
 }
+
+#[test]
+fn the_access_epoch_moves_with_grants_and_registrations_not_with_lineage() {
+    let mut w = World::new();
+    two_sites(&mut w);
+    let c = w.catalog("c");
+    let catch_up = |w: &World, c: &Catalog| {
+        c.catch_up(&w.ledger, &|_, _| {}).unwrap();
+        c.access_epoch()
+    };
+    let before = c.access_epoch();
+    // Lineage only: a dataset and its version change nobody's access.
+    w.submit(vec![dataset(
+        "ds-e",
+        "site-a",
+        "Epoch CT",
+        "chest CT",
+        proto::AccessLevel::Restricted,
+        &[],
+    )]);
+    assert_eq!(catch_up(&w, &c), before, "a dataset registration");
+    // A person and a grant each do, once applied.
+    let rita = ProducerKey::generate("rita").unwrap();
+    w.admin_submit(vec![sample::principal("rita", &rita, &[Role::Researcher])]);
+    let registered = catch_up(&w, &c);
+    assert_ne!(registered, before, "a principal registration");
+    w.admin_submit(vec![Body::AccessGranted(proto::AccessGranted {
+        grant_id: "grant-e".into(),
+        grantee: Some(proto::access_granted::Grantee::PrincipalId("rita".into())),
+        dataset_id: "ds-e".into(),
+        purpose: "audit".into(),
+        expires_at: None,
+        request_id: String::new(),
+        conditions: vec![],
+        dataset_version_ids: vec![],
+    })]);
+    assert_eq!(c.access_epoch(), registered, "not before it is applied");
+    let granted = catch_up(&w, &c);
+    assert_ne!(granted, registered, "a grant");
+    let held = c.grants_held_by("principal:rita", i64::MAX / 2).unwrap();
+    assert_eq!(held.len(), 1, "the grant is readable once the epoch moved");
+}
