@@ -371,7 +371,9 @@ impl BlobStore {
     /// with one `stat` on the calling thread, where the async path would
     /// hand the question to the store's runtime and on to a blocking thread;
     /// the object's file exists only once it is whole (the store writes a
-    /// staged file and renames it).
+    /// staged file and renames it). Not for code already running on the
+    /// store's own runtime (inside [`block_on`]): an S3 store's answer may
+    /// need a connection that a task queued on that very thread drives.
     pub fn contains_blocking(&self, digest: &str) -> Result<bool, BlobError> {
         let hex = hex_of(digest)?;
         let Some(root) = &self.local_root else {
