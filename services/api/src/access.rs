@@ -212,9 +212,7 @@ impl DatasetAccess {
     /// A cache remembering at most `capacity` datasets (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            open: Mutex::new(LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
+            open: bounded(capacity),
         }
     }
 
@@ -246,11 +244,17 @@ pub struct ResolvedViewers {
 impl Default for ResolvedViewers {
     fn default() -> Self {
         Self {
-            viewers: Mutex::new(LruCache::new(
-                NonZeroUsize::new(Self::CAPACITY).unwrap_or(NonZeroUsize::MIN),
-            )),
+            viewers: bounded(Self::CAPACITY),
         }
     }
+}
+
+/// A cache shared by every request that keeps at most `capacity` entries
+/// (at least one), forgetting the least recently used.
+pub(crate) fn bounded<K: std::hash::Hash + Eq, V>(capacity: usize) -> Mutex<LruCache<K, V>> {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+    ))
 }
 
 impl ResolvedViewers {

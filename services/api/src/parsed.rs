@@ -5,7 +5,6 @@
 //! depth and directive limits, validation, complexity — runs on every
 //! request as before.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::ExecutableDocument;
@@ -20,9 +19,7 @@ pub struct ParsedDocuments {
 impl Default for ParsedDocuments {
     fn default() -> Self {
         Self {
-            docs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(Self::CAPACITY).unwrap_or(NonZeroUsize::MIN),
-            )),
+            docs: crate::access::bounded(Self::CAPACITY),
         }
     }
 }
