@@ -375,12 +375,10 @@ impl BlobStore {
     /// store's own runtime (inside [`block_on`]): an S3 store's answer may
     /// need a connection that a task queued on that very thread drives.
     pub fn contains_blocking(&self, digest: &str) -> Result<bool, BlobError> {
-        let hex = hex_of(digest)?;
-        let Some(root) = &self.local_root else {
+        let Some(path) = self.local_path(digest)? else {
             let (store, digest) = (self.clone(), digest.to_string());
             return block_on(async move { store.contains(&digest).await });
         };
-        let path = root.join("sha256").join(hex);
         match std::fs::metadata(&path) {
             Ok(meta) => Ok(meta.is_file()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -527,13 +525,22 @@ impl BlobStore {
         })
     }
 
+    /// The file of the object under `digest` (its key under the store's
+    /// root) when the store is a local directory; `None` for S3.
+    fn local_path(&self, digest: &str) -> Result<Option<PathBuf>, BlobError> {
+        let hex = hex_of(digest)?;
+        Ok(self
+            .local_root
+            .as_ref()
+            .map(|root| root.join("sha256").join(hex)))
+    }
+
     /// A local store's new object is durable before its write is reported.
     fn sync_local(&self, digest: &str) -> Result<(), BlobError> {
-        let Some(root) = &self.local_root else {
+        let Some(path) = self.local_path(digest)? else {
             return Ok(());
         };
-        let dir = root.join("sha256");
-        let path = dir.join(hex_of(digest)?);
+        let dir = path.parent().unwrap_or(&path).to_path_buf();
         for p in [&path, &dir] {
             std::fs::File::open(p)
                 .and_then(|f| f.sync_all())
