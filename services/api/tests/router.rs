@@ -56,6 +56,7 @@ impl World {
                         bytes: seal(&admin, "admin", b, None, None)
                             .expect("seal")
                             .encode_to_vec(),
+                        sealed_here: None,
                     })
                     .collect(),
             )

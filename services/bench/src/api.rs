@@ -318,6 +318,7 @@ fn build(data: &DataDir, datasets: u64) -> Result<u64> {
         .map(|(i, bytes)| clew_ledger::Submission {
             offset: i as u64,
             bytes,
+            sealed_here: None,
         })
         .collect();
     let r = ledger.sequence("setup-producers", setup)?;

@@ -619,7 +619,11 @@ pub(crate) fn sequence_all(
             .take(batch)
             .map(|bytes| {
                 offset += 1;
-                Submission { offset, bytes }
+                Submission {
+                    offset,
+                    bytes,
+                    sealed_here: None,
+                }
             })
             .collect();
         (!subs.is_empty()).then_some(subs)
@@ -661,6 +665,7 @@ pub(crate) fn bench_ledger(
         .map(|(i, bytes)| Submission {
             offset: i as u64,
             bytes,
+            sealed_here: None,
         })
         .collect();
     let r = ledger.sequence("setup", setup)?;

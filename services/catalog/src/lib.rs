@@ -736,6 +736,7 @@ mod tests {
                         Submission {
                             offset,
                             bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                            sealed_here: None,
                         }
                     })
                     .collect();

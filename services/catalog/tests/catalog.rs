@@ -57,6 +57,7 @@ impl World {
                 Submission {
                     offset: self.offset,
                     bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                    sealed_here: None,
                 }
             })
             .collect();

@@ -80,6 +80,7 @@ pub fn open_primary(
             vec![Submission {
                 offset,
                 bytes: envelope.encode_to_vec(),
+                sealed_here: None,
             }],
         )?;
         if let Some(r) = receipt.rejected.first() {

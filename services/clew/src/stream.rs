@@ -58,6 +58,7 @@ pub fn read_from(path: &Path, from: u64) -> Result<Vec<Submission>> {
             out.push(Submission {
                 offset,
                 bytes: probe[..len].to_vec(),
+                sealed_here: None,
             });
         }
         rest = &rest[header + len..];

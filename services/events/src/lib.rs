@@ -128,10 +128,40 @@ pub fn seal_opened(
     actor: &str,
     body: Body,
     event_id: Option<String>,
-) -> Result<OpenedEnvelope, EventError> {
+) -> Result<(OpenedEnvelope, SealedHere), EventError> {
     let event = build_event(key, actor, body, event_id, None)?;
     let envelope = sign_event(key, &event);
-    checked(envelope, event)
+    let opened = checked(envelope, event)?;
+    let sealed = SealedHere {
+        canonical: opened.canonical.clone(),
+        signer: *key.verifier().verifying_key(),
+    };
+    Ok((opened, sealed))
+}
+
+/// Bytes this process sealed with [`seal_opened`], and the public half of
+/// the key that signed them: proof, without checking the signature, that it
+/// holds under that key — what checking it again (microseconds after
+/// signing, in the same process) would find. [`seal_opened`] is its only
+/// maker and it is never serialised, so bytes from anywhere else (a bus, a
+/// file, a partner) carry none and are verified.
+#[derive(Debug, Clone)]
+pub struct SealedHere {
+    canonical: Vec<u8>,
+    signer: ed25519_dalek::VerifyingKey,
+}
+
+impl SealedHere {
+    /// The canonical envelope bytes sealed.
+    pub fn canonical(&self) -> &[u8] {
+        &self.canonical
+    }
+
+    /// Whether `bytes` are exactly the bytes sealed and `key` the key that
+    /// signed them: then `open(bytes)?.verify_signature(key)` holds.
+    pub fn vouches_for(&self, bytes: &[u8], key: &VerifierKey) -> bool {
+        self.signer == *key.verifying_key() && self.canonical == bytes
+    }
 }
 
 /// Signs an already-built event (no checks; see [`seal`] for the checked path).
@@ -281,11 +311,21 @@ mod seal_opened_tests {
     #[test]
     fn seal_opened_is_what_open_makes_of_the_sealed_bytes() {
         let k = ProducerKey::generate("ingest").unwrap();
-        let sealed = seal_opened(&k, "ingest", sample::site(1), None).unwrap();
+        let (sealed, here) = seal_opened(&k, "ingest", sample::site(1), None).unwrap();
         let reopened = open(&sealed.canonical).unwrap();
         assert_eq!(reopened.canonical, sealed.canonical);
         assert_eq!(reopened.event, sealed.event);
         assert!(reopened.verify_signature(&k.verifier()).is_ok());
+        // What it vouches for is what verifying would find: these bytes,
+        // this key; not other bytes, not another key.
+        assert_eq!(here.canonical(), sealed.canonical.as_slice());
+        assert!(here.vouches_for(&sealed.canonical, &k.verifier()));
+        let other = ProducerKey::generate("ingest").unwrap();
+        assert!(!here.vouches_for(&sealed.canonical, &other.verifier()));
+        let mut altered = sealed.canonical.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(!here.vouches_for(&altered, &k.verifier()));
         // And it refuses what open refuses, without a decode.
         let mut bad = sample::site(1);
         if let Body::SiteRegistered(s) = &mut bad {

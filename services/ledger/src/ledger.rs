@@ -66,6 +66,13 @@ pub struct Submission {
     pub offset: u64,
     /// The submitted envelope bytes, verbatim.
     pub bytes: Vec<u8>,
+    /// Set only where this process sealed `bytes` itself (the API's
+    /// mutations, signed with the node's key): their signature is then
+    /// known to hold under that key, and is not checked again when that key
+    /// is the one registered for the envelope's key id. Everything else —
+    /// a bus, a stream file, a partner's envelope, `clew verify` — has
+    /// `None`, and its signature is checked.
+    pub sealed_here: Option<clew_events::SealedHere>,
 }
 
 /// An event the sequencer appended.
@@ -252,6 +259,7 @@ impl Ledger {
             vec![Submission {
                 offset: 0,
                 bytes: genesis.encode_to_vec(),
+                sealed_here: None,
             }],
         )?;
         if receipt.tree_size != 1 {
@@ -440,7 +448,7 @@ impl Ledger {
         let content = self.options.content.as_ref();
         let checks: Vec<Precheck> = submissions
             .par_iter()
-            .map(|s| precheck(&s.bytes, &registry.keys, content))
+            .map(|s| precheck(s, &registry.keys, content))
             .collect();
         PrecheckedBatch {
             items: submissions.into_iter().zip(checks).collect(),
@@ -1028,17 +1036,25 @@ pub(crate) fn open_db(data_dir: &Path, options: &LedgerOptions) -> Result<sled::
 }
 
 fn precheck(
-    bytes: &[u8],
+    submission: &Submission,
     keys: &HashMap<String, RegisteredKey>,
     store: Option<&clew_blobs::BlobStore>,
 ) -> Precheck {
+    let bytes = &submission.bytes;
     let opened = match clew_events::open(bytes) {
         Ok(o) => o,
         Err(e) => return Precheck::Refused(Refusal::from_event_error(e, String::new())),
     };
-    let signature = keys
-        .get(opened.key_id())
-        .map(|k| opened.verify_signature(&k.verifier).is_ok());
+    // A signature this process made over these very bytes with the key
+    // registered for their key id holds (RFC 8032 §5.1.6 signing, §5.1.7
+    // verifying); every other is verified.
+    let signature = keys.get(opened.key_id()).map(|k| {
+        let vouched = submission
+            .sealed_here
+            .as_ref()
+            .is_some_and(|sealed| sealed.vouches_for(bytes, &k.verifier));
+        vouched || opened.verify_signature(&k.verifier).is_ok()
+    });
     let content = match (store, opened.body()) {
         (Some(store), proto::event::Body::DatasetVersionPublished(v)) => {
             cited_content(store, &v.manifest_digest)

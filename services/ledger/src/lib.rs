@@ -9,9 +9,10 @@
 //!
 //! ```text
 //!  input source (embedded log, Kafka partition, stream file)
-//!    │  Submission { offset, bytes }           batch of N
+//!    │  Submission { offset, bytes, sealed_here }   batch of N
 //!    ▼
-//!  Ledger::sequence ── parallel: open() + signature check (rayon)
+//!  Ledger::sequence ── parallel: open() + signature check (rayon; skipped
+//!    │                 only where this process sealed those very bytes)
 //!    │               ── in order: key registry, roles, dedupe, references (rules)
 //!    │               ── append leaves, stored hashes, entity state, rejections
 //!    ▼

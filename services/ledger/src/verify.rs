@@ -570,6 +570,7 @@ mod tests {
                 bytes: seal(&admin, "admin", b, None, None)
                     .unwrap()
                     .encode_to_vec(),
+                sealed_here: None,
             })
             .collect();
         let r = primary.sequence("test", subs).unwrap();
@@ -596,6 +597,7 @@ mod tests {
                     .map(|(i, e)| Submission {
                         offset: 10 + i as u64,
                         bytes: e.encode_to_vec(),
+                        sealed_here: None,
                     })
                     .collect(),
             )

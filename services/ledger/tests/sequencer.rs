@@ -2,7 +2,7 @@
 //! ledger still verifying after each, and the good events around each bad one.
 
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
-use clew_events::{sample, seal, ProducerKey};
+use clew_events::{sample, seal, seal_opened, ProducerKey};
 use clew_ledger::{verify_ledger, BatchReceipt, Ledger, LedgerOptions, Submission};
 use prost::Message;
 
@@ -99,6 +99,7 @@ impl World {
                 Submission {
                     offset: self.offset,
                     bytes,
+                    sealed_here: None,
                 }
             })
             .collect();
@@ -195,6 +196,65 @@ fn a_wrong_signature_is_refused() {
     let r = w.refused_between_good_events(env.encode_to_vec(), 2);
     assert_eq!(r.reason, R::BadSignature);
     assert!(r.detail.contains(w.ingest.key_id()), "{}", r.detail);
+}
+
+#[test]
+fn only_the_very_bytes_this_process_sealed_skip_the_signature_check() {
+    let mut w = World::new();
+    let size = w.ledger().size();
+    let (good, good_sealed) = seal_opened(
+        &w.ingest,
+        "ingest",
+        sample::dataset_version(1, 2, vec![]),
+        None,
+    )
+    .unwrap();
+    // Sealed here, then altered: what was sealed no longer vouches for the
+    // bytes, so their signature is checked and fails.
+    let (other, other_sealed) = seal_opened(
+        &w.ingest,
+        "ingest",
+        sample::dataset_version(1, 3, vec![]),
+        None,
+    )
+    .unwrap();
+    let mut altered = other.envelope.clone();
+    altered.signatures[0].sig[5] ^= 1;
+    // Sealed here by a key the ledger does not know: unknown, as ever.
+    let stranger = ProducerKey::generate("stranger").unwrap();
+    let (unknown, unknown_sealed) = seal_opened(
+        &stranger,
+        "ingest",
+        sample::dataset_version(1, 4, vec![]),
+        None,
+    )
+    .unwrap();
+    let subs = vec![
+        Submission {
+            offset: w.offset + 1,
+            bytes: good.canonical.clone(),
+            sealed_here: Some(good_sealed),
+        },
+        Submission {
+            offset: w.offset + 2,
+            bytes: altered.encode_to_vec(),
+            sealed_here: Some(other_sealed),
+        },
+        Submission {
+            offset: w.offset + 3,
+            bytes: unknown.canonical.clone(),
+            sealed_here: Some(unknown_sealed),
+        },
+    ];
+    w.offset += 3;
+    let r = w.ledger().sequence("test", subs).unwrap();
+    assert_eq!(r.accepted.len(), 1, "{:?}", r.rejected);
+    assert_eq!(r.accepted[0].leaf_index, size);
+    assert_eq!(r.accepted[0].event_id, good.event.event_id);
+    let reasons: Vec<R> = r.rejected.iter().map(|x| x.reason).collect();
+    assert_eq!(reasons, [R::BadSignature, R::UnknownKey]);
+    // `clew verify` checks every signature in the log, this one included.
+    w.verify();
 }
 
 #[test]
@@ -502,6 +562,7 @@ fn a_reopened_ledger_skips_input_it_already_consumed() {
         .map(|(i, b)| Submission {
             offset: i as u64,
             bytes: b.clone(),
+            sealed_here: None,
         })
         .collect();
     let r = w.ledger().sequence("replay", subs.clone()).unwrap();
@@ -530,6 +591,7 @@ fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
             .map(|(i, e)| Submission {
                 offset: first + i as u64,
                 bytes: envs[e].clone(),
+                sealed_here: None,
             })
             .collect()
     };
@@ -560,6 +622,7 @@ fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
     again.push(Submission {
         offset: 43,
         bytes: extra,
+        sealed_here: None,
     });
     let (receipt, positions) = w
         .ledger()
@@ -1473,10 +1536,12 @@ fn a_version_is_cited_only_when_its_manifest_is_in_the_store() {
         Submission {
             offset: w.offset + 1,
             bytes: w.sealed_ingest(sample::dataset(7, 1)),
+            sealed_here: None,
         },
         Submission {
             offset: w.offset + 2,
             bytes: w.sealed_ingest(sample::dataset_version(1, 301, vec![])),
+            sealed_here: None,
         },
     ];
     match w.ledger().sequence("test", batch.clone()) {

@@ -39,6 +39,8 @@ const GATHER: usize = 128;
 /// One submission waiting for the sequencer.
 pub(crate) struct Job {
     pub bytes: Vec<u8>,
+    /// Present when this process sealed `bytes` (the API's mutations).
+    pub sealed_here: Option<clew_events::SealedHere>,
     pub reply: oneshot::Sender<Result<Outcome, NodeError>>,
 }
 
@@ -132,6 +134,7 @@ pub(crate) fn run(
             submissions.push(Submission {
                 offset: next_offset,
                 bytes: job.bytes,
+                sealed_here: job.sealed_here,
             });
             replies.push((next_offset, job.reply));
             next_offset += 1;

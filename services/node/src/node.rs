@@ -228,6 +228,15 @@ impl Node {
     /// Submits envelope bytes exactly as received; answers once they are
     /// sequenced (or refused) and applied.
     pub async fn submit(&self, bytes: Vec<u8>) -> Result<Outcome, NodeError> {
+        self.enqueue(bytes, None).await
+    }
+
+    /// [`Node::submit`], with what this process sealed when it made `bytes`.
+    async fn enqueue(
+        &self,
+        bytes: Vec<u8>,
+        sealed_here: Option<clew_events::SealedHere>,
+    ) -> Result<Outcome, NodeError> {
         let jobs = match &self.spine {
             Spine::Embedded { jobs } => jobs,
             Spine::Replica {
@@ -250,8 +259,12 @@ impl Node {
             let Some(jobs) = jobs.as_ref() else {
                 return Err(NodeError::Unavailable("the server is shutting down".into()));
             };
-            jobs.send(Job { bytes, reply })
-                .map_err(|_| NodeError::Unavailable("the sequencer has stopped".into()))?;
+            jobs.send(Job {
+                bytes,
+                sealed_here,
+                reply,
+            })
+            .map_err(|_| NodeError::Unavailable("the sequencer has stopped".into()))?;
         }
         answer
             .await
@@ -347,19 +360,20 @@ impl Node {
         // Every check that needs no ledger state, made on the event as built
         // (no encode-then-decode): the caller hears exactly what is wrong
         // with its input before anything is queued.
-        let opened = match clew_events::seal_opened(&self.service_key, actor, body, event_id) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(actor, error = %e, "refused API input");
-                self.metrics
-                    .rejected
-                    .with_label_values(&["API_INPUT_INVALID"])
-                    .inc();
-                return Err(NodeError::BadInput(e.to_string()));
-            }
-        };
+        let (opened, sealed) =
+            match clew_events::seal_opened(&self.service_key, actor, body, event_id) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(actor, error = %e, "refused API input");
+                    self.metrics
+                        .rejected
+                        .with_label_values(&["API_INPUT_INVALID"])
+                        .inc();
+                    return Err(NodeError::BadInput(e.to_string()));
+                }
+            };
         let leaf = opened.canonical.clone();
-        Ok((self.submit(opened.canonical).await?, leaf))
+        Ok((self.enqueue(opened.canonical, Some(sealed)).await?, leaf))
     }
 
     /// Stops taking submissions; the sequencer finishes what it holds and

@@ -209,6 +209,7 @@ fn read_loop(
             by_source.entry(r.source).or_default().push(Submission {
                 offset: r.offset,
                 bytes: r.bytes,
+                sealed_here: None,
             });
         }
         let mut positions = Vec::with_capacity(by_source.len());
