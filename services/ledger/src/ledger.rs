@@ -13,7 +13,7 @@ use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
 use crate::rules::{self, KeyRegistry, Refusal, RegisteredKey};
-use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, UpperHashCache};
+use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, ProofHashes};
 use crate::LedgerError;
 
 /// Name of the sled database directory inside a data directory.
@@ -166,7 +166,7 @@ pub struct Ledger {
     pub(crate) options: LedgerOptions,
     pub(crate) writer: Mutex<WriterState>,
     registry: RwLock<Arc<KeyRegistry>>,
-    pub(crate) upper_hashes: UpperHashCache,
+    pub(crate) proof_hashes: ProofHashes,
     /// When the latest checkpoint was signed (unix seconds; 0 before any).
     pub(crate) signed_at: std::sync::atomic::AtomicI64,
     /// The size of the latest checkpoint, for those who wait for the next.
@@ -378,7 +378,7 @@ impl Ledger {
             options,
             writer: Mutex::new(WriterState { size, rejected }),
             registry: RwLock::new(Arc::new(registry)),
-            upper_hashes: UpperHashCache::default(),
+            proof_hashes: ProofHashes::default(),
             signed_at: std::sync::atomic::AtomicI64::new(signed_at),
             checkpointed: tokio::sync::watch::Sender::new(size),
             cosigned: tokio::sync::watch::Sender::new(next_cosigned),
@@ -659,7 +659,7 @@ impl Ledger {
             self.db.flush()?;
         }
 
-        self.upper_hashes.insert_many(appended.into_iter());
+        self.proof_hashes.appended(appended.into_iter());
         if let Some(t) = signed_at {
             self.signed_at
                 .store(t, std::sync::atomic::Ordering::Release);
@@ -1009,7 +1009,7 @@ impl Ledger {
     pub(crate) fn hashes(&self) -> CachedHashes<'_> {
         CachedHashes {
             tree: &self.tree,
-            cache: &self.upper_hashes,
+            cache: &self.proof_hashes,
         }
     }
 

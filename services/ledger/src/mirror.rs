@@ -165,7 +165,7 @@ impl Ledger {
         if self.options.flush_every_batch {
             self.db.flush()?;
         }
-        self.upper_hashes.insert_many(new_hashes.into_iter());
+        self.proof_hashes.appended(new_hashes.into_iter());
         if let Some(t) = time {
             self.signed_at
                 .store(t, std::sync::atomic::Ordering::Release);

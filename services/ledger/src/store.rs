@@ -464,19 +464,47 @@ impl HashReader for StoredHashes<'_> {
     }
 }
 
-/// Lowest tree level whose hashes [`UpperHashCache`] keeps in memory. Levels
+/// Lowest tree level whose hashes [`ProofHashes`] keeps in memory. Levels
 /// 4 and up are 1/16 of all stored hashes (about 4 MB per million leaves) but
 /// 80% of the hashes an inclusion proof at a million leaves needs.
 pub(crate) const CACHED_FROM_LEVEL: u8 = 4;
 
-/// In-memory copy of the upper levels of the tree (filled at append time and
-/// lazily on read), so a proof touches sled only for its lowest few hashes.
-#[derive(Default)]
-pub(crate) struct UpperHashCache(std::sync::RwLock<HashMap<u64, Hash>>);
+/// How many of the lower levels' most recently appended stored hashes
+/// [`ProofHashes`] keeps (32 bytes each: 256 KiB): those of the last ~4,000
+/// leaves, which hold every lower-level hash a receipt's inclusion proof for
+/// a leaf just appended needs.
+pub(crate) const RECENT_LOWER_HASHES: usize = 8192;
 
-impl UpperHashCache {
-    pub fn insert_many(&self, hashes: impl Iterator<Item = (u64, Hash)>) {
-        if let Ok(mut map) = self.0.write() {
+/// The stored hashes inclusion proofs read most, in memory: the upper
+/// levels of the tree (filled at append time and lazily on read), and the
+/// lower levels' hashes of the leaves appended last — so a receipt's proof
+/// for a leaf just appended touches sled not at all, and an older leaf's
+/// only for its lowest few hashes.
+#[derive(Default)]
+pub(crate) struct ProofHashes {
+    upper: std::sync::RwLock<HashMap<u64, Hash>>,
+    /// Lower-level hashes by stored-hash index, the newest kept.
+    recent: std::sync::RwLock<std::collections::BTreeMap<u64, Hash>>,
+}
+
+impl ProofHashes {
+    /// Hashes just appended to the tree: upper levels kept, lower levels
+    /// kept among the most recent.
+    pub fn appended(&self, hashes: impl Iterator<Item = (u64, Hash)>) {
+        let (upper, lower): (Vec<_>, Vec<_>) = hashes
+            .partition(|(i, _)| tlog_tiles::split_stored_hash_index(*i).0 >= CACHED_FROM_LEVEL);
+        self.insert_upper(upper.into_iter());
+        if let Ok(mut recent) = self.recent.write() {
+            recent.extend(lower);
+            while recent.len() > RECENT_LOWER_HASHES {
+                recent.pop_first();
+            }
+        }
+    }
+
+    /// Upper-level hashes among `hashes` (a read's; others are left out).
+    pub fn insert_upper(&self, hashes: impl Iterator<Item = (u64, Hash)>) {
+        if let Ok(mut map) = self.upper.write() {
             for (i, h) in hashes {
                 if tlog_tiles::split_stored_hash_index(i).0 >= CACHED_FROM_LEVEL {
                     map.insert(i, h);
@@ -486,14 +514,18 @@ impl UpperHashCache {
     }
 
     fn get(&self, i: u64) -> Option<Hash> {
-        self.0.read().ok().and_then(|m| m.get(&i).copied())
+        if tlog_tiles::split_stored_hash_index(i).0 >= CACHED_FROM_LEVEL {
+            self.upper.read().ok().and_then(|m| m.get(&i).copied())
+        } else {
+            self.recent.read().ok().and_then(|m| m.get(&i).copied())
+        }
     }
 }
 
-/// Reads stored hashes from sled through the upper-level cache.
+/// Reads stored hashes from sled through [`ProofHashes`].
 pub(crate) struct CachedHashes<'a> {
     pub tree: &'a sled::Tree,
-    pub cache: &'a UpperHashCache,
+    pub cache: &'a ProofHashes,
 }
 
 impl HashReader for CachedHashes<'_> {
@@ -505,7 +537,7 @@ impl HashReader for CachedHashes<'_> {
                     return Ok(h);
                 }
                 let h = read_stored_hash(self.tree, i)?;
-                self.cache.insert_many(std::iter::once((i, h)));
+                self.cache.insert_upper(std::iter::once((i, h)));
                 Ok(h)
             })
             .collect()
@@ -854,6 +886,45 @@ mod tests {
         let value = LeafGroup::encode(text.iter().map(Vec::as_slice));
         assert_eq!(value[0], KEPT_COMPRESSED);
         assert_eq!(LeafGroup::decode(9, &value).unwrap().leaves, text);
+    }
+
+    #[test]
+    fn a_receipts_proof_for_a_leaf_just_appended_is_answered_from_memory() {
+        // 10,000 leaves appended in batches of 100, as the sequencer does.
+        let mut all = MemoryHashes(Vec::new());
+        let cache = ProofHashes::default();
+        for batch in 0..100u64 {
+            let first = all.0.len() as u64;
+            for n in batch * 100..(batch + 1) * 100 {
+                let h = record_hash(&n.to_be_bytes());
+                let new = stored_hashes_for_record_hash(n, h, &all).unwrap();
+                all.0.extend(new);
+            }
+            let appended = (first..all.0.len() as u64).map(|i| (i, all.0[i as usize]));
+            cache.appended(appended);
+        }
+        // No sled behind it: any hash not kept is an error.
+        let empty = temporary_tree();
+        let reader = CachedHashes {
+            tree: &empty,
+            cache: &cache,
+        };
+        for n in [9_999, 9_950, 9_000, 8_000] {
+            assert_eq!(
+                tlog_tiles::prove_record(10_000, n, &reader).unwrap(),
+                tlog_tiles::prove_record(10_000, n, &all).unwrap(),
+                "leaf {n}"
+            );
+        }
+        // Bounded: the oldest lower-level hashes are gone (leaf 0's), the
+        // upper levels all kept.
+        assert!(tlog_tiles::prove_record(10_000, 0, &reader).is_err());
+        assert_eq!(cache.recent.read().unwrap().len(), RECENT_LOWER_HASHES);
+        for (i, h) in all.0.iter().enumerate() {
+            if tlog_tiles::split_stored_hash_index(i as u64).0 >= CACHED_FROM_LEVEL {
+                assert_eq!(cache.get(i as u64), Some(*h), "upper hash {i}");
+            }
+        }
     }
 
     #[test]

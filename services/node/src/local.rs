@@ -26,7 +26,7 @@ use clew_catalog::Catalog;
 use clew_ledger::{Ledger, Submission};
 use tokio::sync::{oneshot, watch};
 
-use crate::projector::{catch_up_at_start, publish, SearchPacer};
+use crate::projector::{catch_up_at_start, publish, SearchPacer, SEARCH_COMMIT_EVERY};
 use crate::{Applied, Metrics, NodeError, Outcome, Sequenced, API_SOURCE};
 
 /// Most submissions sequenced in one batch (one fsync, one checkpoint).
@@ -86,7 +86,7 @@ pub(crate) fn run(
     // Replies wait for the search commit that covers them (read-your-writes
     // for search too); under load that commit is shared by batches arriving
     // within SEARCH_COMMIT_EVERY, since each tantivy commit writes a segment.
-    let mut pacer = SearchPacer::new();
+    let mut pacer = SearchPacer::new(SEARCH_COMMIT_EVERY);
     let mut held: Vec<Reply> = Vec::new();
     let mut carry: Option<Job> = None;
     loop {

@@ -32,7 +32,7 @@ use clew_ledger::{Ledger, Rejection, SignedCheckpoint};
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::projector::{catch_up_at_start, publish, SearchPacer};
+use crate::projector::{catch_up_at_start, publish, SearchPacer, REPLICA_SEARCH_COMMIT_EVERY};
 use crate::{Applied, Outcome, Sequenced};
 
 /// Ledger cursor names of the replica's stream positions.
@@ -140,10 +140,10 @@ impl Follow {
         );
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut checkpoints: BTreeMap<u64, PendingCheckpoint> = BTreeMap::new();
-        let mut pacer = SearchPacer::new();
+        let mut pacer = SearchPacer::new(REPLICA_SEARCH_COMMIT_EVERY);
         let mut last_consumed = Instant::now();
         // Appended leaves wait for the search commit that covers them; under
-        // load one commit (at most every SEARCH_COMMIT_EVERY) serves many.
+        // load one commit (at most every REPLICA_SEARCH_COMMIT_EVERY) serves many.
         let mut unanswered: Vec<(u64, String)> = Vec::new();
         let mut head: Option<SignedCheckpoint> = None;
         while !self.stop.load(Ordering::SeqCst) {
