@@ -202,33 +202,18 @@ fn a_wrong_signature_is_refused() {
 fn only_the_very_bytes_this_process_sealed_skip_the_signature_check() {
     let mut w = World::new();
     let size = w.ledger().size();
-    let (good, good_sealed) = seal_opened(
-        &w.ingest,
-        "ingest",
-        sample::dataset_version(1, 2, vec![]),
-        None,
-    )
-    .unwrap();
+    let version = |key: &ProducerKey, v: u64| {
+        seal_opened(key, "ingest", sample::dataset_version(1, v, vec![]), None).unwrap()
+    };
+    let (good, good_sealed) = version(&w.ingest, 2);
     // Sealed here, then altered: what was sealed no longer vouches for the
     // bytes, so their signature is checked and fails.
-    let (other, other_sealed) = seal_opened(
-        &w.ingest,
-        "ingest",
-        sample::dataset_version(1, 3, vec![]),
-        None,
-    )
-    .unwrap();
+    let (other, other_sealed) = version(&w.ingest, 3);
     let mut altered = other.envelope.clone();
     altered.signatures[0].sig[5] ^= 1;
     // Sealed here by a key the ledger does not know: unknown, as ever.
     let stranger = ProducerKey::generate("stranger").unwrap();
-    let (unknown, unknown_sealed) = seal_opened(
-        &stranger,
-        "ingest",
-        sample::dataset_version(1, 4, vec![]),
-        None,
-    )
-    .unwrap();
+    let (unknown, unknown_sealed) = version(&stranger, 4);
     let subs = vec![
         Submission {
             offset: w.offset + 1,
