@@ -19,9 +19,9 @@ use crate::{Applied, Metrics};
 /// once.
 pub(crate) const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(200);
 
-/// The same on a read replica, which neither signs nor answers writers: what
-/// it is measured on is how soon an event on the bus is searchable there
-/// (`clew-bench kafka`), so it commits twice as often.
+/// The same on a read replica: what it is measured on is how soon an event
+/// on the bus is searchable there (`clew-bench kafka`), so it commits twice
+/// as often.
 pub(crate) const REPLICA_SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 /// Brings the catalogue up to the ledger (or mirror) before a node serves;
