@@ -540,8 +540,8 @@ impl BlobStore {
         let Some(path) = self.local_path(digest)? else {
             return Ok(());
         };
-        let dir = path.parent().unwrap_or(&path).to_path_buf();
-        for p in [&path, &dir] {
+        let dir = path.parent().unwrap_or(&path);
+        for p in [path.as_path(), dir] {
             std::fs::File::open(p)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| BlobError::io(p.display(), e))?;

@@ -99,11 +99,16 @@ impl ProducerKey {
         format!("PRIVATE+KEY+{}+{}", self.key_id, B64.encode(raw))
     }
 
+    /// The Ed25519 public key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
     /// The matching verifier key.
     pub fn verifier(&self) -> VerifierKey {
         VerifierKey {
             key_id: self.key_id.clone(),
-            verifying: self.signing.verifying_key(),
+            verifying: self.verifying_key(),
         }
     }
 }

@@ -134,7 +134,7 @@ pub fn seal_opened(
     let opened = checked(envelope, event)?;
     let sealed = SealedHere {
         canonical: opened.canonical.clone(),
-        signer: *key.verifier().verifying_key(),
+        signer: key.verifying_key(),
     };
     Ok((opened, sealed))
 }

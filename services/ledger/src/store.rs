@@ -491,35 +491,42 @@ impl ProofHashes {
     /// Hashes just appended to the tree: upper levels kept, lower levels
     /// kept among the most recent.
     pub fn appended(&self, hashes: impl Iterator<Item = (u64, Hash)>) {
-        let (upper, lower): (Vec<_>, Vec<_>) = hashes
-            .partition(|(i, _)| tlog_tiles::split_stored_hash_index(*i).0 >= CACHED_FROM_LEVEL);
-        self.insert_upper(upper.into_iter());
-        if let Ok(mut recent) = self.recent.write() {
-            recent.extend(lower);
-            while recent.len() > RECENT_LOWER_HASHES {
-                recent.pop_first();
+        let (Ok(mut upper), Ok(mut recent)) = (self.upper.write(), self.recent.write()) else {
+            return;
+        };
+        for (i, h) in hashes {
+            if is_upper(i) {
+                upper.insert(i, h);
+            } else {
+                recent.insert(i, h);
             }
+        }
+        while recent.len() > RECENT_LOWER_HASHES {
+            recent.pop_first();
         }
     }
 
-    /// Upper-level hashes among `hashes` (a read's; others are left out).
-    pub fn insert_upper(&self, hashes: impl Iterator<Item = (u64, Hash)>) {
-        if let Ok(mut map) = self.upper.write() {
-            for (i, h) in hashes {
-                if tlog_tiles::split_stored_hash_index(i).0 >= CACHED_FROM_LEVEL {
-                    map.insert(i, h);
-                }
+    /// A hash read from sled, kept when it is of an upper level.
+    pub fn read(&self, i: u64, h: Hash) {
+        if is_upper(i) {
+            if let Ok(mut upper) = self.upper.write() {
+                upper.insert(i, h);
             }
         }
     }
 
     fn get(&self, i: u64) -> Option<Hash> {
-        if tlog_tiles::split_stored_hash_index(i).0 >= CACHED_FROM_LEVEL {
-            self.upper.read().ok().and_then(|m| m.get(&i).copied())
+        if is_upper(i) {
+            self.upper.read().ok()?.get(&i).copied()
         } else {
-            self.recent.read().ok().and_then(|m| m.get(&i).copied())
+            self.recent.read().ok()?.get(&i).copied()
         }
     }
+}
+
+/// Whether stored hash `i` is of a level [`ProofHashes`] keeps whole.
+fn is_upper(i: u64) -> bool {
+    tlog_tiles::split_stored_hash_index(i).0 >= CACHED_FROM_LEVEL
 }
 
 /// Reads stored hashes from sled through [`ProofHashes`].
@@ -537,7 +544,7 @@ impl HashReader for CachedHashes<'_> {
                     return Ok(h);
                 }
                 let h = read_stored_hash(self.tree, i)?;
-                self.cache.insert_upper(std::iter::once((i, h)));
+                self.cache.read(i, h);
                 Ok(h)
             })
             .collect()
@@ -921,7 +928,7 @@ mod tests {
         assert!(tlog_tiles::prove_record(10_000, 0, &reader).is_err());
         assert_eq!(cache.recent.read().unwrap().len(), RECENT_LOWER_HASHES);
         for (i, h) in all.0.iter().enumerate() {
-            if tlog_tiles::split_stored_hash_index(i as u64).0 >= CACHED_FROM_LEVEL {
+            if is_upper(i as u64) {
                 assert_eq!(cache.get(i as u64), Some(*h), "upper hash {i}");
             }
         }
