@@ -58,12 +58,15 @@ struct Fields {
     date_to: Field,
     studies: Field,
     series: Field,
-    facets: BTreeMap<&'static str, Field>,
+    /// Every facet in one field, as `/<facet>/<value>` (e.g. `/modality/CT`):
+    /// one term dictionary and one column per segment instead of one per
+    /// facet, which each commit and merge would build, and one collector
+    /// counts them all.
+    facet: Field,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let mut facets = BTreeMap::new();
     let fields = Fields {
         subject: b.add_text_field("subject", STRING | STORED),
         entity_type: b.add_text_field("entity_type_raw", STRING),
@@ -82,13 +85,13 @@ fn schema() -> (Schema, Fields) {
         date_to: b.add_u64_field("date_to", FAST),
         studies: b.add_u64_field("studies", FAST | STORED),
         series: b.add_u64_field("series", FAST),
-        facets: BTreeMap::new(),
+        facet: b.add_facet_field(FACET_FIELD, FacetOptions::default()),
     };
-    for name in FACETS {
-        facets.insert(*name, b.add_facet_field(name, FacetOptions::default()));
-    }
-    (b.build(), Fields { facets, ..fields })
+    (b.build(), fields)
 }
+
+/// The name of the field holding every facet.
+const FACET_FIELD: &str = "facet";
 
 /// Who is asking, for visibility: restricted and controlled datasets are
 /// only visible with an access grant naming them.
@@ -513,25 +516,28 @@ impl SearchIndex {
             must.push(Box::new(BooleanQuery::new(visible)));
         }
         for (name, values) in &req.filters {
-            let field = *f.facets.get(name.as_str()).ok_or_else(|| {
-                CatalogError::BadRequest(format!("unknown facet {name:?}; facets are {FACETS:?}"))
-            })?;
+            if !FACETS.contains(&name.as_str()) {
+                return Err(CatalogError::BadRequest(format!(
+                    "unknown facet {name:?}; facets are {FACETS:?}"
+                )));
+            }
             if values.len() > MAX_WORDS {
                 return Err(CatalogError::BadRequest(format!(
                     "facet {name:?} is filtered by {} values; at most {MAX_WORDS}",
                     values.len()
                 )));
             }
-            let any: Vec<(Occur, Box<dyn Query>)> = facet_values_matching(searcher, field, values)?
-                .into_iter()
-                .map(|facet| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_facet(field, &facet),
-                        IndexRecordOption::Basic,
-                    ));
-                    (Occur::Should, q)
-                })
-                .collect();
+            let any: Vec<(Occur, Box<dyn Query>)> =
+                facet_values_matching(searcher, f.facet, name, values)?
+                    .into_iter()
+                    .map(|facet| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(
+                            Term::from_facet(f.facet, &facet),
+                            IndexRecordOption::Basic,
+                        ));
+                        (Occur::Should, q)
+                    })
+                    .collect();
             if !any.is_empty() {
                 must.push(Box::new(BooleanQuery::new(any)));
             }
@@ -542,7 +548,7 @@ impl SearchIndex {
                 (
                     Occur::MustNot,
                     Box::new(TermQuery::new(
-                        Term::from_facet(f.facets["status"], &Facet::from_path(["withdrawn"])),
+                        Term::from_facet(f.facet, &Facet::from_path(["status", "withdrawn"])),
                         IndexRecordOption::Basic,
                     )),
                 ),
@@ -816,22 +822,33 @@ impl SearchIndex {
     }
 }
 
-/// The indexed facet values equal to one of `wanted`, ignoring case ("ct"
-/// finds "CT"); a value the index does not hold is kept as given (it matches
-/// nothing). Facets here are one level deep, so each term is one value.
+/// The indexed values of facet `name` equal to one of `wanted`, ignoring
+/// case ("ct" finds "CT"); a value the index does not hold is kept as given
+/// (it matches nothing). Each term is `/<name>/<value>`.
 fn facet_values_matching(
     searcher: &tantivy::Searcher,
     field: Field,
+    name: &str,
     wanted: &[String],
 ) -> Result<Vec<Facet>, CatalogError> {
     let lower: BTreeMap<String, &String> = wanted.iter().map(|w| (w.to_lowercase(), w)).collect();
     let mut found: BTreeMap<String, Facet> = BTreeMap::new();
     let mut matched: std::collections::BTreeSet<String> = Default::default();
+    // The children of `/<name>` are the encoded terms between `<name>\0`
+    // and `<name>\1` (tantivy separates a facet's levels with a 0 byte).
+    let children = |sep: u8| {
+        let mut key = Facet::from_path([name]).encoded_str().as_bytes().to_vec();
+        key.push(sep);
+        key
+    };
     for segment in searcher.segment_readers() {
         let inverted = segment.inverted_index(field)?;
         let mut terms = inverted
             .terms()
-            .stream()
+            .range()
+            .ge(children(0))
+            .lt(children(1))
+            .into_stream()
             .map_err(|e| CatalogError::Search(e.into()))?;
         while terms.advance() {
             let Ok(facet) = Facet::from_encoded(terms.key().to_vec()) else {
@@ -848,7 +865,7 @@ fn facet_values_matching(
     }
     for (l, original) in &lower {
         if !matched.contains(l) {
-            let facet = Facet::from_path([original.to_string()]);
+            let facet = Facet::from_path([name.to_string(), original.to_string()]);
             found.insert(facet.to_path_string(), facet);
         }
     }
@@ -856,8 +873,8 @@ fn facet_values_matching(
 }
 
 fn add_facet(d: &mut TantivyDocument, f: &Fields, name: &str, value: &str) {
-    if let (false, Some(field)) = (value.is_empty(), f.facets.get(name)) {
-        d.add_facet(*field, Facet::from_path([value]));
+    if !value.is_empty() && FACETS.contains(&name) {
+        d.add_facet(f.facet, Facet::from_path([name, value]));
     }
 }
 
@@ -904,20 +921,16 @@ fn range_f64(field: Field, min: Option<f64>, max: Option<f64>) -> Box<dyn Query>
 /// How a search counts its facets.
 #[derive(Clone, Copy)]
 enum Counting {
-    /// One `FacetCollector` per facet (what Clew serves).
+    /// One `FacetCollector` over the facet field, counting the children of
+    /// each facet (what Clew serves).
     Collectors,
-    /// Fast-field terms aggregations, one per facet (tantivy's
-    /// recommendation; the benchmark's peer).
+    /// A fast-field terms aggregation over the facet field's column
+    /// (tantivy's recommendation; the benchmark's peer).
     Aggregations,
 }
 
 enum FacetHandles {
-    Collectors(
-        Vec<(
-            &'static str,
-            tantivy::collector::FruitHandle<tantivy::collector::FacetCounts>,
-        )>,
-    ),
+    Collectors(tantivy::collector::FruitHandle<tantivy::collector::FacetCounts>),
     Aggregations(
         tantivy::collector::FruitHandle<tantivy::aggregation::agg_result::AggregationResults>,
     ),
@@ -927,29 +940,18 @@ impl FacetHandles {
     /// Adds the collectors of `counting` to `multi`.
     fn add(counting: Counting, multi: &mut MultiCollector<'_>) -> Result<Self, CatalogError> {
         Ok(match counting {
-            Counting::Collectors => Self::Collectors(
-                FACETS
-                    .iter()
-                    .map(|name| {
-                        let mut c = FacetCollector::for_field(*name);
-                        c.add_facet("/");
-                        (*name, multi.add_collector(c))
-                    })
-                    .collect(),
-            ),
+            Counting::Collectors => {
+                let mut c = FacetCollector::for_field(FACET_FIELD);
+                for name in FACETS {
+                    c.add_facet(Facet::from_path([*name]));
+                }
+                Self::Collectors(multi.add_collector(c))
+            }
             Counting::Aggregations => {
                 let aggs: tantivy::aggregation::agg_req::Aggregations =
-                    serde_json::from_value(serde_json::Value::Object(
-                        FACETS
-                            .iter()
-                            .map(|name| {
-                                (
-                                    name.to_string(),
-                                    serde_json::json!({ "terms": { "field": name, "size": 10_000 } }),
-                                )
-                            })
-                            .collect(),
-                    ))
+                    serde_json::from_value(serde_json::json!({
+                        FACET_FIELD: { "terms": { "field": FACET_FIELD, "size": 10_000 * FACETS.len() } }
+                    }))
                     .map_err(|e| CatalogError::Corrupt(format!("facet aggregations: {e}")))?;
                 Self::Aggregations(multi.add_collector(
                     tantivy::aggregation::AggregationCollector::from_aggs(aggs, Default::default()),
@@ -964,29 +966,44 @@ impl FacetHandles {
         use tantivy::aggregation::agg_result::{AggregationResult, BucketResult};
         use tantivy::aggregation::Key;
         match self {
-            Self::Collectors(handles) => extract_facets(handles, fruits),
+            Self::Collectors(handle) => {
+                let counts = handle.extract(fruits);
+                FACETS
+                    .iter()
+                    .map(|name| {
+                        let values = counts
+                            .get(Facet::from_path([*name]))
+                            .filter(|(_, n)| *n > 0)
+                            .filter_map(|(facet, n)| Some((facet.to_path().get(1)?.to_string(), n)))
+                            .collect();
+                        (name.to_string(), by_count(values))
+                    })
+                    .collect()
+            }
             Self::Aggregations(handle) => {
-                let mut facets = FacetCounts::new();
-                for (name, result) in handle.extract(fruits).0 {
+                let mut values: BTreeMap<&str, Vec<(String, u64)>> =
+                    FACETS.iter().map(|name| (*name, Vec::new())).collect();
+                for (_, result) in handle.extract(fruits).0 {
                     let AggregationResult::BucketResult(BucketResult::Terms { buckets, .. }) =
                         result
                     else {
                         continue;
                     };
-                    let values: Vec<(String, u64)> = buckets
-                        .into_iter()
-                        .filter_map(|b| match b.key {
-                            // A facet's column holds its encoded path: one level here.
-                            Key::Str(s) => Some((s, b.doc_count)),
-                            _ => None,
-                        })
-                        .collect();
-                    facets.insert(name, by_count(values));
+                    for b in buckets {
+                        // The column holds each facet's encoded path: `<name>\0<value>`.
+                        let Key::Str(path) = b.key else { continue };
+                        let Some((name, value)) = path.split_once('\0') else {
+                            continue;
+                        };
+                        if let Some(v) = values.get_mut(name) {
+                            v.push((value.to_string(), b.doc_count));
+                        }
+                    }
                 }
-                for name in FACETS {
-                    facets.entry(name.to_string()).or_default();
-                }
-                facets
+                values
+                    .into_iter()
+                    .map(|(name, v)| (name.to_string(), by_count(v)))
+                    .collect()
             }
         }
     }
@@ -996,35 +1013,6 @@ impl FacetHandles {
 fn by_count(mut values: Vec<(String, u64)>) -> Vec<(String, u64)> {
     values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     values
-}
-
-fn extract_facets(
-    handles: Vec<(
-        &'static str,
-        tantivy::collector::FruitHandle<tantivy::collector::FacetCounts>,
-    )>,
-    fruits: &mut tantivy::collector::MultiFruit,
-) -> FacetCounts {
-    let mut out = FacetCounts::new();
-    for (name, h) in handles {
-        let counts = h.extract(fruits);
-        let values: Vec<(String, u64)> = counts
-            .get("/")
-            .map(|(facet, n)| {
-                (
-                    facet
-                        .to_path()
-                        .last()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default(),
-                    n,
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        out.insert(name.to_string(), by_count(values));
-    }
-    out
 }
 
 /// The highest leaf any document of `searcher` was applied at, read off each
