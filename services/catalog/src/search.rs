@@ -587,9 +587,9 @@ impl SearchIndex {
     }
 
     /// The same search with its facets counted the way tantivy recommends:
-    /// fast-field terms aggregations, one per facet, in the same single pass
-    /// as the top documents and the count, instead of one `FacetCollector`
-    /// per facet; the same query, hits, snippets and cursor. Not served: it
+    /// a fast-field terms aggregation over the facet field's column, in the
+    /// same single pass as the top documents and the count, instead of a
+    /// `FacetCollector`; the same query, hits, snippets and cursor. Not served: it
     /// is the peer `clew-bench catalog` holds [`SearchIndex::search`]
     /// against, and a test checks both answer the same.
     pub fn search_by_aggregation(
