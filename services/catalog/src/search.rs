@@ -542,18 +542,15 @@ impl SearchIndex {
                 must.push(Box::new(BooleanQuery::new(any)));
             }
         }
-        if !req.include_withdrawn {
-            must.push(Box::new(BooleanQuery::new(vec![
-                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                (
-                    Occur::MustNot,
-                    Box::new(TermQuery::new(
-                        Term::from_facet(f.facet, &Facet::from_path(["status", "withdrawn"])),
-                        IndexRecordOption::Basic,
-                    )),
-                ),
-            ])));
-        }
+        // Withdrawn versions are left out of what the other clauses match (a
+        // MustNot beside them), not intersected as "every document but the
+        // withdrawn" — which would be one more docset to seek into.
+        let withdrawn: Option<Box<dyn Query>> = (!req.include_withdrawn).then(|| {
+            Box::new(TermQuery::new(
+                Term::from_facet(f.facet, &Facet::from_path(["status", "withdrawn"])),
+                IndexRecordOption::Basic,
+            )) as Box<dyn Query>
+        });
         // Overlap of [slice_min, slice_max] with the requested range.
         if let Some(max) = req.slice_thickness_mm.max {
             must.push(range_f64(f.slice_min, None, Some(max)));
@@ -581,7 +578,10 @@ impl SearchIndex {
             ));
         }
         let query: Box<dyn Query> = Box::new(BooleanQuery::new(
-            must.into_iter().map(|q| (Occur::Must, q)).collect(),
+            must.into_iter()
+                .map(|q| (Occur::Must, q))
+                .chain(withdrawn.map(|q| (Occur::MustNot, q)))
+                .collect(),
         ));
         Ok((query, has_text))
     }

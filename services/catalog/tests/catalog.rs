@@ -453,6 +453,38 @@ fn a_withdrawal_propagates_downstream_and_as_of_answers_see_before_and_after() {
     let withdrawal_leaf = r.accepted[0].leaf_index;
     let c = w.catalog("catalog");
 
+    // Search leaves the withdrawn version out unless asked for it; asked,
+    // it is there and counted under status "withdrawn".
+    let default = hits(&c, text(""));
+    assert!(
+        !default.contains(&"dataset-version/ds-a@2".to_string()),
+        "{default:?}"
+    );
+    assert!(
+        default.contains(&"dataset-version/ds-a@3".to_string()),
+        "{default:?}"
+    );
+    let asked = c
+        .search(&SearchRequest {
+            include_withdrawn: true,
+            ..text("")
+        })
+        .unwrap();
+    assert!(
+        asked
+            .hits
+            .iter()
+            .any(|h| h.subject == "dataset-version/ds-a@2"),
+        "{:?}",
+        asked.hits
+    );
+    assert_eq!(asked.total, default.len() + 1);
+    assert!(
+        asked.facets["status"].contains(&("withdrawn".to_string(), 1)),
+        "{:?}",
+        asked.facets["status"]
+    );
+
     let impact = c.impact("dataset-version/ds-a@2", None).unwrap();
     assert_eq!(impact.live_deployments, 1);
     assert_eq!(
