@@ -836,18 +836,18 @@ fn facet_values_matching(
     let mut matched: std::collections::BTreeSet<String> = Default::default();
     // The children of `/<name>` are the encoded terms between `<name>\0`
     // and `<name>\1` (tantivy separates a facet's levels with a 0 byte).
-    let children = |sep: u8| {
-        let mut key = Facet::from_path([name]).encoded_str().as_bytes().to_vec();
-        key.push(sep);
-        key
-    };
+    let parent = Facet::from_path([name]);
+    let (first, after) = (
+        format!("{}\0", parent.encoded_str()),
+        format!("{}\u{1}", parent.encoded_str()),
+    );
     for segment in searcher.segment_readers() {
         let inverted = segment.inverted_index(field)?;
         let mut terms = inverted
             .terms()
             .range()
-            .ge(children(0))
-            .lt(children(1))
+            .ge(&first)
+            .lt(&after)
             .into_stream()
             .map_err(|e| CatalogError::Search(e.into()))?;
         while terms.advance() {
