@@ -363,7 +363,7 @@ async fn replicas_share_the_bucket_and_the_kafka_sequencer_cites_only_what_it_ho
     let broker = broker();
     let kafka = kafka_args(&broker, &prefix("blobs"));
     let fx = Fixture::new();
-    let s3 = S3Server::start(&fx.path("s3"));
+    let mut s3 = S3Server::start(&fx.path("s3"));
     let env = s3.client_env();
     let bucket = vec!["--blob-store".to_string(), "s3://clew/shared".to_string()];
     let _sequencer =
@@ -414,6 +414,42 @@ async fn replicas_share_the_bucket_and_the_kafka_sequencer_cites_only_what_it_ho
     // A version citing an absent manifest is refused by the Kafka sequencer.
     let never = clew_blobs::digest_of(b"not in the bucket");
     refused_as_missing(&api_b, &tb, version_input("bucket-ct", "2.0", &never)).await;
+
+    // The bucket away: the sequencer cannot tell whether a manifest it
+    // holds is there, so the batch citing it waits, written neither as a
+    // leaf nor as a refusal; once the bucket is back it is sequenced, once.
+    let held = manifest("held before the outage");
+    let held_digest = clew_blobs::digest_of(&held);
+    assert_eq!(upload(&a.base, &ta, &held).await.0, 201);
+    let before = tree_size(&api_a, &ta).await;
+    tokio::task::block_in_place(|| s3.stop());
+    let waiting = {
+        let (api, token) = (Api::new(&a.base), ta.clone());
+        tokio::spawn(async move {
+            api.ok(
+                &token,
+                PUBLISH,
+                version_input("bucket-ct", "3.0", &held_digest),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(!waiting.is_finished(), "answered while the bucket was away");
+    assert_eq!(
+        tree_size(&api_a, &ta).await,
+        before,
+        "nothing recorded while the bucket was away"
+    );
+    tokio::task::block_in_place(|| s3.restart());
+    let answered = waiting.await.expect("the publish task");
+    let leaf = answered["publishDatasetVersion"]["leafIndex"]
+        .as_u64()
+        .expect("a leaf once the bucket is back");
+    assert_eq!(leaf, before, "the waiting version is the next leaf");
+    wait_for_size(&api_b, &tb, before + 1).await;
+    let size = tree_size(&api_b, &tb).await;
+    assert_eq!(size, before + 1, "sequenced once");
 
     // Both replicas gone, two new ones on empty disks: every manifest served.
     drop(a);

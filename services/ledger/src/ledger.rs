@@ -145,6 +145,25 @@ impl PrecheckedBatch {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// Why the blob store could not say whether content a submission cites
+    /// is there, if it could not for any: [`Ledger::commit_sources`] would
+    /// refuse the batch with [`LedgerError::ContentUnavailable`], and the
+    /// caller pre-checks its submissions again later.
+    pub fn content_unanswered(&self) -> Option<&str> {
+        self.items.iter().find_map(|(_, pre)| match pre {
+            Precheck::Opened {
+                content: CitedContent::Unanswered(why),
+                ..
+            } => Some(why.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The submissions, to pre-check again.
+    pub fn into_submissions(self) -> Vec<Submission> {
+        self.items.into_iter().map(|(s, _)| s).collect()
+    }
 }
 
 /// The sled tree of witnesses' cosignatures: apart from the log's own tree,
@@ -515,16 +534,8 @@ impl Ledger {
         };
         // A store that cannot say whether cited content is there stops the
         // whole batch before anything is written: the caller retries it.
-        for (_, batch) in &inputs {
-            for (_, pre) in &batch.items {
-                if let Precheck::Opened {
-                    content: CitedContent::Unanswered(why),
-                    ..
-                } = pre
-                {
-                    return Err(LedgerError::ContentUnavailable(why.clone()));
-                }
-            }
+        if let Some(why) = inputs.iter().find_map(|(_, b)| b.content_unanswered()) {
+            return Err(LedgerError::ContentUnavailable(why.to_string()));
         }
         let mut positions: Vec<(String, u64)> = Vec::with_capacity(inputs.len());
         let mut fresh: Vec<(usize, Submission, Precheck)> = Vec::new();

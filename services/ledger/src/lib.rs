@@ -64,8 +64,8 @@ pub use audit::{access_holders, AccessHolder, ACCESS_AUDIT_KIND};
 pub use checkpoint::SignedCheckpoint;
 pub use error::LedgerError;
 pub use ledger::{
-    AcceptedEvent, BatchReceipt, Ledger, LedgerOptions, Rejection, Submission, GENESIS_SOURCE,
-    LEDGER_DB_DIR,
+    AcceptedEvent, BatchReceipt, Ledger, LedgerOptions, PrecheckedBatch, Rejection, Submission,
+    GENESIS_SOURCE, LEDGER_DB_DIR,
 };
 pub use mirror::MirroredBatch;
 pub use tiles::{format_receipt, verify_receipt, TileRef, VerifiedReceipt};

@@ -2,10 +2,13 @@
 //! runs on a bus.
 //!
 //! ```text
-//!   bus INBOUND ──poll──▶ group by source ──▶ Ledger::sequence(source, batch)
+//!   bus INBOUND ──poll──▶ group by source ──▶ Ledger::precheck (all cores)
+//!                                                 │ while the poll before it
+//!                                                 ▼ is committed
+//!                              Ledger::commit_sources (every source of the poll)
 //!                                                 │ ONE sled batch: leaves, state,
-//!                                                 │ rejected log, checkpoint AND the
-//!                                                 │ source's next offset; fsync
+//!                                                 │ rejected log, checkpoint AND
+//!                                                 │ each source's next offset; fsync
 //!                                                 ▼
 //!                                   wake the outbox publisher
 //!                                                 │
@@ -52,7 +55,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use clew_bus::{Bus, BusError, CheckpointRecord, Outgoing, SequencedEntry};
-use clew_ledger::{Ledger, LedgerError, Submission};
+use clew_ledger::{Ledger, LedgerError, PrecheckedBatch, Submission};
 use thiserror::Error;
 
 /// Ledger cursor under which the next leaf to publish is stored.
@@ -82,6 +85,9 @@ pub enum SequencerError {
     /// The publisher thread panicked.
     #[error("the outbox publisher stopped unexpectedly")]
     Publisher,
+    /// A thread of the sequencer could not start or panicked.
+    #[error("{0}")]
+    Thread(String),
 }
 
 /// Tuning.
@@ -179,6 +185,13 @@ pub fn run(
     })
 }
 
+/// Reads the inbound stream and sequences it in two stages that overlap:
+/// this thread polls the bus and pre-checks each poll's records (decoding,
+/// signatures and cited content, on rayon's pool) while [`commit_loop`]
+/// commits the poll before it. Each poll is ONE ledger batch whatever the
+/// sources in it (one fsync, one checkpoint, every source's cursor written
+/// with it); the cursors committed are what the bus is then told was
+/// consumed.
 fn read_loop(
     ledger: &Ledger,
     bus: &dyn Bus,
@@ -191,82 +204,125 @@ fn read_loop(
     let mut reader = bus.inbound(&start)?;
     progress.reading.store(true, Ordering::SeqCst);
     tracing::info!(bus = %bus.describe(), tree_size = ledger.size(), "sequencer reading");
-    while !stop.load(Ordering::SeqCst) {
-        let records = match reader.poll(options.batch, Duration::from_millis(100)) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the inbound stream");
-                std::thread::sleep(Duration::from_millis(200));
+    // One pre-checked poll waits while the one before it is committed.
+    let (to_commit, prechecked) = std::sync::mpsc::sync_channel(1);
+    let (committed, consumed) = std::sync::mpsc::channel::<Vec<(String, u64)>>();
+    std::thread::scope(|scope| {
+        let committer = std::thread::Builder::new()
+            .name("sequencer-commit".into())
+            .spawn_scoped(scope, move || {
+                commit_loop(ledger, prechecked, committed, stop, wake, progress)
+            })
+            .map_err(|e| SequencerError::Thread(e.to_string()))?;
+        while !stop.load(Ordering::SeqCst) {
+            for positions in consumed.try_iter() {
+                reader.consumed(&positions);
+            }
+            let records = match reader.poll(options.batch, Duration::from_millis(100)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the inbound stream");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if records.is_empty() {
                 continue;
             }
+            let mut by_source: BTreeMap<String, Vec<Submission>> = BTreeMap::new();
+            for r in records {
+                by_source.entry(r.source).or_default().push(Submission {
+                    offset: r.offset,
+                    bytes: r.bytes,
+                    sealed_here: None,
+                });
+            }
+            let batch: Vec<(String, PrecheckedBatch)> = by_source
+                .into_iter()
+                .map(|(source, submissions)| (source, ledger.precheck(submissions)))
+                .collect();
+            if to_commit.send(batch).is_err() {
+                // The committer stopped; its result says why.
+                break;
+            }
+        }
+        drop(to_commit);
+        let result = committer
+            .join()
+            .map_err(|_| SequencerError::Thread("the ledger committer panicked".into()))?;
+        for positions in consumed.try_iter() {
+            reader.consumed(&positions);
+        }
+        result
+    })
+}
+
+/// Commits each pre-checked poll in the order read, wakes the publisher,
+/// and hands the committed cursors back to the reader.
+fn commit_loop(
+    ledger: &Ledger,
+    prechecked: std::sync::mpsc::Receiver<Vec<(String, PrecheckedBatch)>>,
+    committed: std::sync::mpsc::Sender<Vec<(String, u64)>>,
+    stop: &AtomicBool,
+    wake: &Wake,
+    progress: &Progress,
+) -> Result<(), SequencerError> {
+    for batch in prechecked {
+        let Some((receipt, positions)) = commit_when_content_answers(ledger, batch, stop)? else {
+            // Stopped while the blob store was away: nothing of this batch
+            // was written, and the ledger's cursors re-deliver it.
+            return Ok(());
         };
-        if records.is_empty() {
-            continue;
-        }
-        // One ledger batch per source (each source's cursor is stored with it).
-        let mut by_source: BTreeMap<String, Vec<Submission>> = BTreeMap::new();
-        for r in records {
-            by_source.entry(r.source).or_default().push(Submission {
-                offset: r.offset,
-                bytes: r.bytes,
-                sealed_here: None,
-            });
-        }
-        let mut positions = Vec::with_capacity(by_source.len());
-        for (source, submissions) in by_source {
-            let Some(receipt) = sequence_when_content_answers(ledger, &source, submissions, stop)?
-            else {
-                // Stopped while the blob store was away: nothing of this batch
-                // was written, and the ledger's cursor re-delivers it.
-                return Ok(());
-            };
-            progress
-                .sequenced
-                .fetch_add(receipt.accepted.len() as u64, Ordering::Relaxed);
-            progress
-                .rejected
-                .fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
-            progress
-                .tree_size
-                .store(receipt.tree_size, Ordering::Relaxed);
-            positions.push((source, receipt.next_offset));
-        }
+        progress
+            .sequenced
+            .fetch_add(receipt.accepted.len() as u64, Ordering::Relaxed);
+        progress
+            .rejected
+            .fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
+        progress
+            .tree_size
+            .store(receipt.tree_size, Ordering::Relaxed);
         wake.bump();
-        reader.consumed(&positions);
+        // The reader may have stopped already; the cursors are in the ledger.
+        let _ = committed.send(positions);
     }
     Ok(())
 }
 
-/// Sequences one source's batch; while the blob store cannot say whether a
-/// cited manifest is there, nothing is written and the same batch is tried
-/// again with back-off (None: `stop` was set meanwhile).
-fn sequence_when_content_answers(
+/// Commits one pre-checked poll; while the blob store cannot say whether a
+/// cited manifest is there, nothing is written and the same submissions are
+/// pre-checked and tried again with back-off (None: `stop` was set
+/// meanwhile).
+fn commit_when_content_answers(
     ledger: &Ledger,
-    source: &str,
-    submissions: Vec<Submission>,
+    mut batch: Vec<(String, PrecheckedBatch)>,
     stop: &AtomicBool,
-) -> Result<Option<clew_ledger::BatchReceipt>, SequencerError> {
+) -> Result<Option<(clew_ledger::BatchReceipt, Vec<(String, u64)>)>, SequencerError> {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match ledger.sequence(source, submissions.clone()) {
-            Err(LedgerError::ContentUnavailable(why)) => {
-                tracing::warn!(
-                    source,
-                    error = %why,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "the blob store did not answer; the batch waits for it"
-                );
-                let until = std::time::Instant::now() + backoff;
-                while std::time::Instant::now() < until {
-                    if stop.load(Ordering::SeqCst) {
-                        return Ok(None);
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        let Some(why) = batch
+            .iter()
+            .find_map(|(_, b)| b.content_unanswered().map(str::to_string))
+        else {
+            return Ok(Some(ledger.commit_sources(batch)?));
+        };
+        tracing::warn!(
+            error = %why,
+            retry_in_ms = backoff.as_millis() as u64,
+            "the blob store did not answer; the batch waits for it"
+        );
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
             }
-            other => return Ok(Some(other?)),
+            std::thread::sleep(Duration::from_millis(50));
         }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        batch = batch
+            .into_iter()
+            .map(|(source, b)| (source, ledger.precheck(b.into_submissions())))
+            .collect();
     }
 }
 
