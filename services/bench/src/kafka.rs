@@ -4,8 +4,10 @@
 //!    stream; the sequencer (in this process, on the bus under test) reads it
 //!    into a durable ledger and publishes every leaf, checkpoint and refusal.
 //!    Measured from the first submission to the last leaf acknowledged on the
-//!    sequenced stream. Run on the embedded log first (the same sequencer
-//!    without a broker: the baseline) and then on Kafka.
+//!    sequenced stream. Run on the embedded log (the same sequencer without
+//!    a broker) and on Kafka, each held against the same stream sequenced
+//!    straight into a ledger with no bus at all (the ledger-only rate, same
+//!    run): what the bus costs.
 //! 2. Latency at a steady rate: a read replica (mirror + catalogue) follows
 //!    the Kafka streams; events are submitted through it at a fixed rate and
 //!    each is timed until the replica has it in its catalogue and search
@@ -40,7 +42,14 @@ pub struct KafkaBench {
     pub embedded_events_per_s: f64,
     /// kafka / embedded.
     pub ratio_to_embedded: f64,
-    /// Submissions refused in the throughput runs (should be 0).
+    /// The same stream sequenced straight into a ledger, no bus (same run).
+    pub ledger_only_events_per_s: f64,
+    /// kafka / ledger only.
+    pub kafka_ratio_to_ledger_only: f64,
+    /// embedded / ledger only.
+    pub embedded_ratio_to_ledger_only: f64,
+    /// Submissions refused in the throughput runs and the warm-up (should
+    /// be 0).
     pub refused: u64,
     /// Target rate of the latency run.
     pub rate_per_s: u64,
@@ -93,13 +102,20 @@ pub fn run(
     };
     let (ledger_key, p) = crate::spine::bench_keys(producers)?;
     eprintln!("signing {events} events…");
-    let stream = synthetic::events(&p, 0..events, events);
+    let stream = keyed(synthetic::events(&p, 0..events, events));
 
+    let ledger_rate = ledger_only(&ledger_key, &p, &stream)?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let embedded_dir = tempfile::tempdir()?;
     let embedded: Arc<dyn Bus> = Arc::new(EmbeddedBus::open(&embedded_dir.path().join("bus"))?);
     let (embedded_rate, refused_e) =
         throughput("embedded", embedded, &ledger_key, &p, &stream, producers)?;
+    // A broker in service has compiled its hot paths long ago; this one
+    // has just started, so a tenth of the stream goes through it first, on
+    // topics of its own, untimed.
+    let warm_up = &stream[..(stream.len() / 10)];
+    let warm: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-warm-{run_id}"))?;
+    let (_, refused_w) = throughput("kafka warm-up", warm, &ledger_key, &p, warm_up, producers)?;
     let kafka: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-{run_id}"))?;
     let (kafka_rate, refused_k) = throughput("kafka", kafka, &ledger_key, &p, &stream, producers)?;
 
@@ -112,7 +128,10 @@ pub fn run(
         kafka_events_per_s: kafka_rate,
         embedded_events_per_s: embedded_rate,
         ratio_to_embedded: kafka_rate / embedded_rate,
-        refused: refused_e + refused_k,
+        ledger_only_events_per_s: ledger_rate,
+        kafka_ratio_to_ledger_only: kafka_rate / ledger_rate,
+        embedded_ratio_to_ledger_only: embedded_rate / ledger_rate,
+        refused: refused_e + refused_w + refused_k,
         rate_per_s: rate,
         latency_events: latency.0,
         searchable_p50_ms: latency.1,
@@ -121,21 +140,31 @@ pub fn run(
     })
 }
 
-/// Submits `records` from `producers` threads at once, each its share, in
-/// chunks (each chunk waits for the bus's acknowledgement).
-fn submit_concurrently(bus: &dyn Bus, records: &[Vec<u8>], producers: usize) -> Result<()> {
-    let keyed: Vec<(String, &Vec<u8>)> = records
-        .iter()
+/// Each record with its signing key's id, as a producer that signed it
+/// knows it (worked out here once, before anything is timed).
+fn keyed(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    records
+        .into_iter()
         .map(|b| {
-            let key = clew_events::open(b)
+            let key = clew_events::open(&b)
                 .map(|o| o.key_id().to_string())
                 .unwrap_or_default();
             (key, b)
         })
-        .collect();
+        .collect()
+}
+
+/// Submits `records` (keyed by [`keyed`]) from `producers` threads at once,
+/// each its share, in chunks (each chunk waits for the bus's
+/// acknowledgement).
+fn submit_concurrently(
+    bus: &dyn Bus,
+    records: &[(String, Vec<u8>)],
+    producers: usize,
+) -> Result<()> {
     let shards: Vec<Vec<(&str, &[u8])>> = (0..producers)
         .map(|k| {
-            keyed
+            records
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| i % producers == k)
@@ -178,13 +207,54 @@ fn wait_published(progress: &Progress, leaves: u64, limit: Duration) -> Result<(
     Ok(())
 }
 
+/// The stream sequenced straight into a fresh ledger, in the sequencer's
+/// batch size and the same dependency phases (each finished before the
+/// next, as the producers wait for theirs), with no bus in front or
+/// behind: the rate the buses are held against (events/s).
+fn ledger_only(
+    ledger_key: &clew_events::ProducerKey,
+    p: &Producers,
+    stream: &[(String, Vec<u8>)],
+) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let ledger = crate::spine::bench_ledger(dir.path(), ledger_key, p)?;
+    let total = stream.len() as u64;
+    let phases: Vec<Vec<Vec<u8>>> = phases(total)
+        .into_iter()
+        .map(|(a, b)| {
+            stream[a as usize..b as usize]
+                .iter()
+                .map(|(_, b)| b.clone())
+                .collect()
+        })
+        .collect();
+    let pb = clew::progress_bar(total, "ledger only");
+    let mut offset = 0;
+    let start = Instant::now();
+    for envelopes in phases {
+        let n = envelopes.len() as u64;
+        crate::spine::sequence_all(
+            &ledger,
+            envelopes,
+            offset,
+            SequencerOptions::default().batch,
+            &pb,
+        )?;
+        offset += n;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    eprintln!("ledger only: {rate:.0} events/s sequenced, no bus");
+    Ok(rate)
+}
+
 /// One throughput run; returns (events/s, refused).
 fn throughput(
     name: &str,
     bus: Arc<dyn Bus>,
     ledger_key: &clew_events::ProducerKey,
     p: &Producers,
-    stream: &[Vec<u8>],
+    stream: &[(String, Vec<u8>)],
     producers: usize,
 ) -> Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
@@ -228,7 +298,7 @@ fn latency(
     let timed = rate * seconds;
     // Datasets to cite: one first version per timed event.
     let total = (timed * 5).max(10_000);
-    let stream = synthetic::events(p, 0..total, total);
+    let stream = keyed(synthetic::events(p, 0..total, total));
     let ph = phases(total);
     let (setup_end, steady) = (
         ph[1].1 as usize,
@@ -302,7 +372,7 @@ fn latency(
             let mut tasks = tokio::task::JoinSet::new();
             let period = Duration::from_secs_f64(1.0 / rate as f64);
             let start = tokio::time::Instant::now();
-            for (i, bytes) in steady.iter().enumerate() {
+            for (i, (_, bytes)) in steady.iter().enumerate() {
                 tokio::time::sleep_until(start + period * i as u32).await;
                 let node = node.clone();
                 let bytes = bytes.clone();
