@@ -289,6 +289,9 @@ fn commit_loop(
     Ok(())
 }
 
+/// A committed poll: its receipt and each source's next offset.
+type Committed = (clew_ledger::BatchReceipt, Vec<(String, u64)>);
+
 /// Commits one pre-checked poll; while the blob store cannot say whether a
 /// cited manifest is there, nothing is written and the same submissions are
 /// pre-checked and tried again with back-off (None: `stop` was set
@@ -297,7 +300,7 @@ fn commit_when_content_answers(
     ledger: &Ledger,
     mut batch: Vec<(String, PrecheckedBatch)>,
     stop: &AtomicBool,
-) -> Result<Option<(clew_ledger::BatchReceipt, Vec<(String, u64)>)>, SequencerError> {
+) -> Result<Option<Committed>, SequencerError> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let Some(why) = batch
