@@ -51,12 +51,13 @@ impl World {
                 setup
                     .into_iter()
                     .enumerate()
-                    .map(|(i, b)| Submission {
-                        offset: i as u64,
-                        bytes: seal(&admin, "admin", b, None, None)
-                            .expect("seal")
-                            .encode_to_vec(),
-                        sealed_here: None,
+                    .map(|(i, b)| {
+                        Submission::received(
+                            i as u64,
+                            seal(&admin, "admin", b, None, None)
+                                .expect("seal")
+                                .encode_to_vec(),
+                        )
                     })
                     .collect(),
             )

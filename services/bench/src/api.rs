@@ -315,11 +315,7 @@ fn build(data: &DataDir, datasets: u64) -> Result<u64> {
         .registrations()
         .into_iter()
         .enumerate()
-        .map(|(i, bytes)| clew_ledger::Submission {
-            offset: i as u64,
-            bytes,
-            sealed_here: None,
-        })
+        .map(|(i, bytes)| clew_ledger::Submission::received(i as u64, bytes))
         .collect();
     let r = ledger.sequence("setup-producers", setup)?;
     ensure!(r.rejected.is_empty(), "producer registration refused");

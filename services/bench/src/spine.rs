@@ -619,11 +619,7 @@ pub(crate) fn sequence_all(
             .take(batch)
             .map(|bytes| {
                 offset += 1;
-                Submission {
-                    offset,
-                    bytes,
-                    sealed_here: None,
-                }
+                Submission::received(offset, bytes)
             })
             .collect();
         (!subs.is_empty()).then_some(subs)
@@ -662,11 +658,7 @@ pub(crate) fn bench_ledger(
         .registrations()
         .into_iter()
         .enumerate()
-        .map(|(i, bytes)| Submission {
-            offset: i as u64,
-            bytes,
-            sealed_here: None,
-        })
+        .map(|(i, bytes)| Submission::received(i as u64, bytes))
         .collect();
     let r = ledger.sequence("setup", setup)?;
     ensure!(

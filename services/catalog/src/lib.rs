@@ -733,11 +733,10 @@ mod tests {
                     .into_iter()
                     .map(|b| {
                         offset += 1;
-                        Submission {
+                        Submission::received(
                             offset,
-                            bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
-                            sealed_here: None,
-                        }
+                            seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                        )
                     })
                     .collect();
                 let r = ledger.sequence("test", subs).unwrap();

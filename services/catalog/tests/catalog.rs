@@ -54,11 +54,10 @@ impl World {
             .into_iter()
             .map(|b| {
                 self.offset += 1;
-                Submission {
-                    offset: self.offset,
-                    bytes: seal(key, actor, b, None, None).unwrap().encode_to_vec(),
-                    sealed_here: None,
-                }
+                Submission::received(
+                    self.offset,
+                    seal(key, actor, b, None, None).unwrap().encode_to_vec(),
+                )
             })
             .collect();
         self.ledger.sequence("test", subs).unwrap()

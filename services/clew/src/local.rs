@@ -77,11 +77,7 @@ pub fn open_primary(
         let offset = ledger.cursor(SETUP_SOURCE)?;
         let receipt = ledger.sequence(
             SETUP_SOURCE,
-            vec![Submission {
-                offset,
-                bytes: envelope.encode_to_vec(),
-                sealed_here: None,
-            }],
+            vec![Submission::received(offset, envelope.encode_to_vec())],
         )?;
         if let Some(r) = receipt.rejected.first() {
             anyhow::bail!("registering the API service key was refused: {}", r.detail);

@@ -55,11 +55,7 @@ pub fn read_from(path: &Path, from: u64) -> Result<Vec<Submission>> {
             break;
         }
         if offset >= from {
-            out.push(Submission {
-                offset,
-                bytes: probe[..len].to_vec(),
-                sealed_here: None,
-            });
+            out.push(Submission::received(offset, probe[..len].to_vec()));
         }
         rest = &rest[header + len..];
         offset += 1;

@@ -75,6 +75,18 @@ pub struct Submission {
     pub sealed_here: Option<clew_events::SealedHere>,
 }
 
+impl Submission {
+    /// An envelope received from outside this process (a bus, a stream
+    /// file, a partner, a test): its signature is checked.
+    pub fn received(offset: u64, bytes: Vec<u8>) -> Self {
+        Self {
+            offset,
+            bytes,
+            sealed_here: None,
+        }
+    }
+}
+
 /// An event the sequencer appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedEvent {
@@ -275,11 +287,7 @@ impl Ledger {
         )?;
         let receipt = ledger.sequence(
             GENESIS_SOURCE,
-            vec![Submission {
-                offset: 0,
-                bytes: genesis.encode_to_vec(),
-                sealed_here: None,
-            }],
+            vec![Submission::received(0, genesis.encode_to_vec())],
         )?;
         if receipt.tree_size != 1 {
             return Err(LedgerError::Setup(format!(

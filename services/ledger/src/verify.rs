@@ -565,12 +565,13 @@ mod tests {
         let subs = good
             .into_iter()
             .enumerate()
-            .map(|(i, b)| Submission {
-                offset: i as u64,
-                bytes: seal(&admin, "admin", b, None, None)
-                    .unwrap()
-                    .encode_to_vec(),
-                sealed_here: None,
+            .map(|(i, b)| {
+                Submission::received(
+                    i as u64,
+                    seal(&admin, "admin", b, None, None)
+                        .unwrap()
+                        .encode_to_vec(),
+                )
             })
             .collect();
         let r = primary.sequence("test", subs).unwrap();
@@ -594,11 +595,7 @@ mod tests {
                 forged
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| Submission {
-                        offset: 10 + i as u64,
-                        bytes: e.encode_to_vec(),
-                        sealed_here: None,
-                    })
+                    .map(|(i, e)| Submission::received(10 + i as u64, e.encode_to_vec()))
                     .collect(),
             )
             .unwrap();

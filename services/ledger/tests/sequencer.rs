@@ -96,11 +96,7 @@ impl World {
             .into_iter()
             .map(|bytes| {
                 self.offset += 1;
-                Submission {
-                    offset: self.offset,
-                    bytes,
-                    sealed_here: None,
-                }
+                Submission::received(self.offset, bytes)
             })
             .collect();
         self.ledger().sequence("test", subs).unwrap()
@@ -544,11 +540,7 @@ fn a_reopened_ledger_skips_input_it_already_consumed() {
     let subs: Vec<Submission> = envs
         .iter()
         .enumerate()
-        .map(|(i, b)| Submission {
-            offset: i as u64,
-            bytes: b.clone(),
-            sealed_here: None,
-        })
+        .map(|(i, b)| Submission::received(i as u64, b.clone()))
         .collect();
     let r = w.ledger().sequence("replay", subs.clone()).unwrap();
     assert_eq!(r.accepted.len(), 5);
@@ -573,11 +565,7 @@ fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
     let part = |range: std::ops::Range<usize>, first: u64| -> Vec<Submission> {
         range
             .enumerate()
-            .map(|(i, e)| Submission {
-                offset: first + i as u64,
-                bytes: envs[e].clone(),
-                sealed_here: None,
-            })
+            .map(|(i, e)| Submission::received(first + i as u64, envs[e].clone()))
             .collect()
     };
     let before = w.ledger().checkpoint_sizes().unwrap().len();
@@ -604,11 +592,7 @@ fn several_sources_are_sequenced_as_one_batch_with_a_cursor_each() {
     // record beyond one source's cursor is taken.
     let extra = w.sealed_ingest(sample::dataset_version(1, 90, vec![]));
     let mut again = part(3..6, 40);
-    again.push(Submission {
-        offset: 43,
-        bytes: extra,
-        sealed_here: None,
-    });
+    again.push(Submission::received(43, extra));
     let (receipt, positions) = w
         .ledger()
         .sequence_sources(vec![
@@ -1518,16 +1502,11 @@ fn a_version_is_cited_only_when_its_manifest_is_in_the_store() {
     let size = w.ledger().size();
     let cursor = w.ledger().cursor("test").unwrap();
     let batch = vec![
-        Submission {
-            offset: w.offset + 1,
-            bytes: w.sealed_ingest(sample::dataset(7, 1)),
-            sealed_here: None,
-        },
-        Submission {
-            offset: w.offset + 2,
-            bytes: w.sealed_ingest(sample::dataset_version(1, 301, vec![])),
-            sealed_here: None,
-        },
+        Submission::received(w.offset + 1, w.sealed_ingest(sample::dataset(7, 1))),
+        Submission::received(
+            w.offset + 2,
+            w.sealed_ingest(sample::dataset_version(1, 301, vec![])),
+        ),
     ];
     match w.ledger().sequence("test", batch.clone()) {
         Err(clew_ledger::LedgerError::ContentUnavailable(why)) => {

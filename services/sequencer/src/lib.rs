@@ -231,11 +231,10 @@ fn read_loop(
             }
             let mut by_source: BTreeMap<String, Vec<Submission>> = BTreeMap::new();
             for r in records {
-                by_source.entry(r.source).or_default().push(Submission {
-                    offset: r.offset,
-                    bytes: r.bytes,
-                    sealed_here: None,
-                });
+                by_source
+                    .entry(r.source)
+                    .or_default()
+                    .push(Submission::received(r.offset, r.bytes));
             }
             let batch: Vec<(String, PrecheckedBatch)> = by_source
                 .into_iter()
