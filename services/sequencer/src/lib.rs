@@ -82,10 +82,8 @@ pub enum SequencerError {
     /// The bus could not be opened.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
-    /// The publisher thread panicked.
-    #[error("the outbox publisher stopped unexpectedly")]
-    Publisher,
-    /// A thread of the sequencer could not start or panicked.
+    /// A thread of the sequencer (the outbox publisher, the ledger
+    /// committer) could not start or panicked.
     #[error("{0}")]
     Thread(String),
 }
@@ -180,7 +178,9 @@ pub fn run(
         let result = read_loop(&ledger, bus.as_ref(), &options, stop, &wake, progress);
         reading_done.store(true, Ordering::SeqCst);
         wake.bump();
-        let published = publisher.join().map_err(|_| SequencerError::Publisher)?;
+        let published = publisher.join().map_err(|_| {
+            SequencerError::Thread("the outbox publisher stopped unexpectedly".into())
+        })?;
         result.and(published)
     })
 }
