@@ -6,6 +6,14 @@ pub enum BusError {
     /// The embedded log's storage failed.
     #[error("embedded log storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A stored group of the embedded log does not parse.
+    #[error("embedded log corrupt: the {stream} stream's record at offset {offset} is cut short")]
+    Corrupt {
+        /// Stream name.
+        stream: &'static str,
+        /// Offset of the first record that does not parse.
+        offset: u64,
+    },
     /// The Kafka client or broker failed (after the client's own retries).
     #[error("kafka: {0}")]
     Kafka(String),
