@@ -135,6 +135,51 @@ pub(crate) struct WriterState {
     pub(crate) rejected: u64,
 }
 
+/// The threads pre-checks run on: one a core, named `ledger-precheck`, each
+/// at a lower scheduling priority than the rest of the process (nice +5 on
+/// Linux). A batch is committed by one thread while the next is pre-checked
+/// on every core; on a busy machine the equal share each runnable thread
+/// gets would starve that one committing thread, which every batch waits
+/// for, in favour of verification that only needs to keep one batch ahead.
+/// None if the pool cannot be built (then rayon's global pool serves).
+fn precheck_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("ledger-precheck-{i}"))
+            .start_handler(|_| lower_this_threads_priority(PRECHECK_NICE))
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no pre-check pool; using the global one"))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// How much lower the pre-check threads' priority is (nice increment).
+const PRECHECK_NICE: i32 = 5;
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux: a
+/// thread is a task of its own, and `setpriority(PRIO_PROCESS, 0, ..)` sets
+/// the calling thread's nice value, setpriority(2) NOTES). Raising it back
+/// would need privileges, so this only ever yields. Best effort: a failure
+/// leaves the thread at the process's priority.
+fn lower_this_threads_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpriority/setpriority read and write the scheduling
+        // attributes of the calling thread only; no memory is passed.
+        let ok = unsafe {
+            let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+            libc::setpriority(libc::PRIO_PROCESS, 0, current.saturating_add(nice)) == 0
+        };
+        if !ok {
+            tracing::debug!("could not lower a pre-check thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 pub(crate) fn time_value(v: &[u8]) -> Result<i64, LedgerError> {
     let bytes: [u8; 8] = v
         .try_into()
@@ -473,10 +518,16 @@ impl Ledger {
     pub fn precheck(&self, submissions: Vec<Submission>) -> PrecheckedBatch {
         let registry = self.registry_snapshot();
         let content = self.options.content.as_ref();
-        let checks: Vec<Precheck> = submissions
-            .par_iter()
-            .map(|s| precheck(s, &registry.keys, content))
-            .collect();
+        let check = || -> Vec<Precheck> {
+            submissions
+                .par_iter()
+                .map(|s| precheck(s, &registry.keys, content))
+                .collect()
+        };
+        let checks = match precheck_pool() {
+            Some(pool) => pool.install(check),
+            None => check(),
+        };
         PrecheckedBatch {
             items: submissions.into_iter().zip(checks).collect(),
         }
@@ -1119,5 +1170,31 @@ impl Refusal {
             event_id,
             original_leaf: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threads that pre-check run at a lower priority than the thread
+    /// that commits (the caller), so they cannot starve it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn prechecks_run_below_the_committing_threads_priority() {
+        // SAFETY: getpriority reads the calling thread's nice value.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let committer = nice();
+        let pool = precheck_pool().expect("the pre-check pool is built");
+        let checkers: Vec<i32> = pool.broadcast(|_| nice());
+        assert_eq!(checkers.len(), pool.current_num_threads());
+        for checker in checkers {
+            assert_eq!(
+                checker,
+                (committer + PRECHECK_NICE).min(19),
+                "a pre-check thread's nice value"
+            );
+        }
+        assert_eq!(nice(), committer, "the caller's own priority is untouched");
     }
 }

@@ -165,16 +165,19 @@ pub fn run(
     let reading_done = AtomicBool::new(false);
     progress.tree_size.store(ledger.size(), Ordering::Relaxed);
     std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            publish_loop(
-                &ledger,
-                bus.as_ref(),
-                &options,
-                &reading_done,
-                &wake,
-                progress,
-            )
-        });
+        let publisher = std::thread::Builder::new()
+            .name("sequencer-publish".into())
+            .spawn_scoped(scope, || {
+                publish_loop(
+                    &ledger,
+                    bus.as_ref(),
+                    &options,
+                    &reading_done,
+                    &wake,
+                    progress,
+                )
+            })
+            .map_err(|e| SequencerError::Thread(e.to_string()))?;
         let result = read_loop(&ledger, bus.as_ref(), &options, stop, &wake, progress);
         reading_done.store(true, Ordering::SeqCst);
         wake.bump();
