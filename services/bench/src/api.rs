@@ -121,13 +121,13 @@ fn resident_mib(pid: u32) -> (f64, f64) {
 }
 
 /// CPU time process `pid` has used (user + system), seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
 /// Each of process `pid`'s threads now: its id, its name with any
 /// trailing number dropped (`sled-io-3` is `sled-io`), and its CPU time, s.
-fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, (String, f64)> {
+pub(crate) fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, (String, f64)> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -150,7 +150,7 @@ fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, (String
 /// with what the process used in all (`total`) beyond the threads still
 /// running at the end: the threads that ended meanwhile (tantivy starts
 /// indexing threads afresh at each commit; blocking-task threads retire).
-fn cpu_between(
+pub(crate) fn cpu_between(
     before: &std::collections::BTreeMap<String, (String, f64)>,
     after: std::collections::BTreeMap<String, (String, f64)>,
     total: f64,

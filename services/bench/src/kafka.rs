@@ -48,6 +48,22 @@ pub struct KafkaBench {
     pub kafka_ratio_to_ledger_only: f64,
     /// embedded / ledger only.
     pub embedded_ratio_to_ledger_only: f64,
+    /// CPU this process spent per event (µs) in the ledger-only run…
+    pub ledger_only_cpu_us_per_event: f64,
+    /// … on the embedded log (producers, bus, sequencer, publisher)…
+    pub embedded_cpu_us_per_event: f64,
+    /// … and on Kafka (librdkafka's threads included).
+    pub kafka_cpu_us_per_event: f64,
+    /// The local broker's CPU per event in the Kafka run (µs; null for an
+    /// external broker).
+    pub broker_cpu_us_per_event: Option<f64>,
+    /// Share of the machine's cores busy in each run (this process, plus
+    /// the broker in the Kafka run): below 1, the run waited.
+    pub ledger_only_busy: f64,
+    /// … the embedded log.
+    pub embedded_busy: f64,
+    /// … Kafka.
+    pub kafka_busy: f64,
     /// Submissions refused in the throughput runs and the warm-up (should
     /// be 0).
     pub refused: u64,
@@ -104,20 +120,44 @@ pub fn run(
     eprintln!("signing {events} events…");
     let stream = keyed(synthetic::events(&p, 0..events, events));
 
-    let ledger_rate = ledger_only(&ledger_key, &p, &stream)?;
+    let ledger = ledger_only(&ledger_key, &p, &stream)?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let embedded_dir = tempfile::tempdir()?;
     let embedded: Arc<dyn Bus> = Arc::new(EmbeddedBus::open(&embedded_dir.path().join("bus"))?);
-    let (embedded_rate, refused_e) =
-        throughput("embedded", embedded, &ledger_key, &p, &stream, producers)?;
+    let embedded = throughput(
+        "embedded",
+        embedded,
+        &ledger_key,
+        &p,
+        &stream,
+        producers,
+        None,
+    )?;
     // A broker in service has compiled its hot paths long ago; this one
     // has just started, so a tenth of the stream goes through it first, on
     // topics of its own, untimed.
     let warm_up = &stream[..(stream.len() / 10)];
     let warm: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-warm-{run_id}"))?;
-    let (_, refused_w) = throughput("kafka warm-up", warm, &ledger_key, &p, warm_up, producers)?;
+    let broker_pid = broker_guard.as_ref().and_then(|b| b.pid());
+    let warm = throughput(
+        "kafka warm-up",
+        warm,
+        &ledger_key,
+        &p,
+        warm_up,
+        producers,
+        broker_pid,
+    )?;
     let kafka: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-{run_id}"))?;
-    let (kafka_rate, refused_k) = throughput("kafka", kafka, &ledger_key, &p, &stream, producers)?;
+    let kafka = throughput(
+        "kafka",
+        kafka,
+        &ledger_key,
+        &p,
+        &stream,
+        producers,
+        broker_pid,
+    )?;
 
     let latency = latency(&bootstrap, &run_id, &ledger_key, &p, rate, seconds)?;
     drop(broker_guard);
@@ -125,13 +165,20 @@ pub fn run(
         broker,
         events,
         producers,
-        kafka_events_per_s: kafka_rate,
-        embedded_events_per_s: embedded_rate,
-        ratio_to_embedded: kafka_rate / embedded_rate,
-        ledger_only_events_per_s: ledger_rate,
-        kafka_ratio_to_ledger_only: kafka_rate / ledger_rate,
-        embedded_ratio_to_ledger_only: embedded_rate / ledger_rate,
-        refused: refused_e + refused_w + refused_k,
+        kafka_events_per_s: kafka.rate,
+        embedded_events_per_s: embedded.rate,
+        ratio_to_embedded: kafka.rate / embedded.rate,
+        ledger_only_events_per_s: ledger.rate,
+        kafka_ratio_to_ledger_only: kafka.rate / ledger.rate,
+        embedded_ratio_to_ledger_only: embedded.rate / ledger.rate,
+        ledger_only_cpu_us_per_event: ledger.cpu_us_per_event,
+        embedded_cpu_us_per_event: embedded.cpu_us_per_event,
+        kafka_cpu_us_per_event: kafka.cpu_us_per_event,
+        broker_cpu_us_per_event: kafka.broker_cpu_us_per_event,
+        ledger_only_busy: ledger.busy,
+        embedded_busy: embedded.busy,
+        kafka_busy: kafka.busy,
+        refused: embedded.refused + warm.refused + kafka.refused,
         rate_per_s: rate,
         latency_events: latency.0,
         searchable_p50_ms: latency.1,
@@ -210,12 +257,12 @@ fn wait_published(progress: &Progress, leaves: u64, limit: Duration) -> Result<(
 /// The stream sequenced straight into a fresh ledger, in the sequencer's
 /// batch size and the same dependency phases (each finished before the
 /// next, as the producers wait for theirs), with no bus in front or
-/// behind: the rate the buses are held against (events/s).
+/// behind: the rate the buses are held against.
 fn ledger_only(
     ledger_key: &clew_events::ProducerKey,
     p: &Producers,
     stream: &[(String, Vec<u8>)],
-) -> Result<f64> {
+) -> Result<Run> {
     let dir = tempfile::tempdir()?;
     let ledger = crate::spine::bench_ledger(dir.path(), ledger_key, p)?;
     let total = stream.len() as u64;
@@ -230,7 +277,7 @@ fn ledger_only(
         .collect();
     let pb = clew::progress_bar(total, "ledger only");
     let mut offset = 0;
-    let start = Instant::now();
+    let clock = Clock::start(None);
     for envelopes in phases {
         let n = envelopes.len() as u64;
         crate::spine::sequence_all(
@@ -242,13 +289,93 @@ fn ledger_only(
         )?;
         offset += n;
     }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let run = clock.stop(total, 0);
     pb.finish_and_clear();
-    eprintln!("ledger only: {rate:.0} events/s sequenced, no bus");
-    Ok(rate)
+    eprintln!(
+        "ledger only: {:.0} events/s sequenced, no bus ({:.0} µs of CPU an event)",
+        run.rate, run.cpu_us_per_event
+    );
+    eprintln!("  µs an event by thread: {}", run.threads());
+    Ok(run)
 }
 
-/// One throughput run; returns (events/s, refused).
+/// One timed run's figures.
+struct Run {
+    /// Events/s.
+    rate: f64,
+    /// Submissions refused.
+    refused: u64,
+    /// This process's CPU per event, µs.
+    cpu_us_per_event: f64,
+    /// The broker's, if it runs here.
+    broker_cpu_us_per_event: Option<f64>,
+    /// CPU used (this process and the broker) over what the cores had.
+    busy: f64,
+    /// This process's CPU per event by thread name, µs, most first.
+    by_thread: Vec<(String, f64)>,
+}
+
+impl Run {
+    /// "name µs, …" for the threads that took at least 1 µs an event.
+    fn threads(&self) -> String {
+        self.by_thread
+            .iter()
+            .filter(|(_, us)| *us >= 1.0)
+            .map(|(name, us)| format!("{name} {us:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Wall time and CPU time (this process's, and a local broker's) from
+/// `start` to `stop`.
+struct Clock {
+    start: Instant,
+    cpu: f64,
+    threads: std::collections::BTreeMap<String, (String, f64)>,
+    broker: Option<(u32, f64)>,
+}
+
+impl Clock {
+    fn start(broker_pid: Option<u32>) -> Self {
+        Self {
+            start: Instant::now(),
+            cpu: crate::api::cpu_seconds(std::process::id()),
+            threads: crate::api::cpu_seconds_by_thread(std::process::id()),
+            broker: broker_pid.map(|pid| (pid, crate::api::cpu_seconds(pid))),
+        }
+    }
+
+    fn stop(self, events: u64, refused: u64) -> Run {
+        let wall = self.start.elapsed().as_secs_f64();
+        let cpu = crate::api::cpu_seconds(std::process::id()) - self.cpu;
+        let threads = crate::api::cpu_between(
+            &self.threads,
+            crate::api::cpu_seconds_by_thread(std::process::id()),
+            cpu,
+        );
+        let broker = self
+            .broker
+            .map(|(pid, before)| crate::api::cpu_seconds(pid) - before);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let per_event = |s: f64| s * 1e6 / events.max(1) as f64;
+        let mut by_thread: Vec<(String, f64)> = threads
+            .into_iter()
+            .map(|(name, s)| (name, per_event(s)))
+            .collect();
+        by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Run {
+            by_thread,
+            rate: events as f64 / wall,
+            refused,
+            cpu_us_per_event: per_event(cpu),
+            broker_cpu_us_per_event: broker.map(per_event),
+            busy: (cpu + broker.unwrap_or(0.0)) / (wall * cores),
+        }
+    }
+}
+
+/// One throughput run (`broker_pid`: a local broker whose CPU to count).
 fn throughput(
     name: &str,
     bus: Arc<dyn Bus>,
@@ -256,7 +383,8 @@ fn throughput(
     p: &Producers,
     stream: &[(String, Vec<u8>)],
     producers: usize,
-) -> Result<(f64, u64)> {
+    broker_pid: Option<u32>,
+) -> Result<Run> {
     let dir = tempfile::tempdir()?;
     let ledger = Arc::new(crate::spine::bench_ledger(dir.path(), ledger_key, p)?);
     let base = ledger.size();
@@ -266,7 +394,7 @@ fn throughput(
     let result = with_sequencer(&ledger, &bus, &progress, || {
         // The ledger's own leaves (genesis, registrations) published first.
         wait_published(&progress, base, Duration::from_secs(120))?;
-        let start = Instant::now();
+        let clock = Clock::start(broker_pid);
         for (a, b) in phases(total) {
             let outcome =
                 submit_concurrently(bus.as_ref(), &stream[a as usize..b as usize], producers)
@@ -277,13 +405,22 @@ fn throughput(
             pb.set_position(progress.published.load(Ordering::Relaxed) - base);
             outcome?;
         }
-        Ok(total as f64 / start.elapsed().as_secs_f64())
+        Ok(clock.stop(total, progress.rejected.load(Ordering::Relaxed)))
     });
     pb.finish_and_clear();
-    let rate = result?;
-    let refused = progress.rejected.load(Ordering::Relaxed);
-    eprintln!("{name}: {rate:.0} events/s producers → sequenced and published ({refused} refused)");
-    Ok((rate, refused))
+    let run = result?;
+    eprintln!(
+        "{name}: {:.0} events/s producers → sequenced and published ({} refused; {:.0} µs of CPU an event{}; cores {:.0}% busy)",
+        run.rate,
+        run.refused,
+        run.cpu_us_per_event,
+        run.broker_cpu_us_per_event
+            .map(|b| format!(", the broker {b:.0} µs"))
+            .unwrap_or_default(),
+        run.busy * 100.0
+    );
+    eprintln!("  µs an event by thread: {}", run.threads());
+    Ok(run)
 }
 
 /// The latency run; returns (events timed, p50 ms, p99 ms, achieved rate).
@@ -418,15 +555,17 @@ fn with_sequencer<T>(
 ) -> Result<T> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let sequencer = s.spawn(|| {
-            clew_sequencer::run(
-                ledger.clone(),
-                bus.clone(),
-                SequencerOptions::default(),
-                &stop,
-                progress,
-            )
-        });
+        let sequencer = std::thread::Builder::new()
+            .name("sequencer-read".into())
+            .spawn_scoped(s, || {
+                clew_sequencer::run(
+                    ledger.clone(),
+                    bus.clone(),
+                    SequencerOptions::default(),
+                    &stop,
+                    progress,
+                )
+            })?;
         let result = body();
         stop.store(true, Ordering::SeqCst);
         sequencer

@@ -562,6 +562,17 @@ fn run(bench: Bench) -> Result<()> {
                 r.ledger_only_events_per_s, r.kafka_ratio_to_ledger_only, r.embedded_ratio_to_ledger_only
             );
             println!(
+                "CPU an event (cores busy):      ledger only {:.0} µs ({:.0}%), embedded {:.0} µs ({:.0}%), Kafka {:.0} µs + the broker {} ({:.0}%)",
+                r.ledger_only_cpu_us_per_event,
+                r.ledger_only_busy * 100.0,
+                r.embedded_cpu_us_per_event,
+                r.embedded_busy * 100.0,
+                r.kafka_cpu_us_per_event,
+                r.broker_cpu_us_per_event
+                    .map_or("not measured".to_string(), |b| format!("{b:.0} µs")),
+                r.kafka_busy * 100.0
+            );
+            println!(
                 "event → searchable on a replica: p50 {:.1} ms, p99 {:.1} ms at {:.0} events/s ({} events)",
                 r.searchable_p50_ms, r.searchable_p99_ms, r.achieved_rate_per_s, r.latency_events
             );

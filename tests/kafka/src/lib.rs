@@ -124,6 +124,12 @@ impl KafkaBroker {
         &self.bootstrap
     }
 
+    /// The local broker's process id (None for `KAFKA_BOOTSTRAP`'s broker or
+    /// while stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.local.as_ref()?.child.as_ref().map(Child::id)
+    }
+
     /// Whether this is an existing broker from `KAFKA_BOOTSTRAP`.
     pub fn is_external(&self) -> bool {
         self.local.is_none()
