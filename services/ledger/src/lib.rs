@@ -11,8 +11,10 @@
 //!  input source (embedded log, Kafka partition, stream file)
 //!    │  Submission { offset, bytes, sealed_here }   batch of N
 //!    ▼
-//!  Ledger::sequence ── parallel: open() + signature check (rayon; skipped
-//!    │                 only where this process sealed those very bytes)
+//!  Ledger::sequence ── parallel: open() + signature check (rayon, on the
+//!    │                 `ledger-precheck` threads at a lower priority than
+//!    │                 the committer; skipped only where this process
+//!    │                 sealed those very bytes)
 //!    │               ── in order: key registry, roles, dedupe, references (rules)
 //!    │               ── append leaves, stored hashes, entity state, rejections
 //!    ▼
