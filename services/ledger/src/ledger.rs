@@ -480,7 +480,7 @@ impl Ledger {
     }
 
     /// Sequences a stream of batches, pre-checking batch k+1 (decode and
-    /// signatures, on the rayon pool) while batch k is committed, and hands
+    /// signatures, on the pre-check pool) while batch k is committed, and hands
     /// each durable receipt to `on_receipt` in order.
     pub fn sequence_pipelined<I, F, E>(
         &self,
