@@ -48,6 +48,17 @@ const CREATED: u8 = 1;
 /// withdrawal at its leaf.
 const ENDED_OR_AFFECTED: u8 = 2;
 
+/// The first byte of a stored walk group (format 5): records of one
+/// chunk packed into one sled value. A single record's value (formats 2–4)
+/// starts with its flags, which never set this bit.
+const GROUP: u8 = 0x80;
+
+/// About how many bytes of walk records go into one group: a chunk of
+/// 8,192 events writes about a hundred groups instead of about nine
+/// thousand records, and a sled leaf node of sixteen groups stays below
+/// the size sled moves into a file of its own.
+pub(crate) const GROUP_BYTES: usize = 4096;
+
 /// A created leaf not known: an entity referenced but never created.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -116,6 +127,66 @@ impl WalkRecord {
                     .collect(),
             })
             .collect()
+    }
+
+    /// `records` (in key order) packed into groups of about
+    /// [`GROUP_BYTES`], each as its sled key (the key of its first record)
+    /// and value: [`GROUP`], then per record its key and its value, each a
+    /// LEB128 length and the bytes. Scanning the groups in key order visits
+    /// the records in key order.
+    pub fn grouped<'r>(
+        records: impl IntoIterator<Item = &'r WalkRecord>,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut groups: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for record in records {
+            let key = record.key();
+            let value = record.value();
+            match groups.last_mut() {
+                Some((_, group)) if group.len() < GROUP_BYTES => {
+                    put_length(group, key.len());
+                    group.extend_from_slice(&key);
+                    put_length(group, value.len());
+                    group.extend_from_slice(&value);
+                }
+                _ => {
+                    let mut group = Vec::with_capacity(GROUP_BYTES + 256);
+                    group.push(GROUP);
+                    put_length(&mut group, key.len());
+                    group.extend_from_slice(&key);
+                    put_length(&mut group, value.len());
+                    group.extend_from_slice(&value);
+                    groups.push((key, group));
+                }
+            }
+        }
+        groups
+    }
+
+    /// The records one stored `w` value holds: every record of a group, or
+    /// the one record of formats 2–4 (stored under its own key).
+    pub fn decode_stored(key: &[u8], value: &[u8]) -> Result<Vec<Self>, CatalogError> {
+        let Some((&GROUP, mut rest)) = value.split_first() else {
+            return Ok(vec![Self::decode(key, value)?]);
+        };
+        let mut records = Vec::new();
+        while !rest.is_empty() {
+            let (record_key, after) = take_bytes(rest).ok_or_else(|| {
+                CatalogError::Corrupt(format!(
+                    "walk group {} is cut short; `clew reindex` rebuilds the catalogue from the ledger",
+                    String::from_utf8_lossy(key.get(9..).unwrap_or_default())
+                ))
+            })?;
+            let (record_value, after) = take_bytes(after).ok_or_else(|| {
+                CatalogError::Corrupt(format!(
+                    "walk group {} is cut short at {}; `clew reindex` rebuilds the catalogue from the ledger",
+                    String::from_utf8_lossy(key.get(9..).unwrap_or_default()),
+                    String::from_utf8_lossy(record_key.get(9..).unwrap_or_default())
+                ))
+            })?;
+            records.push(Self::decode(record_key, record_value)?);
+            rest = after;
+        }
+        Ok(records)
     }
 
     /// A record of `subject` at `leaf` saying only that it was ended or
@@ -216,6 +287,12 @@ fn put_length(v: &mut Vec<u8>, mut n: usize) {
 
 /// A LEB128 length and that many bytes of UTF-8 from the front of `b`.
 fn take_text(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (text, rest) = take_bytes(b)?;
+    Some((std::str::from_utf8(text).ok()?, rest))
+}
+
+/// A LEB128 length and that many bytes from the front of `b`.
+fn take_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut n = 0usize;
     let mut at = 0;
     loop {
@@ -229,8 +306,7 @@ fn take_text(b: &[u8]) -> Option<(&str, &[u8])> {
             return None;
         }
     }
-    let (text, rest) = split(&b[at..], n)?;
-    Some((std::str::from_utf8(text).ok()?, rest))
+    split(&b[at..], n)
 }
 
 fn split(b: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
@@ -640,6 +716,62 @@ mod tests {
         assert_eq!(
             WalkRecord::decode(&empty.key(), &empty.value()).unwrap(),
             empty
+        );
+    }
+
+    #[test]
+    fn walk_records_grouped_read_back_in_order_and_groups_close_near_their_bound() {
+        let records: Vec<WalkRecord> = (0..400)
+            .map(|i| {
+                let mut r = record(
+                    &format!("training-run/r-{i:04}"),
+                    100 + i,
+                    &[(Relation::Used, "dataset-version/ds@1.0", Some("train"))],
+                );
+                r.ended_or_affected = i % 7 == 0;
+                r
+            })
+            .collect();
+        let groups = WalkRecord::grouped(&records);
+        assert!(groups.len() > 3 && groups.len() < 20, "{} groups", groups.len());
+        for (key, value) in &groups {
+            assert!(value.len() < GROUP_BYTES + 256, "{} bytes", value.len());
+            assert_eq!(value[0], GROUP);
+            let first = WalkRecord::decode_stored(key, value).unwrap()[0].key();
+            assert_eq!(&first, key, "a group is keyed by its first record");
+        }
+        let back: Vec<WalkRecord> = groups
+            .iter()
+            .flat_map(|(k, v)| WalkRecord::decode_stored(k, v).unwrap())
+            .collect();
+        assert_eq!(back, records);
+        // A single record (formats 2-4) still reads as itself.
+        let one = &records[3];
+        assert_eq!(
+            WalkRecord::decode_stored(&one.key(), &one.value()).unwrap(),
+            vec![one.clone()]
+        );
+        // A record bigger than the bound stands alone in its group.
+        let long = "x".repeat(3 * GROUP_BYTES);
+        let big = record("site/s", 1, &[(Relation::Used, &long, None)]);
+        let both = [big.clone(), records[0].clone()];
+        let groups = WalkRecord::grouped(&both);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(WalkRecord::decode_stored(&groups[0].0, &groups[0].1).unwrap(), vec![big]);
+    }
+
+    #[test]
+    fn a_cut_walk_group_is_refused_naming_where() {
+        let records: Vec<WalkRecord> = (0..10)
+            .map(|i| record(&format!("deployment/d-{i}"), i, &[]))
+            .collect();
+        let (key, value) = WalkRecord::grouped(&records).remove(0);
+        let err = WalkRecord::decode_stored(&key, &value[..value.len() - 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deployment/d-0") && err.contains("clew reindex"),
+            "{err}"
         );
     }
 

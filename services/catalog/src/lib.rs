@@ -66,8 +66,10 @@ use project::Pending;
 /// The state's storage format: 2 adds walk records and drops the in-edge
 /// keys of format 1; 3 stores node records and history entries in binary
 /// (`stored`), and still reads the JSON ones of format 2; 4 keeps node
-/// records compressed, and still reads those of formats 2 and 3.
-const FORMAT: u8 = 4;
+/// records compressed, and still reads those of formats 2 and 3; 5 writes
+/// walk records in groups (`WalkRecord::grouped`), and still reads the
+/// single records of formats 2–4.
+const FORMAT: u8 = 5;
 
 /// Default sled page cache of a catalogue.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -115,6 +117,12 @@ impl SearchBacklog {
     /// Whether nothing awaits a search commit.
     pub fn is_empty(&self) -> bool {
         self.subjects.is_empty()
+    }
+
+    /// Adds a later backlog's documents to this one.
+    fn absorb(&mut self, later: SearchBacklog) {
+        self.subjects.extend(later.subjects);
+        self.applied = self.applied.max(later.applied);
     }
 }
 
@@ -241,15 +249,51 @@ impl Catalog {
     }
 
     /// Applies every leaf of `ledger` not yet applied; returns how many.
+    ///
+    /// The state of each chunk is applied on this thread while the search
+    /// documents of the chunks before it are built and committed on
+    /// another, so the two use a core each (a search commit would otherwise
+    /// stall the next chunk). A document built there may already show a
+    /// later chunk's state than the commit it goes into claims: documents
+    /// are a pure function of the state, and a crash in between leaves the
+    /// index behind `SEARCH_AT`, which the next open repairs.
     pub fn catch_up(
         &self,
         ledger: &Ledger,
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, CatalogError> {
-        self.each_unapplied_chunk(ledger, |first, leaves| {
-            self.apply(first, leaves)?;
-            progress(first + leaves.len() as u64, ledger.size());
-            Ok(())
+        std::thread::scope(|scope| {
+            let (chunks, backlogs) = std::sync::mpsc::sync_channel::<SearchBacklog>(1);
+            let indexer = std::thread::Builder::new()
+                .name("catalog-search".into())
+                .spawn_scoped(scope, move || -> Result<(), CatalogError> {
+                    while let Ok(mut backlog) = backlogs.recv() {
+                        // Whatever queued meanwhile goes into the same commit.
+                        while let Ok(later) = backlogs.try_recv() {
+                            backlog.absorb(later);
+                        }
+                        self.commit_search(&mut backlog)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| CatalogError::Setup(format!("search thread: {e}")))?;
+            let applied = self.each_unapplied_chunk(ledger, |first, leaves| {
+                let mut backlog = SearchBacklog::default();
+                self.apply_state(first, leaves, &mut backlog)?;
+                if !backlog.is_empty() && chunks.send(backlog).is_err() {
+                    // The search thread stopped: its error is returned below.
+                    return Err(CatalogError::Setup("search thread stopped".into()));
+                }
+                progress(first + leaves.len() as u64, ledger.size());
+                Ok(())
+            });
+            drop(chunks);
+            let indexed = indexer
+                .join()
+                .map_err(|_| CatalogError::Corrupt("search thread panicked".into()))?;
+            // The search thread's own error names the cause better.
+            indexed?;
+            applied
         })
     }
 
@@ -345,9 +389,9 @@ impl Catalog {
             project::apply(&mut pending, *leaf, o)?;
         }
         let walks = std::mem::take(&mut pending.walks);
-        for (key, walk) in &walks {
-            pending.writes.insert(key.clone(), walk.value());
-        }
+        // One sled value per group of records instead of one per record:
+        // half of what a chunk inserted were walk records.
+        pending.writes.extend(WalkRecord::grouped(walks.values()));
         let writes = std::mem::take(&mut pending.writes);
         let touched = std::mem::take(&mut pending.touched);
         drop(pending);
@@ -429,6 +473,15 @@ impl Catalog {
         let format = self.tree.get(keys::FORMAT)?.map(|v| v.first().copied());
         match format {
             Some(Some(FORMAT)) => return Ok(()),
+            Some(Some(4)) => {
+                // Format 5 reads format 4's walk records as they are and
+                // writes groups from here on; the marker keeps a build that
+                // cannot read groups from opening the catalogue.
+                self.tree.insert(keys::FORMAT, &[FORMAT])?;
+                self.db.flush()?;
+                tracing::info!("catalogue storage is format 4; its walk records are read as they are and new ones written in groups (format {FORMAT})");
+                return Ok(());
+            }
             Some(Some(old @ (2 | 3))) => {
                 // Format 4 reads the records of formats 2 (JSON) and 3
                 // (binary, uncompressed) as they are: each is rewritten
@@ -518,9 +571,14 @@ impl Catalog {
     /// Builds the resident graph from the walk records.
     fn load_graph(&self, applied: u64) -> Result<(), CatalogError> {
         let started = std::time::Instant::now();
-        let mut graph = LineageIndex::load(self.tree.scan_prefix(keys::WALKS).map(|item| {
-            let (k, v) = item?;
-            WalkRecord::decode(&k, &v)
+        let mut graph = LineageIndex::load(self.tree.scan_prefix(keys::WALKS).flat_map(|item| {
+            let records = item
+                .map_err(CatalogError::from)
+                .and_then(|(k, v)| WalkRecord::decode_stored(&k, &v));
+            match records {
+                Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
         }))?;
         graph.applied = applied;
         tracing::info!(

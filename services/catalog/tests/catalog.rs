@@ -1101,9 +1101,12 @@ fn open_sled(dir: &std::path::Path) -> sled::Db {
 }
 
 /// Rewrites a catalogue's node records (`n` subject) and history entries
-/// (`h` subject 0 leaf) as the JSON objects formats 1 and 2 stored, and
-/// sets its format marker to `marker` (format 1 had none).
+/// (`h` subject 0 leaf) as the JSON objects formats 1 and 2 stored, its
+/// walk records one to a value, and sets its format marker to `marker`
+/// (format 1 had none).
 fn rewrite_records_as_json(dir: &std::path::Path, marker: Option<u8>) {
+    // Those formats kept one walk record a value.
+    rewrite_walks_as_format_4(dir);
     let (nodes, entries): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
         let db = open_sled(dir);
         let tree = db.open_tree("catalog").unwrap();
@@ -1237,7 +1240,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
             "format 1's in-edge keys remain"
         );
         assert!(tree.scan_prefix(b"w").count() > 3000);
-        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[4u8][..]));
+        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[5u8][..]));
     }
 
     // It goes on projecting after the upgrade, and walks see the new edges.
@@ -1277,7 +1280,7 @@ fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_ch
     drop(opened);
     let (after_open, marker) = json_records();
     assert_eq!(after_open, before, "opening rewrites nothing");
-    assert_eq!(marker, Some(vec![4u8]));
+    assert_eq!(marker, Some(vec![5u8]));
 
     // A new version (a new record) and a withdrawal of ds-a@1, which
     // changes ds-a@1 and marks what depends on it: those are stored anew.
@@ -1315,11 +1318,70 @@ fn stored_node(dir: &std::path::Path, subject: &str) -> Vec<u8> {
 fn marked_subjects(dir: &std::path::Path) -> BTreeSet<String> {
     let db = open_sled(dir);
     let tree = db.open_tree("catalog").unwrap();
-    tree.scan_prefix(b"w")
-        .map(|kv| kv.unwrap())
+    walk_records(&tree)
+        .0
+        .into_iter()
         .filter(|(_, v)| v[0] & 2 != 0)
         .map(|(k, _)| String::from_utf8(k[9..].to_vec()).unwrap())
         .collect()
+}
+
+/// Every walk record a catalogue stores, as `(key, value)` of a single
+/// record (formats 2–4): a group's records (format 5: first byte 0x80, then
+/// per record its key and its value, each a LEB128 length and the bytes)
+/// taken apart, a single record as it is; and the keys they were read from.
+fn walk_records(tree: &sled::Tree) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>) {
+    fn take(b: &[u8]) -> (&[u8], &[u8]) {
+        let (mut n, mut at) = (0usize, 0);
+        loop {
+            let byte = b[at];
+            n |= usize::from(byte & 0x7f) << (7 * at);
+            at += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        b[at..].split_at(n)
+    }
+    let mut records = Vec::new();
+    let mut stored = Vec::new();
+    for item in tree.scan_prefix(b"w") {
+        let (k, v) = item.unwrap();
+        stored.push(k.to_vec());
+        if v[0] != 0x80 {
+            records.push((k.to_vec(), v.to_vec()));
+            continue;
+        }
+        let mut rest = &v[1..];
+        while !rest.is_empty() {
+            let (key, after) = take(rest);
+            let (value, after) = take(after);
+            records.push((key.to_vec(), value.to_vec()));
+            rest = after;
+        }
+    }
+    (records, stored)
+}
+
+/// Rewrites a catalogue's walk records as format 4 kept them, one sled
+/// value a record under its own key, with the marker 4; returns how many
+/// groups it took apart.
+fn rewrite_walks_as_format_4(dir: &std::path::Path) -> usize {
+    let db = open_sled(dir);
+    let tree = db.open_tree("catalog").unwrap();
+    let (records, stored) = walk_records(&tree);
+    let groups = stored.len();
+    let mut batch = sled::Batch::default();
+    for k in stored {
+        batch.remove(k);
+    }
+    for (k, v) in records {
+        batch.insert(k, v);
+    }
+    batch.insert(&b"mformat"[..], &[4u8]);
+    tree.apply_batch(batch).unwrap();
+    db.flush().unwrap();
+    groups
 }
 
 /// Rewrites a catalogue as format 3 kept it: every compressed node record
@@ -1327,6 +1389,7 @@ fn marked_subjects(dir: &std::path::Path) -> BTreeSet<String> {
 /// message), no walk record marking what is ended or affected, the marker
 /// 3; returns how many node records it rewrote.
 fn rewrite_records_as_format_3(dir: &std::path::Path) -> usize {
+    rewrite_walks_as_format_4(dir);
     let db = open_sled(dir);
     let tree = db.open_tree("catalog").unwrap();
     let mut batch = sled::Batch::default();
@@ -1416,7 +1479,7 @@ fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_c
             .get(b"mformat")
             .unwrap()
             .as_deref(),
-        Some(&[4u8][..])
+        Some(&[5u8][..])
     );
 
     // A withdrawal changes ds-a@1 and what depends on it: those are stored
@@ -1459,6 +1522,76 @@ fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_c
         node_bytes().1 < plain,
         "changed records are still uncompressed"
     );
+}
+
+#[test]
+fn a_catalogue_of_format_4_reads_its_single_walk_records_and_groups_new_ones() {
+    let mut w = big_world();
+    let (dir, expected) = closed_fresh_catalogue(&w);
+    let count = |dir: &std::path::Path| {
+        let db = open_sled(dir);
+        let tree = db.open_tree("catalog").unwrap();
+        let (records, stored) = walk_records(&tree);
+        (records, stored.len())
+    };
+    let (records, groups) = count(&dir);
+    assert!(
+        records.len() > 3000 && groups * 20 < records.len(),
+        "{} walk records stored as {groups} values",
+        records.len()
+    );
+    assert_eq!(rewrite_walks_as_format_4(&dir), groups);
+    let (singles, stored) = count(&dir);
+    assert_eq!((&singles, stored), (&records, records.len()));
+
+    let opened = Catalog::open(&dir).unwrap();
+    assert_eq!((fixed_answers(&opened), every_node(&opened)), expected);
+    drop(opened);
+    assert_eq!(
+        count(&dir),
+        (records.clone(), records.len()),
+        "opening rewrites no walk record"
+    );
+
+    // New records go into groups beside the single ones, and the walks see
+    // both.
+    add_ds_a_9(&mut w);
+    w.submit(vec![withdrawal("ds-a@1")]);
+    let reopened = w.catalog("fresh");
+    let down = reopened
+        .lineage("dataset-version/ds-a@1", Direction::Downstream, 1, None)
+        .unwrap();
+    assert!(subjects(&down).contains("dataset-version/ds-a@9"));
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(
+        (fixed_answers(&reopened), every_node(&reopened)),
+        (fixed_answers(&rebuilt), every_node(&rebuilt))
+    );
+    drop(reopened);
+    let (after, _) = count(&dir);
+    assert!(after.len() > records.len());
+    let groups = open_sled(&dir)
+        .open_tree("catalog")
+        .unwrap()
+        .scan_prefix(b"w")
+        .values()
+        .filter(|v| v.as_ref().unwrap()[0] == 0x80)
+        .count();
+    assert!(groups >= 1, "the new walk records are not grouped");
+    assert_eq!(
+        open_sled(&dir)
+            .open_tree("catalog")
+            .unwrap()
+            .get(b"mformat")
+            .unwrap()
+            .as_deref(),
+        Some(&[5u8][..])
+    );
+    // Opened afresh, the graph loaded from singles and groups walks alike.
+    drop(rebuilt);
+    let again = Catalog::open(&dir).unwrap();
+    let rebuilt = Catalog::open(&w.dir.path().join("rebuilt")).unwrap();
+    assert_eq!(fixed_answers(&again), fixed_answers(&rebuilt));
 }
 
 #[test]
