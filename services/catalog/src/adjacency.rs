@@ -5,7 +5,11 @@
 //!
 //! On disk the shape is a compact [`WalkRecord`] per entity and leaf that
 //! created it or gave it edges, keyed `w <leaf, 8 bytes big-endian>
-//! <subject>`, written in the same sled batch as the node record. Scanning
+//! <subject>`, written in the same sled batch as the node record; since
+//! format 5 a chunk's records are packed into groups of about
+//! [`GROUP_BYTES`], each under its first record's key
+//! ([`WalkRecord::grouped`]), and a single record of formats 2–4 is still
+//! read as it is ([`WalkRecord::decode_stored`]). Scanning
 //! the `w` prefix therefore visits changes in ledger order, so an index
 //! built from disk at open has exactly the order of one grown leaf by leaf:
 //! in-edges of a node are listed oldest first, out-edges in the order they

@@ -24,6 +24,8 @@
 //!       ▼                                     ▼
 //!  ONE sled batch: state + graph + history + applied marker   then tantivy
 //!  upsert of the touched documents, committed with payload = applied
+//!  (while catching up, on a `catalog-search` thread of its own, so the
+//!  next chunk's state is applied meanwhile)
 //! ```
 //!
 //! Replays are idempotent: the applied-leaf marker is written in the same sled
@@ -420,6 +422,8 @@ impl Catalog {
             .iter()
             .any(|(_, o)| access::may_change_viewers(o.body()));
         self.tree.apply_batch(batch)?;
+        // Freeing a chunk's decoded events is not the projector's work.
+        rayon::spawn(move || drop(opened));
         if changes_access {
             // After the state is readable: see `access_epoch`.
             self.access_epoch

@@ -2,7 +2,11 @@
 //! graph and per-entity history. Writes go to a [`Pending`] overlay that the
 //! caller turns into one sled batch together with the applied-leaf marker.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+// Keyed by subject and looked up for every node a chunk stores: hashbrown's
+// default hash (randomly seeded, like std's) costs a fraction of SipHash.
+use hashbrown::HashMap;
 
 use clew_events::proto::{self, event::Body};
 use clew_events::{subject_of, OpenedEnvelope};
