@@ -128,6 +128,39 @@ impl SearchBacklog {
     }
 }
 
+/// A run of ledger leaves, decoded: `events[i]` is leaf `first + i`.
+struct OpenedLeaves {
+    first: u64,
+    events: Vec<(u64, clew_events::OpenedEnvelope)>,
+}
+
+impl OpenedLeaves {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The leaf after the last.
+    fn end(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+}
+
+/// Decodes `leaves`, the first of them leaf `first`, on every core
+/// (decoding is independent per leaf).
+fn open_leaves(first: u64, leaves: &[Vec<u8>]) -> Result<OpenedLeaves, CatalogError> {
+    let events = leaves
+        .par_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let leaf = first + i as u64;
+            clew_events::open(bytes).map(|o| (leaf, o)).map_err(|e| {
+                CatalogError::Corrupt(format!("ledger leaf {leaf} does not decode: {e}"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(OpenedLeaves { first, events })
+}
+
 /// The catalogue projection.
 pub struct Catalog {
     dir: PathBuf,
@@ -279,14 +312,15 @@ impl Catalog {
                     Ok(())
                 })
                 .map_err(|e| CatalogError::Setup(format!("search thread: {e}")))?;
-            let applied = self.each_unapplied_chunk(ledger, |first, leaves| {
+            let applied = self.each_unapplied_chunk(ledger, |chunk| {
                 let mut backlog = SearchBacklog::default();
-                self.apply_state(first, leaves, &mut backlog)?;
+                let end = chunk.end();
+                self.apply_opened(chunk, &mut backlog)?;
                 if !backlog.is_empty() && chunks.send(backlog).is_err() {
                     // The search thread stopped: its error is returned below.
                     return Err(CatalogError::Setup("search thread stopped".into()));
                 }
-                progress(first + leaves.len() as u64, ledger.size());
+                progress(end, ledger.size());
                 Ok(())
             });
             drop(chunks);
@@ -300,22 +334,45 @@ impl Catalog {
     }
 
     /// Hands `apply` the leaves of `ledger` not yet applied, a chunk at a
-    /// time; returns how many there were.
+    /// time and decoded; returns how many there were. A `catalog-read`
+    /// thread reads and decodes the next chunk while `apply` projects this
+    /// one.
     fn each_unapplied_chunk(
         &self,
         ledger: &Ledger,
-        mut apply: impl FnMut(u64, &[Vec<u8>]) -> Result<(), CatalogError>,
+        mut apply: impl FnMut(OpenedLeaves) -> Result<(), CatalogError>,
     ) -> Result<u64, CatalogError> {
         let size = ledger.size();
         let start = self.applied()?;
-        let mut at = start;
-        while at < size {
-            let end = (at + CHUNK).min(size);
-            let leaves = ledger.leaves(at..end)?;
-            apply(at, &leaves)?;
-            at = end;
-        }
-        Ok(at - start)
+        std::thread::scope(|scope| {
+            let (chunks, read) = std::sync::mpsc::sync_channel(1);
+            std::thread::Builder::new()
+                .name("catalog-read".into())
+                .spawn_scoped(scope, move || {
+                    let mut at = start;
+                    while at < size {
+                        let end = (at + CHUNK).min(size);
+                        let chunk = ledger
+                            .leaves(at..end)
+                            .map_err(CatalogError::from)
+                            .and_then(|leaves| open_leaves(at, &leaves));
+                        let failed = chunk.is_err();
+                        // Nobody listens once a chunk failed to apply.
+                        if chunks.send(chunk).is_err() || failed {
+                            return;
+                        }
+                        at = end;
+                    }
+                })
+                .map_err(|e| CatalogError::Setup(format!("ledger reading thread: {e}")))?;
+            let mut applied = 0;
+            for chunk in read {
+                let chunk = chunk?;
+                applied += chunk.len() as u64;
+                apply(chunk)?;
+            }
+            Ok(applied)
+        })
     }
 
     /// Applies leaves `first..first + leaves.len()`. Leaves already applied
@@ -334,9 +391,7 @@ impl Catalog {
         ledger: &Ledger,
         search: &mut SearchBacklog,
     ) -> Result<u64, CatalogError> {
-        self.each_unapplied_chunk(ledger, |first, leaves| {
-            self.apply_state(first, leaves, search)
-        })
+        self.each_unapplied_chunk(ledger, |chunk| self.apply_opened(chunk, search))
     }
 
     /// The state half of [`Catalog::apply`]: entity state, graph, history
@@ -351,6 +406,21 @@ impl Catalog {
         leaves: &[Vec<u8>],
         search: &mut SearchBacklog,
     ) -> Result<(), CatalogError> {
+        let skip = self.applied()?.saturating_sub(first) as usize;
+        if skip >= leaves.len() {
+            return Ok(());
+        }
+        let opened = open_leaves(first + skip as u64, &leaves[skip..])?;
+        self.apply_opened(opened, search)
+    }
+
+    /// [`Catalog::apply_state`] of leaves already decoded. Leaves already
+    /// applied are skipped; a gap is an error.
+    fn apply_opened(
+        &self,
+        mut opened: OpenedLeaves,
+        search: &mut SearchBacklog,
+    ) -> Result<(), CatalogError> {
         let applied = self.applied()?;
         // A chunk made durable but not added to the graph (its flush
         // failed after the batch was written) would be skipped from here
@@ -362,26 +432,18 @@ impl Catalog {
             );
             self.load_graph(applied)?;
         }
+        let first = opened.first;
         if first > applied {
             return Err(CatalogError::BadRequest(format!(
                 "leaf {first} given but the catalogue has applied only {applied}"
             )));
         }
         let skip = (applied - first) as usize;
-        if skip >= leaves.len() {
+        if skip >= opened.len() {
             return Ok(());
         }
-        // Decoding is independent per leaf: do it on every core.
-        let opened: Vec<_> = leaves[skip..]
-            .par_iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                let leaf = first + (skip + i) as u64;
-                clew_events::open(bytes).map(|o| (leaf, o)).map_err(|e| {
-                    CatalogError::Corrupt(format!("ledger leaf {leaf} does not decode: {e}"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let new_applied = opened.end();
+        let opened = opened.events.split_off(skip);
         // Only this method writes the graph, and it is not run twice at
         // once (the catalogue has one projector), so the graph read here is
         // still current when the chunk's walks are added below.
@@ -398,7 +460,6 @@ impl Catalog {
         let touched = std::mem::take(&mut pending.touched);
         drop(pending);
         drop(graph);
-        let new_applied = first + leaves.len() as u64;
         // Node records are compressed here, once per chunk and on every
         // core, however often the chunk changed them.
         let writes: Vec<(Vec<u8>, Vec<u8>)> = writes
