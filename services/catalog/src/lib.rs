@@ -297,6 +297,16 @@ impl Catalog {
         ledger: &Ledger,
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, CatalogError> {
+        self.catch_up_in_chunks(ledger, CHUNK, progress)
+    }
+
+    /// [`Catalog::catch_up`] `chunk` leaves at a time.
+    fn catch_up_in_chunks(
+        &self,
+        ledger: &Ledger,
+        chunk: u64,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<u64, CatalogError> {
         std::thread::scope(|scope| {
             let (chunks, backlogs) = std::sync::mpsc::sync_channel::<SearchBacklog>(1);
             let indexer = std::thread::Builder::new()
@@ -312,10 +322,10 @@ impl Catalog {
                     Ok(())
                 })
                 .map_err(|e| CatalogError::Setup(format!("search thread: {e}")))?;
-            let applied = self.each_unapplied_chunk(ledger, |chunk| {
+            let applied = self.each_unapplied_chunk(ledger, chunk, |leaves| {
                 let mut backlog = SearchBacklog::default();
-                let end = chunk.end();
-                self.apply_opened(chunk, &mut backlog)?;
+                let end = leaves.end();
+                self.apply_opened(leaves, &mut backlog)?;
                 if !backlog.is_empty() && chunks.send(backlog).is_err() {
                     // The search thread stopped: its error is returned below.
                     return Err(CatalogError::Setup("search thread stopped".into()));
@@ -334,16 +344,26 @@ impl Catalog {
     }
 
     /// Hands `apply` the leaves of `ledger` not yet applied, a chunk at a
-    /// time and decoded; returns how many there were. A `catalog-read`
-    /// thread reads and decodes the next chunk while `apply` projects this
-    /// one.
+    /// time and decoded; returns how many there were. When there is more
+    /// than one chunk, a `catalog-read` thread reads and decodes the next
+    /// while `apply` projects this one.
     fn each_unapplied_chunk(
         &self,
         ledger: &Ledger,
+        chunk: u64,
         mut apply: impl FnMut(OpenedLeaves) -> Result<(), CatalogError>,
     ) -> Result<u64, CatalogError> {
         let size = ledger.size();
         let start = self.applied()?;
+        if size.saturating_sub(start) <= chunk {
+            // One chunk or none (a serving node's usual catch-up): nothing
+            // to read ahead.
+            if start < size {
+                let leaves = ledger.leaves(start..size)?;
+                apply(open_leaves(start, &leaves)?)?;
+            }
+            return Ok(size.saturating_sub(start));
+        }
         std::thread::scope(|scope| {
             let (chunks, read) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
@@ -351,14 +371,14 @@ impl Catalog {
                 .spawn_scoped(scope, move || {
                     let mut at = start;
                     while at < size {
-                        let end = (at + CHUNK).min(size);
-                        let chunk = ledger
+                        let end = (at + chunk).min(size);
+                        let opened = ledger
                             .leaves(at..end)
                             .map_err(CatalogError::from)
                             .and_then(|leaves| open_leaves(at, &leaves));
-                        let failed = chunk.is_err();
+                        let failed = opened.is_err();
                         // Nobody listens once a chunk failed to apply.
-                        if chunks.send(chunk).is_err() || failed {
+                        if chunks.send(opened).is_err() || failed {
                             return;
                         }
                         at = end;
@@ -391,7 +411,7 @@ impl Catalog {
         ledger: &Ledger,
         search: &mut SearchBacklog,
     ) -> Result<u64, CatalogError> {
-        self.each_unapplied_chunk(ledger, |chunk| self.apply_opened(chunk, search))
+        self.each_unapplied_chunk(ledger, CHUNK, |leaves| self.apply_opened(leaves, search))
     }
 
     /// The state half of [`Catalog::apply`]: entity state, graph, history
@@ -499,7 +519,14 @@ impl Catalog {
         }
         graph.applied = new_applied;
         drop(graph);
-        search.applied = new_applied;
+        // The commit that takes these documents claims the applied size
+        // `SEARCH_AT` names (written above only when the chunk touched a
+        // document): a later chunk that touched none must not move that
+        // claim past it, or the next open finds the index "behind" and
+        // rebuilds every document.
+        if touches_search {
+            search.applied = new_applied;
+        }
         search.subjects.extend(touched);
         Ok(())
     }
@@ -833,15 +860,16 @@ mod tests {
     use clew_ledger::{LedgerOptions, Submission};
     use prost::Message;
 
-    #[test]
-    fn a_graph_left_behind_the_durable_state_is_loaded_again_before_the_next_chunk() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A ledger in `dir` holding an ingest principal and the benchmarks'
+    /// stream of `total` events (its first 200 the sites, which an admin
+    /// records).
+    fn stream_ledger(dir: &Path, total: u64) -> Ledger {
         let key = ProducerKey::generate("test.clew.example/ledger")
             .unwrap()
             .to_signer_text();
         let admin = ProducerKey::generate("admin").unwrap();
         let ledger = Ledger::create(
-            &dir.path().join("ledger"),
+            &dir.join("ledger"),
             &key,
             &admin,
             "admin",
@@ -865,10 +893,8 @@ mod tests {
                 let r = ledger.sequence("test", subs).unwrap();
                 assert!(r.rejected.is_empty(), "{:?}", r.rejected);
             };
-        let total = 600;
         let ingest_role = [clew_events::proto::Role::Ingest];
         let mut first = vec![sample::principal("ingest", &ingest, &ingest_role)];
-        // The stream's first 200 events are the sites, which an admin records.
         first.extend((0..200).map(|i| sample::stream_body(i, total)));
         submit(&admin, "admin", first);
         submit(
@@ -878,6 +904,13 @@ mod tests {
                 .map(|i| sample::stream_body(i, total))
                 .collect(),
         );
+        ledger
+    }
+
+    #[test]
+    fn a_graph_left_behind_the_durable_state_is_loaded_again_before_the_next_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = stream_ledger(dir.path(), 600);
         let c = Catalog::open(&dir.path().join("catalog")).unwrap();
         let half = ledger.size() / 2;
         let leaves: Vec<Vec<u8>> = (0..ledger.size())
@@ -896,5 +929,86 @@ mod tests {
         assert!(live > 200, "{live} nodes");
         assert_eq!(reopened.graph_read().len(), live);
         assert_eq!(reopened.graph_read().applied, ledger.size());
+    }
+
+    #[test]
+    fn a_catch_up_over_many_chunks_reads_ahead_and_indexes_apart_and_ends_where_one_batch_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = stream_ledger(dir.path(), 1500);
+        let size = ledger.size();
+        // Many chunks: read ahead on the reading thread, search documents
+        // committed on the search thread, several chunks to a commit when
+        // it falls behind.
+        let chunked = Catalog::open(&dir.path().join("chunked")).unwrap();
+        let reported = std::sync::Mutex::new(Vec::new());
+        let applied = chunked
+            .catch_up_in_chunks(&ledger, 64, &|done, of| {
+                reported.lock().unwrap().push((done, of))
+            })
+            .unwrap();
+        assert_eq!(applied, size);
+        let reported = reported.into_inner().unwrap();
+        assert_eq!(reported.len() as u64, size.div_ceil(64));
+        assert!(reported.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(reported.last(), Some(&(size, size)));
+        // The same leaves in one batch.
+        let whole = Catalog::open(&dir.path().join("whole")).unwrap();
+        let leaves = ledger.leaves(0..size).unwrap();
+        whole.apply(0, &leaves).unwrap();
+
+        assert_eq!(chunked.applied().unwrap(), size);
+        assert_eq!(chunked.search.indexed_up_to().unwrap(), size);
+        for t in NODE_TYPES {
+            let nodes = |c: &Catalog| serde_json::to_string(&c.nodes_of_type(t).unwrap()).unwrap();
+            assert_eq!(nodes(&chunked), nodes(&whole), "{t}");
+        }
+        let everything = SearchRequest {
+            limit: 500,
+            ..Default::default()
+        };
+        let hits = |c: &Catalog| {
+            let r = c.search(&everything).unwrap();
+            let subjects: Vec<String> = r.hits.iter().map(|h| h.subject.clone()).collect();
+            (r.total, serde_json::to_string(&r.facets).unwrap(), subjects)
+        };
+        let (total, _, _) = hits(&chunked);
+        assert!(total > 300, "{total} documents");
+        assert_eq!(hits(&chunked), hits(&whole));
+        assert_eq!(chunked.graph_read().len(), whole.graph_read().len());
+        // Nothing left to apply: no thread, nothing reported.
+        assert_eq!(chunked.catch_up_in_chunks(&ledger, 64, &|_, _| panic!()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_chunk_touching_no_search_document_leaves_the_next_commit_claiming_what_the_state_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = stream_ledger(dir.path(), 600);
+        let leaves = ledger.leaves(0..ledger.size()).unwrap();
+        // A transform with no outputs changes no dataset or model version.
+        let t = leaves
+            .iter()
+            .position(|b| {
+                matches!(
+                    clew_events::open(b).unwrap().body(),
+                    clew_events::proto::event::Body::TransformRecorded(_)
+                )
+            })
+            .expect("the stream records a transform") as u64;
+        let c = Catalog::open(&dir.path().join("catalog")).unwrap();
+        let search_at = |c: &Catalog| {
+            let v = c.tree.get(keys::SEARCH_AT).unwrap().unwrap();
+            u64::from_be_bytes(v.as_ref().try_into().unwrap())
+        };
+        let mut backlog = SearchBacklog::default();
+        c.apply_state(0, &leaves[..t as usize], &mut backlog).unwrap();
+        assert!(!backlog.is_empty());
+        assert_eq!(search_at(&c), t);
+        c.apply_state(t, &leaves[t as usize..t as usize + 1], &mut backlog)
+            .unwrap();
+        assert_eq!(search_at(&c), t, "the transform touched a search document");
+        c.commit_search(&mut backlog).unwrap();
+        // What the next open compares: equal, so it rebuilds nothing.
+        assert_eq!(c.search.indexed_up_to().unwrap(), search_at(&c));
+        assert_eq!(c.applied().unwrap(), t + 1);
     }
 }
