@@ -737,7 +737,11 @@ mod tests {
             })
             .collect();
         let groups = WalkRecord::grouped(&records);
-        assert!(groups.len() > 3 && groups.len() < 20, "{} groups", groups.len());
+        assert!(
+            groups.len() > 3 && groups.len() < 20,
+            "{} groups",
+            groups.len()
+        );
         for (key, value) in &groups {
             assert!(value.len() < GROUP_BYTES + 256, "{} bytes", value.len());
             assert_eq!(value[0], GROUP);
@@ -761,7 +765,10 @@ mod tests {
         let both = [big.clone(), records[0].clone()];
         let groups = WalkRecord::grouped(&both);
         assert_eq!(groups.len(), 2);
-        assert_eq!(WalkRecord::decode_stored(&groups[0].0, &groups[0].1).unwrap(), vec![big]);
+        assert_eq!(
+            WalkRecord::decode_stored(&groups[0].0, &groups[0].1).unwrap(),
+            vec![big]
+        );
     }
 
     #[test]

@@ -976,7 +976,12 @@ mod tests {
         assert_eq!(hits(&chunked), hits(&whole));
         assert_eq!(chunked.graph_read().len(), whole.graph_read().len());
         // Nothing left to apply: no thread, nothing reported.
-        assert_eq!(chunked.catch_up_in_chunks(&ledger, 64, &|_, _| panic!()).unwrap(), 0);
+        assert_eq!(
+            chunked
+                .catch_up_in_chunks(&ledger, 64, &|_, _| panic!())
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -1000,7 +1005,8 @@ mod tests {
             u64::from_be_bytes(v.as_ref().try_into().unwrap())
         };
         let mut backlog = SearchBacklog::default();
-        c.apply_state(0, &leaves[..t as usize], &mut backlog).unwrap();
+        c.apply_state(0, &leaves[..t as usize], &mut backlog)
+            .unwrap();
         assert!(!backlog.is_empty());
         assert_eq!(search_at(&c), t);
         c.apply_state(t, &leaves[t as usize..t as usize + 1], &mut backlog)

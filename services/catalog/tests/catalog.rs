@@ -1326,11 +1326,14 @@ fn marked_subjects(dir: &std::path::Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// A sled key and its value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Every walk record a catalogue stores, as `(key, value)` of a single
 /// record (formats 2–4): a group's records (format 5: first byte 0x80, then
 /// per record its key and its value, each a LEB128 length and the bytes)
 /// taken apart, a single record as it is; and the keys they were read from.
-fn walk_records(tree: &sled::Tree) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>) {
+fn walk_records(tree: &sled::Tree) -> (Vec<KeyValue>, Vec<Vec<u8>>) {
     fn take(b: &[u8]) -> (&[u8], &[u8]) {
         let (mut n, mut at) = (0usize, 0);
         loop {
