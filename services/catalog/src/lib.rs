@@ -112,6 +112,8 @@ pub enum CatalogError {
 #[derive(Debug, Default)]
 pub struct SearchBacklog {
     subjects: std::collections::BTreeSet<String>,
+    /// What the commit taking them claims to have indexed: the end of the
+    /// last chunk that touched a document, which is what `SEARCH_AT` says.
     applied: u64,
 }
 
