@@ -144,23 +144,20 @@ impl WalkRecord {
         let mut groups: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for record in records {
             let key = record.key();
-            let value = record.value();
-            match groups.last_mut() {
-                Some((_, group)) if group.len() < GROUP_BYTES => {
-                    put_length(group, key.len());
-                    group.extend_from_slice(&key);
-                    put_length(group, value.len());
-                    group.extend_from_slice(&value);
-                }
-                _ => {
-                    let mut group = Vec::with_capacity(GROUP_BYTES + 256);
-                    group.push(GROUP);
-                    put_length(&mut group, key.len());
-                    group.extend_from_slice(&key);
-                    put_length(&mut group, value.len());
-                    group.extend_from_slice(&value);
-                    groups.push((key, group));
-                }
+            if groups
+                .last()
+                .is_none_or(|(_, group)| group.len() >= GROUP_BYTES)
+            {
+                let mut group = Vec::with_capacity(GROUP_BYTES + 256);
+                group.push(GROUP);
+                groups.push((key.clone(), group));
+            }
+            if let Some((_, group)) = groups.last_mut() {
+                let value = record.value();
+                put_length(group, key.len());
+                group.extend_from_slice(&key);
+                put_length(group, value.len());
+                group.extend_from_slice(&value);
             }
         }
         groups
@@ -172,21 +169,23 @@ impl WalkRecord {
         let Some((&GROUP, mut rest)) = value.split_first() else {
             return Ok(vec![Self::decode(key, value)?]);
         };
+        let subject =
+            |key: &[u8]| String::from_utf8_lossy(key.get(9..).unwrap_or_default()).into_owned();
+        // Where a group is cut short: at its start, or at the record whose
+        // value is missing.
+        let cut = |at: Option<&[u8]>| {
+            let at = at
+                .map(|k| format!(" at {}", subject(k)))
+                .unwrap_or_default();
+            CatalogError::Corrupt(format!(
+                "walk group {} is cut short{at}; `clew reindex` rebuilds the catalogue from the ledger",
+                subject(key)
+            ))
+        };
         let mut records = Vec::new();
         while !rest.is_empty() {
-            let (record_key, after) = take_bytes(rest).ok_or_else(|| {
-                CatalogError::Corrupt(format!(
-                    "walk group {} is cut short; `clew reindex` rebuilds the catalogue from the ledger",
-                    String::from_utf8_lossy(key.get(9..).unwrap_or_default())
-                ))
-            })?;
-            let (record_value, after) = take_bytes(after).ok_or_else(|| {
-                CatalogError::Corrupt(format!(
-                    "walk group {} is cut short at {}; `clew reindex` rebuilds the catalogue from the ledger",
-                    String::from_utf8_lossy(key.get(9..).unwrap_or_default()),
-                    String::from_utf8_lossy(record_key.get(9..).unwrap_or_default())
-                ))
-            })?;
+            let (record_key, after) = take_bytes(rest).ok_or_else(|| cut(None))?;
+            let (record_value, after) = take_bytes(after).ok_or_else(|| cut(Some(record_key)))?;
             records.push(Self::decode(record_key, record_value)?);
             rest = after;
         }
