@@ -228,6 +228,25 @@ pub(crate) mod keys {
     /// The storage format of the state (absent: format 1, before walk
     /// records).
     pub const FORMAT: &[u8] = b"mformat";
+    /// Prefix of the zstd dictionaries node records are compressed with,
+    /// one per node type (format 6): `mnode-dictionary/<type>`.
+    pub const NODE_DICTIONARIES: &[u8] = b"mnode-dictionary/";
+
+    pub fn node_dictionary(node_type: &str) -> Vec<u8> {
+        let mut k = NODE_DICTIONARIES.to_vec();
+        k.extend_from_slice(node_type.as_bytes());
+        k
+    }
+
+    /// The node type a node record's key names (`n<type>/<id>`).
+    pub fn node_type(key: &[u8]) -> &str {
+        let subject = key.get(1..).unwrap_or_default();
+        let end = subject
+            .iter()
+            .position(|&b| b == b'/')
+            .unwrap_or(subject.len());
+        std::str::from_utf8(&subject[..end]).unwrap_or_default()
+    }
 
     /// The first byte of a node record's key.
     pub const NODE: u8 = b'n';

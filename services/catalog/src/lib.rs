@@ -6,7 +6,8 @@
 //! - **entity state and the lineage graph** (sled): a node per entity with
 //!   its W3C PROV edges, per-entity history, access grants (node records
 //!   and history entries in the binary form of `stored`, node records
-//!   zstd-compressed); every node and
+//!   zstd-compressed with a dictionary the catalogue trains on its own
+//!   records); every node and
 //!   edge records the leaf that created it (and the leaf that withdrew or
 //!   retired it), so "as of tree size N" is a filter;
 //! - **the graph's shape in memory** ([`adjacency`]): subjects interned to
@@ -70,8 +71,10 @@ use project::Pending;
 /// (`stored`), and still reads the JSON ones of format 2; 4 keeps node
 /// records compressed, and still reads those of formats 2 and 3; 5 writes
 /// walk records in groups (`WalkRecord::grouped`), and still reads the
-/// single records of formats 2–4.
-const FORMAT: u8 = 5;
+/// single records of formats 2–4; 6 compresses node records with a
+/// dictionary trained on the catalogue's own (`stored::NodeDictionary`),
+/// and still reads the records of formats 2–5.
+const FORMAT: u8 = 6;
 
 /// Default sled page cache of a catalogue.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -172,6 +175,12 @@ pub struct Catalog {
     graph: std::sync::RwLock<LineageIndex>,
     /// See [`Catalog::access_epoch`].
     access_epoch: std::sync::atomic::AtomicU64,
+    /// The dictionaries node records are compressed with, one per node
+    /// type once trained (see [`stored::NodeDictionary`]).
+    node_dictionaries: std::sync::RwLock<std::sync::Arc<stored::NodeDictionaries>>,
+    /// Node types whose dictionary is not yet durable: every batch carries
+    /// them until one is flushed.
+    unstored_dictionaries: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -221,7 +230,19 @@ impl Catalog {
             search,
             graph: Default::default(),
             access_epoch: Default::default(),
+            node_dictionaries: Default::default(),
+            unstored_dictionaries: Default::default(),
         };
+        let mut dictionaries = stored::NodeDictionaries::default();
+        for item in catalog.tree.scan_prefix(keys::NODE_DICTIONARIES) {
+            let (k, v) = item?;
+            let node_type = String::from_utf8_lossy(&k[keys::NODE_DICTIONARIES.len()..]);
+            dictionaries = dictionaries.with(&node_type, stored::NodeDictionary::of(v.to_vec())?);
+        }
+        *catalog
+            .node_dictionaries
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(dictionaries);
         let applied = catalog.applied()?;
         catalog.upgrade_format()?;
         catalog.load_graph(applied)?;
@@ -470,7 +491,7 @@ impl Catalog {
         // once (the catalogue has one projector), so the graph read here is
         // still current when the chunk's walks are added below.
         let graph = self.graph_read();
-        let mut pending = Pending::projecting(&self.tree, &graph);
+        let mut pending = Pending::projecting(&self.tree, &graph, self.dictionaries());
         for (leaf, o) in &opened {
             project::apply(&mut pending, *leaf, o)?;
         }
@@ -482,18 +503,33 @@ impl Catalog {
         let touched = std::mem::take(&mut pending.touched);
         drop(pending);
         drop(graph);
+        let dictionaries = self.train_dictionaries(&writes);
         // Node records are compressed here, once per chunk and on every
         // core, however often the chunk changed them.
         let writes: Vec<(Vec<u8>, Vec<u8>)> = writes
             .into_par_iter()
             .map(|(k, v)| match k.first() {
-                Some(&keys::NODE) => (k, stored::kept_node(v)),
+                Some(&keys::NODE) => {
+                    let dictionary = dictionaries.of_type(keys::node_type(&k));
+                    (k, stored::kept_node(v, dictionary))
+                }
                 _ => (k, v),
             })
             .collect();
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             batch.insert(k, v);
+        }
+        // A dictionary is durable with the first records made with it.
+        let unstored = self
+            .unstored_dictionaries
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        for node_type in &unstored {
+            if let Some(d) = dictionaries.of_type(node_type) {
+                batch.insert(keys::node_dictionary(node_type), d.bytes());
+            }
         }
         batch.insert(keys::APPLIED, &new_applied.to_be_bytes());
         let touches_search = !touched.is_empty();
@@ -514,6 +550,11 @@ impl Catalog {
         }
         // Durable state first: the index never claims more than it.
         self.db.flush()?;
+        if !unstored.is_empty() {
+            if let Ok(mut u) = self.unstored_dictionaries.lock() {
+                u.retain(|t| !unstored.contains(t));
+            }
+        }
         // Durable: walks may now see the chunk.
         let mut graph = self.graph_write();
         for walk in walks.values() {
@@ -558,6 +599,59 @@ impl Catalog {
         self.graph.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The dictionaries node records are read with.
+    fn dictionaries(&self) -> std::sync::Arc<stored::NodeDictionaries> {
+        self.node_dictionaries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The dictionaries a chunk's node records are compressed with: the
+    /// catalogue's, and one trained now from the chunk's own records for
+    /// each node type that has none and enough records in the chunk.
+    fn train_dictionaries(
+        &self,
+        writes: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> std::sync::Arc<stored::NodeDictionaries> {
+        let mut dictionaries = self.dictionaries();
+        let mut trained = false;
+        let mut by_type: std::collections::BTreeMap<&str, Vec<&[u8]>> = Default::default();
+        for (k, v) in writes.range(vec![keys::NODE]..vec![keys::NODE + 1]) {
+            let node_type = keys::node_type(k);
+            if dictionaries.of_type(node_type).is_none() {
+                by_type.entry(node_type).or_default().push(v);
+            }
+        }
+        for (node_type, records) in by_type {
+            if records.len() < stored::NodeDictionary::TRAIN_FROM {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let Some(d) = stored::NodeDictionary::train(records.into_iter()) else {
+                continue;
+            };
+            tracing::info!(
+                node_type,
+                bytes = d.bytes().len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "trained a compression dictionary for node records"
+            );
+            dictionaries = std::sync::Arc::new(dictionaries.with(node_type, d));
+            trained = true;
+            if let Ok(mut u) = self.unstored_dictionaries.lock() {
+                u.push(node_type.to_string());
+            }
+        }
+        if trained {
+            *self
+                .node_dictionaries
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = dictionaries.clone();
+        }
+        dictionaries
+    }
+
     fn graph_write(&self) -> std::sync::RwLockWriteGuard<'_, LineageIndex> {
         self.graph.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -567,13 +661,16 @@ impl Catalog {
         let format = self.tree.get(keys::FORMAT)?.map(|v| v.first().copied());
         match format {
             Some(Some(FORMAT)) => return Ok(()),
-            Some(Some(4)) => {
+            Some(Some(old @ (4 | 5))) => {
                 // Format 5 reads format 4's walk records as they are and
-                // writes groups from here on; the marker keeps a build that
-                // cannot read groups from opening the catalogue.
+                // writes groups from here on; format 6 reads format 5's node
+                // records as they are and compresses new ones with a
+                // dictionary once it has one. The marker keeps a build that
+                // cannot read groups or dictionary frames from opening the
+                // catalogue.
                 self.tree.insert(keys::FORMAT, &[FORMAT])?;
                 self.db.flush()?;
-                tracing::info!("catalogue storage is format 4; its walk records are read as they are and new ones written in groups (format {FORMAT})");
+                tracing::info!("catalogue storage is format {old}; its records are read as they are and new ones written in format {FORMAT} (walk records in groups, node records with a trained dictionary)");
                 return Ok(());
             }
             Some(Some(old @ (2 | 3))) => {
@@ -609,7 +706,8 @@ impl Catalog {
         let mut nodes = 0u64;
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
-            let node = stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v)?;
+            let node =
+                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &self.dictionaries())?;
             for walk in WalkRecord::of_node(&node, false, 0, false) {
                 batch.insert(walk.key(), walk.value());
             }
@@ -643,7 +741,7 @@ impl Catalog {
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
             let subject = String::from_utf8_lossy(&k[1..]);
-            let node = stored::decode_node(&subject, &v)?;
+            let node = stored::decode_node(&subject, &v, &self.dictionaries())?;
             let Some(at) = node.ended_or_affected_at() else {
                 continue;
             };
@@ -691,7 +789,7 @@ impl Catalog {
         if search.subjects.is_empty() {
             return Ok(());
         }
-        let p = Pending::new(&self.tree);
+        let p = Pending::new(&self.tree, self.dictionaries());
         let docs = self.documents(&p, search.subjects.iter())?;
         self.search.upsert(docs, search.applied)?;
         search.subjects.clear();
@@ -750,7 +848,7 @@ impl Catalog {
     /// Rebuilds every search document from the projected state.
     fn reindex_documents(&self) -> Result<(), CatalogError> {
         self.search.clear()?;
-        let p = Pending::new(&self.tree);
+        let p = Pending::new(&self.tree, self.dictionaries());
         let mut subjects = Vec::new();
         for prefix in ["ndataset-version/", "nmodel-version/"] {
             for item in self.tree.scan_prefix(prefix.as_bytes()) {
@@ -773,7 +871,7 @@ impl Catalog {
 
     /// An entity's current state.
     pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
-        Pending::new(&self.tree).node(subject)
+        Pending::new(&self.tree, self.dictionaries()).node(subject)
     }
 
     /// Every entity of one type (`dataset`, `site`, `dataset-version`…), in
@@ -783,7 +881,7 @@ impl Catalog {
             .scan_prefix(keys::node(&format!("{node_type}/")))
             .map(|item| {
                 let (k, v) = item?;
-                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v)
+                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &self.dictionaries())
             })
             .collect()
     }

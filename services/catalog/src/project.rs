@@ -43,12 +43,19 @@ pub(crate) struct Pending<'a> {
     staged: HashMap<String, Staged>,
     /// What depends on each subject through edges this chunk adds.
     staged_dependents: HashMap<String, Vec<String>>,
+    /// The catalogue's dictionaries for node records.
+    dictionaries: std::sync::Arc<stored::NodeDictionaries>,
 }
 
 impl<'a> Pending<'a> {
-    /// An overlay for reading state.
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    /// An overlay for reading state (node records compressed with one of
+    /// `dictionaries` are read with it).
+    pub fn new(
+        tree: &'a sled::Tree,
+        dictionaries: std::sync::Arc<stored::NodeDictionaries>,
+    ) -> Self {
         Self {
+            dictionaries,
             tree,
             writes: BTreeMap::new(),
             touched: BTreeSet::new(),
@@ -60,16 +67,20 @@ impl<'a> Pending<'a> {
     }
 
     /// An overlay for projecting a chunk onto `tree` and `graph`.
-    pub fn projecting(tree: &'a sled::Tree, graph: &'a LineageIndex) -> Self {
+    pub fn projecting(
+        tree: &'a sled::Tree,
+        graph: &'a LineageIndex,
+        dictionaries: std::sync::Arc<stored::NodeDictionaries>,
+    ) -> Self {
         Self {
             graph: Some(graph),
-            ..Self::new(tree)
+            ..Self::new(tree, dictionaries)
         }
     }
 
     pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
         let key = keys::node(subject);
-        let parse = |b: &[u8]| stored::decode_node(subject, b);
+        let parse = |b: &[u8]| stored::decode_node(subject, b, &self.dictionaries);
         match self.writes.get(&key) {
             Some(v) => parse(v).map(Some),
             None => self.tree.get(&key)?.map(|v| parse(&v)).transpose(),

@@ -1240,7 +1240,7 @@ fn a_catalogue_of_format_1_is_upgraded_on_open_and_answers_as_before() {
             "format 1's in-edge keys remain"
         );
         assert!(tree.scan_prefix(b"w").count() > 3000);
-        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[5u8][..]));
+        assert_eq!(tree.get(b"mformat").unwrap().as_deref(), Some(&[6u8][..]));
     }
 
     // It goes on projecting after the upgrade, and walks see the new edges.
@@ -1280,7 +1280,7 @@ fn a_catalogue_of_format_2_is_read_as_it_is_and_its_records_rewritten_as_they_ch
     drop(opened);
     let (after_open, marker) = json_records();
     assert_eq!(after_open, before, "opening rewrites nothing");
-    assert_eq!(marker, Some(vec![5u8]));
+    assert_eq!(marker, Some(vec![6u8]));
 
     // A new version (a new record) and a withdrawal of ds-a@1, which
     // changes ds-a@1 and marks what depends on it: those are stored anew.
@@ -1377,6 +1377,8 @@ fn walk_records(tree: &sled::Tree) -> (Vec<KeyValue>, Vec<Vec<u8>>) {
 /// value a record under its own key, with the marker 4; returns how many
 /// groups it took apart.
 fn rewrite_walks_as_format_4(dir: &std::path::Path) -> usize {
+    // Formats up to 5 had no dictionary.
+    rewrite_nodes_without_dictionary(dir);
     let db = open_sled(dir);
     let tree = db.open_tree("catalog").unwrap();
     let (records, stored) = walk_records(&tree);
@@ -1392,6 +1394,41 @@ fn rewrite_walks_as_format_4(dir: &std::path::Path) -> usize {
     tree.apply_batch(batch).unwrap();
     db.flush().unwrap();
     groups
+}
+
+/// Rewrites every node record compressed with one of the catalogue's
+/// dictionaries (first byte 5) as a frame of its own (first byte 4), as
+/// formats 4 and 5 kept them, and removes the dictionaries; returns how many
+/// records it rewrote.
+fn rewrite_nodes_without_dictionary(dir: &std::path::Path) -> usize {
+    let db = open_sled(dir);
+    let tree = db.open_tree("catalog").unwrap();
+    let mut by_id = std::collections::HashMap::new();
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix(b"mnode-dictionary/") {
+        let (k, dictionary) = item.unwrap();
+        let id = zstd::zstd_safe::get_dict_id_from_dict(&dictionary).unwrap();
+        by_id.insert(id, dictionary.to_vec());
+        batch.remove(k);
+    }
+    let mut rewritten = 0;
+    for item in tree.scan_prefix(b"n") {
+        let (k, v) = item.unwrap();
+        if v[0] == 5 {
+            let id = zstd::zstd_safe::get_dict_id_from_frame(&v[1..]).unwrap();
+            let message = zstd::bulk::Decompressor::with_dictionary(&by_id[&id])
+                .unwrap()
+                .decompress(&v[1..], 1 << 20)
+                .unwrap();
+            let mut own = vec![4u8];
+            own.extend(zstd::bulk::compress(&message, 1).unwrap());
+            batch.insert(k, own);
+            rewritten += 1;
+        }
+    }
+    tree.apply_batch(batch).unwrap();
+    db.flush().unwrap();
+    rewritten
 }
 
 /// Rewrites a catalogue as format 3 kept it: every compressed node record
@@ -1435,6 +1472,8 @@ fn rewrite_records_as_format_3(dir: &std::path::Path) -> usize {
 fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_change() {
     let mut w = big_world();
     let (dir, expected) = closed_fresh_catalogue(&w);
+    // Format 5 as it was: each compressed record a frame of its own.
+    rewrite_nodes_without_dictionary(&dir);
     let node_bytes = || -> (usize, usize, usize) {
         let db = open_sled(&dir);
         let tree = db.open_tree("catalog").unwrap();
@@ -1482,7 +1521,7 @@ fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_c
         marked,
         "opening marks what is ended or affected"
     );
-    assert_eq!(format_marker(&dir), Some(vec![5u8]));
+    assert_eq!(format_marker(&dir), Some(vec![6u8]));
 
     // A withdrawal changes ds-a@1 and what depends on it: those are stored
     // compressed, and the catalogue answers as one rebuilt from the ledger.
@@ -1580,7 +1619,7 @@ fn a_catalogue_of_format_4_reads_its_single_walk_records_and_groups_new_ones() {
         .filter(|v| v.as_ref().unwrap()[0] == 0x80)
         .count();
     assert!(groups >= 1, "the new walk records are not grouped");
-    assert_eq!(format_marker(&dir), Some(vec![5u8]));
+    assert_eq!(format_marker(&dir), Some(vec![6u8]));
     // Opened afresh, the graph loaded from singles and groups walks alike.
     drop(rebuilt);
     let again = Catalog::open(&dir).unwrap();
@@ -1704,4 +1743,66 @@ fn the_access_epoch_moves_with_grants_and_registrations_not_with_lineage() {
     assert_ne!(granted, registered, "a grant");
     let held = c.grants_held_by("principal:rita", i64::MAX / 2).unwrap();
     assert_eq!(held.len(), 1, "the grant is readable once the epoch moved");
+}
+
+#[test]
+fn a_catalogue_trains_a_dictionary_for_its_node_records_and_reads_them_after_reopening() {
+    let mut w = big_world();
+    let (dir, expected) = closed_fresh_catalogue(&w);
+    let node_bytes = || -> (usize, usize, usize) {
+        let db = open_sled(&dir);
+        let tree = db.open_tree("catalog").unwrap();
+        let values: Vec<_> = tree
+            .scan_prefix(b"n")
+            .values()
+            .map(|v| v.unwrap())
+            .collect();
+        (
+            values.iter().map(|v| v.len()).sum(),
+            values.iter().filter(|v| v[0] == 5).count(),
+            tree.scan_prefix(b"mnode-dictionary/").count(),
+        )
+    };
+    // The first chunk held thousands of dataset versions: a dictionary was
+    // trained from them and stored, and they are made with it.
+    let (with_bytes, with_dictionary, stored) = node_bytes();
+    assert!(stored >= 1, "no dictionary stored");
+    assert!(
+        with_dictionary > 2000,
+        "{with_dictionary} records made with the dictionary"
+    );
+    assert_eq!(format_marker(&dir), Some(vec![6u8]));
+    let reopened = Catalog::open(&dir).unwrap();
+    assert_eq!((fixed_answers(&reopened), every_node(&reopened)), expected);
+    drop(reopened);
+
+    // The same records as format 5 kept them, each a frame of its own,
+    // take more than twice the bytes.
+    assert_eq!(rewrite_nodes_without_dictionary(&dir), with_dictionary);
+    let (own_bytes, none, stored) = node_bytes();
+    assert_eq!((none, stored), (0, 0));
+    assert!(
+        with_bytes * 2 < own_bytes,
+        "with the dictionary {with_bytes} bytes, without {own_bytes}"
+    );
+    // A catalogue of format 5 opens as it is and answers as before; its
+    // marker moves to 6, and what it records next reads back.
+    let db = open_sled(&dir);
+    db.open_tree("catalog")
+        .unwrap()
+        .insert(b"mformat", &[5u8])
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let opened = Catalog::open(&dir).unwrap();
+    assert_eq!((fixed_answers(&opened), every_node(&opened)), expected);
+    add_ds_a_9(&mut w);
+    opened.catch_up(&w.ledger, &|_, _| {}).unwrap();
+    assert!(opened.node("dataset-version/ds-a@9").unwrap().is_some());
+    drop(opened);
+    assert_eq!(format_marker(&dir), Some(vec![6u8]));
+    let again = Catalog::open(&dir).unwrap();
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(fixed_answers(&again), fixed_answers(&rebuilt));
+    assert_eq!(every_node(&again), every_node(&rebuilt));
 }
