@@ -704,10 +704,10 @@ impl Catalog {
         tracing::warn!("catalogue storage is format 1; upgrading to format {FORMAT} in place");
         let mut batch = sled::Batch::default();
         let mut nodes = 0u64;
+        let dictionaries = self.dictionaries();
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
-            let node =
-                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &self.dictionaries())?;
+            let node = stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &dictionaries)?;
             for walk in WalkRecord::of_node(&node, false, 0, false) {
                 batch.insert(walk.key(), walk.value());
             }
@@ -738,10 +738,11 @@ impl Catalog {
     fn mark_ended_or_affected(&self) -> Result<u64, CatalogError> {
         let mut batch = sled::Batch::default();
         let mut marked = 0u64;
+        let dictionaries = self.dictionaries();
         for item in self.tree.scan_prefix(keys::node("")) {
             let (k, v) = item?;
             let subject = String::from_utf8_lossy(&k[1..]);
-            let node = stored::decode_node(&subject, &v, &self.dictionaries())?;
+            let node = stored::decode_node(&subject, &v, &dictionaries)?;
             let Some(at) = node.ended_or_affected_at() else {
                 continue;
             };
@@ -877,11 +878,12 @@ impl Catalog {
     /// Every entity of one type (`dataset`, `site`, `dataset-version`…), in
     /// subject order.
     pub fn nodes_of_type(&self, node_type: &str) -> Result<Vec<NodeRecord>, CatalogError> {
+        let dictionaries = self.dictionaries();
         self.tree
             .scan_prefix(keys::node(&format!("{node_type}/")))
             .map(|item| {
                 let (k, v) = item?;
-                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &self.dictionaries())
+                stored::decode_node(&String::from_utf8_lossy(&k[1..]), &v, &dictionaries)
             })
             .collect()
     }

@@ -1396,6 +1396,17 @@ fn rewrite_walks_as_format_4(dir: &std::path::Path) -> usize {
     groups
 }
 
+/// Every stored node record's value, in key order.
+fn node_values(dir: &std::path::Path) -> Vec<sled::IVec> {
+    open_sled(dir)
+        .open_tree("catalog")
+        .unwrap()
+        .scan_prefix(b"n")
+        .values()
+        .map(|v| v.unwrap())
+        .collect()
+}
+
 /// Rewrites every node record compressed with one of the catalogue's
 /// dictionaries (first byte 5) as a frame of its own (first byte 4), as
 /// formats 4 and 5 kept them, and removes the dictionaries; returns how many
@@ -1475,13 +1486,7 @@ fn a_catalogue_of_format_3_is_read_as_it_is_and_its_records_compressed_as_they_c
     // Format 5 as it was: each compressed record a frame of its own.
     rewrite_nodes_without_dictionary(&dir);
     let node_bytes = || -> (usize, usize, usize) {
-        let db = open_sled(&dir);
-        let tree = db.open_tree("catalog").unwrap();
-        let values: Vec<_> = tree
-            .scan_prefix(b"n")
-            .values()
-            .map(|v| v.unwrap())
-            .collect();
+        let values = node_values(&dir);
         (
             values.iter().map(|v| v.len()).sum(),
             values.iter().filter(|v| v[0] == 3).count(),
@@ -1750,17 +1755,16 @@ fn a_catalogue_trains_a_dictionary_for_its_node_records_and_reads_them_after_reo
     let mut w = big_world();
     let (dir, expected) = closed_fresh_catalogue(&w);
     let node_bytes = || -> (usize, usize, usize) {
-        let db = open_sled(&dir);
-        let tree = db.open_tree("catalog").unwrap();
-        let values: Vec<_> = tree
-            .scan_prefix(b"n")
-            .values()
-            .map(|v| v.unwrap())
-            .collect();
+        let values = node_values(&dir);
+        let dictionaries = open_sled(&dir)
+            .open_tree("catalog")
+            .unwrap()
+            .scan_prefix(b"mnode-dictionary/")
+            .count();
         (
             values.iter().map(|v| v.len()).sum(),
             values.iter().filter(|v| v[0] == 5).count(),
-            tree.scan_prefix(b"mnode-dictionary/").count(),
+            dictionaries,
         )
     };
     // The first chunk held thousands of dataset versions: a dictionary was
