@@ -165,7 +165,7 @@ impl NodeDictionary {
 
     /// The message a frame made with this dictionary holds.
     fn decompressed(&self, frame: &[u8]) -> Result<Vec<u8>, String> {
-        let size = content_size(frame)?;
+        let size = clew_ledger::frames::content_size(frame, MAX_NODE_BYTES as usize)?;
         Self::with_contexts(|_, d| {
             let mut message = Vec::with_capacity(size);
             d.decompress_using_ddict(&mut message, frame, &self.decompress)
@@ -218,18 +218,6 @@ impl NodeDictionaries {
             })?
             .decompressed(frame)
     }
-}
-
-/// The content size a frame's header gives (RFC 8878 §3.1.1.1.4), at most
-/// [`MAX_NODE_BYTES`].
-fn content_size(frame: &[u8]) -> Result<usize, String> {
-    let size = zstd::zstd_safe::get_frame_content_size(frame)
-        .map_err(|_| "its zstd frame is damaged".to_string())?
-        .ok_or("its zstd frame does not say its size")?;
-    if size > MAX_NODE_BYTES {
-        return Err(format!("its zstd frame claims {size} bytes"));
-    }
-    Ok(size as usize)
 }
 
 /// `message` compressed, when that makes it smaller.

@@ -43,12 +43,7 @@ pub fn compressed(message: &[u8], level: i32, checksum: bool) -> Option<Vec<u8>>
 /// at most `max` bytes, and hold exactly that much; otherwise the error
 /// names what is wrong with it.
 pub fn decompressed(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
-    let size = zstd::zstd_safe::get_frame_content_size(frame)
-        .map_err(|_| "its zstd frame is damaged".to_string())?
-        .ok_or("its zstd frame does not say its size")?;
-    if size > max as u64 {
-        return Err(format!("its zstd frame claims {size} bytes"));
-    }
+    let size = content_size(frame, max)? as u64;
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -63,6 +58,18 @@ pub fn decompressed(frame: &[u8], max: usize) -> Result<Vec<u8>, String> {
         }
         Ok(message)
     })
+}
+
+/// The size a frame says it holds (§3.1.1.1.4), when it says one of at
+/// most `max` bytes; otherwise the error names what is wrong.
+pub fn content_size(frame: &[u8], max: usize) -> Result<usize, String> {
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .map_err(|_| "its zstd frame is damaged".to_string())?
+        .ok_or("its zstd frame does not say its size")?;
+    if size > max as u64 {
+        return Err(format!("its zstd frame claims {size} bytes"));
+    }
+    Ok(size as usize)
 }
 
 #[cfg(test)]
