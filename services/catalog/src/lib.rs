@@ -181,6 +181,10 @@ pub struct Catalog {
     /// Node types whose dictionary is not yet durable: every batch carries
     /// them until one is flushed.
     unstored_dictionaries: std::sync::Mutex<Vec<String>>,
+    /// Records of node types with no dictionary yet, gathered from chunks
+    /// too small to train one on their own (a live node's batches), until
+    /// a type has enough to train from.
+    training_records: std::sync::Mutex<std::collections::BTreeMap<String, Vec<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -232,6 +236,7 @@ impl Catalog {
             access_epoch: Default::default(),
             node_dictionaries: Default::default(),
             unstored_dictionaries: Default::default(),
+            training_records: Default::default(),
         };
         let mut dictionaries = stored::NodeDictionaries::default();
         for item in catalog.tree.scan_prefix(keys::NODE_DICTIONARIES) {
@@ -608,27 +613,44 @@ impl Catalog {
     }
 
     /// The dictionaries a chunk's node records are compressed with: the
-    /// catalogue's, and one trained now from the chunk's own records for
-    /// each node type that has none and enough records in the chunk.
+    /// catalogue's, and one trained now for each node type that has none
+    /// once enough of its records have been applied, in this chunk or in
+    /// the small chunks since the catalogue opened.
     fn train_dictionaries(
         &self,
         writes: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     ) -> std::sync::Arc<stored::NodeDictionaries> {
         let mut dictionaries = self.dictionaries();
         let mut trained = false;
-        let mut by_type: std::collections::BTreeMap<&str, Vec<&[u8]>> = Default::default();
+        let mut gathered = self
+            .training_records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (k, v) in writes.range(vec![keys::NODE]..vec![keys::NODE + 1]) {
             let node_type = keys::node_type(k);
             if dictionaries.of_type(node_type).is_none() {
-                by_type.entry(node_type).or_default().push(v);
+                match gathered.get_mut(node_type) {
+                    Some(records) => records.push(v.clone()),
+                    None => {
+                        gathered.insert(node_type.to_string(), vec![v.clone()]);
+                    }
+                }
             }
         }
-        for (node_type, records) in by_type {
-            if records.len() < stored::NodeDictionary::TRAIN_FROM {
+        let ready: Vec<String> = gathered
+            .iter()
+            .filter(|(_, records)| records.len() >= stored::NodeDictionary::TRAIN_FROM)
+            .map(|(node_type, _)| node_type.clone())
+            .collect();
+        for node_type in ready {
+            // Tried once from these records: a type whose records train
+            // nothing gathers afresh rather than without bound.
+            let Some(records) = gathered.remove(&node_type) else {
                 continue;
-            }
+            };
+            let node_type = node_type.as_str();
             let started = std::time::Instant::now();
-            let Some(d) = stored::NodeDictionary::train(records.into_iter()) else {
+            let Some(d) = stored::NodeDictionary::train(records.iter().map(|r| &r[..])) else {
                 continue;
             };
             tracing::info!(
@@ -643,6 +665,7 @@ impl Catalog {
                 u.push(node_type.to_string());
             }
         }
+        drop(gathered);
         if trained {
             *self
                 .node_dictionaries

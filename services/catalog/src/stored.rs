@@ -60,9 +60,9 @@ const DICTIONARY_BYTES: usize = 16 * 1024;
 /// records of one type. Records of a type are small and alike (one event
 /// body each, the same field names and vocabularies), so a frame that
 /// starts from what they share is a fraction of one that starts from
-/// nothing. A catalogue trains one per type, from the first chunk that
-/// stores enough records of it, and keeps it beside them; records written
-/// before it stay as they are.
+/// nothing. A catalogue trains one per type, once the chunks it applied
+/// since opening hold enough records of it, and keeps it beside them;
+/// records written before it stay as they are.
 pub(crate) struct NodeDictionary {
     /// As trained and stored.
     bytes: Vec<u8>,

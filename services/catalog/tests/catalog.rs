@@ -1810,3 +1810,40 @@ fn a_catalogue_trains_a_dictionary_for_its_node_records_and_reads_them_after_reo
     assert_eq!(fixed_answers(&again), fixed_answers(&rebuilt));
     assert_eq!(every_node(&again), every_node(&rebuilt));
 }
+
+#[test]
+fn a_catalogue_fed_small_chunks_trains_a_dictionary_once_they_add_up() {
+    let w = big_world();
+    let dir = w.dir.path().join("small-chunks");
+    let live = Catalog::open(&dir).unwrap();
+    let size = w.ledger.size();
+    // Chunks of 100 events, as a live node's batches come: none alone holds
+    // the records a dictionary is trained from.
+    let mut first = 0;
+    while first < size {
+        let end = (first + 100).min(size);
+        live.apply(first, &w.ledger.leaves(first..end).unwrap())
+            .unwrap();
+        first = end;
+    }
+    let rebuilt = Catalog::rebuild(&w.dir.path().join("rebuilt"), &w.ledger, &|_, _| {}).unwrap();
+    assert_eq!(fixed_answers(&live), fixed_answers(&rebuilt));
+    assert_eq!(every_node(&live), every_node(&rebuilt));
+    drop(live);
+    let stored = open_sled(&dir)
+        .open_tree("catalog")
+        .unwrap()
+        .scan_prefix(b"mnode-dictionary/")
+        .count();
+    assert!(stored >= 1, "no dictionary trained from small chunks");
+    let values = node_values(&dir);
+    let with_dictionary = values.iter().filter(|v| v[0] == 5).count();
+    assert!(
+        with_dictionary > 500,
+        "{with_dictionary} of {} records made with a dictionary",
+        values.len()
+    );
+    // Records made before it and with it read back after reopening.
+    let reopened = Catalog::open(&dir).unwrap();
+    assert_eq!(every_node(&reopened), every_node(&rebuilt));
+}
