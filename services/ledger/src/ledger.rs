@@ -12,6 +12,7 @@ use signed_note::StandardSigner;
 use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
+use crate::event_index::EventIndex;
 use crate::rules::{self, KeyRegistry, Refusal, RegisteredKey};
 use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, ProofHashes};
 use crate::LedgerError;
@@ -243,6 +244,9 @@ pub struct Ledger {
     pub(crate) writer: Mutex<WriterState>,
     registry: RwLock<Arc<KeyRegistry>>,
     pub(crate) proof_hashes: ProofHashes,
+    /// Every leaf's event id tag: the dedupe index as of the last batch
+    /// (see [`crate::event_index`]).
+    pub(crate) event_index: RwLock<EventIndex>,
     /// When the latest checkpoint was signed (unix seconds; 0 before any).
     pub(crate) signed_at: std::sync::atomic::AtomicI64,
     /// The size of the latest checkpoint, for those who wait for the next.
@@ -433,6 +437,15 @@ impl Ledger {
                 registry.principals.insert(id, record.roles);
             }
         }
+        let upgraded = crate::event_index::upgrade_keys_to_runs(&tree)?;
+        if upgraded > 0 {
+            db.flush()?;
+            tracing::info!(
+                entries = upgraded,
+                "the dedupe index was kept one key an event; it is now kept in runs"
+            );
+        }
+        let event_index = EventIndex::load(&tree)?;
         let next_cosigned = match db.open_tree(COSIGNATURES)?.scan_prefix(b"s").next_back() {
             Some(item) => u64_value(&item?.0[1..])? + 1,
             None => 0,
@@ -451,6 +464,7 @@ impl Ledger {
             writer: Mutex::new(WriterState { size, rejected }),
             registry: RwLock::new(Arc::new(registry)),
             proof_hashes: ProofHashes::default(),
+            event_index: RwLock::new(event_index),
             signed_at: std::sync::atomic::AtomicI64::new(signed_at),
             checkpointed: tokio::sync::watch::Sender::new(size),
             cosigned: tokio::sync::watch::Sender::new(next_cosigned),
@@ -629,7 +643,11 @@ impl Ledger {
         let start = w.size;
         let mut size = start;
         let mut rejections = w.rejected;
-        let mut ov = Overlay::new(&self.tree);
+        let event_index = self
+            .event_index
+            .read()
+            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let mut ov = Overlay::new(&self.tree).with_event_index(&event_index);
         let mut receipt = BatchReceipt::default();
         let mut new_keys: Vec<rules::RegistryChange> = Vec::new();
 
@@ -651,10 +669,7 @@ impl Ledger {
                     let hashes = stored_hashes_for_record_hash(size, leaf_hash, &ov)?;
                     ov.put_leaf_hashes(size, hashes);
                     ov.put_leaf(size, opened.canonical);
-                    ov.put(
-                        keys::event(&opened.event.event_id),
-                        size.to_be_bytes().to_vec(),
-                    );
+                    ov.index_event(&opened.event.event_id, size);
                     receipt.accepted.push(AcceptedEvent {
                         source_offset: sub.offset,
                         event_id: opened.event.event_id,
@@ -723,11 +738,14 @@ impl Ledger {
         }
 
         let appended: Vec<(u64, Hash)> = ov.hashes.iter().map(|(i, h)| (*i, *h)).collect();
+        let indexed = ov.indexed_events();
         // The one write of the batch (see the doc comment for the crash order).
         self.tree.apply_batch(ov.into_batch())?;
         if self.options.flush_every_batch {
             self.db.flush()?;
         }
+        drop(event_index);
+        self.index_events(&indexed);
 
         self.proof_hashes.appended(appended.into_iter());
         if let Some(t) = signed_at {
@@ -755,6 +773,14 @@ impl Ledger {
         }
         receipt.tree_size = size;
         Ok((receipt, positions))
+    }
+
+    /// Adds a written batch's leaves to the in-memory dedupe index.
+    pub(crate) fn index_events(&self, indexed: &[(u64, u64)]) {
+        let mut index = self.event_index.write().unwrap_or_else(|e| e.into_inner());
+        for (leaf, tag) in indexed {
+            index.insert(*tag, *leaf);
+        }
     }
 
     /// Flushes everything written so far to disk.
@@ -818,10 +844,13 @@ impl Ledger {
 
     /// Leaf index holding `event_id`, if sequenced.
     pub fn leaf_index_of(&self, event_id: &str) -> Result<Option<u64>, LedgerError> {
-        self.tree
-            .get(keys::event(event_id))?
-            .map(|v| u64_value(&v))
-            .transpose()
+        let index = self
+            .event_index
+            .read()
+            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        Overlay::new(&self.tree)
+            .with_event_index(&index)
+            .event_leaf(event_id)
     }
 
     /// A registered key.

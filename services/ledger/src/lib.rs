@@ -19,7 +19,7 @@
 //!    │               ── append leaves, stored hashes, entity state, rejections
 //!    ▼
 //!  ONE sled batch: leaf groups + hash groups (a few leaves to a key, see
-//!                  [`store`]) + dedupe index + entity state + rejected
+//!                  [`store`]) + dedupe run ([`event_index`]) + entity state + rejected
 //!                  log + input cursor + signed checkpoint   ── then fsync
 //!    ▼
 //!  BatchReceipt (accepted leaf indexes, rejections, checkpoint)
@@ -50,6 +50,7 @@ pub mod answer;
 pub mod audit;
 pub mod checkpoint;
 mod error;
+pub mod event_index;
 pub mod frames;
 mod ledger;
 mod mirror;

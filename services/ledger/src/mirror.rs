@@ -131,10 +131,7 @@ impl Ledger {
             let hashes = stored_hashes_for_record_hash(index, record_hash(&leaf), &ov)?;
             ov.put_leaf_hashes(index, hashes);
             ov.put_leaf(index, leaf);
-            ov.put(
-                keys::event(&opened.event.event_id),
-                index.to_be_bytes().to_vec(),
-            );
+            ov.index_event(&opened.event.event_id, index);
             appended.push((index, opened.event.event_id));
         }
         // RFC 6962 §2.1: the Merkle tree hash of the first `size` leaves must be
@@ -161,10 +158,12 @@ impl Ledger {
             ov.put(keys::cursor(source), next.to_be_bytes().to_vec());
         }
         let new_hashes: Vec<_> = ov.hashes.iter().map(|(i, h)| (*i, *h)).collect();
+        let indexed = ov.indexed_events();
         self.tree.apply_batch(ov.into_batch())?;
         if self.options.flush_every_batch {
             self.db.flush()?;
         }
+        self.index_events(&indexed);
         self.proof_hashes.appended(new_hashes.into_iter());
         if let Some(t) = time {
             self.signed_at

@@ -10,7 +10,7 @@ use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
 
 use crate::ledger::CitedContent;
-use crate::store::{keys, u64_value, EntityRecord, KeyRecord, Overlay};
+use crate::store::{keys, EntityRecord, KeyRecord, Overlay};
 use crate::LedgerError;
 
 /// The key registry as of the last committed batch. Replaced (copy on write)
@@ -156,8 +156,7 @@ pub(crate) fn admit(
     }
 
     // 3. Exact duplicates by event id.
-    if let Some(v) = ov.get(&keys::event(&event.event_id))? {
-        let leaf = u64_value(&v)?;
+    if let Some(leaf) = ov.event_leaf(&event.event_id)? {
         return Ok(Err(Refusal {
             reason: R::Duplicate,
             detail: format!("event {} is already leaf {leaf}", event.event_id),

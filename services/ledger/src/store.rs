@@ -11,7 +11,7 @@
 //! | `u` + source            | next input offset to consume from `source`    |
 //! | `l` + u64 first leaf    | a [leaf group]: consecutive Merkle leaves     |
 //! | `h` + u64 first leaf    | the stored hashes appending those leaves made |
-//! | `e` + event id          | u64 leaf index holding that event             |
+//! | `E` + u64 first leaf    | an [`EventRun`]: the tags of those leaves' event ids (the dedupe index) |
 //! | `k` + key id            | [`KeyRecord`] JSON                            |
 //! | `n` + subject           | [`EntityRecord`] JSON                         |
 //! | `c` + u64 tree size     | signed checkpoint note for that size          |
@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 use tlog_tiles::{Hash, HashReader, HASH_SIZE};
 
+use crate::event_index::{self, EventIndex, EventRun};
 use crate::tiles::TILE_WIDTH;
 use crate::LedgerError;
 
@@ -97,10 +98,17 @@ pub mod keys {
     pub fn rejected(i: u64) -> [u8; 9] {
         indexed(b'r', i)
     }
-    /// Dedupe entry for an event id.
+    /// Dedupe entry for an event id, as ledgers kept them before
+    /// [`crate::event_index::EventRun`]s (opening one turns them into runs).
     pub fn event(id: &str) -> Vec<u8> {
         named(b'e', id)
     }
+    /// The dedupe run whose first leaf is `first`.
+    pub fn event_run(first: u64) -> [u8; 9] {
+        indexed(EVENT_RUNS, first)
+    }
+    /// Prefix of all dedupe runs.
+    pub const EVENT_RUNS: u8 = b'E';
     /// Key registry entry.
     pub fn key(key_id: &str) -> Vec<u8> {
         named(b'k', key_id)
@@ -561,6 +569,11 @@ pub(crate) struct Overlay<'a> {
     leaf_hashes: Vec<(u64, Vec<Hash>)>,
     /// Leaves appended in this batch, in order.
     leaves: Vec<(u64, Vec<u8>)>,
+    /// The ledger's dedupe index as of the last batch, when checking for
+    /// duplicates.
+    event_index: Option<&'a EventIndex>,
+    /// Leaves indexed in this batch, each with its event id's tag.
+    indexed: Vec<(u64, u64)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -571,7 +584,63 @@ impl<'a> Overlay<'a> {
             hashes: HashMap::new(),
             leaf_hashes: Vec::new(),
             leaves: Vec::new(),
+            event_index: None,
+            indexed: Vec::new(),
         }
+    }
+
+    /// The overlay over a ledger whose dedupe index is `index`.
+    pub fn with_event_index(mut self, index: &'a EventIndex) -> Self {
+        self.event_index = Some(index);
+        self
+    }
+
+    /// The leaf holding `event_id`, if one does (stored or in this batch):
+    /// a leaf under the id's tag whose event has that very id.
+    pub fn event_leaf(&self, event_id: &str) -> Result<Option<u64>, LedgerError> {
+        let t = event_index::tag(event_id);
+        let stored = self.event_index.into_iter().flat_map(|i| i.leaves(t));
+        let here = self
+            .indexed
+            .iter()
+            .filter(|(_, x)| *x == t)
+            .map(|(l, _)| *l);
+        for leaf in stored.chain(here) {
+            if self.event_id_of(leaf)? == event_id {
+                return Ok(Some(leaf));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Indexes `event_id` as leaf `leaf` (the next after the last one indexed).
+    pub fn index_event(&mut self, event_id: &str, leaf: u64) {
+        self.indexed.push((leaf, event_index::tag(event_id)));
+    }
+
+    /// The leaves indexed in this batch, each with its tag.
+    pub fn indexed_events(&self) -> Vec<(u64, u64)> {
+        self.indexed.clone()
+    }
+
+    /// The event id leaf `leaf` holds (appended in this batch or stored).
+    pub fn event_id_of(&self, leaf: u64) -> Result<String, LedgerError> {
+        let stored;
+        let bytes = match self.leaves.binary_search_by_key(&leaf, |(i, _)| *i) {
+            Ok(at) => &self.leaves[at].1,
+            Err(_) => {
+                stored = read_leaf(self.tree, leaf)?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!(
+                        "the dedupe index names leaf {leaf}, which is missing"
+                    ))
+                })?;
+                &stored
+            }
+        };
+        Ok(clew_events::open(bytes)
+            .map_err(|e| LedgerError::Corrupt(format!("leaf {leaf}: {e}")))?
+            .event
+            .event_id)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
@@ -624,6 +693,10 @@ impl<'a> Overlay<'a> {
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
             batch.insert(k, v);
+        }
+        // One dedupe run per stretch of consecutive leaves (a batch's are).
+        for run in EventRun::of_leaves(&self.indexed) {
+            batch.insert(&keys::event_run(run.first)[..], run.encode());
         }
         let mut group: Vec<&[u8]> = Vec::new();
         let mut group_first = 0;

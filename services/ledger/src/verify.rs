@@ -19,6 +19,7 @@ use tlog_tiles::{
     stored_hash_index, stored_hashes_for_record_hash, tree_hash, Hash,
 };
 
+use crate::event_index::EventIndex;
 use crate::store::{hash_value, keys, u64_value, MemoryHashes, StoredHashes};
 use crate::{checkpoint, LEDGER_DB_DIR};
 
@@ -234,6 +235,32 @@ fn policy_problem(
     .map(|e| format!("key {}: {e}", o.key_id()))
 }
 
+/// Whether the dedupe index holds `event_id` at leaf `i` and at no other
+/// leaf. Other leaves under the id's tag are read, to tell a shared tag from
+/// a second leaf with the same id.
+fn indexed_here(
+    tree: &sled::Tree,
+    index: &EventIndex,
+    i: u64,
+    event_id: &str,
+) -> Result<bool, crate::LedgerError> {
+    let leaves: Vec<u64> = index.leaves(crate::event_index::tag(event_id)).collect();
+    if !leaves.contains(&i) {
+        // A ledger from before runs, not opened since, keeps one key an event.
+        return Ok(match tree.get(keys::event(event_id))? {
+            Some(v) => u64_value(&v)? == i,
+            None => false,
+        });
+    }
+    let ov = crate::store::Overlay::new(tree);
+    for other in leaves.into_iter().filter(|&j| j != i) {
+        if ov.event_id_of(other)? == event_id {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Verifies the ledger in `data_dir`. When `expected_vkey` is given the ledger
 /// must be signed by exactly that key. `progress(done, total)` is called as
 /// leaves are checked.
@@ -272,6 +299,10 @@ pub fn verify_ledger(
         Some(v) => u64_value(&v).map_err(|e| unreadable(&e))?,
         None => 0,
     };
+
+    // The dedupe index, as runs (and, in a ledger from before them not
+    // opened since, one key an event).
+    let event_index = EventIndex::load(&tree).map_err(|e| unreadable(&e))?;
 
     // 1. Leaves: decode, replay the key registry, check signatures, recompute hashes.
     let mut registry: HashMap<String, KeyLife> = HashMap::new();
@@ -398,9 +429,15 @@ pub fn verify_ledger(
         })?;
         // Dedupe index and Merkle hashes, in order.
         for ((i, bytes), o) in leaves.iter().zip(&opened) {
-            match get(&keys::event(&o.event.event_id))? {
-                Some(v) if u64_value(&v).ok() == Some(*i) => {}
-                _ => {
+            match indexed_here(&tree, &event_index, *i, &o.event.event_id) {
+                Ok(true) => {}
+                Err(e) => {
+                    return Err(VerifyFailure::Leaf {
+                        index: *i,
+                        problem: format!("its dedupe entry: {e}"),
+                    })
+                }
+                Ok(false) => {
                     return Err(VerifyFailure::Leaf {
                         index: *i,
                         problem: format!(

@@ -1717,3 +1717,146 @@ fn a_ledger_stored_a_leaf_per_key_reads_verifies_and_grows_in_groups() {
         "{keys_after} leaf keys: the 300 new leaves were not grouped"
     );
 }
+
+/// Rewrites a ledger's dedupe index the way ledgers kept it before runs:
+/// each event id under its own `e` key. Returns how many it wrote.
+fn rewrite_event_runs_as_keys(dir: &std::path::Path) -> u64 {
+    use clew_ledger::store::keys;
+    let db = open_when_released(|| sled::open(dir.join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    let mut written = 0;
+    for kv in tree.scan_prefix([keys::LEAVES]).collect::<Vec<_>>() {
+        let (k, v) = kv.unwrap();
+        let first = u64::from_be_bytes(k[1..].try_into().unwrap());
+        let group = clew_ledger::store::LeafGroup::decode(first, &v).unwrap();
+        for (i, leaf) in (first..).zip(group.leaves) {
+            let id = clew_events::open(&leaf).unwrap().event.event_id;
+            tree.insert(keys::event(&id), &i.to_be_bytes()).unwrap();
+            written += 1;
+        }
+    }
+    for kv in tree.scan_prefix([keys::EVENT_RUNS]).collect::<Vec<_>>() {
+        tree.remove(kv.unwrap().0).unwrap();
+    }
+    db.flush().unwrap();
+    written
+}
+
+fn count_keys(dir: &std::path::Path, prefix: u8) -> usize {
+    let db = open_when_released(|| sled::open(dir.join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    tree.scan_prefix([prefix]).count()
+}
+
+#[test]
+fn a_ledger_keeping_its_dedupe_index_one_key_an_event_verifies_and_is_turned_into_runs_when_opened()
+{
+    use clew_ledger::store::keys::EVENT_RUNS;
+    let mut w = World::new();
+    w.submit_versions(1000..1300);
+    let size = w.ledger().size();
+    let leaves = w.ledger().leaves(0..size).unwrap();
+    let ids: Vec<String> = leaves
+        .iter()
+        .map(|l| clew_events::open(l).unwrap().event.event_id)
+        .collect();
+    // One run a batch: far fewer keys than events, and no `e` key.
+    w.ledger = None;
+    let runs = count_keys(w.dir.path(), EVENT_RUNS);
+    assert!(runs > 0 && runs < 10, "{runs} runs for {size} leaves");
+    assert_eq!(count_keys(w.dir.path(), b'e'), 0);
+
+    // The same ledger as the code before runs would have left it verifies
+    // as it is, and opening it turns its keys into runs.
+    assert_eq!(rewrite_event_runs_as_keys(w.dir.path()), size);
+    verify_ledger(w.dir.path(), None, &|_, _| {}).expect("a ledger before runs verifies");
+    w.reopen();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            w.ledger().leaf_index_of(id).unwrap(),
+            Some(i as u64),
+            "{id}"
+        );
+    }
+    let r = w.submit(vec![leaves[150].clone()]);
+    assert_eq!(r.rejected[0].reason, R::Duplicate);
+    assert_eq!(r.rejected[0].original_leaf_index, Some(150));
+    w.submit_versions(2000..2100);
+    w.verify();
+    w.ledger = None;
+    assert_eq!(
+        count_keys(w.dir.path(), b'e'),
+        0,
+        "every key turned into runs"
+    );
+    assert!(count_keys(w.dir.path(), EVENT_RUNS) >= 2);
+}
+
+#[test]
+fn an_event_sharing_a_tag_with_another_is_not_refused_and_a_lost_dedupe_entry_fails_verification() {
+    use clew_ledger::event_index::{tag, EventRun};
+    use clew_ledger::store::keys;
+    let mut w = World::new();
+    w.submit_versions(1000..1010);
+    let size = w.ledger().size();
+    let next = w.sealed_ingest(sample::dataset_version(1, 1010, vec![]));
+    let next_id = clew_events::open(&next).unwrap().event.event_id;
+    let leaf_4 = clew_events::open(&w.ledger().leaf(4).unwrap())
+        .unwrap()
+        .event
+        .event_id;
+    let open_tree = |w: &World| {
+        let db = open_when_released(|| sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)));
+        let tree = db.open_tree("ledger").unwrap();
+        (db, tree)
+    };
+
+    // Leaf 4 indexed under the new event's tag too, as if their ids shared one.
+    w.ledger = None;
+    {
+        let (db, tree) = open_tree(&w);
+        let run = EventRun {
+            first: 4,
+            tags: vec![tag(&next_id)],
+        };
+        assert!(tree.get(keys::event_run(4)).unwrap().is_none());
+        tree.insert(keys::event_run(4), run.encode()).unwrap();
+        db.flush().unwrap();
+    }
+    w.reopen();
+    let r = w.submit(vec![next]);
+    assert!(
+        r.rejected.is_empty(),
+        "a shared tag is no duplicate: {:?}",
+        r.rejected
+    );
+    assert_eq!(w.ledger().leaf_index_of(&next_id).unwrap(), Some(size));
+    assert_eq!(w.ledger().leaf_index_of(&leaf_4).unwrap(), Some(4));
+    w.verify();
+
+    // Leaf 4's own entry lost: its run says another tag for it.
+    w.ledger = None;
+    {
+        let (db, tree) = open_tree(&w);
+        let (k, v) = tree
+            .range(..=keys::event_run(3))
+            .next_back()
+            .unwrap()
+            .unwrap();
+        let mut run = EventRun::decode(&k, &v).unwrap();
+        assert!(
+            run.first <= 4 && run.first + run.tags.len() as u64 > 4,
+            "{run:?}"
+        );
+        run.tags[(4 - run.first) as usize] = tag("no such event");
+        tree.insert(k, run.encode()).unwrap();
+        tree.remove(keys::event_run(4)).unwrap();
+        db.flush().unwrap();
+    }
+    let err = verify_ledger(w.dir.path(), None, &|_, _| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("not indexed to this leaf"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&leaf_4), "{err}");
+}

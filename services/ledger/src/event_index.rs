@@ -1,0 +1,255 @@
+//! The dedupe index: which leaf holds each event id.
+//!
+//! Each batch's accepted leaves are consecutive, so the index is kept as one
+//! write-once sled value per batch, an [`EventRun`]: under `E` + its first
+//! leaf, the 8-byte tag of each leaf's event id in leaf order. The tag is
+//! the first 8 bytes of the SHA-256 of the id. The ledger holds every tag in
+//! memory ([`EventIndex`], read from the runs when it opens: 8 bytes a leaf
+//! on disk, 16 in memory), so the dedupe check reads nothing from
+//! sled unless a tag matches, and then it reads the leaf and compares ids,
+//! so two ids sharing a tag (about once in 2^64 pairs) never refuse an
+//! event wrongly.
+//!
+//! Kept one sled key an event (`e` + event id → leaf), as ledgers did
+//! before runs, a million entries took about 245 MB on disk for 45 MB of
+//! keys and values (sled's pages split every sixteen keys, and each page's
+//! rewrites leave garbage behind); a run is written once and never
+//! rewritten. A ledger that still holds `e` keys has them turned into runs,
+//! in one sled batch, when it is opened.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::keys;
+use crate::LedgerError;
+
+/// The tag of an event id: the first 8 bytes of its SHA-256.
+pub fn tag(event_id: &str) -> u64 {
+    let d = Sha256::digest(event_id.as_bytes());
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(t)
+}
+
+/// The tags of consecutive leaves, as one batch stored them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRun {
+    /// The run's first leaf.
+    pub first: u64,
+    /// The tag of each leaf's event id, in leaf order.
+    pub tags: Vec<u64>,
+}
+
+impl EventRun {
+    /// The run as stored under `E` + its first leaf.
+    pub fn encode(&self) -> Vec<u8> {
+        self.tags.iter().flat_map(|t| t.to_be_bytes()).collect()
+    }
+
+    /// The run stored under `key`; a value that is not whole tags is named.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, LedgerError> {
+        let first = key
+            .get(1..)
+            .and_then(|k| <[u8; 8]>::try_from(k).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| LedgerError::Corrupt("a dedupe run's key".into()))?;
+        if !value.len().is_multiple_of(8) {
+            return Err(LedgerError::Corrupt(format!(
+                "the dedupe run at leaf {first} holds {} bytes, not whole 8-byte tags",
+                value.len()
+            )));
+        }
+        let tags = value
+            .chunks_exact(8)
+            .map(|c| {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(c);
+                u64::from_be_bytes(t)
+            })
+            .collect();
+        Ok(Self { first, tags })
+    }
+
+    /// `(leaf, tag)` pairs in leaf order as runs: a new run at each gap
+    /// between leaves, and every [`EventRun::MAX_TAGS`] leaves.
+    pub fn of_leaves(entries: &[(u64, u64)]) -> Vec<Self> {
+        let mut runs: Vec<Self> = Vec::new();
+        for (leaf, tag) in entries {
+            match runs.last_mut() {
+                Some(r)
+                    if r.first + r.tags.len() as u64 == *leaf && r.tags.len() < Self::MAX_TAGS =>
+                {
+                    r.tags.push(*tag)
+                }
+                _ => runs.push(Self {
+                    first: *leaf,
+                    tags: vec![*tag],
+                }),
+            }
+        }
+        runs
+    }
+
+    /// Tags in one run at most (32 KiB).
+    pub const MAX_TAGS: usize = 4096;
+
+    /// The leaves the run covers, each with its tag.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        (self.first..).zip(self.tags.iter().copied())
+    }
+}
+
+/// Every leaf's tag, by tag: a sorted array of (tag, leaf) pairs, 16 bytes
+/// a leaf, and the leaves added since it was last merged in a small hash
+/// map. The map is merged into the array when it holds
+/// [`EventIndex::MERGE_AT`] leaves, so memory grows by 16 bytes a leaf
+/// rather than by a hash table's doublings (a merge holds the old array
+/// and the new one for as long as it takes).
+#[derive(Debug, Default)]
+pub struct EventIndex {
+    /// (tag, leaf), sorted.
+    sorted: Vec<(u64, u64)>,
+    /// Tag → leaves added since the last merge.
+    recent: HashMap<u64, Vec<u64>>,
+    recent_len: usize,
+}
+
+impl EventIndex {
+    /// Leaves the recent map holds before it is merged into the array.
+    pub const MERGE_AT: usize = 65_536;
+
+    /// The index of the runs stored in `tree`.
+    pub fn load(tree: &sled::Tree) -> Result<Self, LedgerError> {
+        let mut sorted = Vec::new();
+        for item in tree.scan_prefix([keys::EVENT_RUNS]) {
+            let (k, v) = item?;
+            sorted.extend(EventRun::decode(&k, &v)?.entries().map(|(l, t)| (t, l)));
+        }
+        sorted.sort_unstable();
+        sorted.shrink_to_fit();
+        Ok(Self {
+            sorted,
+            ..Self::default()
+        })
+    }
+
+    /// Adds leaf `leaf` under `tag`.
+    pub fn insert(&mut self, tag: u64, leaf: u64) {
+        self.recent.entry(tag).or_default().push(leaf);
+        self.recent_len += 1;
+        if self.recent_len >= Self::MERGE_AT {
+            let mut recent: Vec<(u64, u64)> = self
+                .recent
+                .drain()
+                .flat_map(|(t, leaves)| leaves.into_iter().map(move |l| (t, l)))
+                .collect();
+            recent.sort_unstable();
+            // Two sorted arrays merged in one pass.
+            let mut merged = Vec::with_capacity(self.sorted.len() + recent.len());
+            let (mut a, mut b) = (self.sorted.iter().peekable(), recent.iter().peekable());
+            while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+                if x <= y {
+                    merged.push(**x);
+                    a.next();
+                } else {
+                    merged.push(**y);
+                    b.next();
+                }
+            }
+            merged.extend(a);
+            merged.extend(b);
+            self.sorted = merged;
+            self.recent_len = 0;
+        }
+    }
+
+    /// The leaves under `tag`.
+    pub fn leaves(&self, tag: u64) -> impl Iterator<Item = u64> + '_ {
+        let from = self.sorted.partition_point(|(t, _)| *t < tag);
+        self.sorted[from..]
+            .iter()
+            .take_while(move |(t, _)| *t == tag)
+            .map(|(_, l)| *l)
+            .chain(self.recent.get(&tag).into_iter().flatten().copied())
+    }
+
+    /// How many leaves the index holds.
+    pub fn len(&self) -> u64 {
+        (self.sorted.len() + self.recent_len) as u64
+    }
+
+    /// Whether the index holds no leaf.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Turns the `e` keys of a ledger from before runs (one key an event) into
+/// runs, in one sled batch; returns how many it turned. Leaves without an
+/// `e` key start a new run after them.
+pub fn upgrade_keys_to_runs(tree: &sled::Tree) -> Result<u64, LedgerError> {
+    let mut entries: Vec<(u64, u64)> = Vec::new();
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix([b'e']) {
+        let (k, v) = item?;
+        let id = std::str::from_utf8(&k[1..])
+            .map_err(|_| LedgerError::Corrupt("a dedupe key is not UTF-8".into()))?;
+        entries.push((crate::store::u64_value(&v)?, tag(id)));
+        batch.remove(k);
+    }
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    entries.sort_unstable();
+    for run in EventRun::of_leaves(&entries) {
+        batch.insert(&keys::event_run(run.first)[..], run.encode());
+    }
+    tree.apply_batch(batch)?;
+    Ok(entries.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_read_back_and_shared_tags_keep_every_leaf() {
+        let run = EventRun {
+            first: 40,
+            tags: vec![tag("a"), tag("b"), tag("a")],
+        };
+        let key = keys::event_run(40);
+        assert_eq!(EventRun::decode(&key, &run.encode()).unwrap(), run);
+        let err = EventRun::decode(&key, &run.encode()[..20]).unwrap_err();
+        assert!(err.to_string().contains("20 bytes"), "{err}");
+        let mut index = EventIndex::default();
+        for (leaf, t) in run.entries() {
+            index.insert(t, leaf);
+        }
+        assert_eq!(index.leaves(tag("a")).collect::<Vec<_>>(), vec![40, 42]);
+        assert_eq!(index.leaves(tag("b")).collect::<Vec<_>>(), vec![41]);
+        assert_eq!(index.leaves(tag("c")).count(), 0);
+        assert_eq!(index.len(), 3);
+        assert_eq!(tag("a"), tag("a"), "a tag depends on the id alone");
+    }
+
+    #[test]
+    fn leaves_are_found_before_and_after_a_merge() {
+        let mut index = EventIndex::default();
+        let n = EventIndex::MERGE_AT as u64 + 10;
+        for leaf in 0..n {
+            index.insert(tag(&leaf.to_string()), leaf);
+        }
+        assert_eq!(index.recent_len, 10, "merged once");
+        assert_eq!(index.len(), n);
+        for leaf in [0, 1, 65_535, 65_536, n - 1] {
+            assert_eq!(
+                index.leaves(tag(&leaf.to_string())).collect::<Vec<_>>(),
+                vec![leaf]
+            );
+        }
+        index.insert(tag("0"), n);
+        assert_eq!(index.leaves(tag("0")).collect::<Vec<_>>(), vec![0, n]);
+    }
+}
