@@ -12,7 +12,7 @@ use signed_note::StandardSigner;
 use tlog_tiles::{record_hash, stored_hashes_for_record_hash, tree_hash, Hash};
 
 use crate::checkpoint::{self, SignedCheckpoint};
-use crate::event_index::EventIndex;
+use crate::event_index::TagIndex;
 use crate::rules::{self, KeyRegistry, Refusal, RegisteredKey};
 use crate::store::{keys, u64_value, CachedHashes, KeyRecord, Overlay, ProofHashes};
 use crate::LedgerError;
@@ -246,7 +246,10 @@ pub struct Ledger {
     pub(crate) proof_hashes: ProofHashes,
     /// Every leaf's event id tag: the dedupe index as of the last batch
     /// (see [`crate::event_index`]).
-    pub(crate) event_index: RwLock<EventIndex>,
+    pub(crate) event_index: RwLock<TagIndex>,
+    /// Every dataset version's manifest tag: the manifest index as of the
+    /// last batch (see [`crate::event_index`]).
+    manifest_index: RwLock<TagIndex>,
     /// When the latest checkpoint was signed (unix seconds; 0 before any).
     pub(crate) signed_at: std::sync::atomic::AtomicI64,
     /// The size of the latest checkpoint, for those who wait for the next.
@@ -445,7 +448,16 @@ impl Ledger {
                 "the dedupe index was kept one key an event; it is now kept in runs"
             );
         }
-        let event_index = EventIndex::load(&tree)?;
+        let upgraded = crate::event_index::upgrade_manifest_keys_to_runs(&tree)?;
+        if upgraded > 0 {
+            db.flush()?;
+            tracing::info!(
+                versions = upgraded,
+                "the manifest index was kept one key a version; it is now kept in runs"
+            );
+        }
+        let event_index = TagIndex::load(&tree)?;
+        let manifest_index = TagIndex::load_manifests(&tree)?;
         let next_cosigned = match db.open_tree(COSIGNATURES)?.scan_prefix(b"s").next_back() {
             Some(item) => u64_value(&item?.0[1..])? + 1,
             None => 0,
@@ -465,6 +477,7 @@ impl Ledger {
             registry: RwLock::new(Arc::new(registry)),
             proof_hashes: ProofHashes::default(),
             event_index: RwLock::new(event_index),
+            manifest_index: RwLock::new(manifest_index),
             signed_at: std::sync::atomic::AtomicI64::new(signed_at),
             checkpointed: tokio::sync::watch::Sender::new(size),
             cosigned: tokio::sync::watch::Sender::new(next_cosigned),
@@ -647,7 +660,13 @@ impl Ledger {
             .event_index
             .read()
             .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
-        let mut ov = Overlay::new(&self.tree).with_event_index(&event_index);
+        let manifest_index = self
+            .manifest_index
+            .read()
+            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let mut ov = Overlay::new(&self.tree)
+            .with_event_index(&event_index)
+            .with_manifest_index(&manifest_index);
         let mut receipt = BatchReceipt::default();
         let mut new_keys: Vec<rules::RegistryChange> = Vec::new();
 
@@ -739,13 +758,23 @@ impl Ledger {
 
         let appended: Vec<(u64, Hash)> = ov.hashes.iter().map(|(i, h)| (*i, *h)).collect();
         let indexed = ov.indexed_events();
+        let manifests = ov.indexed_manifests();
         // The one write of the batch (see the doc comment for the crash order).
         self.tree.apply_batch(ov.into_batch())?;
         if self.options.flush_every_batch {
             self.db.flush()?;
         }
-        drop(event_index);
+        drop((event_index, manifest_index));
         self.index_events(&indexed);
+        if !manifests.is_empty() {
+            let mut index = self
+                .manifest_index
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for (leaf, tag) in manifests {
+                index.insert(tag, leaf);
+            }
+        }
 
         self.proof_hashes.appended(appended.into_iter());
         if let Some(t) = signed_at {

@@ -468,14 +468,15 @@ impl StateCheck<'_, '_> {
             Body::DatasetVersionPublished(v) => {
                 // The same content under a second version number is a
                 // re-run, not a new version: refuse it, naming the first.
-                let manifest_key = keys::manifest(&v.dataset_id, &v.manifest_digest);
-                if let Some(first) = self.ov.get(&manifest_key)? {
+                if let Some(first) = self
+                    .ov
+                    .manifest_version(&v.dataset_id, &v.manifest_digest)?
+                {
                     return Ok(Err((
                         R::Duplicate,
                         format!(
-                            "manifest {} is already published as dataset-version/{}; the same content is not a new version",
+                            "manifest {} is already published as dataset-version/{first}; the same content is not a new version",
                             v.manifest_digest,
-                            String::from_utf8_lossy(&first)
                         ),
                     )));
                 }
@@ -490,10 +491,8 @@ impl StateCheck<'_, '_> {
                 }
                 let rec = self.created();
                 self.create(&subject, rec);
-                self.ov.put(
-                    manifest_key,
-                    format!("{}@{}", v.dataset_id, v.version).into_bytes(),
-                );
+                self.ov
+                    .index_manifest(&v.dataset_id, &v.manifest_digest, self.size);
             }
             Body::DatasetVersionWithdrawn(_) => {
                 let mut version = check!(self.existing(&subject, "dataset_version_id", false));

@@ -12,6 +12,7 @@
 //! | `l` + u64 first leaf    | a [leaf group]: consecutive Merkle leaves     |
 //! | `h` + u64 first leaf    | the stored hashes appending those leaves made |
 //! | `E` + u64 first leaf    | an [`EventRun`]: the tags of those leaves' event ids (the dedupe index) |
+//! | `M` + u64 first leaf    | [`TaggedLeaves`]: the leaves of a batch's dataset versions, each with its manifest's tag |
 //! | `k` + key id            | [`KeyRecord`] JSON                            |
 //! | `n` + subject           | [`EntityRecord`] JSON                         |
 //! | `c` + u64 tree size     | signed checkpoint note for that size          |
@@ -46,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 use tlog_tiles::{Hash, HashReader, HASH_SIZE};
 
-use crate::event_index::{self, EventIndex, EventRun};
+use crate::event_index::{self, EventRun, TagIndex, TaggedLeaves};
 use crate::tiles::TILE_WIDTH;
 use crate::LedgerError;
 
@@ -109,6 +110,12 @@ pub mod keys {
     }
     /// Prefix of all dedupe runs.
     pub const EVENT_RUNS: u8 = b'E';
+    /// The manifest run written by the batch whose first version is leaf `first`.
+    pub fn manifest_run(first: u64) -> [u8; 9] {
+        indexed(MANIFEST_RUNS, first)
+    }
+    /// Prefix of all manifest runs.
+    pub const MANIFEST_RUNS: u8 = b'M';
     /// Key registry entry.
     pub fn key(key_id: &str) -> Vec<u8> {
         named(b'k', key_id)
@@ -117,7 +124,9 @@ pub mod keys {
     pub fn entity(subject: &str) -> Vec<u8> {
         named(b'n', subject)
     }
-    /// The dataset version that published a manifest digest within a dataset.
+    /// The dataset version that published a manifest digest within a
+    /// dataset, as ledgers kept it before manifest runs (opening one turns
+    /// these into a run).
     pub fn manifest(dataset_id: &str, digest: &str) -> Vec<u8> {
         named(b'm', &format!("{dataset_id}\n{digest}"))
     }
@@ -460,6 +469,17 @@ pub(crate) fn hash_value(v: &[u8]) -> Result<Hash, tlog_tiles::Error> {
     Ok(Hash(arr))
 }
 
+/// The leaves under tag `t`: those `index` holds, then those of this
+/// batch's (leaf, tag) pairs `here`.
+fn tagged<'s>(
+    index: Option<&'s TagIndex>,
+    here: &'s [(u64, u64)],
+    t: u64,
+) -> impl Iterator<Item = u64> + 's {
+    let stored = index.into_iter().flat_map(move |i| i.leaves(t));
+    stored.chain(here.iter().filter(move |(_, x)| *x == t).map(|(l, _)| *l))
+}
+
 /// Reads stored hashes straight from sled.
 pub(crate) struct StoredHashes<'a>(pub &'a sled::Tree);
 
@@ -571,9 +591,13 @@ pub(crate) struct Overlay<'a> {
     leaves: Vec<(u64, Vec<u8>)>,
     /// The ledger's dedupe index as of the last batch, when checking for
     /// duplicates.
-    event_index: Option<&'a EventIndex>,
+    event_index: Option<&'a TagIndex>,
     /// Leaves indexed in this batch, each with its event id's tag.
     indexed: Vec<(u64, u64)>,
+    /// The ledger's manifest index as of the last batch.
+    manifest_index: Option<&'a TagIndex>,
+    /// Dataset versions published in this batch, each with its manifest's tag.
+    manifests: Vec<(u64, u64)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -586,11 +610,53 @@ impl<'a> Overlay<'a> {
             leaves: Vec::new(),
             event_index: None,
             indexed: Vec::new(),
+            manifest_index: None,
+            manifests: Vec::new(),
         }
     }
 
+    /// The overlay over a ledger whose manifest index is `index`.
+    pub fn with_manifest_index(mut self, index: &'a TagIndex) -> Self {
+        self.manifest_index = Some(index);
+        self
+    }
+
+    /// The dataset version (`dataset@version`) that published `digest`
+    /// within `dataset_id`, if one did (stored or in this batch): a leaf
+    /// under the manifest's tag whose version has that very dataset and
+    /// digest.
+    pub fn manifest_version(
+        &self,
+        dataset_id: &str,
+        digest: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        let t = event_index::manifest_tag(dataset_id, digest);
+        for leaf in tagged(self.manifest_index, &self.manifests, t) {
+            if let clew_events::proto::event::Body::DatasetVersionPublished(v) =
+                self.opened_leaf(leaf)?.body()
+            {
+                if v.dataset_id == dataset_id && v.manifest_digest == digest {
+                    return Ok(Some(format!("{}@{}", v.dataset_id, v.version)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Indexes the dataset version at leaf `leaf` as publishing `digest`
+    /// within `dataset_id`.
+    pub fn index_manifest(&mut self, dataset_id: &str, digest: &str, leaf: u64) {
+        self.manifests
+            .push((leaf, event_index::manifest_tag(dataset_id, digest)));
+    }
+
+    /// The dataset versions indexed in this batch, each with its tag.
+    pub fn indexed_manifests(&self) -> Vec<(u64, u64)> {
+        self.manifests.clone()
+    }
+
     /// The overlay over a ledger whose dedupe index is `index`.
-    pub fn with_event_index(mut self, index: &'a EventIndex) -> Self {
+    pub fn with_event_index(mut self, index: &'a TagIndex) -> Self {
         self.event_index = Some(index);
         self
     }
@@ -599,13 +665,7 @@ impl<'a> Overlay<'a> {
     /// a leaf under the id's tag whose event has that very id.
     pub fn event_leaf(&self, event_id: &str) -> Result<Option<u64>, LedgerError> {
         let t = event_index::tag(event_id);
-        let stored = self.event_index.into_iter().flat_map(|i| i.leaves(t));
-        let here = self
-            .indexed
-            .iter()
-            .filter(|(_, x)| *x == t)
-            .map(|(l, _)| *l);
-        for leaf in stored.chain(here) {
+        for leaf in tagged(self.event_index, &self.indexed, t) {
             if self.event_id_of(leaf)? == event_id {
                 return Ok(Some(leaf));
             }
@@ -625,22 +685,22 @@ impl<'a> Overlay<'a> {
 
     /// The event id leaf `leaf` holds (appended in this batch or stored).
     pub fn event_id_of(&self, leaf: u64) -> Result<String, LedgerError> {
+        Ok(self.opened_leaf(leaf)?.event.event_id)
+    }
+
+    /// Leaf `leaf` (appended in this batch or stored), opened.
+    fn opened_leaf(&self, leaf: u64) -> Result<clew_events::OpenedEnvelope, LedgerError> {
         let stored;
         let bytes = match self.leaves.binary_search_by_key(&leaf, |(i, _)| *i) {
             Ok(at) => &self.leaves[at].1,
             Err(_) => {
                 stored = read_leaf(self.tree, leaf)?.ok_or_else(|| {
-                    LedgerError::Corrupt(format!(
-                        "the dedupe index names leaf {leaf}, which is missing"
-                    ))
+                    LedgerError::Corrupt(format!("an index names leaf {leaf}, which is missing"))
                 })?;
                 &stored
             }
         };
-        Ok(clew_events::open(bytes)
-            .map_err(|e| LedgerError::Corrupt(format!("leaf {leaf}: {e}")))?
-            .event
-            .event_id)
+        clew_events::open(bytes).map_err(|e| LedgerError::Corrupt(format!("leaf {leaf}: {e}")))
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
@@ -697,6 +757,12 @@ impl<'a> Overlay<'a> {
         // One dedupe run per stretch of consecutive leaves (a batch's are).
         for run in EventRun::of_leaves(&self.indexed) {
             batch.insert(&keys::event_run(run.first)[..], run.encode());
+        }
+        if let Some(&(first, _)) = self.manifests.first() {
+            batch.insert(
+                &keys::manifest_run(first)[..],
+                TaggedLeaves(self.manifests).encode(),
+            );
         }
         let mut group: Vec<&[u8]> = Vec::new();
         let mut group_first = 0;

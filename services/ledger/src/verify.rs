@@ -19,7 +19,7 @@ use tlog_tiles::{
     stored_hash_index, stored_hashes_for_record_hash, tree_hash, Hash,
 };
 
-use crate::event_index::EventIndex;
+use crate::event_index::TagIndex;
 use crate::store::{hash_value, keys, u64_value, MemoryHashes, StoredHashes};
 use crate::{checkpoint, LEDGER_DB_DIR};
 
@@ -240,7 +240,7 @@ fn policy_problem(
 /// a second leaf with the same id.
 fn indexed_here(
     tree: &sled::Tree,
-    index: &EventIndex,
+    index: &TagIndex,
     i: u64,
     event_id: &str,
 ) -> Result<bool, crate::LedgerError> {
@@ -302,7 +302,7 @@ pub fn verify_ledger(
 
     // The dedupe index, as runs (and, in a ledger from before them not
     // opened since, one key an event).
-    let event_index = EventIndex::load(&tree).map_err(|e| unreadable(&e))?;
+    let event_index = TagIndex::load(&tree).map_err(|e| unreadable(&e))?;
 
     // 1. Leaves: decode, replay the key registry, check signatures, recompute hashes.
     let mut registry: HashMap<String, KeyLife> = HashMap::new();

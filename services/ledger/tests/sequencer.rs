@@ -1860,3 +1860,80 @@ fn an_event_sharing_a_tag_with_another_is_not_refused_and_a_lost_dedupe_entry_fa
     );
     assert!(err.to_string().contains(&leaf_4), "{err}");
 }
+
+/// Rewrites a ledger's manifest index the way ledgers kept it before runs:
+/// each version under `m` + dataset id, a newline and the digest, its value
+/// `dataset@version`. Returns how many it wrote.
+fn rewrite_manifest_runs_as_keys(dir: &std::path::Path) -> usize {
+    use clew_ledger::event_index::TaggedLeaves;
+    use clew_ledger::store::keys;
+    let db = open_when_released(|| sled::open(dir.join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    let mut written = 0;
+    for kv in tree.scan_prefix([keys::MANIFEST_RUNS]).collect::<Vec<_>>() {
+        let (k, v) = kv.unwrap();
+        for (leaf, _) in TaggedLeaves::decode(&v).unwrap().0 {
+            let group = tree
+                .range(..=keys::leaf(leaf))
+                .next_back()
+                .unwrap()
+                .unwrap();
+            let first = u64::from_be_bytes(group.0[1..].try_into().unwrap());
+            let bytes = clew_ledger::store::LeafGroup::decode(first, &group.1)
+                .unwrap()
+                .into_leaf(leaf)
+                .unwrap();
+            let Some(Body::DatasetVersionPublished(p)) =
+                clew_events::open(&bytes).unwrap().event.body
+            else {
+                panic!("leaf {leaf} is not a dataset version")
+            };
+            tree.insert(
+                keys::manifest(&p.dataset_id, &p.manifest_digest),
+                format!("{}@{}", p.dataset_id, p.version).as_bytes(),
+            )
+            .unwrap();
+            written += 1;
+        }
+        tree.remove(k).unwrap();
+    }
+    db.flush().unwrap();
+    written
+}
+
+#[test]
+fn a_ledger_keeping_its_manifest_index_one_key_a_version_refuses_the_same_content_and_is_turned_into_a_run_when_opened(
+) {
+    use clew_ledger::store::keys::MANIFEST_RUNS;
+    let mut w = World::new();
+    w.submit_versions(1000..1050);
+    w.ledger = None;
+    assert!(count_keys(w.dir.path(), MANIFEST_RUNS) >= 2);
+    // dataset 1's versions 1.0 and 1000.0..1050.0
+    assert_eq!(rewrite_manifest_runs_as_keys(w.dir.path()), 51);
+    w.reopen();
+    let Body::DatasetVersionPublished(mut again) = sample::dataset_version(1, 1010, vec![]) else {
+        unreachable!()
+    };
+    again.version = "9999.0".into();
+    let r = w.submit(vec![w.sealed_ingest(Body::DatasetVersionPublished(again))]);
+    assert_eq!(r.rejected[0].reason, R::Duplicate, "{:?}", r.rejected);
+    assert!(
+        r.rejected[0]
+            .detail
+            .contains("dataset-version/ds-000001@1010.0"),
+        "{}",
+        r.rejected[0].detail
+    );
+    w.submit_versions(2000..2010);
+    w.verify();
+    w.ledger = None;
+    let db = open_when_released(|| sled::open(w.dir.path().join(clew_ledger::LEDGER_DB_DIR)));
+    let tree = db.open_tree("ledger").unwrap();
+    let left = tree
+        .scan_prefix(b"m")
+        .filter(|kv| kv.as_ref().unwrap().0.contains(&b'\n'))
+        .count();
+    assert_eq!(left, 0, "every manifest key turned into a run");
+    assert!(tree.scan_prefix([MANIFEST_RUNS]).count() >= 2);
+}
