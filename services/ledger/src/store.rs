@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 use tlog_tiles::{Hash, HashReader, HASH_SIZE};
 
-use crate::event_index::{self, EventRun, TagIndex, TaggedLeaves};
+use crate::event_index::{self, BatchTags, EventRun, TagIndex, TaggedLeaves};
 use crate::tiles::TILE_WIDTH;
 use crate::LedgerError;
 
@@ -473,11 +473,11 @@ pub(crate) fn hash_value(v: &[u8]) -> Result<Hash, tlog_tiles::Error> {
 /// batch's (leaf, tag) pairs `here`.
 fn tagged<'s>(
     index: Option<&'s TagIndex>,
-    here: &'s [(u64, u64)],
+    here: &'s BatchTags,
     t: u64,
 ) -> impl Iterator<Item = u64> + 's {
     let stored = index.into_iter().flat_map(move |i| i.leaves(t));
-    stored.chain(here.iter().filter(move |(_, x)| *x == t).map(|(l, _)| *l))
+    stored.chain(here.leaves(t))
 }
 
 /// Reads stored hashes straight from sled.
@@ -593,11 +593,11 @@ pub(crate) struct Overlay<'a> {
     /// duplicates.
     event_index: Option<&'a TagIndex>,
     /// Leaves indexed in this batch, each with its event id's tag.
-    indexed: Vec<(u64, u64)>,
+    indexed: BatchTags,
     /// The ledger's manifest index as of the last batch.
     manifest_index: Option<&'a TagIndex>,
     /// Dataset versions published in this batch, each with its manifest's tag.
-    manifests: Vec<(u64, u64)>,
+    manifests: BatchTags,
 }
 
 impl<'a> Overlay<'a> {
@@ -609,9 +609,9 @@ impl<'a> Overlay<'a> {
             leaf_hashes: Vec::new(),
             leaves: Vec::new(),
             event_index: None,
-            indexed: Vec::new(),
+            indexed: BatchTags::default(),
             manifest_index: None,
-            manifests: Vec::new(),
+            manifests: BatchTags::default(),
         }
     }
 
@@ -647,12 +647,12 @@ impl<'a> Overlay<'a> {
     /// within `dataset_id`.
     pub fn index_manifest(&mut self, dataset_id: &str, digest: &str, leaf: u64) {
         self.manifests
-            .push((leaf, event_index::manifest_tag(dataset_id, digest)));
+            .push(leaf, event_index::manifest_tag(dataset_id, digest));
     }
 
     /// The dataset versions indexed in this batch, each with its tag.
     pub fn indexed_manifests(&self) -> Vec<(u64, u64)> {
-        self.manifests.clone()
+        self.manifests.pairs().to_vec()
     }
 
     /// The overlay over a ledger whose dedupe index is `index`.
@@ -675,12 +675,12 @@ impl<'a> Overlay<'a> {
 
     /// Indexes `event_id` as leaf `leaf` (the next after the last one indexed).
     pub fn index_event(&mut self, event_id: &str, leaf: u64) {
-        self.indexed.push((leaf, event_index::tag(event_id)));
+        self.indexed.push(leaf, event_index::tag(event_id));
     }
 
     /// The leaves indexed in this batch, each with its tag.
     pub fn indexed_events(&self) -> Vec<(u64, u64)> {
-        self.indexed.clone()
+        self.indexed.pairs().to_vec()
     }
 
     /// The event id leaf `leaf` holds (appended in this batch or stored).
@@ -755,13 +755,13 @@ impl<'a> Overlay<'a> {
             batch.insert(k, v);
         }
         // One dedupe run per stretch of consecutive leaves (a batch's are).
-        for run in EventRun::of_leaves(&self.indexed) {
+        for run in EventRun::of_leaves(self.indexed.pairs()) {
             batch.insert(&keys::event_run(run.first)[..], run.encode());
         }
-        if let Some(&(first, _)) = self.manifests.first() {
+        if let Some(&(first, _)) = self.manifests.pairs().first() {
             batch.insert(
                 &keys::manifest_run(first)[..],
-                TaggedLeaves(self.manifests).encode(),
+                TaggedLeaves(self.manifests.pairs().to_vec()).encode(),
             );
         }
         let mut group: Vec<&[u8]> = Vec::new();
