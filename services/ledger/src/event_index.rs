@@ -26,51 +26,11 @@
 //! random digests spread each batch's inserts over the whole key range:
 //! at 1M events (100,000 versions) they took about 90 B an event on disk.
 
-/// The tag of a dataset's manifest digest.
-pub fn manifest_tag(dataset_id: &str, digest: &str) -> u64 {
-    tag(&format!("{dataset_id}\n{digest}"))
-}
-
-/// (leaf, tag) pairs, as one batch stored them under `M` + its first leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaggedLeaves(pub Vec<(u64, u64)>);
-
-impl TaggedLeaves {
-    /// As stored: 16 bytes a pair (leaf, tag; big-endian).
-    pub fn encode(&self) -> Vec<u8> {
-        self.0
-            .iter()
-            .flat_map(|(l, t)| l.to_be_bytes().into_iter().chain(t.to_be_bytes()))
-            .collect()
-    }
-
-    /// The pairs stored in `value`; a value that is not whole pairs is named.
-    pub fn decode(value: &[u8]) -> Result<Self, LedgerError> {
-        if !value.len().is_multiple_of(16) {
-            return Err(LedgerError::Corrupt(format!(
-                "a manifest run holds {} bytes, not whole 16-byte entries",
-                value.len()
-            )));
-        }
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            u64::from_be_bytes(w)
-        };
-        Ok(Self(
-            value
-                .chunks_exact(16)
-                .map(|c| (word(&c[..8]), word(&c[8..])))
-                .collect(),
-        ))
-    }
-}
-
 use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
-use crate::store::keys;
+use crate::store::{keys, u64_value};
 use crate::LedgerError;
 
 /// The tag of an event id: the first 8 bytes of its SHA-256.
@@ -111,12 +71,8 @@ impl EventRun {
         }
         let tags = value
             .chunks_exact(8)
-            .map(|c| {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(c);
-                u64::from_be_bytes(t)
-            })
-            .collect();
+            .map(u64_value)
+            .collect::<Result<_, _>>()?;
         Ok(Self { first, tags })
     }
 
@@ -149,6 +105,40 @@ impl EventRun {
     }
 }
 
+/// The tag of a dataset's manifest digest.
+pub fn manifest_tag(dataset_id: &str, digest: &str) -> u64 {
+    tag(&format!("{dataset_id}\n{digest}"))
+}
+
+/// (leaf, tag) pairs, as one batch stored them under `M` + its first leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedLeaves(pub Vec<(u64, u64)>);
+
+impl TaggedLeaves {
+    /// As stored: 16 bytes a pair (leaf, tag; big-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .flat_map(|(l, t)| l.to_be_bytes().into_iter().chain(t.to_be_bytes()))
+            .collect()
+    }
+
+    /// The pairs stored in `value`; a value that is not whole pairs is named.
+    pub fn decode(value: &[u8]) -> Result<Self, LedgerError> {
+        if !value.len().is_multiple_of(16) {
+            return Err(LedgerError::Corrupt(format!(
+                "a manifest run holds {} bytes, not whole 16-byte entries",
+                value.len()
+            )));
+        }
+        value
+            .chunks_exact(16)
+            .map(|c| Ok((u64_value(&c[..8])?, u64_value(&c[8..])?)))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
 /// Leaves by a tag of what they hold (an event id, or a dataset's
 /// manifest digest): a sorted array of (tag, leaf) pairs, 16 bytes
 /// a leaf, and the leaves added since it was last merged in a small hash
@@ -172,34 +162,41 @@ impl TagIndex {
     /// Leaves the recent map holds before it is merged into the array.
     pub const MERGE_AT: usize = 65_536;
 
-    /// The index of the runs stored in `tree`.
+    /// The index of the dedupe runs stored in `tree`.
     pub fn load(tree: &sled::Tree) -> Result<Self, LedgerError> {
-        let mut sorted = Vec::new();
+        let mut pairs = Vec::new();
         for item in tree.scan_prefix([keys::EVENT_RUNS]) {
             let (k, v) = item?;
-            sorted.extend(EventRun::decode(&k, &v)?.entries().map(|(l, t)| (t, l)));
+            pairs.extend(EventRun::decode(&k, &v)?.entries());
         }
-        sorted.sort_unstable();
-        sorted.shrink_to_fit();
-        Ok(Self {
-            sorted,
-            ..Self::default()
-        })
+        Ok(Self::of_leaves(pairs))
     }
 
     /// The manifest index of the runs stored in `tree`.
     pub fn load_manifests(tree: &sled::Tree) -> Result<Self, LedgerError> {
-        let mut sorted = Vec::new();
+        let mut pairs = Vec::new();
         for item in tree.scan_prefix([keys::MANIFEST_RUNS]) {
-            let (_, v) = item?;
-            sorted.extend(TaggedLeaves::decode(&v)?.0.into_iter().map(|(l, t)| (t, l)));
+            pairs.extend(TaggedLeaves::decode(&item?.1)?.0);
         }
+        Ok(Self::of_leaves(pairs))
+    }
+
+    /// The index of (leaf, tag) pairs.
+    fn of_leaves(pairs: Vec<(u64, u64)>) -> Self {
+        let mut sorted: Vec<(u64, u64)> = pairs.into_iter().map(|(l, t)| (t, l)).collect();
         sorted.sort_unstable();
         sorted.shrink_to_fit();
-        Ok(Self {
+        Self {
             sorted,
             ..Self::default()
-        })
+        }
+    }
+
+    /// Adds the (leaf, tag) pairs of a written batch.
+    pub fn add(&mut self, pairs: &[(u64, u64)]) {
+        for &(leaf, tag) in pairs {
+            self.insert(tag, leaf);
+        }
     }
 
     /// Adds leaf `leaf` under `tag`.
@@ -406,10 +403,10 @@ pub fn upgrade_manifest_keys_to_runs(tree: &sled::Tree) -> Result<u64, LedgerErr
         pairs.push((record.leaf, manifest_tag(dataset_id, digest)));
         batch.remove(k);
     }
-    let Some(&(first, _)) = pairs.iter().min() else {
+    pairs.sort_unstable();
+    let Some(&(first, _)) = pairs.first() else {
         return Ok(0);
     };
-    pairs.sort_unstable();
     let count = pairs.len() as u64;
     batch.insert(&keys::manifest_run(first)[..], TaggedLeaves(pairs).encode());
     tree.apply_batch(batch)?;

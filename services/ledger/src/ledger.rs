@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use clew_events::proto::{self, RejectionReason};
 use clew_events::{EventError, OpenedEnvelope, ProducerKey};
@@ -440,21 +440,20 @@ impl Ledger {
                 registry.principals.insert(id, record.roles);
             }
         }
-        let upgraded = crate::event_index::upgrade_keys_to_runs(&tree)?;
-        if upgraded > 0 {
-            db.flush()?;
-            tracing::info!(
-                entries = upgraded,
-                "the dedupe index was kept one key an event; it is now kept in runs"
-            );
-        }
-        let upgraded = crate::event_index::upgrade_manifest_keys_to_runs(&tree)?;
-        if upgraded > 0 {
-            db.flush()?;
-            tracing::info!(
-                versions = upgraded,
-                "the manifest index was kept one key a version; it is now kept in runs"
-            );
+        for (upgraded, what) in [
+            (
+                crate::event_index::upgrade_keys_to_runs(&tree)?,
+                "the dedupe index was kept one key an event; it is now kept in runs",
+            ),
+            (
+                crate::event_index::upgrade_manifest_keys_to_runs(&tree)?,
+                "the manifest index was kept one key a version; it is now kept in runs",
+            ),
+        ] {
+            if upgraded > 0 {
+                db.flush()?;
+                tracing::info!(entries = upgraded, "{what}");
+            }
         }
         let event_index = TagIndex::load(&tree)?;
         let manifest_index = TagIndex::load_manifests(&tree)?;
@@ -656,14 +655,8 @@ impl Ledger {
         let start = w.size;
         let mut size = start;
         let mut rejections = w.rejected;
-        let event_index = self
-            .event_index
-            .read()
-            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
-        let manifest_index = self
-            .manifest_index
-            .read()
-            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let event_index = read_index(&self.event_index)?;
+        let manifest_index = read_index(&self.manifest_index)?;
         let mut ov = Overlay::new(&self.tree)
             .with_event_index(&event_index)
             .with_manifest_index(&manifest_index);
@@ -767,13 +760,7 @@ impl Ledger {
         drop((event_index, manifest_index));
         self.index_events(&indexed);
         if !manifests.is_empty() {
-            let mut index = self
-                .manifest_index
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            for (leaf, tag) in manifests {
-                index.insert(tag, leaf);
-            }
+            write_index(&self.manifest_index).add(&manifests);
         }
 
         self.proof_hashes.appended(appended.into_iter());
@@ -806,10 +793,7 @@ impl Ledger {
 
     /// Adds a written batch's leaves to the in-memory dedupe index.
     pub(crate) fn index_events(&self, indexed: &[(u64, u64)]) {
-        let mut index = self.event_index.write().unwrap_or_else(|e| e.into_inner());
-        for (leaf, tag) in indexed {
-            index.insert(*tag, *leaf);
-        }
+        write_index(&self.event_index).add(indexed);
     }
 
     /// Flushes everything written so far to disk.
@@ -873,10 +857,7 @@ impl Ledger {
 
     /// Leaf index holding `event_id`, if sequenced.
     pub fn leaf_index_of(&self, event_id: &str) -> Result<Option<u64>, LedgerError> {
-        let index = self
-            .event_index
-            .read()
-            .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))?;
+        let index = read_index(&self.event_index)?;
         Overlay::new(&self.tree)
             .with_event_index(&index)
             .event_leaf(event_id)
@@ -1229,6 +1210,18 @@ impl Refusal {
             original_leaf: None,
         }
     }
+}
+
+/// An in-memory index as of the last batch, for reading.
+fn read_index(index: &RwLock<TagIndex>) -> Result<RwLockReadGuard<'_, TagIndex>, LedgerError> {
+    index
+        .read()
+        .map_err(|_| LedgerError::Corrupt("a previous writer panicked".into()))
+}
+
+/// An in-memory index, for adding a written batch.
+fn write_index(index: &RwLock<TagIndex>) -> RwLockWriteGuard<'_, TagIndex> {
+    index.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
