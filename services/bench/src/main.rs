@@ -409,6 +409,12 @@ fn run(bench: Bench) -> Result<()> {
                 r.sequencing_events_per_s / r.raw_verify_per_s
             );
             println!(
+                "                         | the sequencer's own check (keys' multiples precomputed) {:.0}/s, {:.2}x raw | ratio {:.2}",
+                r.prepared_verify_per_s,
+                r.prepared_verify_per_s / r.raw_verify_per_s,
+                r.sequencing_events_per_s / r.prepared_verify_per_s
+            );
+            println!(
                 "projection:              {:.0} events/s (reindex {:.1} s) | ratio to sequencing {:.2} (goal ≥ 2)",
                 r.projection_events_per_s,
                 r.reindex_s,
@@ -691,6 +697,10 @@ fn run(bench: Bench) -> Result<()> {
                 r.raw_verify_single_core_per_s
             );
             println!("ratio to raw verify:     {:.2}", r.ratio_to_raw_verify);
+            println!(
+                "prepared-key verify/s:   {:.0} (all cores; ratio {:.2})",
+                r.prepared_verify_per_s, r.ratio_to_prepared_verify
+            );
             println!(
                 "inclusion proof at {}:   p50 {:.1} us, p99 {:.1} us",
                 r.tree_size, r.inclusion_proof_p50_us, r.inclusion_proof_p99_us

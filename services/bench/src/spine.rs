@@ -28,6 +28,11 @@ pub struct LedgerBench {
     pub raw_verify_single_core_per_s: f64,
     /// events_per_s / raw_verify_per_s.
     pub ratio_to_raw_verify: f64,
+    /// The sequencer's own signature check (each key's multiples
+    /// precomputed) per second on all cores, same messages.
+    pub prepared_verify_per_s: f64,
+    /// events_per_s / prepared_verify_per_s.
+    pub ratio_to_prepared_verify: f64,
     /// Leaves in the tree when proofs were measured.
     pub tree_size: u64,
     /// Inclusion proof latency, median, microseconds.
@@ -57,7 +62,7 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
     let mean_event_bytes = stream.iter().map(|e| e.len() as u64).sum::<u64>() / events;
 
     // 2. Raw Ed25519 verify rate over the same messages, one core and all cores.
-    let (raw_single, raw_all) = raw_verify_rates(&stream, &p)?;
+    let rates = raw_verify_rates(&stream, &p)?;
 
     // 3. Sequence into a fresh durable ledger (fsync per batch, as in production).
     let ledger = bench_ledger(dir.path(), &ledger_key, &p)?;
@@ -91,19 +96,30 @@ pub fn ledger(events: u64, batch: usize, producers: usize) -> Result<LedgerBench
         mean_event_bytes,
         batch,
         events_per_s,
-        raw_verify_per_s: raw_all,
-        raw_verify_single_core_per_s: raw_single,
-        ratio_to_raw_verify: events_per_s / raw_all,
+        raw_verify_per_s: rates.all,
+        raw_verify_single_core_per_s: rates.single,
+        ratio_to_raw_verify: events_per_s / rates.all,
+        prepared_verify_per_s: rates.prepared_all,
+        ratio_to_prepared_verify: events_per_s / rates.prepared_all,
         tree_size: size,
         inclusion_proof_p50_us: us(0.5),
         inclusion_proof_p99_us: us(0.99),
     })
 }
 
-/// Ed25519 verifications per second of (up to 20,000 of) `stream`'s
-/// envelopes, on one core and on all cores: the limit sequencing is held
-/// against.
-fn raw_verify_rates(stream: &[Vec<u8>], p: &Producers) -> Result<(f64, f64)> {
+/// Signature checks per second over (up to 20,000 of) a stream's
+/// envelopes: the limits sequencing is held against.
+struct VerifyRates {
+    /// The library's own check (`verify_strict`), one core.
+    single: f64,
+    /// The same on all cores: the goal's raw verify rate.
+    all: f64,
+    /// The sequencer's check with each key's multiples precomputed
+    /// (`PreparedKey`: the same answers), on all cores.
+    prepared_all: f64,
+}
+
+fn raw_verify_rates(stream: &[Vec<u8>], p: &Producers) -> Result<VerifyRates> {
     let step = (stream.len() / 20_000).max(1);
     let sample: Vec<_> = stream
         .iter()
@@ -129,11 +145,29 @@ fn raw_verify_rates(stream: &[Vec<u8>], p: &Producers) -> Result<(f64, f64)> {
     let t = Instant::now();
     let ok_par = sample.par_iter().filter(|o| check(o)).count();
     let all = sample.len() as f64 / t.elapsed().as_secs_f64();
+    let prepared: std::collections::HashMap<&str, clew_events::PreparedKey> = verifiers
+        .iter()
+        .map(|(id, v)| (id.as_str(), clew_events::PreparedKey::new(v.clone())))
+        .collect();
+    let t = Instant::now();
+    let ok_prepared = sample
+        .par_iter()
+        .filter(|o| {
+            prepared
+                .get(o.key_id())
+                .is_some_and(|k| o.verify_signature_prepared(k).is_ok())
+        })
+        .count();
+    let prepared_all = sample.len() as f64 / t.elapsed().as_secs_f64();
     ensure!(
-        ok == sample.len() && ok_par == ok,
+        ok == sample.len() && ok_par == ok && ok_prepared == ok,
         "benchmark signatures must verify"
     );
-    Ok((single, all))
+    Ok(VerifyRates {
+        single,
+        all,
+        prepared_all,
+    })
 }
 
 /// Page cache for projecting a whole ledger (`reindex`): large enough to
@@ -157,6 +191,10 @@ pub struct CatalogBench {
     /// Ed25519 verifications per second on all cores over the stream's
     /// first envelopes, same run.
     pub raw_verify_per_s: f64,
+    /// The sequencer's own signature check (each key's multiples
+    /// precomputed) per second on all cores, same envelopes.
+    #[serde(default)]
+    pub prepared_verify_per_s: f64,
     /// Search (text + 3 facet filters, facet counts), median ms.
     pub search_p50_ms: f64,
     /// Search, 99th percentile ms.
@@ -328,12 +366,15 @@ pub fn catalog(
     // Only the ledger's own work is timed, not signing the stream.
     let mut sequencing = Duration::ZERO;
     let mut raw_verify_per_s = 0.0;
+    let mut prepared_verify_per_s = 0.0;
     while at < total {
         let end = (at + 50_000).min(total);
         let envelopes = scale.envelopes(&p, at..end);
         envelope_bytes += envelopes.iter().map(|e| e.len() as u64).sum::<u64>();
         if at == 0 {
-            raw_verify_per_s = raw_verify_rates(&envelopes, &p)?.1;
+            let rates = raw_verify_rates(&envelopes, &p)?;
+            raw_verify_per_s = rates.all;
+            prepared_verify_per_s = rates.prepared_all;
         }
         let started = Instant::now();
         sequence_all(&ledger, envelopes, at, 2048, &pb)?;
@@ -388,6 +429,7 @@ pub fn catalog(
     r.projection_events_per_s = events as f64 / reindex_s;
     r.sequencing_events_per_s = sequencing_events_per_s;
     r.raw_verify_per_s = raw_verify_per_s;
+    r.prepared_verify_per_s = prepared_verify_per_s;
     (
         r.envelope_bytes_per_event,
         r.ledger_bytes_per_event,

@@ -121,6 +121,16 @@ pub struct VerifierKey {
 }
 
 impl VerifierKey {
+    /// The verifier key of `verifying` under `name`, unchecked (tests that
+    /// need keys `parse` refuses).
+    #[cfg(test)]
+    pub(crate) fn from_verifying_key(name: &str, verifying: VerifyingKey) -> Self {
+        Self {
+            key_id: format!("{name}+{:08x}", note_key_hash(name, &verifying)),
+            verifying,
+        }
+    }
+
     /// Parses and checks `<name>+<id>+<base64(0x01 || pk)>`; refuses small-order keys.
     pub fn parse(text: &str) -> Result<Self, EventError> {
         let (name, id, key) = split_key(text.trim())?;

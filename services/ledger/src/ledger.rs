@@ -1162,7 +1162,7 @@ fn precheck(
             .sealed_here
             .as_ref()
             .is_some_and(|sealed| sealed.vouches_for(bytes, &k.verifier));
-        vouched || opened.verify_signature(&k.verifier).is_ok()
+        vouched || opened.verify_signature_prepared(&k.prepared).is_ok()
     });
     let content = match (store, opened.body()) {
         (Some(store), proto::event::Body::DatasetVersionPublished(v)) => {

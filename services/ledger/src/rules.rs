@@ -4,10 +4,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use clew_events::policy::{self, Fact, FactStore, Party};
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
-use clew_events::{subject_of, EntityRef, OpenedEnvelope, VerifierKey};
+use clew_events::{subject_of, EntityRef, OpenedEnvelope, PreparedKey, VerifierKey};
 
 use crate::ledger::CitedContent;
 use crate::store::{keys, EntityRecord, KeyRecord, Overlay};
@@ -32,18 +33,31 @@ pub(crate) struct Refusal {
     pub original_leaf: Option<u64>,
 }
 
-/// A key from the registry with its parsed verifier.
+/// A key from the registry with its parsed verifier, prepared for the
+/// many signature checks the sequencer makes under it (`clew verify`
+/// checks them again with the library's own `verify_strict`).
 #[derive(Debug, Clone)]
 pub(crate) struct RegisteredKey {
     pub record: KeyRecord,
     pub verifier: VerifierKey,
+    pub prepared: Arc<PreparedKey>,
 }
 
 impl RegisteredKey {
     pub fn new(record: KeyRecord) -> Result<Self, LedgerError> {
         let verifier = VerifierKey::parse(&record.verifier_key)
             .map_err(|e| LedgerError::Corrupt(format!("registered key: {e}")))?;
-        Ok(Self { record, verifier })
+        Ok(Self::of(record, verifier))
+    }
+
+    /// `record` with its verifier already parsed.
+    fn of(record: KeyRecord, verifier: VerifierKey) -> Self {
+        let prepared = Arc::new(PreparedKey::new(verifier.clone()));
+        Self {
+            record,
+            verifier,
+            prepared,
+        }
     }
 }
 
@@ -106,7 +120,7 @@ pub(crate) fn admit(
     }
     let valid = match presigned {
         Some(v) if registry.keys.contains_key(key_id) => v,
-        _ => opened.verify_signature(&signer.verifier).is_ok(),
+        _ => opened.verify_signature_prepared(&signer.prepared).is_ok(),
     };
     if !valid {
         return Ok(Err(refuse(
@@ -262,8 +276,8 @@ fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
     if verifier.key_id() != key_id || !p.roles.contains(&(Role::Admin as i32)) {
         return None;
     }
-    Some(RegisteredKey {
-        record: KeyRecord {
+    Some(RegisteredKey::of(
+        KeyRecord {
             principal_id: p.principal_id.clone(),
             roles: p.roles.clone(),
             verifier_key: p.verifier_key.clone(),
@@ -271,7 +285,7 @@ fn genesis_key(body: &Body, key_id: &str) -> Option<RegisteredKey> {
             revoked_leaf: None,
         },
         verifier,
-    })
+    ))
 }
 
 type Check<T> = Result<Result<T, (R, String)>, LedgerError>;
@@ -393,7 +407,7 @@ impl StateCheck<'_, '_> {
                 self.ov.put_json(keys::key(verifier.key_id()), &record);
                 changed_keys.push(RegistryChange::Key(
                     verifier.key_id().to_string(),
-                    Box::new(RegisteredKey { record, verifier }),
+                    Box::new(RegisteredKey::of(record, verifier)),
                 ));
                 self.register_principal(&subject, p, &mut changed_keys)?;
             }
