@@ -582,9 +582,9 @@ impl HashReader for CachedHashes<'_> {
 /// The writes of one batch in progress, read through before sled.
 pub(crate) struct Overlay<'a> {
     pub tree: &'a sled::Tree,
-    pub writes: HashMap<Vec<u8>, Vec<u8>>,
+    pub writes: hashbrown::HashMap<Vec<u8>, Vec<u8>>,
     /// Hashes appended in this batch, by stored-hash index.
-    pub hashes: HashMap<u64, Hash>,
+    pub hashes: hashbrown::HashMap<u64, Hash>,
     /// The same hashes by the leaf that created them, in leaf order.
     leaf_hashes: Vec<(u64, Vec<Hash>)>,
     /// Leaves appended in this batch, in order.
@@ -604,8 +604,8 @@ impl<'a> Overlay<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
         Self {
             tree,
-            writes: HashMap::new(),
-            hashes: HashMap::new(),
+            writes: hashbrown::HashMap::new(),
+            hashes: hashbrown::HashMap::new(),
             leaf_hashes: Vec::new(),
             leaves: Vec::new(),
             event_index: None,
@@ -703,13 +703,6 @@ impl<'a> Overlay<'a> {
         clew_events::open(bytes).map_err(|e| LedgerError::Corrupt(format!("leaf {leaf}: {e}")))
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
-        if let Some(v) = self.writes.get(key) {
-            return Ok(Some(v.clone()));
-        }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
-    }
-
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.writes.insert(key.into(), value.into());
     }
@@ -718,10 +711,18 @@ impl<'a> Overlay<'a> {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, LedgerError> {
-        match self.get(key)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+        // Parsed where the bytes are (this batch's writes or sled's own
+        // buffer): entity records are read several times an event.
+        let parse = |v: &[u8]| {
+            serde_json::from_slice(v).map_err(|e| {
                 LedgerError::Corrupt(format!("record {:?}: {e}", String::from_utf8_lossy(key)))
-            })?)),
+            })
+        };
+        if let Some(v) = self.writes.get(key) {
+            return parse(v).map(Some);
+        }
+        match self.tree.get(key)? {
+            Some(v) => parse(&v).map(Some),
             None => Ok(None),
         }
     }
