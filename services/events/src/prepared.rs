@@ -11,7 +11,7 @@
 //! scalars past the group order).
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsBasepointTable};
+use curve25519_dalek::edwards::EdwardsBasepointTable;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::BasepointTable as _;
 use sha2::{Digest as _, Sha512};
@@ -39,10 +39,7 @@ impl std::fmt::Debug for PreparedKey {
 impl PreparedKey {
     /// Precomputes `verifier`'s table (tens of microseconds: once a key).
     pub fn new(verifier: VerifierKey) -> Self {
-        let point = CompressedEdwardsY(verifier.verifying_key().to_bytes())
-            .decompress()
-            // A `VerifyingKey` holds a decompressed point: its bytes decompress.
-            .unwrap_or_default();
+        let point = verifier.verifying_key().to_edwards();
         Self {
             small_order: point.is_small_order(),
             minus_a: EdwardsBasepointTable::create(&-point),
@@ -141,10 +138,6 @@ mod tests {
         sig
     }
 
-    fn secret_scalar(key: &SigningKey) -> Scalar {
-        key.to_scalar()
-    }
-
     #[test]
     fn a_prepared_key_accepts_exactly_what_verify_strict_accepts() {
         let producer = ProducerKey::from_seed("test/prepared", [7; 32]).unwrap();
@@ -152,7 +145,7 @@ mod tests {
         let prepared = PreparedKey::new(key.clone());
         let signing = SigningKey::from_bytes(&[7; 32]);
         assert_eq!(signing.verifying_key(), *key.verifying_key());
-        let a = secret_scalar(&signing);
+        let a = signing.to_scalar();
         let public = ED25519_BASEPOINT_POINT * a;
         assert_eq!(public.compress().to_bytes(), key.verifying_key().to_bytes());
         let mut accepted = 0;

@@ -117,7 +117,12 @@ pub struct TaggedLeaves(pub Vec<(u64, u64)>);
 impl TaggedLeaves {
     /// As stored: 16 bytes a pair (leaf, tag; big-endian).
     pub fn encode(&self) -> Vec<u8> {
-        self.0
+        Self::encode_pairs(&self.0)
+    }
+
+    /// `pairs` as stored (see [`TaggedLeaves::encode`]), without owning them.
+    pub fn encode_pairs(pairs: &[(u64, u64)]) -> Vec<u8> {
+        pairs
             .iter()
             .flat_map(|(l, t)| l.to_be_bytes().into_iter().chain(t.to_be_bytes()))
             .collect()

@@ -671,8 +671,10 @@ impl Ledger {
                     opened,
                     signature,
                     content,
-                } => rules::admit(&mut ov, &registry, size, &opened, signature, &content)?
-                    .map(|keys| (opened, keys)),
+                } => rules::admit(
+                    &mut ov, &registry, &new_keys, size, &opened, signature, &content,
+                )?
+                .map(|keys| (opened, keys)),
             };
             match outcome {
                 Ok((opened, changed_keys)) => {
@@ -1161,7 +1163,7 @@ fn precheck(
         let vouched = submission
             .sealed_here
             .as_ref()
-            .is_some_and(|sealed| sealed.vouches_for(bytes, &k.verifier));
+            .is_some_and(|sealed| sealed.vouches_for(bytes, k.prepared.verifier()));
         vouched || opened.verify_signature_prepared(&k.prepared).is_ok()
     });
     let content = match (store, opened.body()) {

@@ -39,7 +39,7 @@ pub(crate) struct Refusal {
 #[derive(Debug, Clone)]
 pub(crate) struct RegisteredKey {
     pub record: KeyRecord,
-    pub verifier: VerifierKey,
+    /// The verifier (`prepared.verifier()`) with its multiples.
     pub prepared: Arc<PreparedKey>,
 }
 
@@ -52,11 +52,9 @@ impl RegisteredKey {
 
     /// `record` with its verifier already parsed.
     fn of(record: KeyRecord, verifier: VerifierKey) -> Self {
-        let prepared = Arc::new(PreparedKey::new(verifier.clone()));
         Self {
             record,
-            verifier,
-            prepared,
+            prepared: Arc::new(PreparedKey::new(verifier)),
         }
     }
 }
@@ -74,10 +72,12 @@ pub(crate) enum RegistryChange {
 pub(crate) type Admission = Result<Vec<RegistryChange>, Refusal>;
 
 /// Decides whether `opened` may be appended as leaf `size`; on success its
-/// state changes are in the overlay.
+/// state changes are in the overlay. `batch_keys` are the registry changes
+/// of the events admitted before it in the same batch.
 pub(crate) fn admit(
     ov: &mut Overlay<'_>,
     registry: &KeyRegistry,
+    batch_keys: &[RegistryChange],
     size: u64,
     opened: &OpenedEnvelope,
     presigned: Option<bool>,
@@ -94,7 +94,7 @@ pub(crate) fn admit(
 
     // 1. The signing key: registered, not revoked, signature valid.
     let key_id = opened.key_id();
-    let signer = match lookup_key(ov, &registry.keys, key_id)? {
+    let signer = match lookup_key(batch_keys, &registry.keys, key_id) {
         Some(k) => k,
         None if size == 0 => match genesis_key(body, key_id) {
             Some(k) => k,
@@ -148,7 +148,7 @@ pub(crate) fn admit(
         };
         let key_owner = match body {
             Body::KeyRevoked(k) => {
-                lookup_key(ov, &registry.keys, &k.key_id)?.map(|k| k.record.principal_id)
+                lookup_key(batch_keys, &registry.keys, &k.key_id).map(|k| k.record.principal_id)
             }
             _ => None,
         };
@@ -232,17 +232,18 @@ impl FactStore for Facts<'_, '_> {
 }
 
 fn lookup_key(
-    ov: &Overlay<'_>,
+    batch_keys: &[RegistryChange],
     cache: &HashMap<String, RegisteredKey>,
     key_id: &str,
-) -> Result<Option<RegisteredKey>, LedgerError> {
-    // A key registered or revoked earlier in this batch is only in the overlay.
-    if let Some(bytes) = ov.writes.get(&keys::key(key_id)) {
-        let record: KeyRecord = serde_json::from_slice(bytes)
-            .map_err(|e| LedgerError::Corrupt(format!("key record: {e}")))?;
-        return Ok(Some(RegisteredKey::new(record)?));
-    }
-    Ok(cache.get(key_id).cloned())
+) -> Option<RegisteredKey> {
+    // A key registered or revoked earlier in this batch is not in the
+    // registry yet: its latest change is (with its record as written to
+    // the overlay, and its multiples already prepared).
+    let changed = batch_keys.iter().rev().find_map(|c| match c {
+        RegistryChange::Key(id, key) if id == key_id => Some(&**key),
+        _ => None,
+    });
+    changed.or_else(|| cache.get(key_id)).cloned()
 }
 
 /// The roles of principal `id` at its latest registration, or None when it is

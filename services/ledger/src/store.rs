@@ -762,7 +762,7 @@ impl<'a> Overlay<'a> {
         if let Some(&(first, _)) = self.manifests.pairs().first() {
             batch.insert(
                 &keys::manifest_run(first)[..],
-                TaggedLeaves(self.manifests.pairs().to_vec()).encode(),
+                TaggedLeaves::encode_pairs(self.manifests.pairs()),
             );
         }
         let mut group: Vec<&[u8]> = Vec::new();
