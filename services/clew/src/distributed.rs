@@ -207,7 +207,7 @@ fn serve_sequencer_health(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 };
-                if let Err(e) = axum::serve(listener, app)
+                if let Err(e) = axum::serve(listener, app.into_make_service())
                     .with_graceful_shutdown(until)
                     .await
                 {

@@ -82,12 +82,15 @@ pub(super) fn run(command: WitnessCommand) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
                 tracing::info!(%listen, key = %vkey, "witness serving POST /add-checkpoint");
-                axum::serve(listener, clew_witness::http::router(witness))
-                    .with_graceful_shutdown(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    })
-                    .await
-                    .context("serving")
+                axum::serve(
+                    listener,
+                    clew_witness::http::router(witness).into_make_service(),
+                )
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("serving")
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -121,7 +124,7 @@ fn monitor_loop(
                 );
                 match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => {
-                        let _ = axum::serve(l, app).await;
+                        let _ = axum::serve(l, app.into_make_service()).await;
                     }
                     Err(e) => tracing::error!("metrics on {addr}: {e}"),
                 }
