@@ -26,15 +26,22 @@ pub struct ApiBench {
     pub events: u64,
     /// Concurrent query clients.
     pub clients: usize,
-    /// Measured seconds (the phase with recording).
+    /// Measured seconds (the phases with recording, all rounds).
     pub seconds: f64,
+    /// Rounds of (reads alone, reads while recording).
+    pub rounds: u32,
     /// Queries answered per second (all clients) while events are recorded.
     pub queries_per_s: f64,
-    /// Queries answered per second with nothing recorded, measured first in
-    /// the same run on the same catalogue (0 when not measured).
+    /// Queries answered per second with nothing recorded, measured in the
+    /// same run on the same catalogue, alternating with the phases with
+    /// recording (0 when not measured).
     pub queries_alone_per_s: f64,
-    /// queries_per_s / queries_alone_per_s (goal ≥ 0.8).
+    /// The median over the rounds of queries/s while recording ÷ queries/s
+    /// alone in the same round (goal ≥ 0.8): the phases alternate, so the
+    /// machine's drift over a run falls on both sides of each ratio.
     pub reads_under_writes_ratio: f64,
+    /// Each round's ratio, in order.
+    pub reads_under_writes_by_round: Vec<f64>,
     /// All queries with nothing recorded: median and 99th percentile, ms.
     pub alone_p50_ms: f64,
     /// See alone_p50_ms.
@@ -99,6 +106,12 @@ pub struct ApiBench {
     /// RSS growth from start to end less the graph's growth, as a share of
     /// the starting RSS (goal ≤ 0.10 over 30 minutes).
     pub rss_growth_beyond_data: f64,
+    /// Connections opened, each served one request and left open, before
+    /// the queries start.
+    pub idle_connections: usize,
+    /// What each of the second half held of the server's resident memory
+    /// while the first half stayed open, KiB.
+    pub server_kib_per_idle_connection: f64,
 }
 
 /// Memory fields (`VmRSS:`, `VmHWM:`, …) of `process` (a pid or `self`)
@@ -182,15 +195,27 @@ fn stat_cpu_seconds(path: &str) -> f64 {
     ticks as f64 / per_second.max(1) as f64
 }
 
+/// How long `clew-bench api` runs each of its phases.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// Measured reads while recording, all rounds together.
+    pub recording: Duration,
+    /// Measured reads with nothing recorded, all rounds together (zero:
+    /// none, and one round).
+    pub alone: Duration,
+    /// Rounds the two alternate in, each alone phase first.
+    pub rounds: u32,
+    /// Recording before the first round's is measured (5 s at least).
+    pub warm_up: Duration,
+    /// Recording with no query running, measured last (zero: skipped).
+    pub write_cost: Duration,
+}
+
 /// Builds the catalogue, starts `clew serve` on it, and measures.
-#[allow(clippy::too_many_arguments)] // one run's settings, passed once from the command line
 pub fn api(
     datasets: u64,
     clients: usize,
-    seconds: u64,
-    alone_seconds: u64,
-    warm_up_seconds: u64,
-    write_cost_seconds: u64,
+    phases: Phases,
     record_rate: u64,
     keep: Option<&std::path::Path>,
     exe: &std::path::Path,
@@ -214,10 +239,7 @@ pub fn api(
         admin,
         runs,
         clients,
-        Duration::from_secs(seconds),
-        Duration::from_secs(alone_seconds),
-        Duration::from_secs(warm_up_seconds),
-        Duration::from_secs(write_cost_seconds),
+        phases,
         record_rate,
         manifest_digest,
         child.id(),
@@ -362,6 +384,10 @@ pub(crate) async fn post(
     Ok(body)
 }
 
+/// Between a round's recording and its next reads alone: the last
+/// mutations answered and their events projected and indexed.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// The server's count of ledger batches sequenced (a Prometheus histogram's
 /// count).
 const BATCHES: &str = "clew_sequencer_batch_seconds_count";
@@ -377,14 +403,18 @@ async fn drive(
     admin: String,
     runs: u64,
     clients: usize,
-    duration: Duration,
-    alone: Duration,
-    warm_up: Duration,
-    write_cost: Duration,
+    phases: Phases,
     record_rate: u64,
     manifest_digest: String,
     server_pid: u32,
 ) -> Result<ApiBench> {
+    let Phases {
+        recording: duration,
+        alone,
+        rounds,
+        warm_up,
+        write_cost,
+    } = phases;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients + 64)
         .build()?;
@@ -421,6 +451,8 @@ async fn drive(
             )
         }
     };
+    let (idle_connections, server_kib_per_idle_connection) =
+        idle_connection_kib(&base, server_pid, IDLE_CONNECTIONS).await?;
     let reader = Arc::new(token("bench-researcher").await?);
     let recorder = Arc::new(token("bench-recorder").await?);
 
@@ -429,6 +461,7 @@ async fn drive(
     let search_h = Arc::new(Mutex::new([hist(), hist()]));
     let lineage_h = Arc::new(Mutex::new([hist(), hist()]));
     let record_h = Arc::new(Mutex::new(hist()));
+    let answered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let errors = Arc::new(AtomicU64::new(0));
     let recorded = Arc::new(AtomicU64::new(0));
     let recorded_alone = Arc::new(AtomicU64::new(0));
@@ -529,9 +562,10 @@ async fn drive(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, base, reader) = (client.clone(), base.clone(), reader.clone());
-        let (search_h, lineage_h, errors, phase, querying, stop) = (
+        let (search_h, lineage_h, answered, errors, phase, querying, stop) = (
             search_h.clone(),
             lineage_h.clone(),
+            answered.clone(),
             errors.clone(),
             phase.clone(),
             querying.clone(),
@@ -573,6 +607,7 @@ async fn drive(
                 };
                 match r {
                     Ok(_) => {
+                        answered[slot].fetch_add(1, Ordering::Relaxed);
                         let h = if search { &search_h } else { &lineage_h };
                         if let Ok(mut h) = h.lock() {
                             let _ = h[slot].record(t.elapsed().as_micros() as u64);
@@ -586,56 +621,74 @@ async fn drive(
         }));
     }
 
-    // Warm up; reads alone (when asked); recording warms up; then measure.
+    // Warm up; then rounds of reads alone (when asked) and reads while
+    // recording, each recording phase warmed up before it is measured.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut alone_elapsed = 0.0;
-    let mut alone_cpu = 0.0;
-    if !alone.is_zero() {
-        phase.store(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let cpu = cpu_seconds(server_pid);
-        let pb = clew::progress_bar(alone.as_secs(), "reads alone");
-        while started.elapsed() < alone {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pb.set_position(started.elapsed().as_secs());
-        }
-        alone_elapsed = started.elapsed().as_secs_f64();
-        alone_cpu = cpu_seconds(server_pid) - cpu;
-        pb.finish_and_clear();
-        phase.store(0, Ordering::Relaxed);
-        recording.store(true, Ordering::Relaxed);
-    }
-    // The recording warms up (a soak's caches fill) before it is measured.
-    if !alone.is_zero() || !warm_up.is_zero() {
-        let pb = clew::progress_bar(warm_up.as_secs().max(5), "warming up");
-        let started = Instant::now();
-        while started.elapsed() < warm_up.max(Duration::from_secs(5)) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pb.set_position(started.elapsed().as_secs());
-        }
-        pb.finish_and_clear();
-    }
-    phase.store(2, Ordering::Relaxed);
-    let recording_cpu = cpu_seconds(server_pid);
-    let started = Instant::now();
+    let rounds = if alone.is_zero() { 1 } else { rounds.max(1) };
+    let (alone_each, measured_each) = (alone / rounds, duration / rounds);
     let sample = || async {
         let (rss, anon) = resident_mib(server_pid);
         let graph = lineage_graph_mib(&client, &base, &admin).await;
         graph.map(|g| (rss, anon, g))
     };
-    let mut memory = vec![sample().await?];
-    let pb = clew::progress_bar(duration.as_secs(), "measuring");
-    while started.elapsed() < duration {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        pb.set_position(started.elapsed().as_secs());
-        if memory.len() == 1 && started.elapsed() >= duration / 2 {
+    let answered_in = |slot: usize| answered[slot].load(Ordering::Relaxed) as f64;
+    let (mut alone_elapsed, mut alone_cpu, mut elapsed, mut recording_cpu) = (0.0, 0.0, 0.0, 0.0);
+    let mut by_round = Vec::new();
+    let mut memory = Vec::new();
+    let pb = clew::progress_bar((alone + duration).as_secs(), "measuring");
+    let mut measured = Duration::ZERO;
+    for round in 0..rounds {
+        let mut alone_rate = 0.0;
+        if !alone.is_zero() {
+            if round > 0 {
+                // The last round's mutations finish and their events are
+                // projected before reads are measured alone again.
+                recording.store(false, Ordering::Relaxed);
+                pb.set_message("settling");
+                tokio::time::sleep(SETTLE).await;
+            }
+            pb.set_message(format!("reads alone {}/{rounds}", round + 1));
+            phase.store(1, Ordering::Relaxed);
+            let (cpu, queries, started) = (cpu_seconds(server_pid), answered_in(0), Instant::now());
+            while started.elapsed() < alone_each {
+                tokio::time::sleep(Duration::from_secs(1).min(alone_each)).await;
+                pb.set_position((measured + started.elapsed()).as_secs());
+            }
+            phase.store(0, Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64();
+            alone_rate = ratio(answered_in(0) - queries, secs);
+            alone_elapsed += secs;
+            alone_cpu += cpu_seconds(server_pid) - cpu;
+            measured += alone_each;
+        }
+        // The recording warms up (a soak's caches fill) before it is measured.
+        recording.store(true, Ordering::Relaxed);
+        pb.set_message("warming up");
+        let warm = if round == 0 { warm_up } else { Duration::ZERO };
+        tokio::time::sleep(warm.max(Duration::from_secs(5))).await;
+        pb.set_message(format!("recording {}/{rounds}", round + 1));
+        phase.store(2, Ordering::Relaxed);
+        if memory.is_empty() {
             memory.push(sample().await?);
         }
+        let (cpu, queries, started) = (cpu_seconds(server_pid), answered_in(1), Instant::now());
+        while started.elapsed() < measured_each {
+            tokio::time::sleep(Duration::from_secs(1).min(measured_each)).await;
+            pb.set_position((measured + started.elapsed()).as_secs());
+            if memory.len() == 1 && (measured + started.elapsed()) >= (alone + duration) / 2 {
+                memory.push(sample().await?);
+            }
+        }
+        phase.store(0, Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        recording_cpu += cpu_seconds(server_pid) - cpu;
+        if alone_rate > 0.0 {
+            by_round.push(ratio(answered_in(1) - queries, secs) / alone_rate);
+        }
+        elapsed += secs;
+        measured += measured_each;
     }
-    phase.store(0, Ordering::Relaxed);
-    let recording_cpu = cpu_seconds(server_pid) - recording_cpu;
     memory.push(sample().await?);
-    let elapsed = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
     // Recording alone: the queries stop (those under way finish first), and
     // the server's CPU time per event recorded is the write path's cost.
@@ -700,9 +753,11 @@ async fn drive(
         events: 0,
         clients,
         seconds: elapsed,
+        rounds,
         queries_per_s,
         queries_alone_per_s,
-        reads_under_writes_ratio: ratio(queries_per_s, queries_alone_per_s),
+        reads_under_writes_ratio: median(&by_round),
+        reads_under_writes_by_round: by_round,
         alone_p50_ms: ms(&all_alone, 0.5),
         alone_p99_ms: ms(&all_alone, 0.99),
         search_p50_ms: ms(&s, 0.5),
@@ -740,7 +795,79 @@ async fn drive(
         server_rss_anon_mib: [first.1, middle.1, last.1],
         lineage_graph_mib: [first.2, middle.2, last.2],
         rss_growth_beyond_data: ((last.0 - first.0) - (last.2 - first.2)) / first.0,
+        idle_connections,
+        server_kib_per_idle_connection,
     })
+}
+
+/// Connections [`idle_connection_kib`] opens.
+const IDLE_CONNECTIONS: usize = 1_000;
+
+/// What an open connection holds on the server at `base` (process
+/// `server_pid`): opens `n` connections, sends one request on each and reads
+/// its answer, and leaves them open (HTTP/1.1 keep-alive, RFC 9112 §9.3);
+/// then `n` more the same way. The second `n` are measured (the server's
+/// RSS before and after them), so what the server frees after starting up
+/// falls outside the figure. Returns the connections opened in all (fewer
+/// when the system refuses more) and KiB of RSS each of the second `n` held.
+async fn idle_connection_kib(base: &str, server_pid: u32, n: usize) -> Result<(usize, f64)> {
+    let addr = base
+        .strip_prefix("http://")
+        .context("the server's address is not http://host:port")?
+        .to_string();
+    let mut open = Vec::with_capacity(2 * n);
+    open_connections(&addr, n, &mut open).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, _) = resident_mib(server_pid);
+    let first = open.len();
+    open_connections(&addr, n, &mut open).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (after, _) = resident_mib(server_pid);
+    let opened = open.len();
+    drop(open);
+    Ok((
+        opened,
+        ratio((after - before) * 1024.0, (opened - first) as f64),
+    ))
+}
+
+/// Opens up to `n` connections to `addr`, each served one request, into
+/// `open`; stops early when the system refuses one.
+async fn open_connections(
+    addr: &str,
+    n: usize,
+    open: &mut Vec<tokio::net::TcpStream>,
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut answer = [0u8; 512];
+    for _ in 0..n {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            break;
+        };
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .await?;
+        let read = stream.read(&mut answer).await?;
+        ensure!(
+            answer[..read].starts_with(b"HTTP/1.1 200"),
+            "/healthz answered {:?}",
+            String::from_utf8_lossy(&answer[..read])
+        );
+        open.push(stream);
+    }
+    Ok(())
+}
+
+/// The median of `values` (the mean of the middle two when their number is
+/// even), 0 when there are none.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// `n / d`, or 0 when nothing was measured (`d` is 0).
@@ -812,6 +939,13 @@ mod tests {
         assert_eq!(get("sled-io"), Some(0.75));
         assert_eq!(get("threads that ended meanwhile"), Some(0.5));
         assert_eq!(get("thrd"), None);
+    }
+
+    #[test]
+    fn median_takes_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[0.9, 0.7, 1.1]), 0.9);
+        assert_eq!(median(&[1.0, 0.5, 1.5, 0.75]), 0.875);
     }
 
     #[test]
