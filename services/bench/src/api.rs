@@ -800,7 +800,7 @@ async fn drive(
     })
 }
 
-/// Connections [`idle_connection_kib`] opens.
+/// Connections [`idle_connection_kib`] opens in each of its two steps.
 const IDLE_CONNECTIONS: usize = 1_000;
 
 /// What an open connection holds on the server at `base` (process
