@@ -461,7 +461,6 @@ async fn drive(
     let search_h = Arc::new(Mutex::new([hist(), hist()]));
     let lineage_h = Arc::new(Mutex::new([hist(), hist()]));
     let record_h = Arc::new(Mutex::new(hist()));
-    let answered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let errors = Arc::new(AtomicU64::new(0));
     let recorded = Arc::new(AtomicU64::new(0));
     let recorded_alone = Arc::new(AtomicU64::new(0));
@@ -562,10 +561,9 @@ async fn drive(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, base, reader) = (client.clone(), base.clone(), reader.clone());
-        let (search_h, lineage_h, answered, errors, phase, querying, stop) = (
+        let (search_h, lineage_h, errors, phase, querying, stop) = (
             search_h.clone(),
             lineage_h.clone(),
-            answered.clone(),
             errors.clone(),
             phase.clone(),
             querying.clone(),
@@ -607,7 +605,6 @@ async fn drive(
                 };
                 match r {
                     Ok(_) => {
-                        answered[slot].fetch_add(1, Ordering::Relaxed);
                         let h = if search { &search_h } else { &lineage_h };
                         if let Ok(mut h) = h.lock() {
                             let _ = h[slot].record(t.elapsed().as_micros() as u64);
@@ -631,7 +628,13 @@ async fn drive(
         let graph = lineage_graph_mib(&client, &base, &admin).await;
         graph.map(|g| (rss, anon, g))
     };
-    let answered_in = |slot: usize| answered[slot].load(Ordering::Relaxed) as f64;
+    // Queries answered so far in a phase (0: alone, 1: recording): what its
+    // two histograms hold.
+    let answered_in = |slot: usize| {
+        let count =
+            |h: &Mutex<[hdrhistogram::Histogram<u64>; 2]>| h.lock().map_or(0, |h| h[slot].len());
+        (count(&search_h) + count(&lineage_h)) as f64
+    };
     let (mut alone_elapsed, mut alone_cpu, mut elapsed, mut recording_cpu) = (0.0, 0.0, 0.0, 0.0);
     let mut by_round = Vec::new();
     let mut memory = Vec::new();
