@@ -112,6 +112,14 @@ pub struct ApiBench {
     /// What each of the second half held of the server's resident memory
     /// while the first half stayed open, KiB.
     pub server_kib_per_idle_connection: f64,
+    /// RSS of a server opened afresh on the data the run left, at the end
+    /// of the same load (`--fresh-seconds`; 0 when not measured), MiB.
+    pub fresh_server_rss_mib: f64,
+    /// Its lineage graph, MiB.
+    pub fresh_lineage_graph_mib: f64,
+    /// The run's RSS at the end ÷ the fresh server's (goal ≤ 1.10): above
+    /// 1, the soaked server holds memory its uptime left, not its data.
+    pub rss_over_fresh_server: f64,
 }
 
 /// Memory fields (`VmRSS:`, `VmHWM:`, …) of `process` (a pid or `self`)
@@ -209,6 +217,11 @@ pub struct Phases {
     pub warm_up: Duration,
     /// Recording with no query running, measured last (zero: skipped).
     pub write_cost: Duration,
+    /// After the run, a server opened afresh on the data the run left runs
+    /// the same load for this long, and its RSS is the peer of the end's
+    /// (zero: skipped): what the soaked server holds beyond it is held by
+    /// its uptime, not by the data.
+    pub fresh: Duration,
 }
 
 /// Builds the catalogue, starts `clew serve` on it, and measures.
@@ -226,29 +239,58 @@ pub fn api(
     let manifest = clew_events::sample::manifest(1);
     let manifest_digest = data.manifest_store()?.put_blocking(manifest.into())?.digest;
 
-    let (child, base) = start_serve(exe, data.root(), &[], &[])?;
-    let admin = std::fs::read_to_string(data.root().join("admin.token"))?
-        .trim()
-        .to_string();
     let runs = NationalCatalogue { datasets }.runs();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(drive(
-        base,
-        admin,
-        runs,
-        clients,
-        phases,
-        record_rate,
-        manifest_digest,
-        child.id(),
-    ));
-    stop_serve(child);
-    let mut r = result?;
+    let run = |phases: Phases| -> Result<ApiBench> {
+        let (child, base) = start_serve(exe, data.root(), &[], &[])?;
+        // The server writes the admin token when it first starts.
+        let admin = std::fs::read_to_string(data.root().join("admin.token"))
+            .context("reading the server's admin token")?
+            .trim()
+            .to_string();
+        let result = rt.block_on(drive(
+            base,
+            admin,
+            runs,
+            clients,
+            phases,
+            record_rate,
+            manifest_digest.clone(),
+            child.id(),
+        ));
+        stop_serve(child);
+        result
+    };
+    let mut r = run(phases)?;
     r.events = events;
+    if !phases.fresh.is_zero() {
+        // The same load on a server that opens the data the run left: its
+        // caches fill as the soaked server's did after its warm-up.
+        let fresh = run(Phases {
+            recording: phases
+                .fresh
+                .saturating_sub(FRESH_WARM_UP)
+                .max(Duration::from_secs(1)),
+            alone: Duration::ZERO,
+            rounds: 1,
+            warm_up: FRESH_WARM_UP.min(phases.fresh),
+            write_cost: Duration::ZERO,
+            fresh: Duration::ZERO,
+        })?;
+        let [.., end] = r.server_rss_mib;
+        let [.., fresh_end] = fresh.server_rss_mib;
+        r.fresh_server_rss_mib = fresh_end;
+        r.fresh_lineage_graph_mib = fresh.lineage_graph_mib[2];
+        r.rss_over_fresh_server = ratio(end, fresh_end);
+    }
     Ok(r)
 }
+
+/// Of `--fresh-seconds`, what the fresh server warms up before its RSS is
+/// taken (at most).
+const FRESH_WARM_UP: Duration = Duration::from_secs(60);
 
 /// The national catalogue of `datasets` datasets in a fresh temporary data
 /// directory, or the one kept in `keep` from an earlier run (--data-dir),
@@ -414,6 +456,7 @@ async fn drive(
         rounds,
         warm_up,
         write_cost,
+        fresh: _,
     } = phases;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients + 64)
@@ -800,6 +843,7 @@ async fn drive(
         rss_growth_beyond_data: ((last.0 - first.0) - (last.2 - first.2)) / first.0,
         idle_connections,
         server_kib_per_idle_connection,
+        ..Default::default()
     })
 }
 

@@ -96,6 +96,11 @@ enum Bench {
         /// server's CPU time per event recorded (0: skip).
         #[arg(long, default_value_t = 10)]
         write_cost_seconds: u64,
+        /// Seconds of the same load, after the run, on a server opened
+        /// afresh on the data the run left (the first 60 warm it up), whose
+        /// RSS is set beside the end's: a soak's peer (0: skip).
+        #[arg(long, default_value_t = 0)]
+        fresh_seconds: u64,
         /// Events recorded per second through GraphQL mutations meanwhile.
         #[arg(long, default_value_t = 1000)]
         record_rate: u64,
@@ -310,6 +315,7 @@ fn run(bench: Bench) -> Result<()> {
             rounds,
             warm_up_seconds,
             write_cost_seconds,
+            fresh_seconds,
             record_rate,
             data_dir,
         } => {
@@ -320,6 +326,7 @@ fn run(bench: Bench) -> Result<()> {
                 rounds,
                 warm_up: Duration::from_secs(warm_up_seconds),
                 write_cost: Duration::from_secs(write_cost_seconds),
+                fresh: Duration::from_secs(fresh_seconds),
             };
             let r = crate::api::api(
                 datasets.max(10),
@@ -409,6 +416,12 @@ fn run(bench: Bench) -> Result<()> {
                 "lineage graph:     {g_start:.0} / {g_middle:.0} / {g_end:.0} MiB; RSS growth beyond the graph's {:+.1}% (goal ≤ 10% over 30 minutes)",
                 r.rss_growth_beyond_data * 100.0
             );
+            if r.fresh_server_rss_mib > 0.0 {
+                println!(
+                    "fresh server:      {:.0} MiB on the data the run left (lineage graph {:.0} MiB), after {fresh_seconds} s of the same load; the run's end holds {:.2}× it (goal ≤ 1.10: memory follows the data, not the uptime)",
+                    r.fresh_server_rss_mib, r.fresh_lineage_graph_mib, r.rss_over_fresh_server
+                );
+            }
             println!("{}", serde_json::to_string(&r)?);
         }
         Bench::Catalog {
