@@ -42,6 +42,10 @@ pub struct ApiBench {
     pub reads_under_writes_ratio: f64,
     /// Each round's ratio, in order.
     pub reads_under_writes_by_round: Vec<f64>,
+    /// Each round's phases: the cores each of the server's threads kept
+    /// busy (by name, largest first), so a round that falls shows what took
+    /// the CPU the queries lost.
+    pub threads_by_round: Vec<RoundThreads>,
     /// All queries with nothing recorded: median and 99th percentile, ms.
     pub alone_p50_ms: f64,
     /// See alone_p50_ms.
@@ -120,6 +124,27 @@ pub struct ApiBench {
     /// The run's RSS at the end ÷ the fresh server's (goal ≤ 1.10): above
     /// 1, the soaked server holds memory its uptime left, not its data.
     pub rss_over_fresh_server: f64,
+}
+
+/// The server's threads in one round of `clew-bench api`: cores each kept
+/// busy, by thread name, largest first.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RoundThreads {
+    /// While queries ran alone.
+    pub alone: Vec<(String, f64)>,
+    /// While queries ran and events were recorded.
+    pub recording: Vec<(String, f64)>,
+}
+
+/// Cores each thread kept busy over `secs` seconds, from
+/// [`cpu_between`]'s seconds, largest first.
+fn cores_busy(by_thread: Vec<(String, f64)>, secs: f64) -> Vec<(String, f64)> {
+    let mut by: Vec<(String, f64)> = by_thread
+        .into_iter()
+        .map(|(name, s)| (name, ratio(s, secs)))
+        .collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by
 }
 
 /// Memory fields (`VmRSS:`, `VmHWM:`, …) of `process` (a pid or `self`)
@@ -680,11 +705,13 @@ async fn drive(
     };
     let (mut alone_elapsed, mut alone_cpu, mut elapsed, mut recording_cpu) = (0.0, 0.0, 0.0, 0.0);
     let mut by_round = Vec::new();
+    let mut threads_by_round = Vec::new();
     let mut memory = Vec::new();
     let pb = clew::progress_bar((alone + duration).as_secs(), "measuring");
     let mut measured = Duration::ZERO;
     for round in 0..rounds {
         let mut alone_rate = 0.0;
+        let mut threads = RoundThreads::default();
         if !alone.is_zero() {
             if round > 0 {
                 // The last round's mutations finish and their events are
@@ -696,6 +723,7 @@ async fn drive(
             pb.set_message(format!("reads alone {}/{rounds}", round + 1));
             phase.store(1, Ordering::Relaxed);
             let (cpu, queries, started) = (cpu_seconds(server_pid), answered_in(0), Instant::now());
+            let before = cpu_seconds_by_thread(server_pid);
             while started.elapsed() < alone_each {
                 tokio::time::sleep(Duration::from_secs(1).min(alone_each)).await;
                 pb.set_position((measured + started.elapsed()).as_secs());
@@ -704,7 +732,10 @@ async fn drive(
             let secs = started.elapsed().as_secs_f64();
             alone_rate = ratio(answered_in(0) - queries, secs);
             alone_elapsed += secs;
-            alone_cpu += cpu_seconds(server_pid) - cpu;
+            let took = cpu_seconds(server_pid) - cpu;
+            alone_cpu += took;
+            let after = cpu_seconds_by_thread(server_pid);
+            threads.alone = cores_busy(cpu_between(&before, after, took), secs);
             measured += alone_each;
         }
         // The recording warms up (a soak's caches fill) before it is measured.
@@ -718,6 +749,7 @@ async fn drive(
             memory.push(sample().await?);
         }
         let (cpu, queries, started) = (cpu_seconds(server_pid), answered_in(1), Instant::now());
+        let before = cpu_seconds_by_thread(server_pid);
         while started.elapsed() < measured_each {
             tokio::time::sleep(Duration::from_secs(1).min(measured_each)).await;
             pb.set_position((measured + started.elapsed()).as_secs());
@@ -727,7 +759,11 @@ async fn drive(
         }
         phase.store(0, Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
-        recording_cpu += cpu_seconds(server_pid) - cpu;
+        let took = cpu_seconds(server_pid) - cpu;
+        recording_cpu += took;
+        let after = cpu_seconds_by_thread(server_pid);
+        threads.recording = cores_busy(cpu_between(&before, after, took), secs);
+        threads_by_round.push(threads);
         if alone_rate > 0.0 {
             by_round.push(ratio(answered_in(1) - queries, secs) / alone_rate);
         }
@@ -804,6 +840,7 @@ async fn drive(
         queries_alone_per_s,
         reads_under_writes_ratio: median(&by_round),
         reads_under_writes_by_round: by_round,
+        threads_by_round,
         alone_p50_ms: ms(&all_alone, 0.5),
         alone_p99_ms: ms(&all_alone, 0.99),
         search_p50_ms: ms(&s, 0.5),

@@ -368,6 +368,29 @@ fn run(bench: Bench) -> Result<()> {
                     rounds.join(", ")
                 );
             }
+            // What kept the server's cores busy in each round's phases: a
+            // round that falls shows where the queries' CPU went.
+            let busy = |by: &[(String, f64)]| {
+                by.iter()
+                    .filter(|(_, cores)| *cores >= 0.02)
+                    .map(|(name, cores)| format!("{name} {cores:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            for (k, t) in r.threads_by_round.iter().enumerate() {
+                if !t.alone.is_empty() {
+                    println!(
+                        "  round {} alone, cores by thread:     {}",
+                        k + 1,
+                        busy(&t.alone)
+                    );
+                }
+                println!(
+                    "  round {} recording, cores by thread: {}",
+                    k + 1,
+                    busy(&t.recording)
+                );
+            }
             println!(
                 "  search:          p50 {:.2} ms, p99 {:.2} ms",
                 r.search_p50_ms, r.search_p99_ms
