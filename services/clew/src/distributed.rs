@@ -424,6 +424,7 @@ pub fn prepare_replica(
         group,
         cosignatures,
     )?;
+    crate::server::return_freed_memory();
     Ok(Prepared {
         node,
         tokens,

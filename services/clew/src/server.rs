@@ -73,6 +73,7 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
     let manifests = dir.manifest_store()?;
     let (node, created) = crate::local::start(dir, origin, &manifests)?;
     let (tokens, admin_token_file) = open_tokens(dir)?;
+    return_freed_memory();
     Ok(Prepared {
         node,
         tokens,
@@ -82,6 +83,20 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         spool: dir.spool_dir(),
         web: clew_web::WebConfig::default(),
     })
+}
+
+/// Gives the system back the memory this thread freed while opening the
+/// stores. mimalloc (the `clew` binary's allocator) keeps a thread's freed
+/// pages until that thread allocates again after a delay, and the thread
+/// that opened the stores does little once the server runs. On a
+/// 3.5M-event catalogue the server's RSS once started was 1,285 MiB; 1,263
+/// with this call alone; 1,302 with the catalogue's store opened a second
+/// time after loading the lineage graph (`clew_catalog::Catalog`) alone;
+/// 896 with both. Nothing to give back when mimalloc is not the allocator.
+pub fn return_freed_memory() {
+    // SAFETY: mi_collect takes no pointers; it only returns free pages of
+    // mimalloc's heaps to the system.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
