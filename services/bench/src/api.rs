@@ -1026,6 +1026,27 @@ mod tests {
     }
 
     #[test]
+    fn cores_busy_divides_each_thread_by_the_phase_and_puts_the_largest_first() {
+        let by = cores_busy(
+            vec![
+                ("merge_thread".into(), 1.0),
+                ("tokio-rt-worker".into(), 30.0),
+                ("sequencer".into(), 4.0),
+            ],
+            20.0,
+        );
+        assert_eq!(
+            by,
+            vec![
+                ("tokio-rt-worker".to_string(), 1.5),
+                ("sequencer".to_string(), 0.2),
+                ("merge_thread".to_string(), 0.05),
+            ]
+        );
+        assert!(cores_busy(vec![("sequencer".into(), 1.0)], 0.0)[0].1 == 0.0);
+    }
+
+    #[test]
     fn median_takes_the_middle_value_or_the_mean_of_the_middle_two() {
         assert_eq!(median(&[]), 0.0);
         assert_eq!(median(&[0.9, 0.7, 1.1]), 0.9);
