@@ -139,9 +139,15 @@ pub struct RoundThreads {
 /// Cores each thread kept busy over `secs` seconds, from
 /// [`cpu_between`]'s seconds, largest first.
 fn cores_busy(by_thread: Vec<(String, f64)>, secs: f64) -> Vec<(String, f64)> {
+    largest_first(by_thread, |s| ratio(s, secs))
+}
+
+/// [`cpu_between`]'s seconds by thread, each put through `scale`, largest
+/// first.
+fn largest_first(by_thread: Vec<(String, f64)>, scale: impl Fn(f64) -> f64) -> Vec<(String, f64)> {
     let mut by: Vec<(String, f64)> = by_thread
         .into_iter()
-        .map(|(name, s)| (name, ratio(s, secs)))
+        .map(|(name, s)| (name, scale(s)))
         .collect();
     by.sort_by(|a, b| b.1.total_cmp(&a.1));
     by
@@ -855,14 +861,7 @@ async fn drive(
         events_per_batch_alone: ratio(alone_recorded, write_cost_batches),
         recorded_alone_per_s: ratio(alone_recorded, write_cost_elapsed),
         server_cpu_us_per_event,
-        server_cpu_us_per_event_by_thread: {
-            let mut by: Vec<(String, f64)> = write_cost_threads
-                .into_iter()
-                .map(|(name, s)| (name, per_event(s)))
-                .collect();
-            by.sort_by(|a, b| b.1.total_cmp(&a.1));
-            by
-        },
+        server_cpu_us_per_event_by_thread: largest_first(write_cost_threads, per_event),
         server_cpu_us_per_query: ratio(alone_cpu * 1e6, all_alone.len() as f64),
         write_share_of_cores: server_cpu_us_per_event * record_rate as f64 / 1e6 / cores,
         server_busy_alone: ratio(alone_cpu, alone_elapsed) / cores,

@@ -248,6 +248,16 @@ enum Bench {
 }
 
 /// The `clew` binary beside this one (`cargo build --release` builds both).
+/// Figures by thread as `name figure, …`, those below `at_least` left
+/// out, each with `decimals` decimals.
+fn by_thread(by: &[(String, f64)], at_least: f64, decimals: usize) -> String {
+    by.iter()
+        .filter(|(_, x)| *x >= at_least)
+        .map(|(name, x)| format!("{name} {x:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn clew_binary() -> Result<PathBuf> {
     let me = std::env::current_exe().context("locating the clew-bench binary")?;
     let clew = me.with_file_name(format!("clew{}", std::env::consts::EXE_SUFFIX));
@@ -370,25 +380,18 @@ fn run(bench: Bench) -> Result<()> {
             }
             // What kept the server's cores busy in each round's phases: a
             // round that falls shows where the queries' CPU went.
-            let busy = |by: &[(String, f64)]| {
-                by.iter()
-                    .filter(|(_, cores)| *cores >= 0.02)
-                    .map(|(name, cores)| format!("{name} {cores:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             for (k, t) in r.threads_by_round.iter().enumerate() {
                 if !t.alone.is_empty() {
                     println!(
                         "  round {} alone, cores by thread:     {}",
                         k + 1,
-                        busy(&t.alone)
+                        by_thread(&t.alone, 0.02, 2)
                     );
                 }
                 println!(
                     "  round {} recording, cores by thread: {}",
                     k + 1,
-                    busy(&t.recording)
+                    by_thread(&t.recording, 0.02, 2)
                 );
             }
             println!(
@@ -413,13 +416,10 @@ fn run(bench: Bench) -> Result<()> {
                     r.write_share_of_cores * 100.0,
                     r.record_target_per_s
                 );
-                let by: Vec<String> = r
-                    .server_cpu_us_per_event_by_thread
-                    .iter()
-                    .filter(|(_, us)| *us >= 1.0)
-                    .map(|(name, us)| format!("{name} {us:.0}"))
-                    .collect();
-                println!("  by thread (µs):  {}", by.join(", "));
+                println!(
+                    "  by thread (µs):  {}",
+                    by_thread(&r.server_cpu_us_per_event_by_thread, 1.0, 0)
+                );
                 println!(
                     "  while recording: the server busy {:.0}% of the cores (alone {:.0}%); a query took ~{:.0} µs of CPU besides the events' share (alone {:.0} µs)",
                     r.server_busy_recording * 100.0,

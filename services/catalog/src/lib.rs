@@ -211,34 +211,10 @@ impl Catalog {
     }
 
     /// Opens the catalogue with `writer_bytes` for tantivy's indexing arena.
-    ///
-    /// The store is opened twice: once to load the lineage graph from every
-    /// walk record, and again to serve. sled counts a page's use against its
-    /// cache only once 64 uses have queued in the page's shard of the cache
-    /// (256 shards), so a scan of the whole store leaves many pages in
-    /// memory beyond the cache's size: 269 MiB of walk records on a
-    /// 3.5M-event catalogue with a 96 MiB cache, which no answer reads
-    /// again. Opened afresh, the store starts with an empty cache. (The
-    /// memory freed comes back to the system only when the allocator gives
-    /// it: see `clew::server::return_freed_memory`.)
     fn open_indexing_with(
         dir: &Path,
         cache_bytes: u64,
         writer_bytes: usize,
-    ) -> Result<Self, CatalogError> {
-        let loading = Self::open_store(dir, cache_bytes, writer_bytes, None)?;
-        let graph = std::mem::take(&mut *loading.graph_write());
-        drop(loading);
-        Self::open_store(dir, cache_bytes, writer_bytes, Some(graph))
-    }
-
-    /// Opens the store and the search index; loads the lineage graph unless
-    /// `graph` is the one already loaded from this store.
-    fn open_store(
-        dir: &Path,
-        cache_bytes: u64,
-        writer_bytes: usize,
-        graph: Option<LineageIndex>,
     ) -> Result<Self, CatalogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CatalogError::Setup(format!("{}: {e}", dir.display())))?;
@@ -251,7 +227,7 @@ impl Catalog {
         let db = clew_ledger::store::open_sled(&config)?;
         let tree = db.open_tree("catalog")?;
         let search = SearchIndex::open(&dir.join("search"), writer_bytes)?;
-        let catalog = Self {
+        let mut catalog = Self {
             dir: dir.to_path_buf(),
             db,
             tree,
@@ -274,10 +250,20 @@ impl Catalog {
             .unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(dictionaries);
         let applied = catalog.applied()?;
         catalog.upgrade_format()?;
-        match graph {
-            Some(graph) if graph.applied == applied => *catalog.graph_write() = graph,
-            _ => catalog.load_graph(applied)?,
-        }
+        catalog.load_graph(applied)?;
+        // The store is opened again once the graph is loaded from every walk
+        // record. sled counts a page's use against its cache only once 64
+        // uses have queued in the page's shard of the cache (256 shards), so
+        // a scan of the whole store leaves many pages in memory beyond the
+        // cache's size: 269 MiB of walk records on a 3.5M-event catalogue
+        // with a 96 MiB cache, which no answer reads again. Opened afresh,
+        // the store starts with an empty cache. (The memory freed comes back
+        // to the system only when the allocator gives it: see
+        // `clew::server::return_freed_memory`.)
+        drop(catalog.tree);
+        drop(catalog.db);
+        catalog.db = clew_ledger::store::open_sled(&config)?;
+        catalog.tree = catalog.db.open_tree("catalog")?;
         // Batches that touch no search document commit nothing to the index,
         // so the index is current when it is at the last batch that did.
         let search_at = catalog
