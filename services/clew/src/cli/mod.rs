@@ -42,6 +42,17 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // The shared pool (node records read for an answer, signature checks,
+    // scans) is built on first use, and a thread spawned without a name
+    // takes its creator's: left alone, its threads carried the name of
+    // whichever thread used it first ("sequencer" in a server), so the
+    // server's CPU by thread put query reads on the sequencer.
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("parallel-{i}"))
+        .build_global()
+    {
+        tracing::warn!("the shared thread pool was already built: {e}");
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
