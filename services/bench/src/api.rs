@@ -127,13 +127,21 @@ pub struct ApiBench {
 }
 
 /// The server's threads in one round of `clew-bench api`: cores each kept
-/// busy, by thread name, largest first.
+/// busy, by thread name, largest first, and the server's CPU over the
+/// queries answered. A round that falls with its threads as busy as in the
+/// others shows here whether each query (with the events' share, while
+/// recording) cost more.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RoundThreads {
     /// While queries ran alone.
     pub alone: Vec<(String, f64)>,
     /// While queries ran and events were recorded.
     pub recording: Vec<(String, f64)>,
+    /// The server's CPU µs per query answered alone.
+    pub alone_cpu_us_per_query: f64,
+    /// The server's CPU µs per query answered while recording, the events'
+    /// CPU included.
+    pub recording_cpu_us_per_query: f64,
 }
 
 /// Cores each thread kept busy over `secs` seconds, from
@@ -742,6 +750,7 @@ async fn drive(
             alone_cpu += took;
             let after = cpu_seconds_by_thread(server_pid);
             threads.alone = cores_busy(cpu_between(&before, after, took), secs);
+            threads.alone_cpu_us_per_query = ratio(took * 1e6, answered_in(0) - queries);
             measured += alone_each;
         }
         // The recording warms up (a soak's caches fill) before it is measured.
@@ -769,6 +778,7 @@ async fn drive(
         recording_cpu += took;
         let after = cpu_seconds_by_thread(server_pid);
         threads.recording = cores_busy(cpu_between(&before, after, took), secs);
+        threads.recording_cpu_us_per_query = ratio(took * 1e6, answered_in(1) - queries);
         threads_by_round.push(threads);
         if alone_rate > 0.0 {
             by_round.push(ratio(answered_in(1) - queries, secs) / alone_rate);

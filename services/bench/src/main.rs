@@ -383,15 +383,17 @@ fn run(bench: Bench) -> Result<()> {
             for (k, t) in r.threads_by_round.iter().enumerate() {
                 if !t.alone.is_empty() {
                     println!(
-                        "  round {} alone, cores by thread:     {}",
+                        "  round {} alone, cores by thread:     {} ({:.0} µs of CPU a query)",
                         k + 1,
-                        by_thread(&t.alone, 0.02, 2)
+                        by_thread(&t.alone, 0.02, 2),
+                        t.alone_cpu_us_per_query
                     );
                 }
                 println!(
-                    "  round {} recording, cores by thread: {}",
+                    "  round {} recording, cores by thread: {} ({:.0} µs of CPU a query, events included)",
                     k + 1,
-                    by_thread(&t.recording, 0.02, 2)
+                    by_thread(&t.recording, 0.02, 2),
+                    t.recording_cpu_us_per_query
                 );
             }
             println!(
