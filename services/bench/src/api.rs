@@ -744,13 +744,14 @@ async fn drive(
             }
             phase.store(0, Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64();
-            alone_rate = ratio(answered_in(0) - queries, secs);
+            let answered = answered_in(0) - queries;
+            alone_rate = ratio(answered, secs);
             alone_elapsed += secs;
             let took = cpu_seconds(server_pid) - cpu;
             alone_cpu += took;
             let after = cpu_seconds_by_thread(server_pid);
             threads.alone = cores_busy(cpu_between(&before, after, took), secs);
-            threads.alone_cpu_us_per_query = ratio(took * 1e6, answered_in(0) - queries);
+            threads.alone_cpu_us_per_query = ratio(took * 1e6, answered);
             measured += alone_each;
         }
         // The recording warms up (a soak's caches fill) before it is measured.
@@ -774,14 +775,15 @@ async fn drive(
         }
         phase.store(0, Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
+        let answered = answered_in(1) - queries;
         let took = cpu_seconds(server_pid) - cpu;
         recording_cpu += took;
         let after = cpu_seconds_by_thread(server_pid);
         threads.recording = cores_busy(cpu_between(&before, after, took), secs);
-        threads.recording_cpu_us_per_query = ratio(took * 1e6, answered_in(1) - queries);
+        threads.recording_cpu_us_per_query = ratio(took * 1e6, answered);
         threads_by_round.push(threads);
         if alone_rate > 0.0 {
-            by_round.push(ratio(answered_in(1) - queries, secs) / alone_rate);
+            by_round.push(ratio(answered, secs) / alone_rate);
         }
         elapsed += secs;
         measured += measured_each;

@@ -247,7 +247,6 @@ enum Bench {
     },
 }
 
-/// The `clew` binary beside this one (`cargo build --release` builds both).
 /// Figures by thread as `name figure, …`, those below `at_least` left
 /// out, each with `decimals` decimals.
 fn by_thread(by: &[(String, f64)], at_least: f64, decimals: usize) -> String {
@@ -258,6 +257,7 @@ fn by_thread(by: &[(String, f64)], at_least: f64, decimals: usize) -> String {
         .join(", ")
 }
 
+/// The `clew` binary beside this one (`cargo build --release` builds both).
 fn clew_binary() -> Result<PathBuf> {
     let me = std::env::current_exe().context("locating the clew-bench binary")?;
     let clew = me.with_file_name(format!("clew{}", std::env::consts::EXE_SUFFIX));
