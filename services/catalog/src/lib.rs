@@ -1002,6 +1002,11 @@ mod tests {
     /// stream of `total` events (its first 200 the sites, which an admin
     /// records).
     fn stream_ledger(dir: &Path, total: u64) -> Ledger {
+        stream_ledger_and_ingest(dir, total).0
+    }
+
+    /// [`stream_ledger`] and the key of its ingest principal.
+    fn stream_ledger_and_ingest(dir: &Path, total: u64) -> (Ledger, ProducerKey) {
         let key = ProducerKey::generate("test.clew.example/ledger")
             .unwrap()
             .to_signer_text();
@@ -1042,7 +1047,153 @@ mod tests {
                 .map(|i| sample::stream_body(i, total))
                 .collect(),
         );
+        (ledger, ingest)
+    }
+
+    /// The benchmarks' stream of 600 events, then what reaches back into
+    /// earlier chunks: transforms naming versions made before as their
+    /// outputs, training runs, models, validations and deployments (some
+    /// retired again), withdrawals that mark what is downstream, and
+    /// versions derived from a withdrawn one. Each its own ledger batch.
+    fn lineage_ledger(dir: &Path) -> Ledger {
+        use clew_events::proto::{self, event::Body};
+        let (ledger, ingest) = stream_ledger_and_ingest(dir, 600);
+        let dv = sample::dataset_version_id;
+        let mut offset = 10_000;
+        let mut submit = |body: Body| {
+            offset += 1;
+            let sealed = seal(&ingest, "ingest", body, None, None).unwrap();
+            let r = ledger
+                .sequence(
+                    "test",
+                    vec![Submission::received(offset, sealed.encode_to_vec())],
+                )
+                .unwrap();
+            assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        };
+        for d in 0..12u64 {
+            submit(sample::transform(
+                &format!("tf-gen-{d}"),
+                vec![dv(d, 1)],
+                vec![dv(d, 2)],
+            ));
+            submit(sample::training_run(
+                &format!("run-x-{d}"),
+                &format!("mv-x-{d}"),
+                &dv(d, 2),
+                &dv(d + 1, 2),
+                &dv(d + 2, 2),
+            ));
+            submit(sample::model_version(
+                &format!("mv-x-{d}"),
+                &format!("run-x-{d}"),
+            ));
+            submit(sample::validation(
+                &format!("val-x-{d}"),
+                &format!("mv-x-{d}"),
+                &dv(d + 3, 1),
+                &sample::site_id(d),
+                true,
+            ));
+            submit(sample::deployment(
+                &format!("dep-x-{d}"),
+                &format!("mv-x-{d}"),
+                &sample::site_id(d),
+                proto::DeploymentStatus::Live,
+                vec![format!("val-x-{d}")],
+            ));
+        }
+        for d in (0..12u64).step_by(2) {
+            submit(sample::deployment(
+                &format!("dep-x-{d}"),
+                &format!("mv-x-{d}"),
+                &sample::site_id(d),
+                proto::DeploymentStatus::Retired,
+                vec![format!("val-x-{d}")],
+            ));
+        }
+        for d in 0..6u64 {
+            submit(Body::DatasetVersionWithdrawn(
+                proto::DatasetVersionWithdrawn {
+                    dataset_version_id: dv(d, 1),
+                    reason: proto::WithdrawalReason::ConsentWithdrawn as i32,
+                    detail: String::new(),
+                },
+            ));
+            submit(sample::dataset_version(d, 9, vec![dv(d, 2)]));
+        }
         ledger
+    }
+
+    /// Every node record, and every lineage and impact answer, of `c`.
+    fn every_answer(c: &Catalog) -> String {
+        let mut out = Vec::new();
+        for t in NODE_TYPES {
+            let nodes = c.nodes_of_type(t).unwrap();
+            out.push(serde_json::to_string(&nodes).unwrap());
+            if *t == "site" || *t == "principal" {
+                continue;
+            }
+            for n in nodes {
+                let subject = n.subject();
+                for d in [Direction::Upstream, Direction::Downstream] {
+                    let a = c.lineage(&subject, d, 100, None).unwrap();
+                    out.push(serde_json::to_string(&a).unwrap());
+                }
+                if *t == "dataset-version" {
+                    let a = c.impact(&subject, None).unwrap();
+                    out.push(serde_json::to_string(&a).unwrap());
+                }
+            }
+        }
+        out.join("\n")
+    }
+
+    #[test]
+    fn chunks_that_reach_back_into_earlier_chunks_end_where_one_batch_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = lineage_ledger(dir.path());
+        let size = ledger.size();
+        let whole = Catalog::open(&dir.path().join("whole")).unwrap();
+        whole.apply(0, &ledger.leaves(0..size).unwrap()).unwrap();
+        let expected = every_answer(&whole);
+        // The stream reaches back: withdrawals marked what is downstream,
+        // a version was born affected, deployments were retired.
+        let affected = |t: &str| {
+            whole
+                .nodes_of_type(t)
+                .unwrap()
+                .iter()
+                .filter(|n| !n.affected_by.is_empty())
+                .count()
+        };
+        assert!(affected("deployment") >= 6, "{}", affected("deployment"));
+        assert!(affected("dataset-version") >= 12);
+        let retired = whole
+            .nodes_of_type("deployment")
+            .unwrap()
+            .iter()
+            .filter(|n| n.ended_leaf.is_some())
+            .count();
+        assert_eq!(retired, 6);
+        // Chunks of one leaf: every read of an earlier leaf, every edge and
+        // mark a chunk adds to a node, is of a chunk already in sled and in
+        // the resident graph.
+        for chunk in [1, 3, 64] {
+            let path = dir.path().join(format!("chunks-of-{chunk}"));
+            let c = Catalog::open(&path).unwrap();
+            assert_eq!(
+                c.catch_up_in_chunks(&ledger, chunk, &|_, _| {}).unwrap(),
+                size
+            );
+            assert_eq!(c.applied().unwrap(), size);
+            assert_eq!(c.graph_read().applied, size);
+            assert!(every_answer(&c) == expected, "chunks of {chunk}");
+            // Reopened, the graph is loaded from the walk records stored.
+            drop(c);
+            let c = Catalog::open(&path).unwrap();
+            assert!(every_answer(&c) == expected, "chunks of {chunk}, reopened");
+        }
     }
 
     #[test]
