@@ -1059,6 +1059,16 @@ mod tests {
         use clew_events::proto::{self, event::Body};
         let (ledger, ingest) = stream_ledger_and_ingest(dir, 600);
         let dv = sample::dataset_version_id;
+        // Deployment `d` of model `d` at site `d`, justified by validation `d`.
+        let deployment = |d: u64, status: proto::DeploymentStatus| {
+            sample::deployment(
+                &format!("dep-x-{d}"),
+                &format!("mv-x-{d}"),
+                &sample::site_id(d),
+                status,
+                vec![format!("val-x-{d}")],
+            )
+        };
         let mut offset = 10_000;
         let mut submit = |body: Body| {
             offset += 1;
@@ -1095,22 +1105,10 @@ mod tests {
                 &sample::site_id(d),
                 true,
             ));
-            submit(sample::deployment(
-                &format!("dep-x-{d}"),
-                &format!("mv-x-{d}"),
-                &sample::site_id(d),
-                proto::DeploymentStatus::Live,
-                vec![format!("val-x-{d}")],
-            ));
+            submit(deployment(d, proto::DeploymentStatus::Live));
         }
         for d in (0..12u64).step_by(2) {
-            submit(sample::deployment(
-                &format!("dep-x-{d}"),
-                &format!("mv-x-{d}"),
-                &sample::site_id(d),
-                proto::DeploymentStatus::Retired,
-                vec![format!("val-x-{d}")],
-            ));
+            submit(deployment(d, proto::DeploymentStatus::Retired));
         }
         for d in 0..6u64 {
             submit(Body::DatasetVersionWithdrawn(
