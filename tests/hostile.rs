@@ -733,6 +733,280 @@ async fn nothing_hidden_leaks_through_exports_impact_facets_or_open_subscription
     );
 }
 
+/// One HTTP/1.1 response read off a raw connection: status, head, body.
+struct RawResponse {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// Reads one response (its body by Content-Length) from `s`; None if the
+/// connection closes first.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Option<RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while bytes.len() < end + length {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&bytes[end..end + length]).to_string();
+    Some(RawResponse { status, head, body })
+}
+
+/// A new connection to `addr` that sends `request` and reads its answer.
+async fn raw_request(addr: &str, request: &str) -> (tokio::net::TcpStream, Option<RawResponse>) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let r = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s))
+        .await
+        .ok()
+        .flatten();
+    (s, r)
+}
+
+/// How long until the server closes `s` (reads until the end, at most
+/// `wait`); None if it stays open.
+async fn closed_after(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + wait),
+            s.read(&mut sink),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A metric's value in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// A greedy or slow client cannot hold the server: a connection past the
+/// cap is answered 503 naming the cap (a WebSocket holds its place until it
+/// closes); a connection that sends no request head, or stays idle after
+/// one, is closed after the header timeout; a body sent too slowly is
+/// answered 408; each is counted in the metrics and logged; and the server
+/// answers throughout and stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let server = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            Server::start(
+                &data,
+                &[
+                    "serve",
+                    "--max-connections",
+                    "6",
+                    "--header-timeout-s",
+                    "6",
+                    "--request-timeout-s",
+                    "3",
+                ],
+            )
+        })
+        .await
+        .expect("start")
+    };
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let admin = server.admin_token();
+    let get = |path: &str, close: bool| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: clew\r\nAuthorization: Bearer {admin}\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let metrics = || async {
+        let (_, r) = raw_request(&addr, &get("/metrics", true)).await;
+        let r = r.expect("an answer from /metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    // Start from no connection but the one asking (the readiness probes
+    // have closed theirs).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&metrics().await, "clew_http_connections_open") != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections other than the test's stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 1. Five keep-alive connections, each answered once and left idle, and
+    //    a WebSocket subscription: six places, the cap.
+    //    Each idle one is watched from its answer until the server closes it.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let (mut s, r) = raw_request(&addr, &get("/healthz", false)).await;
+        let r = r.expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.body);
+        idle.push(tokio::spawn(async move {
+            closed_after(&mut s, Duration::from_secs(60)).await
+        }));
+    }
+    let subscription = Subscription::start(
+        &server.base,
+        &admin,
+        "subscription { checkpoints { size rootHash note } }",
+    )
+    .await
+    .expect("subscribe");
+
+    // 2. The seventh is answered 503, naming the cap, and closed.
+    let (mut s, r) = raw_request(&addr, &get("/healthz", false)).await;
+    let r = r.expect("a connection past the cap is answered, not dropped");
+    assert_eq!(r.status, 503, "{}\n{}", r.head, r.body);
+    let body: Value = serde_json::from_str(&r.body).expect("a JSON error");
+    assert_eq!(code(&body), "UNAVAILABLE", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("6 connections open"), "{message}");
+    let head = r.head.to_ascii_lowercase();
+    assert!(head.contains("retry-after: 5"), "{}", r.head);
+    assert!(head.contains("cache-control: no-store"), "{}", r.head);
+    assert!(
+        closed_after(&mut s, Duration::from_secs(5)).await.is_some(),
+        "a refused connection is closed"
+    );
+
+    // 3. The WebSocket held its place: once it closes, a new connection is
+    //    served.
+    drop(subscription);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, r) = raw_request(&addr, &get("/healthz", true)).await;
+        match r {
+            Some(r) if r.status == 200 => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "no connection served 5 s after the WebSocket closed: {:?}",
+                other.map(|r| r.status)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 4. A request head that never ends is cut off after the header
+    //    timeout, as are the idle keep-alive connections.
+    let mut partial = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: clew\r\n")
+        .await
+        .expect("send");
+    let after = closed_after(&mut partial, Duration::from_secs(30))
+        .await
+        .expect("a request head that never ends is cut off within 30 s");
+    assert!(
+        after >= Duration::from_secs(5),
+        "cut off after {after:?}, before the 6 s header timeout"
+    );
+    for watch in idle {
+        let after = watch
+            .await
+            .expect("watching an idle connection")
+            .expect("an idle keep-alive connection is closed within 60 s");
+        assert!(
+            after >= Duration::from_secs(5),
+            "an idle connection closed {after:?} after its answer, before the 6 s header timeout"
+        );
+    }
+
+    // 5. A body sent too slowly is answered 408 after the request timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: clew\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let sent = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(30), read_response(&mut slow))
+        .await
+        .expect("an answer to a stalled body within 30 s")
+        .expect("an answer, not a closed connection");
+    assert_eq!(r.status, 408, "{}\n{}", r.head, r.body);
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2500),
+        "408 after {:?}, before the 3 s request timeout",
+        sent.elapsed()
+    );
+    let body: Value = serde_json::from_str(&r.body).expect("a JSON error");
+    let message = body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("no answer within 3 s"), "{message}");
+
+    // 6. Each was counted and logged, and the server still answers.
+    let text = metrics().await;
+    assert!(
+        metric(&text, "clew_http_connections_refused_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "clew_http_header_timeouts_total") >= 6.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "clew_http_request_timeouts_total"),
+        1.0,
+        "{text}"
+    );
+    let log = std::fs::read_to_string(data.with_extension("server.log")).expect("server log");
+    assert!(
+        log.contains("6 connections open, as many as the server serves at once"),
+        "{log}"
+    );
+    assert!(log.contains("answered 408"), "{log}");
+    let (_, r) = raw_request(&addr, &get("/readyz", true)).await;
+    assert_eq!(r.expect("an answer").status, 200);
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .expect("stop");
+    assert!(status.success(), "clew serve stopped with {status}");
+}
+
 /// `clew verify` on a damaged data directory reports the damage and exits
 /// non-zero; it never panics (exit 101).
 #[test]

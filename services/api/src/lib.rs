@@ -36,7 +36,7 @@ use thiserror::Error;
 
 pub use access::{TokenStore, Viewer};
 pub use clew_node::{Metrics, Node, Outcome, Sequenced};
-pub use http::{app, serve, serve_router};
+pub use http::{app, serve, serve_connections, serve_router, ConnectionLimits, ConnectionMetrics};
 pub use read::access::{
     access_audit, access_requests, data_use_register, proven_access_audit, AccessAudit,
     AccessRequest, DataUse, RequestScope,

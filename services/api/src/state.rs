@@ -24,6 +24,8 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Longest a query or mutation may run.
     pub timeout: Duration,
+    /// How many connections, and how slow a client may be.
+    pub connections: crate::ConnectionLimits,
 }
 
 impl Default for Limits {
@@ -33,6 +35,7 @@ impl Default for Limits {
             complexity: 2_000,
             body_bytes: 256 * 1024,
             timeout: Duration::from_secs(15),
+            connections: crate::ConnectionLimits::default(),
         }
     }
 }

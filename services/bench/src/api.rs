@@ -364,6 +364,12 @@ pub(crate) fn start_serve(
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        // Room for the idle connections measured beside the clients (the
+        // server lowers it to what its open-file limit allows).
+        .args([
+            "--max-connections",
+            &(2 * IDLE_CONNECTIONS + 1024).to_string(),
+        ])
         .args(extra)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("CLEW_LOG", "warn")
@@ -927,7 +933,8 @@ async fn idle_connection_kib(base: &str, server_pid: u32, n: usize) -> Result<(u
 }
 
 /// Opens up to `n` connections to `addr`, each served one request, into
-/// `open`; stops early when the system refuses one.
+/// `open`; stops early when the system or the server's connection cap
+/// refuses one.
 async fn open_connections(
     addr: &str,
     n: usize,
@@ -943,6 +950,9 @@ async fn open_connections(
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
             .await?;
         let read = stream.read(&mut answer).await?;
+        if answer[..read].starts_with(b"HTTP/1.1 503") {
+            break;
+        }
         ensure!(
             answer[..read].starts_with(b"HTTP/1.1 200"),
             "/healthz answered {:?}",

@@ -207,9 +207,14 @@ fn serve_sequencer_health(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 };
-                if let Err(e) = axum::serve(listener, app.into_make_service())
-                    .with_graceful_shutdown(until)
-                    .await
+                if let Err(e) = clew_api::serve_connections(
+                    listener,
+                    app,
+                    clew_api::ConnectionLimits::default(),
+                    clew_api::ConnectionMetrics::unregistered(),
+                    until,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "health endpoint failed");
                 }

@@ -23,6 +23,14 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request latency by route.
     pub http_seconds: HistogramVec,
+    /// HTTP connections open (WebSockets included).
+    pub http_connections_open: IntGauge,
+    /// HTTP connections refused at the server's cap.
+    pub http_connections_refused: IntCounter,
+    /// HTTP connections closed because no request head arrived in time.
+    pub http_header_timeouts: IntCounter,
+    /// HTTP requests not received and answered in time (answered 408).
+    pub http_request_timeouts: IntCounter,
     /// GraphQL operations by type and outcome (`ok`, or the first error code).
     pub graphql_operations: IntCounterVec,
     /// Open subscriptions.
@@ -78,6 +86,22 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let http_connections_open = IntGauge::new(
+            "http_connections_open",
+            "HTTP connections open (WebSockets included)",
+        )?;
+        let http_connections_refused = IntCounter::new(
+            "http_connections_refused_total",
+            "HTTP connections refused (503) because as many as the server serves at once were open",
+        )?;
+        let http_header_timeouts = IntCounter::new(
+            "http_header_timeouts_total",
+            "HTTP connections closed because no request head arrived in time (idle keep-alive ones included)",
+        )?;
+        let http_request_timeouts = IntCounter::new(
+            "http_request_timeouts_total",
+            "HTTP requests not received and answered in time (answered 408)",
+        )?;
         let graphql_operations = IntCounterVec::new(
             Opts::new(
                 "graphql_operations_total",
@@ -124,6 +148,10 @@ impl Metrics {
         registry.register(Box::new(batch_seconds.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
+        registry.register(Box::new(http_connections_open.clone()))?;
+        registry.register(Box::new(http_connections_refused.clone()))?;
+        registry.register(Box::new(http_header_timeouts.clone()))?;
+        registry.register(Box::new(http_request_timeouts.clone()))?;
         registry.register(Box::new(graphql_operations.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(witness_cosigned_size.clone()))?;
@@ -142,6 +170,10 @@ impl Metrics {
             batch_seconds,
             http_requests,
             http_seconds,
+            http_connections_open,
+            http_connections_refused,
+            http_header_timeouts,
+            http_request_timeouts,
             graphql_operations,
             subscriptions,
             witness_cosigned_size,

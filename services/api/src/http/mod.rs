@@ -1,9 +1,11 @@
-//! The HTTP surface: the router, its middleware and the server loop. Routes
+//! The HTTP surface: the router, its middleware and the server loop (its
+//! connections bounded in [`connections`]). Routes
 //! are grouped by family, one module each ([`graphql`], [`tlog`], [`linked`],
 //! [`lineage_in`], [`manifests`], [`access`], [`ops`]); every one starts from the
 //! [`respond::Caller`] extractor and answers errors through one mapping.
 
 mod access;
+mod connections;
 mod graphql;
 mod lineage_in;
 mod linked;
@@ -27,6 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::state::AppState;
 use crate::ApiError;
 use access::{data_uses, proven_access};
+pub use connections::{serve_connections, ConnectionLimits, ConnectionMetrics};
 use graphql::{graphql, graphql_ws};
 use lineage_in::openlineage_in;
 use linked::{dcat_catalog, dcat_dataset, prov_lineage};
@@ -121,17 +124,22 @@ pub async fn serve_router(
     let node = state.node.clone();
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let signal_node = node.clone();
-    // Every connection shares the router as built. Served as a `Router`,
-    // axum would build each route again for each connection and keep the
-    // copy while the connection is open: 80 KiB of the server's memory a
-    // connection instead of 30 (`clew-bench api` prints the figure).
-    let server =
-        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
+    // Every connection shares the router as built (a clone is a reference
+    // to it): built again per connection, it would hold 80 KiB of the
+    // server's memory a connection instead of 30 (`clew-bench api` prints
+    // the figure).
+    let server = serve_connections(
+        listener,
+        router,
+        state.limits.connections,
+        ConnectionMetrics::of(node.metrics()),
+        async move {
             shutdown.await;
             // Ends subscription streams and refuses new mutations.
             signal_node.begin_shutdown();
             let _ = stopping_tx.send(());
-        });
+        },
+    );
     let result = tokio::select! {
         r = server => r,
         // A WebSocket client may keep its connection open; don't wait forever.

@@ -136,6 +136,8 @@ pub(crate) enum WitnessAction {
         /// (repeatable; several keys for one origin are each trusted).
         #[arg(long = "log", required = true)]
         logs: Vec<String>,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
 }
 
@@ -593,7 +595,37 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value_t = 15)]
     pub(crate) timeout_s: u64,
     #[command(flatten)]
+    pub(crate) connections: ConnectionArgs,
+    #[command(flatten)]
     pub(crate) witness: WitnessArgs,
+}
+
+/// How many connections a server keeps, and how slow a client may be.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConnectionArgs {
+    /// Most connections open at once (WebSockets included); one more is
+    /// answered 503 and closed. Lowered to what the open-file limit
+    /// (ulimit -n) leaves room for.
+    #[arg(long, default_value_t = 1024, env = "CLEW_MAX_CONNECTIONS")]
+    pub(crate) max_connections: usize,
+    /// Longest a client may take to send a request's headers, and how long
+    /// an idle connection is kept open, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) header_timeout_s: u64,
+    /// Longest from a request's headers to its answer (its body included),
+    /// seconds; later it is answered 408.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) request_timeout_s: u64,
+}
+
+impl ConnectionArgs {
+    pub(crate) fn limits(&self) -> clew_api::ConnectionLimits {
+        clew_api::ConnectionLimits {
+            max_open: self.max_connections,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_s.max(1)),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_s.max(1)),
+        }
+    }
 }
 
 /// The deployment's witnesses, as the process that signs checkpoints (which
@@ -659,6 +691,7 @@ impl ServerArgs {
             complexity: self.max_complexity,
             body_bytes: self.max_body_kib * 1024,
             timeout: std::time::Duration::from_secs(self.timeout_s),
+            connections: self.connections.limits(),
         }
     }
 }

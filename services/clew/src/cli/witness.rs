@@ -57,7 +57,12 @@ pub(super) fn run(command: WitnessCommand) -> Result<ExitCode> {
             println!("{}", signer.vkey());
             Ok(ExitCode::SUCCESS)
         }
-        WitnessAction::Serve { dir, listen, logs } => {
+        WitnessAction::Serve {
+            dir,
+            listen,
+            logs,
+            connections,
+        } => {
             let key = dir.join(KEY_FILE);
             let text = std::fs::read_to_string(&key).with_context(|| {
                 format!(
@@ -82,13 +87,17 @@ pub(super) fn run(command: WitnessCommand) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
                 tracing::info!(%listen, key = %vkey, "witness serving POST /add-checkpoint");
-                axum::serve(
+                // A witness is reached by logs it does not know: its
+                // connections are bounded as the API's are.
+                clew_api::serve_connections(
                     listener,
-                    clew_witness::http::router(witness).into_make_service(),
+                    clew_witness::http::router(witness),
+                    connections.limits(),
+                    clew_api::ConnectionMetrics::unregistered(),
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
                 )
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
                 .await
                 .context("serving")
             })?;
@@ -124,7 +133,14 @@ fn monitor_loop(
                 );
                 match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => {
-                        let _ = axum::serve(l, app.into_make_service()).await;
+                        let _ = clew_api::serve_connections(
+                            l,
+                            app,
+                            clew_api::ConnectionLimits::default(),
+                            clew_api::ConnectionMetrics::unregistered(),
+                            std::future::pending(),
+                        )
+                        .await;
                     }
                     Err(e) => tracing::error!("metrics on {addr}: {e}"),
                 }

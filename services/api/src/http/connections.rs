@@ -1,0 +1,409 @@
+//! The server loop: accepts TCP connections and serves HTTP/1.1 on them,
+//! with every connection bounded — how many are open at once, how long a
+//! client may take to send a request's head (and how long an idle
+//! keep-alive connection is kept), and how long a request may take to
+//! arrive and be answered.
+//!
+//! A connection past the cap is answered `503` with a JSON error naming the
+//! cap and `Retry-After`, then closed: the client learns why instead of
+//! waiting in the listen queue. A connection upgraded to a WebSocket keeps
+//! its place until the socket closes (the place travels with the socket).
+//! What was refused or cut off is counted in the node's metrics and logged
+//! (at most once per ten seconds, with the count since).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::respond::error_response;
+use crate::ApiError;
+
+/// How the server bounds its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most connections open at once (WebSockets included); one more is
+    /// answered `503` and closed. Never more than the process may open
+    /// files for, less a reserve for its stores ([`FILES_RESERVED`]).
+    pub max_open: usize,
+    /// Longest a client may take to send a request's head, counted from
+    /// when the connection is ready for one: so also how long an idle
+    /// keep-alive connection is kept open.
+    pub header_timeout: Duration,
+    /// Longest from a request's head to its response: a body sent too
+    /// slowly, or work too long, is answered `408`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_open: 1024,
+            header_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Files the process keeps for its stores (ledger, catalogue, index) and
+/// the rest, out of its open-file limit, before connections are allowed.
+pub const FILES_RESERVED: u64 = 256;
+
+/// How many refusals are answered at once; a connection past the cap beyond
+/// that is closed without an answer.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// How long a refused connection is given to send its request head and
+/// read the answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server counts its connections (Prometheus handles: registered
+/// in the node's registry, or free-standing for a server without one).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections refused at the cap.
+    pub refused: IntCounter,
+    /// Connections closed because no request head arrived in time (idle
+    /// keep-alive connections included).
+    pub header_timeouts: IntCounter,
+    /// Requests answered `408`.
+    pub request_timeouts: IntCounter,
+}
+
+impl ConnectionMetrics {
+    /// The node's connection metrics.
+    pub fn of(m: &clew_node::Metrics) -> Self {
+        Self {
+            open: m.http_connections_open.clone(),
+            refused: m.http_connections_refused.clone(),
+            header_timeouts: m.http_header_timeouts.clone(),
+            request_timeouts: m.http_request_timeouts.clone(),
+        }
+    }
+
+    /// Counters of their own, for a server that exports no metrics.
+    pub fn unregistered() -> Self {
+        let counter =
+            |name: &str| IntCounter::new(name, name).expect("a constant metric name is valid");
+        Self {
+            open: IntGauge::new("open", "open").expect("a constant metric name is valid"),
+            refused: counter("refused"),
+            header_timeouts: counter("header_timeouts"),
+            request_timeouts: counter("request_timeouts"),
+        }
+    }
+}
+
+/// The cap the process can keep: `wanted`, but no more than its open-file
+/// limit leaves after [`FILES_RESERVED`] (logged when that lowers it).
+fn effective_cap(wanted: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return wanted;
+    }
+    let files: u64 = limit.rlim_cur;
+    let room = files.saturating_sub(FILES_RESERVED).max(1);
+    if (wanted as u64) <= room {
+        return wanted;
+    }
+    tracing::warn!(
+        wanted,
+        open_files_limit = files,
+        serving = room,
+        "the process may open only {files} files (ulimit -n): serving at most {room} connections at once, not {wanted}"
+    );
+    room as usize
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, within
+/// `limits`; then stops accepting, lets requests in flight finish, closes
+/// idle connections, and returns once every connection has closed.
+pub async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cap = effective_cap(limits.max_open.max(1));
+    let places = Arc::new(Semaphore::new(cap));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let deadline = limits.request_timeout;
+    let request_timeouts = metrics.request_timeouts.clone();
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        (deadline, request_timeouts),
+        answer_within,
+    ));
+    // Dropped when shutdown begins: every connection task sees it.
+    let (stop_tx, stop_rx) = watch::channel(());
+    // Each connection holds a receiver; all dropped when all have closed.
+    let (closed_tx, closed_rx) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    let mut refused_since_log = Log::default();
+    let mut accept_errors = Log::default();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.as_mut() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of files or memory: wait a little, as a busy
+                    // server must (the listen queue keeps the clients).
+                    if let Some(n) = accept_errors.due() {
+                        tracing::error!(error = %e, since_last = n, "cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            metrics.refused.inc();
+            if let Some(n) = refused_since_log.due() {
+                tracing::warn!(
+                    cap,
+                    refused = n,
+                    "{cap} connections open, as many as the server serves at once: refusing more (503)"
+                );
+            }
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(refuse(stream, cap, refusing));
+            }
+            continue;
+        };
+        metrics.open.inc();
+        let io = TokioIo::new(Counted {
+            stream,
+            _place: place,
+            open: metrics.open.clone(),
+        });
+        let service = TowerToHyperService::new(router.clone());
+        let header_timeouts = metrics.header_timeouts.clone();
+        let mut stop = stop_rx.clone();
+        let closed = closed_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // RFC 9112 §9.3 (persistence): the header timeout also closes a
+            // keep-alive connection left idle.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
+            let mut stopping = false;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = connection.as_mut() => break outcome,
+                    // Finishes the request in flight, if any, then closes.
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = outcome {
+                if e.is_timeout() {
+                    header_timeouts.inc();
+                    tracing::debug!(
+                        "closed a connection whose request head did not arrive in time"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            drop(closed);
+        });
+    }
+    drop(listener);
+    drop(stop_tx);
+    drop(closed_rx);
+    closed_tx.closed().await;
+    Ok(())
+}
+
+/// Answers a connection past the cap with `503` and closes it.
+async fn refuse(stream: TcpStream, cap: usize, _refusing: OwnedSemaphorePermit) {
+    let service = hyper::service::service_fn(move |_request| async move {
+        Ok::<_, Infallible>(too_many_connections(cap))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .keep_alive(false);
+    let answered = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, answered).await;
+}
+
+/// The answer to a connection past the cap.
+fn too_many_connections(cap: usize) -> Response {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &ApiError::Unavailable(format!(
+            "the server has {cap} connections open, as many as it serves at once; try again shortly"
+        )),
+    );
+    let headers = r.headers_mut();
+    // RFC 9110 §10.2.3.
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Answers `408` for a request not received and answered within its
+/// deadline (the work it started is abandoned).
+async fn answer_within(
+    State((deadline, timeouts)): State<(Duration, IntCounter)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            timeouts.inc();
+            tracing::warn!(%path, seconds = deadline.as_secs(), "request not received and answered in time: answered 408");
+            let mut r = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &ApiError::BadInput(format!(
+                    "no answer within {} s: the request's body arrived too slowly or its work took too long, and it was abandoned; sending it again is safe (an event is recorded once)",
+                    deadline.as_secs()
+                )),
+            );
+            let headers = r.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            // RFC 9110 §15.5.9: the server closes the connection.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// A connection's stream and its place under the cap: both given back when
+/// the stream is dropped, which for an upgraded connection is when the
+/// WebSocket closes.
+struct Counted {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// A log line at most every ten seconds, with how many times it was due.
+#[derive(Default)]
+struct Log {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Log {
+    /// Counts one occurrence; the count since the last line, if one is due.
+    fn due(&mut self) -> Option<u64> {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_is_due_at_most_every_ten_seconds_with_the_count_since() {
+        let mut log = Log::default();
+        assert_eq!(log.due(), Some(1));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        log.last = Some(Instant::now() - Duration::from_secs(11));
+        assert_eq!(log.due(), Some(3));
+    }
+
+    #[test]
+    fn the_cap_stays_within_the_files_the_process_may_open() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the limit into the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let room = limit.rlim_cur.saturating_sub(FILES_RESERVED) as usize;
+        assert_eq!(effective_cap(8), 8.min(room.max(1)));
+        assert_eq!(effective_cap(usize::MAX), room.max(1));
+    }
+}
