@@ -38,7 +38,8 @@ use crate::ApiError;
 pub struct ConnectionLimits {
     /// Most connections open at once (WebSockets included); one more is
     /// answered `503` and closed. Never more than the process may open
-    /// files for, less a reserve for its stores ([`FILES_RESERVED`]).
+    /// files for (its soft limit raised up to the hard one), less a reserve
+    /// for its stores ([`FILES_RESERVED`]).
     pub max_open: usize,
     /// Longest a client may take to send a request's head, counted from
     /// when the connection is ready for one: so also how long an idle
@@ -110,8 +111,11 @@ impl ConnectionMetrics {
     }
 }
 
-/// The cap the process can keep: `wanted`, but no more than its open-file
-/// limit leaves after [`FILES_RESERVED`] (logged when that lowers it).
+/// The cap the process can keep: `wanted`, with the open-file limit's soft
+/// value raised towards its hard one to make room for it and
+/// [`FILES_RESERVED`] (as a server should: the soft default of 1,024 is
+/// kept low for programs that still use `select`); lowered, and logged,
+/// when even the hard limit leaves less.
 fn effective_cap(wanted: usize) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -120,6 +124,17 @@ fn effective_cap(wanted: usize) -> usize {
     // SAFETY: getrlimit writes the limit into the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return wanted;
+    }
+    let needed = (wanted as u64).saturating_add(FILES_RESERVED);
+    if limit.rlim_cur < needed {
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given; lowering nothing.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
     }
     let files: u64 = limit.rlim_cur;
     let room = files.saturating_sub(FILES_RESERVED).max(1);
@@ -393,17 +408,26 @@ mod tests {
 
     #[test]
     fn the_cap_stays_within_the_files_the_process_may_open() {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        let limit = || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes the limit into the struct it is given.
+            assert_eq!(
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+                0
+            );
+            limit
         };
-        // SAFETY: getrlimit writes the limit into the struct it is given.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        let room = limit.rlim_cur.saturating_sub(FILES_RESERVED) as usize;
-        assert_eq!(effective_cap(8), 8.min(room.max(1)));
-        assert_eq!(effective_cap(usize::MAX), room.max(1));
+        let hard = limit().rlim_max;
+        let room = hard.saturating_sub(FILES_RESERVED).max(1) as usize;
+        // A cap the hard limit allows is kept, the soft limit raised for it.
+        let wanted = 64.min(room);
+        assert_eq!(effective_cap(wanted), wanted);
+        assert!(limit().rlim_cur >= (wanted as u64 + FILES_RESERVED).min(hard));
+        // One it does not is lowered to what it leaves.
+        assert_eq!(effective_cap(usize::MAX), room);
+        assert_eq!(limit().rlim_cur, hard);
     }
 }

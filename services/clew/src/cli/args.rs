@@ -604,8 +604,8 @@ pub(crate) struct ServerArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectionArgs {
     /// Most connections open at once (WebSockets included); one more is
-    /// answered 503 and closed. Lowered to what the open-file limit
-    /// (ulimit -n) leaves room for.
+    /// answered 503 and closed. The open-file limit (ulimit -n) is raised
+    /// for them up to its hard value; lowered to what that leaves room for.
     #[arg(long, default_value_t = 1024, env = "CLEW_MAX_CONNECTIONS")]
     pub(crate) max_connections: usize,
     /// Longest a client may take to send a request's headers, and how long
