@@ -302,7 +302,7 @@ async fn answer_within(
             let mut r = error_response(
                 StatusCode::REQUEST_TIMEOUT,
                 &ApiError::BadInput(format!(
-                    "no answer within {} s: the request's body arrived too slowly or its work took too long, and it was abandoned; sending it again is safe (an event is recorded once)",
+                    "no answer within {} s: the request's body arrived too slowly or its work took too long, and it was abandoned",
                     deadline.as_secs()
                 )),
             );
