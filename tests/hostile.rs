@@ -62,11 +62,55 @@ fn chunked(mib: usize) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
+/// One HTTP/1.1 response read off a raw connection: status, head, body.
+struct RawResponse {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// Reads one response (its body by Content-Length) from `s`; None if the
+/// connection closes or fails first.
+async fn read_response(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while bytes.len() < end + length {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&bytes[end..end + length]).to_string();
+    Some(RawResponse { status, head, body })
+}
+
 /// POSTs `mib` MiB to /graphql as a chunked body over a plain socket,
 /// reading the answer while still sending (the server answers, and stops
 /// reading, as soon as the body is over its limit); (status, JSON body).
 async fn chunked_post(base: &str, token: &str, mib: usize) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let addr = base.trim_start_matches("http://").to_string();
     let stream = tokio::net::TcpStream::connect(&addr)
         .await
@@ -86,40 +130,14 @@ async fn chunked_post(base: &str, token: &str, mib: usize) -> (u16, Value) {
         }
         wr.write_all(b"0\r\n\r\n").await
     });
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-        }
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse::<usize>().ok());
-            if length.is_some_and(|n| body.len() >= n) {
-                break;
-            }
-        }
-    }
+    let answer = tokio::time::timeout(Duration::from_secs(30), read_response(&mut rd))
+        .await
+        .ok()
+        .flatten();
     writer.abort();
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no answer: {text:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {head}"));
-    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
-    (status, body)
+    let r = answer.unwrap_or_else(|| panic!("no answer to a chunked POST of {mib} MiB"));
+    let body = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("not JSON: {:?}", r.body));
+    (r.status, body)
 }
 
 fn cursor(text: &str) -> String {
@@ -731,50 +749,6 @@ async fn nothing_hidden_leaks_through_exports_impact_facets_or_open_subscription
         v["attributes"]["imagingSummary"]["numberOfStudies"].is_u64(),
         "{v}"
     );
-}
-
-/// One HTTP/1.1 response read off a raw connection: status, head, body.
-struct RawResponse {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// Reads one response (its body by Content-Length) from `s`; None if the
-/// connection closes first.
-async fn read_response(s: &mut tokio::net::TcpStream) -> Option<RawResponse> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while bytes.len() < end + length {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&bytes[end..end + length]).to_string();
-    Some(RawResponse { status, head, body })
 }
 
 /// A new connection to `addr` that sends `request` and reads its answer.
