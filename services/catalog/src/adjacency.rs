@@ -11,9 +11,11 @@
 //! ([`WalkRecord::grouped`]), and a single record of formats 2–4 is still
 //! read as it is ([`WalkRecord::decode_stored`]). Scanning
 //! the `w` prefix therefore visits changes in ledger order, so an index
-//! built from disk at open has exactly the order of one grown leaf by leaf:
-//! in-edges of a node are listed oldest first, out-edges in the order they
-//! were added. Edges are never removed; most arrive with the entity that
+//! built from disk at open has exactly the edge order of one grown leaf by
+//! leaf: in-edges of a node are listed oldest first, out-edges in the order
+//! they were added. Its node numbers differ: one grown numbers nodes as they
+//! arrive, and one loaded numbers them afresh, depth-first down the edges,
+//! so that what one walk reaches lies together in memory. Edges are never removed; most arrive with the entity that
 //! depends (lineage only references what already exists), a few later (a
 //! transform's outputs, a deployment's new validations), each with the
 //! leaf that added it.
@@ -41,7 +43,8 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::graph::{Edge, NodeRecord, Relation};
 use crate::CatalogError;
 
-/// An entity's number in the index, stable for the life of the process.
+/// An entity's number in the index, stable for the life of the process
+/// (numbered afresh only as the index is loaded, before any is handed out).
 pub type NodeId = u32;
 
 /// The flag of a walk record (in its first byte) that its entity was
@@ -317,6 +320,7 @@ fn split(b: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
 }
 
 /// Node `id`'s subject in the text of all subjects.
+#[inline]
 fn subject_in<'a>(text: &'a str, ends: &[usize], id: NodeId) -> &'a str {
     let i = id as usize;
     let start = if i == 0 { 0 } else { ends[i - 1] };
@@ -386,6 +390,7 @@ impl Runs {
     }
 
     /// Node `id`'s edges, oldest first.
+    #[inline]
     fn of(&self, id: NodeId) -> EdgeRun<'_> {
         let i = id as usize;
         let built: &[(NodeId, u32)] = match (self.start.get(i), self.start.get(i + 1)) {
@@ -434,19 +439,67 @@ pub(crate) struct EdgeRun<'a> {
 
 impl<'a> EdgeRun<'a> {
     /// How many edges.
+    #[inline]
     pub fn len(self) -> usize {
         self.built.len() + self.recent.len()
     }
 
     /// The node at the other end and the edge's number, of each edge.
+    #[inline]
     pub fn iter(self) -> impl Iterator<Item = (NodeId, u32)> + 'a {
         self.built.iter().chain(self.recent).copied()
     }
 }
 
 /// Bit `i` of `bits` (false past the end).
+#[inline]
 fn bit(bits: &[u64], i: usize) -> bool {
     bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// Sets bit `i` of `bits` (within their length).
+fn set_bit(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+/// Bitmaps of one bit per node, all clear, kept for walks to borrow (a
+/// walk of ten thousand nodes would otherwise zero a bitmap of the whole
+/// graph, and a small one hash what it meets).
+#[derive(Default)]
+pub(crate) struct BitmapPool(std::sync::Mutex<Vec<Vec<u64>>>);
+
+impl BitmapPool {
+    /// At most this many are kept: as many as walks run at once, nearly
+    /// always.
+    const KEPT: usize = 16;
+
+    /// A clear bitmap of at least `nodes` bits.
+    pub fn take(&self, nodes: usize) -> Vec<u64> {
+        let mut bits = self.lock().pop().unwrap_or_default();
+        if bits.len() < nodes.div_ceil(64) {
+            bits.resize(nodes.div_ceil(64), 0);
+        }
+        bits
+    }
+
+    /// Keeps `bits`, which must be clear, for the next walk.
+    pub fn give_back(&self, bits: Vec<u64>) {
+        let mut pool = self.lock();
+        if pool.len() < Self::KEPT {
+            pool.push(bits);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u64>>> {
+        // A walk that panicked gave nothing back; what is kept is clear.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn approximate_bytes(&self) -> usize {
+        self.lock().iter().map(|b| b.capacity() * 8).sum()
+    }
 }
 
 /// The resident lineage graph.
@@ -475,6 +528,8 @@ pub(crate) struct LineageIndex {
     roles: Vec<String>,
     /// Ledger leaves absorbed: walks answer as of at most this.
     pub applied: u64,
+    /// What walks mark the nodes they meet on.
+    pub bitmaps: BitmapPool,
 }
 
 impl LineageIndex {
@@ -487,6 +542,7 @@ impl LineageIndex {
     }
 
     /// The subject of node `id`.
+    #[inline]
     pub fn subject(&self, id: NodeId) -> &str {
         subject_in(&self.text, &self.ends, id)
     }
@@ -533,6 +589,7 @@ impl LineageIndex {
         for record in records {
             graph.add_shape(&record?);
         }
+        graph.renumber();
         graph.build_runs();
         // Give back what growing left spare.
         graph.text.shrink_to_fit();
@@ -545,6 +602,86 @@ impl LineageIndex {
             .table
             .shrink_to_fit(rehash(&graph.hasher, &graph.text, &graph.ends));
         Ok(graph)
+    }
+
+    /// Numbers the nodes afresh so that what one walk reaches lies
+    /// together in every per-node table: in the order of a depth-first
+    /// walk down the edges (to what depends on each node, oldest first)
+    /// from each node that depends on nothing, in the order first seen,
+    /// so each node's descendants follow it unless reached before. An
+    /// impact walk then reads a few ranges of the tables instead of a node
+    /// every few hundred, and a lineage walk a few chains. Only done as
+    /// the index is loaded, before any id is handed out; the order of each
+    /// node's edges is untouched (it is the edge table's).
+    fn renumber(&mut self) {
+        let nodes = self.len();
+        let downward = Runs::build(nodes, &self.edges, |s| (s.to, s.from));
+        let mut depends = vec![0u64; nodes.div_ceil(64)];
+        for slot in &self.edges {
+            set_bit(&mut depends, slot.from as usize);
+        }
+        // New number → old.
+        let mut order: Vec<NodeId> = Vec::with_capacity(nodes);
+        let mut placed = vec![0u64; nodes.div_ceil(64)];
+        // Each node on the path down, with how many of its edges are done.
+        let mut path: Vec<(NodeId, u32)> = Vec::new();
+        let roots = (0..nodes).filter(|&i| !bit(&depends, i)).chain(0..nodes);
+        for root in roots {
+            if bit(&placed, root) {
+                continue;
+            }
+            set_bit(&mut placed, root);
+            order.push(root as NodeId);
+            path.push((root as NodeId, 0));
+            while let Some((at, done)) = path.last_mut() {
+                let Some(&(next, _)) = downward.of(*at).built.get(*done as usize) else {
+                    path.pop();
+                    continue;
+                };
+                *done += 1;
+                if !bit(&placed, next as usize) {
+                    set_bit(&mut placed, next as usize);
+                    order.push(next);
+                    path.push((next, 0));
+                }
+            }
+        }
+        drop((downward, depends, placed, path));
+        // Old number → new.
+        let mut new_id = vec![0 as NodeId; nodes];
+        for (new, &old) in order.iter().enumerate() {
+            new_id[old as usize] = new as NodeId;
+        }
+        for slot in &mut self.edges {
+            slot.from = new_id[slot.from as usize];
+            slot.to = new_id[slot.to as usize];
+        }
+        // The table hashes subjects, which keep their places in it.
+        for id in self.table.iter_mut() {
+            *id = new_id[*id as usize];
+        }
+        drop(new_id);
+        let mut text = String::with_capacity(self.text.len());
+        let mut ends = Vec::with_capacity(nodes);
+        let mut created = Vec::with_capacity(nodes);
+        let mut created_bits = vec![0u64; self.created_bits.len()];
+        let mut marked_bits = vec![0u64; self.marked_bits.len()];
+        for (new, &old) in order.iter().enumerate() {
+            text.push_str(self.subject(old));
+            ends.push(text.len());
+            created.push(self.created[old as usize]);
+            if bit(&self.created_bits, old as usize) {
+                set_bit(&mut created_bits, new);
+            }
+            if bit(&self.marked_bits, old as usize) {
+                set_bit(&mut marked_bits, new);
+            }
+        }
+        self.text = text;
+        self.ends = ends;
+        self.created = created;
+        self.created_bits = created_bits;
+        self.marked_bits = marked_bits;
     }
 
     /// Files every edge into the runs of both directions afresh.
@@ -608,11 +745,13 @@ impl LineageIndex {
     }
 
     /// Whether node `id` existed in the tree of `as_of` leaves.
+    #[inline]
     pub fn exists_at(&self, id: NodeId, as_of: u64) -> bool {
         self.created[id as usize] < as_of
     }
 
     /// Whether node `id` was created (at any size the graph has absorbed).
+    #[inline]
     pub fn is_created(&self, id: NodeId) -> bool {
         let i = id as usize;
         self.created_bits[i / 64] & (1 << (i % 64)) != 0
@@ -620,6 +759,7 @@ impl LineageIndex {
 
     /// Whether node `id` is ended or affected by a withdrawal (as of
     /// everything absorbed).
+    #[inline]
     pub fn is_ended_or_affected(&self, id: NodeId) -> bool {
         let i = id as usize;
         self.marked_bits[i / 64] & (1 << (i % 64)) != 0
@@ -632,17 +772,20 @@ impl LineageIndex {
 
     /// The edges from `id` to what it depends on, in the order they were
     /// added: the node depended on and the edge's number.
+    #[inline]
     pub fn out_edges(&self, id: NodeId) -> EdgeRun<'_> {
         self.out.of(id)
     }
 
     /// The edges into `id` (what depends on it), oldest first: the node at
     /// the other end and the edge's number.
+    #[inline]
     pub fn in_edges(&self, id: NodeId) -> EdgeRun<'_> {
         self.inward.of(id)
     }
 
     /// Edge number `e`.
+    #[inline]
     pub fn slot(&self, e: u32) -> &EdgeSlot {
         &self.edges[e as usize]
     }
@@ -675,6 +818,7 @@ impl LineageIndex {
             + self.marked_bits.capacity() * 8
             + self.edges.capacity() * std::mem::size_of::<EdgeSlot>()
             + self.table.capacity() * 5
+            + self.bitmaps.approximate_bytes()
     }
 }
 
@@ -955,7 +1099,7 @@ mod tests {
                 subject: subject.clone(),
                 leaf: i,
                 created: true,
-                ended_or_affected: false,
+                ended_or_affected: i % 13 == 0,
                 out,
             });
             if i % 10 == 9 {
@@ -1010,12 +1154,76 @@ mod tests {
                 assert_eq!(out, want_out, "out-edges of {subject}");
                 assert_eq!(inward, want_in, "in-edges of {subject}");
                 assert_eq!(g.out_count(id), want_out.len());
+                // The loaded index numbers nodes afresh: each number still
+                // names its subject, its creation and its mark.
+                let same = grown.id(subject).unwrap();
+                assert_eq!(g.id(subject), Some(id));
+                assert_eq!(g.created_leaf(id), grown.created_leaf(same));
+                assert_eq!(g.is_created(id), grown.is_created(same));
+                assert_eq!(g.is_ended_or_affected(id), grown.is_ended_or_affected(same));
                 // Each edge's number names the same edge.
                 for (to, e) in g.out_edges(id).iter() {
                     assert_eq!((g.slot(e).from, g.slot(e).to), (id, to));
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_loaded_index_numbers_what_one_walk_reaches_together() {
+        // Ledger order interleaves what depends on the hub (every 20th run
+        // and its model and deployment) with 19 runs of other datasets, as
+        // a national catalogue does.
+        let mut records = vec![
+            record("dataset-version/hub", 1, &[]),
+            record("dataset-version/other", 2, &[]),
+        ];
+        let mut leaf = 3;
+        let mut push = |subject: String, to: &[String]| {
+            let out: Vec<(Relation, &str, Option<&str>)> = to
+                .iter()
+                .map(|t| (Relation::Used, t.as_str(), None))
+                .collect();
+            records.push(record(&subject, leaf, &out));
+            leaf += 1;
+        };
+        for k in 0..2_000 {
+            let input = if k % 20 == 0 { "hub" } else { "other" };
+            let (run, model) = (format!("training-run/r{k}"), format!("model-version/m{k}"));
+            push(run.clone(), &[format!("dataset-version/{input}")]);
+            push(model.clone(), &[run]);
+            push(format!("deployment/d{k}"), &[model]);
+        }
+        let grown = {
+            let mut g = LineageIndex::default();
+            records.iter().for_each(|r| g.add(r));
+            g
+        };
+        let loaded = LineageIndex::load(records.into_iter().map(Ok)).unwrap();
+        // The hub and everything below it: 1 + 100 × 3 nodes.
+        let below = |g: &LineageIndex| {
+            let mut reached = vec![g.id("dataset-version/hub").unwrap()];
+            let mut at = 0;
+            while let Some(&n) = reached.get(at) {
+                reached.extend(g.in_edges(n).iter().map(|(from, _)| from));
+                at += 1;
+            }
+            let span = reached.iter().max().unwrap() - reached.iter().min().unwrap() + 1;
+            (reached.len(), span as usize)
+        };
+        let (reached, span) = below(&loaded);
+        assert_eq!((reached, span), (301, 301), "contiguous once loaded");
+        let (reached, span) = below(&grown);
+        assert_eq!(reached, 301);
+        assert!(
+            span > 5_000,
+            "grown in ledger order they spread over {span}"
+        );
+        // A deployment's lineage (deployment, model, run) lies together too.
+        let d = loaded.id("deployment/d7").unwrap();
+        let m = loaded.id("model-version/m7").unwrap();
+        let r = loaded.id("training-run/r7").unwrap();
+        assert_eq!((m, d), (r + 1, r + 2));
     }
 
     #[test]

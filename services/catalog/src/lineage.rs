@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
-use crate::adjacency::{LineageIndex, NodeId};
+use crate::adjacency::{BitmapPool, LineageIndex, NodeId};
 use crate::graph::{Affect, Edge, NodeRecord};
 use crate::{Catalog, CatalogError};
 
@@ -45,16 +45,24 @@ impl Admit<'_> {
 }
 
 /// Where a walk over the resident graph got to: the nodes reached (start
-/// first, then hop by hop in the order reached), the node and edge each was
-/// first reached through, and the edges between reached nodes. Node records
-/// are read only when an answer is made of it.
+/// first, then hop by hop in the order reached), the edge each was first
+/// reached through, and the edges between reached nodes. Node records are
+/// read only when an answer is made of it.
 #[derive(Debug)]
 pub struct Reach {
     as_of: u64,
-    nodes: Vec<(NodeId, u32)>,
-    parents: Vec<Option<(NodeId, u32)>>,
+    upstream: bool,
+    nodes: Vec<NodeId>,
+    /// Where each hop's nodes start in `nodes` (hop 0, the start, at 0).
+    hops: Vec<usize>,
+    /// The edge each node was first reached through; [`NO_EDGE`] for the
+    /// start.
+    parents: Vec<u32>,
     edges: Vec<u32>,
 }
+
+/// The parent edge of the start of a walk.
+const NO_EDGE: u32 = u32::MAX;
 
 impl Reach {
     /// Nodes reached, the start included.
@@ -75,6 +83,27 @@ impl Reach {
     /// The tree size the walk was made over.
     pub fn as_of(&self) -> u64 {
         self.as_of
+    }
+
+    /// Each node's hops from the start, in the order of `nodes`.
+    fn depths(&self) -> impl Iterator<Item = u32> + '_ {
+        let ends = self.hops.iter().skip(1).copied().chain([self.nodes.len()]);
+        self.hops
+            .iter()
+            .zip(ends)
+            .enumerate()
+            .flat_map(|(depth, (&start, end))| std::iter::repeat_n(depth as u32, end - start))
+    }
+
+    /// The node a walk came from when it first crossed edge `e` (the edge
+    /// a node was reached through).
+    fn parent_of(&self, graph: &LineageIndex, e: u32) -> NodeId {
+        let slot = graph.slot(e);
+        if self.upstream {
+            slot.from
+        } else {
+            slot.to
+        }
     }
 }
 
@@ -208,20 +237,20 @@ impl Catalog {
             let subjects: Vec<String> = reach
                 .nodes
                 .iter()
-                .map(|(id, _)| graph.subject(*id).to_string())
+                .map(|&id| graph.subject(id).to_string())
                 .collect();
             let edges: Vec<Edge> = reach.edges.iter().map(|&e| graph.edge(e)).collect();
             let parents: HashMap<String, (String, Edge)> = reach
                 .nodes
                 .iter()
                 .zip(&reach.parents)
-                .filter_map(|((id, _), p)| {
-                    p.map(|(from, e)| {
-                        (
-                            graph.subject(*id).to_string(),
-                            (graph.subject(from).to_string(), graph.edge(e)),
-                        )
-                    })
+                .filter(|(_, &e)| e != NO_EDGE)
+                .map(|(&id, &e)| {
+                    let from = reach.parent_of(&graph, e);
+                    (
+                        graph.subject(id).to_string(),
+                        (graph.subject(from).to_string(), graph.edge(e)),
+                    )
                 })
                 .collect();
             (subjects, edges, parents)
@@ -236,11 +265,7 @@ impl Catalog {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let nodes = records
-            .into_iter()
-            .zip(&reach.nodes)
-            .map(|(n, (_, depth))| (n, *depth))
-            .collect();
+        let nodes = records.into_iter().zip(reach.depths()).collect();
         Ok((nodes, edges, parents))
     }
 
@@ -469,47 +494,52 @@ fn walk(
     // As of everything absorbed, every edge counts and every created node
     // is there: the walk reads neither leaf.
     let latest = as_of >= graph.applied;
-    let mut nodes = vec![(first, 0u32)];
-    let mut parents = vec![None];
+    let mut nodes = vec![first];
+    let mut hops = vec![0];
+    let mut parents = vec![NO_EDGE];
     let mut edges = Vec::new();
-    let mut seen = Visited::new(graph.len());
+    let mut seen = Visited::new(&graph.bitmaps, graph.len());
     seen.insert(first);
     // Whether a node met was not entered (absent or refused).
     let mut refused = false;
     let mut level = 0..1;
     let mut depth = 0;
-    // Each level's edge runs are found before any is read: finding one
-    // does not wait on reading another, so the memory reads overlap.
-    let mut runs = Vec::new();
+    // The edge runs of up to `RUNS` nodes of a level are found before any
+    // is read: finding one does not wait on reading another, so the memory
+    // reads overlap.
+    const RUNS: usize = 256;
+    let mut runs = Vec::with_capacity(RUNS);
     while !level.is_empty() && depth < max_depth {
         depth += 1;
         let end = nodes.len();
-        runs.clear();
-        runs.extend(nodes[level].iter().map(|&(at, _)| {
-            let run = if upstream {
-                graph.out_edges(at)
-            } else {
-                graph.in_edges(at)
-            };
-            (at, run)
-        }));
-        for &(at, run) in &runs {
-            for (next, e) in run.iter() {
-                if !latest && graph.slot(e).leaf >= as_of {
-                    continue;
+        hops.push(end);
+        for from in level.step_by(RUNS) {
+            runs.clear();
+            runs.extend(nodes[from..end.min(from + RUNS)].iter().map(|&at| {
+                if upstream {
+                    graph.out_edges(at)
+                } else {
+                    graph.in_edges(at)
                 }
-                edges.push((e, next));
-                if seen.insert(next) {
-                    let there = if latest {
-                        graph.is_created(next)
-                    } else {
-                        graph.exists_at(next, as_of)
-                    };
-                    if there && admit.admits(|| graph.subject(next)) {
-                        nodes.push((next, depth));
-                        parents.push(Some((at, e)));
-                    } else {
-                        refused = true;
+            }));
+            for &run in &runs {
+                for (next, e) in run.iter() {
+                    if !latest && graph.slot(e).leaf >= as_of {
+                        continue;
+                    }
+                    edges.push(e);
+                    if seen.insert(next) {
+                        let there = if latest {
+                            graph.is_created(next)
+                        } else {
+                            graph.exists_at(next, as_of)
+                        };
+                        if there && admit.admits(|| graph.subject(next)) {
+                            nodes.push(next);
+                            parents.push(e);
+                        } else {
+                            refused = true;
+                        }
                     }
                 }
             }
@@ -519,74 +549,92 @@ fn walk(
     // Only edges between nodes reached: none leads to a node not entered
     // (an edge is crossed only from a node entered).
     if refused {
-        let reached: hashbrown::HashSet<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
-        edges.retain(|(_, next)| reached.contains(next));
+        let reached: hashbrown::HashSet<NodeId> = nodes.iter().copied().collect();
+        edges.retain(|&e| {
+            let slot = graph.slot(e);
+            reached.contains(if upstream { &slot.to } else { &slot.from })
+        });
     }
-    let edges = edges.into_iter().map(|(e, _)| e).collect();
     Ok(Reach {
         as_of,
+        upstream,
         nodes,
+        hops,
         parents,
         edges,
     })
 }
 
-/// The nodes a walk has met: a hash set while the walk is small, one bit per
-/// node of the graph once it is not (a big walk then costs no rehashing,
-/// and a small one never pays for a bitmap of the whole graph).
-enum Visited {
-    Few(hashbrown::HashSet<NodeId>, usize),
-    Many(Vec<u64>),
+/// The nodes a walk has met: one bit per node of the graph, in a bitmap
+/// borrowed from the graph's pool, so a walk neither allocates nor zeroes a
+/// bitmap of the whole graph (nor hashes a small walk's nodes), and given
+/// back with only the words it set cleared.
+struct Visited<'g> {
+    bits: Vec<u64>,
+    /// The words set, to clear when given back.
+    words: Vec<u32>,
+    pool: &'g BitmapPool,
 }
 
-impl Visited {
-    /// Past this many nodes a walk switches to the bitmap.
-    const FEW: usize = 2048;
-
-    fn new(graph_len: usize) -> Self {
-        Visited::Few(hashbrown::HashSet::new(), graph_len)
+impl<'g> Visited<'g> {
+    /// A bitmap of at least `nodes` bits, all clear.
+    fn new(pool: &'g BitmapPool, nodes: usize) -> Self {
+        Visited {
+            bits: pool.take(nodes),
+            words: Vec::new(),
+            pool,
+        }
     }
 
-    /// Marks `id`; whether it was not marked before.
+    /// Marks `id` (a node of the graph the bitmap was taken for); whether
+    /// it was not marked before.
     #[inline]
     fn insert(&mut self, id: NodeId) -> bool {
-        match self {
-            Visited::Few(set, graph_len) => {
-                let new = set.insert(id);
-                if set.len() > Self::FEW {
-                    let mut bits = vec![0u64; graph_len.div_ceil(64)];
-                    for &n in set.iter() {
-                        bits[n as usize / 64] |= 1 << (n % 64);
-                    }
-                    *self = Visited::Many(bits);
-                }
-                new
-            }
-            Visited::Many(bits) => {
-                let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
-                let new = bits[word] & bit == 0;
-                bits[word] |= bit;
-                new
-            }
+        let (w, bit) = (id as usize / 64, 1u64 << (id % 64));
+        let word = self.bits[w];
+        if word & bit != 0 {
+            return false;
         }
+        if word == 0 {
+            self.words.push(w as u32);
+        }
+        self.bits[w] = word | bit;
+        true
+    }
+}
+
+impl Drop for Visited<'_> {
+    fn drop(&mut self) {
+        for &w in &self.words {
+            self.bits[w as usize] = 0;
+        }
+        self.pool.give_back(std::mem::take(&mut self.bits));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Visited;
+    use super::{BitmapPool, Visited};
 
     #[test]
-    fn visited_answers_the_same_before_and_after_it_becomes_a_bitmap() {
-        let mut v = Visited::new(100_000);
-        for id in (0..10_000u32).map(|i| i * 7) {
-            assert!(v.insert(id), "{id} first time");
-            assert!(!v.insert(id), "{id} second time");
+    fn visited_marks_each_node_once_and_gives_its_bitmap_back_clear() {
+        let pool = BitmapPool::default();
+        let ids: Vec<u32> = (0..10_000u32).map(|i| i * 7).chain([1, 99_999]).collect();
+        {
+            let mut v = Visited::new(&pool, 100_000);
+            for &id in &ids {
+                assert!(v.insert(id), "{id} first time");
+                assert!(!v.insert(id), "{id} second time");
+            }
         }
-        assert!(matches!(v, Visited::Many(_)));
-        for id in (0..10_000u32).map(|i| i * 7) {
-            assert!(!v.insert(id), "{id} after the switch");
+        let bits = pool.take(100_000);
+        assert!(bits.len() * 64 >= 100_000 && bits.iter().all(|w| *w == 0));
+        pool.give_back(bits);
+        // The next walk on the pooled bitmap meets every node afresh, and a
+        // graph grown since gets a bitmap long enough.
+        let mut v = Visited::new(&pool, 200_000);
+        for &id in ids.iter().chain(&[150_000, 199_999]) {
+            assert!(v.insert(id), "{id} in the next walk");
         }
-        assert!(v.insert(1) && v.insert(99_999) && !v.insert(99_999));
     }
 }
