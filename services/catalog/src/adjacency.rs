@@ -15,15 +15,15 @@
 //! leaf: in-edges of a node are listed oldest first, out-edges in the order
 //! they were added. Its node numbers differ: one grown numbers nodes as they
 //! arrive, and one loaded numbers them afresh, depth-first down the edges,
-//! so that what one walk reaches lies together in memory. Edges are never removed; most arrive with the entity that
-//! depends (lineage only references what already exists), a few later (a
-//! transform's outputs, a deployment's new validations), each with the
-//! leaf that added it.
+//! so that what one walk reaches lies together in memory. Edges are never
+//! removed; most arrive with the entity that depends (lineage only
+//! references what already exists), a few later (a transform's outputs, a
+//! deployment's new validations), each with the leaf that added it.
 //!
 //! In memory each direction's edges are kept as runs of one array, a run
 //! per node (compressed sparse rows): a walk finds a node's edges in one
-//! place, and looks up the runs of a whole level before reading any, so
-//! those memory reads overlap instead of waiting on one another. Edges
+//! place, and looks up the runs of up to 256 nodes of a level before
+//! reading any, so those memory reads overlap instead of waiting on one another. Edges
 //! added after the runs were built are kept apart by node (one bit per
 //! node says whether it has any) until they outnumber a quarter of those
 //! in the runs; the runs are then built again, under the graph's write
@@ -430,7 +430,7 @@ impl Runs {
 }
 
 /// One node's edges in one direction, oldest first: where they are, so a
-/// walk can find the runs of a whole level before it reads any.
+/// walk can find the runs of many nodes before it reads any.
 #[derive(Clone, Copy)]
 pub(crate) struct EdgeRun<'a> {
     built: &'a [(NodeId, u32)],
