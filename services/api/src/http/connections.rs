@@ -9,7 +9,11 @@
 //! waiting in the listen queue. A connection upgraded to a WebSocket keeps
 //! its place until the socket closes (the place travels with the socket).
 //! What was refused or cut off is counted in the node's metrics and logged
-//! (at most once per ten seconds, with the count since).
+//! (at most once per ten seconds, with the count since). A connection the
+//! server closes is half-closed and read from a little longer (a lingering
+//! close), so an answer sent before the request was read whole — a `413`
+//! for a body too large — reaches the client instead of being lost to a
+//! reset.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +30,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntGauge};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -71,6 +75,13 @@ const REFUSALS_AT_ONCE: usize = 64;
 /// How long a refused connection is given to send its request head and
 /// read the answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A closed connection is read from until the client closes its side, at
+/// most this long in all ...
+const LINGER_AT_MOST: Duration = Duration::from_secs(5);
+
+/// ... and no longer than this once the client sends nothing.
+const LINGER_QUIET: Duration = Duration::from_secs(1);
 
 /// Where the server counts its connections (Prometheus handles: registered
 /// in the node's registry, or free-standing for a server without one).
@@ -209,8 +220,8 @@ pub async fn serve_connections(
         };
         metrics.open.inc();
         let io = TokioIo::new(Counted {
-            stream,
-            _place: place,
+            stream: Some(stream),
+            place: Some(place),
             open: metrics.open.clone(),
         });
         let service = TowerToHyperService::new(router.clone());
@@ -317,16 +328,61 @@ async fn answer_within(
 
 /// A connection's stream and its place under the cap: both given back when
 /// the stream is dropped, which for an upgraded connection is when the
-/// WebSocket closes.
+/// WebSocket closes, after a lingering close ([`linger`]).
 struct Counted {
-    stream: TcpStream,
-    _place: OwnedSemaphorePermit,
+    /// Always there until dropped.
+    stream: Option<TcpStream>,
+    place: Option<OwnedSemaphorePermit>,
     open: IntGauge,
+}
+
+impl Counted {
+    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        self.stream
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.open.dec();
+        let (stream, place, open) = (self.stream.take(), self.place.take(), self.open.clone());
+        let close = async move {
+            if let Some(stream) = stream {
+                linger(stream).await;
+            }
+            // The place is held while lingering: closing connections count
+            // against the cap too.
+            drop(place);
+            open.dec();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(close);
+            }
+            Err(_) => {
+                self.open.dec();
+            }
+        }
+    }
+}
+
+/// RFC 9112 §9.6 (tear-down): a server that closes a connection half-closes
+/// it and goes on reading until the client closes too (here at most
+/// [`LINGER_AT_MOST`], and [`LINGER_QUIET`] after the client's last byte),
+/// since closing a socket with unread bytes resets it, and a reset can
+/// destroy the answer before the client has read it.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let until = tokio::time::Instant::now() + LINGER_AT_MOST;
+    let mut discard = vec![0u8; 16 * 1024];
+    loop {
+        let quiet = tokio::time::Instant::now() + LINGER_QUIET;
+        match tokio::time::timeout_at(until.min(quiet), stream.read(&mut discard)).await {
+            Ok(Ok(read)) if read > 0 => continue,
+            _ => return,
+        }
     }
 }
 
@@ -336,7 +392,10 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match self.stream() {
+            Ok(stream) => stream.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -346,15 +405,24 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match self.stream() {
+            Ok(stream) => stream.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match self.stream() {
+            Ok(stream) => stream.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match self.stream() {
+            Ok(stream) => stream.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_write_vectored(
@@ -362,11 +430,16 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match self.stream() {
+            Ok(stream) => stream.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 }
 
@@ -395,6 +468,61 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
+        // A router that refuses every body unread, as the size limit does.
+        let router = Router::new()
+            .fallback(|| async { super::super::respond::payload_too_large(256 << 10) });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_connections(
+            listener,
+            router,
+            ConnectionLimits::default(),
+            ConnectionMetrics::unregistered(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let body = vec![b'x'; 4 << 20];
+        for attempt in 0..5 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /graphql HTTP/1.1\r\nHost: clew\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            client.write_all(head.as_bytes()).await.unwrap();
+            // The server answers before reading the body; the client goes
+            // on sending it (as an HTTP client does, in pieces), then reads.
+            let mut sent = Ok(());
+            for piece in body.chunks(64 << 10) {
+                sent = client.write_all(piece).await;
+                if sent.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let mut answer = Vec::new();
+            let read = client.read_to_end(&mut answer).await;
+            let answer = String::from_utf8_lossy(&answer);
+            // Without the lingering close the server's socket, closed with
+            // the body unread, resets the connection: the client's sending
+            // fails (a broken pipe, where an HTTP client gives up without
+            // reading the answer).
+            assert!(
+                sent.is_ok() && read.is_ok(),
+                "attempt {attempt}: sending the body {sent:?}, reading the answer {read:?}"
+            );
+            assert!(
+                answer.starts_with("HTTP/1.1 413") && answer.contains("PAYLOAD_TOO_LARGE"),
+                "attempt {attempt}: {answer:?}"
+            );
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn a_log_line_is_due_at_most_every_ten_seconds_with_the_count_since() {
