@@ -411,7 +411,7 @@ impl Runs {
         if self.has_recent.len() <= i / 64 {
             self.has_recent.resize(i / 64 + 1, 0);
         }
-        self.has_recent[i / 64] |= 1 << (i % 64);
+        set_bit(&mut self.has_recent, i);
         self.recent.entry(at).or_default().push((other, e));
         self.recent_len += 1;
     }
@@ -458,6 +458,7 @@ fn bit(bits: &[u64], i: usize) -> bool {
 }
 
 /// Sets bit `i` of `bits` (within their length).
+#[inline]
 fn set_bit(bits: &mut [u64], i: usize) {
     bits[i / 64] |= 1 << (i % 64);
 }
@@ -717,14 +718,14 @@ impl LineageIndex {
         let id = self.intern(&record.subject);
         let i = id as usize;
         if record.ended_or_affected {
-            self.marked_bits[i / 64] |= 1 << (i % 64);
+            set_bit(&mut self.marked_bits, i);
         }
         if record.created {
             if self.created[i] != UNKNOWN {
                 return;
             }
             self.created[i] = record.leaf;
-            self.created_bits[i / 64] |= 1 << (i % 64);
+            set_bit(&mut self.created_bits, i);
         }
         for (relation, to, role) in &record.out {
             let to = self.intern(to);
@@ -753,16 +754,14 @@ impl LineageIndex {
     /// Whether node `id` was created (at any size the graph has absorbed).
     #[inline]
     pub fn is_created(&self, id: NodeId) -> bool {
-        let i = id as usize;
-        self.created_bits[i / 64] & (1 << (i % 64)) != 0
+        bit(&self.created_bits, id as usize)
     }
 
     /// Whether node `id` is ended or affected by a withdrawal (as of
     /// everything absorbed).
     #[inline]
     pub fn is_ended_or_affected(&self, id: NodeId) -> bool {
-        let i = id as usize;
-        self.marked_bits[i / 64] & (1 << (i % 64)) != 0
+        bit(&self.marked_bits, id as usize)
     }
 
     /// The leaf that created `id`, if the index knows it.

@@ -508,7 +508,7 @@ fn walk(
     // is read: finding one does not wait on reading another, so the memory
     // reads overlap.
     const RUNS: usize = 256;
-    let mut runs = Vec::with_capacity(RUNS);
+    let mut runs = Vec::new();
     while !level.is_empty() && depth < max_depth {
         depth += 1;
         let end = nodes.len();

@@ -337,18 +337,26 @@ struct Counted {
 }
 
 impl Counted {
-    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
-        self.stream
-            .as_mut()
-            .map(Pin::new)
-            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    /// `poll` on the stream (never gone before the drop).
+    fn poll_stream<T>(
+        &mut self,
+        poll: impl FnOnce(Pin<&mut TcpStream>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match self.stream.as_mut() {
+            Some(stream) => poll(Pin::new(stream)),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         let (stream, place, open) = (self.stream.take(), self.place.take(), self.open.clone());
-        let close = async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            open.dec();
+            return;
+        };
+        runtime.spawn(async move {
             if let Some(stream) = stream {
                 linger(stream).await;
             }
@@ -356,15 +364,7 @@ impl Drop for Counted {
             // against the cap too.
             drop(place);
             open.dec();
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(close);
-            }
-            Err(_) => {
-                self.open.dec();
-            }
-        }
+        });
     }
 }
 
@@ -392,10 +392,7 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.stream() {
-            Ok(stream) => stream.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_stream(|stream| stream.poll_read(cx, buf))
     }
 }
 
@@ -405,24 +402,15 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.stream() {
-            Ok(stream) => stream.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_stream(|stream| stream.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.stream() {
-            Ok(stream) => stream.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_stream(|stream| stream.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.stream() {
-            Ok(stream) => stream.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_stream(|stream| stream.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -430,10 +418,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.stream() {
-            Ok(stream) => stream.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll_stream(|stream| stream.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
