@@ -657,7 +657,7 @@ impl Ledger {
         let mut rejections = w.rejected;
         let event_index = read_index(&self.event_index)?;
         let manifest_index = read_index(&self.manifest_index)?;
-        let mut ov = Overlay::new(&self.tree)
+        let mut ov = Overlay::for_events(&self.tree, fresh.len())
             .with_event_index(&event_index)
             .with_manifest_index(&manifest_index);
         let mut receipt = BatchReceipt::default();

@@ -602,12 +602,20 @@ pub(crate) struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
+        Self::for_events(tree, 0)
+    }
+
+    /// An overlay sized for a batch of `events`, so its tables do not grow
+    /// while the batch is decided (each event writes its entity record and
+    /// about two stored hashes): growing them rehashed their entries and
+    /// faulted in fresh pages, 7% of the committing thread in a profile.
+    pub fn for_events(tree: &'a sled::Tree, events: usize) -> Self {
         Self {
             tree,
-            writes: hashbrown::HashMap::new(),
-            hashes: hashbrown::HashMap::new(),
-            leaf_hashes: Vec::new(),
-            leaves: Vec::new(),
+            writes: hashbrown::HashMap::with_capacity(2 * events),
+            hashes: hashbrown::HashMap::with_capacity(2 * events + 64),
+            leaf_hashes: Vec::with_capacity(events),
+            leaves: Vec::with_capacity(events),
             event_index: None,
             indexed: BatchTags::default(),
             manifest_index: None,
