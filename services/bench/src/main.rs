@@ -475,6 +475,12 @@ fn run(bench: Bench) -> Result<()> {
                 r.sequencing_events_per_s / r.prepared_verify_per_s
             );
             println!(
+                "                         | CPU an event {:.1} µs, of which the committing thread {:.1} µs ({:.2})",
+                r.sequencing_cpu_us_per_event,
+                r.committing_cpu_us_per_event,
+                r.committing_cpu_us_per_event / r.sequencing_cpu_us_per_event
+            );
+            println!(
                 "projection:              {:.0} events/s (reindex {:.1} s) | ratio to sequencing {:.2} (goal ≥ 2)",
                 r.projection_events_per_s,
                 r.reindex_s,

@@ -204,6 +204,14 @@ pub struct CatalogBench {
     /// precomputed) per second on all cores, same envelopes.
     #[serde(default)]
     pub prepared_verify_per_s: f64,
+    /// The process's CPU time while sequencing, µs an event (pre-checks,
+    /// the committing thread, sled's threads).
+    #[serde(default)]
+    pub sequencing_cpu_us_per_event: f64,
+    /// Of that, the committing thread's (the rules, building and writing
+    /// each batch), µs an event.
+    #[serde(default)]
+    pub committing_cpu_us_per_event: f64,
     /// Search (text + 3 facet filters, facet counts), median ms.
     pub search_p50_ms: f64,
     /// Search, 99th percentile ms.
@@ -249,6 +257,17 @@ pub struct CatalogBench {
 
 /// Bytes a directory takes on disk (allocated blocks, so a sparse or
 /// preallocated file counts what it really holds).
+/// CPU seconds of `clock` (a process's or this thread's CPU-time clock).
+fn cpu_time(clock: libc::clockid_t) -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec it is given.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
 fn disk_bytes(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dir)
@@ -376,6 +395,7 @@ pub fn catalog(
     let mut sequencing = Duration::ZERO;
     let mut raw_verify_per_s = 0.0;
     let mut prepared_verify_per_s = 0.0;
+    let (mut sequencing_cpu, mut committing_cpu) = (0.0, 0.0);
     while at < total {
         let end = (at + 50_000).min(total);
         let envelopes = scale.envelopes(&p, at..end);
@@ -386,8 +406,16 @@ pub fn catalog(
             prepared_verify_per_s = rates.prepared_all;
         }
         let started = Instant::now();
+        let cpu = (
+            cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID),
+            cpu_time(libc::CLOCK_THREAD_CPUTIME_ID),
+        );
+        // This thread commits each batch (`sequence_pipelined`); pre-checks
+        // run on the pool meanwhile.
         sequence_all(&ledger, envelopes, at, 2048, &pb)?;
         sequencing += started.elapsed();
+        sequencing_cpu += cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu.0;
+        committing_cpu += cpu_time(libc::CLOCK_THREAD_CPUTIME_ID) - cpu.1;
         at = end;
     }
     pb.finish_and_clear();
@@ -439,6 +467,8 @@ pub fn catalog(
     r.sequencing_events_per_s = sequencing_events_per_s;
     r.raw_verify_per_s = raw_verify_per_s;
     r.prepared_verify_per_s = prepared_verify_per_s;
+    r.sequencing_cpu_us_per_event = sequencing_cpu * 1e6 / total as f64;
+    r.committing_cpu_us_per_event = committing_cpu * 1e6 / total as f64;
     (
         r.envelope_bytes_per_event,
         r.ledger_bytes_per_event,
