@@ -222,7 +222,7 @@ pub async fn serve_connections(
         let io = TokioIo::new(Counted {
             stream: Some(stream),
             place: Some(place),
-            open: metrics.open.clone(),
+            open: Some(metrics.open.clone()),
         });
         let service = TowerToHyperService::new(router.clone());
         let header_timeouts = metrics.header_timeouts.clone();
@@ -268,7 +268,7 @@ pub async fn serve_connections(
 }
 
 /// Answers a connection past the cap with `503` and closes it.
-async fn refuse(stream: TcpStream, cap: usize, _refusing: OwnedSemaphorePermit) {
+async fn refuse(stream: TcpStream, cap: usize, refusing: OwnedSemaphorePermit) {
     let service = hyper::service::service_fn(move |_request| async move {
         Ok::<_, Infallible>(too_many_connections(cap))
     });
@@ -277,7 +277,15 @@ async fn refuse(stream: TcpStream, cap: usize, _refusing: OwnedSemaphorePermit) 
         .timer(TokioTimer::new())
         .header_read_timeout(REFUSAL_TIMEOUT)
         .keep_alive(false);
-    let answered = builder.serve_connection(TokioIo::new(stream), service);
+    // Closed lingering like any other (RFC 9112 §9.6), still holding its
+    // place among the refusals: a client sending a body to a full server
+    // reads the 503 instead of a reset.
+    let refused = Counted {
+        stream: Some(stream),
+        place: Some(refusing),
+        open: None,
+    };
+    let answered = builder.serve_connection(TokioIo::new(refused), service);
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, answered).await;
 }
 
@@ -326,14 +334,16 @@ async fn answer_within(
     }
 }
 
-/// A connection's stream and its place under the cap: both given back when
-/// the stream is dropped, which for an upgraded connection is when the
-/// WebSocket closes, after a lingering close ([`linger`]).
+/// A connection's stream and its place under the cap (or among the
+/// refusals): both given back when the stream is dropped, which for an
+/// upgraded connection is when the WebSocket closes, after a lingering close
+/// ([`linger`]).
 struct Counted {
     /// Always there until dropped.
     stream: Option<TcpStream>,
     place: Option<OwnedSemaphorePermit>,
-    open: IntGauge,
+    /// The open connections' gauge, for a connection served.
+    open: Option<IntGauge>,
 }
 
 impl Counted {
@@ -351,9 +361,11 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let (stream, place, open) = (self.stream.take(), self.place.take(), self.open.clone());
+        let (stream, place, open) = (self.stream.take(), self.place.take(), self.open.take());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            open.dec();
+            if let Some(open) = open {
+                open.dec();
+            }
             return;
         };
         runtime.spawn(async move {
@@ -363,7 +375,9 @@ impl Drop for Counted {
             // The place is held while lingering: closing connections count
             // against the cap too.
             drop(place);
-            open.dec();
+            if let Some(open) = open {
+                open.dec();
+            }
         });
     }
 }
@@ -471,40 +485,81 @@ mod tests {
                 let _ = stopped.await;
             },
         ));
-        let body = vec![b'x'; 4 << 20];
         for attempt in 0..5 {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let head = format!(
-                "POST /graphql HTTP/1.1\r\nHost: clew\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            client.write_all(head.as_bytes()).await.unwrap();
-            // The server answers before reading the body; the client goes
-            // on sending it (as an HTTP client does, in pieces), then reads.
-            let mut sent = Ok(());
-            for piece in body.chunks(64 << 10) {
-                sent = client.write_all(piece).await;
-                if sent.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let mut answer = Vec::new();
-            let read = client.read_to_end(&mut answer).await;
-            let answer = String::from_utf8_lossy(&answer);
-            // Without the lingering close the server's socket, closed with
-            // the body unread, resets the connection: the client's sending
-            // fails (a broken pipe, where an HTTP client gives up without
-            // reading the answer).
-            assert!(
-                sent.is_ok() && read.is_ok(),
-                "attempt {attempt}: sending the body {sent:?}, reading the answer {read:?}"
-            );
+            let answer = post_a_large_body(addr, attempt).await;
             assert!(
                 answer.starts_with("HTTP/1.1 413") && answer.contains("PAYLOAD_TOO_LARGE"),
                 "attempt {attempt}: {answer:?}"
             );
         }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// Posts 4 MiB in pieces to `addr`, as an HTTP client does, then reads
+    /// the answer to its end. Without the lingering close a server's socket,
+    /// closed with the body unread, resets the connection: the client's
+    /// sending fails (a broken pipe, where an HTTP client gives up without
+    /// reading the answer).
+    async fn post_a_large_body(addr: std::net::SocketAddr, attempt: usize) -> String {
+        let body = vec![b'x'; 4 << 20];
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: clew\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut sent = Ok(());
+        for piece in body.chunks(64 << 10) {
+            sent = client.write_all(piece).await;
+            if sent.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer).await;
+        assert!(
+            sent.is_ok() && read.is_ok(),
+            "attempt {attempt}: sending the body {sent:?}, reading the answer {read:?}"
+        );
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_server_refuses_a_body_with_a_503_the_client_reads() {
+        let router = Router::new().fallback(|| async { "served" });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_connections(
+            listener,
+            router,
+            ConnectionLimits {
+                max_open: 1,
+                ..ConnectionLimits::default()
+            },
+            ConnectionMetrics::unregistered(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // One connection, served and kept open, fills the server.
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        held.write_all(b"GET / HTTP/1.1\r\nHost: clew\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 64];
+        let n = held.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+        for attempt in 0..5 {
+            let answer = post_a_large_body(addr, attempt).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 503") && answer.contains("UNAVAILABLE"),
+                "attempt {attempt}: {answer:?}"
+            );
+        }
+        drop(held);
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }
