@@ -255,8 +255,6 @@ pub struct CatalogBench {
     pub search_bytes_per_event: f64,
 }
 
-/// Bytes a directory takes on disk (allocated blocks, so a sparse or
-/// preallocated file counts what it really holds).
 /// CPU seconds of `clock` (a process's or this thread's CPU-time clock).
 fn cpu_time(clock: libc::clockid_t) -> f64 {
     let mut t = libc::timespec {
@@ -268,6 +266,8 @@ fn cpu_time(clock: libc::clockid_t) -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
+/// Bytes a directory takes on disk (allocated blocks, so a sparse or
+/// preallocated file counts what it really holds).
 fn disk_bytes(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dir)
