@@ -111,6 +111,39 @@ fn budget() -> Duration {
 }
 
 /// Runs `target` on mutations of `seeds` until the budget is spent.
+thread_local! {
+    /// Set while this thread fuzzes: its expected panics print nothing.
+    static FUZZING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Silences the panics of the thread that made it, until dropped. The
+/// suites share one test binary and run at once, so the panic hook is the
+/// whole process's: it is set once, and stays silent only on a fuzzing
+/// thread, so another test's failure still prints its message.
+struct Quiet;
+
+impl Quiet {
+    fn here() -> Self {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !FUZZING.with(|f| f.get()) {
+                    previous(info);
+                }
+            }));
+        });
+        FUZZING.with(|f| f.set(true));
+        Quiet
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        FUZZING.with(|f| f.set(false));
+    }
+}
+
 fn fuzz(name: &str, seeds: &[Vec<u8>], max_len: usize, target: impl Fn(&[u8])) {
     assert!(!seeds.is_empty(), "{name}: no seeds");
     let seed = std::env::var("CLEW_FUZZ_SEED")
@@ -124,8 +157,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], max_len: usize, target: impl Fn(&[u8])) {
         });
     let mut rng = Rng(seed);
     let deadline = Instant::now() + budget();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let quiet = Quiet::here();
     let mut runs = 0u64;
     let mut failure = None;
     // Every seed as it is first, then mutations.
@@ -143,7 +175,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], max_len: usize, target: impl Fn(&[u8])) {
             failure = Some(input);
         }
     }
-    std::panic::set_hook(previous);
+    drop(quiet);
     if let Some(input) = failure {
         let dir = support::repo_root().join("target/fuzz-failures");
         let _ = std::fs::create_dir_all(&dir);
