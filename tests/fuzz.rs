@@ -110,7 +110,6 @@ fn budget() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Runs `target` on mutations of `seeds` until the budget is spent.
 thread_local! {
     /// Set while this thread fuzzes: its expected panics print nothing.
     static FUZZING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -144,6 +143,7 @@ impl Drop for Quiet {
     }
 }
 
+/// Runs `target` on mutations of `seeds` until the budget is spent.
 fn fuzz(name: &str, seeds: &[Vec<u8>], max_len: usize, target: impl Fn(&[u8])) {
     assert!(!seeds.is_empty(), "{name}: no seeds");
     let seed = std::env::var("CLEW_FUZZ_SEED")
