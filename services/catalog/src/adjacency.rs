@@ -23,11 +23,11 @@
 //! In memory each direction's edges are kept as runs of one array, a run
 //! per node (compressed sparse rows): a walk finds a node's edges in one
 //! place, and looks up the runs of up to 256 nodes of a level before
-//! reading any, so those memory reads overlap instead of waiting on one another. Edges
-//! added after the runs were built are kept apart by node (one bit per
-//! node says whether it has any) until they outnumber a quarter of those
-//! in the runs; the runs are then built again, under the graph's write
-//! lock, in two passes over the edges.
+//! reading any, so those memory reads overlap instead of waiting on one
+//! another. Edges added after the runs were built are kept apart by node
+//! (one bit per node says whether it has any) until they outnumber a
+//! quarter of those in the runs; the runs are then built again, under the
+//! graph's write lock, in two passes over the edges.
 //!
 //! A walk record also says when its entity became *ended or affected*:
 //! ended (a dataset version withdrawn, a grant revoked, a deployment

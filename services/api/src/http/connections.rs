@@ -468,23 +468,48 @@ impl Log {
 mod tests {
     use super::*;
 
+    /// `serve_connections` on a loopback port, until [`TestServer::stop`].
+    struct TestServer {
+        addr: std::net::SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl TestServer {
+        async fn start(router: Router, limits: ConnectionLimits) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(serve_connections(
+                listener,
+                router,
+                limits,
+                ConnectionMetrics::unregistered(),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            Self {
+                addr,
+                stop,
+                serving,
+            }
+        }
+
+        /// Shuts the server down and waits until every connection closed.
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.serving.await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
         // A router that refuses every body unread, as the size limit does.
         let router = Router::new()
             .fallback(|| async { super::super::respond::payload_too_large(256 << 10) });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_connections(
-            listener,
-            router,
-            ConnectionLimits::default(),
-            ConnectionMetrics::unregistered(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let server = TestServer::start(router, ConnectionLimits::default()).await;
+        let addr = server.addr;
         for attempt in 0..5 {
             let answer = post_a_large_body(addr, attempt).await;
             assert!(
@@ -492,8 +517,7 @@ mod tests {
                 "attempt {attempt}: {answer:?}"
             );
         }
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 
     /// Posts 4 MiB in pieces to `addr`, as an HTTP client does, then reads
@@ -529,21 +553,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_server_refuses_a_body_with_a_503_the_client_reads() {
         let router = Router::new().fallback(|| async { "served" });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_connections(
-            listener,
-            router,
-            ConnectionLimits {
-                max_open: 1,
-                ..ConnectionLimits::default()
-            },
-            ConnectionMetrics::unregistered(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let limits = ConnectionLimits {
+            max_open: 1,
+            ..ConnectionLimits::default()
+        };
+        let server = TestServer::start(router, limits).await;
+        let addr = server.addr;
         // One connection, served and kept open, fills the server.
         let mut held = TcpStream::connect(addr).await.unwrap();
         held.write_all(b"GET / HTTP/1.1\r\nHost: clew\r\n\r\n")
@@ -560,8 +575,7 @@ mod tests {
             );
         }
         drop(held);
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await;
     }
 
     #[test]
