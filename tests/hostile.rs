@@ -814,6 +814,8 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
                     "6",
                     "--request-timeout-s",
                     "3",
+                    "--write-timeout-s",
+                    "3",
                 ],
             )
         })
@@ -981,6 +983,13 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
     assert_eq!(
         metric(&text, "clew_http_request_timeouts_total"),
         1.0,
+        "{text}"
+    );
+    // Every answer here was read: none was cut off while being written
+    // (the server loop's own tests cut off a client that reads nothing).
+    assert_eq!(
+        metric(&text, "clew_http_write_timeouts_total"),
+        0.0,
         "{text}"
     );
     let log = std::fs::read_to_string(data.with_extension("server.log")).expect("server log");

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub http_header_timeouts: IntCounter,
     /// HTTP requests not received and answered in time (answered 408).
     pub http_request_timeouts: IntCounter,
+    /// HTTP connections closed because the client read nothing of what was
+    /// sent to it in time.
+    pub http_write_timeouts: IntCounter,
     /// GraphQL operations by type and outcome (`ok`, or the first error code).
     pub graphql_operations: IntCounterVec,
     /// Open subscriptions.
@@ -102,6 +105,10 @@ impl Metrics {
             "http_request_timeouts_total",
             "HTTP requests not received and answered in time (answered 408)",
         )?;
+        let http_write_timeouts = IntCounter::new(
+            "http_write_timeouts_total",
+            "HTTP connections closed because the client read nothing of what was sent to it in time (WebSockets included)",
+        )?;
         let graphql_operations = IntCounterVec::new(
             Opts::new(
                 "graphql_operations_total",
@@ -152,6 +159,7 @@ impl Metrics {
         registry.register(Box::new(http_connections_refused.clone()))?;
         registry.register(Box::new(http_header_timeouts.clone()))?;
         registry.register(Box::new(http_request_timeouts.clone()))?;
+        registry.register(Box::new(http_write_timeouts.clone()))?;
         registry.register(Box::new(graphql_operations.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(witness_cosigned_size.clone()))?;
@@ -174,6 +182,7 @@ impl Metrics {
             http_connections_refused,
             http_header_timeouts,
             http_request_timeouts,
+            http_write_timeouts,
             graphql_operations,
             subscriptions,
             witness_cosigned_size,

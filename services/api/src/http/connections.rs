@@ -2,7 +2,8 @@
 //! with every connection bounded — how many are open at once, how long a
 //! client may take to send a request's head (and how long an idle
 //! keep-alive connection is kept), and how long a request may take to
-//! arrive and be answered.
+//! arrive and be answered, and how long a client may leave an answer
+//! unread (a stalled write ends the connection, a WebSocket's included).
 //!
 //! A connection past the cap is answered `503` with a JSON error naming the
 //! cap and `Retry-After`, then closed: the client learns why instead of
@@ -52,6 +53,11 @@ pub struct ConnectionLimits {
     /// Longest from a request's head to its response: a body sent too
     /// slowly, or work too long, is answered `408`.
     pub request_timeout: Duration,
+    /// Longest the server waits for a client to read any of what it sends
+    /// (an answer, or a WebSocket's messages); then it closes the
+    /// connection. A stall timer, restarted by every write that goes
+    /// through: a large answer read slowly but steadily is not cut off.
+    pub write_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -60,6 +66,7 @@ impl Default for ConnectionLimits {
             max_open: 1024,
             header_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +103,9 @@ pub struct ConnectionMetrics {
     pub header_timeouts: IntCounter,
     /// Requests answered `408`.
     pub request_timeouts: IntCounter,
+    /// Connections closed because the client read nothing of what the
+    /// server sent for the write timeout.
+    pub write_timeouts: IntCounter,
 }
 
 impl ConnectionMetrics {
@@ -106,6 +116,7 @@ impl ConnectionMetrics {
             refused: m.http_connections_refused.clone(),
             header_timeouts: m.http_header_timeouts.clone(),
             request_timeouts: m.http_request_timeouts.clone(),
+            write_timeouts: m.http_write_timeouts.clone(),
         }
     }
 
@@ -118,6 +129,7 @@ impl ConnectionMetrics {
             refused: counter("refused"),
             header_timeouts: counter("header_timeouts"),
             request_timeouts: counter("request_timeouts"),
+            write_timeouts: counter("write_timeouts"),
         }
     }
 }
@@ -187,6 +199,11 @@ pub async fn serve_connections(
     let mut shutdown = pin!(shutdown);
     let mut refused_since_log = Log::default();
     let mut accept_errors = Log::default();
+    let stalled_writes = Arc::new(StalledWrites {
+        limit: limits.write_timeout,
+        count: metrics.write_timeouts.clone(),
+        log: std::sync::Mutex::new(Log::default()),
+    });
     loop {
         let stream = tokio::select! {
             _ = shutdown.as_mut() => break,
@@ -223,6 +240,10 @@ pub async fn serve_connections(
             stream: Some(stream),
             place: Some(place),
             open: Some(metrics.open.clone()),
+            stall: Some(WriteStall {
+                writes: stalled_writes.clone(),
+                timer: None,
+            }),
         });
         let service = TowerToHyperService::new(router.clone());
         let header_timeouts = metrics.header_timeouts.clone();
@@ -284,6 +305,8 @@ async fn refuse(stream: TcpStream, cap: usize, refusing: OwnedSemaphorePermit) {
         stream: Some(stream),
         place: Some(refusing),
         open: None,
+        // Bounded as a whole by the refusal's timeout below.
+        stall: None,
     };
     let answered = builder.serve_connection(TokioIo::new(refused), service);
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, answered).await;
@@ -344,6 +367,68 @@ struct Counted {
     place: Option<OwnedSemaphorePermit>,
     /// The open connections' gauge, for a connection served.
     open: Option<IntGauge>,
+    /// The write timeout, for a connection served.
+    stall: Option<WriteStall>,
+}
+
+/// The write timeout, shared by a server's connections: its length, and
+/// where a connection it ends is counted and logged.
+struct StalledWrites {
+    limit: Duration,
+    count: IntCounter,
+    log: std::sync::Mutex<Log>,
+}
+
+/// A connection's write timeout: a timer started when a write finds the
+/// client's window full, restarted by the next write that goes through.
+struct WriteStall {
+    writes: Arc<StalledWrites>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteStall {
+    /// Passes on a write's outcome; a write still waiting once the timer
+    /// has run out fails instead (the connection then ends).
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if outcome.is_ready() {
+            self.timer = None;
+            return outcome;
+        }
+        let limit = self.writes.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.timer = None;
+        self.writes.count.inc();
+        let due = self
+            .writes
+            .log
+            .lock()
+            .map(|mut log| log.due())
+            .unwrap_or(None);
+        if let Some(n) = due {
+            tracing::warn!(
+                seconds = limit.as_secs(),
+                closed = n,
+                "a client read nothing of what was sent to it for {} s: connection closed",
+                limit.as_secs()
+            );
+        }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client read nothing of what was sent to it for {} s",
+                limit.as_secs()
+            ),
+        )))
+    }
 }
 
 impl Counted {
@@ -355,6 +440,19 @@ impl Counted {
         match self.stream.as_mut() {
             Some(stream) => poll(Pin::new(stream)),
             None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    /// A write's outcome, through the write timeout if the connection has
+    /// one.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match self.stall.as_mut() {
+            Some(stall) => stall.watch(cx, outcome),
+            None => outcome,
         }
     }
 }
@@ -416,7 +514,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.poll_stream(|stream| stream.poll_write(cx, buf))
+        let outcome = self.poll_stream(|stream| stream.poll_write(cx, buf));
+        self.watch_write(cx, outcome)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -432,7 +531,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.poll_stream(|stream| stream.poll_write_vectored(cx, bufs))
+        let outcome = self.poll_stream(|stream| stream.poll_write_vectored(cx, bufs));
+        self.watch_write(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -471,6 +571,7 @@ mod tests {
     /// `serve_connections` on a loopback port, until [`TestServer::stop`].
     struct TestServer {
         addr: std::net::SocketAddr,
+        metrics: ConnectionMetrics,
         stop: tokio::sync::oneshot::Sender<()>,
         serving: tokio::task::JoinHandle<std::io::Result<()>>,
     }
@@ -480,17 +581,19 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let metrics = ConnectionMetrics::unregistered();
             let serving = tokio::spawn(serve_connections(
                 listener,
                 router,
                 limits,
-                ConnectionMetrics::unregistered(),
+                metrics.clone(),
                 async move {
                     let _ = stopped.await;
                 },
             ));
             Self {
                 addr,
+                metrics,
                 stop,
                 serving,
             }
@@ -575,6 +678,108 @@ mod tests {
             );
         }
         drop(held);
+        server.stop().await;
+    }
+
+    /// A client whose receive buffer is `bytes` (so the kernel buffers
+    /// little of an answer for it), having asked for `/`.
+    async fn ask_with_a_receive_buffer(addr: std::net::SocketAddr, bytes: u32) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: clew\r\n\r\n")
+            .await
+            .unwrap();
+        client
+    }
+
+    /// Waits up to 10 s for `ok`.
+    async fn eventually(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "not within 10 s: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_reads_nothing_of_a_large_answer_is_cut_off_after_the_write_timeout() {
+        const BODY: usize = 64 << 20;
+        let router = Router::new().fallback(|| async { vec![b'x'; BODY] });
+        let limits = ConnectionLimits {
+            write_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let server = TestServer::start(router, limits).await;
+        let metrics = server.metrics.clone();
+        let asked = Instant::now();
+        let mut client = ask_with_a_receive_buffer(server.addr, 4096).await;
+        eventually("a write timeout counted", || {
+            metrics.write_timeouts.get() == 1
+        })
+        .await;
+        assert!(
+            asked.elapsed() >= Duration::from_millis(900),
+            "cut off after {:?}, before the 1 s write timeout",
+            asked.elapsed()
+        );
+        // Its place is given back (after the lingering close).
+        eventually("the connection's place given back", || {
+            metrics.open.get() == 0
+        })
+        .await;
+        // What the kernel had taken of the answer still arrives; the rest
+        // never does.
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..answer.len().min(64)]
+        );
+        assert!(
+            answer.len() < BODY,
+            "the whole answer arrived: {} bytes",
+            answer.len()
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_answer_read_slowly_but_steadily_is_not_cut_off() {
+        const BODY: usize = 16 << 20;
+        let router = Router::new().fallback(|| async { vec![b'x'; BODY] });
+        let limits = ConnectionLimits {
+            write_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let server = TestServer::start(router, limits).await;
+        let started = Instant::now();
+        let mut client = ask_with_a_receive_buffer(server.addr, 256 << 10).await;
+        // At most 256 KiB every 50 ms: the answer takes longer than the
+        // write timeout, but no write waits anywhere near as long.
+        let mut received = Vec::with_capacity(BODY + 1024);
+        let mut piece = vec![0u8; 256 << 10];
+        let whole = loop {
+            let n = client.read(&mut piece).await.unwrap();
+            assert!(n > 0, "closed after {} bytes", received.len());
+            received.extend_from_slice(&piece[..n]);
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                if received.len() >= end + 4 + BODY {
+                    break end + 4 + BODY;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(received.len(), whole);
+        assert!(
+            started.elapsed() > Duration::from_millis(1500),
+            "read in {:?}: not slower than the write timeout, so the test shows nothing",
+            started.elapsed()
+        );
+        assert_eq!(server.metrics.write_timeouts.get(), 0);
+        drop(client);
         server.stop().await;
     }
 

@@ -616,6 +616,11 @@ pub(crate) struct ConnectionArgs {
     /// seconds; later it is answered 408.
     #[arg(long, default_value_t = 120)]
     pub(crate) request_timeout_s: u64,
+    /// Longest the server waits for a client to read any of what it sends
+    /// (an answer, a WebSocket's messages), seconds; then the connection is
+    /// closed. Restarted by every write that goes through.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) write_timeout_s: u64,
 }
 
 impl ConnectionArgs {
@@ -624,6 +629,7 @@ impl ConnectionArgs {
             max_open: self.max_connections,
             header_timeout: std::time::Duration::from_secs(self.header_timeout_s.max(1)),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_s.max(1)),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_s.max(1)),
         }
     }
 }
