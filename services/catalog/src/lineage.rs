@@ -85,6 +85,32 @@ impl Reach {
         self.as_of
     }
 
+    /// What the walk reached, named in `graph` — the graph it was walked in,
+    /// whose lock the caller still holds: the subjects, the edges, and each
+    /// node's parent with the edge it came through.
+    fn named(&self, graph: &LineageIndex) -> Named {
+        let subjects: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|&id| graph.subject(id).to_string())
+            .collect();
+        let edges: Vec<Edge> = self.edges.iter().map(|&e| graph.edge(e)).collect();
+        let parents: HashMap<String, (String, Edge)> = self
+            .nodes
+            .iter()
+            .zip(&self.parents)
+            .filter(|(_, &e)| e != NO_EDGE)
+            .map(|(&id, &e)| {
+                let from = self.parent_of(graph, e);
+                (
+                    graph.subject(id).to_string(),
+                    (graph.subject(from).to_string(), graph.edge(e)),
+                )
+            })
+            .collect();
+        (subjects, edges, parents)
+    }
+
     /// Each node's hops from the start, in the order of `nodes`.
     fn depths(&self) -> impl Iterator<Item = u32> + '_ {
         let ends = self.hops.iter().skip(1).copied().chain([self.nodes.len()]);
@@ -114,6 +140,10 @@ type Walk = (
     Vec<Edge>,
     HashMap<String, (String, Edge)>,
 );
+
+/// A walk's nodes as subjects, its edges, and each node's parent with the
+/// edge it came through.
+type Named = (Vec<String>, Vec<Edge>, HashMap<String, (String, Edge)>);
 
 /// A node as seen in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,31 +259,34 @@ impl Catalog {
         walk(&graph, start, direction, max_depth, as_of, admit)
     }
 
-    /// Reads the node records of what a walk reached (in parallel: the
-    /// graph's lock is not held while sled is read).
-    fn answer_parts(&self, reach: &Reach) -> Result<Walk, CatalogError> {
-        let (subjects, edges, parents) = {
+    /// Walks as [`Catalog::reach`] does, names what the walk reached, and
+    /// reads those nodes' records (in parallel: the graph's lock is not held
+    /// while sled is read).
+    fn walk(
+        &self,
+        start: &str,
+        direction: Direction,
+        max_depth: u32,
+        as_of: u64,
+        admit: Admit<'_>,
+    ) -> Result<Walk, CatalogError> {
+        // The walk and the naming of its node numbers under one read of the
+        // lock: a graph loaded again meanwhile (after a rebuild, or a chunk
+        // that reached sled but not the graph) numbers its nodes afresh, and
+        // a number read in another graph than it was walked in names another
+        // node — one the walk's `admit` never saw.
+        let (subjects, depths, edges, parents) = {
             let graph = self.graph_read();
-            let subjects: Vec<String> = reach
-                .nodes
-                .iter()
-                .map(|&id| graph.subject(id).to_string())
-                .collect();
-            let edges: Vec<Edge> = reach.edges.iter().map(|&e| graph.edge(e)).collect();
-            let parents: HashMap<String, (String, Edge)> = reach
-                .nodes
-                .iter()
-                .zip(&reach.parents)
-                .filter(|(_, &e)| e != NO_EDGE)
-                .map(|(&id, &e)| {
-                    let from = reach.parent_of(&graph, e);
-                    (
-                        graph.subject(id).to_string(),
-                        (graph.subject(from).to_string(), graph.edge(e)),
-                    )
-                })
-                .collect();
-            (subjects, edges, parents)
+            let reach = walk(
+                &graph,
+                start,
+                direction,
+                max_depth,
+                as_of.min(graph.applied),
+                admit,
+            )?;
+            let (subjects, edges, parents) = reach.named(&graph);
+            (subjects, reach.depths().collect::<Vec<_>>(), edges, parents)
         };
         let records: Vec<NodeRecord> = subjects
             .par_iter()
@@ -265,20 +298,8 @@ impl Catalog {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let nodes = records.into_iter().zip(reach.depths()).collect();
+        let nodes = records.into_iter().zip(depths).collect();
         Ok((nodes, edges, parents))
-    }
-
-    fn walk(
-        &self,
-        start: &str,
-        direction: Direction,
-        max_depth: u32,
-        as_of: u64,
-        admit: Admit<'_>,
-    ) -> Result<Walk, CatalogError> {
-        let reach = self.reach(start, direction, max_depth, Some(as_of), admit)?;
-        self.answer_parts(&reach)
     }
 
     /// Nodes and edges up or down from `start`, at most `depth` hops, over
