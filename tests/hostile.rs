@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
 use serde_json::{json, Value};
-use support::server::{ws_close_code, Api, Server, Subscription};
+use support::server::{ws_close, ws_close_code, Api, Server, Subscription};
 
 /// Registers a researcher without grants and returns its token.
 async fn researcher(api: &Api, admin: &str, id: &str) -> String {
@@ -331,6 +331,58 @@ async fn hostile_requests_get_clear_codes_and_memory_stays_bounded() {
         ws_close_code(&server.base, None, Duration::from_secs(20)).await,
         Some(4408),
         "a connection that never sends connection_init is closed"
+    );
+    // One principal holds at most 16 WebSockets (the default); one more is
+    // closed at its connection_init with 1013 Try Again Later, naming the
+    // limit, while another principal still subscribes.
+    let feed = "subscription { checkpoints { size } }";
+    let mut held = Vec::new();
+    for i in 0..16 {
+        held.push(
+            Subscription::start(&server.base, &ben, feed)
+                .await
+                .unwrap_or_else(|e| panic!("ben's WebSocket {}: {e}", i + 1)),
+        );
+    }
+    let ben_init =
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {ben}")}});
+    let (code, reason) = ws_close(
+        &server.base,
+        Some(ben_init.clone()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("ben's 17th WebSocket is closed");
+    assert_eq!(code, 1013, "{reason}");
+    assert!(
+        reason.contains("16 WebSockets open for this principal"),
+        "{reason}"
+    );
+    let other = Subscription::start(&server.base, &admin, feed)
+        .await
+        .expect("another principal's WebSocket while ben holds 16");
+    // Once one of ben's closes, its place is his again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        match Subscription::start(&server.base, &ben, feed).await {
+            Ok(s) => break s,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "ben's place not given back 10 s after one of his WebSockets closed: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop((held, other, again));
+    let metrics = api.get(Some(&admin), "/metrics").await;
+    let refused = String::from_utf8_lossy(&metrics.1).lines().find_map(|l| {
+        l.strip_prefix("clew_graphql_websockets_refused_total ")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    assert!(
+        refused.is_some_and(|n| n >= 1.0),
+        "refusals not counted: {refused:?}"
     );
 
     // 10. Caches: full tiles are private to the caller (partial ones and

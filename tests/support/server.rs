@@ -370,11 +370,16 @@ impl Subscription {
 /// returns the close code the server ends it with within `wait` (None if it
 /// stays open or closes without a code).
 pub async fn ws_close_code(base: &str, first: Option<Value>, wait: Duration) -> Option<u16> {
+    ws_close(base, first, wait).await.map(|(code, _)| code)
+}
+
+/// [`ws_close_code`] with the reason the server gave.
+pub async fn ws_close(base: &str, first: Option<Value>, wait: Duration) -> Option<(u16, String)> {
     let mut ws = connect_ws(base).await?;
     if let Some(m) = first {
         ws.send(Message::text(m.to_string())).await.ok()?;
     }
-    close_code(&mut ws, wait).await
+    close_frame(&mut ws, wait).await
 }
 
 /// A graphql-transport-ws connection to `base`, not yet initialised.
@@ -389,10 +394,17 @@ async fn connect_ws(base: &str) -> Option<Ws> {
 }
 
 async fn close_code(ws: &mut Ws, wait: Duration) -> Option<u16> {
+    close_frame(ws, wait).await.map(|(code, _)| code)
+}
+
+/// The code and reason of the close frame the server ends `ws` with.
+async fn close_frame(ws: &mut Ws, wait: Duration) -> Option<(u16, String)> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
             Ok(Some(Ok(_))) => continue,
             _ => return None,
         }

@@ -26,6 +26,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// How many connections, and how slow a client may be.
     pub connections: crate::ConnectionLimits,
+    /// Most WebSockets (GraphQL subscriptions' connections) one principal
+    /// holds at once.
+    pub websockets_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +39,7 @@ impl Default for Limits {
             body_bytes: 256 * 1024,
             timeout: Duration::from_secs(15),
             connections: crate::ConnectionLimits::default(),
+            websockets_per_principal: 16,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct AppState {
     pub(crate) parsed: Arc<ParsedDocuments>,
     /// Callers resolved recently, by principal.
     pub(crate) viewers: Arc<ResolvedViewers>,
+    /// The WebSockets open, by principal.
+    pub(crate) websockets: Arc<crate::ws::OpenWebSockets>,
 }
 
 impl AppState {
@@ -91,6 +97,7 @@ impl AppState {
             spool_dir: std::env::temp_dir(),
             parsed: Arc::new(ParsedDocuments::default()),
             viewers: Arc::new(ResolvedViewers::default()),
+            websockets: Arc::default(),
         }
     }
 

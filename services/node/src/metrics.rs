@@ -38,6 +38,9 @@ pub struct Metrics {
     pub graphql_operations: IntCounterVec,
     /// Open subscriptions.
     pub subscriptions: IntGauge,
+    /// WebSockets closed at `connection_init` because their principal held
+    /// as many as it may.
+    pub websockets_refused: IntCounter,
     /// Size of the latest checkpoint each witness cosigned, by witness.
     pub witness_cosigned_size: IntGaugeVec,
     /// Checkpoints sent to witnesses, by witness and outcome
@@ -117,6 +120,10 @@ impl Metrics {
             &["outcome"],
         )?;
         let subscriptions = IntGauge::new("graphql_subscriptions_open", "Open subscriptions")?;
+        let websockets_refused = IntCounter::new(
+            "graphql_websockets_refused_total",
+            "WebSockets closed at connection_init (1013) because their principal held as many as it may",
+        )?;
         let witness_cosigned_size = IntGaugeVec::new(
             Opts::new(
                 "witness_cosigned_tree_size",
@@ -162,6 +169,7 @@ impl Metrics {
         registry.register(Box::new(http_write_timeouts.clone()))?;
         registry.register(Box::new(graphql_operations.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
+        registry.register(Box::new(websockets_refused.clone()))?;
         registry.register(Box::new(witness_cosigned_size.clone()))?;
         registry.register(Box::new(witness_requests.clone()))?;
         registry.register(Box::new(witnessed_tree_size.clone()))?;
@@ -185,6 +193,7 @@ impl Metrics {
             http_write_timeouts,
             graphql_operations,
             subscriptions,
+            websockets_refused,
             witness_cosigned_size,
             witness_requests,
             witnessed_tree_size,

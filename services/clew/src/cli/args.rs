@@ -594,6 +594,11 @@ pub(crate) struct ServerArgs {
     /// Longest a query or mutation may run, seconds.
     #[arg(long, default_value_t = 15)]
     pub(crate) timeout_s: u64,
+    /// Most WebSockets (subscriptions' connections) one principal holds at
+    /// once; one more is closed at its connection_init with 1013 Try Again
+    /// Later.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) max_websockets_per_principal: usize,
     #[command(flatten)]
     pub(crate) connections: ConnectionArgs,
     #[command(flatten)]
@@ -698,6 +703,7 @@ impl ServerArgs {
             body_bytes: self.max_body_kib * 1024,
             timeout: std::time::Duration::from_secs(self.timeout_s),
             connections: self.connections.limits(),
+            websockets_per_principal: self.max_websockets_per_principal.max(1),
         }
     }
 }
