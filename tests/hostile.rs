@@ -346,13 +346,9 @@ async fn hostile_requests_get_clear_codes_and_memory_stays_bounded() {
     }
     let ben_init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {ben}")}});
-    let (code, reason) = ws_close(
-        &server.base,
-        Some(ben_init.clone()),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("ben's 17th WebSocket is closed");
+    let (code, reason) = ws_close(&server.base, Some(ben_init), Duration::from_secs(10))
+        .await
+        .expect("ben's 17th WebSocket is closed");
     assert_eq!(code, 1013, "{reason}");
     assert!(
         reason.contains("16 WebSockets open for this principal"),
