@@ -838,12 +838,13 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
-/// A greedy or slow client cannot hold the server: a connection past the
-/// cap is answered 503 naming the cap (a WebSocket holds its place until it
-/// closes); a connection that sends no request head, or stays idle after
-/// one, is closed after the header timeout; a body sent too slowly is
-/// answered 408; each is counted in the metrics and logged; and the server
-/// answers throughout and stops cleanly.
+/// A greedy or slow client cannot hold the server: at the cap, the
+/// connection idle longest is closed to make room for a new one, and with
+/// none idle a connection past the cap is answered 503 naming the cap (a
+/// WebSocket holds its place until it closes); a connection that sends no
+/// request head, or stays idle after one, is closed after the header
+/// timeout; a body sent too slowly is answered 408; each is counted in the
+/// metrics and logged; and the server answers throughout and stops cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
     use tokio::io::AsyncWriteExt;
@@ -885,8 +886,8 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
         r.body
     };
     // Start from no connection but the one asking (the readiness probes
-    // have closed theirs). It asks over one kept-alive connection, the first
-    // of step 1: a connection closed after each answer would keep its place
+    // have closed theirs). It asks over one kept-alive connection, the idle
+    // one of step 1: a connection closed after each answer would keep its place
     // until the server saw the close (RFC 9112 §9.6), which on a loaded
     // machine can come after the next connections are opened.
     let (mut first, r) = raw_request(&addr, &get("/metrics", false)).await;
@@ -909,29 +910,46 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
             .expect("an answer from /metrics");
     }
 
-    // 1. Five keep-alive connections, each answered and left idle, and a
-    //    WebSocket subscription: six places, the cap.
-    //    Each idle one is watched from its answer until the server closes it.
-    let mut idle = vec![tokio::spawn(async move {
-        closed_after(&mut first, Duration::from_secs(60)).await
-    })];
-    for _ in 1..5 {
-        let (mut s, r) = raw_request(&addr, &get("/healthz", false)).await;
-        let r = r.expect("an answer");
-        assert_eq!(r.status, 200, "{}", r.body);
-        idle.push(tokio::spawn(async move {
-            closed_after(&mut s, Duration::from_secs(60)).await
-        }));
+    // 1. Five WebSocket subscriptions and the kept-alive connection above,
+    //    answered and left idle: six places, the cap.
+    let feed = "subscription { checkpoints { size rootHash note } }";
+    let mut subscriptions = Vec::new();
+    for i in 0..5 {
+        subscriptions.push(
+            Subscription::start(&server.base, &admin, feed)
+                .await
+                .unwrap_or_else(|e| panic!("subscription {}: {e}", i + 1)),
+        );
     }
-    let subscription = Subscription::start(
-        &server.base,
-        &admin,
-        "subscription { checkpoints { size rootHash note } }",
-    )
-    .await
-    .expect("subscribe");
 
-    // 2. The seventh is answered 503, naming the cap, and closed.
+    // 2. A seventh connection is served: the idle one is closed to make
+    //    room for it (a WebSocket is never idle in this sense).
+    let (mut seventh, r) = raw_request(&addr, &get("/healthz", false)).await;
+    let r = r.expect("a connection at the cap is answered");
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert!(
+        closed_after(&mut first, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the idle connection is closed to make room"
+    );
+
+    // 3. A sixth WebSocket takes the place of the seventh connection, idle
+    //    in its turn.
+    subscriptions.push(
+        Subscription::start(&server.base, &admin, feed)
+            .await
+            .expect("a sixth subscription, in the place of an idle connection"),
+    );
+    assert!(
+        closed_after(&mut seventh, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the seventh connection, idle, is closed to make room"
+    );
+
+    // 4. With no connection idle, the next is answered 503 naming the cap,
+    //    and closed.
     let (mut s, r) = raw_request(&addr, &get("/healthz", false)).await;
     let r = r.expect("a connection past the cap is answered, not dropped");
     assert_eq!(r.status, 503, "{}\n{}", r.head, r.body);
@@ -947,28 +965,26 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
         "a refused connection is closed"
     );
 
-    // 3. The WebSocket held its place: once it closes, a new connection is
-    //    served. It is kept for step 4: a new one opened after it could race
-    //    the lingering close of the one before it (RFC 9112 §9.6: a closing
-    //    connection keeps its place until the client has closed too) and be
-    //    refused.
-    drop(subscription);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // 5. The WebSockets held their places: once they close, connections are
+    //    served again. One is left idle and one sends a request head that
+    //    never ends; both are cut off after the header timeout.
+    drop(subscriptions);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut partial = loop {
         let (s, r) = raw_request(&addr, &get("/healthz", false)).await;
         match r {
             Some(r) if r.status == 200 => break s,
             other => assert!(
                 std::time::Instant::now() < deadline,
-                "no connection served 5 s after the WebSocket closed: {:?}",
+                "no connection served 10 s after the WebSockets closed: {:?}",
                 other.map(|r| r.status)
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-
-    // 4. A request head that never ends is cut off after the header
-    //    timeout, as are the idle keep-alive connections.
+    let (mut idle, r) = raw_request(&addr, &get("/healthz", false)).await;
+    assert_eq!(r.expect("an answer").status, 200);
+    let idle = tokio::spawn(async move { closed_after(&mut idle, Duration::from_secs(60)).await });
     partial
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: clew\r\n")
         .await
@@ -980,18 +996,16 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
         after >= Duration::from_secs(5),
         "cut off after {after:?}, before the 6 s header timeout"
     );
-    for watch in idle {
-        let after = watch
-            .await
-            .expect("watching an idle connection")
-            .expect("an idle keep-alive connection is closed within 60 s");
-        assert!(
-            after >= Duration::from_secs(5),
-            "an idle connection closed {after:?} after its answer, before the 6 s header timeout"
-        );
-    }
+    let after = idle
+        .await
+        .expect("watching an idle connection")
+        .expect("an idle keep-alive connection is closed within 60 s");
+    assert!(
+        after >= Duration::from_secs(5),
+        "an idle connection closed {after:?} after its answer, before the 6 s header timeout"
+    );
 
-    // 5. A body sent too slowly is answered 408 after the request timeout.
+    // 6. A body sent too slowly is answered 408 after the request timeout.
     let mut slow = tokio::net::TcpStream::connect(&addr)
         .await
         .expect("connect");
@@ -1018,14 +1032,19 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
     let message = body["errors"][0]["message"].as_str().unwrap_or("");
     assert!(message.contains("no answer within 3 s"), "{message}");
 
-    // 6. Each was counted and logged, and the server still answers.
+    // 7. Each was counted and logged, and the server still answers.
     let text = metrics().await;
     assert!(
         metric(&text, "clew_http_connections_refused_total") >= 1.0,
         "{text}"
     );
     assert!(
-        metric(&text, "clew_http_header_timeouts_total") >= 6.0,
+        metric(&text, "clew_http_header_timeouts_total") >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "clew_http_idle_connections_closed_total"),
+        2.0,
         "{text}"
     );
     assert_eq!(

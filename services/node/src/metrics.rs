@@ -31,6 +31,8 @@ pub struct Metrics {
     pub http_header_timeouts: IntCounter,
     /// HTTP requests not received and answered in time (answered 408).
     pub http_request_timeouts: IntCounter,
+    /// Idle HTTP connections closed to make room for a new one at the cap.
+    pub http_idle_closed: IntCounter,
     /// HTTP connections closed because the client read nothing of what was
     /// sent to it in time.
     pub http_write_timeouts: IntCounter,
@@ -108,6 +110,10 @@ impl Metrics {
             "http_request_timeouts_total",
             "HTTP requests not received and answered in time (answered 408)",
         )?;
+        let http_idle_closed = IntCounter::new(
+            "http_idle_connections_closed_total",
+            "Idle HTTP connections closed to make room for a new one when as many as the server serves at once were open",
+        )?;
         let http_write_timeouts = IntCounter::new(
             "http_write_timeouts_total",
             "HTTP connections closed because the client read nothing of what was sent to it in time (WebSockets included)",
@@ -167,6 +173,7 @@ impl Metrics {
         registry.register(Box::new(http_header_timeouts.clone()))?;
         registry.register(Box::new(http_request_timeouts.clone()))?;
         registry.register(Box::new(http_write_timeouts.clone()))?;
+        registry.register(Box::new(http_idle_closed.clone()))?;
         registry.register(Box::new(graphql_operations.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(websockets_refused.clone()))?;
@@ -191,6 +198,7 @@ impl Metrics {
             http_header_timeouts,
             http_request_timeouts,
             http_write_timeouts,
+            http_idle_closed,
             graphql_operations,
             subscriptions,
             websockets_refused,

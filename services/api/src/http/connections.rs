@@ -5,11 +5,12 @@
 //! arrive and be answered, and how long a client may leave an answer
 //! unread (a stalled write ends the connection, a WebSocket's included).
 //!
-//! A connection past the cap is answered `503` with a JSON error naming the
-//! cap and `Retry-After`, then closed: the client learns why instead of
-//! waiting in the listen queue. A connection upgraded to a WebSocket keeps
-//! its place until the socket closes (the place travels with the socket).
-//! What was refused or cut off is counted in the node's metrics and logged
+//! At the cap, the connection idle longest is closed to make room for a new
+//! one ([`Slots`]); with none idle, a connection past the cap is answered
+//! `503` with a JSON error naming the cap and `Retry-After`, then closed:
+//! the client learns why instead of waiting in the listen queue. A
+//! connection upgraded to a WebSocket keeps its place until the socket
+//! closes (the place travels with the socket). What was refused or cut off is counted in the node's metrics and logged
 //! (at most once per ten seconds, with the count since). A connection the
 //! server closes is half-closed and read from a little longer (a lingering
 //! close), so an answer sent before the request was read whole — a `413`
@@ -19,6 +20,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -41,8 +43,9 @@ use crate::ApiError;
 /// How the server bounds its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// Most connections open at once (WebSockets included); one more is
-    /// answered `503` and closed. Never more than the process may open
+    /// Most connections open at once (WebSockets included); at the cap the
+    /// connection idle longest is closed to make room for a new one, and
+    /// with none idle one more is answered `503` and closed. Never more than the process may open
     /// files for (its soft limit raised up to the hard one), less a reserve
     /// for its stores ([`FILES_RESERVED`]).
     pub max_open: usize,
@@ -103,6 +106,8 @@ pub struct ConnectionMetrics {
     pub header_timeouts: IntCounter,
     /// Requests answered `408`.
     pub request_timeouts: IntCounter,
+    /// Idle connections closed to make room for a new one at the cap.
+    pub idle_closed: IntCounter,
     /// Connections closed because the client read nothing of what the
     /// server sent for the write timeout.
     pub write_timeouts: IntCounter,
@@ -116,6 +121,7 @@ impl ConnectionMetrics {
             refused: m.http_connections_refused.clone(),
             header_timeouts: m.http_header_timeouts.clone(),
             request_timeouts: m.http_request_timeouts.clone(),
+            idle_closed: m.http_idle_closed.clone(),
             write_timeouts: m.http_write_timeouts.clone(),
         }
     }
@@ -129,6 +135,7 @@ impl ConnectionMetrics {
             refused: counter("refused"),
             header_timeouts: counter("header_timeouts"),
             request_timeouts: counter("request_timeouts"),
+            idle_closed: counter("idle_closed"),
             write_timeouts: counter("write_timeouts"),
         }
     }
@@ -197,12 +204,19 @@ pub async fn serve_connections(
     // Each connection holds a receiver; all dropped when all have closed.
     let (closed_tx, closed_rx) = watch::channel(());
     let mut shutdown = pin!(shutdown);
-    let mut refused_since_log = Log::default();
     let mut accept_errors = Log::default();
-    let stalled_writes = Arc::new(StalledWrites {
-        limit: limits.write_timeout,
-        count: metrics.write_timeouts.clone(),
-        log: std::sync::Mutex::new(Log::default()),
+    let serving = Arc::new(Serving {
+        router,
+        limits,
+        stalled_writes: StalledWrites {
+            limit: limits.write_timeout,
+            count: metrics.write_timeouts.clone(),
+            log: std::sync::Mutex::new(Log::default()),
+        },
+        metrics,
+        slots: Slots::default(),
+        cap,
+        refused_since_log: std::sync::Mutex::new(Log::default()),
     });
     loop {
         let stream = tokio::select! {
@@ -221,64 +235,36 @@ pub async fn serve_connections(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            metrics.refused.inc();
-            if let Some(n) = refused_since_log.due() {
-                tracing::warn!(
-                    cap,
-                    refused = n,
-                    "{cap} connections open, as many as the server serves at once: refusing more (503)"
-                );
-            }
-            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
-                tokio::spawn(refuse(stream, cap, refusing));
-            }
+        let (stop, closed) = (stop_rx.clone(), closed_rx.clone());
+        if let Ok(place) = places.clone().try_acquire_owned() {
+            tokio::spawn(serving.clone().serve(stream, place, stop, closed));
+            continue;
+        }
+        // At the cap. As a server with a connection limit should, the
+        // connection idle longest is closed to make room (nothing in flight
+        // on it is cut: it closes once its answer is sent); the newcomer
+        // waits a moment for the place that frees, or one a closing
+        // connection gives back, and is answered 503 if none does.
+        if serving.slots.close_the_longest_idle() {
+            serving.metrics.idle_closed.inc();
+        }
+        let Ok(waiting) = refusals.clone().try_acquire_owned() else {
+            serving.refused();
             continue;
         };
-        metrics.open.inc();
-        let io = TokioIo::new(Counted {
-            stream: Some(stream),
-            place: Some(place),
-            open: Some(metrics.open.clone()),
-            stall: Some(WriteStall {
-                writes: stalled_writes.clone(),
-                timer: None,
-            }),
-        });
-        let service = TowerToHyperService::new(router.clone());
-        let header_timeouts = metrics.header_timeouts.clone();
-        let mut stop = stop_rx.clone();
-        let closed = closed_rx.clone();
+        let (serving, places) = (serving.clone(), places.clone());
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // RFC 9112 §9.3 (persistence): the header timeout also closes a
-            // keep-alive connection left idle.
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
-            let mut stopping = false;
-            let outcome = loop {
-                tokio::select! {
-                    outcome = connection.as_mut() => break outcome,
-                    // Finishes the request in flight, if any, then closes.
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+            match tokio::time::timeout(PLACE_WAIT, places.acquire_owned()).await {
+                Ok(Ok(place)) => {
+                    drop(waiting);
+                    serving.serve(stream, place, stop, closed).await;
                 }
-            };
-            if let Err(e) = outcome {
-                if e.is_timeout() {
-                    header_timeouts.inc();
-                    tracing::debug!(
-                        "closed a connection whose request head did not arrive in time"
-                    );
-                } else {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                _ => {
+                    serving.refused();
+                    refuse(stream, serving.cap, waiting).await;
+                    drop(closed);
                 }
             }
-            drop(closed);
         });
     }
     drop(listener);
@@ -286,6 +272,213 @@ pub async fn serve_connections(
     drop(closed_rx);
     closed_tx.closed().await;
     Ok(())
+}
+
+/// How long a connection past the cap waits for a place (one an idle
+/// connection closed for it gives back, or a closing one) before it is
+/// answered `503`: longer than a closed connection lingers once its client
+/// goes quiet ([`LINGER_QUIET`]), so a client that never closes its side
+/// delays the newcomer but does not turn it away.
+const PLACE_WAIT: Duration = Duration::from_secs(2);
+
+/// What every connection of one server is served with.
+struct Serving {
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
+    stalled_writes: StalledWrites,
+    slots: Slots,
+    cap: usize,
+    refused_since_log: std::sync::Mutex<Log>,
+}
+
+impl Serving {
+    /// Serves `stream` in its `place` until it closes (or, once `stop`
+    /// changes, until the request in flight is answered); `closed` is held
+    /// until then.
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        place: OwnedSemaphorePermit,
+        mut stop: watch::Receiver<()>,
+        closed: watch::Receiver<()>,
+    ) {
+        self.metrics.open.inc();
+        let slot = self.slots.open();
+        let io = TokioIo::new(Counted {
+            stream: Some(stream),
+            place: Some(place),
+            open: Some(self.metrics.open.clone()),
+            stall: Some(WriteStall {
+                writes: self.clone(),
+                timer: None,
+            }),
+            activity: Some(slot.clone()),
+        });
+        let (router, busy) = (self.router.clone(), slot.clone());
+        let service = TowerToHyperService::new(tower::service_fn(move |request: Request<_>| {
+            let answering = Answering::on(&busy);
+            let answer = tower::ServiceExt::oneshot(router.clone(), request);
+            async move {
+                let answer = answer.await;
+                drop(answering);
+                answer
+            }
+        }));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // RFC 9112 §9.3 (persistence): the header timeout also closes a
+        // keep-alive connection left idle.
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout);
+        let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
+        let mut stopping = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = connection.as_mut() => break outcome,
+                // Each finishes the request in flight, if any, then closes.
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = slot.make_room.notified(), if !stopping => {
+                    stopping = true;
+                    tracing::debug!("closing an idle connection to make room for a new one");
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            if e.is_timeout() {
+                self.metrics.header_timeouts.inc();
+                tracing::debug!("closed a connection whose request head did not arrive in time");
+            } else {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        self.slots.close(&slot);
+        drop(closed);
+    }
+
+    /// Counts and logs a connection refused at the cap.
+    fn refused(&self) {
+        self.metrics.refused.inc();
+        let due = self
+            .refused_since_log
+            .lock()
+            .map(|mut log| log.due())
+            .unwrap_or(None);
+        if let Some(n) = due {
+            let cap = self.cap;
+            tracing::warn!(
+                cap,
+                refused = n,
+                "{cap} connections open, as many as the server serves at once: refusing more (503)"
+            );
+        }
+    }
+}
+
+/// The connections being served, as the cap sees them: which is idle, and
+/// since when.
+#[derive(Default)]
+struct Slots {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Slot>>>,
+}
+
+impl Slots {
+    /// A slot for a connection now served.
+    fn open(&self) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            origin: Instant::now(),
+            answering: AtomicUsize::new(0),
+            quiet_since_ms: AtomicU64::new(0),
+            make_room: tokio::sync::Notify::new(),
+            closing: AtomicBool::new(false),
+        });
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(slot.id, slot.clone());
+        }
+        slot
+    }
+
+    /// Forgets a connection no longer served (closed, or upgraded to a
+    /// WebSocket, which is never idle in this sense).
+    fn close(&self, slot: &Slot) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&slot.id);
+        }
+    }
+
+    /// Asks the connection idle longest (no request being answered, and
+    /// no byte read or written for the longest) to close; false if every
+    /// connection is busy or already closing.
+    fn close_the_longest_idle(&self) -> bool {
+        let Ok(open) = self.open.lock() else {
+            return false;
+        };
+        let idle = open
+            .values()
+            .filter(|s| {
+                s.answering.load(Ordering::Acquire) == 0 && !s.closing.load(Ordering::Acquire)
+            })
+            .min_by_key(|s| s.quiet_since());
+        let Some(idle) = idle else {
+            return false;
+        };
+        idle.closing.store(true, Ordering::Release);
+        // A permit is kept if the task is not waiting on it just now.
+        idle.make_room.notify_one();
+        true
+    }
+}
+
+/// One connection being served.
+struct Slot {
+    id: u64,
+    origin: Instant,
+    /// Requests being answered on it (their handlers running).
+    answering: AtomicUsize,
+    /// When it last read or wrote a byte or finished answering, ms after
+    /// `origin`.
+    quiet_since_ms: AtomicU64,
+    /// Notified when the connection is to close to make room.
+    make_room: tokio::sync::Notify,
+    /// Asked to close already.
+    closing: AtomicBool,
+}
+
+impl Slot {
+    /// Notes activity on the connection now.
+    fn active(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.quiet_since_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Since when it has been quiet (comparable across connections).
+    fn quiet_since(&self) -> Instant {
+        self.origin + Duration::from_millis(self.quiet_since_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A request being answered on a connection, until dropped.
+struct Answering(Arc<Slot>);
+
+impl Answering {
+    fn on(slot: &Arc<Slot>) -> Self {
+        slot.answering.fetch_add(1, Ordering::AcqRel);
+        slot.active();
+        Self(slot.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
+        self.0.active();
+    }
 }
 
 /// Answers a connection past the cap with `503` and closes it.
@@ -307,6 +500,7 @@ async fn refuse(stream: TcpStream, cap: usize, refusing: OwnedSemaphorePermit) {
         open: None,
         // Bounded as a whole by the refusal's timeout below.
         stall: None,
+        activity: None,
     };
     let answered = builder.serve_connection(TokioIo::new(refused), service);
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, answered).await;
@@ -369,6 +563,8 @@ struct Counted {
     open: Option<IntGauge>,
     /// The write timeout, for a connection served.
     stall: Option<WriteStall>,
+    /// Where its activity is noted, for a connection served.
+    activity: Option<Arc<Slot>>,
 }
 
 /// The write timeout, shared by a server's connections: its length, and
@@ -382,7 +578,8 @@ struct StalledWrites {
 /// A connection's write timeout: a timer started when a write finds the
 /// client's window full, restarted by the next write that goes through.
 struct WriteStall {
-    writes: Arc<StalledWrites>,
+    /// The server, for its [`StalledWrites`].
+    writes: Arc<Serving>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -398,7 +595,8 @@ impl WriteStall {
             self.timer = None;
             return outcome;
         }
-        let limit = self.writes.limit;
+        let writes = &self.writes.stalled_writes;
+        let limit = writes.limit;
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
@@ -406,13 +604,9 @@ impl WriteStall {
             return Poll::Pending;
         }
         self.timer = None;
-        self.writes.count.inc();
-        let due = self
-            .writes
-            .log
-            .lock()
-            .map(|mut log| log.due())
-            .unwrap_or(None);
+        let writes = &self.writes.stalled_writes;
+        writes.count.inc();
+        let due = writes.log.lock().map(|mut log| log.due()).unwrap_or(None);
         if let Some(n) = due {
             tracing::warn!(
                 seconds = limit.as_secs(),
@@ -450,6 +644,9 @@ impl Counted {
         cx: &mut Context<'_>,
         outcome: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
+        if let (Poll::Ready(Ok(_)), Some(slot)) = (&outcome, &self.activity) {
+            slot.active();
+        }
         match self.stall.as_mut() {
             Some(stall) => stall.watch(cx, outcome),
             None => outcome,
@@ -504,7 +701,14 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        self.poll_stream(|stream| stream.poll_read(cx, buf))
+        let before = buf.filled().len();
+        let outcome = self.poll_stream(|stream| stream.poll_read(cx, buf));
+        if buf.filled().len() > before {
+            if let Some(slot) = &self.activity {
+                slot.active();
+            }
+        }
+        outcome
     }
 }
 
@@ -653,31 +857,111 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// A router whose `/hold` counts itself in `held` and is answered only
+    /// once `release` is notified; everything else at once.
+    fn holding(release: Arc<tokio::sync::Notify>, held: Arc<AtomicUsize>) -> Router {
+        Router::new()
+            .route(
+                "/hold",
+                axum::routing::get(move || async move {
+                    held.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                    "held"
+                }),
+            )
+            .fallback(|| async { "served" })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_server_refuses_a_body_with_a_503_the_client_reads() {
-        let router = Router::new().fallback(|| async { "served" });
+        let release = Arc::new(tokio::sync::Notify::new());
         let limits = ConnectionLimits {
             max_open: 1,
             ..ConnectionLimits::default()
         };
-        let server = TestServer::start(router, limits).await;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let server = TestServer::start(holding(release.clone(), in_flight.clone()), limits).await;
         let addr = server.addr;
-        // One connection, served and kept open, fills the server.
+        // One connection with a request being answered fills the server:
+        // it is not idle, so it is not closed to make room.
         let mut held = TcpStream::connect(addr).await.unwrap();
-        held.write_all(b"GET / HTTP/1.1\r\nHost: clew\r\n\r\n")
+        held.write_all(b"GET /hold HTTP/1.1\r\nHost: clew\r\n\r\n")
             .await
             .unwrap();
-        let mut first = [0u8; 64];
-        let n = held.read(&mut first).await.unwrap();
-        assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
-        for attempt in 0..5 {
+        eventually("the held request in flight", || {
+            in_flight.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        for attempt in 0..3 {
             let answer = post_a_large_body(addr, attempt).await;
             assert!(
                 answer.starts_with("HTTP/1.1 503") && answer.contains("UNAVAILABLE"),
                 "attempt {attempt}: {answer:?}"
             );
         }
+        assert_eq!(server.metrics.idle_closed.get(), 0);
+        assert_eq!(server.metrics.refused.get(), 3);
+        // The held request is answered as if nothing happened.
+        release.notify_one();
+        let mut answer = [0u8; 64];
+        let n = held.read(&mut answer).await.unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..n]
+        );
         drop(held);
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_cap_the_connection_idle_longest_is_closed_to_make_room() {
+        let limits = ConnectionLimits {
+            max_open: 2,
+            ..ConnectionLimits::default()
+        };
+        let server = TestServer::start(holding(Arc::default(), Arc::default()), limits).await;
+        let addr = server.addr;
+        let ask = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: clew\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut answer = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            (s, String::from_utf8_lossy(&answer[..n]).into_owned())
+        };
+        // Two kept-alive connections, answered and left idle: the cap.
+        let (mut older, a) = ask("/").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut newer, b) = ask("/").await;
+        assert!(
+            a.starts_with("HTTP/1.1 200") && b.starts_with("HTTP/1.1 200"),
+            "{a:?} {b:?}"
+        );
+        // A third is served, and the one idle longer is closed for it.
+        let (_third, c) = ask("/").await;
+        assert!(c.starts_with("HTTP/1.1 200"), "{c:?}");
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), older.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the older idle connection stays open: {closed:?}"
+        );
+        let mut byte = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), newer.read(&mut byte))
+                .await
+                .is_err(),
+            "the newer idle connection was closed too"
+        );
+        assert_eq!(server.metrics.idle_closed.get(), 1);
+        assert_eq!(server.metrics.refused.get(), 0);
+        drop((older, newer));
         server.stop().await;
     }
 

@@ -608,8 +608,9 @@ pub(crate) struct ServerArgs {
 /// How many connections a server keeps, and how slow a client may be.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectionArgs {
-    /// Most connections open at once (WebSockets included); one more is
-    /// answered 503 and closed. The open-file limit (ulimit -n) is raised
+    /// Most connections open at once (WebSockets included); at the cap the
+    /// connection idle longest is closed to make room for a new one, and
+    /// with none idle one more is answered 503 and closed. The open-file limit (ulimit -n) is raised
     /// for them up to its hard value; lowered to what that leaves room for.
     #[arg(long, default_value_t = 1024, env = "CLEW_MAX_CONNECTIONS")]
     pub(crate) max_connections: usize,
