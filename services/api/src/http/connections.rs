@@ -383,7 +383,7 @@ impl Serving {
 /// since when.
 #[derive(Default)]
 struct Slots {
-    next: std::sync::atomic::AtomicU64,
+    next: AtomicU64,
     open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Slot>>>,
 }
 
