@@ -336,14 +336,7 @@ async fn hostile_requests_get_clear_codes_and_memory_stays_bounded() {
     // closed at its connection_init with 1013 Try Again Later, naming the
     // limit, while another principal still subscribes.
     let feed = "subscription { checkpoints { size } }";
-    let mut held = Vec::new();
-    for i in 0..16 {
-        held.push(
-            Subscription::start(&server.base, &ben, feed)
-                .await
-                .unwrap_or_else(|e| panic!("ben's WebSocket {}: {e}", i + 1)),
-        );
-    }
+    let mut held = subscriptions(&server.base, &ben, feed, 16).await;
     let ben_init =
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {ben}")}});
     let (code, reason) = ws_close(&server.base, Some(ben_init), Duration::from_secs(10))
@@ -831,6 +824,19 @@ async fn closed_after(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<D
     }
 }
 
+/// `n` subscriptions to `feed` by the holder of `token`, each acknowledged.
+async fn subscriptions(base: &str, token: &str, feed: &str, n: usize) -> Vec<Subscription> {
+    let mut open = Vec::with_capacity(n);
+    for i in 1..=n {
+        open.push(
+            Subscription::start(base, token, feed)
+                .await
+                .unwrap_or_else(|e| panic!("subscription {i} of {n}: {e}")),
+        );
+    }
+    open
+}
+
 /// A metric's value in a Prometheus text exposition.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -913,14 +919,7 @@ async fn greedy_and_slow_clients_are_refused_or_cut_off_with_a_reason() {
     // 1. Five WebSocket subscriptions and the kept-alive connection above,
     //    answered and left idle: six places, the cap.
     let feed = "subscription { checkpoints { size rootHash note } }";
-    let mut subscriptions = Vec::new();
-    for i in 0..5 {
-        subscriptions.push(
-            Subscription::start(&server.base, &admin, feed)
-                .await
-                .unwrap_or_else(|e| panic!("subscription {}: {e}", i + 1)),
-        );
-    }
+    let mut subscriptions = subscriptions(&server.base, &admin, feed, 5).await;
 
     // 2. A seventh connection is served: the idle one is closed to make
     //    room for it (a WebSocket is never idle in this sense).

@@ -208,11 +208,7 @@ pub async fn serve_connections(
     let serving = Arc::new(Serving {
         router,
         limits,
-        stalled_writes: StalledWrites {
-            limit: limits.write_timeout,
-            count: metrics.write_timeouts.clone(),
-            log: std::sync::Mutex::new(Log::default()),
-        },
+        stalled_since_log: std::sync::Mutex::new(Log::default()),
         metrics,
         slots: Slots::default(),
         cap,
@@ -286,7 +282,8 @@ struct Serving {
     router: Router,
     limits: ConnectionLimits,
     metrics: ConnectionMetrics,
-    stalled_writes: StalledWrites,
+    /// When connections ended by the write timeout were last logged.
+    stalled_since_log: std::sync::Mutex<Log>,
     slots: Slots,
     cap: usize,
     refused_since_log: std::sync::Mutex<Log>,
@@ -567,18 +564,11 @@ struct Counted {
     activity: Option<Arc<Slot>>,
 }
 
-/// The write timeout, shared by a server's connections: its length, and
-/// where a connection it ends is counted and logged.
-struct StalledWrites {
-    limit: Duration,
-    count: IntCounter,
-    log: std::sync::Mutex<Log>,
-}
-
 /// A connection's write timeout: a timer started when a write finds the
 /// client's window full, restarted by the next write that goes through.
 struct WriteStall {
-    /// The server, for its [`StalledWrites`].
+    /// The server, for the timeout's length and where an ended connection
+    /// is counted and logged.
     writes: Arc<Serving>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -595,8 +585,7 @@ impl WriteStall {
             self.timer = None;
             return outcome;
         }
-        let writes = &self.writes.stalled_writes;
-        let limit = writes.limit;
+        let limit = self.writes.limits.write_timeout;
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
@@ -604,9 +593,13 @@ impl WriteStall {
             return Poll::Pending;
         }
         self.timer = None;
-        let writes = &self.writes.stalled_writes;
-        writes.count.inc();
-        let due = writes.log.lock().map(|mut log| log.due()).unwrap_or(None);
+        self.writes.metrics.write_timeouts.inc();
+        let due = self
+            .writes
+            .stalled_since_log
+            .lock()
+            .map(|mut log| log.due())
+            .unwrap_or(None);
         if let Some(n) = due {
             tracing::warn!(
                 seconds = limit.as_secs(),
@@ -987,15 +980,21 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_client_that_reads_nothing_of_a_large_answer_is_cut_off_after_the_write_timeout() {
-        const BODY: usize = 64 << 20;
-        let router = Router::new().fallback(|| async { vec![b'x'; BODY] });
+    /// A server answering every request with `bytes` bytes, with a write
+    /// timeout of 1 s.
+    async fn answering_with(bytes: usize) -> TestServer {
+        let router = Router::new().fallback(move || async move { vec![b'x'; bytes] });
         let limits = ConnectionLimits {
             write_timeout: Duration::from_secs(1),
             ..ConnectionLimits::default()
         };
-        let server = TestServer::start(router, limits).await;
+        TestServer::start(router, limits).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_reads_nothing_of_a_large_answer_is_cut_off_after_the_write_timeout() {
+        const BODY: usize = 64 << 20;
+        let server = answering_with(BODY).await;
         let metrics = server.metrics.clone();
         let asked = Instant::now();
         let mut client = ask_with_a_receive_buffer(server.addr, 4096).await;
@@ -1033,12 +1032,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_answer_read_slowly_but_steadily_is_not_cut_off() {
         const BODY: usize = 16 << 20;
-        let router = Router::new().fallback(|| async { vec![b'x'; BODY] });
-        let limits = ConnectionLimits {
-            write_timeout: Duration::from_secs(1),
-            ..ConnectionLimits::default()
-        };
-        let server = TestServer::start(router, limits).await;
+        let server = answering_with(BODY).await;
         let started = Instant::now();
         let mut client = ask_with_a_receive_buffer(server.addr, 256 << 10).await;
         // At most 256 KiB every 50 ms: the answer takes longer than the
