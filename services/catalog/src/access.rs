@@ -173,7 +173,7 @@ fn set_members(
     change(&mut members);
     attrs["members"] = json!(members);
     node.attributes = raw(&attrs);
-    p.put_node(&node);
+    p.put_node(node);
     Ok(())
 }
 
@@ -245,7 +245,7 @@ pub(crate) fn move_request(
         list.extend(grant_ids.iter().map(|g| json!(g)));
     }
     node.attributes = raw(&attrs);
-    p.put_node(&node);
+    p.put_node(node);
     Ok(())
 }
 
@@ -265,7 +265,7 @@ pub(crate) fn put_grant(
             g.dataset_id.clone().into_bytes(),
         );
     }
-    p.put_node(&node);
+    p.put_node(node);
     Ok(())
 }
 

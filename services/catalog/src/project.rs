@@ -31,7 +31,12 @@ struct Staged {
 /// Writes of a chunk of leaves, read through before sled.
 pub(crate) struct Pending<'a> {
     pub tree: &'a sled::Tree,
+    /// Writes other than node records.
     pub writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Node records written, by subject: kept decoded, since the next
+    /// events often read them back (a version its transform, a run its
+    /// model), and encoded once with the chunk.
+    nodes: HashMap<String, NodeRecord>,
     /// Search documents to rebuild (subjects of dataset and model versions).
     pub touched: BTreeSet<String>,
     /// The resident graph as of the chunk's start (projection only).
@@ -58,6 +63,7 @@ impl<'a> Pending<'a> {
             dictionaries,
             tree,
             writes: BTreeMap::new(),
+            nodes: HashMap::new(),
             touched: BTreeSet::new(),
             graph: None,
             walks: BTreeMap::new(),
@@ -78,7 +84,11 @@ impl<'a> Pending<'a> {
         }
     }
 
+    /// The node of `subject` as this chunk left it.
     pub fn node(&self, subject: &str) -> Result<Option<NodeRecord>, CatalogError> {
+        if let Some(node) = self.nodes.get(subject) {
+            return Ok(Some(node.clone()));
+        }
         let key = keys::node(subject);
         let parse = |b: &[u8]| stored::decode_node(subject, b, &self.dictionaries);
         match self.writes.get(&key) {
@@ -95,7 +105,7 @@ impl<'a> Pending<'a> {
         let Some(graph) = self.graph else {
             return true;
         };
-        self.writes.contains_key(&keys::node(subject))
+        self.nodes.contains_key(subject)
             || graph
                 .id(subject)
                 .is_none_or(|id| graph.is_ended_or_affected(id))
@@ -104,7 +114,7 @@ impl<'a> Pending<'a> {
     /// Stores a node, and in walk records what the graph does not know of
     /// it yet: its creation, any out-edges added since, and that it is
     /// ended or affected.
-    pub(crate) fn put_node(&mut self, node: &NodeRecord) {
+    pub(crate) fn put_node(&mut self, node: NodeRecord) {
         let subject = node.subject();
         if matches!(node.node_type.as_str(), "dataset-version" | "model-version") {
             self.touched.insert(subject.clone());
@@ -125,7 +135,7 @@ impl<'a> Pending<'a> {
                 out += staged.out;
                 marked |= staged.ended_or_affected;
             }
-            for walk in WalkRecord::of_node(node, created, out, marked) {
+            for walk in WalkRecord::of_node(&node, created, out, marked) {
                 for (_, to, _) in &walk.out {
                     self.staged_dependents
                         .entry(to.clone())
@@ -148,8 +158,20 @@ impl<'a> Pending<'a> {
                 }
             }
         }
-        self.writes
-            .insert(keys::node(&subject), stored::encode_node(node));
+        // Encoded once, with the chunk (`Pending::node_writes`).
+        self.nodes.insert(subject, node);
+    }
+
+    /// The nodes this chunk stored, encoded as their sled writes (in
+    /// parallel: the chunk's projection is done).
+    pub fn node_writes(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use rayon::prelude::*;
+        let nodes: Vec<(String, NodeRecord)> =
+            std::mem::take(&mut self.nodes).into_iter().collect();
+        nodes
+            .into_par_iter()
+            .map(|(subject, node)| (keys::node(&subject), stored::encode_node(&node)))
+            .collect()
     }
 
     /// Records an edge `from -> to` inside `from` (which the caller then
@@ -191,11 +213,10 @@ impl<'a> Pending<'a> {
 /// An edge to create from a new node: relation, target subject, role.
 type Upstream = (Relation, String, Option<String>);
 
+/// A node's attributes: the event body as JSON, serialized once (not parsed
+/// again to check what the serializer just wrote).
 fn attributes<T: Serialize>(body: &T) -> Box<RawValue> {
-    serde_json::to_string(body)
-        .ok()
-        .and_then(|t| RawValue::from_string(t).ok())
-        .unwrap_or_default()
+    serde_json::value::to_raw_value(body).unwrap_or_default()
 }
 
 fn dv(id: &str) -> String {
@@ -260,7 +281,7 @@ pub(crate) fn apply(
                 // Re-registration (key rotation, role change): latest wins.
                 node.label = b.display_name.clone();
                 node.attributes = attributes(&public);
-                p.put_node(&node);
+                p.put_node(node);
             } else {
                 let node = new_node(
                     "principal",
@@ -292,7 +313,7 @@ pub(crate) fn apply(
                 b.title.clone(),
                 access::raw(&attrs),
             );
-            p.put_node(&node);
+            p.put_node(node);
             access::join(p, &b.project_id, &b.lead_principal_id, &entry)?;
         }
         Body::ProjectMemberAdded(b) => {
@@ -309,7 +330,7 @@ pub(crate) fn apply(
             let label = format!("access request {} by {}", b.request_id, event.actor);
             let mut node = new_node("access-request", &b.request_id, label, access::raw(&attrs));
             node.statuses.push((leaf, "SUBMITTED".into()));
-            p.put_node(&node);
+            p.put_node(node);
         }
         Body::AccessRequestResubmitted(b) => {
             let step = access::transition(
@@ -353,7 +374,7 @@ pub(crate) fn apply(
             if let Some(mut node) = p.node(&subject_key)? {
                 node.ended_leaf = Some(leaf);
                 node.ended_detail = serde_json::to_value(b).ok();
-                p.put_node(&node);
+                p.put_node(node);
             }
         }
         Body::DatasetRegistered(b) => {
@@ -387,7 +408,7 @@ pub(crate) fn apply(
                 node.ended_leaf = Some(leaf);
                 node.statuses.push((leaf, "WITHDRAWN".into()));
                 node.ended_detail = serde_json::to_value(b).ok();
-                p.put_node(&node);
+                p.put_node(node);
                 mark_downstream_affected(p, &subject_key, leaf)?;
             }
         }
@@ -413,7 +434,7 @@ pub(crate) fn apply(
                         None,
                         leaf,
                     );
-                    p.put_node(&output);
+                    p.put_node(output);
                 }
             }
         }
@@ -489,7 +510,7 @@ pub(crate) fn apply(
                             p.add_edge(&mut node, Relation::WasInformedBy, &to, None, leaf);
                         }
                     }
-                    p.put_node(&node);
+                    p.put_node(node);
                 }
                 None => {
                     let mut up = vec![
@@ -541,7 +562,7 @@ pub(crate) fn apply(
                 p.add_edge(&mut node, relation, &to, role, leaf);
             }
             node.affected_by = affected.into_iter().collect();
-            p.put_node(&node);
+            p.put_node(node);
         }
         // Events that change an existing entity are history keys; the
         // creating event lives in the node itself.
@@ -582,7 +603,7 @@ fn mark_downstream_affected(
                 if let Some(mut node) = p.node(&from)? {
                     if !node.affected_by.contains(&affect) {
                         node.affected_by.push(affect.clone());
-                        p.put_node(&node);
+                        p.put_node(node);
                     }
                 }
                 queue.push_back(from);
