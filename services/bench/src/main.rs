@@ -487,6 +487,13 @@ fn run(bench: Bench) -> Result<()> {
                 r.projection_events_per_s / r.sequencing_events_per_s
             );
             println!(
+                "                         | CPU an event {:.1} µs ({:.2} cores busy), of which the projecting thread {:.1} µs ({:.2})",
+                r.projection_cpu_us_per_event,
+                r.projection_cpu_us_per_event * r.projection_events_per_s / 1e6,
+                r.projecting_cpu_us_per_event,
+                r.projecting_cpu_us_per_event / r.projection_cpu_us_per_event
+            );
+            println!(
                 "search + 3 facets:       p50 {:.2} ms, p99 {:.2} ms | facets by tantivy terms aggregations p50 {:.2} ms | ratio {:.2}",
                 r.search_p50_ms,
                 r.search_p99_ms,

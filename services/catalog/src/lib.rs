@@ -333,6 +333,13 @@ impl Catalog {
     /// later chunk's state than the commit it goes into claims: documents
     /// are a pure function of the state, and a crash in between leaves the
     /// index behind `SEARCH_AT`, which the next open repairs.
+    ///
+    /// A chunk is stored (compressed, written, flushed, added to the graph)
+    /// on this thread before the next is projected, not beside it: sled
+    /// 0.34 writes a batch under a lock that every read in the process
+    /// waits on, so a projector reading while the chunk before it is
+    /// written only waits. Tried twice, with the chunk's changes readable
+    /// to the next until stored; no faster (see the benchmarks' guide).
     pub fn catch_up(
         &self,
         ledger: &Ledger,
@@ -517,7 +524,9 @@ impl Catalog {
         // One sled value per group of records instead of one per record:
         // half of what a chunk inserted were walk records.
         pending.writes.extend(WalkRecord::grouped(walks.values()));
-        let writes = std::mem::take(&mut pending.writes);
+        let nodes = pending.node_writes();
+        let mut writes = std::mem::take(&mut pending.writes);
+        writes.extend(nodes);
         let touched = std::mem::take(&mut pending.touched);
         drop(pending);
         drop(graph);
