@@ -356,7 +356,9 @@ impl Catalog {
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, CatalogError> {
         std::thread::scope(|scope| {
-            let (chunks, backlogs) = std::sync::mpsc::sync_channel::<SearchBacklog>(1);
+            // A few chunks may wait for the search thread, which takes
+            // them into one commit: the projector goes on meanwhile.
+            let (chunks, backlogs) = std::sync::mpsc::sync_channel::<SearchBacklog>(4);
             let indexer = std::thread::Builder::new()
                 .name("catalog-search".into())
                 .spawn_scoped(scope, move || -> Result<(), CatalogError> {
@@ -524,25 +526,48 @@ impl Catalog {
         // One sled value per group of records instead of one per record:
         // half of what a chunk inserted were walk records.
         pending.writes.extend(WalkRecord::grouped(walks.values()));
-        let nodes = pending.node_writes();
-        let mut writes = std::mem::take(&mut pending.writes);
-        writes.extend(nodes);
+        let nodes = pending.take_nodes();
+        let writes = std::mem::take(&mut pending.writes);
         let touched = std::mem::take(&mut pending.touched);
         drop(pending);
         drop(graph);
-        let dictionaries = self.train_dictionaries(&writes);
-        // Node records are compressed here, once per chunk and on every
-        // core, however often the chunk changed them.
-        let writes: Vec<(Vec<u8>, Vec<u8>)> = writes
+        // Node records are encoded and compressed here, once per chunk and
+        // on every core, however often the chunk changed them: in one pass
+        // with the dictionary of their type, or kept apart to train one
+        // when their type has none yet.
+        let current = self.dictionaries();
+        let (compressed, fresh): (Vec<_>, Vec<_>) = nodes
             .into_par_iter()
-            .map(|(k, v)| match k.first() {
-                Some(&keys::NODE) => {
+            .map(|(subject, node)| {
+                let record = stored::encode_node(&node);
+                let dictionary = current.of_type(&node.node_type);
+                let done = dictionary.is_some();
+                let record = if done {
+                    stored::kept_node(record, dictionary)
+                } else {
+                    record
+                };
+                (keys::node(&subject), record, done)
+            })
+            .partition(|(_, _, done)| *done);
+        let fresh: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            fresh.into_iter().map(|(k, v, _)| (k, v)).collect();
+        let dictionaries = self.train_dictionaries(&fresh);
+        let fresh: Vec<(Vec<u8>, Vec<u8>)> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            fresh
+                .into_par_iter()
+                .map(|(k, v)| {
                     let dictionary = dictionaries.of_type(keys::node_type(&k));
                     (k, stored::kept_node(v, dictionary))
-                }
-                _ => (k, v),
-            })
-            .collect();
+                })
+                .collect()
+        };
+        let writes = writes
+            .into_iter()
+            .chain(compressed.into_iter().map(|(k, v, _)| (k, v)))
+            .chain(fresh);
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             batch.insert(k, v);

@@ -158,20 +158,14 @@ impl<'a> Pending<'a> {
                 }
             }
         }
-        // Encoded once, with the chunk (`Pending::node_writes`).
+        // Encoded once, with the chunk (`Pending::take_nodes`).
         self.nodes.insert(subject, node);
     }
 
-    /// The nodes this chunk stored, encoded as their sled writes (in
-    /// parallel: the chunk's projection is done).
-    pub fn node_writes(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        use rayon::prelude::*;
-        let nodes: Vec<(String, NodeRecord)> =
-            std::mem::take(&mut self.nodes).into_iter().collect();
-        nodes
-            .into_par_iter()
-            .map(|(subject, node)| (keys::node(&subject), stored::encode_node(&node)))
-            .collect()
+    /// The nodes this chunk stored, by subject, for the caller to encode
+    /// (once each, however often the chunk changed them).
+    pub fn take_nodes(&mut self) -> Vec<(String, NodeRecord)> {
+        std::mem::take(&mut self.nodes).into_iter().collect()
     }
 
     /// Records an edge `from -> to` inside `from` (which the caller then
