@@ -89,12 +89,11 @@ impl<'a> Pending<'a> {
         if let Some(node) = self.nodes.get(subject) {
             return Ok(Some(node.clone()));
         }
-        let key = keys::node(subject);
-        let parse = |b: &[u8]| stored::decode_node(subject, b, &self.dictionaries);
-        match self.writes.get(&key) {
-            Some(v) => parse(v).map(Some),
-            None => self.tree.get(&key)?.map(|v| parse(&v)).transpose(),
-        }
+        // Node records are never among `writes`.
+        self.tree
+            .get(keys::node(subject))?
+            .map(|v| stored::decode_node(subject, &v, &self.dictionaries))
+            .transpose()
     }
 
     /// Whether `subject` may be ended or affected by a withdrawal, so that

@@ -10,8 +10,9 @@
 //! `503` with a JSON error naming the cap and `Retry-After`, then closed:
 //! the client learns why instead of waiting in the listen queue. A
 //! connection upgraded to a WebSocket keeps its place until the socket
-//! closes (the place travels with the socket). What was refused or cut off is counted in the node's metrics and logged
-//! (at most once per ten seconds, with the count since). A connection the
+//! closes (the place travels with the socket). What was refused or cut off
+//! is counted in the node's metrics and logged (at most once per ten
+//! seconds, with the count since). A connection the
 //! server closes is half-closed and read from a little longer (a lingering
 //! close), so an answer sent before the request was read whole — a `413`
 //! for a body too large — reaches the client instead of being lost to a
@@ -45,9 +46,9 @@ use crate::ApiError;
 pub struct ConnectionLimits {
     /// Most connections open at once (WebSockets included); at the cap the
     /// connection idle longest is closed to make room for a new one, and
-    /// with none idle one more is answered `503` and closed. Never more than the process may open
-    /// files for (its soft limit raised up to the hard one), less a reserve
-    /// for its stores ([`FILES_RESERVED`]).
+    /// with none idle one more is answered `503` and closed. Never more
+    /// than the process may open files for (its soft limit raised up to the
+    /// hard one), less a reserve for its stores ([`FILES_RESERVED`]).
     pub max_open: usize,
     /// Longest a client may take to send a request's head, counted from
     /// when the connection is ready for one: so also how long an idle
