@@ -51,7 +51,6 @@ mod stored;
 use std::path::{Path, PathBuf};
 
 use clew_ledger::Ledger;
-use rayon::iter::Either;
 use rayon::prelude::*;
 use thiserror::Error;
 
@@ -537,26 +536,38 @@ impl Catalog {
         // with the dictionary of their type, or kept apart to train one
         // when their type has none yet.
         let current = self.dictionaries();
-        let (compressed, fresh): (Vec<_>, Vec<_>) =
-            nodes.into_par_iter().partition_map(|(subject, node)| {
-                let key = keys::node(&subject);
-                let record = stored::encode_node(&node);
-                match current.of_type(&node.node_type) {
-                    Some(dictionary) => {
-                        Either::Left((key, stored::kept_node(record, Some(dictionary))))
-                    }
-                    None => Either::Right((key, record)),
-                }
-            });
-        let dictionaries = self.train_dictionaries(&fresh);
-        let fresh: Vec<(Vec<u8>, Vec<u8>)> = fresh
+        let (compressed, fresh): (Vec<_>, Vec<_>) = nodes
             .into_par_iter()
-            .map(|(k, v)| {
-                let dictionary = dictionaries.of_type(keys::node_type(&k));
-                (k, stored::kept_node(v, dictionary))
+            .map(|(subject, node)| {
+                let record = stored::encode_node(&node);
+                let dictionary = current.of_type(&node.node_type);
+                let done = dictionary.is_some();
+                let record = if done {
+                    stored::kept_node(record, dictionary)
+                } else {
+                    record
+                };
+                (keys::node(&subject), record, done)
             })
-            .collect();
-        let writes = writes.into_iter().chain(compressed).chain(fresh);
+            .partition(|(_, _, done)| *done);
+        let fresh: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            fresh.into_iter().map(|(k, v, _)| (k, v)).collect();
+        let dictionaries = self.train_dictionaries(&fresh);
+        let fresh: Vec<(Vec<u8>, Vec<u8>)> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            fresh
+                .into_par_iter()
+                .map(|(k, v)| {
+                    let dictionary = dictionaries.of_type(keys::node_type(&k));
+                    (k, stored::kept_node(v, dictionary))
+                })
+                .collect()
+        };
+        let writes = writes
+            .into_iter()
+            .chain(compressed.into_iter().map(|(k, v, _)| (k, v)))
+            .chain(fresh);
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             batch.insert(k, v);
@@ -651,11 +662,10 @@ impl Catalog {
     /// The dictionaries a chunk's node records are compressed with: the
     /// catalogue's, and one trained now for each node type that has none
     /// once enough of its records have been applied, in this chunk or in
-    /// the small chunks since the catalogue opened. `records` are a chunk's
-    /// node records (key, encoded record) of types it had no dictionary for.
+    /// the small chunks since the catalogue opened.
     fn train_dictionaries(
         &self,
-        records: &[(Vec<u8>, Vec<u8>)],
+        writes: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     ) -> std::sync::Arc<stored::NodeDictionaries> {
         let mut dictionaries = self.dictionaries();
         let mut trained = false;
@@ -663,11 +673,11 @@ impl Catalog {
             .training_records
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for (k, v) in records {
+        for (k, v) in writes.range(vec![keys::NODE]..vec![keys::NODE + 1]) {
             let node_type = keys::node_type(k);
             if dictionaries.of_type(node_type).is_none() {
                 match gathered.get_mut(node_type) {
-                    Some(gathering) => gathering.push(v.clone()),
+                    Some(records) => records.push(v.clone()),
                     None => {
                         gathered.insert(node_type.to_string(), vec![v.clone()]);
                     }
