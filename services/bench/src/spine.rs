@@ -219,6 +219,15 @@ pub struct CatalogBench {
     /// its batch, adding it to the graph), µs an event.
     #[serde(default)]
     pub projecting_cpu_us_per_event: f64,
+    /// The CPU an event sequencing may take to reach its goal (0.8× the
+    /// raw verify rate) with every core busy: cores ÷ that rate, µs. Rates
+    /// move with the machine's speed; this says how far the sequencer's
+    /// own CPU is from the goal.
+    #[serde(default)]
+    pub sequencing_cpu_budget_us_per_event: f64,
+    /// The same for projection (2× the sequencing rate of the run), µs.
+    #[serde(default)]
+    pub projection_cpu_budget_us_per_event: f64,
     /// Search (text + 3 facet filters, facet counts), median ms.
     pub search_p50_ms: f64,
     /// Search, 99th percentile ms.
@@ -488,6 +497,10 @@ pub fn catalog(
     r.committing_cpu_us_per_event = committing_cpu * 1e6 / total as f64;
     r.projection_cpu_us_per_event = projection_cpu * 1e6 / events as f64;
     r.projecting_cpu_us_per_event = projecting_cpu * 1e6 / events as f64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let budget = |rate: f64| if rate > 0.0 { cores * 1e6 / rate } else { 0.0 };
+    r.sequencing_cpu_budget_us_per_event = budget(0.8 * raw_verify_per_s);
+    r.projection_cpu_budget_us_per_event = budget(2.0 * sequencing_events_per_s);
     (
         r.envelope_bytes_per_event,
         r.ledger_bytes_per_event,
