@@ -550,6 +550,8 @@ impl Catalog {
                 (keys::node(&subject), record, done)
             })
             .partition(|(_, _, done)| *done);
+        // Sorted by key: the records a dictionary is trained from, and so
+        // the dictionary, do not depend on the order a hash map gave them.
         let fresh: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
             fresh.into_iter().map(|(k, v, _)| (k, v)).collect();
         let dictionaries = self.train_dictionaries(&fresh);
@@ -662,10 +664,11 @@ impl Catalog {
     /// The dictionaries a chunk's node records are compressed with: the
     /// catalogue's, and one trained now for each node type that has none
     /// once enough of its records have been applied, in this chunk or in
-    /// the small chunks since the catalogue opened.
+    /// the small chunks since the catalogue opened. `records` are the
+    /// chunk's encoded node records of types with no dictionary, by key.
     fn train_dictionaries(
         &self,
-        writes: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        records: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     ) -> std::sync::Arc<stored::NodeDictionaries> {
         let mut dictionaries = self.dictionaries();
         let mut trained = false;
@@ -673,7 +676,7 @@ impl Catalog {
             .training_records
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for (k, v) in writes.range(vec![keys::NODE]..vec![keys::NODE + 1]) {
+        for (k, v) in records {
             let node_type = keys::node_type(k);
             if dictionaries.of_type(node_type).is_none() {
                 match gathered.get_mut(node_type) {
