@@ -248,7 +248,7 @@ impl OpenedEnvelope {
     }
 
     /// [`OpenedEnvelope::verify_signature`] with a key prepared for many
-    /// checks: the same answer, in about two thirds of the time.
+    /// checks: the same answer, in about half the time.
     pub fn verify_signature_prepared(&self, key: &PreparedKey) -> Result<(), EventError> {
         let bad = || EventError::BadSignature(self.key_id().to_string());
         let sig: &[u8; 64] = self.envelope.signatures[0]

@@ -1,33 +1,152 @@
 //! Signature checks for a process that checks many signatures under few
-//! keys (the ledger's sequencer, `clew verify`): a [`PreparedKey`] holds its
-//! key's multiples precomputed, as the curve library precomputes those of
-//! the base point, so each check reads `[k](−A)` from a table instead of
-//! computing it by doubling, and never decompresses `R`.
+//! keys (the ledger's sequencer): a [`PreparedKey`] holds its key's
+//! multiples precomputed, as the base point's are, so a check is a sum of
+//! table entries — no doublings — and never decompresses `R`.
+//!
+//! Both scalars of `[S]B + [k](−A)` are written in signed digits of 8 bits
+//! (32 digits in −128..128), and each digit adds (or subtracts) one entry of
+//! a table of 32 rows × 128 multiples: `[j]·256^i·P` for `j` in 1..=128.
+//! That is at most 64 point additions a check, against about 250 doublings
+//! and 70 additions for the library's double-base multiplication (or 128
+//! additions from its radix-16 tables, each entry found by a constant-time
+//! look-up, which a check of public values does not need). Before adding, a check reads the entries it will add, so their
+//! cache misses overlap instead of queueing one by one. A table is 640 KiB:
+//! the base point's is made once a process, a key's at its first check,
+//! and at most [`WIDE_KEYS_AT_MOST`] keys hold one at once; a key beyond
+//! them is checked with the library's variable-time double-base
+//! multiplication.
 //!
 //! It accepts exactly what `VerifyingKey::verify_strict` accepts (the check
 //! the rest of Clew and its outside verifiers apply), and the tests below
-//! hold the two against each other on valid, tampered and crafted
-//! signatures (small-order and mixed-order points, non-canonical encodings,
-//! scalars past the group order).
+//! hold it, by either path, against `verify_strict` on valid, tampered and
+//! crafted signatures (small-order and mixed-order points, non-canonical
+//! encodings, scalars past the group order).
 
-use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
-use curve25519_dalek::edwards::EdwardsBasepointTable;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::BasepointTable as _;
+use curve25519_dalek::traits::Identity as _;
 use sha2::{Digest as _, Sha512};
 
 use crate::VerifierKey;
 
-/// A verifier key with `−A`'s multiples precomputed (about 30 KiB).
+/// How many keys of a process hold a table of their own at once (640 KiB
+/// each, so at most 40 MiB); the keys first checked get them, and a key's
+/// table is given back when the key is dropped.
+pub const WIDE_KEYS_AT_MOST: usize = 64;
+
+/// Keys of this process holding a table.
+static WIDE_KEYS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// The base point's table, made at the first check.
+static BASEPOINT: LazyLock<WideTable> = LazyLock::new(|| WideTable::new(&ED25519_BASEPOINT_POINT));
+
+/// Signed digits of 8 bits: 32 of them cover a scalar below 2^255 − 2^7
+/// (every reduced scalar is below 2^253).
+const ROWS: usize = 32;
+/// Entries a row: the multiples 1..=128 (a negative digit subtracts).
+const ENTRIES: usize = 128;
+
+/// `rows[i][j] = [j + 1]·256^i·P`.
+struct WideTable {
+    rows: Vec<[EdwardsPoint; ENTRIES]>,
+}
+
+impl WideTable {
+    /// 4,096 additions and 256 doublings: a few milliseconds.
+    fn new(point: &EdwardsPoint) -> Self {
+        let mut rows = Vec::with_capacity(ROWS);
+        let mut base = *point;
+        for _ in 0..ROWS {
+            let mut row = [EdwardsPoint::identity(); ENTRIES];
+            let mut multiple = base;
+            for entry in row.iter_mut() {
+                *entry = multiple;
+                multiple += base;
+            }
+            // 256·base: the 128th multiple doubled.
+            base = row[ENTRIES - 1] + row[ENTRIES - 1];
+            rows.push(row);
+        }
+        Self { rows }
+    }
+
+    /// The entry digit `d` of row `i` adds, if any.
+    fn entry(&self, i: usize, d: i16) -> Option<&EdwardsPoint> {
+        let j = usize::from(d.unsigned_abs()).checked_sub(1)?;
+        self.rows.get(i)?.get(j)
+    }
+
+    /// Reads every entry `digits` will add, so their cache misses are
+    /// fetched side by side before the additions wait on any of them.
+    fn fetch(&self, digits: &[i16; ROWS]) {
+        for (i, d) in digits.iter().enumerate() {
+            if let Some(e) = self.entry(i, *d) {
+                std::hint::black_box(*e);
+            }
+        }
+    }
+
+    /// `acc + [scalar]P` for the scalar written as `digits`.
+    fn add_multiple(&self, acc: &mut EdwardsPoint, digits: &[i16; ROWS]) {
+        for (i, d) in digits.iter().enumerate() {
+            if let Some(e) = self.entry(i, *d) {
+                if *d > 0 {
+                    *acc += e;
+                } else {
+                    *acc -= e;
+                }
+            }
+        }
+    }
+}
+
+/// `scalar` in signed digits of 8 bits, least significant first:
+/// `scalar = Σ digits[i]·256^i` with each digit in −128..128; `None` for a
+/// scalar of 2^255 − 2^7 or more, which 32 digits cannot hold (no reduced
+/// scalar is).
+fn signed_digits(scalar: &Scalar) -> Option<[i16; ROWS]> {
+    let mut digits = [0i16; ROWS];
+    let mut carry = 0i16;
+    for (d, byte) in digits.iter_mut().zip(scalar.as_bytes()) {
+        let v = i16::from(*byte) + carry;
+        carry = i16::from(v >= 128);
+        *d = v - (carry << 8);
+    }
+    (carry == 0).then_some(digits)
+}
+
+/// Counts one more of `held` if fewer than `at_most` are held.
+fn claim(held: &AtomicUsize, at_most: usize) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < at_most).then_some(n + 1)
+    })
+    .is_ok()
+}
+
+/// A verifier key with `−A`'s multiples precomputed at its first check.
 pub struct PreparedKey {
     verifier: VerifierKey,
     /// Whether `A` is of small order: every signature under it is refused
     /// (`verify_strict` refuses them too; a key that parses is never one).
     small_order: bool,
-    /// Multiples of `−A`, radix 16, 32 rows of 8: the layout the library
-    /// uses for the base point (of radix 16 to 256, radix 16 and 32 were
-    /// the fastest here, and 16 is the smallest).
-    minus_a: EdwardsBasepointTable,
+    minus_a: EdwardsPoint,
+    /// `−A`'s table, or `None` while [`WIDE_KEYS_AT_MOST`] keys held theirs.
+    table: OnceLock<Option<Box<WideTable>>>,
+    /// The count of keys holding a table, and its most.
+    held: &'static AtomicUsize,
+    at_most: usize,
+}
+
+impl Drop for PreparedKey {
+    fn drop(&mut self) {
+        if let Some(Some(_)) = self.table.get() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for PreparedKey {
@@ -37,12 +156,20 @@ impl std::fmt::Debug for PreparedKey {
 }
 
 impl PreparedKey {
-    /// Precomputes `verifier`'s table (tens of microseconds: once a key).
+    /// The key, its table left to its first check.
     pub fn new(verifier: VerifierKey) -> Self {
+        Self::counted(verifier, &WIDE_KEYS_HELD, WIDE_KEYS_AT_MOST)
+    }
+
+    /// The key, its table counted in `held` against `at_most`.
+    fn counted(verifier: VerifierKey, held: &'static AtomicUsize, at_most: usize) -> Self {
         let point = verifier.verifying_key().to_edwards();
         Self {
             small_order: point.is_small_order(),
-            minus_a: EdwardsBasepointTable::create(&-point),
+            minus_a: -point,
+            table: OnceLock::new(),
+            held,
+            at_most,
             verifier,
         }
     }
@@ -52,10 +179,32 @@ impl PreparedKey {
         &self.verifier
     }
 
+    /// `−A`'s table, made now if this is the key's first check and fewer
+    /// than [`WIDE_KEYS_AT_MOST`] keys have one.
+    fn table(&self) -> Option<&WideTable> {
+        self.table
+            .get_or_init(|| {
+                claim(self.held, self.at_most).then(|| Box::new(WideTable::new(&self.minus_a)))
+            })
+            .as_deref()
+    }
+
     /// Whether `signature` (R || S) holds over the message made of `parts`
     /// one after another: RFC 8032 §5.1.7 cofactorless, `[S]B = R + [k]A`
     /// with `k = SHA-512(R || A || M)`, as `verify_strict` checks it.
     pub fn verifies(&self, parts: &[&[u8]], signature: &[u8; 64]) -> bool {
+        self.verifies_by(parts, signature, self.table())
+    }
+
+    /// [`PreparedKey::verifies`], summing `[S]B + [k](−A)` from `table`
+    /// and the base point's, or without one by the library's variable-time
+    /// double-base multiplication.
+    fn verifies_by(
+        &self,
+        parts: &[&[u8]],
+        signature: &[u8; 64],
+        table: Option<&WideTable>,
+    ) -> bool {
         let (r, s) = signature.split_at(32);
         let Ok(s) = <[u8; 32]>::try_from(s) else {
             return false;
@@ -74,7 +223,18 @@ impl PreparedKey {
             h.update(part);
         }
         let k = Scalar::from_hash(h);
-        let expected = ED25519_BASEPOINT_TABLE * &s + &self.minus_a * &k;
+        let expected = match table.zip(signed_digits(&s)).zip(signed_digits(&k)) {
+            Some(((table, s_digits), k_digits)) => {
+                let basepoint = &*BASEPOINT;
+                basepoint.fetch(&s_digits);
+                table.fetch(&k_digits);
+                let mut sum = EdwardsPoint::identity();
+                basepoint.add_multiple(&mut sum, &s_digits);
+                table.add_multiple(&mut sum, &k_digits);
+                sum
+            }
+            None => EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &self.minus_a, &s),
+        };
         // Compared as encoded, so a non-canonical R never matches; and when
         // R matches it decodes to `expected`, so R is of small order exactly
         // when `expected` is (verify_strict refuses a small-order R).
@@ -108,11 +268,15 @@ mod tests {
             .verify_strict(message, &Signature::from_bytes(sig))
             .is_ok();
         let (a, b) = message.split_at(message.len() / 3);
-        assert_eq!(
-            prepared.verifies(&[a, b], sig),
-            strict,
-            "{what}: the prepared key and verify_strict disagree"
-        );
+        let table = prepared.table();
+        assert!(table.is_some(), "{what}: the key has a table of its own");
+        for (path, table) in [("tables", table), ("library", None)] {
+            assert_eq!(
+                prepared.verifies_by(&[a, b], sig, table),
+                strict,
+                "{what}: the prepared key ({path}) and verify_strict disagree"
+            );
+        }
     }
 
     /// A signature with a chosen nonce point `R = [r]B + T` and scalar
@@ -143,6 +307,7 @@ mod tests {
         let producer = ProducerKey::from_seed("test/prepared", [7; 32]).unwrap();
         let key = producer.verifier();
         let prepared = PreparedKey::new(key.clone());
+        assert!(prepared.table().is_some(), "the key has a table of its own");
         let signing = SigningKey::from_bytes(&[7; 32]);
         assert_eq!(signing.verifying_key(), *key.verifying_key());
         let a = signing.to_scalar();
@@ -297,5 +462,80 @@ mod tests {
         );
         agree(&key, &prepared, b"m", &sig, "small-order key");
         assert!(!prepared.verifies(&[b"m"], &sig));
+    }
+
+    #[test]
+    fn a_table_sum_is_the_scalar_multiple() {
+        let table = WideTable::new(&ED25519_BASEPOINT_POINT);
+        let minus_one = -Scalar::ONE;
+        let mut scalars = vec![
+            Scalar::ZERO,
+            Scalar::ONE,
+            Scalar::from(127u8),
+            Scalar::from(128u8),
+            Scalar::from(255u8),
+            Scalar::from(0x8080_8080_8080_8080u64),
+            minus_one,
+            minus_one - Scalar::from(u64::MAX),
+        ];
+        let mut h = Sha512::new();
+        for i in 0..200u32 {
+            h.update(i.to_le_bytes());
+            scalars.push(Scalar::from_hash(h.clone()));
+        }
+        for s in scalars {
+            let digits = signed_digits(&s).expect("a reduced scalar has 32 digits");
+            assert!(digits.iter().all(|d| (-128..128).contains(d)));
+            let mut sum = EdwardsPoint::identity();
+            table.fetch(&digits);
+            table.add_multiple(&mut sum, &digits);
+            assert_eq!(
+                sum.compress(),
+                (ED25519_BASEPOINT_POINT * s).compress(),
+                "[{}]B",
+                hex::encode(s.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn no_more_keys_hold_a_table_than_allowed_and_a_dropped_key_gives_its_back() {
+        static HELD: AtomicUsize = AtomicUsize::new(0);
+        let signing: Vec<SigningKey> = (0..3u8)
+            .map(|i| SigningKey::from_bytes(&[20 + i; 32]))
+            .collect();
+        let keys: Vec<PreparedKey> = signing
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let v =
+                    VerifierKey::from_verifying_key(&format!("test/held/{i}"), s.verifying_key());
+                PreparedKey::counted(v, &HELD, 2)
+            })
+            .collect();
+        let check = |k: &PreparedKey, s: &SigningKey| {
+            let good = s.sign(b"m").to_bytes();
+            let mut bad = good;
+            bad[3] ^= 4;
+            k.verifies(&[b"m"], &good) && !k.verifies(&[b"m"], &bad)
+        };
+        // Unchecked keys hold none; the first two checked get theirs.
+        assert_eq!(HELD.load(Ordering::Relaxed), 0);
+        assert!(check(&keys[0], &signing[0]) && check(&keys[1], &signing[1]));
+        assert_eq!(HELD.load(Ordering::Relaxed), 2);
+        // The third is refused one and checked by the library's path, alike.
+        assert!(check(&keys[2], &signing[2]));
+        assert!(keys[0].table().is_some() && keys[2].table().is_none());
+        assert_eq!(HELD.load(Ordering::Relaxed), 2);
+        // Dropping a key holding a table gives it back; one holding none not.
+        let mut keys = keys;
+        drop(keys.remove(2));
+        assert_eq!(HELD.load(Ordering::Relaxed), 2);
+        drop(keys.remove(0));
+        assert_eq!(HELD.load(Ordering::Relaxed), 1);
+        let v = VerifierKey::from_verifying_key("test/held/again", signing[2].verifying_key());
+        let again = PreparedKey::counted(v, &HELD, 2);
+        assert!(check(&again, &signing[2]) && again.table().is_some());
+        assert_eq!(HELD.load(Ordering::Relaxed), 2);
     }
 }
