@@ -39,7 +39,8 @@ pub(crate) struct Refusal {
 #[derive(Debug, Clone)]
 pub(crate) struct RegisteredKey {
     pub record: KeyRecord,
-    /// The verifier (`prepared.verifier()`) with its multiples.
+    /// The verifier (`prepared.verifier()`), its multiples made at its
+    /// first check.
     pub prepared: Arc<PreparedKey>,
 }
 
