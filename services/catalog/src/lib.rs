@@ -56,7 +56,7 @@ use thiserror::Error;
 
 pub use access::Spell;
 pub use graph::{Affect, Edge, HistoryEntry, NodeRecord, OutEdge, Relation, NODE_TYPES};
-pub use lineage::{Admit, Direction, ImpactAnswer, LineageAnswer, NodeView, Reach};
+pub use lineage::{Admit, Direction, ImpactAnswer, KeptEdges, LineageAnswer, NodeView, Reach};
 pub use search::{
     FacetCounts, Range, SearchHit, SearchIndex, SearchRequest, SearchResponse, SortOrder,
     Visibility, FACETS,

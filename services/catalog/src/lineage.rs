@@ -20,6 +20,17 @@ pub enum Direction {
     Downstream,
 }
 
+/// Which edges a walk keeps: a lineage answer shows every edge between the
+/// nodes reached; impact and path answers need only the edge each node was
+/// first reached through, which every walk keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptEdges {
+    /// Every edge crossed between nodes reached.
+    All,
+    /// Only each node's first edge (its parent).
+    Parents,
+}
+
 /// Which nodes a walk may enter: the viewer's visibility. A node it
 /// refuses is treated as absent — not shown, not crossed (a hidden entity is
 /// not a bridge), and as a start it answers exactly as a node that never
@@ -75,7 +86,8 @@ impl Reach {
         self.nodes.is_empty()
     }
 
-    /// Edges between the nodes reached.
+    /// Edges between the nodes reached (none kept by a walk of
+    /// [`KeptEdges::Parents`]).
     pub fn edge_count(&self) -> usize {
         self.edges.len()
     }
@@ -242,8 +254,9 @@ impl Catalog {
 
     /// Walks the resident graph up or down from `start`, at most `max_depth`
     /// hops, over the first `as_of` leaves (default: everything applied),
-    /// through the nodes `admit` lets in. This is the walk every lineage,
-    /// path and impact answer is made from, before any node record is read.
+    /// through the nodes `admit` lets in, keeping the edges `kept` says.
+    /// This is the walk every lineage (all edges), path and impact answer
+    /// (parents only) is made from, before any node record is read.
     pub fn reach(
         &self,
         start: &str,
@@ -251,12 +264,13 @@ impl Catalog {
         max_depth: u32,
         as_of: Option<u64>,
         admit: Admit<'_>,
+        kept: KeptEdges,
     ) -> Result<Reach, CatalogError> {
         // One read of the lock (a second read while a writer waits would
         // deadlock): the graph's own applied size bounds the answer.
         let graph = self.graph_read();
         let as_of = as_of.map_or(graph.applied, |a| a.min(graph.applied));
-        walk(&graph, start, direction, max_depth, as_of, admit)
+        walk(&graph, start, direction, max_depth, as_of, admit, kept)
     }
 
     /// Walks as [`Catalog::reach`] does, names what the walk reached, and
@@ -269,6 +283,7 @@ impl Catalog {
         max_depth: u32,
         as_of: u64,
         admit: Admit<'_>,
+        kept: KeptEdges,
     ) -> Result<Walk, CatalogError> {
         // The walk and the naming of its node numbers under one read of the
         // lock: a graph loaded again meanwhile (after a rebuild, or a chunk
@@ -284,6 +299,7 @@ impl Catalog {
                 max_depth,
                 as_of.min(graph.applied),
                 admit,
+                kept,
             )?;
             let (subjects, edges, parents) = reach.named(&graph);
             (subjects, reach.depths().collect::<Vec<_>>(), edges, parents)
@@ -324,7 +340,7 @@ impl Catalog {
         admit: Admit<'_>,
     ) -> Result<LineageAnswer, CatalogError> {
         let as_of = self.as_of(as_of)?;
-        let (nodes, edges, _) = self.walk(start, direction, depth, as_of, admit)?;
+        let (nodes, edges, _) = self.walk(start, direction, depth, as_of, admit, KeptEdges::All)?;
         Ok(LineageAnswer {
             as_of,
             nodes: nodes.iter().map(|(n, d)| view(n, as_of, *d)).collect(),
@@ -360,7 +376,14 @@ impl Catalog {
             }
         }
         for (a, b) in [(from, to), (to, from)] {
-            let (nodes, _, parent) = self.walk(a, Direction::Upstream, u32::MAX, as_of, admit)?;
+            let (nodes, _, parent) = self.walk(
+                a,
+                Direction::Upstream,
+                u32::MAX,
+                as_of,
+                admit,
+                KeptEdges::Parents,
+            )?;
             if !nodes.iter().any(|(n, _)| n.subject() == b) {
                 continue;
             }
@@ -414,6 +437,7 @@ impl Catalog {
             u32::MAX,
             as_of,
             admit,
+            KeptEdges::Parents,
         )?;
         // Each dataset's custodian, read once however many versions cite it.
         let mut custodians: HashMap<String, Option<String>> = HashMap::new();
@@ -506,7 +530,9 @@ fn walk(
     max_depth: u32,
     as_of: u64,
     admit: Admit<'_>,
+    kept: KeptEdges,
 ) -> Result<Reach, CatalogError> {
+    let all_edges = kept == KeptEdges::All;
     let first = graph
         .id(start)
         .filter(|&id| graph.exists_at(id, as_of) && admit.admits(|| start))
@@ -515,10 +541,16 @@ fn walk(
     // As of everything absorbed, every edge counts and every created node
     // is there: the walk reads neither leaf.
     let latest = as_of >= graph.applied;
-    let mut nodes = vec![first];
-    let mut hops = vec![0];
-    let mut parents = vec![NO_EDGE];
-    let mut edges = Vec::new();
+    // Room for a small walk (a 10-hop lineage reaches a few dozen nodes)
+    // without growing one push at a time.
+    const ROOM: usize = 64;
+    let mut nodes = Vec::with_capacity(ROOM);
+    nodes.push(first);
+    let mut hops = Vec::with_capacity(16);
+    hops.push(0);
+    let mut parents = Vec::with_capacity(ROOM);
+    parents.push(NO_EDGE);
+    let mut edges = Vec::with_capacity(if all_edges { ROOM } else { 0 });
     let mut seen = Visited::new(&graph.bitmaps, graph.len());
     seen.insert(first);
     // Whether a node met was not entered (absent or refused).
@@ -548,7 +580,9 @@ fn walk(
                     if !latest && graph.slot(e).leaf >= as_of {
                         continue;
                     }
-                    edges.push(e);
+                    if all_edges {
+                        edges.push(e);
+                    }
                     if seen.insert(next) {
                         let there = if latest {
                             graph.is_created(next)
@@ -602,7 +636,7 @@ impl<'g> Visited<'g> {
     fn new(pool: &'g BitmapPool, nodes: usize) -> Self {
         Visited {
             bits: pool.take(nodes),
-            words: Vec::new(),
+            words: Vec::with_capacity(64),
             pool,
         }
     }

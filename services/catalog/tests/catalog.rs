@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use clew_catalog::{
-    Catalog, Direction, Range, Relation, SearchRequest, SortOrder, Visibility, FACETS,
+    Catalog, Direction, KeptEdges, Range, Relation, SearchRequest, SortOrder, Visibility, FACETS,
 };
 use clew_events::proto::{self, event::Body, RejectionReason as R, Role};
 use clew_events::{sample, seal, ProducerKey};
@@ -1687,9 +1687,22 @@ fn a_node_the_gate_refuses_is_neither_shown_nor_crossed() {
             10,
             None,
             gate,
+            KeptEdges::All,
         )
         .unwrap();
     assert_eq!((reach.len(), reach.edge_count()), (2, 1));
+    // Keeping only parents reaches the same nodes, with no edge list.
+    let parents_only = c
+        .reach(
+            "dataset-version/ds-a@1",
+            Direction::Downstream,
+            10,
+            None,
+            gate,
+            KeptEdges::Parents,
+        )
+        .unwrap();
+    assert_eq!((parents_only.len(), parents_only.edge_count()), (2, 0));
     // Refused as a start: exactly as if it did not exist.
     let hidden = c
         .lineage_within("dataset-version/ds-a@2", Direction::Upstream, 1, None, gate)
