@@ -9,8 +9,9 @@
 //! That is at most 64 point additions a check, against about 250 doublings
 //! and 70 additions for the library's double-base multiplication (or 128
 //! additions from its radix-16 tables, each entry found by a constant-time
-//! look-up, which a check of public values does not need). Before adding, a check reads the entries it will add, so their
-//! cache misses overlap instead of queueing one by one. A table is 640 KiB:
+//! look-up, which a check of public values does not need). Before adding,
+//! a check reads the entries it will add, so their cache misses overlap
+//! instead of queueing one by one. A table is 640 KiB:
 //! the base point's is made once a process, a key's at its first check,
 //! and at most [`WIDE_KEYS_AT_MOST`] keys hold one at once; a key beyond
 //! them is checked with the library's variable-time double-base
@@ -44,7 +45,7 @@ static WIDE_KEYS_HELD: AtomicUsize = AtomicUsize::new(0);
 /// The base point's table, made at the first check.
 static BASEPOINT: LazyLock<WideTable> = LazyLock::new(|| WideTable::new(&ED25519_BASEPOINT_POINT));
 
-/// Signed digits of 8 bits: 32 of them cover a scalar below 2^255 − 2^7
+/// Signed digits of 8 bits: 32 of them cover every scalar below 2^254
 /// (every reduced scalar is below 2^253).
 const ROWS: usize = 32;
 /// Entries a row: the multiples 1..=128 (a negative digit subtracts).
@@ -56,7 +57,7 @@ struct WideTable {
 }
 
 impl WideTable {
-    /// 4,096 additions and 256 doublings: a few milliseconds.
+    /// 32 × 129 additions: a few milliseconds.
     fn new(point: &EdwardsPoint) -> Self {
         let mut rows = Vec::with_capacity(ROWS);
         let mut base = *point;
@@ -106,8 +107,8 @@ impl WideTable {
 
 /// `scalar` in signed digits of 8 bits, least significant first:
 /// `scalar = Σ digits[i]·256^i` with each digit in −128..128; `None` for a
-/// scalar of 2^255 − 2^7 or more, which 32 digits cannot hold (no reduced
-/// scalar is).
+/// scalar whose top digit would carry past the 32nd (none below 2^254, so
+/// no reduced scalar).
 fn signed_digits(scalar: &Scalar) -> Option<[i16; ROWS]> {
     let mut digits = [0i16; ROWS];
     let mut carry = 0i16;
