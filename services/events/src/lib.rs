@@ -32,7 +32,7 @@ mod validate;
 
 pub use error::EventError;
 pub use keys::{KeyId, ProducerKey, VerifierKey};
-pub use prepared::PreparedKey;
+pub use prepared::{keys_holding_tables, PreparedKey, WIDE_KEYS_AT_MOST};
 pub use validate::{subject_of, EntityRef};
 
 use prost::Message;

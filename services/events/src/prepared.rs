@@ -42,6 +42,12 @@ pub const WIDE_KEYS_AT_MOST: usize = 64;
 /// Keys of this process holding a table.
 static WIDE_KEYS_HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// How many keys of this process hold a table now (for an operator's
+/// gauge: at [`WIDE_KEYS_AT_MOST`], further keys are checked more slowly).
+pub fn keys_holding_tables() -> usize {
+    WIDE_KEYS_HELD.load(Ordering::Relaxed)
+}
+
 /// The base point's table, made at the first check.
 static BASEPOINT: LazyLock<WideTable> = LazyLock::new(|| WideTable::new(&ED25519_BASEPOINT_POINT));
 

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// Bytes the catalogue's resident lineage graph holds (it grows with
     /// the data: what a memory limit must allow per event).
     pub lineage_graph_bytes: IntGauge,
+    /// Producer keys holding a table for the sequencer's signature check.
+    pub signature_table_keys: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -183,7 +185,15 @@ impl Metrics {
         registry.register(Box::new(witness_lag_leaves.clone()))?;
         registry.register(Box::new(witness_quorum.clone()))?;
         registry.register(Box::new(witnesses.clone()))?;
+        let signature_table_keys = IntGauge::new(
+            "signature_table_keys",
+            format!(
+                "Producer keys holding a table for the sequencer's signature check (at most {}; a key beyond them is checked more slowly)",
+                clew_events::WIDE_KEYS_AT_MOST
+            ),
+        )?;
         registry.register(Box::new(lineage_graph_bytes.clone()))?;
+        registry.register(Box::new(signature_table_keys.clone()))?;
         Ok(Self {
             registry,
             sequenced,
@@ -209,6 +219,7 @@ impl Metrics {
             witness_quorum,
             witnesses,
             lineage_graph_bytes,
+            signature_table_keys,
         })
     }
 

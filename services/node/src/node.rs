@@ -170,11 +170,15 @@ impl Node {
     }
 
     /// The Prometheus text of this node's metrics, with the gauges read off
-    /// the stores (the lineage graph's size) brought up to date first.
+    /// the stores (the lineage graph's size) and the process (the keys
+    /// holding a signature-check table) brought up to date first.
     pub fn render_metrics(&self) -> String {
         self.metrics
             .lineage_graph_bytes
             .set(self.catalog.lineage_graph_bytes() as i64);
+        self.metrics
+            .signature_table_keys
+            .set(clew_events::keys_holding_tables() as i64);
         self.metrics.render()
     }
 
