@@ -182,21 +182,18 @@ async fn a_missing_or_unknown_token_is_401_with_a_challenge_and_a_role_refusal_i
     );
     // The lineage graph's size is read off the catalogue when the metrics
     // are asked for: never zero once anything is projected.
-    let graph_bytes = body
-        .as_str()
-        .unwrap_or("")
-        .lines()
-        .find_map(|l| l.strip_prefix("clew_catalog_lineage_graph_bytes "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let gauge = |name: &str| {
+        body.as_str()
+            .unwrap_or("")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let graph_bytes = gauge("clew_catalog_lineage_graph_bytes");
     assert!(graph_bytes.is_some_and(|b| b > 0), "{body}");
     // The admin key checked the setup's signatures in this process, and
     // holds its table while the node's ledger is open.
-    let table_keys = body
-        .as_str()
-        .unwrap_or("")
-        .lines()
-        .find_map(|l| l.strip_prefix("clew_signature_table_keys "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let table_keys = gauge("clew_signature_table_keys");
     assert!(table_keys.is_some_and(|k| k >= 1), "{body}");
     w.node.shutdown();
 }

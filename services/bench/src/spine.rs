@@ -575,18 +575,21 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     let mut lineage_walk = Vec::new();
     let mut lineage_walk_again = Vec::new();
     let mut lineage_in_memory = Vec::new();
-    let upstream_walk = |start: &str| {
+    // The catalogue's own walk, timed: ms and the nodes it reached.
+    let timed_walk = |start: &str, direction, max_depth, kept| {
         let t = Instant::now();
         let reach = catalog.reach(
             start,
-            Direction::Upstream,
-            10,
+            direction,
+            max_depth,
             None,
             clew_catalog::Admit::All,
-            clew_catalog::KeptEdges::All,
+            kept,
         )?;
         anyhow::Ok((ms(t.elapsed()), reach.len()))
     };
+    let upstream_walk =
+        |start: &str| timed_walk(start, Direction::Upstream, 10, clew_catalog::KeptEdges::All);
     for i in 0..1000u64 {
         let k = (i * 7_919) % runs;
         let deployment = format!("deployment/dep-{k}");
@@ -622,17 +625,13 @@ pub fn catalog_serve(dir: &std::path::Path, runs: u64, cache_bytes: u64) -> Resu
     let mut impact_nodes = 0;
     let mut answer = None;
     let downstream_walk = || {
-        let t = Instant::now();
-        let reach = catalog.reach(
+        timed_walk(
             clew::synthetic::HUB,
             Direction::Downstream,
             u32::MAX,
-            None,
-            clew_catalog::Admit::All,
             // As the impact answer walks: it needs each node's parent only.
             clew_catalog::KeptEdges::Parents,
-        )?;
-        anyhow::Ok((ms(t.elapsed()), reach.len()))
+        )
     };
     for _ in 0..5 {
         // First after an answer (which read node records through the
