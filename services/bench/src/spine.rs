@@ -450,6 +450,9 @@ pub fn catalog(
         cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID),
         cpu_time(libc::CLOCK_THREAD_CPUTIME_ID),
     );
+    // As `clew reindex` runs it: freed memory kept, not given back and
+    // faulted in again chunk after chunk.
+    let kept = clew::memory::keep_freed_memory();
     let catalog = clew_catalog::Catalog::rebuild_with_cache(
         &catalog_dir,
         &ledger,
@@ -457,6 +460,7 @@ pub fn catalog(
         &|done, _| pb.set_position(done),
     )?;
     let reindex_s = started.elapsed().as_secs_f64();
+    drop(kept);
     // This thread projects each chunk; reading ahead, compressing and
     // search run on others.
     let (projection_cpu, projecting_cpu) = (

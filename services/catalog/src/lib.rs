@@ -259,7 +259,7 @@ impl Catalog {
         // with a 96 MiB cache, which no answer reads again. Opened afresh,
         // the store starts with an empty cache. (The memory freed comes back
         // to the system only when the allocator gives it: see
-        // `clew::server::return_freed_memory`.)
+        // `clew::memory::return_freed_memory`.)
         drop(catalog.tree);
         drop(catalog.db);
         catalog.db = clew_ledger::store::open_sled(&config)?;

@@ -429,7 +429,7 @@ pub fn prepare_replica(
         group,
         cosignatures,
     )?;
-    crate::server::return_freed_memory();
+    crate::memory::return_freed_memory();
     Ok(Prepared {
         node,
         tokens,

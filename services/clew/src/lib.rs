@@ -12,7 +12,8 @@
 //! this publishes). Stream files ([`stream`]) are an input source for the
 //! sequencer, [`synthetic`] writes realistic ones (`clew sample-stream`, the
 //! end-to-end tests and the benchmarks use it); [`export`] writes a static
-//! tlog-tiles mirror; [`witnessing`] sends every new checkpoint to the
+//! tlog-tiles mirror; [`memory`] says when the allocator gives freed memory
+//! back (later in a server, not while a catalogue is rebuilt); [`witnessing`] sends every new checkpoint to the
 //! configured witnesses (`clew serve --witness`) and [`monitor`] is a
 //! partner's monitor of a remote ledger (`clew monitor`). [`cli`] parses arguments (one module per command
 //! family) and reports with progress bars and a one-line summary; errors
@@ -27,6 +28,7 @@ pub mod export;
 pub mod ingest;
 pub mod keyfiles;
 pub mod local;
+pub mod memory;
 pub mod monitor;
 pub mod server;
 pub mod stream;

@@ -6,6 +6,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    clew::server::set_purge_delay();
+    clew::memory::set_purge_delay();
     clew::cli::main()
 }

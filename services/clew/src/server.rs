@@ -73,7 +73,7 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
     let manifests = dir.manifest_store()?;
     let (node, created) = crate::local::start(dir, origin, &manifests)?;
     let (tokens, admin_token_file) = open_tokens(dir)?;
-    return_freed_memory();
+    crate::memory::return_freed_memory();
     Ok(Prepared {
         node,
         tokens,
@@ -83,46 +83,6 @@ pub fn prepare(dir: &DataDir, origin: &str) -> Result<Prepared> {
         spool: dir.spool_dir(),
         web: clew_web::WebConfig::default(),
     })
-}
-
-/// Gives the system back the memory this thread freed while opening the
-/// stores. mimalloc (the `clew` binary's allocator) keeps a thread's freed
-/// pages until that thread allocates again after a delay, and the thread
-/// that opened the stores does little once the server runs. On a
-/// 3.5M-event catalogue the server's RSS once started was 1,285 MiB; 1,263
-/// with this call alone; 1,302 with the catalogue's store opened a second
-/// time after loading the lineage graph (`clew_catalog::Catalog`) alone;
-/// 896 with both. Nothing to give back when mimalloc is not the allocator.
-pub fn return_freed_memory() {
-    // SAFETY: mi_collect takes no pointers; it only returns free pages of
-    // mimalloc's heaps to the system.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// mimalloc's `purge_delay` option (number 15 of `mi_option_t` in mimalloc
-/// v2 and v3; `libmimalloc-sys` names no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long mimalloc keeps freed pages before giving them back to the
-/// system, unless `MIMALLOC_PURGE_DELAY` says otherwise (mimalloc v3's own
-/// default is 1,000 ms). Measured with `clew-bench api` (1.0–1.9M events,
-/// each setting alternated with the default): 300 ms held 50–54 MiB less
-/// once warm, with a query's CPU and the write path's within the runs'
-/// spread; 100 ms held 60–76 MiB less but the write path took about 10%
-/// more CPU, and 0 ms 95 MiB less for about 20% more (probably tantivy's
-/// arenas, freed at each search commit every 200 ms, given back and
-/// faulted in again; not profiled).
-pub const PURGE_DELAY_MS: i64 = 300;
-
-/// Sets how long freed memory stays with the allocator before it goes back
-/// to the system ([`PURGE_DELAY_MS`]), unless `MIMALLOC_PURGE_DELAY` is set.
-/// The `clew` binary calls it first thing in `main`.
-pub fn set_purge_delay() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: sets one of mimalloc's options; no pointers.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) }
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
@@ -185,55 +145,4 @@ pub async fn run(
     let size = prepared.node.ledger().size();
     println!("Clew stopped cleanly; ledger size {size}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    const CHILD: &str = "CLEW_TEST_PURGE_DELAY_CHILD";
-    const TEST: &str = "server::tests::the_purge_delay_is_option_15_and_its_variable_wins";
-
-    /// mimalloc's purge delay as this process sees it.
-    fn purge_delay() -> i64 {
-        // SAFETY: reads one of mimalloc's options; no pointers.
-        unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) as i64 }
-    }
-
-    /// mimalloc reads its options from the environment when the process
-    /// starts, so each case runs this test binary again: with
-    /// `MIMALLOC_PURGE_DELAY` set, option 15 holds its value before and
-    /// after [`super::set_purge_delay`]; without it, the call sets
-    /// [`super::PURGE_DELAY_MS`].
-    #[test]
-    fn the_purge_delay_is_option_15_and_its_variable_wins() {
-        match std::env::var(CHILD).as_deref() {
-            Ok("variable") => {
-                assert_eq!(purge_delay(), 1234, "option 15 is not the purge delay");
-                super::set_purge_delay();
-                assert_eq!(purge_delay(), 1234, "the variable was overridden");
-                return;
-            }
-            Ok("none") => {
-                super::set_purge_delay();
-                assert_eq!(purge_delay(), super::PURGE_DELAY_MS);
-                return;
-            }
-            _ => {}
-        }
-        let exe = std::env::current_exe().expect("the test binary's path");
-        for (case, variable) in [("variable", Some("1234")), ("none", None)] {
-            let mut child = std::process::Command::new(&exe);
-            child.args(["--exact", TEST]).env(CHILD, case);
-            match variable {
-                Some(v) => child.env("MIMALLOC_PURGE_DELAY", v),
-                None => child.env_remove("MIMALLOC_PURGE_DELAY"),
-            };
-            let out = child.output().expect("the test binary runs again");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && text.contains("1 passed"),
-                "case {case} failed: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
 }
