@@ -11,8 +11,9 @@
 //! own client; [`growth`] runs the catalogue and API benchmarks at several
 //! sizes and prints how each figure grows.
 
-/// The same allocator as the `clew` binary, so the in-process benchmarks
-/// (ledger, catalogue, Kafka) measure what the product runs.
+/// The same allocator as the `clew` binary, set as `main` sets it there, so
+/// the in-process benchmarks (ledger, catalogue, Kafka) measure what the
+/// product runs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -270,6 +271,10 @@ fn clew_binary() -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // The allocator as the `clew` binary sets it, so the sequencer, the
+    // serving process and the buses run here as they run there (the
+    // projection keeps freed memory as `clew reindex` does).
+    clew::memory::set_purge_delay();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG")
