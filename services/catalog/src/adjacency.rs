@@ -360,24 +360,27 @@ struct Runs {
 
 impl Runs {
     /// The runs of `edges` over `nodes` nodes, each edge filed under the
-    /// first of `ends(edge)` with the second as its other end; each run in
-    /// the edges' order (a counting sort: two passes over the edges).
+    /// first of `ends(edge)` with the second as its other end (an edge for
+    /// which it is `None` left out); each run in the edges' order (a
+    /// counting sort: two passes over the edges).
     fn build(
         nodes: usize,
         edges: &[EdgeSlot],
-        ends: impl Fn(&EdgeSlot) -> (NodeId, NodeId),
+        ends: impl Fn(&EdgeSlot) -> Option<(NodeId, NodeId)>,
     ) -> Self {
         let mut start = vec![0u32; nodes + 1];
-        for slot in edges {
-            start[ends(slot).0 as usize + 1] += 1;
+        for (at, _) in edges.iter().filter_map(&ends) {
+            start[at as usize + 1] += 1;
         }
         for i in 0..nodes {
             start[i + 1] += start[i];
         }
         let mut next = start.clone();
-        let mut items = vec![(0, 0); edges.len()];
+        let mut items = vec![(0, 0); start[nodes] as usize];
         for (e, slot) in edges.iter().enumerate() {
-            let (at, other) = ends(slot);
+            let Some((at, other)) = ends(slot) else {
+                continue;
+            };
             let at = &mut next[at as usize];
             items[*at as usize] = (other, e as u32);
             *at += 1;
@@ -607,18 +610,31 @@ impl LineageIndex {
 
     /// Numbers the nodes afresh so that what one walk reaches lies
     /// together in every per-node table: in the order of a depth-first
-    /// walk down the edges (to what depends on each node, oldest first)
-    /// from each node that depends on nothing, in the order first seen,
-    /// so each node's descendants follow it unless reached before. An
-    /// impact walk then reads a few ranges of the tables instead of a node
-    /// every few hundred, and a lineage walk a few chains. Only done as
-    /// the index is loaded, before any id is handed out; the order of each
-    /// node's edges is untouched (it is the edge table's).
+    /// walk down the edges of data (to what depends on each node, oldest
+    /// first) from each node that depends on no data, in the order first
+    /// seen, so each node's descendants follow it unless reached before.
+    /// Edges to agents (what an activity was associated with or an entity
+    /// attributed to: principals, sites) are not walked: an agent is behind
+    /// nearly everything recorded, so a walk down from it would number all of
+    /// it in the order recorded — each training run with its model and
+    /// deployment, but the runs of one dataset version among those of all
+    /// the others. An impact walk then reads a few ranges of the tables
+    /// instead of a node every few hundred, and a lineage walk a few
+    /// chains. Only done as the index is loaded, before any id is handed
+    /// out; the order of each node's edges is untouched (it is the edge
+    /// table's).
     fn renumber(&mut self) {
         let nodes = self.len();
-        let downward = Runs::build(nodes, &self.edges, |s| (s.to, s.from));
+        // PROV-DM §5.3.2, §5.3.3: attributions and associations point at agents.
+        let of_data = |s: &EdgeSlot| {
+            !matches!(
+                s.relation,
+                Relation::WasAssociatedWith | Relation::WasAttributedTo
+            )
+        };
+        let downward = Runs::build(nodes, &self.edges, |s| of_data(s).then_some((s.to, s.from)));
         let mut depends = vec![0u64; nodes.div_ceil(64)];
-        for slot in &self.edges {
+        for slot in self.edges.iter().filter(|s| of_data(s)) {
             set_bit(&mut depends, slot.from as usize);
         }
         // New number → old.
@@ -688,8 +704,8 @@ impl LineageIndex {
     /// Files every edge into the runs of both directions afresh.
     fn build_runs(&mut self) {
         let nodes = self.len();
-        self.out = Runs::build(nodes, &self.edges, |s| (s.from, s.to));
-        self.inward = Runs::build(nodes, &self.edges, |s| (s.to, s.from));
+        self.out = Runs::build(nodes, &self.edges, |s| Some((s.from, s.to)));
+        self.inward = Runs::build(nodes, &self.edges, |s| Some((s.to, s.from)));
     }
 
     /// Adds what one leaf did to one entity, its edges filed with the
@@ -1172,17 +1188,33 @@ mod tests {
     fn a_loaded_index_numbers_what_one_walk_reaches_together() {
         // Ledger order interleaves what depends on the hub (every 20th run
         // and its model and deployment) with 19 runs of other datasets, as
-        // a national catalogue does.
+        // a national catalogue does; the principal who recorded every run,
+        // registered first, and the site the datasets are attributed to
+        // are behind all of it.
+        let site = (Relation::WasAttributedTo, "site/s", None);
         let mut records = vec![
-            record("dataset-version/hub", 1, &[]),
-            record("dataset-version/other", 2, &[]),
+            record("principal/p", 1, &[]),
+            record("site/s", 2, &[]),
+            record("dataset/hub", 3, &[site]),
+            record("dataset/other", 4, &[site]),
+            record(
+                "dataset-version/hub",
+                5,
+                &[(Relation::SpecializationOf, "dataset/hub", None)],
+            ),
+            record(
+                "dataset-version/other",
+                6,
+                &[(Relation::SpecializationOf, "dataset/other", None)],
+            ),
         ];
-        let mut leaf = 3;
+        let mut leaf = 7;
         let mut push = |subject: String, to: &[String]| {
-            let out: Vec<(Relation, &str, Option<&str>)> = to
+            let mut out: Vec<(Relation, &str, Option<&str>)> = to
                 .iter()
                 .map(|t| (Relation::Used, t.as_str(), None))
                 .collect();
+            out.push((Relation::WasAssociatedWith, "principal/p", None));
             records.push(record(&subject, leaf, &out));
             leaf += 1;
         };
@@ -1211,7 +1243,11 @@ mod tests {
             (reached.len(), span as usize)
         };
         let (reached, span) = below(&loaded);
-        assert_eq!((reached, span), (301, 301), "contiguous once loaded");
+        assert_eq!(
+            (reached, span),
+            (301, 301),
+            "contiguous once loaded, the principal and the site not walked down from"
+        );
         let (reached, span) = below(&grown);
         assert_eq!(reached, 301);
         assert!(
