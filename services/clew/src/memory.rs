@@ -39,11 +39,17 @@ pub const PURGE_DELAY_MS: i64 = 300;
 /// to the system ([`PURGE_DELAY_MS`]), unless `MIMALLOC_PURGE_DELAY` is set.
 /// The `clew` binary calls it first thing in `main`.
 pub fn set_purge_delay() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if set_by_environment() {
         return;
     }
     // SAFETY: sets one of mimalloc's options; no pointers.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) }
+}
+
+/// Whether `MIMALLOC_PURGE_DELAY` sets the delay, which then wins over
+/// ours.
+fn set_by_environment() -> bool {
+    std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
 }
 
 /// Freed memory kept by the allocator instead of given back to the system
@@ -65,11 +71,11 @@ pub struct FreedMemoryKept {
 /// has it: 790k page faults against 28k, 7.0–7.3 s of system CPU against
 /// 4.4–4.8, 40.0 s against 32.1–36.7 s, peak RSS 1.51–1.53 GB against
 /// 1.58–1.61; `clew-bench catalog`'s projection 45.0–45.2 µs of CPU an
-/// event against 39.0–39.4. Memory freed meanwhile stays with the allocator afterwards
-/// too (it is never marked for giving back), so a long-running server does
-/// not use this.
+/// event against 39.0–39.4. Memory freed meanwhile stays with the
+/// allocator afterwards too (it is never marked for giving back), so a
+/// long-running server does not use this.
 pub fn keep_freed_memory() -> FreedMemoryKept {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    if set_by_environment() {
         return FreedMemoryKept { restore: None };
     }
     // SAFETY: reads and sets one of mimalloc's options; no pointers. A
