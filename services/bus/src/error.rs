@@ -3,11 +3,13 @@ use thiserror::Error;
 /// Failures of the bus.
 #[derive(Debug, Error)]
 pub enum BusError {
-    /// The embedded log's storage failed.
+    /// The embedded log's files could not be read or written.
     #[error("embedded log storage: {0}")]
-    Storage(#[from] sled::Error),
-    /// A stored group of the embedded log does not parse.
-    #[error("embedded log corrupt: the {stream} stream's record at offset {offset} is cut short")]
+    Storage(String),
+    /// A record of the embedded log does not check out.
+    #[error(
+        "embedded log corrupt: the {stream} stream's record at offset {offset} is cut short or damaged"
+    )]
     Corrupt {
         /// Stream name.
         stream: &'static str,

@@ -4,8 +4,8 @@
 //! This crate owns the four streams of the event spine and nothing about what
 //! flows through them. One trait, [`Bus`], has two implementations:
 //!
-//! - `EmbeddedBus` (feature `embedded`): a durable log in its own sled
-//!   database, the contract's reference implementation for the conformance
+//! - `EmbeddedBus` (feature `embedded`): a durable log of one file per
+//!   stream, the contract's reference implementation for the conformance
 //!   tests and the bus benchmark's baseline. A single-machine Clew does not
 //!   use it: `clew serve` hands envelopes to its sequencer in process.
 //! - [`KafkaBus`]: Apache Kafka through librdkafka, for a deployment of
