@@ -97,6 +97,11 @@ pub struct AcceptedEvent {
     pub event_id: String,
     /// Its leaf index in the Merkle log.
     pub leaf_index: u64,
+    /// Its kind.
+    pub kind: clew_events::proto::EventKind,
+    /// The entity it creates or changes (`dataset/…`), empty if it names
+    /// none.
+    pub subject: String,
 }
 
 /// A submission the sequencer refused (also kept in the rejected log).
@@ -684,10 +689,18 @@ impl Ledger {
                     ov.put_leaf_hashes(size, hashes);
                     ov.put_leaf(size, opened.canonical);
                     ov.index_event(&opened.event.event_id, size);
+                    let body = opened.event.body.as_ref();
                     receipt.accepted.push(AcceptedEvent {
                         source_offset: sub.offset,
                         event_id: opened.event.event_id,
                         leaf_index: size,
+                        kind: body.map_or(clew_events::proto::EventKind::Unspecified, |b| {
+                            clew_events::kind_of(b)
+                        }),
+                        subject: body
+                            .and_then(|b| clew_events::subject_of(b).ok())
+                            .map(|s| s.subject())
+                            .unwrap_or_default(),
                     });
                     size += 1;
                 }

@@ -99,7 +99,22 @@ impl World {
                 Submission::received(self.offset, bytes)
             })
             .collect();
-        self.ledger().sequence("test", subs).unwrap()
+        let r = self.ledger().sequence("test", subs).unwrap();
+        // What the receipt says of each appended event is what its leaf says
+        // (the sequencer publishes it without decoding the leaf again).
+        for a in &r.accepted {
+            let leaf = self
+                .ledger()
+                .leaves(a.leaf_index..a.leaf_index + 1)
+                .unwrap();
+            let opened = clew_events::open(&leaf[0]).unwrap();
+            assert_eq!(a.event_id, opened.event.event_id);
+            assert_eq!(a.kind, opened.kind());
+            let subject = clew_events::subject_of(opened.body()).unwrap().subject();
+            assert_eq!(a.subject, subject);
+            assert!(!a.subject.is_empty());
+        }
+        r
     }
 
     /// Submits good, bad, good; returns the bad one's rejection after checking

@@ -48,14 +48,17 @@
 //! its index (leaf index, tree size, rejection index) and readers drop what
 //! they already hold. A checkpoint is published only after the leaves it
 //! covers, so a reader that has a checkpoint can fetch everything under it.
+//! The committer hands the publisher what it knows of each leaf it appended
+//! (event id, kind, subject), so a leaf is read back but not decoded again;
+//! only leaves appended before a restart are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use clew_bus::{Bus, BusError, CheckpointRecord, Outgoing, SequencedEntry};
-use clew_ledger::{Ledger, LedgerError, PrecheckedBatch, Submission};
+use clew_ledger::{AcceptedEvent, Ledger, LedgerError, PrecheckedBatch, Submission};
 use thiserror::Error;
 
 /// Ledger cursor under which the next leaf to publish is stored.
@@ -152,6 +155,63 @@ impl Wake {
     }
 }
 
+/// Most appended events the committer holds for the publisher; past it, the
+/// publisher decodes leaves itself until it catches up (a bus that is down
+/// for long).
+const MAX_HELD: usize = 1 << 20;
+
+/// What the committer knows of each leaf it appended (event id, kind,
+/// subject), held for the publisher so it need not decode the leaf again.
+/// A leaf not held (appended before a restart, or while the publisher was
+/// far behind) is decoded.
+#[derive(Default)]
+struct Appended {
+    held: Mutex<VecDeque<AcceptedEvent>>,
+}
+
+impl Appended {
+    fn hold(&self, accepted: Vec<AcceptedEvent>) {
+        if let Ok(mut held) = self.held.lock() {
+            let room = MAX_HELD.saturating_sub(held.len());
+            held.extend(accepted.into_iter().take(room));
+        }
+    }
+
+    /// The published form of each of `leaves`, the first at `first`.
+    fn entries(&self, first: u64, leaves: Vec<Vec<u8>>) -> Vec<SequencedEntry> {
+        let Ok(mut held) = self.held.lock() else {
+            return (first..)
+                .zip(leaves)
+                .map(|(i, l)| sequenced_entry(i, l))
+                .collect();
+        };
+        (first..)
+            .zip(leaves)
+            .map(|(index, leaf)| {
+                while held.front().is_some_and(|a| a.leaf_index < index) {
+                    held.pop_front();
+                }
+                let known = held
+                    .front()
+                    .is_some_and(|a| a.leaf_index == index)
+                    .then(|| held.pop_front())
+                    .flatten();
+                match known {
+                    Some(a) => SequencedEntry {
+                        leaf_index: index,
+                        envelope: leaf,
+                        event_id: a.event_id,
+                        kind: a.kind as i32,
+                        subject: a.subject,
+                        sequenced_at: None,
+                    },
+                    None => sequenced_entry(index, leaf),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Runs the sequencer until `stop` is set; then finishes the batch in hand,
 /// publishes everything the ledger holds, and returns.
 pub fn run(
@@ -162,6 +222,7 @@ pub fn run(
     progress: &Progress,
 ) -> Result<(), SequencerError> {
     let wake = Wake::default();
+    let appended = Appended::default();
     let reading_done = AtomicBool::new(false);
     progress.tree_size.store(ledger.size(), Ordering::Relaxed);
     std::thread::scope(|scope| {
@@ -174,11 +235,20 @@ pub fn run(
                     &options,
                     &reading_done,
                     &wake,
+                    &appended,
                     progress,
                 )
             })
             .map_err(|e| SequencerError::Thread(e.to_string()))?;
-        let result = read_loop(&ledger, bus.as_ref(), &options, stop, &wake, progress);
+        let result = read_loop(
+            &ledger,
+            bus.as_ref(),
+            &options,
+            stop,
+            &wake,
+            &appended,
+            progress,
+        );
         reading_done.store(true, Ordering::SeqCst);
         wake.bump();
         let published = publisher.join().map_err(|_| {
@@ -201,6 +271,7 @@ fn read_loop(
     options: &SequencerOptions,
     stop: &AtomicBool,
     wake: &Wake,
+    appended: &Appended,
     progress: &Progress,
 ) -> Result<(), SequencerError> {
     let start = |source: &str| ledger.cursor(source).unwrap_or(0);
@@ -214,7 +285,9 @@ fn read_loop(
         let committer = std::thread::Builder::new()
             .name("sequencer-commit".into())
             .spawn_scoped(scope, move || {
-                commit_loop(ledger, prechecked, committed, stop, wake, progress)
+                commit_loop(
+                    ledger, prechecked, committed, stop, wake, appended, progress,
+                )
             })
             .map_err(|e| SequencerError::Thread(e.to_string()))?;
         while !stop.load(Ordering::SeqCst) {
@@ -267,6 +340,7 @@ fn commit_loop(
     committed: std::sync::mpsc::Sender<Vec<(String, u64)>>,
     stop: &AtomicBool,
     wake: &Wake,
+    appended: &Appended,
     progress: &Progress,
 ) -> Result<(), SequencerError> {
     for batch in prechecked {
@@ -284,6 +358,7 @@ fn commit_loop(
         progress
             .tree_size
             .store(receipt.tree_size, Ordering::Relaxed);
+        appended.hold(receipt.accepted);
         wake.bump();
         // The reader may have stopped already; the cursors are in the ledger.
         let _ = committed.send(positions);
@@ -387,6 +462,7 @@ fn publish_loop(
     options: &SequencerOptions,
     reading_done: &AtomicBool,
     wake: &Wake,
+    appended: &Appended,
     progress: &Progress,
 ) -> Result<(), SequencerError> {
     let mut next_leaf = ledger.cursor(OUTBOX_SEQUENCED)?;
@@ -416,10 +492,11 @@ fn publish_loop(
             continue;
         }
         let end = size.min(next_leaf + options.publish_batch);
-        let mut out = Vec::new();
-        for (leaf, i) in ledger.leaves(next_leaf..end)?.into_iter().zip(next_leaf..) {
-            out.push(Outgoing::Sequenced(sequenced_entry(i, leaf)));
-        }
+        let mut out: Vec<Outgoing> = appended
+            .entries(next_leaf, ledger.leaves(next_leaf..end)?)
+            .into_iter()
+            .map(Outgoing::Sequenced)
+            .collect();
         let mut cp_mark = last_cp;
         for cp in ledger.checkpoints_after(last_cp, usize::MAX)? {
             if cp.size > end {
@@ -497,5 +574,59 @@ fn publish_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clew_events::{sample, seal, ProducerKey};
+    use prost::Message;
+
+    #[test]
+    fn held_leaves_are_published_as_decoding_them_would_and_the_rest_are_decoded() {
+        let key = ProducerKey::from_seed("ingest", [7; 32]).expect("key");
+        let leaves: Vec<Vec<u8>> = (0..6)
+            .map(|v| {
+                seal(
+                    &key,
+                    "ingest",
+                    sample::dataset_version(1, v, vec![]),
+                    None,
+                    None,
+                )
+                .expect("seal")
+                .encode_to_vec()
+            })
+            .collect();
+        let decoded: Vec<SequencedEntry> = (10..)
+            .zip(leaves.clone())
+            .map(|(i, l)| sequenced_entry(i, l))
+            .collect();
+        let summary = |e: &SequencedEntry, tag: &str| AcceptedEvent {
+            source_offset: 0,
+            event_id: e.event_id.clone(),
+            leaf_index: e.leaf_index,
+            kind: clew_events::proto::EventKind::try_from(e.kind).expect("kind"),
+            subject: format!("{}{tag}", e.subject),
+        };
+        let appended = Appended::default();
+        // Held: leaves 9 (already published), 10 and 12; 11 and 13-15 not.
+        let mut held = vec![AcceptedEvent {
+            leaf_index: 9,
+            ..summary(&decoded[0], "")
+        }];
+        held.push(summary(&decoded[0], ""));
+        held.push(summary(&decoded[2], " (held)"));
+        appended.hold(held);
+        let got = appended.entries(10, leaves);
+        assert_eq!(got[0], decoded[0]);
+        // Leaf 12 came from what was held, not from a decode.
+        assert_eq!(got[2].subject, format!("{} (held)", decoded[2].subject));
+        for i in [1, 3, 4, 5] {
+            assert_eq!(got[i], decoded[i], "leaf {}", 10 + i);
+        }
+        assert!(appended.held.lock().expect("lock").is_empty());
+        assert!(!decoded[3].subject.is_empty() && decoded[3].kind != 0);
     }
 }
