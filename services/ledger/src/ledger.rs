@@ -689,18 +689,15 @@ impl Ledger {
                     ov.put_leaf_hashes(size, hashes);
                     ov.put_leaf(size, opened.canonical);
                     ov.index_event(&opened.event.event_id, size);
-                    let body = opened.event.body.as_ref();
                     receipt.accepted.push(AcceptedEvent {
                         source_offset: sub.offset,
                         event_id: opened.event.event_id,
                         leaf_index: size,
-                        kind: body.map_or(clew_events::proto::EventKind::Unspecified, |b| {
-                            clew_events::kind_of(b)
-                        }),
-                        subject: body
-                            .and_then(|b| clew_events::subject_of(b).ok())
-                            .map(|s| s.subject())
+                        // `open` refused any event whose kind or subject
+                        // disagree with its body.
+                        kind: clew_events::proto::EventKind::try_from(opened.event.kind)
                             .unwrap_or_default(),
+                        subject: opened.event.subject,
                     });
                     size += 1;
                 }
