@@ -155,10 +155,10 @@ impl Wake {
     }
 }
 
-/// Most appended events the committer holds for the publisher; past it, the
-/// publisher decodes leaves itself until it catches up (a bus that is down
-/// for long).
-const MAX_HELD: usize = 1 << 20;
+/// Most appended events the committer holds for the publisher (16 publish
+/// batches, a few MiB); past it, the publisher decodes leaves itself until
+/// it catches up (a bus that is down for long).
+const MAX_HELD: usize = 1 << 16;
 
 /// What the committer knows of each leaf it appended (event id, kind,
 /// subject), held for the publisher so it need not decode the leaf again.
