@@ -13,7 +13,11 @@
 //! what follows the last whole one: the tail of an append that a crash
 //! interrupted before it was synced, so never acknowledged. The CRC covers
 //! the length, so a run of zeros (a file the system extended but never
-//! wrote) is not a record.
+//! wrote) is not a record. Damage where records were acknowledged is not a
+//! torn append and is not cut: at most once a second an append also records
+//! the synced end of each file it wrote in `<stream>.synced` (the recovery
+//! point, as Kafka keeps one), and a log damaged before its recovery point
+//! is refused at open, naming the stream and the record.
 //!
 //! Why files and not sled trees, as this log was until it was measured: a
 //! sled leaf holds up to 16 values and is rewritten whole when it splits or
@@ -51,6 +55,9 @@ const INDEX_EVERY: u64 = 256;
 /// larger).
 const READ_CHUNK: u64 = 1 << 20;
 
+/// At most this often an append records a file's synced end.
+const RECOVERY_POINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Files of the sled database this log was kept in before; a folder that
 /// holds them is refused rather than silently started afresh.
 const EARLIER_FORMAT: [&str; 2] = ["conf", "db"];
@@ -78,6 +85,11 @@ struct Inner {
 struct LogFile {
     name: &'static str,
     file: File,
+    /// `<stream>.synced`: a byte position below which every frame was
+    /// synced, as a little-endian `u64` and its CRC-32.
+    recovery_point: PathBuf,
+    /// When this process last recorded it (under the append lock).
+    recorded: Mutex<Option<Instant>>,
     /// `index[k]` is the byte position of record `k * INDEX_EVERY`.
     index: RwLock<Vec<u64>>,
 }
@@ -127,7 +139,7 @@ impl EmbeddedBus {
         for name in std::iter::once(INBOUND).chain(Stream::ALL.iter().map(|s| s.name())) {
             let path = dir.join(format!("{name}.log"));
             created |= !path.exists();
-            let (log, end) = LogFile::open(name, &path)?;
+            let (log, end) = LogFile::open(name, &path, dir.join(format!("{name}.synced")))?;
             logs.insert(name, Arc::new(log));
             ends.insert(name, end);
         }
@@ -196,6 +208,7 @@ impl EmbeddedBus {
             }
             for (log, end) in &written {
                 ends.insert(log.name, *end);
+                log.record_recovery_point(*end)?;
             }
             written
         };
@@ -265,6 +278,29 @@ fn lock(path: &Path) -> Result<File, BusError> {
     }
 }
 
+/// The recovery point recorded in `path`: 0 when there is none yet, or
+/// when it does not check out (then the whole file is checked as a tail
+/// would be, and an operator is told).
+fn read_recovery_point(stream: &'static str, path: &Path) -> u64 {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::warn!(stream, error = %e, "cannot read the embedded log's recovery point");
+            return 0;
+        }
+    };
+    let parsed = <[u8; 12]>::try_from(bytes.as_slice()).ok().and_then(|b| {
+        let position = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+        let crc = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        (crc32fast::hash(&position) == crc).then(|| u64::from_le_bytes(position))
+    });
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(stream, path = %path.display(), "the embedded log's recovery point is damaged; ignoring it");
+        0
+    })
+}
+
 /// A record framed for its file: length, CRC of the length and the record,
 /// the record.
 fn frame_into(out: &mut Vec<u8>, record: &[u8]) -> Result<(), BusError> {
@@ -313,8 +349,13 @@ fn frame_at(buf: &[u8]) -> Frame<'_> {
 
 impl LogFile {
     /// Opens `path`, checks every frame, indexes the records and cuts off
-    /// anything after the last whole one.
-    fn open(name: &'static str, path: &Path) -> Result<(Self, End), BusError> {
+    /// anything after the last whole one; refuses a file damaged before its
+    /// recovery point.
+    fn open(
+        name: &'static str,
+        path: &Path,
+        recovery_point: PathBuf,
+    ) -> Result<(Self, End), BusError> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -361,6 +402,14 @@ impl LogFile {
             end.position += framed;
         }
         drop(reader);
+        let synced = read_recovery_point(name, &recovery_point);
+        if end.position < synced {
+            // Acknowledged records are damaged or gone: not a torn append.
+            return Err(BusError::Corrupt {
+                stream: name,
+                offset: end.offset,
+            });
+        }
         if end.position < length {
             tracing::warn!(
                 stream = name,
@@ -376,10 +425,36 @@ impl LogFile {
             Self {
                 name,
                 file,
+                recovery_point,
+                recorded: Mutex::new(None),
                 index: RwLock::new(index),
             },
             end,
         ))
+    }
+
+    /// Records `end` (synced) as the recovery point if the last was recorded
+    /// long enough ago: written beside it, synced, renamed over it.
+    fn record_recovery_point(&self, end: End) -> Result<(), BusError> {
+        let mut recorded = self
+            .recorded
+            .lock()
+            .map_err(|_| BusError::Setup("embedded log lock poisoned".into()))?;
+        if recorded.is_some_and(|at| at.elapsed() < RECOVERY_POINT_EVERY) {
+            return Ok(());
+        }
+        let bytes = end.position.to_le_bytes();
+        let mut content = bytes.to_vec();
+        content.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        let fresh = self.recovery_point.with_extension("synced.new");
+        let dir = self.recovery_point.parent().unwrap_or(Path::new("."));
+        std::fs::write(&fresh, &content)
+            .and_then(|()| File::open(&fresh)?.sync_data())
+            .and_then(|()| std::fs::rename(&fresh, &self.recovery_point))
+            .and_then(|()| File::open(dir)?.sync_all())
+            .map_err(|e| io_error("cannot record", &self.recovery_point, e))?;
+        *recorded = Some(Instant::now());
+        Ok(())
     }
 
     /// Writes `records` at `end` (not yet synced) and indexes them; returns
@@ -695,6 +770,45 @@ mod tests {
         for r in &got {
             assert_eq!(r.bytes, payloads[r.offset as usize]);
         }
+    }
+
+    #[test]
+    fn damage_where_records_were_acknowledged_is_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let payloads: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("record {i}").into_bytes())
+            .collect();
+        let refs: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("k", p.as_slice())).collect();
+        let path = dir.path().join("inbound.log");
+        {
+            let bus = EmbeddedBus::open(dir.path()).expect("open");
+            bus.submit(&refs).expect("submit");
+        }
+        let whole = std::fs::metadata(&path).expect("log file").len();
+        // Where record 100's frame ends: each frame is 8 bytes and its record.
+        let at_100: u64 = payloads[..=100].iter().map(|p| 8 + p.len() as u64).sum();
+        assert!(dir.path().join("inbound.synced").exists());
+        // One bit of record 100 flipped on disk.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("log");
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at_100 - 1).expect("read");
+        file.write_all_at(&[byte[0] ^ 1], at_100 - 1).expect("flip");
+        drop(file);
+
+        let err = EmbeddedBus::open(dir.path()).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "embedded log corrupt: the inbound stream's record at offset 100 is cut short or damaged"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("log file").len(),
+            whole,
+            "nothing cut"
+        );
     }
 
     #[test]
