@@ -190,25 +190,45 @@ impl EmbeddedBus {
                 .append
                 .lock()
                 .map_err(|_| BusError::Setup("embedded log lock poisoned".into()))?;
-            let mut written = Vec::new();
-            for (name, values) in streams {
-                if values.is_empty() {
-                    continue;
+            let mut written: Vec<(Arc<LogFile>, End, End)> = Vec::new();
+            let outcome = (|| {
+                for (name, values) in streams {
+                    if values.is_empty() {
+                        continue;
+                    }
+                    let log = self.log(name)?;
+                    let before = ends.get(name).copied().unwrap_or_default();
+                    let after = log.write(before, values)?;
+                    written.push((log, before, after));
                 }
-                let log = self.log(name)?;
-                let end = ends.get(name).copied().unwrap_or_default();
-                written.push((log.clone(), log.write(end, values)?));
+                // Durable before acknowledged; only then does the end move.
+                for (log, _, _) in &written {
+                    log.file
+                        .sync_data()
+                        .map_err(|e| BusError::Storage(format!("cannot sync {}: {e}", log.name)))?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = outcome {
+                // Nothing of a failed append may be read back after a
+                // restart: each file goes back to where it ended.
+                for (log, before, _) in &written {
+                    let _ = log.file.set_len(before.position);
+                }
+                return Err(e);
             }
-            // Durable before acknowledged; only then does the end move, so
-            // a failed append is written over by the next one.
-            for (log, _) in &written {
-                log.file
-                    .sync_data()
-                    .map_err(|e| BusError::Storage(format!("cannot sync {}: {e}", log.name)))?;
-            }
+            let written: Vec<(Arc<LogFile>, End)> = written
+                .into_iter()
+                .map(|(log, _, after)| (log, after))
+                .collect();
             for (log, end) in &written {
                 ends.insert(log.name, *end);
-                log.record_recovery_point(*end)?;
+                // The records are durable whatever happens here: a recovery
+                // point not recorded only narrows what opening can tell
+                // from a torn tail.
+                if let Err(e) = log.record_recovery_point(*end) {
+                    tracing::warn!(stream = log.name, error = %e, "cannot record the embedded log's recovery point");
+                }
             }
             written
         };
@@ -473,9 +493,11 @@ impl LogFile {
             next.offset += 1;
             next.position += (buf.len() - before) as u64;
         }
-        self.file
-            .write_all_at(&buf, end.position)
-            .map_err(|e| BusError::Storage(format!("cannot write {}: {e}", self.name)))?;
+        self.file.write_all_at(&buf, end.position).map_err(|e| {
+            // What part of it was written is not a record.
+            let _ = self.file.set_len(end.position);
+            BusError::Storage(format!("cannot write {}: {e}", self.name))
+        })?;
         let mut index = self
             .index
             .write()
