@@ -327,13 +327,18 @@ fn frame_into(out: &mut Vec<u8>, record: &[u8]) -> Result<(), BusError> {
     let len = u32::try_from(record.len())
         .map_err(|_| BusError::Setup(format!("a record of {} bytes is too large", record.len())))?;
     let len = len.to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&frame_crc(len, record).to_le_bytes());
+    out.extend_from_slice(record);
+    Ok(())
+}
+
+/// A frame's CRC-32: of its length bytes and its record together.
+fn frame_crc(len: [u8; 4], record: &[u8]) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len);
     crc.update(record);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(record);
-    Ok(())
+    crc.finalize()
 }
 
 /// What the bytes at the start of `buf` hold.
@@ -357,10 +362,7 @@ fn frame_at(buf: &[u8]) -> Frame<'_> {
     let Some(record) = rest.get(..len) else {
         return Frame::Needs(FRAME_HEADER + len as u64);
     };
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len_bytes);
-    hasher.update(record);
-    if hasher.finalize() == crc {
+    if frame_crc(len_bytes, record) == crc {
         Frame::Record(record, FRAME_HEADER + len as u64)
     } else {
         Frame::Damaged
@@ -393,11 +395,10 @@ impl LogFile {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match (&mut reader).take(FRAME_HEADER).read_to_end(&mut buf) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error("cannot read", path, e)),
-            }
+            (&mut reader)
+                .take(FRAME_HEADER)
+                .read_to_end(&mut buf)
+                .map_err(|e| io_error("cannot read", path, e))?;
             if buf.is_empty() {
                 break;
             }
@@ -735,6 +736,16 @@ impl Follower for EmbeddedFollower {
 mod tests {
     use super::*;
 
+    /// `n` records, `record 0` to `record n-1`.
+    fn numbered(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("record {i}").into_bytes()).collect()
+    }
+
+    /// `records` as a producer submits them, each under one key.
+    fn keyed(records: &[Vec<u8>]) -> Vec<(&str, &[u8])> {
+        records.iter().map(|p| ("k", p.as_slice())).collect()
+    }
+
     fn framed(records: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for r in records {
@@ -760,10 +771,8 @@ mod tests {
     #[test]
     fn reopening_cuts_a_torn_append_and_the_next_append_takes_its_offsets() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let payloads: Vec<Vec<u8>> = (0..600)
-            .map(|i| format!("record {i}").into_bytes())
-            .collect();
-        let refs: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("k", p.as_slice())).collect();
+        let payloads = numbered(600);
+        let refs = keyed(&payloads);
         let path = dir.path().join("inbound.log");
         let whole = {
             let bus = EmbeddedBus::open(dir.path()).expect("open");
@@ -797,10 +806,8 @@ mod tests {
     #[test]
     fn damage_where_records_were_acknowledged_is_refused_not_cut() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let payloads: Vec<Vec<u8>> = (0..300)
-            .map(|i| format!("record {i}").into_bytes())
-            .collect();
-        let refs: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("k", p.as_slice())).collect();
+        let payloads = numbered(300);
+        let refs = keyed(&payloads);
         let path = dir.path().join("inbound.log");
         {
             let bus = EmbeddedBus::open(dir.path()).expect("open");
@@ -839,7 +846,7 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..3_000)
             .map(|i| vec![(i % 251) as u8; 1 + (i * 37) % 700])
             .collect();
-        let refs: Vec<(&str, &[u8])> = payloads.iter().map(|p| ("k", p.as_slice())).collect();
+        let refs = keyed(&payloads);
         {
             let bus = EmbeddedBus::open(dir.path()).expect("open");
             bus.submit(&refs[..3]).expect("submit");

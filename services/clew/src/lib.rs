@@ -13,10 +13,11 @@
 //! sequencer, [`synthetic`] writes realistic ones (`clew sample-stream`, the
 //! end-to-end tests and the benchmarks use it); [`export`] writes a static
 //! tlog-tiles mirror; [`memory`] says when the allocator gives freed memory
-//! back (later in a server, not while a catalogue is rebuilt); [`witnessing`] sends every new checkpoint to the
-//! configured witnesses (`clew serve --witness`) and [`monitor`] is a
-//! partner's monitor of a remote ledger (`clew monitor`). [`cli`] parses arguments (one module per command
-//! family) and reports with progress bars and a one-line summary; errors
+//! back (later in a server, not while a catalogue is rebuilt);
+//! [`witnessing`] sends every new checkpoint to the configured witnesses
+//! (`clew serve --witness`) and [`monitor`] is a partner's monitor of a
+//! remote ledger (`clew monitor`). [`cli`] parses arguments (one module per
+//! command family) and reports with progress bars and a one-line summary; errors
 //! surface through anyhow with the context of what was tried. The
 //! benchmarks are a separate binary, `clew-bench` (`services/bench`).
 

@@ -179,24 +179,12 @@ impl Appended {
 
     /// The published form of each of `leaves`, the first at `first`.
     fn entries(&self, first: u64, leaves: Vec<Vec<u8>>) -> Vec<SequencedEntry> {
-        let Ok(mut held) = self.held.lock() else {
-            return (first..)
-                .zip(leaves)
-                .map(|(i, l)| sequenced_entry(i, l))
-                .collect();
-        };
+        // A poisoned lock only means every leaf is decoded.
+        let mut held = self.held.lock().ok();
         (first..)
             .zip(leaves)
-            .map(|(index, leaf)| {
-                while held.front().is_some_and(|a| a.leaf_index < index) {
-                    held.pop_front();
-                }
-                let known = held
-                    .front()
-                    .is_some_and(|a| a.leaf_index == index)
-                    .then(|| held.pop_front())
-                    .flatten();
-                match known {
+            .map(
+                |(index, leaf)| match held.as_mut().and_then(|h| take(h, index)) {
                     Some(a) => SequencedEntry {
                         leaf_index: index,
                         envelope: leaf,
@@ -206,10 +194,22 @@ impl Appended {
                         sequenced_at: None,
                     },
                     None => sequenced_entry(index, leaf),
-                }
-            })
+                },
+            )
             .collect()
     }
+}
+
+/// What `held` knows of leaf `index`, dropping what it holds of leaves
+/// before it (published already).
+fn take(held: &mut VecDeque<AcceptedEvent>, index: u64) -> Option<AcceptedEvent> {
+    while held.front().is_some_and(|a| a.leaf_index < index) {
+        held.pop_front();
+    }
+    held.front()
+        .is_some_and(|a| a.leaf_index == index)
+        .then(|| held.pop_front())
+        .flatten()
 }
 
 /// Runs the sequencer until `stop` is set; then finishes the batch in hand,
