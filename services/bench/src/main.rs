@@ -274,7 +274,7 @@ fn main() -> ExitCode {
     // The allocator as the `clew` binary sets it, so the sequencer, the
     // serving process and the buses run here as they run there (the
     // projection keeps freed memory as `clew reindex` does).
-    clew::memory::set_purge_delay();
+    clew::memory::set_allocator_policy();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLEW_LOG")

@@ -6,6 +6,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    clew::memory::set_purge_delay();
+    clew::memory::set_allocator_policy();
     clew::cli::main()
 }

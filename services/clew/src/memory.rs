@@ -2,9 +2,12 @@
 //! the system: after [`PURGE_DELAY_MS`] in a server, whose memory should
 //! shrink back after a burst; not at all while a command rebuilds the
 //! catalogue ([`keep_freed_memory`]), which would otherwise give back and
-//! fault in again the same memory chunk after chunk; and at once, on
-//! request, once a server has opened its stores ([`return_freed_memory`]).
-//! `MIMALLOC_PURGE_DELAY`, when set, wins over the first two.
+//! fault in again the same memory chunk after chunk; after
+//! [`CATCH_UP_PURGE_DELAY_MS`] while a server's node brings its catalogue
+//! up to the ledger at start, the same work in a process that goes on
+//! running; and at once, on request, once a server has opened its stores
+//! ([`return_freed_memory`]). `MIMALLOC_PURGE_DELAY`, when set, wins over
+//! all but the last.
 
 /// Gives the system back the memory this thread freed while opening the
 /// stores. mimalloc (the `clew` binary's allocator) keeps a thread's freed
@@ -35,9 +38,24 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// faulted in again; not profiled).
 pub const PURGE_DELAY_MS: i64 = 300;
 
+/// How long freed memory stays with the allocator while a node brings its
+/// catalogue up to the ledger at start (`clew serve` on a catalogue behind
+/// its ledger, or none): long enough that each chunk of events reuses what
+/// the chunk before it freed instead of faulting it in afresh, short enough
+/// that what the catch-up leaves unused goes back to the system seconds
+/// after it ends, unlike [`keep_freed_memory`]'s "never".
+pub const CATCH_UP_PURGE_DELAY_MS: i64 = 10_000;
+
+/// The allocator's settings for a `clew` process: [`set_purge_delay`], and
+/// [`CATCH_UP_PURGE_DELAY_MS`] while a node catches up at start. The `clew`
+/// binary and the benchmarks call it first thing in `main`.
+pub fn set_allocator_policy() {
+    set_purge_delay();
+    clew_node::while_catching_up(|| Box::new(keep_freed_memory_while_catching_up()));
+}
+
 /// Sets how long freed memory stays with the allocator before it goes back
 /// to the system ([`PURGE_DELAY_MS`]), unless `MIMALLOC_PURGE_DELAY` is set.
-/// The `clew` binary calls it first thing in `main`.
 pub fn set_purge_delay() {
     if set_by_environment() {
         return;
@@ -59,6 +77,10 @@ pub struct FreedMemoryKept {
     /// The purge delay to restore; `None` when `MIMALLOC_PURGE_DELAY` is
     /// set and was left alone.
     restore: Option<std::os::raw::c_long>,
+    /// Whether what was kept goes back to the system when this is dropped
+    /// (a process that goes on running) rather than when its threads next
+    /// allocate after the delay (an idle server's may not for hours).
+    give_back: bool,
 }
 
 /// Keeps freed memory with the allocator until the returned value is
@@ -75,15 +97,33 @@ pub struct FreedMemoryKept {
 /// allocator afterwards too (it is never marked for giving back), so a
 /// long-running server does not use this.
 pub fn keep_freed_memory() -> FreedMemoryKept {
+    // A negative delay is mimalloc's "never" (v3 `arena.c`, `os.c`).
+    purge_after(-1, false)
+}
+
+/// Keeps freed memory with the allocator for [`CATCH_UP_PURGE_DELAY_MS`]
+/// until the returned value is dropped, unless `MIMALLOC_PURGE_DELAY` is
+/// set: for a server's catch-up at start, which projects chunk after chunk
+/// as `clew reindex` does but goes on serving afterwards. Dropping it gives
+/// back at once what the catch-up left unused ([`return_freed_memory`]).
+pub fn keep_freed_memory_while_catching_up() -> FreedMemoryKept {
+    purge_after(CATCH_UP_PURGE_DELAY_MS, true)
+}
+
+/// Sets the purge delay to `delay_ms` until the returned value is dropped.
+fn purge_after(delay_ms: i64, give_back: bool) -> FreedMemoryKept {
     if set_by_environment() {
-        return FreedMemoryKept { restore: None };
+        return FreedMemoryKept {
+            restore: None,
+            give_back,
+        };
     }
-    // SAFETY: reads and sets one of mimalloc's options; no pointers. A
-    // negative delay is mimalloc's "never" (v3 `arena.c`, `os.c`).
+    // SAFETY: reads and sets one of mimalloc's options; no pointers.
     let previous = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms as _) };
     FreedMemoryKept {
         restore: Some(previous),
+        give_back,
     }
 }
 
@@ -92,6 +132,9 @@ impl Drop for FreedMemoryKept {
         if let Some(previous) = self.restore {
             // SAFETY: sets one of mimalloc's options; no pointers.
             unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, previous) }
+        }
+        if self.give_back {
+            return_freed_memory();
         }
     }
 }
@@ -111,9 +154,11 @@ mod tests {
     /// starts, so each case runs this test binary again: with
     /// `MIMALLOC_PURGE_DELAY` set, option 15 holds its value before and
     /// after [`super::set_purge_delay`] and while freed memory is kept;
-    /// without it, the call sets [`super::PURGE_DELAY_MS`], keeping freed
-    /// memory sets "never" (-1), and dropping the guard sets the delay
-    /// back.
+    /// without it, [`super::set_allocator_policy`] sets
+    /// [`super::PURGE_DELAY_MS`] and the nodes' catch-up hook, keeping freed
+    /// memory sets "never" (-1), a catch-up sets
+    /// [`super::CATCH_UP_PURGE_DELAY_MS`], and dropping either guard sets
+    /// the delay back.
     #[test]
     fn the_purge_delay_is_option_15_its_variable_wins_and_kept_memory_sets_it_back() {
         match std::env::var(CHILD).as_deref() {
@@ -124,16 +169,29 @@ mod tests {
                 let kept = super::keep_freed_memory();
                 assert_eq!(purge_delay(), 1234, "the variable was overridden");
                 drop(kept);
+                let kept = super::keep_freed_memory_while_catching_up();
+                assert_eq!(purge_delay(), 1234, "the variable was overridden");
+                drop(kept);
                 assert_eq!(purge_delay(), 1234);
                 return;
             }
             Ok("none") => {
-                super::set_purge_delay();
+                super::set_allocator_policy();
                 assert_eq!(purge_delay(), super::PURGE_DELAY_MS);
                 let kept = super::keep_freed_memory();
                 assert_eq!(purge_delay(), -1, "freed memory is not kept");
                 drop(kept);
                 assert_eq!(purge_delay(), super::PURGE_DELAY_MS, "not set back");
+                let kept = super::keep_freed_memory_while_catching_up();
+                assert_eq!(purge_delay(), super::CATCH_UP_PURGE_DELAY_MS);
+                drop(kept);
+                assert_eq!(purge_delay(), super::PURGE_DELAY_MS, "not set back");
+                // The policy gave every node of the process its catch-up
+                // hook: a second one is refused.
+                assert!(
+                    !clew_node::while_catching_up(|| Box::new(())),
+                    "no catch-up hook was set"
+                );
                 return;
             }
             _ => {}

@@ -40,6 +40,7 @@ use thiserror::Error;
 
 pub use metrics::Metrics;
 pub use node::{Node, API_SOURCE, REPLICA_ANSWER_TIMEOUT};
+pub use projector::{while_catching_up, CatchUpGuard};
 pub use replica::CosignatureFilter;
 
 /// How far the catalogue has caught up with the ledger.

@@ -24,11 +24,31 @@ pub(crate) const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// as often.
 pub(crate) const REPLICA_SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
 
+/// What the process holds while a node brings its catalogue up to the
+/// ledger at start (see [`while_catching_up`]); dropped once it has.
+pub type CatchUpGuard = Box<dyn std::any::Any>;
+
+/// The process's hook for a catch-up at start, if it set one.
+static CATCH_UP_HOOK: std::sync::OnceLock<fn() -> CatchUpGuard> = std::sync::OnceLock::new();
+
+/// Sets what every node of this process calls before it brings its
+/// catalogue up to the ledger at start, holding what it returns until the
+/// catch-up ends: a process-wide setting for work of that shape, such as
+/// the allocator's (the `clew` binary keeps freed memory for a while,
+/// since each chunk of a long catch-up frees what the chunk before it
+/// allocated). The first call wins; false when one was already set.
+pub fn while_catching_up(hook: fn() -> CatchUpGuard) -> bool {
+    CATCH_UP_HOOK.set(hook).is_ok()
+}
+
 /// Brings the catalogue up to the ledger (or mirror) before a node serves;
 /// false (logged) when it cannot, and the node stays [`Applied::CatchingUp`].
 pub(crate) fn catch_up_at_start(catalog: &Catalog, ledger: &Ledger) -> bool {
     let started = Instant::now();
-    match catalog.catch_up(ledger, &|_, _| {}) {
+    let guard = CATCH_UP_HOOK.get().map(|hook| hook());
+    let caught_up = catalog.catch_up(ledger, &|_, _| {});
+    drop(guard);
+    match caught_up {
         Ok(n) => {
             tracing::info!(
                 leaves = n,
@@ -88,4 +108,61 @@ pub(crate) fn publish(applied: &watch::Sender<Applied>, metrics: &Metrics, size:
     metrics.tree_size.set(size as i64);
     metrics.applied.set(size as i64);
     applied.send_replace(Applied::Ready(size));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use clew_catalog::Catalog;
+    use clew_events::ProducerKey;
+    use clew_ledger::{Ledger, LedgerOptions};
+
+    /// Hooks called and guards dropped (this test is the binary's only
+    /// setter of the process-wide hook).
+    static CALLED: AtomicU64 = AtomicU64::new(0);
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+    struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_catch_up_at_start_holds_the_process_hook_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ProducerKey::generate("test.clew.example/ledger")
+            .unwrap()
+            .to_signer_text();
+        let admin = ProducerKey::generate("admin").unwrap();
+        let ledger = Ledger::create(
+            &dir.path().join("ledger"),
+            &key,
+            &admin,
+            "admin",
+            LedgerOptions::default(),
+        )
+        .unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog")).unwrap();
+        assert!(super::while_catching_up(|| {
+            CALLED.fetch_add(1, Ordering::SeqCst);
+            Box::new(Guard)
+        }));
+        assert!(
+            !super::while_catching_up(|| Box::new(())),
+            "a second hook replaced the first"
+        );
+        assert!(super::catch_up_at_start(&catalog, &ledger));
+        assert!(ledger.size() > 0);
+        assert_eq!(catalog.applied().unwrap(), ledger.size());
+        assert_eq!(CALLED.load(Ordering::SeqCst), 1, "the hook was not called");
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            1,
+            "what the hook returned outlived the catch-up"
+        );
+    }
 }
