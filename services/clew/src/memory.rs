@@ -101,13 +101,44 @@ pub fn keep_freed_memory() -> FreedMemoryKept {
     purge_after(-1, false)
 }
 
+/// Catch-ups under way in this process, and the guard that set the delay
+/// for them all (the first to start sets it; the last to end sets it back).
+static CATCHING_UP: std::sync::Mutex<(usize, Option<FreedMemoryKept>)> =
+    std::sync::Mutex::new((0, None));
+
+/// Freed memory kept while a catch-up runs ([`keep_freed_memory_while_catching_up`]).
+#[must_use = "freed memory is kept only while this lives"]
+pub struct CatchingUp(());
+
 /// Keeps freed memory with the allocator for [`CATCH_UP_PURGE_DELAY_MS`]
 /// until the returned value is dropped, unless `MIMALLOC_PURGE_DELAY` is
 /// set: for a server's catch-up at start, which projects chunk after chunk
-/// as `clew reindex` does but goes on serving afterwards. Dropping it gives
-/// back at once what the catch-up left unused ([`return_freed_memory`]).
-pub fn keep_freed_memory_while_catching_up() -> FreedMemoryKept {
-    purge_after(CATCH_UP_PURGE_DELAY_MS, true)
+/// as `clew reindex` does but goes on serving afterwards. Catch-ups that
+/// overlap (several nodes in one process) share the setting, which the last
+/// to end sets back, giving back at once what they left unused
+/// ([`return_freed_memory`]).
+pub fn keep_freed_memory_while_catching_up() -> CatchingUp {
+    if let Ok(mut running) = CATCHING_UP.lock() {
+        if running.0 == 0 {
+            running.1 = Some(purge_after(CATCH_UP_PURGE_DELAY_MS, true));
+        }
+        running.0 += 1;
+    }
+    CatchingUp(())
+}
+
+impl Drop for CatchingUp {
+    fn drop(&mut self) {
+        let last = CATCHING_UP.lock().ok().and_then(|mut running| {
+            running.0 = running.0.saturating_sub(1);
+            if running.0 == 0 {
+                running.1.take()
+            } else {
+                None
+            }
+        });
+        drop(last);
+    }
 }
 
 /// Sets the purge delay to `delay_ms` until the returned value is dropped.
@@ -156,9 +187,9 @@ mod tests {
     /// after [`super::set_purge_delay`] and while freed memory is kept;
     /// without it, [`super::set_allocator_policy`] sets
     /// [`super::PURGE_DELAY_MS`] and the nodes' catch-up hook, keeping freed
-    /// memory sets "never" (-1), a catch-up sets
-    /// [`super::CATCH_UP_PURGE_DELAY_MS`], and dropping either guard sets
-    /// the delay back.
+    /// memory sets "never" (-1), catch-ups set
+    /// [`super::CATCH_UP_PURGE_DELAY_MS`] until the last of them ends, and
+    /// dropping the guards sets the delay back.
     #[test]
     fn the_purge_delay_is_option_15_its_variable_wins_and_kept_memory_sets_it_back() {
         match std::env::var(CHILD).as_deref() {
@@ -182,9 +213,14 @@ mod tests {
                 assert_eq!(purge_delay(), -1, "freed memory is not kept");
                 drop(kept);
                 assert_eq!(purge_delay(), super::PURGE_DELAY_MS, "not set back");
-                let kept = super::keep_freed_memory_while_catching_up();
+                // Two catch-ups overlapping, the first ending first: the
+                // delay holds until the last ends.
+                let first = super::keep_freed_memory_while_catching_up();
                 assert_eq!(purge_delay(), super::CATCH_UP_PURGE_DELAY_MS);
-                drop(kept);
+                let second = super::keep_freed_memory_while_catching_up();
+                drop(first);
+                assert_eq!(purge_delay(), super::CATCH_UP_PURGE_DELAY_MS);
+                drop(second);
                 assert_eq!(purge_delay(), super::PURGE_DELAY_MS, "not set back");
                 // The policy gave every node of the process its catch-up
                 // hook: a second one is refused.
