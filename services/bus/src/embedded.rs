@@ -217,11 +217,7 @@ impl EmbeddedBus {
                 }
                 return Err(e);
             }
-            let written: Vec<(Arc<LogFile>, End)> = written
-                .into_iter()
-                .map(|(log, _, after)| (log, after))
-                .collect();
-            for (log, end) in &written {
+            for (log, _, end) in &written {
                 ends.insert(log.name, *end);
                 // The records are durable whatever happens here: a recovery
                 // point not recorded only narrows what opening can tell
@@ -233,7 +229,7 @@ impl EmbeddedBus {
             written
         };
         if let Ok(mut v) = self.inner.visible.lock() {
-            for (log, end) in written {
+            for (log, _, end) in written {
                 let durable = v.durable.entry(log.name).or_default();
                 if end.offset > durable.offset {
                     *durable = end;

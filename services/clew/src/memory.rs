@@ -77,10 +77,6 @@ pub struct FreedMemoryKept {
     /// The purge delay to restore; `None` when `MIMALLOC_PURGE_DELAY` is
     /// set and was left alone.
     restore: Option<std::os::raw::c_long>,
-    /// Whether what was kept goes back to the system when this is dropped
-    /// (a process that goes on running) rather than when its threads next
-    /// allocate after the delay (an idle server's may not for hours).
-    give_back: bool,
 }
 
 /// Keeps freed memory with the allocator until the returned value is
@@ -98,7 +94,7 @@ pub struct FreedMemoryKept {
 /// long-running server does not use this.
 pub fn keep_freed_memory() -> FreedMemoryKept {
     // A negative delay is mimalloc's "never" (v3 `arena.c`, `os.c`).
-    purge_after(-1, false)
+    purge_after(-1)
 }
 
 /// Catch-ups under way in this process, and the guard that set the delay
@@ -116,11 +112,12 @@ pub struct CatchingUp(());
 /// as `clew reindex` does but goes on serving afterwards. Catch-ups that
 /// overlap (several nodes in one process) share the setting, which the last
 /// to end sets back, giving back at once what they left unused
-/// ([`return_freed_memory`]).
+/// ([`return_freed_memory`]): an idle server's threads may not allocate
+/// again for hours, and only then would mimalloc purge it.
 pub fn keep_freed_memory_while_catching_up() -> CatchingUp {
     if let Ok(mut running) = CATCHING_UP.lock() {
         if running.0 == 0 {
-            running.1 = Some(purge_after(CATCH_UP_PURGE_DELAY_MS, true));
+            running.1 = Some(purge_after(CATCH_UP_PURGE_DELAY_MS));
         }
         running.0 += 1;
     }
@@ -137,24 +134,23 @@ impl Drop for CatchingUp {
                 None
             }
         });
-        drop(last);
+        if let Some(kept) = last {
+            drop(kept);
+            return_freed_memory();
+        }
     }
 }
 
 /// Sets the purge delay to `delay_ms` until the returned value is dropped.
-fn purge_after(delay_ms: i64, give_back: bool) -> FreedMemoryKept {
+fn purge_after(delay_ms: i64) -> FreedMemoryKept {
     if set_by_environment() {
-        return FreedMemoryKept {
-            restore: None,
-            give_back,
-        };
+        return FreedMemoryKept { restore: None };
     }
     // SAFETY: reads and sets one of mimalloc's options; no pointers.
     let previous = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms as _) };
     FreedMemoryKept {
         restore: Some(previous),
-        give_back,
     }
 }
 
@@ -163,9 +159,6 @@ impl Drop for FreedMemoryKept {
         if let Some(previous) = self.restore {
             // SAFETY: sets one of mimalloc's options; no pointers.
             unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, previous) }
-        }
-        if self.give_back {
-            return_freed_memory();
         }
     }
 }
