@@ -872,48 +872,54 @@ impl Catalog {
 
     /// The search documents of `subjects` (None for a subject with no
     /// document), each made with its dataset's and custodian site's records.
-    /// Those are read once per call: the versions of one dataset, and the
-    /// datasets of one site, share them.
+    /// Those are read and their attributes parsed once per call: the
+    /// versions of one dataset, and the datasets of one site, share them.
     fn documents<'s>(
         &self,
         p: &Pending<'_>,
         subjects: impl Iterator<Item = &'s String>,
     ) -> Result<Vec<(String, Option<tantivy::TantivyDocument>)>, CatalogError> {
-        // Records read so far, by subject (None: not there), shared by the
-        // documents that need them.
-        let mut read: std::collections::HashMap<String, Option<std::rc::Rc<NodeRecord>>> =
+        // Records read so far with their attributes, by subject (None: not
+        // there), shared by the documents that need them.
+        type Parsed = std::rc::Rc<(NodeRecord, serde_json::Value)>;
+        let mut read: std::collections::HashMap<String, Option<Parsed>> =
             std::collections::HashMap::new();
-        let mut shared =
-            |subject: String| -> Result<Option<std::rc::Rc<NodeRecord>>, CatalogError> {
-                if let Some(node) = read.get(&subject) {
-                    return Ok(node.clone());
-                }
-                let node = p.node(&subject)?.map(std::rc::Rc::new);
-                read.insert(subject, node.clone());
-                Ok(node)
-            };
+        let mut shared = |subject: String| -> Result<Option<Parsed>, CatalogError> {
+            if let Some(node) = read.get(&subject) {
+                return Ok(node.clone());
+            }
+            let node = p.node(&subject)?.map(|n| {
+                let attributes = n.attributes();
+                std::rc::Rc::new((n, attributes))
+            });
+            read.insert(subject, node.clone());
+            Ok(node)
+        };
         let mut out = Vec::new();
         for subject in subjects {
             let Some(node) = p.node(subject)? else {
                 continue;
             };
-            let dataset = match node.attributes()["datasetId"].as_str() {
+            let attributes = node.attributes();
+            let dataset = match attributes["datasetId"].as_str() {
                 Some(d) if node.node_type == "dataset-version" => shared(format!("dataset/{d}"))?,
                 _ => None,
             };
-            let custodian = dataset.as_ref().and_then(|d| {
-                d.attributes()["custodianSiteId"]
-                    .as_str()
-                    .map(|s| format!("site/{s}"))
-            });
+            let custodian = dataset
+                .as_ref()
+                .and_then(|d| d.1["custodianSiteId"].as_str().map(|s| format!("site/{s}")));
             let site = match custodian {
                 Some(s) => shared(s)?,
                 None => None,
             };
             out.push((
                 subject.clone(),
-                self.search
-                    .document(&node, dataset.as_deref(), site.as_deref()),
+                self.search.document(
+                    &node,
+                    &attributes,
+                    dataset.as_deref().map(|(d, a)| (d, a)),
+                    site.as_deref().map(|(s, _)| s),
+                ),
             ));
         }
         Ok(out)

@@ -321,16 +321,19 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Builds the search document of a dataset version or model version.
-    /// `dataset` and `site` are the version's dataset and custodian site.
+    /// Builds the search document of a dataset version or model version
+    /// from its record and its parsed `attributes`. `dataset` and `site` are
+    /// the version's dataset (with its attributes parsed: the versions of a
+    /// dataset share them) and custodian site.
     pub fn document(
         &self,
         node: &NodeRecord,
-        dataset: Option<&NodeRecord>,
+        attributes: &serde_json::Value,
+        dataset: Option<(&NodeRecord, &serde_json::Value)>,
         site: Option<&NodeRecord>,
     ) -> Option<TantivyDocument> {
         let f = &self.fields;
-        let a = &node.attributes();
+        let a = attributes;
         let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         let mut d = TantivyDocument::default();
         d.add_text(f.subject, node.subject());
@@ -346,7 +349,8 @@ impl SearchIndex {
         add_facet(&mut d, f, "status", status);
         match node.node_type.as_str() {
             "dataset-version" => {
-                let ds = dataset.map(|d| d.attributes()).unwrap_or_default();
+                let no_attributes = serde_json::Value::Null;
+                let ds = dataset.map_or(&no_attributes, |(_, a)| a);
                 let access = s(&ds["accessLevel"])
                     .trim_start_matches("ACCESS_LEVEL_")
                     .to_lowercase();
@@ -439,7 +443,7 @@ impl SearchIndex {
                 // Who is behind it: whoever registered the dataset and this
                 // version, found by their name as a governance officer knows it.
                 for person in [
-                    dataset.map(|d| &d.created_by.actor),
+                    dataset.map(|(d, _)| &d.created_by.actor),
                     Some(&node.created_by.actor),
                 ]
                 .into_iter()
