@@ -8,7 +8,14 @@
 //!    a broker) and on Kafka, each held against the same stream sequenced
 //!    straight into a ledger with no bus at all (the ledger-only rate, same
 //!    run): what the bus costs.
-//! 2. Latency at a steady rate: a read replica (mirror + catalogue) follows
+//! 2. A replica joining: a read replica follows the Kafka run's streams from
+//!    their start (mirrors, verifies and projects every leaf, as a partner or
+//!    a new replica does), timed until its catalogue holds them all; then its
+//!    mirror is reindexed into a new catalogue, the projection it is held
+//!    against, and both against the ledger-only sequencing rate (goal 2).
+//!    This stream is heavier to project than `clew-bench catalog`'s: nearly
+//!    every event is a dataset version, each a search document.
+//! 3. Latency at a steady rate: a read replica (mirror + catalogue) follows
 //!    the Kafka streams; events are submitted through it at a fixed rate and
 //!    each is timed until the replica has it in its catalogue and search
 //!    index (what a client of the replica's API waits for).
@@ -67,6 +74,21 @@ pub struct KafkaBench {
     /// Submissions refused in the throughput runs and the warm-up (should
     /// be 0).
     pub refused: u64,
+    /// A read replica joining the Kafka run's streams from their start:
+    /// leaves a second into its catalogue (mirrored, verified, projected).
+    pub joining_events_per_s: f64,
+    /// … this process's CPU an event meanwhile (µs).
+    pub joining_cpu_us_per_event: f64,
+    /// Its mirror reindexed into a new catalogue, as `clew reindex` does
+    /// (events/s).
+    pub joining_reindex_events_per_s: f64,
+    /// … CPU an event (µs).
+    pub joining_reindex_cpu_us_per_event: f64,
+    /// joining / reindex.
+    pub joining_ratio_to_reindex: f64,
+    /// joining / the ledger-only sequencing rate (goal 2 asks projection
+    /// for 2× sequencing, the live node's catch-up included).
+    pub joining_ratio_to_ledger_only: f64,
     /// Target rate of the latency run.
     pub rate_per_s: u64,
     /// Events timed in the latency run.
@@ -132,7 +154,8 @@ pub fn run(
         &stream,
         producers,
         None,
-    )?;
+    )?
+    .0;
     // A broker in service has compiled its hot paths long ago; this one
     // has just started, so half the stream goes through it first, on
     // topics of its own, untimed (after a tenth, its JIT compilers still
@@ -148,9 +171,10 @@ pub fn run(
         warm_up,
         producers,
         broker_pid,
-    )?;
+    )?
+    .0;
     let kafka: Arc<dyn Bus> = connect_kafka(&bootstrap, &format!("bench-{run_id}"))?;
-    let kafka = throughput(
+    let (kafka, leaves, verifier_key) = throughput(
         "kafka",
         kafka,
         &ledger_key,
@@ -158,6 +182,13 @@ pub fn run(
         &stream,
         producers,
         broker_pid,
+    )?;
+    let joining = replica_joining(
+        &bootstrap,
+        &format!("bench-{run_id}"),
+        &verifier_key,
+        &p,
+        leaves,
     )?;
 
     let latency = latency(&bootstrap, &run_id, &ledger_key, &p, rate, seconds)?;
@@ -180,6 +211,12 @@ pub fn run(
         embedded_busy: embedded.busy,
         kafka_busy: kafka.busy,
         refused: embedded.refused + warm.refused + kafka.refused,
+        joining_events_per_s: leaves as f64 / joining.seconds,
+        joining_cpu_us_per_event: joining.cpu_us_per_event,
+        joining_reindex_events_per_s: leaves as f64 / joining.reindex_seconds,
+        joining_reindex_cpu_us_per_event: joining.reindex_cpu_us_per_event,
+        joining_ratio_to_reindex: joining.reindex_seconds / joining.seconds,
+        joining_ratio_to_ledger_only: leaves as f64 / joining.seconds / ledger.rate,
         rate_per_s: rate,
         latency_events: latency.0,
         searchable_p50_ms: latency.1,
@@ -385,7 +422,7 @@ fn throughput(
     stream: &[(String, Vec<u8>)],
     producers: usize,
     broker_pid: Option<u32>,
-) -> Result<Run> {
+) -> Result<(Run, u64, String)> {
     let dir = tempfile::tempdir()?;
     let ledger = Arc::new(crate::spine::bench_ledger(dir.path(), ledger_key, p)?);
     let base = ledger.size();
@@ -421,7 +458,99 @@ fn throughput(
         run.busy * 100.0
     );
     eprintln!("  µs an event by thread: {}", run.threads());
-    Ok(run)
+    Ok((run, ledger.size(), ledger.verifier_key().to_string()))
+}
+
+/// What a replica joining the streams from their start took.
+struct Joining {
+    /// From its start until its catalogue held every leaf.
+    seconds: f64,
+    /// This process's CPU an event meanwhile, µs.
+    cpu_us_per_event: f64,
+    /// Projecting the same leaves from its mirror into a new catalogue as
+    /// `clew reindex` does.
+    reindex_seconds: f64,
+    /// … its CPU an event, µs.
+    reindex_cpu_us_per_event: f64,
+}
+
+/// A read replica that joins the streams of the timed Kafka run (`prefix`)
+/// from their start, as a partner or a new replica does, until its
+/// catalogue holds all `leaves`; then its mirror reindexed into a new
+/// catalogue, the peer it is held against (both after the sequencer
+/// stopped, so each has the cores to itself).
+fn replica_joining(
+    bootstrap: &str,
+    prefix: &str,
+    verifier_key: &str,
+    p: &Producers,
+    leaves: u64,
+) -> Result<Joining> {
+    let dir = tempfile::tempdir()?;
+    let bus: Arc<dyn Bus> = connect_kafka(bootstrap, prefix)?;
+    let mirror = Arc::new(clew_ledger::Ledger::open_mirror(
+        &dir.path().join("replica"),
+        verifier_key,
+        clew_ledger::LedgerOptions::default(),
+    )?);
+    let catalog = Arc::new(clew_catalog::Catalog::open(
+        &dir.path().join("replica/catalog"),
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let pb = clew::progress_bar(leaves, "replica joining");
+    let clock = Clock::start(None);
+    rt.block_on(async {
+        let node = clew_node::Node::start_replica(
+            mirror.clone(),
+            catalog.clone(),
+            p.admin.clone(),
+            Arc::new(clew_node::Metrics::new()?),
+            bus.clone(),
+            "bench-joining",
+            None,
+        )?;
+        let mut applied = node.applied();
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let a = *applied.borrow();
+            if let Some(n) = a.size() {
+                pb.set_position(n);
+                if n >= leaves {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the joining replica did not catch up: want {leaves} leaves, applied {a:?}");
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), applied.changed()).await;
+        }
+        node.begin_shutdown();
+        node.shutdown();
+        anyhow::Ok(())
+    })?;
+    let joined = clock.stop(leaves, 0);
+    pb.finish_and_clear();
+    drop(catalog);
+    let pb = clew::progress_bar(leaves, "reindexing its mirror");
+    let clock = Clock::start(None);
+    let kept = clew::memory::keep_freed_memory();
+    clew_catalog::Catalog::rebuild_with_cache(
+        &dir.path().join("reindexed"),
+        &mirror,
+        crate::spine::PROJECTION_CACHE_BYTES,
+        &|done, _| pb.set_position(done),
+    )?;
+    drop(kept);
+    let reindexed = clock.stop(leaves, 0);
+    pb.finish_and_clear();
+    Ok(Joining {
+        seconds: leaves as f64 / joined.rate,
+        cpu_us_per_event: joined.cpu_us_per_event,
+        reindex_seconds: leaves as f64 / reindexed.rate,
+        reindex_cpu_us_per_event: reindexed.cpu_us_per_event,
+    })
 }
 
 /// The latency run; returns (events timed, p50 ms, p99 ms, achieved rate).
