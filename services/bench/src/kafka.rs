@@ -488,48 +488,24 @@ fn replica_joining(
 ) -> Result<Joining> {
     let dir = tempfile::tempdir()?;
     let bus: Arc<dyn Bus> = connect_kafka(bootstrap, prefix)?;
-    let mirror = Arc::new(clew_ledger::Ledger::open_mirror(
-        &dir.path().join("replica"),
-        verifier_key,
-        clew_ledger::LedgerOptions::default(),
-    )?);
-    let catalog = Arc::new(clew_catalog::Catalog::open(
-        &dir.path().join("replica/catalog"),
-    )?);
+    let (mirror, catalog) = open_replica(dir.path(), verifier_key)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let pb = clew::progress_bar(leaves, "replica joining");
     let clock = Clock::start(None);
-    rt.block_on(async {
-        let node = clew_node::Node::start_replica(
-            mirror.clone(),
-            catalog.clone(),
-            p.admin.clone(),
-            Arc::new(clew_node::Metrics::new()?),
-            bus.clone(),
-            "bench-joining",
-            None,
-        )?;
-        let mut applied = node.applied();
-        let deadline = Instant::now() + Duration::from_secs(1800);
-        loop {
-            let a = *applied.borrow();
-            if let Some(n) = a.size() {
-                pb.set_position(n);
-                if n >= leaves {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the joining replica did not catch up: want {leaves} leaves, applied {a:?}");
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(100), applied.changed()).await;
-        }
-        node.begin_shutdown();
-        node.shutdown();
-        anyhow::Ok(())
-    })?;
+    let node = start_replica(&mirror, &catalog, p, &bus, "bench-joining")?;
+    let joined = rt.block_on(until_applied(
+        &node,
+        leaves,
+        Duration::from_secs(1800),
+        |n| pb.set_position(n),
+    ));
+    node.begin_shutdown();
+    node.shutdown();
+    if let Err(a) = joined {
+        bail!("the joining replica did not catch up: want {leaves} leaves, applied {a:?}");
+    }
     let joined = clock.stop(leaves, 0);
     pb.finish_and_clear();
     drop(catalog);
@@ -551,6 +527,66 @@ fn replica_joining(
         reindex_seconds: leaves as f64 / reindexed.rate,
         reindex_cpu_us_per_event: reindexed.cpu_us_per_event,
     })
+}
+
+/// A read replica's mirror and catalogue in `dir`, for the ledger whose
+/// checkpoints `verifier_key` signs.
+fn open_replica(
+    dir: &std::path::Path,
+    verifier_key: &str,
+) -> Result<(Arc<clew_ledger::Ledger>, Arc<clew_catalog::Catalog>)> {
+    let mirror = Arc::new(clew_ledger::Ledger::open_mirror(
+        &dir.join("replica"),
+        verifier_key,
+        clew_ledger::LedgerOptions::default(),
+    )?);
+    let catalog = Arc::new(clew_catalog::Catalog::open(&dir.join("replica/catalog"))?);
+    Ok((mirror, catalog))
+}
+
+/// Starts a replica node over `mirror` and `catalog`, following `bus` as
+/// the consumer group `group`.
+fn start_replica(
+    mirror: &Arc<clew_ledger::Ledger>,
+    catalog: &Arc<clew_catalog::Catalog>,
+    p: &Producers,
+    bus: &Arc<dyn Bus>,
+    group: &str,
+) -> Result<Arc<clew_node::Node>> {
+    Ok(clew_node::Node::start_replica(
+        mirror.clone(),
+        catalog.clone(),
+        p.admin.clone(),
+        Arc::new(clew_node::Metrics::new()?),
+        bus.clone(),
+        group,
+        None,
+    )?)
+}
+
+/// Waits until `node`'s catalogue holds `want` leaves, telling `seen` each
+/// size it reaches; the last state it reached when `limit` passes first.
+async fn until_applied(
+    node: &clew_node::Node,
+    want: u64,
+    limit: Duration,
+    mut seen: impl FnMut(u64),
+) -> std::result::Result<(), clew_node::Applied> {
+    let mut applied = node.applied();
+    let deadline = Instant::now() + limit;
+    loop {
+        let a = *applied.borrow();
+        if let Some(n) = a.size() {
+            seen(n);
+            if n >= want {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(a);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), applied.changed()).await;
+    }
 }
 
 /// The latency run; returns (events timed, p50 ms, p99 ms, achieved rate).
@@ -583,29 +619,14 @@ fn latency(
         p,
     )?);
     let bus: Arc<dyn Bus> = connect_kafka(bootstrap, &format!("latency-{run_id}"))?;
-    let mirror = Arc::new(clew_ledger::Ledger::open_mirror(
-        &dir.path().join("replica"),
-        ledger.verifier_key(),
-        clew_ledger::LedgerOptions::default(),
-    )?);
-    let catalog = Arc::new(clew_catalog::Catalog::open(
-        &dir.path().join("replica/catalog"),
-    )?);
+    let (mirror, catalog) = open_replica(dir.path(), ledger.verifier_key())?;
     let progress = Progress::default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     with_sequencer(&ledger, &bus, &progress, || {
         rt.block_on(async {
-            let node = clew_node::Node::start_replica(
-                mirror.clone(),
-                catalog.clone(),
-                p.admin.clone(),
-                Arc::new(clew_node::Metrics::new()?),
-                bus.clone(),
-                "bench-replica",
-                None,
-            )?;
+            let node = start_replica(&mirror, &catalog, p, &bus, "bench-replica")?;
             // Sites and datasets, then wait until the replica holds them.
             let base = ledger.size();
             let want = base + setup_end as u64;
@@ -614,23 +635,14 @@ fn latency(
             submit_concurrently(bus.as_ref(), &setup[..ph[0].1 as usize], 2)?;
             wait_published(&progress, base + ph[0].1, Duration::from_secs(120))?;
             submit_concurrently(bus.as_ref(), &setup[ph[0].1 as usize..], 2)?;
-            let mut applied = node.applied();
-            let deadline = Instant::now() + Duration::from_secs(180);
-            loop {
-                let a = *applied.borrow();
-                if a.size().is_some_and(|n| n >= want) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "the replica did not catch up with the set-up events: want {want}, \
-                         ledger {}, published {}, mirror {}, applied {a:?}",
-                        ledger.size(),
-                        progress.published.load(Ordering::Relaxed),
-                        mirror.size()
-                    );
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(100), applied.changed()).await;
+            if let Err(a) = until_applied(&node, want, Duration::from_secs(180), |_| {}).await {
+                bail!(
+                    "the replica did not catch up with the set-up events: want {want}, \
+                     ledger {}, published {}, mirror {}, applied {a:?}",
+                    ledger.size(),
+                    progress.published.load(Ordering::Relaxed),
+                    mirror.size()
+                );
             }
             eprintln!(
                 "latency: replica holds {} leaves; submitting {} events at {rate}/s",

@@ -879,22 +879,25 @@ impl Catalog {
         p: &Pending<'_>,
         subjects: impl Iterator<Item = &'s String>,
     ) -> Result<Vec<(String, Option<tantivy::TantivyDocument>)>, CatalogError> {
-        // Records read so far with their attributes, by subject (None: not
-        // there), shared by the documents that need them.
-        type Parsed = std::rc::Rc<(NodeRecord, serde_json::Value)>;
-        let mut read: std::collections::HashMap<String, Option<Parsed>> =
+        // Records read so far, by subject (None: not there), shared by the
+        // documents that need them, each with its attributes once parsed
+        // (a dataset's are; a site's label is all a document takes).
+        type Shared = std::rc::Rc<(NodeRecord, std::cell::OnceCell<serde_json::Value>)>;
+        let mut read: std::collections::HashMap<String, Option<Shared>> =
             std::collections::HashMap::new();
-        let mut shared = |subject: String| -> Result<Option<Parsed>, CatalogError> {
+        let mut shared = |subject: String| -> Result<Option<Shared>, CatalogError> {
             if let Some(node) = read.get(&subject) {
                 return Ok(node.clone());
             }
-            let node = p.node(&subject)?.map(|n| {
-                let attributes = n.attributes();
-                std::rc::Rc::new((n, attributes))
-            });
+            let node = p
+                .node(&subject)?
+                .map(|n| std::rc::Rc::new((n, std::cell::OnceCell::new())));
             read.insert(subject, node.clone());
             Ok(node)
         };
+        fn attributes_of(d: &Shared) -> &serde_json::Value {
+            d.1.get_or_init(|| d.0.attributes())
+        }
         let mut out = Vec::new();
         for subject in subjects {
             let Some(node) = p.node(subject)? else {
@@ -905,9 +908,11 @@ impl Catalog {
                 Some(d) if node.node_type == "dataset-version" => shared(format!("dataset/{d}"))?,
                 _ => None,
             };
-            let custodian = dataset
-                .as_ref()
-                .and_then(|d| d.1["custodianSiteId"].as_str().map(|s| format!("site/{s}")));
+            let custodian = dataset.as_ref().and_then(|d| {
+                attributes_of(d)["custodianSiteId"]
+                    .as_str()
+                    .map(|s| format!("site/{s}"))
+            });
             let site = match custodian {
                 Some(s) => shared(s)?,
                 None => None,
@@ -917,7 +922,7 @@ impl Catalog {
                 self.search.document(
                     &node,
                     &attributes,
-                    dataset.as_deref().map(|(d, a)| (d, a)),
+                    dataset.as_ref().map(|d| (&d.0, attributes_of(d))),
                     site.as_deref().map(|(s, _)| s),
                 ),
             ));
