@@ -151,7 +151,10 @@ pub fn run(
         embedded,
         &ledger_key,
         &p,
-        &stream,
+        StreamPrefix {
+            records: &stream,
+            whole: events,
+        },
         producers,
         None,
     )?
@@ -168,7 +171,10 @@ pub fn run(
         warm,
         &ledger_key,
         &p,
-        warm_up,
+        StreamPrefix {
+            records: warm_up,
+            whole: events,
+        },
         producers,
         broker_pid,
     )?
@@ -179,7 +185,10 @@ pub fn run(
         kafka,
         &ledger_key,
         &p,
-        &stream,
+        StreamPrefix {
+            records: &stream,
+            whole: events,
+        },
         producers,
         broker_pid,
     )?;
@@ -413,16 +422,28 @@ impl Clock {
     }
 }
 
+/// The first records of a synthetic stream of `whole` events (keyed by
+/// [`keyed`]): all of it, or the warm-up's half.
+#[derive(Clone, Copy)]
+struct StreamPrefix<'a> {
+    records: &'a [(String, Vec<u8>)],
+    whole: u64,
+}
+
 /// One throughput run (`broker_pid`: a local broker whose CPU to count).
 fn throughput(
     name: &str,
     bus: Arc<dyn Bus>,
     ledger_key: &clew_events::ProducerKey,
     p: &Producers,
-    stream: &[(String, Vec<u8>)],
+    prefix: StreamPrefix<'_>,
     producers: usize,
     broker_pid: Option<u32>,
 ) -> Result<(Run, u64, String)> {
+    let StreamPrefix {
+        records: stream,
+        whole,
+    } = prefix;
     let dir = tempfile::tempdir()?;
     let ledger = Arc::new(crate::spine::bench_ledger(dir.path(), ledger_key, p)?);
     let base = ledger.size();
@@ -433,7 +454,14 @@ fn throughput(
         // The ledger's own leaves (genesis, registrations) published first.
         wait_published(&progress, base, Duration::from_secs(120))?;
         let clock = Clock::start(broker_pid);
-        for (a, b) in phases(total) {
+        // `stream` opens a stream of `whole` events (the warm-up is its
+        // first half): that stream's phases, cut where `stream` ends, so no
+        // event comes before what it cites.
+        let cut = phases(whole)
+            .into_iter()
+            .map(|(a, b)| (a.min(total), b.min(total)))
+            .filter(|(a, b)| a < b);
+        for (a, b) in cut {
             let outcome =
                 submit_concurrently(bus.as_ref(), &stream[a as usize..b as usize], producers)
                     .and_then(|_| {
